@@ -1,0 +1,90 @@
+/**
+ * uvpn_register: leases, lists and releases virtual addresses at the home router.
+ * Thin entry point over router/client.ts.
+ */
+import { NetworkError, UsageError } from "../router/errors.ts";
+import { formatIp, parseIp } from "../router/ipv4.ts";
+import { keyPath, readKey } from "../router/key.ts";
+import { type RouterAddr, requestOk } from "../router/client.ts";
+import { parseHostPort } from "../router/routes.ts";
+import { FrameType, ipBytes, u32 } from "../router/wire.ts";
+import { parseCli, runMain } from "./common.ts";
+
+const USAGE = `
+Usage: uvpn_register -r [-s] [--name NAME]
+       uvpn_register --list
+       uvpn_register --release ADDR
+
+Leases a virtual address of your home router's subnet (or lists / releases leases).
+
+  -r, --register      lease a new, unique virtual address and print it
+  -s, --silent        print only the address, nothing else
+      --name NAME     register NAME for the new address (letters, digits, '-')
+      --list          list the router's leases: ADDR, holder, name
+      --release ADDR  give a leased address back
+      --proxy HOST:PORT  the home router (default $UVPN_HOME_PROXY:$UVPN_HOME_PROXY_PORT)
+      --key FILE      network key (default $UVPN_KEY_FILE or ~/.uvpn_key)
+  -h, --help          this text
+  -V, --version       the version
+
+Environment: UVPN_HOME_PROXY, UVPN_HOME_PROXY_PORT (the home router), UVPN_KEY_FILE.
+`;
+
+function homeRouter(flag: string | undefined): RouterAddr {
+  if (flag !== undefined) {
+    try {
+      return parseHostPort(flag);
+    } catch (e) {
+      throw new UsageError(`--proxy: ${(e as Error).message}`);
+    }
+  }
+  const host = Deno.env.get("UVPN_HOME_PROXY");
+  const portText = Deno.env.get("UVPN_HOME_PROXY_PORT");
+  if (!host || !portText) {
+    throw new UsageError("No home router: set UVPN_HOME_PROXY and UVPN_HOME_PROXY_PORT, or pass --proxy HOST:PORT");
+  }
+  const port = Number(portText);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new UsageError(`UVPN_HOME_PROXY_PORT is not a port: ${portText}`);
+  }
+  return { host, port };
+}
+
+await runMain("uvpn_register", async () => {
+  const { values } = parseCli("uvpn_register", USAGE, Deno.args, {
+    register: { type: "boolean", short: "r" },
+    silent: { type: "boolean", short: "s" },
+    name: { type: "string" },
+    list: { type: "boolean" },
+    release: { type: "string" },
+    proxy: { type: "string" },
+    key: { type: "string" },
+  });
+  const actions = [values.register, values.list, values.release !== undefined].filter(Boolean).length;
+  if (actions !== 1) throw new UsageError("Choose one of -r, --list or --release ADDR\nTry 'uvpn_register --help'.");
+  const router = homeRouter(values.proxy);
+  const key = await readKey(keyPath(values.key));
+  const where = `${router.host}:${router.port}`;
+  if (values.list) {
+    const data = await requestOk(router, key, FrameType.LIST, new Uint8Array(0), "the lease list");
+    await Deno.stdout.write(data);
+    return;
+  }
+  if (values.release !== undefined) {
+    const ip = parseIp(values.release);
+    if (ip === null) throw new UsageError(`--release takes an IPv4 address: ${values.release}`);
+    await requestOk(router, key, FrameType.RELEASE, ipBytes(ip), `to release ${values.release}`);
+    if (!values.silent) console.log(`Released ${values.release} at router ${where}`);
+    return;
+  }
+  const name = values.name ?? "";
+  if (!/^[A-Za-z0-9-]{0,63}$/.test(name)) {
+    throw new UsageError(`--name takes up to 63 letters, digits or '-': ${name}`);
+  }
+  const nameBytes = new TextEncoder().encode(name);
+  const body = new Uint8Array([nameBytes.length, ...nameBytes]);
+  const data = await requestOk(router, key, FrameType.LEASE, body, "a lease");
+  if (data.length !== 4) throw new NetworkError(`Bad lease reply from router: ${where}`);
+  const addr = formatIp(u32(data, 0));
+  console.log(values.silent ? addr : `Leased virtual address ${addr} from router ${where}`);
+});

@@ -1,0 +1,82 @@
+/**
+ * The route table file (default ~/.uvpn_route): one subnet router per line, `PREFIX host:port`.
+ * Owns parsing, validation (with `FILE:LINE: why` errors) and subnet lookup.
+ */
+import { ConfigError } from "./errors.ts";
+import { contains, formatSubnet, overlaps, parseSubnet, type Subnet } from "./ipv4.ts";
+
+/** One line of the route table: a subnet and the host:port of its router. */
+export interface Route {
+  subnet: Subnet;
+  host: string;
+  port: number;
+  /** Line number in the file, for messages. */
+  line: number;
+}
+
+/** Splits "host:port" or "[v6]:port"; throws with a reason. */
+export function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:\s]+):(\d+)$/.exec(text);
+  if (!m) throw new Error(`Expected host:port: ${text}`);
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) throw new Error(`Port out of range (1 to 65535): ${m[2]}`);
+  return { host: m[1], port };
+}
+
+/** Parses route table text. `file` names it in error messages. */
+export function parseRoutes(text: string, file: string): Route[] {
+  const routes: Route[] = [];
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const lineNo = i + 1;
+    const content = lines[i].replace(/#.*/, "").trim();
+    if (content === "") continue;
+    const fields = content.split(/\s+/);
+    const fail = (why: string): never => {
+      throw new ConfigError(`${file}:${lineNo}: ${why}`);
+    };
+    if (fields.length !== 2) {
+      fail(`expected "PREFIX host:port", found ${fields.length} field(s): ${content}`);
+    }
+    let subnet: Subnet;
+    let hostPort: { host: string; port: number };
+    try {
+      subnet = parseSubnet(fields[0]);
+    } catch (e) {
+      return fail(lowerFirst((e as Error).message));
+    }
+    try {
+      hostPort = parseHostPort(fields[1].replace(/^<(.*)>$/, "$1"));
+    } catch (e) {
+      return fail(lowerFirst((e as Error).message));
+    }
+    for (const r of routes) {
+      if (overlaps(r.subnet, subnet)) {
+        fail(`subnet ${formatSubnet(subnet)} overlaps ${formatSubnet(r.subnet)} from line ${r.line}`);
+      }
+    }
+    routes.push({ subnet, ...hostPort, line: lineNo });
+  }
+  if (routes.length === 0) throw new ConfigError(`${file}: no routes in the file`);
+  return routes;
+}
+
+/** Reads and parses a route table file. */
+export async function loadRoutes(file: string): Promise<Route[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    throw new ConfigError(`Cannot read route file: ${file} (${(e as Error).message})`);
+  }
+  return parseRoutes(text, file);
+}
+
+/** The route whose subnet holds `ip`, if any. */
+export function routeFor(routes: Route[], ip: number): Route | undefined {
+  return routes.find((r) => contains(r.subnet, ip));
+}
+
+function lowerFirst(s: string): string {
+  return s.charAt(0).toLowerCase() + s.slice(1);
+}

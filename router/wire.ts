@@ -1,0 +1,258 @@
+/**
+ * The UVPN wire format (docs/PROTOCOL.md), TypeScript side: frame encoding and verification,
+ * body layouts, status codes and the replay cache. The C twin is native/wire.h + native/wire.c;
+ * both are checked against tests/vectors/wire.txt.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+
+/** Frame magic, "UVPN". */
+export const MAGIC = new Uint8Array([0x55, 0x56, 0x50, 0x4e]);
+/** Protocol version carried in every frame. */
+export const VERSION = 1;
+/** Bytes before the body: magic, version, type, length, nonce, time. */
+export const HEAD_LEN = 32;
+/** Bytes of the trailing HMAC-SHA256. */
+export const MAC_LEN = 32;
+/** Largest body a request may carry. */
+export const MAX_REQUEST_BODY = 1024;
+/** A request whose time is further than this from ours is refused. */
+export const TIME_WINDOW_MS = 300_000;
+
+/** Frame types. */
+export const FrameType = {
+  CONNECT: 1,
+  REPLY: 2,
+  LEASE: 3,
+  RELEASE: 4,
+  LIST: 5,
+  LISTEN: 6,
+  UNLISTEN: 7,
+  INFO: 8,
+} as const;
+export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType];
+
+/** Reply status codes, each standing for the errno a client reports. */
+export const Status = {
+  OK: 0,
+  ECONNREFUSED: 1,
+  ENETUNREACH: 2,
+  ETIMEDOUT: 3,
+  EHOSTUNREACH: 4,
+  EACCES: 5,
+  EADDRINUSE: 6,
+  EINVAL: 7,
+  EADDRNOTAVAIL: 8,
+  ENOENT: 9,
+} as const;
+export type StatusCode = (typeof Status)[keyof typeof Status];
+
+/** The name of a status code, e.g. "ECONNREFUSED". */
+export function statusName(code: number): string {
+  for (const [name, value] of Object.entries(Status)) if (value === code) return name;
+  return `status ${code}`;
+}
+
+/** A decoded, verified frame. */
+export interface Frame {
+  type: number;
+  nonce: Uint8Array;
+  timeMs: number;
+  body: Uint8Array;
+}
+
+/** A frame that failed a check; `reason` says which. */
+export class FrameError extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = "FrameError";
+  }
+}
+
+/** Fresh random nonce for a request. */
+export function newNonce(): Uint8Array {
+  return new Uint8Array(randomBytes(16));
+}
+
+function hmac(key: Uint8Array, data: Uint8Array): Uint8Array {
+  return new Uint8Array(createHmac("sha256", key).update(data).digest());
+}
+
+/** Encodes and signs one frame. */
+export function encodeFrame(
+  key: Uint8Array,
+  type: number,
+  nonce: Uint8Array,
+  body: Uint8Array = new Uint8Array(0),
+  timeMs: number = Date.now(),
+): Uint8Array {
+  if (nonce.length !== 16) throw new FrameError(`Nonce must be 16 bytes: ${nonce.length}`);
+  if (body.length > 0xffff) throw new FrameError(`Body too long: ${body.length}`);
+  const out = new Uint8Array(HEAD_LEN + body.length + MAC_LEN);
+  const view = new DataView(out.buffer);
+  out.set(MAGIC, 0);
+  out[4] = VERSION;
+  out[5] = type;
+  view.setUint16(6, body.length);
+  out.set(nonce, 8);
+  view.setBigUint64(24, BigInt(timeMs));
+  out.set(body, HEAD_LEN);
+  out.set(hmac(key, out.subarray(0, HEAD_LEN + body.length)), HEAD_LEN + body.length);
+  return out;
+}
+
+/** Largest body accepted for a frame type (replies may be long, requests may not). */
+export function maxBody(type: number): number {
+  return type === FrameType.REPLY ? 0xffff : MAX_REQUEST_BODY;
+}
+
+/** Checks a 32-byte head and returns the body length it announces. */
+export function parseHead(head: Uint8Array): { type: number; bodyLen: number } {
+  if (head.length < HEAD_LEN) throw new FrameError(`Short head: ${head.length} bytes`);
+  for (let i = 0; i < 4; i++) {
+    if (head[i] !== MAGIC[i]) throw new FrameError("Bad magic: not a UVPN frame");
+  }
+  if (head[4] !== VERSION) throw new FrameError(`Unsupported version: ${head[4]}`);
+  const type = head[5];
+  if (type < FrameType.CONNECT || type > FrameType.INFO) {
+    throw new FrameError(`Unknown frame type: ${type}`);
+  }
+  const bodyLen = (head[6] << 8) | head[7];
+  if (bodyLen > maxBody(type)) throw new FrameError(`Body too long for type ${type}: ${bodyLen}`);
+  return { type, bodyLen };
+}
+
+/** Verifies a whole frame (head, body, mac) and decodes it. */
+export function decodeFrame(key: Uint8Array, bytes: Uint8Array): Frame {
+  const { type, bodyLen } = parseHead(bytes);
+  if (bytes.length !== HEAD_LEN + bodyLen + MAC_LEN) {
+    throw new FrameError(`Frame length mismatch: ${bytes.length}`);
+  }
+  const signed = bytes.subarray(0, HEAD_LEN + bodyLen);
+  const mac = bytes.subarray(HEAD_LEN + bodyLen);
+  if (!timingSafeEqual(hmac(key, signed), mac)) throw new FrameError("Bad MAC: wrong network key");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return {
+    type,
+    nonce: bytes.slice(8, 24),
+    timeMs: Number(view.getBigUint64(24)),
+    body: bytes.slice(HEAD_LEN, HEAD_LEN + bodyLen),
+  };
+}
+
+/** Remembers recent request nonces so a captured frame cannot be replayed. */
+export class ReplayCache {
+  #seen = new Map<string, number>();
+  constructor(private readonly maxEntries = 100_000) {}
+
+  /** Throws unless the frame is fresh (time within the window) and its nonce unseen. */
+  check(frame: Frame, now: number = Date.now()): void {
+    if (Math.abs(now - frame.timeMs) > TIME_WINDOW_MS) {
+      throw new FrameError(`Stale frame: clock differs by ${Math.round((now - frame.timeMs) / 1000)} s`);
+    }
+    const id = hex(frame.nonce);
+    if (this.#seen.has(id)) throw new FrameError("Replayed nonce");
+    if (this.#seen.size >= this.maxEntries) this.#expire(now);
+    if (this.#seen.size >= this.maxEntries) throw new FrameError("Replay cache full");
+    this.#seen.set(id, now);
+  }
+
+  #expire(now: number): void {
+    for (const [id, at] of this.#seen) {
+      if (now - at > 2 * TIME_WINDOW_MS) this.#seen.delete(id);
+      else break; // insertion order is time order
+    }
+  }
+}
+
+/** A virtual TCP/UDP connection request. */
+export interface ConnectBody {
+  proto: number;
+  srcIp: number;
+  srcPort: number;
+  dstIp: number;
+  dstPort: number;
+}
+
+/** Packs a CONNECT body (16 bytes). */
+export function encodeConnect(c: ConnectBody): Uint8Array {
+  const out = new Uint8Array(16);
+  const v = new DataView(out.buffer);
+  v.setUint8(0, c.proto);
+  v.setUint8(1, 0);
+  v.setUint16(2, c.srcPort);
+  v.setUint32(4, c.srcIp);
+  v.setUint32(8, c.dstIp);
+  v.setUint16(12, c.dstPort);
+  v.setUint16(14, 0);
+  return out;
+}
+
+/** Unpacks a CONNECT body. */
+export function decodeConnect(body: Uint8Array): ConnectBody {
+  if (body.length !== 16) throw new FrameError(`CONNECT body must be 16 bytes: ${body.length}`);
+  const v = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  return {
+    proto: v.getUint8(0),
+    srcPort: v.getUint16(2),
+    srcIp: v.getUint32(4),
+    dstIp: v.getUint32(8),
+    dstPort: v.getUint16(12),
+  };
+}
+
+/** A REPLY body: status byte then data. */
+export function encodeReply(status: number, data: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const out = new Uint8Array(1 + data.length);
+  out[0] = status;
+  out.set(data, 1);
+  return out;
+}
+
+/** Four bytes of an IPv4 address held as a number. */
+export function ipBytes(ip: number): Uint8Array {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, ip);
+  return out;
+}
+
+/** Reads a big-endian u32 / u16 at an offset. */
+export function u32(b: Uint8Array, off: number): number {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(off);
+}
+export function u16(b: Uint8Array, off: number): number {
+  return (b[off] << 8) | b[off + 1];
+}
+
+/** Packs a u16 big-endian. */
+export function be16(n: number): Uint8Array {
+  return new Uint8Array([(n >> 8) & 0xff, n & 0xff]);
+}
+
+/** Concatenates byte arrays. */
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/** Whether two byte arrays are equal (not constant-time: for nonces, not MACs). */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Lower-case hex of bytes. */
+export function hex(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** Bytes of a hex string; throws on odd length or a non-hex character. */
+export function unhex(s: string): Uint8Array {
+  if (s.length % 2 !== 0 || /[^0-9a-fA-F]/.test(s)) throw new FrameError(`Not hex: ${s}`);
+  const out = new Uint8Array(s.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
