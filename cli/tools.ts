@@ -1,0 +1,46 @@
+/**
+ * The table of MyRT's commands: entry point and the Deno permissions each one runs with, used
+ * alike by the installer (scripts/install.ts) and by `deno task compile` (scripts/compile.ts).
+ */
+
+/** One installable command. */
+export interface Tool {
+  name: string;
+  /** Entry module, relative to the repository root. */
+  entry: string;
+  /** Deno permission flags, the narrowest that work. */
+  permissions: string[];
+  /** Files embedded into a compiled binary (relative to the root). */
+  include: string[];
+}
+
+const KEY_ENV = "HOME,UVPN_KEY_FILE";
+
+/** Every command MyRT installs into PREFIX/bin. */
+export const TOOLS: Tool[] = [
+  {
+    name: "uvpn_proxy",
+    entry: "cli/uvpn_proxy.ts",
+    // The router reads its route file and key and writes its key and lease state, wherever the
+    // user's flags put them; it runs nothing and loads no native code.
+    permissions: ["--allow-net", `--allow-env=${KEY_ENV}`, "--allow-read", "--allow-write"],
+    include: [],
+  },
+  {
+    name: "uvpn_register",
+    entry: "cli/uvpn_register.ts",
+    // The register client talks to its home router and reads the key; it writes nothing.
+    permissions: [
+      "--allow-net",
+      `--allow-env=${KEY_ENV},UVPN_HOME_PROXY,UVPN_HOME_PROXY_PORT`,
+      "--allow-read",
+    ],
+    include: ["native/build/libuvpn.so"],
+  },
+];
+
+/** Native libraries installed beside the commands, in PREFIX/bin (the seed's paths). */
+export const NATIVE_LIBS = ["native/build/libuvpn.so"];
+
+/** Source directories a wrapper-based install carries. */
+export const SOURCE_DIRS = ["cli", "router"];

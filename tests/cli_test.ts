@@ -1,0 +1,40 @@
+/** Every CLI answers --help and --version; usage errors exit 2; bad route files say FILE:LINE. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { cli, tempDir } from "./helpers.ts";
+import { VERSION } from "../cli/common.ts";
+import { TOOLS } from "../cli/tools.ts";
+
+for (const t of TOOLS) {
+  Deno.test(`cli: ${t.name} --help and --version`, async () => {
+    const help = await cli(t.name, ["--help"]);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, new RegExp(`^Usage: ${t.name}`));
+    const version = await cli(t.name, ["--version"]);
+    assert.equal(version.code, 0);
+    assert.equal(version.stdout, `${t.name} ${VERSION}\n`);
+    const bad = await cli(t.name, ["--no-such-flag"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /no-such-flag/);
+  });
+}
+
+Deno.test("cli: uvpn_proxy stops on a bad route file line with FILE:LINE and a non-zero exit", async () => {
+  using dir = tempDir();
+  const routes = join(dir.path, "routes");
+  Deno.writeTextFileSync(routes, "100.64.0.0/16 127.0.0.1:7001\n100.65.0.0/16 127.0.0.1\n");
+  const r = await cli("uvpn_proxy", ["--routes", routes], { env: { HOME: dir.path } });
+  assert.equal(r.code, 3);
+  assert.equal(r.stderr, `uvpn_proxy: ${routes}:2: expected host:port: 127.0.0.1\n`);
+  const missing = await cli("uvpn_proxy", ["--routes", join(dir.path, "nope")], { env: { HOME: dir.path } });
+  assert.equal(missing.code, 3);
+  assert.match(missing.stderr, /Cannot read route file: .*nope/);
+});
+
+Deno.test("cli: uvpn_register without a home router says how to set one", async () => {
+  using dir = tempDir();
+  const r = await cli("uvpn_register", ["-s", "-r"], { env: { HOME: dir.path, UVPN_HOME_PROXY: "" } });
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /set UVPN_HOME_PROXY and UVPN_HOME_PROXY_PORT/);
+  assert.equal(r.stdout, "");
+});

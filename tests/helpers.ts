@@ -1,0 +1,244 @@
+/**
+ * Test fixtures: temp dirs, free ports, processes started and stopped by pid with their output
+ * collected, and a two-subnet UVPN overlay on loopback (routers on 127.0.0.2 and 127.0.0.3).
+ * Everything here is bounded in time; tests run inside a loopback-only network namespace
+ * (scripts/test.sh), so virtual 100.64.0.0/10 addresses can never reach a real network.
+ */
+import { join } from "node:path";
+
+/** The repository root. */
+export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+/** The deno running the tests. */
+export const DENO = Deno.execPath();
+/** The preload library, built by `make -C native`. */
+export const LIBUVPN = join(ROOT, "native/build/libuvpn.so");
+
+/** A fresh temporary directory, removed by `using`. */
+export function tempDir(prefix = "myrt-test-"): { path: string; [Symbol.dispose](): void } {
+  const path = Deno.makeTempDirSync({ prefix });
+  return {
+    path,
+    [Symbol.dispose]() {
+      Deno.removeSync(path, { recursive: true });
+    },
+  };
+}
+
+/** A TCP port free right now on `hostname`. */
+export function freePort(hostname = "127.0.0.1"): number {
+  const l = Deno.listen({ hostname, port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Sleeps `ms`. */
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Result of a finished command. */
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Options for starting a process. */
+export interface SpawnOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  stdin?: string | Uint8Array;
+  timeoutMs?: number;
+}
+
+/** A started process whose output is collected; stopped by pid. */
+export class Proc {
+  stdout = "";
+  stderr = "";
+  readonly child: Deno.ChildProcess;
+  readonly done: Promise<Deno.CommandStatus>;
+  #readers: Promise<void>[];
+
+  constructor(readonly cmd: string, readonly args: string[], opts: SpawnOptions = {}) {
+    this.child = new Deno.Command(cmd, {
+      args,
+      env: opts.env,
+      cwd: opts.cwd,
+      stdin: opts.stdin === undefined ? "null" : "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    if (opts.stdin !== undefined) {
+      const w = this.child.stdin.getWriter();
+      const data = typeof opts.stdin === "string" ? new TextEncoder().encode(opts.stdin) : opts.stdin;
+      w.write(data).then(() => w.close()).catch(() => {});
+    }
+    this.#readers = [
+      collect(this.child.stdout, (s) => (this.stdout += s)),
+      collect(this.child.stderr, (s) => (this.stderr += s)),
+    ];
+    this.done = this.child.status;
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /** Waits until `re` matches stdout+stderr; throws with the output after `timeoutMs`. */
+  async waitFor(re: RegExp, timeoutMs = 15_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    let exited = false;
+    this.done.then(() => (exited = true));
+    while (Date.now() < deadline) {
+      const m = (this.stdout + this.stderr).match(re);
+      if (m) return m;
+      if (exited) {
+        await Promise.all(this.#readers);
+        const m2 = (this.stdout + this.stderr).match(re);
+        if (m2) return m2;
+        break;
+      }
+      await sleep(25);
+    }
+    throw new Error(`${this.cmd}: no ${re} within ${timeoutMs} ms; output:\n${this.stdout}\n${this.stderr}`);
+  }
+
+  /** Sends `signal` to the pid, escalating to SIGKILL after 3 s; waits for exit and output. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    try {
+      this.child.kill(signal);
+    } catch { /* already exited */ }
+    const timer = setTimeout(() => {
+      try {
+        this.child.kill("SIGKILL");
+      } catch { /* exited */ }
+    }, 3000);
+    const status = await this.done;
+    clearTimeout(timer);
+    await Promise.all(this.#readers);
+    return status;
+  }
+
+  /** Waits for exit (killing after `timeoutMs`) and returns code and output. */
+  async result(timeoutMs = 30_000): Promise<RunResult> {
+    const timer = setTimeout(() => {
+      try {
+        this.child.kill("SIGKILL");
+      } catch { /* exited */ }
+    }, timeoutMs);
+    const status = await this.done;
+    clearTimeout(timer);
+    await Promise.all(this.#readers);
+    return { code: status.code, stdout: this.stdout, stderr: this.stderr };
+  }
+}
+
+async function collect(stream: ReadableStream<Uint8Array>, sink: (s: string) => void): Promise<void> {
+  const dec = new TextDecoder();
+  for await (const chunk of stream) sink(dec.decode(chunk, { stream: true }));
+}
+
+/** Runs a command to completion (bounded by `timeoutMs`). */
+export function run(cmd: string, args: string[], opts: SpawnOptions = {}): Promise<RunResult> {
+  return new Proc(cmd, args, opts).result(opts.timeoutMs ?? 30_000);
+}
+
+/** Runs a MyRT CLI from source with the test deno. */
+export function cli(name: string, args: string[], opts: SpawnOptions = {}): Promise<RunResult> {
+  return run(DENO, ["run", "-A", "--no-prompt", join(ROOT, "cli", `${name}.ts`), ...args], opts);
+}
+
+/** Starts a MyRT CLI from source in the background. */
+export function spawnCli(name: string, args: string[], opts: SpawnOptions = {}): Proc {
+  return new Proc(DENO, ["run", "-A", "--no-prompt", join(ROOT, "cli", `${name}.ts`), ...args], opts);
+}
+
+/** Waits until something accepts TCP connections at host:port. */
+export async function waitForPort(hostname: string, port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      (await Deno.connect({ hostname, port })).close();
+      return;
+    } catch {
+      await sleep(50);
+    }
+  }
+  throw new Error(`Nothing listens on ${hostname}:${port} after ${timeoutMs} ms`);
+}
+
+/** One subnet of a test overlay. */
+export interface TestSubnet {
+  prefix: string;
+  host: string;
+  port: number;
+  router?: Proc;
+}
+
+/** A two-subnet overlay on loopback: routers, key, route file, and helpers to join it. */
+export class Overlay {
+  readonly routes: string;
+  readonly keyFile: string;
+  readonly a: TestSubnet;
+  readonly b: TestSubnet;
+
+  constructor(readonly dir: string) {
+    this.routes = join(dir, "routes");
+    this.keyFile = join(dir, "key");
+    this.a = { prefix: "100.64.0.0/16", host: "127.0.0.2", port: freePort("127.0.0.2") };
+    this.b = { prefix: "100.65.0.0/16", host: "127.0.0.3", port: freePort("127.0.0.3") };
+    Deno.writeTextFileSync(
+      this.routes,
+      `# test overlay\n${this.a.prefix} ${this.a.host}:${this.a.port}\n${this.b.prefix} ${this.b.host}:${this.b.port}\n`,
+    );
+  }
+
+  /** Environment shared by every process of this overlay. */
+  get baseEnv(): Record<string, string> {
+    return { HOME: this.dir, UVPN_KEY_FILE: this.keyFile };
+  }
+
+  /** Starts (or restarts) the router of a subnet and waits until it serves. */
+  async startRouter(s: TestSubnet): Promise<Proc> {
+    const p = spawnCli("uvpn_proxy", [
+      "--routes",
+      this.routes,
+      "--subnet",
+      s.prefix,
+      "--listen",
+      `${s.host}:${s.port}`,
+      "--state",
+      join(this.dir, `state-${s.port}.json`),
+    ], { env: this.baseEnv });
+    s.router = p;
+    await p.waitFor(/serving subnet/);
+    return p;
+  }
+
+  /** Starts both routers (the first creates the key). */
+  async start(): Promise<void> {
+    await this.startRouter(this.a);
+    await this.startRouter(this.b);
+  }
+
+  /** Leases a virtual address in a subnet with `uvpn_register -s -r`. */
+  async register(s: TestSubnet): Promise<string> {
+    const r = await cli("uvpn_register", ["-s", "-r"], { env: this.homeEnv(s) });
+    if (r.code !== 0) throw new Error(`uvpn_register failed: ${r.stderr}`);
+    return r.stdout.trim();
+  }
+
+  /** The seed's wrapper variables for a node of subnet `s`. */
+  homeEnv(s: TestSubnet): Record<string, string> {
+    return { ...this.baseEnv, UVPN_HOME_PROXY: s.host, UVPN_HOME_PROXY_PORT: String(s.port) };
+  }
+
+  /** Full environment of an overlay program with virtual address `addr` in subnet `s`. */
+  env(s: TestSubnet, addr: string): Record<string, string> {
+    return { ...this.homeEnv(s), UVPN_SRC_ADDR: addr, LD_PRELOAD: LIBUVPN, UVPN_DEBUG: "1" };
+  }
+
+  /** Stops both routers by pid. */
+  async stop(): Promise<void> {
+    for (const s of [this.a, this.b]) await s.router?.stop();
+  }
+}

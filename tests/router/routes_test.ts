@@ -1,0 +1,34 @@
+/** Route table parsing: the seed's format, CIDR, comments, and `FILE:LINE: why` errors. */
+import assert from "node:assert/strict";
+import { formatSubnet } from "../../router/ipv4.ts";
+import { parseRoutes, routeFor } from "../../router/routes.ts";
+import { ConfigError } from "../../router/errors.ts";
+
+Deno.test("routes: seed format, CIDR, comments and blank lines", () => {
+  const routes = parseRoutes(
+    "# my network\n189.1.0.0     <host_A:7001>\n\n100.65.0.0/16 head-b.example:7002  # site B\n",
+    "r",
+  );
+  assert.equal(routes.length, 2);
+  assert.equal(formatSubnet(routes[0].subnet), "189.1.0.0/16");
+  assert.deepEqual([routes[0].host, routes[0].port, routes[0].line], ["host_A", 7001, 2]);
+  assert.deepEqual([routes[1].host, routes[1].port, routes[1].line], ["head-b.example", 7002, 4]);
+  assert.equal(routeFor(routes, 0xbd01ff07)?.host, "host_A"); // 189.1.255.7
+  assert.equal(routeFor(routes, 0x0a000001), undefined);
+});
+
+Deno.test("routes: every bad line names FILE:LINE and why", () => {
+  const cases: [string, RegExp][] = [
+    ["100.64.0.0/16 hostonly\n", /^f:1: expected host:port: hostonly$/],
+    ["\n100.64.0.0/16 h:99999\n", /^f:2: port out of range .*: 99999$/],
+    ["300.1.0.0 h:1\n", /^f:1: bad IPv4 address: 300\.1\.0\.0$/],
+    ["100.64.0.0/33 h:1\n", /^f:1: bad prefix length .*: 33$/],
+    ["100.64.0.1/16 h:1\n", /^f:1: host bits set in subnet: 100\.64\.0\.1\/16/],
+    ["100.64.0.0/16 h:1 extra\n", /^f:1: expected "PREFIX host:port", found 3 field/],
+    ["100.64.0.0/16 h:1\n100.64.128.0/17 h:2\n", /^f:2: subnet 100\.64\.128\.0\/17 overlaps 100\.64\.0\.0\/16 from line 1$/],
+    ["# only a comment\n", /^f: no routes in the file$/],
+  ];
+  for (const [text, re] of cases) {
+    assert.throws(() => parseRoutes(text, "f"), (e: unknown) => e instanceof ConfigError && re.test((e as Error).message), text);
+  }
+});
