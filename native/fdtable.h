@@ -1,0 +1,45 @@
+/* fdtable.h: per-fd overlay state of libuvpn.so. One vstate per socket (open file description),
+ * shared by dup'ed fds through a reference count. The table is indexed by fd and grows in
+ * fixed-size chunks that are never freed, so "does fd have state?" can be answered without the
+ * lock (fast path for ordinary fds); every change happens under one mutex. Each state remembers
+ * the socket's inode, so an fd closed behind our back (fclose, close_range, raw syscall) and
+ * reused is detected and its stale state dropped. */
+#ifndef UVPN_FDTABLE_H
+#define UVPN_FDTABLE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+enum vkind {
+    VS_BOUND_VIRTUAL = 1, /* bound to V:vport (really to any:real_port) */
+    VS_BOUND_ANY,         /* bound to INADDR_ANY with UVPN_SRC_ADDR set: vport == real port */
+    VS_CONNECTED,         /* overlay connection (connect or accept): local/peer are virtual */
+};
+
+typedef struct {
+    int kind;
+    int family;           /* AF_INET / AF_INET6: form of the addresses we report */
+    uint32_t lip, pip;    /* virtual local / peer IPv4, host order */
+    uint16_t lport, pport;
+    uint16_t real_port;   /* real local port (listeners) */
+    int registered;       /* LISTEN accepted by the router: UNLISTEN when the last fd goes */
+    pid_t owner;          /* process that registered (forked children never unregister) */
+} vinfo;
+
+/* Lock-free hint: 0 means fd certainly has no state. */
+int fdt_maybe(int fd);
+/* Copies fd's state into *out; 1 if present, 0 if not. */
+int fdt_get(int fd, vinfo *out);
+/* Sets fd's state: updates the shared object in place when fd has one (dups see it too),
+ * otherwise creates it. Returns 0, or -1 (ENOMEM / EMFILE for fds beyond the table). */
+int fdt_set(int fd, const vinfo *in);
+/* Gives fd a fresh, unshared state (for a new fd from accept: any previous object is stale).
+ * Returns 0, or -1 as fdt_set. */
+int fdt_set_new(int fd, const vinfo *in);
+/* newfd shares oldfd's state (after a successful dup). newfd's previous state is released;
+ * returns 1 and fills *released if that was its last reference. */
+int fdt_share(int oldfd, int newfd, vinfo *released);
+/* Drops fd's state. Returns 1 and fills *released if that was the last reference. */
+int fdt_clear(int fd, vinfo *released);
+
+#endif
