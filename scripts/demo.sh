@@ -67,7 +67,7 @@ say "What the server saw (the client's virtual address)"
 sleep 0.3
 tail -n 1 "$work/server.log"
 say "Router logs"
-grep -h relay "$work/routerA.log" "$work/routerB.log" || true
+for r in A B; do sed -n "s/^uvpn_proxy: relay/router $r: relay/p" "$work/router$r.log"; done
 say "Leases of router A"
 UVPN_HOME_PROXY=127.0.0.2 UVPN_HOME_PROXY_PORT=7001 "$bin/uvpn_register" --list
 echo
