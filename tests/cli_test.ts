@@ -1,7 +1,7 @@
 /** Every CLI answers --help and --version; usage errors exit 2; bad route files say FILE:LINE. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cli, tempDir } from "./helpers.ts";
+import { cli, DENO, ROOT, run, tempDir } from "./helpers.ts";
 import { VERSION } from "../cli/common.ts";
 import { TOOLS } from "../cli/tools.ts";
 
@@ -37,4 +37,10 @@ Deno.test("cli: uvpn_register without a home router says how to set one", async 
   assert.equal(r.code, 2);
   assert.match(r.stderr, /set UVPN_HOME_PROXY and UVPN_HOME_PROXY_PORT/);
   assert.equal(r.stdout, "");
+});
+
+Deno.test("cli: deno task compile without DENORT_BIN says why and exits non-zero", async () => {
+  const r = await run(DENO, ["task", "--quiet", "compile"], { cwd: ROOT, env: { DENORT_BIN: "" } });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /needs a denort base binary.*set DENORT_BIN/);
 });
