@@ -6,6 +6,7 @@
  * wait for its answer (bounded) instead of guessing, so a virtual address is never misjudged as
  * real just because the fetch was in flight. The lock is never held across network I/O. */
 #include "config.h"
+#include "env.h"
 #include "log.h"
 #include "netio.h"
 #include "overlay.h"
@@ -81,7 +82,7 @@ static void read_env(void)
     pthread_cond_init(&info_cond, &cond_attr);
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 
-    const char *v = getenv("UVPN_SRC_ADDR");
+    const char *v = uvpn_getenv("UVPN_SRC_ADDR");
     struct in_addr a;
     if (v && *v) {
         if (inet_pton(AF_INET, v, &a) == 1) {
@@ -91,8 +92,8 @@ static void read_env(void)
             dbg("UVPN_SRC_ADDR=%s is not an IPv4 address: ignored", v);
         }
     }
-    v = getenv("UVPN_HOME_PROXY");
-    const char *p = getenv("UVPN_HOME_PROXY_PORT");
+    v = uvpn_getenv("UVPN_HOME_PROXY");
+    const char *p = uvpn_getenv("UVPN_HOME_PROXY_PORT");
     if (v && *v && strlen(v) < sizeof C.proxy_host) {
         char *end;
         long port = p ? strtol(p, &end, 10) : 0;
@@ -104,22 +105,22 @@ static void read_env(void)
             dbg("UVPN_HOME_PROXY_PORT=%s is not a port: no home router", p ? p : "(unset)");
         }
     }
-    v = getenv("UVPN_KEY_FILE");
+    v = uvpn_getenv("UVPN_KEY_FILE");
     if (v && *v) {
         snprintf(C.key_path, sizeof C.key_path, "%s", v);
     } else {
-        const char *home = getenv("HOME");
+        const char *home = uvpn_getenv("HOME");
         if (home && *home) snprintf(C.key_path, sizeof C.key_path, "%s/.uvpn_key", home);
     }
     C.timeout_ms = 30000;
-    v = getenv("UVPN_CONNECT_TIMEOUT");
+    v = uvpn_getenv("UVPN_CONNECT_TIMEOUT");
     if (v && *v) {
         char *end;
         double t = strtod(v, &end);
         if (!*end && t > 0 && t <= 86400) C.timeout_ms = t * 1000 < 1 ? 1 : (int)(t * 1000);
         else dbg("UVPN_CONNECT_TIMEOUT=%s is not a positive number: using 30", v);
     }
-    v = getenv("UVPN_NETWORKS");
+    v = uvpn_getenv("UVPN_NETWORKS");
     if (v && *v) {
         char buf[2048];
         snprintf(buf, sizeof buf, "%s", v);

@@ -1,5 +1,6 @@
 /* log.c: UVPN_DEBUG output and errno names (see log.h). Never writes to stdout. */
 #include "log.h"
+#include "env.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -13,7 +14,7 @@ static int enabled;
 
 static void read_env(void)
 {
-    const char *v = getenv("UVPN_DEBUG");
+    const char *v = uvpn_getenv("UVPN_DEBUG");
     enabled = v && *v;
 }
 
