@@ -1,0 +1,188 @@
+/**
+ * A's file server and B's cache manager wired together over a real Unix socket: confinement,
+ * malformed input, compare-and-swap write-back with conflict copies, the cache when A is gone,
+ * and a queued write-back surviving a crash of the cache manager.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { CacheManager } from "../../xufs/cache.ts";
+import { encodeMessage } from "../../xufs/messages.ts";
+import { Remote } from "../../xufs/remote.ts";
+import { FileServer } from "../../xufs/server.ts";
+import { tempDir } from "../helpers.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+const SECRET = "s3cret";
+
+/** A file server for `root` on a Unix socket; `connect()` opens a new authenticated Remote. */
+function serve(root: string, dir: string) {
+  const path = join(dir, `srv-${crypto.randomUUID().slice(0, 6)}.sock`);
+  const logs: string[] = [];
+  const server = new FileServer(root, SECRET, (l) => logs.push(l));
+  const listener = Deno.listen({ transport: "unix", path });
+  const conns: Deno.Conn[] = [];
+  (async () => {
+    for await (const c of listener) {
+      conns.push(c);
+      server.serve(c);
+    }
+  })().catch(() => {});
+  return {
+    path,
+    logs,
+    server,
+    connect: async (secret = SECRET) => await Remote.open(await Deno.connect({ transport: "unix", path }), secret),
+    close() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+    },
+  };
+}
+
+function setup(dir: string) {
+  const a = join(dir, "A");
+  Deno.mkdirSync(join(a, "sub/deep"), { recursive: true });
+  Deno.writeTextFileSync(join(a, "file1"), "one\n");
+  Deno.writeTextFileSync(join(a, "sub/deep/f"), "deep\n");
+  Deno.writeTextFileSync(join(dir, "secret-outside"), "do not leak\n");
+  Deno.symlinkSync("../secret-outside", join(a, "out-link"));
+  Deno.symlinkSync("/etc/passwd", join(a, "abs-link"));
+  return a;
+}
+
+Deno.test("xufs server: nothing outside the export is reachable; bad frames are logged, not fatal", opts, async () => {
+  using dir = tempDir();
+  const a = setup(dir.path);
+  const srv = serve(a, dir.path);
+  try {
+    const r = await srv.connect();
+    for (const path of ["../secret-outside", "/etc/passwd", "sub/../../secret-outside", "out-link", "abs-link", "sub/\0x", ""]) {
+      await assert.rejects(r.request({ op: "read", path }), (e: Error & { code?: string }) => /EACCES|EINVAL/.test(e.code ?? ""), path);
+    }
+    await assert.rejects(r.request({ op: "write", path: "out-link", base: null }, new Uint8Array(3)), /Symlink not followed|EACCES/);
+    assert.equal(Deno.readTextFileSync(join(dir.path, "secret-outside")), "do not leak\n");
+    const list = await r.request({ op: "list", path: "." });
+    const names = (list.head.entries as { name: string; type: string; target?: string }[]).map((e) => `${e.name}:${e.type}:${e.target ?? ""}`).sort();
+    assert.deepEqual(names, ["abs-link:l:/etc/passwd", "file1:f:", "out-link:l:../secret-outside", "sub:d:"]);
+    // A wrong secret gets nothing.
+    await assert.rejects(srv.connect("wrong"), /refused|prove/);
+    // Garbage: a huge header length, then a non-JSON header. The server logs and stays up.
+    for (const bad of [new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]), encodeMessage({}).fill(0x7b, 8)]) {
+      const c = await Deno.connect({ transport: "unix", path: srv.path });
+      const hello = new Uint8Array(4096);
+      await c.read(hello);
+      await c.write(bad);
+      assert.equal(await c.read(new Uint8Array(16)), null);
+      c.close();
+    }
+    assert.ok(srv.logs.some((l) => /wrong session secret/.test(l)), srv.logs.join("\n"));
+    assert.ok(srv.logs.some((l) => /malformed message/.test(l)), srv.logs.join("\n"));
+    assert.equal((await (await srv.connect()).request({ op: "stat", path: "file1" })).head.entry.size, 4);
+    r.close();
+  } finally {
+    srv.close();
+  }
+});
+
+Deno.test("xufs cache: write-back is compare-and-swap; a concurrent change on A keeps both copies", opts, async () => {
+  using dir = tempDir();
+  const a = setup(dir.path);
+  const srv = serve(a, dir.path);
+  const logs: string[] = [];
+  const cache = new CacheManager({ dir: join(dir.path, "B"), from: "hostB", log: (l) => logs.push(l) });
+  try {
+    await cache.init();
+    cache.attach(await srv.connect());
+    assert.equal(await cache.answer("FETCH\tfile1"), "OK\n");
+    assert.equal(Deno.readTextFileSync(join(cache.tree, "file1")), "one\n");
+    // B writes and closes: A gets the whole file.
+    Deno.writeTextFileSync(join(cache.tree, "file1"), "one, edited on B\n");
+    assert.equal(await cache.answer("CLOSED\tfile1"), "OK\n");
+    assert.equal(await cache.flush(5000), 0);
+    assert.equal(Deno.readTextFileSync(join(a, "file1")), "one, edited on B\n");
+    // A changes it meanwhile; B's next write-back must not overwrite A's edit.
+    await new Promise((r) => setTimeout(r, 20));
+    Deno.writeTextFileSync(join(a, "file1"), "edited on A\n");
+    Deno.writeTextFileSync(join(cache.tree, "file1"), "edited on B again\n");
+    assert.equal(await cache.answer("CLOSED\tfile1"), "OK\n");
+    assert.equal(await cache.flush(5000), 0);
+    assert.equal(Deno.readTextFileSync(join(a, "file1")), "edited on A\n");
+    const copies = [...Deno.readDirSync(a)].filter((e) => e.name.startsWith("file1.conflict-hostB-"));
+    assert.equal(copies.length, 1);
+    assert.equal(Deno.readTextFileSync(join(a, copies[0].name)), "edited on B again\n");
+    assert.ok(logs.some((l) => l.startsWith("conflict: file1 changed on host A")), logs.join("\n"));
+    // The next open on B sees A's version.
+    assert.equal(await cache.answer("LOOKUP\tfile1"), "OK\n");
+    assert.equal(await cache.answer("FETCH\tfile1"), "OK\n");
+    assert.equal(Deno.readTextFileSync(join(cache.tree, "file1")), "edited on A\n");
+  } finally {
+    srv.close();
+  }
+});
+
+Deno.test("xufs cache: with A gone, cached files read, uncached fail fast with EIO, queued write-backs survive a crash", opts, async () => {
+  using dir = tempDir();
+  const a = setup(dir.path);
+  let srv = serve(a, dir.path);
+  const bdir = join(dir.path, "B");
+  const first = new CacheManager({ dir: bdir, from: "hostB", log: () => {} });
+  await first.init();
+  const remote = await srv.connect();
+  first.attach(remote);
+  assert.equal(await first.answer("FETCH\tfile1"), "OK\n");
+  assert.equal(await first.answer("LIST\tsub"), "OK\n");
+  srv.close();
+  remote.close(); // A is unreachable from here on
+  const t0 = Date.now();
+  assert.equal(await first.answer("FETCH\tfile1"), "OK\n"); // cached: no network
+  assert.equal(await first.answer("LOOKUP\tsub/deep"), "OK\n"); // listed: no network
+  assert.equal(await first.answer("FETCH\tsub/deep/f"), "ERR EIO\n");
+  assert.ok(Date.now() - t0 < 5000);
+  Deno.writeTextFileSync(join(first.tree, "new-on-B"), "written while A was away\n");
+  assert.equal(await first.answer("CLOSED\tnew-on-B"), "OK\n");
+  assert.equal(await first.flush(0), 1);
+  // The manager "crashes" (is dropped); a new one on the same cache sends the queue once A is back.
+  srv = serve(a, dir.path);
+  const second = new CacheManager({ dir: bdir, from: "hostB", log: () => {} });
+  await second.init();
+  assert.equal(second.queued, 1);
+  second.attach(await srv.connect());
+  assert.equal(await second.flush(5000), 0);
+  assert.equal(Deno.readTextFileSync(join(a, "new-on-B")), "written while A was away\n");
+  srv.close();
+});
+
+Deno.test("xufs cache: rename over and unlink of a file changed on A keep A's edit", opts, async () => {
+  using dir = tempDir();
+  const a = setup(dir.path);
+  const srv = serve(a, dir.path);
+  const logs: string[] = [];
+  const cache = new CacheManager({ dir: join(dir.path, "B"), from: "hostB", log: (l) => logs.push(l) });
+  try {
+    await cache.init();
+    cache.attach(await srv.connect());
+    assert.equal(await cache.answer("FETCH\tfile1"), "OK\n");
+    assert.equal(await cache.answer("FETCH\tsub/deep/f"), "OK\n");
+    await new Promise((r) => setTimeout(r, 20));
+    Deno.writeTextFileSync(join(a, "file1"), "A's edit\n");
+    Deno.writeTextFileSync(join(a, "sub/deep/f"), "A's other edit\n");
+    // sed -i style: a new temporary file renamed over file1.
+    Deno.writeTextFileSync(join(cache.tree, "tmpXYZ"), "B's edit\n");
+    assert.equal(await cache.answer("CLOSED\ttmpXYZ"), "OK\n");
+    assert.equal(await cache.answer("RENAME\ttmpXYZ\tfile1"), "OK\n");
+    assert.equal(await cache.answer("UNLINK\tsub/deep/f"), "OK\n");
+    assert.equal(await cache.flush(5000), 0);
+    assert.equal(Deno.readTextFileSync(join(a, "file1")), "A's edit\n");
+    const copy = [...Deno.readDirSync(a)].find((e) => e.name.startsWith("file1.conflict-hostB-"));
+    assert.ok(copy, "conflict copy");
+    assert.equal(Deno.readTextFileSync(join(a, copy.name)), "B's edit\n");
+    assert.equal(Deno.readTextFileSync(join(a, "sub/deep/f")), "A's other edit\n");
+    assert.equal(logs.filter((l) => l.startsWith("conflict:")).length, 2, logs.join("\n"));
+  } finally {
+    srv.close();
+  }
+});

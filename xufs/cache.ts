@@ -1,0 +1,563 @@
+/**
+ * The XUFS cache manager on host B: keeps a local skeleton of A's export (directories listed in
+ * one round trip with all attributes, files fetched whole on first open), applies changes locally
+ * at once and queues them durably for A, where write-backs are compare-and-swap on the version B
+ * started from. Answers libxufs.so's requests (docs/XUFS.md, "Manager protocol").
+ */
+import { chmod, link, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, stat, symlink, truncate, unlink, utimes } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { writeFileAtomic } from "../router/leases.ts";
+import { FsError } from "./confine.ts";
+import type { Remote } from "./remote.ts";
+import type { Entry } from "./server.ts";
+
+/** What the manager knows of one path. */
+interface Meta {
+  /** Version of A's file that the local content (or placeholder) corresponds to. */
+  version?: string;
+  fetched?: boolean;
+  listed?: boolean;
+}
+
+/** One queued change for A, journaled before the program is told it succeeded. */
+interface QueueEntry {
+  seq: number;
+  op: string;
+  path: string;
+  to?: string;
+  mode?: number;
+  target?: string;
+  atimeMs?: number;
+  mtimeMs?: number;
+  /** For rename: version of the file it replaces as B saw it (null: none), for the CAS on A. */
+  toBase?: string | null;
+  /** For unlink: version of the file as B saw it. */
+  base?: string | null;
+}
+
+/** Options of a cache manager. */
+export interface CacheOptions {
+  /** ~/.xufs/cache/ID */
+  dir: string;
+  /** This host's name, for conflict copies on A. */
+  from: string;
+  log?: (line: string) => void;
+}
+
+const enc = new TextEncoder();
+
+/** The cache manager of one export. */
+export class CacheManager {
+  readonly tree: string;
+  #meta = new Map<string, Meta>();
+  #queueDir: string;
+  #seq = 0;
+  #pending = new Map<string, number>();
+  #inflight = new Map<string, Promise<void>>();
+  #remote: Remote | null = null;
+  #sending = false;
+  #saveTimer?: ReturnType<typeof setTimeout>;
+  #log: (line: string) => void;
+  #idle: (() => void)[] = [];
+
+  constructor(readonly opts: CacheOptions) {
+    this.tree = join(opts.dir, "tree");
+    this.#queueDir = join(opts.dir, "queue");
+    this.#log = opts.log ?? ((l) => console.error(`xufs: ${l}`));
+  }
+
+  /** Loads state, marks every directory for revalidation, and reloads the write-back queue. */
+  async init(): Promise<void> {
+    await mkdir(this.tree, { recursive: true, mode: 0o700 });
+    await mkdir(this.#queueDir, { recursive: true, mode: 0o700 });
+    try {
+      const saved = JSON.parse(await Deno.readTextFile(join(this.opts.dir, "meta.json")));
+      for (const [k, v] of Object.entries(saved)) this.#meta.set(k, { ...(v as Meta), listed: false });
+    } catch { /* first session, or lost: everything is refetched as needed */ }
+    for (const e of await this.#queued()) {
+      this.#seq = Math.max(this.#seq, e.seq);
+      this.#markPending(e, +1);
+    }
+    if (this.#seq) this.#log(`${this.#pending.size} path(s) have queued write-backs from an earlier session`);
+  }
+
+  /** Attaches (or replaces) the link to A and starts sending queued changes. */
+  attach(remote: Remote): void {
+    this.#remote = remote;
+    this.#kick();
+  }
+
+  #local(rel: string): string {
+    return rel === "." ? this.tree : join(this.tree, rel);
+  }
+
+  #m(rel: string): Meta {
+    let m = this.#meta.get(rel);
+    if (!m) this.#meta.set(rel, (m = {}));
+    return m;
+  }
+
+  #save(): void {
+    clearTimeout(this.#saveTimer);
+    this.#saveTimer = setTimeout(() => this.saveNow().catch(() => {}), 200);
+  }
+
+  /** Writes meta.json now. */
+  async saveNow(): Promise<void> {
+    clearTimeout(this.#saveTimer);
+    await writeFileAtomic(join(this.opts.dir, "meta.json"), JSON.stringify(Object.fromEntries(this.#meta)));
+  }
+
+  #remoteOrEio(): Remote {
+    if (!this.#remote?.up) throw new FsError("EIO", "Host A is unreachable");
+    return this.#remote;
+  }
+
+  /** Runs `work` once per key at a time; concurrent callers share it. */
+  #once(key: string, work: () => Promise<void>): Promise<void> {
+    let p = this.#inflight.get(key);
+    if (!p) {
+      p = work().finally(() => this.#inflight.delete(key));
+      this.#inflight.set(key, p);
+    }
+    return p;
+  }
+
+  // ---- listing, lookup, fetch ----
+
+  /** Makes sure directory `rel` is listed (its entries exist in the skeleton). */
+  async list(rel: string): Promise<void> {
+    if (this.#m(rel).listed) return;
+    await this.#once(`list:${rel}`, async () => {
+      const reply = await this.#remoteOrEio().request({ op: "list", path: rel });
+      await this.#materialize(rel, reply.head.entries as Entry[]);
+      this.#m(rel).listed = true;
+      this.#save();
+    });
+  }
+
+  async #materialize(rel: string, entries: Entry[]): Promise<void> {
+    const dir = this.#local(rel);
+    await mkdir(dir, { recursive: true });
+    const remoteNames = new Set(entries.map((e) => e.name));
+    for (const name of await readdir(dir)) {
+      const child = rel === "." ? name : `${rel}/${name}`;
+      if (!remoteNames.has(name) && !this.#hasPendingUnder(child)) {
+        await rm(join(dir, name), { recursive: true, force: true });
+        this.#forget(child);
+      }
+    }
+    for (const e of entries) {
+      const child = rel === "." ? e.name : `${rel}/${e.name}`;
+      if (this.#hasPendingUnder(child)) continue; // B's own change wins until it is sent
+      await this.#materializeEntry(join(dir, e.name), child, e);
+    }
+  }
+
+  async #materializeEntry(path: string, rel: string, e: Entry): Promise<void> {
+    const local = await lstat(path).catch(() => null);
+    const localType = local ? (local.isDirectory() ? "d" : local.isSymbolicLink() ? "l" : "f") : null;
+    const m = this.#m(rel);
+    if (localType && localType !== e.type) {
+      await rm(path, { recursive: true, force: true });
+      this.#forget(rel);
+    } else if (localType === "d" && e.type === "d") {
+      await chmod(path, e.mode | 0o700);
+      return;
+    } else if (localType === "l" && e.type === "l" && (await readlink(path)) === e.target) return;
+    else if (localType === "f" && e.type === "f" && m.version === e.version) return;
+    else if (localType) await rm(path, { recursive: true, force: true });
+    if (e.type === "d") {
+      await mkdir(path, { mode: e.mode | 0o700 });
+      await chmod(path, e.mode | 0o700);
+    } else if (e.type === "l") {
+      await symlink(e.target ?? "", path);
+    } else {
+      // A placeholder with A's size, mode and mtime: stat is right before any fetch.
+      const tmp = `${path}.xufs-tmp`;
+      const f = await open(tmp, "w", 0o600);
+      await f.truncate(e.size);
+      await f.close();
+      await chmod(tmp, e.mode);
+      await utimes(tmp, e.mtimeMs / 1000, e.mtimeMs / 1000);
+      await rename(tmp, path);
+      const fresh = this.#m(rel);
+      fresh.version = e.version;
+      fresh.fetched = false;
+    }
+  }
+
+  /** Makes sure every ancestor of `rel` is listed; throws ENOENT when `rel` does not exist. */
+  async lookup(rel: string): Promise<void> {
+    const parts = rel === "." ? [] : rel.split("/");
+    let dir = ".";
+    for (let i = 0; i < parts.length; i++) {
+      await this.list(dir);
+      dir = dir === "." ? parts[i] : `${dir}/${parts[i]}`;
+      if (i < parts.length - 1) {
+        const st = await stat(this.#local(dir)).catch(() => null);
+        if (!st) throw new FsError("ENOENT", `No such file or directory: ${rel}`);
+        if (!st.isDirectory()) throw new FsError("ENOTDIR", `Not a directory: ${dir}`);
+      }
+    }
+    if (!(await lstat(this.#local(rel)).catch(() => null))) throw new FsError("ENOENT", `No such file or directory: ${rel}`);
+  }
+
+  /** Makes sure a file's content is cached (following symlinks that stay in the export). */
+  async fetch(rel: string): Promise<void> {
+    await this.lookup(rel);
+    const real = await Deno.realPath(this.#local(rel)).catch(() => null);
+    if (!real || !(real === this.tree || real.startsWith(this.tree + "/"))) return; // outside: B's own file
+    const target = real === this.tree ? "." : real.slice(this.tree.length + 1);
+    if (target !== rel) await this.lookup(target);
+    const st = await stat(real);
+    if (st.isDirectory()) return await this.list(target);
+    const m = this.#m(target);
+    if (m.fetched || this.#pending.has(target) || m.version === undefined) return;
+    await this.#once(`fetch:${target}`, async () => {
+      const reply = await this.#remoteOrEio().request({ op: "read", path: target }, undefined, 10_000 + Math.ceil(st.size / 1e6) * 1000);
+      const { version, size } = reply.head;
+      if (reply.payload.length !== size) throw new FsError("EIO", `Short read of ${target}: ${reply.payload.length} of ${size} bytes`);
+      const tmp = `${real}.xufs-tmp`;
+      const f = await open(tmp, "w", 0o600);
+      try {
+        await f.write(reply.payload);
+      } finally {
+        await f.close();
+      }
+      const mode = st.mode & 0o7777;
+      await chmod(tmp, mode);
+      await utimes(tmp, st.atime ?? st.mtime, st.mtime);
+      await rename(tmp, real);
+      m.version = version;
+      m.fetched = true;
+      this.#save();
+    });
+  }
+
+  // ---- changes ----
+
+  /** Applies a change requested by the preload locally and queues it for A. */
+  async change(op: string, args: string[]): Promise<void> {
+    const [rel, a1, a2] = args;
+    const need = (n: number) => {
+      if (args.length !== n) throw new FsError("EINVAL", `${op} takes ${n} argument(s)`);
+    };
+    switch (op) {
+      case "MKDIR": {
+        need(2);
+        await this.#parentListed(rel);
+        await mkdir(this.#local(rel), { mode: parseInt(a1, 8) & 0o7777 });
+        this.#m(rel).listed = true;
+        return await this.#enqueue({ op: "mkdir", path: rel, mode: parseInt(a1, 8) & 0o7777 });
+      }
+      case "RMDIR":
+        need(1);
+        await this.lookup(rel);
+        await this.list(rel);
+        await rmdir(this.#local(rel));
+        return await this.#enqueue({ op: "rmdir", path: rel });
+      case "UNLINK":
+        need(1);
+        await this.lookup(rel);
+        await unlink(this.#local(rel));
+        return await this.#enqueue({ op: "unlink", path: rel, base: this.#fileBase(rel) });
+      case "RENAME": {
+        need(2);
+        await this.lookup(rel);
+        await this.#parentListed(a1);
+        const st = await lstat(this.#local(rel));
+        if (st.isDirectory()) await this.#listTree(rel);
+        const toBase = this.#fileBase(a1);
+        await rename(this.#local(rel), this.#local(a1));
+        this.#moveMeta(rel, a1);
+        return await this.#enqueue({ op: "rename", path: rel, to: a1, toBase });
+      }
+      case "SYMLINK":
+        need(2);
+        await this.#parentListed(a1);
+        await symlink(rel, this.#local(a1));
+        return await this.#enqueue({ op: "symlink", path: a1, target: rel });
+      case "LINK":
+        need(2);
+        await this.fetch(rel);
+        await this.#parentListed(a1);
+        await link(this.#local(rel), this.#local(a1));
+        return await this.#enqueue({ op: "write", path: a1 });
+      case "CHMOD":
+        need(2);
+        await this.lookup(rel);
+        await chmod(this.#local(rel), parseInt(a1, 8) & 0o7777);
+        return await this.#enqueue({ op: "chmod", path: rel, mode: parseInt(a1, 8) & 0o7777 });
+      case "TRUNCATE":
+        need(2);
+        if (Number(a1) !== 0) await this.fetch(rel);
+        else await this.lookup(rel);
+        await truncate(this.#local(rel), Number(a1));
+        return await this.#enqueue({ op: "write", path: rel });
+      case "UTIMENS": {
+        need(3);
+        await this.lookup(rel);
+        const st = await stat(this.#local(rel));
+        const t = (ns: string, cur: number) => (ns === "-1" ? Date.now() : ns === "-2" ? cur : Number(BigInt(ns) / 1_000_000n));
+        const atimeMs = t(a1, st.atimeMs), mtimeMs = t(a2, st.mtimeMs);
+        await utimes(this.#local(rel), atimeMs / 1000, mtimeMs / 1000);
+        if (st.isFile()) return await this.#enqueue({ op: "write", path: rel });
+        return await this.#enqueue({ op: "utimes", path: rel, atimeMs, mtimeMs });
+      }
+      case "CLOSED":
+        need(1);
+        if (!(await lstat(this.#local(rel)).catch(() => null))) return; // already gone again
+        return await this.#enqueue({ op: "write", path: rel });
+      default:
+        throw new FsError("EINVAL", `Unknown request: ${op}`);
+    }
+  }
+
+  /** The version of A's file at `rel` as B last saw it; null when B knows of no file there. */
+  #fileBase(rel: string): string | null {
+    return this.#meta.get(rel)?.version ?? null;
+  }
+
+  async #parentListed(rel: string): Promise<void> {
+    const parent = rel.includes("/") ? dirname(rel) : ".";
+    await this.lookup(parent);
+    await this.list(parent);
+  }
+
+  /** Lists a whole subtree (for walkers and directory renames). */
+  async #listTree(rel: string): Promise<void> {
+    await this.list(rel);
+    for (const e of await readdir(this.#local(rel), { withFileTypes: true })) {
+      if (e.isDirectory()) await this.#listTree(rel === "." ? e.name : `${rel}/${e.name}`);
+    }
+  }
+
+  /** TREE request: the whole subtree of a directory listed. */
+  async listSubtree(rel: string): Promise<void> {
+    await this.lookup(rel);
+    if ((await stat(this.#local(rel))).isDirectory()) await this.#listTree(rel);
+  }
+
+  #forget(rel: string): void {
+    for (const k of [...this.#meta.keys()]) if (k === rel || k.startsWith(rel + "/")) this.#meta.delete(k);
+  }
+
+  #moveMeta(from: string, to: string): void {
+    this.#forget(to);
+    for (const [k, v] of [...this.#meta.entries()]) {
+      if (k === from || k.startsWith(from + "/")) {
+        this.#meta.delete(k);
+        this.#meta.set(to + k.slice(from.length), v);
+      }
+    }
+    this.#save();
+  }
+
+  #hasPendingUnder(rel: string): boolean {
+    for (const k of this.#pending.keys()) if (k === rel || k.startsWith(rel + "/")) return true;
+    return false;
+  }
+
+  #markPending(e: QueueEntry, d: number): void {
+    for (const p of [e.path, e.to]) {
+      if (p === undefined) continue;
+      const n = (this.#pending.get(p) ?? 0) + d;
+      if (n > 0) this.#pending.set(p, n);
+      else this.#pending.delete(p);
+    }
+  }
+
+  // ---- the durable queue ----
+
+  async #enqueue(e: Omit<QueueEntry, "seq">): Promise<void> {
+    const entry: QueueEntry = { ...e, seq: ++this.#seq };
+    const name = String(entry.seq).padStart(12, "0");
+    if (entry.op === "write") {
+      // Snapshot the content now, so later writes cannot mix into this write-back.
+      const data = join(this.#queueDir, `${name}.data`);
+      await Deno.copyFile(this.#local(entry.path), data);
+      const f = await Deno.open(data, { read: true });
+      await f.sync();
+      f.close();
+      entry.mode = (await stat(this.#local(entry.path))).mode & 0o7777;
+    }
+    await writeFileAtomic(join(this.#queueDir, `${name}.json`), JSON.stringify(entry));
+    this.#markPending(entry, +1);
+    this.#kick();
+  }
+
+  async #queued(): Promise<QueueEntry[]> {
+    const out: QueueEntry[] = [];
+    for await (const e of Deno.readDir(this.#queueDir)) {
+      if (!e.name.endsWith(".json")) continue;
+      try {
+        out.push(JSON.parse(await Deno.readTextFile(join(this.#queueDir, e.name))));
+      } catch (err) {
+        this.#log(`unreadable queue entry kept aside: ${e.name} (${(err as Error).message})`);
+        await rename(join(this.#queueDir, e.name), join(this.#queueDir, `${e.name}.bad`));
+      }
+    }
+    return out.sort((a, b) => a.seq - b.seq);
+  }
+
+  /** Number of changes not yet acknowledged by A. */
+  get queued(): number {
+    let n = 0;
+    for (const v of this.#pending.values()) n += v;
+    return n;
+  }
+
+  #kick(): void {
+    if (this.#sending || !this.#remote?.up) return;
+    this.#sending = true;
+    this.#sendAll().finally(() => {
+      this.#sending = false;
+      if (this.#pending.size === 0) for (const f of this.#idle.splice(0)) f();
+    });
+  }
+
+  async #sendAll(): Promise<void> {
+    while (this.#remote?.up) {
+      const entries = await this.#queued();
+      if (entries.length === 0) return;
+      for (const e of entries) {
+        try {
+          await this.#send(e);
+        } catch (err) {
+          if (err instanceof FsError && err.code === "EIO") return; // link down: retried on the next attach
+          this.#log(`change not applied on A: ${e.op} ${e.path}${e.to ? ` -> ${e.to}` : ""}: ${(err as Error).message}`);
+        }
+        const name = String(e.seq).padStart(12, "0");
+        await rm(join(this.#queueDir, `${name}.json`), { force: true });
+        await rm(join(this.#queueDir, `${name}.data`), { force: true });
+        this.#markPending(e, -1);
+      }
+    }
+  }
+
+  async #send(e: QueueEntry): Promise<void> {
+    const remote = this.#remoteOrEio();
+    const base = this.#meta.get(e.path)?.version ?? null;
+    switch (e.op) {
+      case "write": {
+        const data = await Deno.readFile(join(this.#queueDir, `${String(e.seq).padStart(12, "0")}.data`));
+        const r = await remote.request({ op: "write", path: e.path, base, mode: e.mode, from: this.opts.from }, data);
+        const m = this.#m(e.path);
+        if (r.head.conflict) {
+          this.#log(`conflict: ${e.path} changed on host A since this host fetched it; ` +
+            `A's copy stays, this host's version is kept on A as ${r.head.conflict}`);
+          m.fetched = false;
+          m.version = undefined; // refetched from A on the next open
+          const parent = e.path.includes("/") ? dirname(e.path) : ".";
+          this.#m(parent).listed = false;
+        } else {
+          m.version = r.head.version;
+          m.fetched = true;
+        }
+        this.#save();
+        return;
+      }
+      case "rename": {
+        const r = await remote.request({ op: "rename", path: e.path, to: e.to, toBase: e.toBase ?? null, from: this.opts.from });
+        if (r.head.conflict) {
+          this.#log(`conflict: ${e.to} changed on host A since this host saw it; A's copy stays, this host's version is kept on A as ${r.head.conflict}`);
+          this.#m(e.to!).fetched = false;
+          this.#m(e.to!).version = undefined;
+          this.#m(e.to!.includes("/") ? dirname(e.to!) : ".").listed = false;
+        }
+        return;
+      }
+      case "unlink": {
+        const r = await remote.request({ op: "unlink", path: e.path, base: e.base ?? null, from: this.opts.from });
+        if (r.head.conflict) {
+          this.#log(`conflict: ${e.path} changed on host A since this host saw it; it was not removed there`);
+          this.#m(e.path.includes("/") ? dirname(e.path) : ".").listed = false;
+        } else this.#forget(e.path);
+        return;
+      }
+      case "utimes": {
+        await remote.request({ op: "utimes", path: e.path, atimeMs: e.atimeMs, mtimeMs: e.mtimeMs });
+        return;
+      }
+      default:
+        await remote.request({ op: e.op, path: e.path, mode: e.mode, target: e.target });
+        if (e.op === "rmdir") this.#forget(e.path);
+    }
+  }
+
+  /** Waits until the queue is empty or `timeoutMs` passed; returns what is still queued. */
+  async flush(timeoutMs: number): Promise<number> {
+    this.#kick();
+    if (this.#pending.size > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, timeoutMs);
+        this.#idle.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    await this.saveNow().catch(() => {});
+    return this.queued;
+  }
+
+  // ---- the preload's socket ----
+
+  /** Answers one request line from libxufs.so; returns the reply line. */
+  async answer(line: string): Promise<string> {
+    const [op, ...args] = line.split("\t");
+    try {
+      const paths = op === "SYMLINK" ? args.slice(1) : args; // a symlink's target is free text
+      for (const a of paths) if (a.split("/").some((c) => c === ".." || c === "")) throw new FsError("EINVAL", `Bad path: ${a}`);
+      switch (op) {
+        case "LOOKUP":
+          await this.lookup(args[0]);
+          break;
+        case "LIST":
+          await this.lookup(args[0]);
+          await this.list(args[0]);
+          break;
+        case "TREE":
+          await this.listSubtree(args[0]);
+          break;
+        case "FETCH":
+          await this.fetch(args[0]);
+          break;
+        default:
+          await this.change(op, args);
+      }
+      return "OK\n";
+    } catch (e) {
+      const code = e instanceof FsError ? e.code : ((e as NodeJS.ErrnoException).code ?? "EIO");
+      if (code === "EIO" || !(e instanceof FsError || (e as NodeJS.ErrnoException).code)) {
+        this.#log(`${op} ${args.join(" ")}: ${(e as Error).message}`);
+      }
+      return `ERR ${/^E[A-Z0-9]+$/.test(code) ? code : "EIO"}\n`;
+    }
+  }
+
+  /** Serves libxufs.so on a Unix socket (mode 0600) until the listener is closed. */
+  async servePreload(listener: Deno.Listener): Promise<void> {
+    for await (const conn of listener) {
+      (async () => {
+        try {
+          const buf = new Uint8Array(8192);
+          let line = "";
+          while (!line.includes("\n")) {
+            const n = await conn.read(buf);
+            if (n === null) return;
+            line += new TextDecoder().decode(buf.subarray(0, n));
+            if (line.length > 8192) return;
+          }
+          const reply = await this.answer(line.slice(0, line.indexOf("\n")));
+          await conn.write(enc.encode(reply));
+        } catch { /* the program went away */ } finally {
+          try {
+            conn.close();
+          } catch { /* closed */ }
+        }
+      })();
+    }
+  }
+}

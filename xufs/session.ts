@@ -1,0 +1,195 @@
+/**
+ * An XUFS session on host B: connects to A's file server (through the ssh-forwarded Unix socket,
+ * or raw TCP with --notun, or an in-process export for local use), runs the cache manager,
+ * creates the mount point, runs the shell or command under libxufs.so inside the mount, then
+ * writes back everything, unmounts and returns the shell's exit status.
+ */
+import { createHash } from "node:crypto";
+import { dirname, join } from "node:path";
+import { ConfigError, NetworkError } from "../router/errors.ts";
+import { withTimeout } from "../router/frame_io.ts";
+import { CacheManager } from "./cache.ts";
+import { Remote } from "./remote.ts";
+import { FileServer, shortHost } from "./server.ts";
+
+/** How a session reaches A. */
+export type Link =
+  | { kind: "unix"; path: string }
+  | { kind: "notun"; portFile: string }
+  | { kind: "local"; exportDir: string };
+
+/** Options of a session. */
+export interface SessionOptions {
+  id: string;
+  mount: string;
+  /** Directory to start in, relative to the export root ("." for the root). */
+  cwd: string;
+  secret: string;
+  link: Link;
+  command: string[];
+  home: string;
+}
+
+/** Stable cache id of an export: A's host and the export path. */
+export function cacheId(host: string, exportDir: string): string {
+  return `${host.replace(/[^A-Za-z0-9.-]/g, "_")}-${createHash("sha256").update(`${host}:${exportDir}`).digest("hex").slice(0, 12)}`;
+}
+
+/** libxufs.so: $XUFS_PRELOAD, else beside the installed commands, else the build tree. */
+export function preloadPath(): string {
+  const env = Deno.env.get("XUFS_PRELOAD");
+  if (env) return env;
+  const src = dirname(dirname(new URL(import.meta.url).pathname));
+  for (const p of [join(src, "../../../bin/libxufs.so"), join(src, "native/build/libxufs.so")]) {
+    try {
+      Deno.statSync(p);
+      return p;
+    } catch { /* next */ }
+  }
+  throw new ConfigError(`libxufs.so not found beside ${src}: reinstall MyRT or set XUFS_PRELOAD`);
+}
+
+/** Parses XUFS_PORT_RANGE ("50000,51000"). */
+export function portRange(text: string | undefined): [number, number] {
+  const m = /^\s*(\d+)\s*[,-]\s*(\d+)\s*$/.exec(text ?? "");
+  if (!m) throw new ConfigError(`XUFS_PORT_RANGE must be "LOW,HIGH" on this host for --notun: ${text ?? "(unset)"}`);
+  const lo = Number(m[1]), hi = Number(m[2]);
+  if (lo < 1 || hi > 65535 || lo > hi) throw new ConfigError(`XUFS_PORT_RANGE out of range: ${text}`);
+  return [lo, hi];
+}
+
+async function connectLink(link: Link, secret: string, log: (l: string) => void): Promise<{ remote: Remote; cleanup: () => void }> {
+  if (link.kind === "unix") {
+    const deadline = Date.now() + 15_000;
+    while (true) {
+      try {
+        const conn = await Deno.connect({ transport: "unix", path: link.path });
+        return { remote: await Remote.open(conn, secret), cleanup: () => {} };
+      } catch (e) {
+        if (Date.now() > deadline) throw new NetworkError(`Cannot reach host A through the ssh tunnel: ${link.path} (${(e as Error).message})`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+  if (link.kind === "notun") {
+    const [lo, hi] = portRange(Deno.env.get("XUFS_PORT_RANGE"));
+    let listener: Deno.TcpListener | undefined;
+    for (let port = lo; port <= hi && !listener; port++) {
+      try {
+        listener = Deno.listen({ hostname: "0.0.0.0", port });
+      } catch { /* in use */ }
+    }
+    if (!listener) throw new NetworkError(`No free port in XUFS_PORT_RANGE: ${lo},${hi}`);
+    const port = (listener.addr as Deno.NetAddr).port;
+    await Deno.writeTextFile(link.portFile, `${port}\n`, { mode: 0o600 });
+    try {
+      // Only a peer that proves the session secret is served; anyone else is dropped.
+      const deadline = Date.now() + 30_000;
+      while (true) {
+        const conn = await withTimeout(listener.accept(), Math.max(1, deadline - Date.now()), "waiting for host A to connect");
+        try {
+          const remote = await withTimeout(Remote.open(conn, secret), 10_000, "session handshake");
+          log(`host A connected from ${(conn.remoteAddr as Deno.NetAddr).hostname} on port ${port}`);
+          return { remote, cleanup: () => {} };
+        } catch (e) {
+          log(`dropped a connection that did not prove the session secret: ${(e as Error).message}`);
+          try {
+            conn.close();
+          } catch { /* closed */ }
+        }
+      }
+    } finally {
+      listener.close();
+    }
+  }
+  // Local export: the file server runs in this process behind a private Unix socket.
+  const dir = await Deno.makeTempDir({ prefix: "xufs-local-" });
+  const path = join(dir, "s");
+  const l = Deno.listen({ transport: "unix", path });
+  const server = new FileServer(await Deno.realPath(link.exportDir), secret);
+  (async () => {
+    for await (const c of l) server.serve(c);
+  })().catch(() => {});
+  return {
+    remote: await Remote.open(await Deno.connect({ transport: "unix", path }), secret),
+    cleanup: () => {
+      try {
+        l.close();
+      } catch { /* closed */ }
+      Deno.removeSync(dir, { recursive: true });
+    },
+  };
+}
+
+/** Runs a session to the end; returns the exit status of the shell or command. */
+export async function runSession(o: SessionOptions): Promise<number> {
+  const log = (l: string) => console.error(`xufs: ${l}`);
+  const mount = join(o.home, o.mount);
+  const cacheDir = join(o.home, ".xufs", "cache", o.id);
+  const runDir = join(o.home, ".xufs", "run", `session-${Deno.pid}`);
+  await Deno.mkdir(runDir, { recursive: true, mode: 0o700 });
+  let createdMount = false;
+  try {
+    const entries = [...Deno.readDirSync(mount)];
+    if (entries.length > 0) throw new ConfigError(`Mount point is not empty: ${mount}`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    Deno.mkdirSync(mount, { mode: 0o700 });
+    createdMount = true;
+  }
+  const { remote, cleanup } = await connectLink(o.link, o.secret, log);
+  const cache = new CacheManager({ dir: cacheDir, from: shortHost(), log });
+  await cache.init();
+  cache.attach(remote);
+  const sock = join(runDir, "manager.sock");
+  const listener = Deno.listen({ transport: "unix", path: sock });
+  Deno.chmodSync(sock, 0o600);
+  cache.servePreload(listener).catch(() => {});
+  let code = 1;
+  try {
+    let rel = o.cwd;
+    try {
+      await cache.lookup(rel);
+      if (!Deno.statSync(join(cache.tree, rel)).isDirectory) rel = ".";
+    } catch {
+      rel = ".";
+    }
+    await cache.list(rel);
+    const shell = Deno.env.get("SHELL") || "/bin/sh";
+    const args = o.command.length ? ["-c", o.command.join(" ")] : ["-l"];
+    const preload = [preloadPath(), Deno.env.get("LD_PRELOAD")].filter(Boolean).join(" ");
+    const child = new Deno.Command(shell, {
+      args,
+      cwd: join(cache.tree, rel),
+      env: {
+        LD_PRELOAD: preload,
+        XUFS_MOUNT: mount,
+        XUFS_CACHE: cache.tree,
+        XUFS_SOCK: sock,
+        PWD: rel === "." ? mount : join(mount, rel),
+      },
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    const ignore = () => {};
+    Deno.addSignalListener("SIGINT", ignore); // the shell handles ^C; we must survive to write back
+    const status = await child.status;
+    Deno.removeSignalListener("SIGINT", ignore);
+    code = status.signal ? 128 + (Deno.build.os === "linux" ? signalNumber(status.signal) : 1) : status.code;
+  } finally {
+    const left = await cache.flush(remote.up ? 60_000 : 0);
+    if (left > 0) log(`${left} change(s) could not be written back yet; they are kept in ${cacheDir}/queue and sent by the next session to this export`);
+    listener.close();
+    remote.close();
+    cleanup();
+    if (createdMount) Deno.removeSync(mount);
+    Deno.removeSync(runDir, { recursive: true });
+  }
+  return code;
+}
+
+function signalNumber(sig: Deno.Signal): number {
+  const table: Partial<Record<Deno.Signal, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15, SIGPIPE: 13 };
+  return table[sig] ?? 1;
+}

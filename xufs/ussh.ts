@@ -1,0 +1,236 @@
+/**
+ * The host-A half of ussh: runs the file server, opens one ssh master connection (the only one
+ * that may ask for a password), checks and if needed installs MyRT on B over it, hands B the
+ * session secret, and runs xufs_session there through the tunnel (or raw TCP with --notun).
+ */
+import { randomBytes } from "node:crypto";
+import { dirname, join, relative, resolve } from "node:path";
+import { VERSION } from "../cli/common.ts";
+import { ConfigError, NetworkError } from "../router/errors.ts";
+import { homeDir } from "../router/key.ts";
+import { FileServer, shortHost } from "./server.ts";
+import { cacheId } from "./session.ts";
+
+/** ssh options that take an argument (from ssh(1)). */
+const SSH_ARG_OPTS = new Set("BbcDEeFIiJLlmOopQRSWw".split(""));
+
+/** Splits ssh's own arguments: options, the destination, and the remote command. */
+export function splitSshArgs(args: string[]): { sshOptions: string[]; host?: string; command: string[] } {
+  const sshOptions: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") return { sshOptions, host: args[i + 1], command: args.slice(i + 2) };
+    if (!a.startsWith("-") || a === "-") return { sshOptions, host: a, command: args.slice(i + 1) };
+    sshOptions.push(a);
+    // "-p 22": the option letter is last in a cluster and has no value attached.
+    const letters = a.slice(1);
+    for (let j = 0; j < letters.length; j++) {
+      if (SSH_ARG_OPTS.has(letters[j])) {
+        if (j === letters.length - 1) sshOptions.push(args[++i] ?? "");
+        break;
+      }
+    }
+  }
+  return { sshOptions, command: [] };
+}
+
+/** Quotes a word for a POSIX shell. */
+export function shq(s: string): string {
+  return `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+/** What ussh was asked to do. */
+export interface UsshOptions {
+  notun: boolean;
+  exportDir?: string;
+  mount: string;
+  sshOptions: string[];
+  host: string;
+  command: string[];
+}
+
+/** The MyRT installation this ussh runs from (PREFIX), to copy to B. */
+function installedPrefix(): string {
+  const env = Deno.env.get("MYRT_PREFIX");
+  if (env) return env;
+  // Installed layout: PREFIX/lib/myrt/src/xufs/ussh.ts
+  const here = dirname(new URL(import.meta.url).pathname);
+  const prefix = resolve(here, "../../../..");
+  try {
+    Deno.statSync(join(prefix, "lib/myrt/VERSION"));
+    return prefix;
+  } catch {
+    throw new ConfigError(`ussh must run from an installed MyRT (./scripts/install.sh) or with MYRT_PREFIX set: ${here}`);
+  }
+}
+
+class Ssh {
+  readonly ctl: string;
+  master?: Deno.ChildProcess;
+
+  constructor(readonly o: UsshOptions, runDir: string) {
+    this.ctl = join(runDir, "ctl");
+  }
+
+  args(extra: string[], remote?: string): string[] {
+    return ["-S", this.ctl, ...this.o.sshOptions, ...extra, this.o.host, ...(remote === undefined ? [] : [remote])];
+  }
+
+  /** Opens the master connection; the user answers any password prompt here, once. */
+  async open(): Promise<void> {
+    this.master = new Deno.Command("ssh", {
+      args: ["-M", "-N", "-o", "ControlPersist=no", ...this.args([])],
+      stdin: "inherit",
+      stdout: "null",
+      stderr: "inherit",
+    }).spawn();
+    let exited: Deno.CommandStatus | undefined;
+    this.master.status.then((s) => (exited = s));
+    const deadline = Date.now() + 120_000;
+    while (Date.now() < deadline) {
+      if (exited) throw new NetworkError(`ssh to ${this.o.host} failed (exit status ${exited.code})`);
+      const check = await new Deno.Command("ssh", { args: ["-O", "check", ...this.args([])], stdout: "null", stderr: "null" }).output();
+      if (check.success) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new NetworkError(`ssh to ${this.o.host} did not connect within 120 s`);
+  }
+
+  /** Runs a remote shell command over the master; returns its stdout. */
+  async run(remote: string, stdin?: Uint8Array): Promise<string> {
+    const child = new Deno.Command("ssh", {
+      args: this.args(["-T"], remote),
+      stdin: stdin ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    if (stdin) {
+      const w = child.stdin.getWriter();
+      await w.write(stdin);
+      await w.close();
+    }
+    const out = await child.output();
+    if (!out.success) {
+      throw new NetworkError(`Command on ${this.o.host} failed (exit status ${out.code}): ${new TextDecoder().decode(out.stderr).trim()}`);
+    }
+    return new TextDecoder().decode(out.stdout);
+  }
+
+  /** Closes the master connection and waits for it. */
+  async close(): Promise<void> {
+    if (!this.master) return;
+    await new Deno.Command("ssh", { args: ["-O", "exit", ...this.args([])], stdout: "null", stderr: "null" }).output().catch(() => {});
+    const t = setTimeout(() => {
+      try {
+        this.master?.kill("SIGTERM");
+      } catch { /* gone */ }
+    }, 3000);
+    await this.master.status;
+    clearTimeout(t);
+  }
+}
+
+/** Copies PREFIX to B's ~/myrt through ssh (tar over the master), without root. */
+async function installOnB(ssh: Ssh, prefix: string): Promise<void> {
+  const tar = new Deno.Command("tar", {
+    args: ["-C", prefix, "--exclude=./lib/myrt/cache", "-cf", "-", "./bin", "./lib/myrt"],
+    stdout: "piped",
+  }).spawn();
+  const remote = new Deno.Command("ssh", {
+    args: ssh.args(["-T"], 'mkdir -p "$HOME/myrt" && tar -C "$HOME/myrt" -xf - && "$HOME/myrt/bin/xufs_session" --version >/dev/null'),
+    stdin: "piped",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  await tar.stdout.pipeTo(remote.stdin);
+  const [t, r] = await Promise.all([tar.status, remote.status]);
+  if (!t.success || !r.success) throw new NetworkError(`Installing MyRT on ${ssh.o.host} failed`);
+}
+
+/** Runs a whole ussh session; returns the remote shell's or command's exit status. */
+export async function ussh(o: UsshOptions): Promise<number> {
+  const home = homeDir();
+  const exportDir = await Deno.realPath(o.exportDir ?? home).catch(() => {
+    throw new ConfigError(`Export directory does not exist: ${o.exportDir ?? home}`);
+  });
+  const cwd = await Deno.realPath(Deno.cwd()).catch(() => exportDir);
+  const rel = relative(exportDir, cwd);
+  const startIn = rel === "" ? "." : rel.startsWith("..") || rel.startsWith("/") ? "." : rel;
+  const secret = randomBytes(32).toString("hex");
+  const id = cacheId(shortHost(), exportDir);
+  const runDir = join(home, ".xufs", "run", `ussh-${Deno.pid}`);
+  await Deno.mkdir(runDir, { recursive: true, mode: 0o700 });
+  const server = new FileServer(exportDir, secret);
+  const ssh = new Ssh(o, runDir);
+  let listener: Deno.Listener | undefined;
+  const ignore = () => {};
+  Deno.addSignalListener("SIGINT", ignore); // ssh owns the terminal; we clean up after it
+  try {
+    await ssh.open();
+    const [bHome, bVersion, bArch] = (await ssh.run('printf "%s\\n" "$HOME"; cat "$HOME/myrt/lib/myrt/VERSION" 2>/dev/null || echo none; uname -m')).trim().split("\n");
+    const myArch = Deno.build.arch === "x86_64" ? "x86_64" : Deno.build.arch;
+    if (bArch !== myArch) throw new ConfigError(`host_B is ${bArch}, this host ${myArch}: install MyRT there by hand`);
+    if (bVersion !== VERSION) {
+      console.error(`ussh: installing MyRT ${VERSION} into ${o.host}:~/myrt (found: ${bVersion})`);
+      await installOnB(ssh, installedPrefix());
+    }
+    const bRun = `${bHome}/.xufs/run/ussh-${shortHost()}-${Deno.pid}`;
+    await ssh.run(`umask 077 && mkdir -p ${shq(bRun)} && cat > ${shq(bRun + "/secret")}`, new TextEncoder().encode(secret));
+    const common = ["--id", id, "--mount", o.mount, "--cwd", startIn, "--secret-file", `${bRun}/secret`];
+    const tty = Deno.stdin.isTerminal();
+    const ttyFlag = tty ? ["-t"] : ["-T"];
+    let sessionArgs: string[];
+    let portFile: string | undefined;
+    if (o.notun) {
+      portFile = `${bRun}/port`;
+      sessionArgs = [...common, "--port-file", portFile];
+    } else {
+      const aSock = join(runDir, "server.sock");
+      listener = Deno.listen({ transport: "unix", path: aSock });
+      Deno.chmodSync(aSock, 0o600);
+      (async () => {
+        for await (const c of listener!) server.serve(c);
+      })().catch(() => {});
+      ttyFlag.push("-R", `${bRun}/xufs.sock:${aSock}`);
+      sessionArgs = [...common, "--socket", `${bRun}/xufs.sock`];
+    }
+    const remoteCmd = [`"$HOME/myrt/bin/xufs_session"`, ...sessionArgs.map(shq), "--", ...o.command.map(shq)].join(" ");
+    console.error(`XUFS mounting ${o.mount} …`);
+    const session = new Deno.Command("ssh", {
+      args: ssh.args(ttyFlag, `exec ${remoteCmd}`),
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    if (portFile) connectNotun(ssh, o.host, portFile, server).catch((e) => console.error(`ussh: ${(e as Error).message}`));
+    const status = await session.status;
+    await ssh.run(`rm -rf ${shq(bRun)}`).catch(() => {});
+    return status.code;
+  } finally {
+    Deno.removeSignalListener("SIGINT", ignore);
+    try {
+      listener?.close();
+    } catch { /* closed */ }
+    await ssh.close();
+    await Deno.remove(runDir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** --notun: waits for B's port, then connects to it directly and serves the export there. */
+async function connectNotun(ssh: Ssh, host: string, portFile: string, server: FileServer): Promise<void> {
+  const g = await new Deno.Command("ssh", { args: ["-G", ...ssh.o.sshOptions, host], stdout: "piped", stderr: "null" }).output();
+  const hostname = new TextDecoder().decode(g.stdout).match(/^hostname (\S+)$/m)?.[1] ?? host;
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const text = await ssh.run(`cat ${shq(portFile)} 2>/dev/null || true`).catch(() => "");
+    const port = Number(text.trim());
+    if (port > 0) {
+      const conn = await Deno.connect({ hostname, port });
+      (conn as Deno.TcpConn).setNoDelay(true);
+      await server.serve(conn);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new NetworkError(`host_B did not open a port in XUFS_PORT_RANGE within 30 s`);
+}
