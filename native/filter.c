@@ -1,0 +1,64 @@
+/* filter.c: the BPF program and its installation (see filter.h). */
+#include "filter.h"
+
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#if defined(__x86_64__)
+#define MY_ARCH AUDIT_ARCH_X86_64
+#define X32_BIT 0x40000000u /* x32 ABI syscalls: same numbers with this bit, notified too */
+#elif defined(__aarch64__)
+#define MY_ARCH AUDIT_ARCH_AARCH64
+#define X32_BIT 0u
+#else
+#error "seccomp supervisor: unsupported architecture"
+#endif
+
+#define LD(off) BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (off))
+#define RET(v) BPF_STMT(BPF_RET | BPF_K, (v))
+#define JEQ(k, t, f) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (k), (t), (f))
+#define ARG_LO(i) (offsetof(struct seccomp_data, args) + 8 * (i) + (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0 : 4))
+#define ARG_HI(i) (offsetof(struct seccomp_data, args) + 8 * (i) + (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 4 : 0))
+
+int filter_install(void)
+{
+    struct sock_filter prog[] = {
+        /* 0 */ LD(offsetof(struct seccomp_data, arch)),
+        /* 1 */ JEQ(MY_ARCH, 1, 0),
+        /* 2 */ RET(SECCOMP_RET_ERRNO | ENOSYS),
+        /* 3 */ LD(offsetof(struct seccomp_data, nr)),
+        /* 4 */ BPF_STMT(BPF_ALU | BPF_AND | BPF_K, ~X32_BIT),
+        /* 5 */ JEQ(SYS_connect, 8, 0),
+        /* 6 */ JEQ(SYS_bind, 7, 0),
+        /* 7 */ JEQ(SYS_listen, 6, 0),
+        /* 8 */ JEQ(SYS_accept, 5, 0),
+        /* 9 */ JEQ(SYS_accept4, 4, 0),
+        /* 10 */ JEQ(SYS_getsockname, 3, 0),
+        /* 11 */ JEQ(SYS_getpeername, 2, 0),
+        /* 12 */ JEQ(SYS_sendto, 2, 0),
+        /* 13 */ RET(SECCOMP_RET_ALLOW),
+        /* 14 */ RET(SECCOMP_RET_USER_NOTIF),
+        /* sendto: stop only when the destination pointer (arg 4) is non-NULL */
+        /* 15 */ LD(ARG_LO(4)),
+        /* 16 */ JEQ(0, 0, 2),
+        /* 17 */ LD(ARG_HI(4)),
+        /* 18 */ JEQ(0, 1, 0),
+        /* 19 */ RET(SECCOMP_RET_USER_NOTIF),
+        /* 20 */ RET(SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog fp = {sizeof prog / sizeof prog[0], prog};
+    if (syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -errno;
+    /* WAIT_KILLABLE_RECV (5.19): once the supervisor has a call, only a fatal signal interrupts
+     * it, so a signal (Go's SIGURG preemption) never restarts a half-done connect. */
+    long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                      SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, &fp);
+    if (fd < 0 && errno == EINVAL)
+        fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fp);
+    return fd < 0 ? -errno : (int)fd;
+}

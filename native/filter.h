@@ -1,0 +1,18 @@
+/* filter.h: the seccomp filter of a supervised program. It stops (SECCOMP_RET_USER_NOTIF) only
+ * the socket set-up calls the overlay needs: connect, bind, listen, accept, accept4,
+ * getsockname, getpeername, and sendto when it carries a destination address. Everything else,
+ * including read/write/send/recv, runs untouched. Syscalls of a foreign ABI (i386 int 0x80)
+ * fail with ENOSYS, so a 32-bit program cannot bypass the overlay. */
+#ifndef MYRT_FILTER_H
+#define MYRT_FILTER_H
+
+/* Installs the filter on the calling thread (inherited by every later thread, fork, clone and
+ * exec) with PR_SET_NO_NEW_PRIVS. Returns the notification listener fd, or -errno. Uses only
+ * raw syscalls (async-signal-safe: callable in a child right after fork). */
+int filter_install(void);
+
+/* The syscall number of a notification with the x32 ABI bit cleared (x32 calls are stopped
+ * too and have the same arguments for the calls we handle). */
+#define FILTER_NR(nr) ((nr) & ~0x40000000)
+
+#endif

@@ -1,0 +1,499 @@
+/* supervisor.c: libmyrt.so's seccomp supervisor, the UVPN overlay for programs LD_PRELOAD
+ * cannot reach (statically linked ones). myrt_run() starts a program under the seccomp filter
+ * of filter.c and answers its stopped socket set-up calls until it exits:
+ *
+ *   connect   to a virtual address: the overlay handshake on a pidfd_getfd duplicate of the
+ *             program's own socket (policy.c/overlay.c, as in libuvpn.so); the call returns its
+ *             result. Anything else continues in the kernel untouched.
+ *   bind      to a virtual address or the wildcard: done here on the duplicate, state recorded.
+ *   listen    on such a socket: real listen on the duplicate, then LISTEN at the home router.
+ *   accept(4) on such a socket: accepted here (in a worker thread), CONNECT frame verified, the
+ *             new socket installed into the program with SECCOMP_IOCTL_NOTIF_ADDFD.
+ *   getsockname/getpeername: virtual addresses written into the program's memory.
+ *   sendto    with a virtual destination on a datagram socket: ENETUNREACH (fail closed).
+ *
+ * Overlay state is keyed by socket inode (sockstate.c). Calls that may wait on the network
+ * (connect, listen, accept) run in worker threads so the notification loop never blocks.
+ * Exported: myrt_run, myrt_abi. */
+#include "config.h"
+#include "env.h"
+#include "filter.h"
+#include "log.h"
+#include "netio.h"
+#include "policy.h"
+#include "sockstate.h"
+#include "spawn.h"
+#include "target.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+#define MYRT_ABI 1
+#define ACCEPT_POLL_MS 250   /* a blocking accept re-checks that its caller still waits */
+#define DRAIN_MS 2000        /* at exit, time given to workers still running */
+
+extern char **environ;
+
+static atomic_int workers;
+
+typedef struct job {
+    int nfd;
+    struct seccomp_notif req;
+    int dup;                 /* the program's socket (accept, listen) */
+    ino_t ino;
+    vinfo st;
+    struct sockaddr_storage ss; /* connect: destination */
+    socklen_t sl;
+} job;
+
+static ino_t inode_of(int fd)
+{
+    struct stat sb;
+    return fstat(fd, &sb) == 0 ? sb.st_ino : 0;
+}
+
+/* Reads the sockaddr argument (addr, len) of the stopped call. 0, or -errno. */
+static int read_addr(const struct seccomp_notif *q, uint64_t addr, uint64_t len,
+                     struct sockaddr_storage *ss, socklen_t *sl)
+{
+    if (!addr || len < sizeof(sa_family_t) || len > sizeof *ss) return -EINVAL;
+    memset(ss, 0, sizeof *ss);
+    int r = tg_read((pid_t)q->pid, addr, ss, (size_t)len);
+    if (r) return r;
+    *sl = (socklen_t)len;
+    return 0;
+}
+
+static void *run_job(void *arg);
+
+/* Hands j to a detached worker thread running fn. On failure answers EAGAIN. */
+static void start_worker(job *j, void (*fn)(job *))
+{
+    void **pack = malloc(2 * sizeof(void *));
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 256 * 1024);
+    atomic_fetch_add(&workers, 1);
+    if (pack) {
+        pack[0] = j;
+        *(void (**)(job *))&pack[1] = fn;
+    }
+    if (!pack || pthread_create(&t, &at, run_job, pack)) {
+        atomic_fetch_sub(&workers, 1);
+        tg_reply(j->nfd, j->req.id, 0, EAGAIN);
+        if (j->dup >= 0) close(j->dup);
+        free(j);
+        free(pack);
+    }
+    pthread_attr_destroy(&at);
+}
+
+static void *run_job(void *arg)
+{
+    void **pack = arg;
+    job *j = pack[0];
+    void (*fn)(job *) = *(void (**)(job *))&pack[1];
+    free(pack);
+    fn(j);
+    if (j->dup >= 0) close(j->dup);
+    free(j);
+    atomic_fetch_sub(&workers, 1);
+    return NULL;
+}
+
+static job *new_job(int nfd, const struct seccomp_notif *q, int dup)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->nfd = nfd;
+    j->req = *q;
+    j->dup = dup;
+    return j;
+}
+
+/* ---- connect ----------------------------------------------------------------------------- */
+
+static void connect_work(job *j)
+{
+    const struct seccomp_notif *q = &j->req;
+    int fd = tg_getfd((pid_t)q->pid, (int)q->data.args[0]);
+    if (fd < 0) {
+        tg_reply(j->nfd, q->id, 0, fd == -EBADF ? EBADF : -fd);
+        return;
+    }
+    j->dup = fd;
+    uint32_t ip;
+    uint16_t port;
+    sa_get_v4((struct sockaddr *)&j->ss, j->sl, &ip, &port);
+    ino_t ino = inode_of(fd);
+    vinfo st, n;
+    int has = ss_get(ino, &st);
+    int r = pol_connect(fd, j->ss.ss_family, ip, port, has, &st, &n);
+    if (r == 0) ss_set(ino, &n);
+    tg_reply(j->nfd, q->id, 0, -r);
+}
+
+static void on_connect(int nfd, const struct seccomp_notif *q)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    uint32_t ip;
+    uint16_t port;
+    /* Unreadable or non-IPv4 addresses are the kernel's business (EFAULT, EINVAL, ...). */
+    if (read_addr(q, q->data.args[1], q->data.args[2], &ss, &sl) ||
+        !sa_get_v4((struct sockaddr *)&ss, sl, &ip, &port) || !tg_valid(nfd, q->id) ||
+        !cfg_is_virtual(ip)) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    job *j = new_job(nfd, q, -1);
+    if (!j) {
+        tg_reply(nfd, q->id, 0, ENOMEM);
+        return;
+    }
+    j->ss = ss;
+    j->sl = sl;
+    start_worker(j, connect_work);
+}
+
+/* ---- bind / listen ----------------------------------------------------------------------- */
+
+static void on_bind(int nfd, const struct seccomp_notif *q)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (read_addr(q, q->data.args[1], q->data.args[2], &ss, &sl) || !tg_valid(nfd, q->id)) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    int fd = tg_getfd((pid_t)q->pid, (int)q->data.args[0]);
+    if (fd < 0) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    vinfo n;
+    int r = pol_bind(fd, (struct sockaddr *)&ss, sl, &n);
+    if (r == 1 && ss_set(inode_of(fd), &n)) r = -ENOMEM;
+    close(fd);
+    if (r == 0) tg_continue(nfd, q->id);
+    else tg_reply(nfd, q->id, 0, r < 0 ? -r : 0);
+}
+
+/* The program's socket args[0] and its state, when it has overlay state of one of the kinds
+ * in mask (bit per vkind). Returns the duplicate (caller closes) or -1. */
+static int overlay_socket(const struct seccomp_notif *q, int mask, ino_t *ino, vinfo *st)
+{
+    if (ss_count() == 0) return -1;
+    int fd = tg_getfd((pid_t)q->pid, (int)q->data.args[0]);
+    if (fd < 0) return -1;
+    *ino = inode_of(fd);
+    if (ss_get(*ino, st) && (mask & (1 << st->kind))) return fd;
+    close(fd);
+    return -1;
+}
+
+#define BOUND ((1 << VS_BOUND_VIRTUAL) | (1 << VS_BOUND_ANY))
+
+static void listen_work(job *j)
+{
+    if (listen(j->dup, (int)j->req.data.args[1])) {
+        tg_reply(j->nfd, j->req.id, 0, errno);
+        return;
+    }
+    int r = pol_listen(&j->st);
+    if (r > 0) ss_set(j->ino, &j->st);
+    tg_reply(j->nfd, j->req.id, 0, r < 0 ? -r : 0);
+}
+
+static void on_listen(int nfd, const struct seccomp_notif *q)
+{
+    ino_t ino;
+    vinfo st;
+    int fd = overlay_socket(q, BOUND, &ino, &st);
+    if (fd < 0) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    job *j = new_job(nfd, q, fd);
+    if (!j) {
+        close(fd);
+        tg_reply(nfd, q->id, 0, ENOMEM);
+        return;
+    }
+    j->ino = ino;
+    j->st = st;
+    start_worker(j, listen_work);
+}
+
+/* ---- accept ------------------------------------------------------------------------------ */
+
+/* Waits until the listener is readable while the caller still waits. 1 ready, 0 gone. */
+static int wait_acceptable(job *j)
+{
+    for (;;) {
+        if (!tg_valid(j->nfd, j->req.id)) return 0;
+        struct pollfd p = {j->dup, POLLIN, 0};
+        int r = poll(&p, 1, ACCEPT_POLL_MS);
+        if (r > 0) return 1;
+        if (r < 0 && errno != EINTR) return 1; /* let accept report it */
+    }
+}
+
+static void accept_work(job *j)
+{
+    const struct seccomp_notif *q = &j->req;
+    int four = FILTER_NR(q->data.nr) == SYS_accept4;
+    int flags = four ? (int)q->data.args[3] : 0;
+    if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) {
+        tg_reply(j->nfd, q->id, 0, EINVAL);
+        return;
+    }
+    int fl = fcntl(j->dup, F_GETFL);
+    int nonblocking = fl >= 0 && (fl & O_NONBLOCK);
+    for (;;) {
+        if (!nonblocking && !wait_acceptable(j)) return;
+        struct sockaddr_storage peer, vpeer;
+        socklen_t pl = sizeof peer, vl = 0;
+        int c = accept4(j->dup, (struct sockaddr *)&peer, &pl, (flags & SOCK_NONBLOCK) | SOCK_CLOEXEC);
+        if (c < 0) {
+            if (!nonblocking && (errno == EAGAIN || errno == EINTR)) continue; /* raced */
+            tg_reply(j->nfd, q->id, 0, errno);
+            return;
+        }
+        vinfo n;
+        int r = pol_accepted(&j->st, c, (struct sockaddr *)&peer, pl, &n, &vpeer, &vl);
+        if (r < 0) {
+            close(c);
+            if (nonblocking) {
+                tg_reply(j->nfd, q->id, 0, EAGAIN);
+                return;
+            }
+            continue;
+        }
+        if (r > 0) ss_set(inode_of(c), &n);
+        int w = tg_valid(j->nfd, q->id)
+                    ? tg_put_sockaddr((pid_t)q->pid, q->data.args[1], q->data.args[2],
+                                      r > 0 ? (void *)&vpeer : (void *)&peer, r > 0 ? vl : pl)
+                    : -ESRCH;
+        if (w == 0) {
+            int got = tg_addfd_reply(j->nfd, q->id, c, flags & SOCK_CLOEXEC);
+            if (got < 0) dbg("accept: cannot install the connection into pid %u: %s", q->pid, strerror(-got));
+        } else if (w != -ESRCH) {
+            tg_reply(j->nfd, q->id, 0, -w);
+        }
+        close(c);
+        return;
+    }
+}
+
+static void on_accept(int nfd, const struct seccomp_notif *q)
+{
+    ino_t ino;
+    vinfo st;
+    int fd = overlay_socket(q, BOUND, &ino, &st);
+    if (fd < 0) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    job *j = new_job(nfd, q, fd);
+    if (!j) {
+        close(fd);
+        tg_reply(nfd, q->id, 0, ENOMEM);
+        return;
+    }
+    j->ino = ino;
+    j->st = st;
+    start_worker(j, accept_work);
+}
+
+/* ---- names, datagrams -------------------------------------------------------------------- */
+
+static void on_name(int nfd, const struct seccomp_notif *q, int peer)
+{
+    ino_t ino;
+    vinfo st;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int fd = overlay_socket(q, -1, &ino, &st);
+    if (fd >= 0) close(fd);
+    if (fd < 0 || !pol_name(&st, peer, &ss, &sl) || !tg_valid(nfd, q->id)) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    if (!q->data.args[1]) {
+        tg_reply(nfd, q->id, 0, EFAULT);
+        return;
+    }
+    int r = tg_put_sockaddr((pid_t)q->pid, q->data.args[1], q->data.args[2], &ss, sl);
+    tg_reply(nfd, q->id, 0, -r);
+}
+
+static void on_sendto(int nfd, const struct seccomp_notif *q)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    uint32_t ip;
+    uint16_t port;
+    if (read_addr(q, q->data.args[4], q->data.args[5], &ss, &sl) ||
+        !sa_get_v4((struct sockaddr *)&ss, sl, &ip, &port) || !tg_valid(nfd, q->id)) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    int fd = tg_getfd((pid_t)q->pid, (int)q->data.args[0]);
+    int blocked = fd >= 0 && pol_send_blocked(fd, (struct sockaddr *)&ss, sl, (int)q->data.args[3], "sendto");
+    if (fd >= 0) close(fd);
+    if (blocked) tg_reply(nfd, q->id, 0, ENETUNREACH);
+    else tg_continue(nfd, q->id);
+}
+
+static void dispatch(int nfd, const struct seccomp_notif *q)
+{
+    switch (FILTER_NR(q->data.nr)) {
+    case SYS_connect: on_connect(nfd, q); break;
+    case SYS_bind: on_bind(nfd, q); break;
+    case SYS_listen: on_listen(nfd, q); break;
+    case SYS_accept:
+    case SYS_accept4: on_accept(nfd, q); break;
+    case SYS_getsockname: on_name(nfd, q, 0); break;
+    case SYS_getpeername: on_name(nfd, q, 1); break;
+    case SYS_sendto: on_sendto(nfd, q); break;
+    default: tg_continue(nfd, q->id); break;
+    }
+}
+
+/* ---- the run ----------------------------------------------------------------------------- */
+
+/* Splits a block of count NUL-terminated strings into a NULL-terminated array (pointing into
+ * the block). */
+static char **split(const char *block, uint32_t count)
+{
+    char **v = calloc((size_t)count + 1, sizeof *v);
+    if (!v) return NULL;
+    for (uint32_t i = 0; i < count; i++) {
+        v[i] = (char *)block;
+        block += strlen(block) + 1;
+    }
+    return v;
+}
+
+/* environ, minus the names set in over, plus over. */
+static char **merge_env(char **over)
+{
+    size_t n = 0, m = 0;
+    while (environ && environ[n]) n++;
+    while (over[m]) m++;
+    char **v = calloc(n + m + 1, sizeof *v);
+    if (!v) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t len = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        int replaced = 0;
+        for (size_t j = 0; j < m && !replaced; j++)
+            replaced = strncmp(over[j], environ[i], len) == 0 && over[j][len] == '=';
+        if (!replaced) v[k++] = environ[i];
+    }
+    for (size_t j = 0; j < m; j++) v[k++] = over[j];
+    return v;
+}
+
+static void unlisten_at_exit(const vinfo *v) { pol_unlisten(v); }
+
+static int supervise(int nfd, pid_t pid)
+{
+    struct seccomp_notif_sizes sizes;
+    size_t qsize = sizeof(struct seccomp_notif);
+    if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) == 0 && sizes.seccomp_notif > qsize)
+        qsize = sizes.seccomp_notif;
+    struct seccomp_notif *q = malloc(qsize);
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int status = -1;
+    for (;;) {
+        struct pollfd p[2] = {{nfd, POLLIN, 0}, {pidfd, POLLIN, 0}};
+        int r = poll(p, pidfd >= 0 ? 2 : 1, pidfd >= 0 ? -1 : 100);
+        if (r < 0 && errno != EINTR) break;
+        if (q && (p[0].revents & POLLIN)) {
+            memset(q, 0, qsize);
+            if (ioctl(nfd, SECCOMP_IOCTL_NOTIF_RECV, q) == 0) dispatch(nfd, q);
+            continue; /* serve pending calls before looking at the exit */
+        }
+        if (pidfd < 0 || (p[1].revents & POLLIN) || (p[0].revents & (POLLHUP | POLLERR))) {
+            int st;
+            pid_t w = waitpid(pid, &st, pidfd >= 0 ? 0 : WNOHANG);
+            if (w == pid) {
+                status = st;
+                break;
+            }
+            if (w < 0 && errno != EINTR) break;
+        }
+    }
+    free(q);
+    if (pidfd >= 0) close(pidfd);
+    return status;
+}
+
+/* Runs path (argv: argc strings in argv_block, each NUL-terminated) under the supervisor, with
+ * the environment of this process overridden by env_block (envc "NAME=value" strings), which
+ * is also what the overlay code reads (UVPN_SRC_ADDR, UVPN_HOME_PROXY, ...). Writes the child's
+ * pid into *pid_out as soon as it exists (for signal forwarding). Returns the raw wait status
+ * of the child, or -1 with a sentence in err and *code_out the exit code to use. Blocks until
+ * the child exits: call it from a thread that may block (Deno: nonblocking FFI). One run per
+ * process: the overlay configuration is read once. */
+EXPORT int myrt_run(const char *path, const char *argv_block, uint32_t argc, const char *env_block,
+                    uint32_t envc, int32_t *pid_out, int32_t *code_out, char *err, uint32_t errlen)
+{
+    static atomic_int ran;
+    *code_out = 126;
+    if (atomic_exchange(&ran, 1)) {
+        snprintf(err, errlen, "The supervisor runs one program per process: %s", path);
+        return -1;
+    }
+    char **argv = split(argv_block, argc), **over = split(env_block, envc);
+    char **envp = over ? merge_env(over) : NULL;
+    if (!argv || !envp) {
+        snprintf(err, errlen, "Out of memory starting: %s", path);
+        return -1;
+    }
+    uvpn_env_use(envp);
+    int nfd = -1, code = 126;
+    pid_t pid = sp_spawn(path, argv, envp, &nfd, &code, err, errlen);
+    if (pid < 0) {
+        *code_out = code;
+        return -1;
+    }
+    *pid_out = pid;
+    dbg("supervising pid %d (%s)", (int)pid, path);
+    int status = supervise(nfd, pid);
+    ss_drain(unlisten_at_exit);
+    for (int64_t end = mono_ms() + DRAIN_MS; atomic_load(&workers) > 0 && mono_ms() < end;) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&workers) == 0) close(nfd); /* else leave it to workers still answering */
+    if (status < 0) {
+        snprintf(err, errlen, "Lost track of the supervised program: pid %d", (int)pid);
+        return -1;
+    }
+    return status;
+}
+
+/* The ABI version of this library's exported table (ffi/libmyrt.ts checks it). */
+EXPORT int myrt_abi(void) { return MYRT_ABI; }
