@@ -29,18 +29,23 @@ export const TOOLS: Tool[] = [
   {
     name: "uvpn_register",
     entry: "cli/uvpn_register.ts",
-    // The register client talks to its home router and reads the key; it writes nothing.
+    // The register client talks to its home router and reads the key; it writes nothing. With
+    // `-- CMD` it runs CMD (any command: --allow-run, PATH to find it, LD_PRELOAD to keep the
+    // user's) under libuvpn.so or under the seccomp supervisor it loads from libmyrt.so
+    // (--allow-ffi; the library's path depends on where PREFIX is, so it cannot be named).
     permissions: [
       "--allow-net",
-      `--allow-env=${KEY_ENV},UVPN_HOME_PROXY,UVPN_HOME_PROXY_PORT`,
+      `--allow-env=${KEY_ENV},UVPN_HOME_PROXY,UVPN_HOME_PROXY_PORT,MYRT_LIBDIR,PATH,LD_PRELOAD`,
       "--allow-read",
+      "--allow-run",
+      "--allow-ffi",
     ],
-    include: ["native/build/libuvpn.so"],
+    include: ["native/build/libuvpn.so", "native/build/libmyrt.so"],
   },
 ];
 
 /** Native libraries installed beside the commands, in PREFIX/bin (the seed's paths). */
-export const NATIVE_LIBS = ["native/build/libuvpn.so"];
+export const NATIVE_LIBS = ["native/build/libuvpn.so", "native/build/libmyrt.so"];
 
 /** Source directories a wrapper-based install carries. */
-export const SOURCE_DIRS = ["cli", "router"];
+export const SOURCE_DIRS = ["cli", "router", "ffi"];

@@ -1,6 +1,7 @@
 /**
- * uvpn_register: leases, lists and releases virtual addresses at the home router.
- * Thin entry point over router/client.ts.
+ * uvpn_register: leases, lists and releases virtual addresses at the home router, and runs a
+ * command inside the overlay with a fresh lease (`-r -- CMD`). Thin entry point over
+ * router/client.ts and cli/overlay_run.ts.
  */
 import { NetworkError, UsageError } from "../router/errors.ts";
 import { formatIp, parseIp } from "../router/ipv4.ts";
@@ -9,25 +10,33 @@ import { type RouterAddr, requestOk } from "../router/client.ts";
 import { parseHostPort } from "../router/routes.ts";
 import { FrameType, ipBytes, u32 } from "../router/wire.ts";
 import { parseCli, runMain } from "./common.ts";
+import { type Mode, MODES, runInOverlay } from "./overlay_run.ts";
 
 const USAGE = `
 Usage: uvpn_register -r [-s] [--name NAME]
+       uvpn_register -r [-s] [--name NAME] [--mode auto|preload|seccomp] -- CMD [ARGS...]
        uvpn_register --list
        uvpn_register --release ADDR
 
 Leases a virtual address of your home router's subnet (or lists / releases leases).
+With -- CMD, runs CMD inside the overlay with the new address (UVPN_SRC_ADDR and the home
+router set for it) and exits with CMD's status (128 + signal number if a signal killed it).
 
   -r, --register      lease a new, unique virtual address and print it
   -s, --silent        print only the address, nothing else
       --name NAME     register NAME for the new address (letters, digits, '-')
       --list          list the router's leases: ADDR, holder, name
       --release ADDR  give a leased address back
+      --mode MODE     how CMD joins the overlay: preload (libuvpn.so, dynamic programs),
+                      seccomp (the supervisor in libmyrt.so, any program) or auto (default:
+                      preload for dynamically linked executables, seccomp for static ones)
       --proxy HOST:PORT  the home router (default $UVPN_HOME_PROXY:$UVPN_HOME_PROXY_PORT)
       --key FILE      network key (default $UVPN_KEY_FILE or ~/.uvpn_key)
   -h, --help          this text
   -V, --version       the version
 
-Environment: UVPN_HOME_PROXY, UVPN_HOME_PROXY_PORT (the home router), UVPN_KEY_FILE.
+Environment: UVPN_HOME_PROXY, UVPN_HOME_PROXY_PORT (the home router), UVPN_KEY_FILE;
+MYRT_LIBDIR (where libuvpn.so and libmyrt.so are, default beside this command).
 `;
 
 function homeRouter(flag: string | undefined): RouterAddr {
@@ -51,7 +60,10 @@ function homeRouter(flag: string | undefined): RouterAddr {
 }
 
 await runMain("uvpn_register", async () => {
-  const { values } = parseCli("uvpn_register", USAGE, Deno.args, {
+  // Everything after the first "--" is the command to run in the overlay.
+  const split = Deno.args.indexOf("--");
+  const command = split < 0 ? [] : Deno.args.slice(split + 1);
+  const { values } = parseCli("uvpn_register", USAGE, split < 0 ? Deno.args : Deno.args.slice(0, split), {
     register: { type: "boolean", short: "r" },
     silent: { type: "boolean", short: "s" },
     name: { type: "string" },
@@ -59,9 +71,18 @@ await runMain("uvpn_register", async () => {
     release: { type: "string" },
     proxy: { type: "string" },
     key: { type: "string" },
+    mode: { type: "string" },
   });
+  if (split >= 0 && (!values.register || command.length === 0)) {
+    throw new UsageError("-- CMD needs -r and a command\nTry 'uvpn_register --help'.");
+  }
   const actions = [values.register, values.list, values.release !== undefined].filter(Boolean).length;
   if (actions !== 1) throw new UsageError("Choose one of -r, --list or --release ADDR\nTry 'uvpn_register --help'.");
+  if (values.mode !== undefined && split < 0) throw new UsageError(`--mode needs -- CMD: ${values.mode}`);
+  const mode = (values.mode ?? "auto") as Mode;
+  if (!MODES.includes(mode)) {
+    throw new UsageError(`--mode takes auto, preload or seccomp: ${mode}`);
+  }
   const router = homeRouter(values.proxy);
   const key = await readKey(keyPath(values.key));
   const where = `${router.host}:${router.port}`;
@@ -86,5 +107,16 @@ await runMain("uvpn_register", async () => {
   const data = await requestOk(router, key, FrameType.LEASE, body, "a lease");
   if (data.length !== 4) throw new NetworkError(`Bad lease reply from router: ${where}`);
   const addr = formatIp(u32(data, 0));
-  console.log(values.silent ? addr : `Leased virtual address ${addr} from router ${where}`);
+  if (split < 0) {
+    console.log(values.silent ? addr : `Leased virtual address ${addr} from router ${where}`);
+    return;
+  }
+  // CMD owns stdout: the lease is reported on stderr.
+  if (!values.silent) console.error(`Leased virtual address ${addr} from router ${where}; running ${command[0]}`);
+  return await runInOverlay(mode, command, {
+    UVPN_SRC_ADDR: addr,
+    UVPN_HOME_PROXY: router.host,
+    UVPN_HOME_PROXY_PORT: String(router.port),
+    UVPN_KEY_FILE: keyPath(values.key),
+  });
 });

@@ -1,8 +1,9 @@
 /**
  * The installer behind scripts/install.sh: puts MyRT into PREFIX (default ~/myrt) with no root
- * and no Node or Deno needed on the target: PREFIX/bin holds the commands and libuvpn.so;
- * PREFIX/lib/myrt holds the Deno runtime, the sources and the module cache. Everything is
- * addressed relative to PREFIX, so a copy of PREFIX works on another host of the same arch.
+ * and no Node or Deno needed on the target: PREFIX/bin holds the commands, libuvpn.so and
+ * libmyrt.so (the seccomp supervisor); PREFIX/lib/myrt holds the Deno runtime, the sources and
+ * the module cache. Everything is addressed relative to PREFIX, so a copy of PREFIX works on
+ * another host of the same arch.
  */
 import { dirname, join, resolve } from "node:path";
 import { NATIVE_LIBS, SOURCE_DIRS, TOOLS } from "../cli/tools.ts";
@@ -63,6 +64,7 @@ async function install(prefix: string): Promise<void> {
   console.log(`MyRT ${VERSION} installed in ${prefix}`);
   console.log(`  commands: ${TOOLS.map((t) => join(bin, t.name)).join(" ")}`);
   console.log(`  preload:  ${join(bin, "libuvpn.so")}`);
+  console.log(`  seccomp supervisor: ${join(bin, "libmyrt.so")}`);
   console.log(`Add ${bin} to your PATH.`);
 }
 
