@@ -61,8 +61,11 @@ static int path_has_xufs(const char *pathenv)
     return yes;
 }
 
-/* execvpe with our own PATH search (for a PATH that reaches into the mount). */
-static int execvpe_xufs(const char *file, char *const argv[], char *const envp[], const char *pathenv)
+/* Tries dir/file for each PATH entry (empty: the cwd) until try_one returns >= 0; returns that,
+ * or -1 with errno: EACCES if some candidate was refused so, else ENOENT. try_one returns -1 to
+ * go on, -2 to stop with errno. */
+static int path_search(const char *file, const char *pathenv, int (*try_one)(const char *, void *),
+                       void *ctx)
 {
     char cand[PATH_MAX];
     int saw_eacces = 0;
@@ -76,16 +79,45 @@ static int execvpe_xufs(const char *file, char *const argv[], char *const envp[]
             memcpy(cand, dir, n);
             cand[n] = '/';
             memcpy(cand + n + 1, file, fl + 1);
-            execve(cand, argv, envp);
+            int r = try_one(cand, ctx);
+            if (r >= 0) return r;
+            if (r == -2) return -1;
             if (errno == EACCES) saw_eacces = 1;
-            else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE && errno != ENODEV &&
-                     errno != ETIMEDOUT)
-                return -1;
         }
         s = *e ? e + 1 : NULL;
     }
     errno = saw_eacces ? EACCES : ENOENT;
     return -1;
+}
+
+struct exec_args {
+    char *const *argv, *const *envp;
+    pid_t *pid;
+    const posix_spawn_file_actions_t *fa;
+    const posix_spawnattr_t *attr;
+};
+
+static int try_exec(const char *cand, void *ctx)
+{
+    struct exec_args *x = ctx;
+    execve(cand, x->argv, x->envp);
+    if (errno == EACCES || errno == ENOENT || errno == ENOTDIR || errno == ESTALE ||
+        errno == ENODEV || errno == ETIMEDOUT)
+        return -1;
+    return -2;
+}
+
+static int try_spawn(const char *cand, void *ctx)
+{
+    struct exec_args *x = ctx;
+    struct stat st;
+    if (stat(cand, &st) < 0 || !S_ISREG(st.st_mode) || access(cand, X_OK) < 0) return -1;
+    int r = posix_spawn(x->pid, cand, x->fa, x->attr, x->argv, x->envp);
+    if (r) {
+        errno = r;
+        return -2;
+    }
+    return 0;
 }
 
 XUFS_API int execvpe(const char *file, char *const argv[], char *const envp[])
@@ -95,7 +127,8 @@ XUFS_API int execvpe(const char *file, char *const argv[], char *const envp[])
     const char *pathenv = getenv("PATH");
     if (!pathenv) pathenv = "/bin:/usr/bin";
     if (!path_has_xufs(pathenv)) return RCALL(execvpe, -1, file, argv, envp);
-    return execvpe_xufs(file, argv, envp, pathenv);
+    struct exec_args x = { argv, envp, NULL, NULL, NULL };
+    return path_search(file, pathenv, try_exec, &x);
 }
 
 XUFS_API int execvp(const char *file, char *const argv[])
@@ -155,23 +188,6 @@ XUFS_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_a
     const char *pathenv = getenv("PATH");
     if (!pathenv) pathenv = "/bin:/usr/bin";
     if (!path_has_xufs(pathenv)) return RCALL(posix_spawnp, ENOSYS, pid, file, fa, attr, argv, envp);
-    /* search: the first candidate that exists and is executable */
-    char cand[PATH_MAX];
-    size_t fl = strlen(file);
-    for (const char *s = pathenv; s;) {
-        const char *e = strchrnul(s, ':');
-        size_t n = (size_t)(e - s);
-        const char *dir = n ? s : ".";
-        if (!n) n = 1;
-        if (n + 1 + fl + 1 <= sizeof cand) {
-            memcpy(cand, dir, n);
-            cand[n] = '/';
-            memcpy(cand + n + 1, file, fl + 1);
-            struct stat st;
-            if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
-                return posix_spawn(pid, cand, fa, attr, argv, envp);
-        }
-        s = *e ? e + 1 : NULL;
-    }
-    return ENOENT;
+    struct exec_args x = { argv, envp, pid, fa, attr };
+    return path_search(file, pathenv, try_spawn, &x) < 0 ? errno : 0;
 }

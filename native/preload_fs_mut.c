@@ -57,7 +57,9 @@ static int mkdir_common(int dirfd, const char *path, mode_t mode)
 {
     xpath p;
     if (!xufs_on() || !xufs_classify(dirfd, path, &p)) return RCALL(mkdirat, -1, dirfd, path, mode);
-    return req_mode("MKDIR", &p, mode & ~cur_umask());
+    int r = req_mode("MKDIR", &p, mode & ~cur_umask());
+    if (r == 0) xufs_mark_listed(p.rel); /* new and empty */
+    return r;
 }
 
 XUFS_API int mkdir(const char *path, mode_t mode)
@@ -110,33 +112,49 @@ XUFS_API int remove(const char *path)
 
 /* ---- two-path operations ---- */
 
-/* Classifies both paths: 2 both XUFS, 0 neither, -1 mixed (EXDEV). */
-static int classify2(int d1, const char *p1, xpath *a, int d2, const char *p2, xpath *b)
+/* Classifies both paths into a new pair (*ab, freed with release2): 2 both XUFS, 0 neither
+ * (*ab NULL), -1 mixed (EXDEV) or out of memory. */
+static int classify2(int d1, const char *p1, int d2, const char *p2, xpath **ab)
 {
+    *ab = NULL;
     if (!xufs_on()) return 0;
-    int x = xufs_classify(d1, p1, a), y = xufs_classify(d2, p2, b);
-    if (x != y) {
-        errno = EXDEV;
-        return -1;
-    }
-    return x ? 2 : 0;
-}
-
-static int rename_common(int d1, const char *from, int d2, const char *to, unsigned flags)
-{
     xpath *a = malloc(2 * sizeof *a);
     if (!a) {
         errno = ENOMEM;
         return -1;
     }
-    xpath *b = a + 1;
-    int r = classify2(d1, from, a, d2, to, b);
-    if (r == 0) {
+    int x = xufs_classify(d1, p1, &a[0]), y = xufs_classify(d2, p2, &a[1]);
+    if (!x && !y) {
         free(a);
+        return 0;
+    }
+    *ab = a;
+    if (x != y) {
+        errno = EXDEV;
+        return -1;
+    }
+    return 2;
+}
+
+/* Frees a pair from classify2 and returns r, errno preserved. */
+static int release2(xpath *ab, int r)
+{
+    int e = errno;
+    free(ab);
+    errno = e;
+    return r;
+}
+
+static int rename_common(int d1, const char *from, int d2, const char *to, unsigned flags)
+{
+    xpath *a;
+    int r = classify2(d1, from, d2, to, &a);
+    if (r == 0) {
         if (flags) return RCALL(renameat2, -1, d1, from, d2, to, flags);
         return RCALL(renameat, -1, d1, from, d2, to);
     }
     if (r > 0) {
+        xpath *b = a + 1;
         if (flags & ~(unsigned)RENAME_NOREPLACE) {
             errno = EINVAL;
             r = -1;
@@ -155,10 +173,7 @@ static int rename_common(int d1, const char *from, int d2, const char *to, unsig
             if (r == 0) xufs_forget();
         }
     }
-    int e = errno;
-    free(a);
-    errno = e;
-    return r;
+    return release2(a, r);
 }
 
 XUFS_API int rename(const char *from, const char *to)
@@ -178,21 +193,11 @@ XUFS_API int renameat2(int d1, const char *from, int d2, const char *to, unsigne
 
 static int link_common(int d1, const char *from, int d2, const char *to, int flags)
 {
-    xpath *a = malloc(2 * sizeof *a);
-    if (!a) {
-        errno = ENOMEM;
-        return -1;
-    }
-    int r = classify2(d1, from, a, d2, to, a + 1);
-    if (r == 0) {
-        free(a);
-        return RCALL(linkat, -1, d1, from, d2, to, flags);
-    }
+    xpath *a;
+    int r = classify2(d1, from, d2, to, &a);
+    if (r == 0) return RCALL(linkat, -1, d1, from, d2, to, flags);
     if (r > 0) r = xufs_req("LINK", a->rel, a[1].rel, NULL);
-    int e = errno;
-    free(a);
-    errno = e;
-    return r;
+    return release2(a, r);
 }
 
 XUFS_API int link(const char *from, const char *to)

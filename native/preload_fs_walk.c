@@ -102,26 +102,32 @@ struct walk {
 };
 static __thread struct walk *cur_walk;
 
-/* Mount path of fpath in buf (or fpath itself); *delta: length change. */
-static const char *walk_path(const char *fpath, char *buf, int *delta)
+/* Mount path of fpath in buf (or fpath itself); *base: FTW base fixed for it (in/out). */
+static const char *walk_path(const char *fpath, char *buf, int *base)
 {
-    *delta = 0;
     if (!cur_walk->translate) return fpath;
     size_t n = strlen(fpath);
     if (n >= PATH_MAX) return fpath;
     memcpy(buf, fpath, n + 1);
     if (xufs_to_mount(buf, PATH_MAX) != 1) return fpath;
-    *delta = (int)strlen(buf) - (int)n;
+    size_t m = strlen(buf);
+    if ((size_t)*base <= n && strcmp(fpath + *base, buf + m - (n - (size_t)*base)) == 0 &&
+        m - (n - (size_t)*base) > 0 && buf[m - (n - (size_t)*base) - 1] == '/')
+        *base = (int)(m - (n - (size_t)*base)); /* same last component: shift */
+    else {
+        const char *s = strrchr(buf, '/'); /* the root: its name differs in the mount */
+        *base = s ? (int)(s - buf + 1) : 0;
+    }
     return buf;
 }
 
 static int nftw_tramp(const char *fpath, const struct stat *sb, int flag, struct FTW *f)
 {
     char buf[PATH_MAX];
-    int delta;
     struct walk *w = cur_walk;
-    const char *path = walk_path(fpath, buf, &delta);
-    struct FTW f2 = { f->base + delta, f->level };
+    int base = f->base;
+    const char *path = walk_path(fpath, buf, &base);
+    struct FTW f2 = { base, f->level };
     cur_walk = w->prev; /* a walk started by the callback nests cleanly */
     int r = ((__nftw_func_t)w->fn)(path, sb, flag, &f2);
     cur_walk = w;
@@ -131,10 +137,10 @@ static int nftw_tramp(const char *fpath, const struct stat *sb, int flag, struct
 static int nftw64_tramp(const char *fpath, const struct stat64 *sb, int flag, struct FTW *f)
 {
     char buf[PATH_MAX];
-    int delta;
     struct walk *w = cur_walk;
-    const char *path = walk_path(fpath, buf, &delta);
-    struct FTW f2 = { f->base + delta, f->level };
+    int base = f->base;
+    const char *path = walk_path(fpath, buf, &base);
+    struct FTW f2 = { base, f->level };
     cur_walk = w->prev;
     int r = ((__nftw64_func_t)w->fn)(path, sb, flag, &f2);
     cur_walk = w;
@@ -144,9 +150,9 @@ static int nftw64_tramp(const char *fpath, const struct stat64 *sb, int flag, st
 static int ftw_tramp(const char *fpath, const struct stat *sb, int flag)
 {
     char buf[PATH_MAX];
-    int delta;
+    int base = 0;
     struct walk *w = cur_walk;
-    const char *path = walk_path(fpath, buf, &delta);
+    const char *path = walk_path(fpath, buf, &base);
     cur_walk = w->prev;
     int r = ((__ftw_func_t)w->fn)(path, sb, flag);
     cur_walk = w;
@@ -156,9 +162,9 @@ static int ftw_tramp(const char *fpath, const struct stat *sb, int flag)
 static int ftw64_tramp(const char *fpath, const struct stat64 *sb, int flag)
 {
     char buf[PATH_MAX];
-    int delta;
+    int base = 0;
     struct walk *w = cur_walk;
-    const char *path = walk_path(fpath, buf, &delta);
+    const char *path = walk_path(fpath, buf, &base);
     cur_walk = w->prev;
     int r = ((__ftw64_func_t)w->fn)(path, sb, flag);
     cur_walk = w;

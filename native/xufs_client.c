@@ -8,9 +8,11 @@
 #include "log.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -225,6 +227,11 @@ static void mark_listed(const char *d, int tree)
     pthread_mutex_unlock(&lock);
 }
 
+void xufs_mark_listed(const char *rel)
+{
+    mark_listed(rel, 0);
+}
+
 void xufs_forget(void)
 {
     lock_set();
@@ -238,7 +245,17 @@ int xufs_lookup(const char *rel)
     char dir[PATH_MAX];
     xufs_rel_dirname(rel, dir);
     if (is_listed(dir, strlen(dir))) return 0;
-    if (xufs_req("LOOKUP", rel, NULL, NULL) < 0) return -1;
+    if (xufs_req("LOOKUP", rel, NULL, NULL) < 0) {
+        if (errno == ENOENT) {
+            char p[PATH_MAX];
+            struct stat st;
+            int n = snprintf(p, sizeof p, "%s/%s", xufs_cache_root(), dir);
+            if (n > 0 && (size_t)n < sizeof p && RCALL(lstat, -1, p, &st) == 0 && S_ISDIR(st.st_mode))
+                mark_listed(dir, 0);
+            errno = ENOENT;
+        }
+        return -1;
+    }
     mark_listed(dir, 0);
     return 0;
 }

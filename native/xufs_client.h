@@ -9,7 +9,8 @@
 /* Sends "op\ta1[\ta2[\ta3]]\n" (NULL arguments end the list) and waits for the reply. */
 int xufs_req(const char *op, const char *a1, const char *a2, const char *a3);
 
-/* LOOKUP rel, skipped when rel's directory is known to be listed. */
+/* LOOKUP rel, skipped when rel's directory is known to be listed. An ENOENT answer whose parent
+ * exists in the cache also proves the parent listed (the manager lists every ancestor first). */
 int xufs_lookup(const char *rel);
 /* LIST rel, skipped when rel is known to be listed. */
 int xufs_list(const char *rel);
@@ -17,6 +18,8 @@ int xufs_list(const char *rel);
 int xufs_fetch(const char *rel);
 /* TREE rel: the whole subtree listed. */
 int xufs_tree(const char *rel);
+/* Records that directory rel is listed (e.g. just created by MKDIR). */
+void xufs_mark_listed(const char *rel);
 /* Forgets what is known to be listed (after a directory was removed or renamed). */
 void xufs_forget(void);
 

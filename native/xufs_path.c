@@ -97,6 +97,8 @@ int xufs_on(void)
     return cfg.on;
 }
 
+const char *xufs_cache_root(void) { return xufs_on() ? cfg.cache[0] : ""; }
+
 const char *xufs_sock(void) { return xufs_on() ? cfg.sock : ""; }
 
 /* Length of the root among roots[] that prefixes p at a component boundary, and its index. */

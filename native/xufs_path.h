@@ -18,6 +18,8 @@ typedef struct {
 
 /* Non-zero when XUFS_MOUNT, XUFS_CACHE and XUFS_SOCK are all set (read once). */
 int xufs_on(void);
+/* The cache tree's root ("" when off). */
+const char *xufs_cache_root(void);
 /* The manager socket path ("" when off). */
 const char *xufs_sock(void);
 
