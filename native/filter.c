@@ -55,10 +55,19 @@ int filter_install(void)
     struct sock_fprog fp = {sizeof prog / sizeof prog[0], prog};
     if (syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -errno;
     /* WAIT_KILLABLE_RECV (5.19): once the supervisor has a call, only a fatal signal interrupts
-     * it, so a signal (Go's SIGURG preemption) never restarts a half-done connect. */
-    long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                      SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, &fp);
-    if (fd < 0 && errno == EINVAL)
-        fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fp);
+     * it, so a signal (Go's SIGURG preemption) never restarts a half-done connect.
+     * SPEC_ALLOW (4.17): this filter interposes, it does not sandbox, so it must not switch on
+     * the speculative-store-bypass mitigation that kernels booted with spec_store_bypass_disable=
+     * seccomp (the default where the CPU supports SSBD) force on every seccomp task. */
+    static const unsigned long flags[] = {
+        SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV | SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+        SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+        SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    };
+    long fd = -1;
+    for (unsigned i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags[i], &fp);
+        if (fd >= 0 || errno != EINVAL) break;
+    }
     return fd < 0 ? -errno : (int)fd;
 }
