@@ -138,7 +138,7 @@ static int open_common(int dirfd, const char *path, int flags, mode_t mode)
     int track;
     int r = xp_open(dirfd, path, flags, &p, &track);
     if (r < 0) return -1;
-    int fd = RCALL(openat64, -1, dirfd, r ? p.buf : path, flags, mode);
+    int fd = RCALL(openat64, -1, dirfd, xp_real(r, &p, path), flags, mode);
     if (fd >= 0 && r && track) xfd_track(fd, p.rel);
     return fd;
 }
@@ -217,11 +217,12 @@ static FILE *fopen_common(const char *path, const char *mode, int is64)
 {
     xpath p;
     int track = 0, r = 0;
+    p.outside = 0;
     if (xufs_on() && mode) {
         r = xp_open(AT_FDCWD, path, xp_fopen_flags(mode), &p, &track);
         if (r < 0) return NULL;
     }
-    const char *use = r ? p.buf : path;
+    const char *use = xp_real(r, &p, path);
     FILE *f = is64 ? RCALL(fopen64, NULL, use, mode) : RCALL(fopen, NULL, use, mode);
     if (f && r && track) xfd_track(fileno(f), p.rel);
     return f;
@@ -247,7 +248,7 @@ static FILE *freopen_common(const char *path, const char *mode, FILE *stream, in
     int r = xp_open(AT_FDCWD, path, xp_fopen_flags(mode), &p, &track);
     if (r < 0) return NULL;
     void *tok = xfd_detach(fileno(stream));
-    const char *use = r ? p.buf : path;
+    const char *use = xp_real(r, &p, path);
     FILE *f = is64 ? RCALL(freopen64, NULL, use, mode, stream)
                    : RCALL(freopen, NULL, use, mode, stream);
     xfd_closed(tok);

@@ -29,9 +29,9 @@ static int prep_exec(const char *path, xpath *p)
 XUFS_API int execve(const char *path, char *const argv[], char *const envp[])
 {
     xpath p;
-    int r = xufs_on() ? prep_exec(path, &p) : 0;
+    int r = prep_exec(path, &p);
     if (r < 0) return -1;
-    return RCALL(execve, -1, r ? p.buf : path, argv, envp);
+    return RCALL(execve, -1, xp_real(r, &p, path), argv, envp);
 }
 
 XUFS_API int execv(const char *path, char *const argv[])
@@ -175,9 +175,9 @@ XUFS_API int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_ac
                          const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     xpath p;
-    int r = xufs_on() ? prep_exec(path, &p) : 0;
+    int r = prep_exec(path, &p);
     if (r < 0) return errno;
-    return RCALL(posix_spawn, ENOSYS, pid, r ? p.buf : path, fa, attr, argv, envp);
+    return RCALL(posix_spawn, ENOSYS, pid, xp_real(r, &p, path), fa, attr, argv, envp);
 }
 
 XUFS_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,

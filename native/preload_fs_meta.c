@@ -19,9 +19,9 @@
 /* Runs the real name(...) with XP(path) standing for the cache path of an XUFS path. */
 #define LOOKUP_CALL(follow, dirfd, path, name, fail, ...) ({                       \
     xpath p_;                                                                      \
-    int r_ = xufs_on() ? xp_lookup((dirfd), (path), (follow), &p_) : 0;            \
+    int r_ = xp_lookup((dirfd), (path), (follow), &p_);                            \
     r_ < 0 ? (fail) : RCALL(name, fail, __VA_ARGS__); })
-#define XP(path) (r_ ? p_.buf : (path))
+#define XP(path) xp_real(r_, &p_, (path))
 #define NOFOLLOW(flags) (((flags) & AT_SYMLINK_NOFOLLOW) != 0)
 
 XUFS_API int stat(const char *path, struct stat *st)
@@ -176,27 +176,27 @@ XUFS_API ssize_t llistxattr(const char *path, char *list, size_t n)
 /* Extended attributes cannot be written back: refused under the mount. */
 #define NO_XATTR_WRITE(path, name, fail, ...) ({                                    \
     xpath p_;                                                                      \
-    xufs_on() && xufs_classify(AT_FDCWD, (path), &p_) ? (errno = ENOTSUP, (fail))  \
-                                                       : RCALL(name, fail, __VA_ARGS__); })
+    xufs_classify(AT_FDCWD, (path), &p_) ? (errno = ENOTSUP, (fail))               \
+                                         : RCALL(name, fail, __VA_ARGS__); })
 
 XUFS_API int setxattr(const char *path, const char *name, const void *v, size_t n, int fl)
 {
-    return NO_XATTR_WRITE(path, setxattr, -1, path, name, v, n, fl);
+    return NO_XATTR_WRITE(path, setxattr, -1, xp_real(0, &p_, path), name, v, n, fl);
 }
 
 XUFS_API int lsetxattr(const char *path, const char *name, const void *v, size_t n, int fl)
 {
-    return NO_XATTR_WRITE(path, lsetxattr, -1, path, name, v, n, fl);
+    return NO_XATTR_WRITE(path, lsetxattr, -1, xp_real(0, &p_, path), name, v, n, fl);
 }
 
 XUFS_API int removexattr(const char *path, const char *name)
 {
-    return NO_XATTR_WRITE(path, removexattr, -1, path, name);
+    return NO_XATTR_WRITE(path, removexattr, -1, xp_real(0, &p_, path), name);
 }
 
 XUFS_API int lremovexattr(const char *path, const char *name)
 {
-    return NO_XATTR_WRITE(path, lremovexattr, -1, path, name);
+    return NO_XATTR_WRITE(path, lremovexattr, -1, xp_real(0, &p_, path), name);
 }
 
 XUFS_API int chdir(const char *path)
@@ -255,9 +255,9 @@ XUFS_API char *get_current_dir_name(void)
 static char *realpath_common(const char *path, char *resolved)
 {
     xpath p;
-    int r = xufs_on() && path ? xp_lookup(AT_FDCWD, path, 1, &p) : 0;
+    int r = xp_lookup(AT_FDCWD, path, 1, &p);
     if (r < 0) return NULL;
-    if (!r) return RCALL(realpath, NULL, path, resolved);
+    if (!r) return RCALL(realpath, NULL, xp_real(r, &p, path), resolved);
     char tmp[PATH_MAX];
     tmp[0] = '\0';
     if (!RCALL(realpath, NULL, p.buf, tmp)) {

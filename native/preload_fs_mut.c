@@ -56,7 +56,7 @@ static int req_mode(const char *op, const xpath *p, mode_t mode)
 static int mkdir_common(int dirfd, const char *path, mode_t mode)
 {
     xpath p;
-    if (!xufs_on() || !xufs_classify(dirfd, path, &p)) return RCALL(mkdirat, -1, dirfd, path, mode);
+    if (!xufs_classify(dirfd, path, &p)) return RCALL(mkdirat, -1, dirfd, xp_real(0, &p, path), mode);
     int r = req_mode("MKDIR", &p, mode & ~cur_umask());
     if (r == 0) xufs_mark_listed(p.rel); /* new and empty */
     return r;
@@ -75,9 +75,9 @@ XUFS_API int mkdirat(int dirfd, const char *path, mode_t mode)
 static int remove_common(int dirfd, const char *path, int flags, int any)
 {
     xpath p;
-    if (!xufs_on() || !xufs_classify(dirfd, path, &p)) {
-        if (any) return RCALL(remove, -1, path);
-        return RCALL(unlinkat, -1, dirfd, path, flags);
+    if (!xufs_classify(dirfd, path, &p)) {
+        if (any) return RCALL(remove, -1, xp_real(0, &p, path));
+        return RCALL(unlinkat, -1, dirfd, xp_real(0, &p, path), flags);
     }
     int dir = flags & AT_REMOVEDIR;
     if (any) { /* remove(): a directory or not? */
@@ -113,7 +113,8 @@ XUFS_API int remove(const char *path)
 /* ---- two-path operations ---- */
 
 /* Classifies both paths into a new pair (*ab, freed with release2): 2 both XUFS, 0 neither
- * (*ab NULL), -1 mixed (EXDEV) or out of memory. */
+ * (*ab NULL unless a path climbs out of the mount: see xp_real), -1 mixed (EXDEV) or out of
+ * memory. */
 static int classify2(int d1, const char *p1, int d2, const char *p2, xpath **ab)
 {
     *ab = NULL;
@@ -124,11 +125,12 @@ static int classify2(int d1, const char *p1, int d2, const char *p2, xpath **ab)
         return -1;
     }
     int x = xufs_classify(d1, p1, &a[0]), y = xufs_classify(d2, p2, &a[1]);
-    if (!x && !y) {
+    if (!x && !y && !a[0].outside && !a[1].outside) {
         free(a);
         return 0;
     }
     *ab = a;
+    if (!x && !y) return 0; /* kept for xp_real */
     if (x != y) {
         errno = EXDEV;
         return -1;
@@ -150,8 +152,12 @@ static int rename_common(int d1, const char *from, int d2, const char *to, unsig
     xpath *a;
     int r = classify2(d1, from, d2, to, &a);
     if (r == 0) {
-        if (flags) return RCALL(renameat2, -1, d1, from, d2, to, flags);
-        return RCALL(renameat, -1, d1, from, d2, to);
+        if (a) {
+            from = xp_real(0, &a[0], from);
+            to = xp_real(0, &a[1], to);
+        }
+        r = flags ? RCALL(renameat2, -1, d1, from, d2, to, flags) : RCALL(renameat, -1, d1, from, d2, to);
+        return release2(a, r);
     }
     if (r > 0) {
         xpath *b = a + 1;
@@ -195,7 +201,13 @@ static int link_common(int d1, const char *from, int d2, const char *to, int fla
 {
     xpath *a;
     int r = classify2(d1, from, d2, to, &a);
-    if (r == 0) return RCALL(linkat, -1, d1, from, d2, to, flags);
+    if (r == 0) {
+        if (a) {
+            from = xp_real(0, &a[0], from);
+            to = xp_real(0, &a[1], to);
+        }
+        return release2(a, RCALL(linkat, -1, d1, from, d2, to, flags));
+    }
     if (r > 0) r = xufs_req("LINK", a->rel, a[1].rel, NULL);
     return release2(a, r);
 }
@@ -213,7 +225,7 @@ XUFS_API int linkat(int d1, const char *from, int d2, const char *to, int flags)
 static int symlink_common(const char *target, int dirfd, const char *path)
 {
     xpath p;
-    if (!xufs_on() || !xufs_classify(dirfd, path, &p)) return RCALL(symlinkat, -1, target, dirfd, path);
+    if (!xufs_classify(dirfd, path, &p)) return RCALL(symlinkat, -1, target, dirfd, xp_real(0, &p, path));
     if (!target || !*target) {
         errno = ENOENT;
         return -1;
@@ -235,7 +247,7 @@ XUFS_API int symlinkat(const char *target, int dirfd, const char *path)
 static int mknod_common(int dirfd, const char *path, mode_t mode, dev_t dev)
 {
     xpath p;
-    if (!xufs_on() || !xufs_classify(dirfd, path, &p)) return RCALL(mknodat, -1, dirfd, path, mode, dev);
+    if (!xufs_classify(dirfd, path, &p)) return RCALL(mknodat, -1, dirfd, xp_real(0, &p, path), mode, dev);
     errno = EPERM;
     return -1;
 }
@@ -265,9 +277,9 @@ XUFS_API int mkfifoat(int dirfd, const char *path, mode_t mode)
 static int chmod_common(int dirfd, const char *path, mode_t mode, int flags, int kind)
 {
     xpath p;
-    if (!xufs_on() || !xufs_classify(dirfd, path, &p)) {
-        if (kind == 1) return RCALL(lchmod, -1, path, mode);
-        return RCALL(fchmodat, -1, dirfd, path, mode, flags);
+    if (!xufs_classify(dirfd, path, &p)) {
+        if (kind == 1) return RCALL(lchmod, -1, xp_real(0, &p, path), mode);
+        return RCALL(fchmodat, -1, dirfd, xp_real(0, &p, path), mode, flags);
     }
     if (xfd_find_rel(p.rel) >= 0) return RCALL(chmod, -1, p.buf, mode); /* carried by write-back */
     return req_mode("CHMOD", &p, mode);
@@ -323,10 +335,10 @@ static int chown_xufs(xpath *p, int follow, uid_t u, gid_t g)
 static int chown_common(int dirfd, const char *path, uid_t u, gid_t g, int flags, int kind)
 {
     xpath p;
-    if (!xufs_on() || !xufs_classify(dirfd, path, &p)) {
-        if (kind == 1) return RCALL(chown, -1, path, u, g);
-        if (kind == 2) return RCALL(lchown, -1, path, u, g);
-        return RCALL(fchownat, -1, dirfd, path, u, g, flags);
+    if (!xufs_classify(dirfd, path, &p)) {
+        if (kind == 1) return RCALL(chown, -1, xp_real(0, &p, path), u, g);
+        if (kind == 2) return RCALL(lchown, -1, xp_real(0, &p, path), u, g);
+        return RCALL(fchownat, -1, dirfd, xp_real(0, &p, path), u, g, flags);
     }
     return chown_xufs(&p, !(flags & AT_SYMLINK_NOFOLLOW), u, g);
 }
@@ -356,8 +368,8 @@ XUFS_API int fchown(int fd, uid_t u, gid_t g)
 static int truncate_common(const char *path, off_t len, int is64)
 {
     xpath p;
-    if (!xufs_on() || !xufs_classify(AT_FDCWD, path, &p))
-        return is64 ? RCALL(truncate64, -1, path, len) : RCALL(truncate, -1, path, len);
+    if (!xufs_classify(AT_FDCWD, path, &p))
+        return is64 ? RCALL(truncate64, -1, xp_real(0, &p, path), len) : RCALL(truncate, -1, xp_real(0, &p, path), len);
     if (len < 0) {
         errno = EINVAL;
         return -1;
@@ -436,7 +448,7 @@ XUFS_API int utimensat(int dirfd, const char *path, const struct timespec ts[2],
     if (!xufs_on()) return RCALL(utimensat, -1, dirfd, path, ts, flags);
     __asm__("" : "+r"(path)); /* declared nonnull, but the kernel takes NULL: dirfd itself */
     if (!path || (!*path && (flags & AT_EMPTY_PATH))) return futimens_common(dirfd, ts);
-    if (!xufs_classify(dirfd, path, &p)) return RCALL(utimensat, -1, dirfd, path, ts, flags);
+    if (!xufs_classify(dirfd, path, &p)) return RCALL(utimensat, -1, dirfd, xp_real(0, &p, path), ts, flags);
     int fd = xfd_find_rel(p.rel);
     if (fd >= 0) return futimens_common(fd, ts); /* open for writing here: re-sent after CLOSED */
     return utimens_xufs(&p, ts);
@@ -500,7 +512,7 @@ static int mkostemps_common(char *tmpl, int suffixlen, int flags)
 {
     xpath p;
     size_t tl, cl;
-    if (!xufs_on() || !xufs_classify(AT_FDCWD, tmpl, &p)) return RCALL(mkostemps, -1, tmpl, suffixlen, flags);
+    if (!xufs_classify(AT_FDCWD, tmpl, &p)) return RCALL(mkostemps, -1, tmpl, suffixlen, flags);
     if (!tmpl_ok(tmpl, &p, suffixlen, &tl, &cl)) return -1;
     if (xufs_lookup(p.rel) < 0 && errno != ENOENT) return -1;
     int fd = RCALL(mkostemps, -1, p.buf, suffixlen, flags);
@@ -525,7 +537,7 @@ XUFS_API char *mkdtemp(char *tmpl)
     static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     xpath p;
     size_t tl, cl;
-    if (!xufs_on() || !xufs_classify(AT_FDCWD, tmpl, &p)) return RCALL(mkdtemp, NULL, tmpl);
+    if (!xufs_classify(AT_FDCWD, tmpl, &p)) return RCALL(mkdtemp, NULL, tmpl);
     if (!tmpl_ok(tmpl, &p, 0, &tl, &cl)) return NULL;
     if (xufs_lookup(p.rel) < 0 && errno != ENOENT) return NULL;
     for (int tries = 0; tries < 100; tries++) {

@@ -31,9 +31,9 @@ static int prep_dir(int dirfd, const char *path, xpath *p)
 XUFS_API DIR *opendir(const char *path)
 {
     xpath p;
-    int r = xufs_on() ? prep_dir(AT_FDCWD, path, &p) : 0;
+    int r = prep_dir(AT_FDCWD, path, &p);
     if (r < 0) return NULL;
-    return RCALL(opendir, NULL, r ? p.buf : path);
+    return RCALL(opendir, NULL, xp_real(r, &p, path));
 }
 
 XUFS_API DIR *fdopendir(int fd)
@@ -52,34 +52,34 @@ typedef int (*cmp64_fn)(const struct dirent64 **, const struct dirent64 **);
 XUFS_API int scandir(const char *path, struct dirent ***list, sel_fn sel, cmp_fn cmp)
 {
     xpath p;
-    int r = xufs_on() ? prep_dir(AT_FDCWD, path, &p) : 0;
+    int r = prep_dir(AT_FDCWD, path, &p);
     if (r < 0) return -1;
-    return RCALL(scandir, -1, r ? p.buf : path, list, sel, cmp);
+    return RCALL(scandir, -1, xp_real(r, &p, path), list, sel, cmp);
 }
 
 XUFS_API int scandir64(const char *path, struct dirent64 ***list, sel64_fn sel, cmp64_fn cmp)
 {
     xpath p;
-    int r = xufs_on() ? prep_dir(AT_FDCWD, path, &p) : 0;
+    int r = prep_dir(AT_FDCWD, path, &p);
     if (r < 0) return -1;
-    return RCALL(scandir64, -1, r ? p.buf : path, list, sel, cmp);
+    return RCALL(scandir64, -1, xp_real(r, &p, path), list, sel, cmp);
 }
 
 XUFS_API int scandirat(int dirfd, const char *path, struct dirent ***list, sel_fn sel, cmp_fn cmp)
 {
     xpath p;
-    int r = xufs_on() ? prep_dir(dirfd, path, &p) : 0;
+    int r = prep_dir(dirfd, path, &p);
     if (r < 0) return -1;
-    return RCALL(scandirat, -1, dirfd, r ? p.buf : path, list, sel, cmp);
+    return RCALL(scandirat, -1, dirfd, xp_real(r, &p, path), list, sel, cmp);
 }
 
 XUFS_API int scandirat64(int dirfd, const char *path, struct dirent64 ***list, sel64_fn sel,
                          cmp64_fn cmp)
 {
     xpath p;
-    int r = xufs_on() ? prep_dir(dirfd, path, &p) : 0;
+    int r = prep_dir(dirfd, path, &p);
     if (r < 0) return -1;
-    return RCALL(scandirat64, -1, dirfd, r ? p.buf : path, list, sel, cmp);
+    return RCALL(scandirat64, -1, dirfd, xp_real(r, &p, path), list, sel, cmp);
 }
 
 /* ---- nftw / ftw ---- */

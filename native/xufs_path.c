@@ -83,7 +83,7 @@ static void load(void)
     if (rp && rp(cfg.mount[0], r)) add_root(cfg.mount, cfg.mlen, &cfg.nm, r);
     if (rp && rp(cfg.cache[0], r)) add_root(cfg.cache, cfg.clen, &cfg.nc, r);
     strcpy(cfg.sock, s);
-    cfg.on = 1;
+    __atomic_store_n(&cfg.on, 1, __ATOMIC_RELEASE);
     dbg("active: mount %s cache %s sock %s", cfg.mount[0], cfg.cache[0], cfg.sock);
 }
 
@@ -152,15 +152,19 @@ static int finish(xpath *out, int base_in_cache)
     size_t len;
     char *b = out->buf;
     int in_mount = match(b, cfg.mount, cfg.mlen, cfg.nm, &len) >= 0;
-    if (!in_mount && match(b, cfg.cache, cfg.clen, cfg.nc, &len) < 0) return 0;
+    if (!in_mount && match(b, cfg.cache, cfg.clen, cfg.nc, &len) < 0) {
+        out->outside = base_in_cache;
+        return 0;
+    }
     out->direct = base_in_cache && in_mount;
-    if (replace_prefix(b, sizeof out->buf, len, cfg.cache[0], cfg.clen[0]) < 0) return 0;
+    if (replace_prefix(b, sizeof out->buf, len, cfg.cache[0], cfg.clen[0]) < 0) return 0; /* too long */
     out->rel = b[cfg.clen[0]] ? b + cfg.clen[0] + 1 : ".";
     return 1;
 }
 
 int xufs_classify(int dirfd, const char *path, xpath *out)
 {
+    out->outside = 0;
     if (!xufs_on() || !path || !*path) return 0;
     char *b = out->buf;
     int base_in_cache = 0;
@@ -205,6 +209,7 @@ int xufs_classify(int dirfd, const char *path, xpath *out)
 
 int xufs_classify_fd(int fd, xpath *out)
 {
+    out->outside = 0;
     if (!xufs_on() || fd < 0) return 0;
     char lnk[40];
     snprintf(lnk, sizeof lnk, "/proc/self/fd/%d", fd);

@@ -14,7 +14,16 @@ typedef struct {
     int direct;         /* the caller's path is relative to a cache directory (cwd or dirfd) and
                          * stays in the cache: the kernel resolves it there by itself, so
                          * results built from it (nftw, glob, fts) need no translation */
+    int outside;        /* not an XUFS path, but relative to a cache directory and climbing out
+                         * of the mount ("ls .." at its root): buf holds the absolute path as the
+                         * user sees it, which the real call must get instead of the relative one */
 } xpath;
+
+/* The path to hand the real function after xufs_classify (or a helper using it) returned r >= 0. */
+static inline const char *xp_real(int r, const xpath *p, const char *path)
+{
+    return r > 0 || p->outside ? p->buf : path;
+}
 
 /* Non-zero when XUFS_MOUNT, XUFS_CACHE and XUFS_SOCK are all set (read once). */
 int xufs_on(void);
@@ -24,8 +33,8 @@ const char *xufs_cache_root(void);
 const char *xufs_sock(void);
 
 /* Classifies path as seen from dirfd (AT_FDCWD: the cwd). Returns 1 and fills *out when it is
- * an XUFS path; 0 when it is not (or cannot be classified: pass it through untouched). A NULL
- * or empty path is never an XUFS path. */
+ * an XUFS path; 0 when it is not (or cannot be classified: pass it through, as xp_real says).
+ * A NULL or empty path is never an XUFS path. Always sets out->outside. */
 int xufs_classify(int dirfd, const char *path, xpath *out);
 /* Classifies the file that fd refers to (via /proc/self/fd). */
 int xufs_classify_fd(int fd, xpath *out);

@@ -51,3 +51,11 @@ Deno.test("xufs preload: manager unreachable -> EIO under the mount, others pass
   assert.match(r.stderr, /Input\/output error/);
   assert.equal(r.stdout, "rc=1\noutside\n");
 });
+
+Deno.test("xufs preload: '..' from the mount root leaves the mount, not the cache", async () => {
+  using d = tempDir();
+  const { cache, env } = layout(d.path);
+  const r = await run("/bin/sh", ["-c", "cat ../outside.txt && ls .."], { env, cwd: cache });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "outside\ncache\noutside.txt\nxufs-rhome\n");
+});
