@@ -5,6 +5,7 @@
  * never cache paths. Each wrapper translates once and calls the real function directly, so a
  * new name and its legacy alias never translate twice. */
 #include "preload_fs.h"
+#include "xufs_client.h"
 #include "xufs_real.h"
 
 #include <fcntl.h>
@@ -22,73 +23,89 @@
     int r_ = xp_lookup((dirfd), (path), (follow), &p_);                            \
     r_ < 0 ? (fail) : RCALL(name, fail, __VA_ARGS__); })
 #define XP(path) xp_real(r_, &p_, (path))
+
+/* LOOKUP_CALL for the stat family: a directory under the mount not listed yet is listed before
+ * its attributes are returned, so listing it later (opendir) does not change the mtime/ctime the
+ * program saw (tar: "file changed as we read it"; git's untracked cache). */
+#define STAT_CALL(follow, dirfd, path, name, isdir, ...) ({                        \
+    xpath p_;                                                                      \
+    int r_ = xp_lookup((dirfd), (path), (follow), &p_);                            \
+    int ret_ = r_ < 0 ? -1 : RCALL(name, -1, __VA_ARGS__);                         \
+    if (r_ > 0 && ret_ == 0 && (isdir) && !xufs_is_listed(p_.rel)) {               \
+        int e_ = errno;                                                            \
+        if (xufs_list(p_.rel) == 0) ret_ = RCALL(name, -1, __VA_ARGS__);           \
+        else errno = e_;                                                           \
+    }                                                                              \
+    ret_; })
+#define ISDIR(st) S_ISDIR((st)->st_mode)
 #define NOFOLLOW(flags) (((flags) & AT_SYMLINK_NOFOLLOW) != 0)
 
 XUFS_API int stat(const char *path, struct stat *st)
 {
-    return LOOKUP_CALL(1, AT_FDCWD, path, stat, -1, XP(path), st);
+    return STAT_CALL(1, AT_FDCWD, path, stat, ISDIR(st), XP(path), st);
 }
 
 XUFS_API int stat64(const char *path, struct stat64 *st)
 {
-    return LOOKUP_CALL(1, AT_FDCWD, path, stat64, -1, XP(path), st);
+    return STAT_CALL(1, AT_FDCWD, path, stat64, ISDIR(st), XP(path), st);
 }
 
 XUFS_API int lstat(const char *path, struct stat *st)
 {
-    return LOOKUP_CALL(0, AT_FDCWD, path, lstat, -1, XP(path), st);
+    return STAT_CALL(0, AT_FDCWD, path, lstat, ISDIR(st), XP(path), st);
 }
 
 XUFS_API int lstat64(const char *path, struct stat64 *st)
 {
-    return LOOKUP_CALL(0, AT_FDCWD, path, lstat64, -1, XP(path), st);
+    return STAT_CALL(0, AT_FDCWD, path, lstat64, ISDIR(st), XP(path), st);
 }
 
 XUFS_API int fstatat(int dirfd, const char *path, struct stat *st, int flags)
 {
-    return LOOKUP_CALL(!NOFOLLOW(flags), dirfd, path, fstatat, -1, dirfd, XP(path), st, flags);
+    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, fstatat, ISDIR(st), dirfd, XP(path), st, flags);
 }
 
 XUFS_API int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
 {
-    return LOOKUP_CALL(!NOFOLLOW(flags), dirfd, path, fstatat64, -1, dirfd, XP(path), st, flags);
+    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, fstatat64, ISDIR(st), dirfd, XP(path), st, flags);
 }
 
 XUFS_API int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *stx)
 {
-    return LOOKUP_CALL(!NOFOLLOW(flags), dirfd, path, statx, -1, dirfd, XP(path), flags, mask,
+    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, statx,
+                     (stx->stx_mask & STATX_TYPE) && S_ISDIR(stx->stx_mode), dirfd, XP(path), flags, mask,
                        stx);
 }
 
 XUFS_API int __xstat(int ver, const char *path, struct stat *st)
 {
-    return LOOKUP_CALL(1, AT_FDCWD, path, __xstat, -1, ver, XP(path), st);
+    return STAT_CALL(1, AT_FDCWD, path, __xstat, ISDIR(st), ver, XP(path), st);
 }
 
 XUFS_API int __xstat64(int ver, const char *path, struct stat64 *st)
 {
-    return LOOKUP_CALL(1, AT_FDCWD, path, __xstat64, -1, ver, XP(path), st);
+    return STAT_CALL(1, AT_FDCWD, path, __xstat64, ISDIR(st), ver, XP(path), st);
 }
 
 XUFS_API int __lxstat(int ver, const char *path, struct stat *st)
 {
-    return LOOKUP_CALL(0, AT_FDCWD, path, __lxstat, -1, ver, XP(path), st);
+    return STAT_CALL(0, AT_FDCWD, path, __lxstat, ISDIR(st), ver, XP(path), st);
 }
 
 XUFS_API int __lxstat64(int ver, const char *path, struct stat64 *st)
 {
-    return LOOKUP_CALL(0, AT_FDCWD, path, __lxstat64, -1, ver, XP(path), st);
+    return STAT_CALL(0, AT_FDCWD, path, __lxstat64, ISDIR(st), ver, XP(path), st);
 }
 
 XUFS_API int __fxstatat(int ver, int dirfd, const char *path, struct stat *st, int flags)
 {
-    return LOOKUP_CALL(!NOFOLLOW(flags), dirfd, path, __fxstatat, -1, ver, dirfd, XP(path), st,
+    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, __fxstatat, ISDIR(st), ver, dirfd, XP(path), st,
                        flags);
 }
 
 XUFS_API int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int flags)
 {
-    return LOOKUP_CALL(!NOFOLLOW(flags), dirfd, path, __fxstatat64, -1, ver, dirfd, XP(path),
+    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, __fxstatat64, ISDIR(st), ver, dirfd, XP(path),
                        st, flags);
 }
 

@@ -260,6 +260,11 @@ int xufs_lookup(const char *rel)
     return 0;
 }
 
+int xufs_is_listed(const char *rel)
+{
+    return is_listed(rel, strlen(rel));
+}
+
 int xufs_list(const char *rel)
 {
     if (is_listed(rel, strlen(rel))) return 0;

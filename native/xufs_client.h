@@ -12,6 +12,8 @@ int xufs_req(const char *op, const char *a1, const char *a2, const char *a3);
 /* LOOKUP rel, skipped when rel's directory is known to be listed. An ENOENT answer whose parent
  * exists in the cache also proves the parent listed (the manager lists every ancestor first). */
 int xufs_lookup(const char *rel);
+/* Is directory rel known to be listed? */
+int xufs_is_listed(const char *rel);
 /* LIST rel, skipped when rel is known to be listed. */
 int xufs_list(const char *rel);
 /* FETCH rel. */
