@@ -138,6 +138,14 @@ static int classify2(int d1, const char *p1, int d2, const char *p2, xpath **ab)
     return 2;
 }
 
+/* The paths to hand the real call when classify2 returned 0. */
+static void real_pair(const xpath *ab, const char **p1, const char **p2)
+{
+    if (!ab) return;
+    *p1 = xp_real(0, &ab[0], *p1);
+    *p2 = xp_real(0, &ab[1], *p2);
+}
+
 /* Frees a pair from classify2 and returns r, errno preserved. */
 static int release2(xpath *ab, int r)
 {
@@ -152,10 +160,7 @@ static int rename_common(int d1, const char *from, int d2, const char *to, unsig
     xpath *a;
     int r = classify2(d1, from, d2, to, &a);
     if (r == 0) {
-        if (a) {
-            from = xp_real(0, &a[0], from);
-            to = xp_real(0, &a[1], to);
-        }
+        real_pair(a, &from, &to);
         r = flags ? RCALL(renameat2, -1, d1, from, d2, to, flags) : RCALL(renameat, -1, d1, from, d2, to);
         return release2(a, r);
     }
@@ -202,10 +207,7 @@ static int link_common(int d1, const char *from, int d2, const char *to, int fla
     xpath *a;
     int r = classify2(d1, from, d2, to, &a);
     if (r == 0) {
-        if (a) {
-            from = xp_real(0, &a[0], from);
-            to = xp_real(0, &a[1], to);
-        }
+        real_pair(a, &from, &to);
         return release2(a, RCALL(linkat, -1, d1, from, d2, to, flags));
     }
     if (r > 0) r = xufs_req("LINK", a->rel, a[1].rel, NULL);
