@@ -166,6 +166,61 @@ Deno.test("static: a forked and exec'd child (curl under busybox sh) stays in th
   }
 });
 
+/** A python3 client: non-blocking connect, names, one HTTP GET, then a UDP sendto. */
+const NB_CLIENT = `
+import errno, fcntl, os, select, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket()
+s.setblocking(False)
+r = s.connect_ex((host, port))
+print("connect", errno.errorcode.get(r, r), "nonblock", bool(fcntl.fcntl(s.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK))
+select.select([], [s], [], 10)
+print("so_error", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), "peer", "%s:%d" % s.getpeername(), "local", s.getsockname()[0])
+s.setblocking(True)
+s.sendall(b"GET /nb HTTP/1.0\\r\\n\\r\\n")
+data = b""
+while True:
+    d = s.recv(4096)
+    if not d:
+        break
+    data += d
+print(data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip())
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    u.sendto(b"x", (host, 9))
+    print("udp sent")
+except OSError as e:
+    print("udp", errno.errorcode[e.errno])
+`;
+
+Deno.test("static: --mode seccomp keeps non-blocking connects intact and fails UDP closed", opts, async () => {
+  const go = await goBinaries();
+  using dir = tempDir();
+  const o = new Overlay(dir.path);
+  await o.start();
+  let server: Proc | undefined;
+  try {
+    const s = await goServer(o, o.b, go.server, 8080);
+    server = s.p;
+    // python3 is dynamic: --mode seccomp forces the supervisor on it.
+    const c = inOverlay(o, o.a, ["python3", "-c", NB_CLIENT, s.addr, "8080"], "seccomp");
+    const r = await c.result(30_000);
+    assert.equal(r.code, 0, r.stderr);
+    const addrA = await leased(c);
+    assert.match(r.stderr, /uvpn: supervising pid/);
+    // The handshake completes inside connect(), which returns 0; O_NONBLOCK is untouched.
+    assert.equal(
+      r.stdout,
+      `connect 0 nonblock True\nso_error 0 peer ${s.addr}:8080 local ${addrA}\n` +
+        `hello from ${s.addr}:8080 to ${addrA}:${r.stdout.match(/to [\d.]+:(\d+)/)?.[1]}\nudp ENETUNREACH\n`,
+    );
+    assert.match(r.stderr, new RegExp(`uvpn: sendto ${esc(s.addr)}:9: UDP over the overlay is not supported`));
+  } finally {
+    await server?.stop();
+    await o.stop();
+  }
+});
+
 Deno.test("static: the same static binaries under --mode preload do not reach the overlay", opts, async () => {
   const go = await goBinaries();
   using dir = tempDir();
