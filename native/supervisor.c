@@ -223,7 +223,10 @@ static void listen_work(job *j)
     tg_reply(j->nfd, j->req.id, 0, r < 0 ? -r : 0);
 }
 
-static void on_listen(int nfd, const struct seccomp_notif *q)
+static void accept_work(job *j);
+
+/* listen and accept: work for a worker when args[0] is a bound overlay socket, else continue. */
+static void on_bound_socket(int nfd, const struct seccomp_notif *q, void (*work)(job *))
 {
     ino_t ino;
     vinfo st;
@@ -240,7 +243,7 @@ static void on_listen(int nfd, const struct seccomp_notif *q)
     }
     j->ino = ino;
     j->st = st;
-    start_worker(j, listen_work);
+    start_worker(j, work);
 }
 
 /* ---- accept ------------------------------------------------------------------------------ */
@@ -304,26 +307,6 @@ static void accept_work(job *j)
     }
 }
 
-static void on_accept(int nfd, const struct seccomp_notif *q)
-{
-    ino_t ino;
-    vinfo st;
-    int fd = overlay_socket(q, BOUND, &ino, &st);
-    if (fd < 0) {
-        tg_continue(nfd, q->id);
-        return;
-    }
-    job *j = new_job(nfd, q, fd);
-    if (!j) {
-        close(fd);
-        tg_reply(nfd, q->id, 0, ENOMEM);
-        return;
-    }
-    j->ino = ino;
-    j->st = st;
-    start_worker(j, accept_work);
-}
-
 /* ---- names, datagrams -------------------------------------------------------------------- */
 
 static void on_name(int nfd, const struct seccomp_notif *q, int peer)
@@ -369,9 +352,9 @@ static void dispatch(int nfd, const struct seccomp_notif *q)
     switch (FILTER_NR(q->data.nr)) {
     case SYS_connect: on_connect(nfd, q); break;
     case SYS_bind: on_bind(nfd, q); break;
-    case SYS_listen: on_listen(nfd, q); break;
+    case SYS_listen: on_bound_socket(nfd, q, listen_work); break;
     case SYS_accept:
-    case SYS_accept4: on_accept(nfd, q); break;
+    case SYS_accept4: on_bound_socket(nfd, q, accept_work); break;
     case SYS_getsockname: on_name(nfd, q, 0); break;
     case SYS_getpeername: on_name(nfd, q, 1); break;
     case SYS_sendto: on_sendto(nfd, q); break;

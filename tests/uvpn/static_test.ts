@@ -49,6 +49,34 @@ async function leased(p: Proc): Promise<string> {
   return (await p.waitFor(/Leased virtual address (\S+) from router/))[1];
 }
 
+/** Runs body on a started two-subnet overlay; stops its routers afterwards. */
+async function withOverlay(body: (o: Overlay) => Promise<void>): Promise<void> {
+  using dir = tempDir();
+  const o = new Overlay(dir.path);
+  await o.start();
+  try {
+    await body(o);
+  } finally {
+    await o.stop();
+  }
+}
+
+type GoServer = { p: Proc; addr: string };
+type GoBinaries = { server: string; client: string };
+
+/** withOverlay with the static Go server, supervised, on its virtual address port 8080 in B. */
+async function withGoServer(body: (o: Overlay, s: GoServer, go: GoBinaries) => Promise<void>): Promise<void> {
+  const go = await goBinaries();
+  await withOverlay(async (o) => {
+    const s = await goServer(o, o.b, go.server, 8080);
+    try {
+      await body(o, s, go);
+    } finally {
+      await s.p.stop();
+    }
+  });
+}
+
 /** Starts the static Go server on its virtual address in subnet s; resolves with its address. */
 async function goServer(o: Overlay, s: Overlay["a"], bin: string, port: number): Promise<{ p: Proc; addr: string }> {
   const p = inOverlay(o, s, [bin, `UVPN_SRC_ADDR:${port}`]);
@@ -60,16 +88,9 @@ async function goServer(o: Overlay, s: Overlay["a"], bin: string, port: number):
 }
 
 Deno.test("static: Go HTTP server and client talk across two subnets under the supervisor", opts, async () => {
-  const go = await goBinaries();
-  using dir = tempDir();
-  const o = new Overlay(dir.path);
-  await o.start();
-  let server: Proc | undefined;
-  try {
-    const s = await goServer(o, o.b, go.server, 8080);
-    server = s.p;
+  await withGoServer(async (o, s, go) => {
     assert.match(s.addr, /^100\.65\./);
-    await server.waitFor(/uvpn: supervising pid \d+/); // auto mode chose the supervisor
+    await s.p.waitFor(/uvpn: supervising pid \d+/); // auto mode chose the supervisor
     const client = inOverlay(o, o.a, [go.client, `http://${s.addr}:8080/x`]);
     const r = await client.result(30_000);
     assert.equal(r.code, 0, r.stderr);
@@ -79,73 +100,59 @@ Deno.test("static: Go HTTP server and client talk across two subnets under the s
     // getpeername are virtual too.
     assert.match(r.stdout, new RegExp(`^hello from ${esc(s.addr)}:8080 to ${esc(addrA)}:\\d+\\n`));
     assert.match(r.stdout, new RegExp(`local=${esc(addrA)}:\\d+ remote=${esc(s.addr)}:8080\\n`));
-    await server.waitFor(new RegExp(`request from ${esc(addrA)}:\\d+ /x`));
+    await s.p.waitFor(new RegExp(`request from ${esc(addrA)}:\\d+ /x`));
     // The path went client -> home router A -> peer router B -> server.
     await o.a.router!.waitFor(new RegExp(`relay ${esc(addrA)}:\\d+ -> ${esc(s.addr)}:8080 open via peer router`));
     await o.b.router!.waitFor(new RegExp(`relay ${esc(addrA)}:\\d+ -> ${esc(s.addr)}:8080 open via listener`));
-  } finally {
-    await server?.stop();
-    await o.stop();
-  }
+  });
 });
 
 Deno.test("static: two supervised Go servers share port 8080; busybox wget reaches each", opts, async () => {
   const go = await goBinaries();
-  using dir = tempDir();
-  const o = new Overlay(dir.path);
-  await o.start();
-  const servers: Proc[] = [];
-  try {
-    const addrs: string[] = [];
-    for (let i = 0; i < 2; i++) {
-      const s = await goServer(o, o.b, go.server, 8080);
-      servers.push(s.p);
-      addrs.push(s.addr);
+  await withOverlay(async (o) => {
+    const servers: Proc[] = [];
+    try {
+      const addrs: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const s = await goServer(o, o.b, go.server, 8080);
+        servers.push(s.p);
+        addrs.push(s.addr);
+      }
+      assert.notEqual(addrs[0], addrs[1]);
+      for (const addr of addrs) {
+        const c = inOverlay(o, o.a, [BUSYBOX, "wget", "-q", "-O", "-", `http://${addr}:8080/w`]);
+        const r = await c.result(30_000);
+        assert.equal(r.code, 0, r.stderr);
+        const addrA = await leased(c);
+        assert.match(r.stdout, new RegExp(`^hello from ${esc(addr)}:8080 to ${esc(addrA)}:\\d+\\n$`));
+      }
+    } finally {
+      for (const s of servers) await s.stop();
     }
-    assert.notEqual(addrs[0], addrs[1]);
-    for (const addr of addrs) {
-      const c = inOverlay(o, o.a, [BUSYBOX, "wget", "-q", "-O", "-", `http://${addr}:8080/w`]);
-      const r = await c.result(30_000);
-      assert.equal(r.code, 0, r.stderr);
-      const addrA = await leased(c);
-      assert.match(r.stdout, new RegExp(`^hello from ${esc(addr)}:8080 to ${esc(addrA)}:\\d+\\n$`));
-    }
-  } finally {
-    for (const s of servers) await s.stop();
-    await o.stop();
-  }
+  });
 });
 
 Deno.test("static: busybox nc listens on the wildcard and talks to busybox nc across subnets", opts, async () => {
-  using dir = tempDir();
-  const o = new Overlay(dir.path);
-  await o.start();
-  let server: Proc | undefined;
-  try {
-    server = inOverlay(o, o.b, [BUSYBOX, "nc", "-l", "-p", "7000"], undefined, "from the server\n");
-    const addrB = await leased(server);
-    await o.b.router!.waitFor(new RegExp(`listener ${esc(addrB)}:7000 is at`));
-    const client = inOverlay(o, o.a, [BUSYBOX, "nc", "-w", "10", addrB, "7000"], undefined, "from the client\n");
-    await client.waitFor(/from the server/);
-    await server.waitFor(/from the client/);
-    const addrA = await leased(client);
-    await o.a.router!.waitFor(new RegExp(`relay ${esc(addrA)}:\\d+ -> ${esc(addrB)}:7000 open via peer router`));
-    await client.stop();
-  } finally {
-    await server?.stop();
-    await o.stop();
-  }
+  await withOverlay(async (o) => {
+    let server: Proc | undefined;
+    try {
+      server = inOverlay(o, o.b, [BUSYBOX, "nc", "-l", "-p", "7000"], undefined, "from the server\n");
+      const addrB = await leased(server);
+      await o.b.router!.waitFor(new RegExp(`listener ${esc(addrB)}:7000 is at`));
+      const client = inOverlay(o, o.a, [BUSYBOX, "nc", "-w", "10", addrB, "7000"], undefined, "from the client\n");
+      await client.waitFor(/from the server/);
+      await server.waitFor(/from the client/);
+      const addrA = await leased(client);
+      await o.a.router!.waitFor(new RegExp(`relay ${esc(addrA)}:\\d+ -> ${esc(addrB)}:7000 open via peer router`));
+      await client.stop();
+    } finally {
+      await server?.stop();
+    }
+  });
 });
 
 Deno.test("static: a forked and exec'd child (curl under busybox sh) stays in the overlay", opts, async () => {
-  const go = await goBinaries();
-  using dir = tempDir();
-  const o = new Overlay(dir.path);
-  await o.start();
-  let server: Proc | undefined;
-  try {
-    const s = await goServer(o, o.b, go.server, 8080);
-    server = s.p;
+  await withGoServer(async (o, s, go) => {
     // busybox sh is static (supervised); it forks and execs curl, which is not preloaded here:
     // only the inherited seccomp filter can put it into the overlay.
     const c = inOverlay(o, o.a, [
@@ -158,12 +165,14 @@ Deno.test("static: a forked and exec'd child (curl under busybox sh) stays in th
     assert.equal(r.code, 0, r.stderr);
     assert.doesNotMatch(r.stderr, /LD_PRELOAD|libuvpn/);
     const addrA = await leased(c);
-    assert.match(r.stdout, new RegExp(`^hello from ${esc(s.addr)}:8080 to ${esc(addrA)}:\\d+\\n${esc(addrA)} ${esc(s.addr)}:8080\\nexit=0\\n$`));
-    await server.waitFor(new RegExp(`request from ${esc(addrA)}:\\d+ /child`));
-  } finally {
-    await server?.stop();
-    await o.stop();
-  }
+    assert.match(
+      r.stdout,
+      new RegExp(
+        `^hello from ${esc(s.addr)}:8080 to ${esc(addrA)}:\\d+\\n${esc(addrA)} ${esc(s.addr)}:8080\\nexit=0\\n$`,
+      ),
+    );
+    await s.p.waitFor(new RegExp(`request from ${esc(addrA)}:\\d+ /child`));
+  });
 });
 
 /** A python3 client: non-blocking connect, names, one HTTP GET, then a UDP sendto. */
@@ -194,14 +203,7 @@ except OSError as e:
 `;
 
 Deno.test("static: --mode seccomp keeps non-blocking connects intact and fails UDP closed", opts, async () => {
-  const go = await goBinaries();
-  using dir = tempDir();
-  const o = new Overlay(dir.path);
-  await o.start();
-  let server: Proc | undefined;
-  try {
-    const s = await goServer(o, o.b, go.server, 8080);
-    server = s.p;
+  await withGoServer(async (o, s, go) => {
     // python3 is dynamic: --mode seccomp forces the supervisor on it.
     const c = inOverlay(o, o.a, ["python3", "-c", NB_CLIENT, s.addr, "8080"], "seccomp");
     const r = await c.result(30_000);
@@ -215,21 +217,11 @@ Deno.test("static: --mode seccomp keeps non-blocking connects intact and fails U
         `hello from ${s.addr}:8080 to ${addrA}:${r.stdout.match(/to [\d.]+:(\d+)/)?.[1]}\nudp ENETUNREACH\n`,
     );
     assert.match(r.stderr, new RegExp(`uvpn: sendto ${esc(s.addr)}:9: UDP over the overlay is not supported`));
-  } finally {
-    await server?.stop();
-    await o.stop();
-  }
+  });
 });
 
 Deno.test("static: the same static binaries under --mode preload do not reach the overlay", opts, async () => {
-  const go = await goBinaries();
-  using dir = tempDir();
-  const o = new Overlay(dir.path);
-  await o.start();
-  let server: Proc | undefined;
-  try {
-    const s = await goServer(o, o.b, go.server, 8080);
-    server = s.p;
+  await withGoServer(async (o, s, go) => {
     const goc = await inOverlay(o, o.a, [go.client, `http://${s.addr}:8080/preloaded`], "preload").result(30_000);
     assert.notEqual(goc.code, 0, goc.stdout);
     // LD_PRELOAD does not apply: the kernel itself is asked for a route to the virtual address.
@@ -238,22 +230,16 @@ Deno.test("static: the same static binaries under --mode preload do not reach th
       .result(30_000);
     assert.notEqual(bb.code, 0, bb.stdout);
     assert.doesNotMatch(o.a.router!.stdout + o.a.router!.stderr, /relay /);
-    assert.doesNotMatch(server.stdout, /preloaded/);
+    assert.doesNotMatch(s.p.stdout, /preloaded/);
     // Under the default mode the same client does get through (so the failures above are due
     // to the mode alone).
     const ok = await inOverlay(o, o.a, [go.client, `http://${s.addr}:8080/auto`]).result(30_000);
     assert.equal(ok.code, 0, ok.stderr);
-  } finally {
-    await server?.stop();
-    await o.stop();
-  }
+  });
 });
 
 Deno.test("static: auto mode preloads dynamic programs; exit statuses and usage errors", opts, async () => {
-  using dir = tempDir();
-  const o = new Overlay(dir.path);
-  await o.start();
-  try {
+  await withOverlay(async (o) => {
     const env = { ...o.homeEnv(o.a), UVPN_DEBUG: "1" };
     const reg = (args: string[]) => cli("uvpn_register", args, { env });
     // A dynamic program gets libuvpn.so, not the supervisor.
@@ -269,7 +255,11 @@ Deno.test("static: auto mode preloads dynamic programs; exit statuses and usage 
     // CMD's exit status, and 128 + signal when killed, in both modes.
     for (const mode of ["seccomp", "preload"]) {
       assert.equal((await reg(["-r", "-s", "--mode", mode, "--", BUSYBOX, "sh", "-c", "exit 7"])).code, 7, mode);
-      assert.equal((await reg(["-r", "-s", "--mode", mode, "--", BUSYBOX, "sh", "-c", "kill -TERM $$"])).code, 143, mode);
+      assert.equal(
+        (await reg(["-r", "-s", "--mode", mode, "--", BUSYBOX, "sh", "-c", "kill -TERM $$"])).code,
+        143,
+        mode,
+      );
     }
     const missing = await reg(["-r", "--", "/nonexistent/cmd"]);
     assert.equal(missing.code, 127);
@@ -280,7 +270,5 @@ Deno.test("static: auto mode preloads dynamic programs; exit statuses and usage 
     const badMode = await reg(["-r", "--mode", "ptrace", "--", "true"]);
     assert.equal(badMode.code, 2);
     assert.match(badMode.stderr, /--mode takes auto, preload or seccomp: ptrace/);
-  } finally {
-    await o.stop();
-  }
+  });
 });
