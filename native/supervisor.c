@@ -80,6 +80,15 @@ static int read_addr(const struct seccomp_notif *q, uint64_t addr, uint64_t len,
     return 0;
 }
 
+/* The IPv4 (or v4-mapped) sockaddr in args[ai]/args[li] of a call that is still pending: 1 with
+ * it in ss/sl/ip/port, or 0 (unreadable, not IPv4, or the call went away: the kernel's business). */
+static int v4_arg(int nfd, const struct seccomp_notif *q, int ai, int li, struct sockaddr_storage *ss,
+                  socklen_t *sl, uint32_t *ip, uint16_t *port)
+{
+    return read_addr(q, q->data.args[ai], q->data.args[li], ss, sl) == 0 &&
+           sa_get_v4((struct sockaddr *)ss, *sl, ip, port) && tg_valid(nfd, q->id);
+}
+
 static void *run_job(void *arg);
 
 /* Hands j to a detached worker thread running fn. On failure answers EAGAIN. */
@@ -157,10 +166,7 @@ static void on_connect(int nfd, const struct seccomp_notif *q)
     socklen_t sl;
     uint32_t ip;
     uint16_t port;
-    /* Unreadable or non-IPv4 addresses are the kernel's business (EFAULT, EINVAL, ...). */
-    if (read_addr(q, q->data.args[1], q->data.args[2], &ss, &sl) ||
-        !sa_get_v4((struct sockaddr *)&ss, sl, &ip, &port) || !tg_valid(nfd, q->id) ||
-        !cfg_is_virtual(ip)) {
+    if (!v4_arg(nfd, q, 1, 2, &ss, &sl, &ip, &port) || !cfg_is_virtual(ip)) {
         tg_continue(nfd, q->id);
         return;
     }
@@ -335,8 +341,7 @@ static void on_sendto(int nfd, const struct seccomp_notif *q)
     socklen_t sl;
     uint32_t ip;
     uint16_t port;
-    if (read_addr(q, q->data.args[4], q->data.args[5], &ss, &sl) ||
-        !sa_get_v4((struct sockaddr *)&ss, sl, &ip, &port) || !tg_valid(nfd, q->id)) {
+    if (!v4_arg(nfd, q, 4, 5, &ss, &sl, &ip, &port)) {
         tg_continue(nfd, q->id);
         return;
     }
