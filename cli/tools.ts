@@ -42,10 +42,25 @@ export const TOOLS: Tool[] = [
     ],
     include: ["native/build/libuvpn.so", "native/build/libmyrt.so"],
   },
+  {
+    name: "ussh",
+    entry: "cli/ussh.ts",
+    // ussh serves the export (read/write inside it, enforced by xufs/confine.ts), runs ssh and
+    // tar, and connects out for --notun.
+    permissions: ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run=ssh,tar", "--allow-sys=hostname"],
+    include: [],
+  },
+  {
+    name: "xufs_session",
+    entry: "cli/xufs_session.ts",
+    // Host B's half: the cache under ~/.xufs, the mount point, the user's shell, a port for --notun.
+    permissions: ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "--allow-sys=hostname"],
+    include: ["native/build/libxufs.so"],
+  },
 ];
 
 /** Native libraries installed beside the commands, in PREFIX/bin (the seed's paths). */
-export const NATIVE_LIBS = ["native/build/libuvpn.so", "native/build/libmyrt.so"];
+export const NATIVE_LIBS = ["native/build/libuvpn.so", "native/build/libmyrt.so", "native/build/libxufs.so"];
 
 /** Source directories a wrapper-based install carries. */
-export const SOURCE_DIRS = ["cli", "router", "ffi"];
+export const SOURCE_DIRS = ["cli", "router", "ffi", "xufs"];

@@ -17,6 +17,8 @@ interface Meta {
   version?: string;
   fetched?: boolean;
   listed?: boolean;
+  /** A directory's mtime on A, restored after its placeholders are made. */
+  mtimeMs?: number;
 }
 
 /** One queued change for A, journaled before the program is told it succeeded. */
@@ -29,10 +31,6 @@ interface QueueEntry {
   target?: string;
   atimeMs?: number;
   mtimeMs?: number;
-  /** For rename: version of the file it replaces as B saw it (null: none), for the CAS on A. */
-  toBase?: string | null;
-  /** For unlink: version of the file as B saw it. */
-  base?: string | null;
 }
 
 /** Options of a cache manager. */
@@ -142,7 +140,8 @@ export class CacheManager {
     const remoteNames = new Set(entries.map((e) => e.name));
     for (const name of await readdir(dir)) {
       const child = rel === "." ? name : `${rel}/${name}`;
-      if (!remoteNames.has(name) && !this.#hasPendingUnder(child)) {
+      // Gone from A: drop it, unless it was made on B (no version from A) or has queued changes.
+      if (!remoteNames.has(name) && this.#meta.get(child)?.version !== undefined && !this.#hasPendingUnder(child)) {
         await rm(join(dir, name), { recursive: true, force: true });
         this.#forget(child);
       }
@@ -152,6 +151,9 @@ export class CacheManager {
       if (this.#hasPendingUnder(child)) continue; // B's own change wins until it is sent
       await this.#materializeEntry(join(dir, e.name), child, e);
     }
+    // Creating the placeholders touched the directory: give it back A's mtime.
+    const mtimeMs = this.#meta.get(rel)?.mtimeMs;
+    if (mtimeMs !== undefined) await utimes(dir, mtimeMs / 1000, mtimeMs / 1000);
   }
 
   async #materializeEntry(path: string, rel: string, e: Entry): Promise<void> {
@@ -162,7 +164,8 @@ export class CacheManager {
       await rm(path, { recursive: true, force: true });
       this.#forget(rel);
     } else if (localType === "d" && e.type === "d") {
-      await chmod(path, e.mode | 0o700);
+      m.mtimeMs = e.mtimeMs;
+      if ((local!.mode & 0o7777) !== (e.mode | 0o700)) await chmod(path, e.mode | 0o700);
       return;
     } else if (localType === "l" && e.type === "l" && (await readlink(path)) === e.target) return;
     else if (localType === "f" && e.type === "f" && m.version === e.version) return;
@@ -170,6 +173,9 @@ export class CacheManager {
     if (e.type === "d") {
       await mkdir(path, { mode: e.mode | 0o700 });
       await chmod(path, e.mode | 0o700);
+      await utimes(path, e.mtimeMs / 1000, e.mtimeMs / 1000);
+      m.mtimeMs = e.mtimeMs;
+      m.version = e.version;
     } else if (e.type === "l") {
       await symlink(e.target ?? "", path);
     } else {
@@ -184,6 +190,7 @@ export class CacheManager {
       const fresh = this.#m(rel);
       fresh.version = e.version;
       fresh.fetched = false;
+      fresh.mtimeMs = e.mtimeMs;
     }
   }
 
@@ -218,17 +225,20 @@ export class CacheManager {
       const reply = await this.#remoteOrEio().request({ op: "read", path: target }, undefined, 10_000 + Math.ceil(st.size / 1e6) * 1000);
       const { version, size } = reply.head;
       if (reply.payload.length !== size) throw new FsError("EIO", `Short read of ${target}: ${reply.payload.length} of ${size} bytes`);
-      const tmp = `${real}.xufs-tmp`;
-      const f = await open(tmp, "w", 0o600);
+      // Fill the placeholder in place: same inode, and its directory is not touched, so programs
+      // that compare stat results before and after (cp, tar) see no change.
+      const mode = st.mode & 0o7777;
+      if ((mode & 0o200) === 0) await chmod(real, mode | 0o200);
+      const f = await open(real, "r+");
       try {
-        await f.write(reply.payload);
+        let off = 0;
+        while (off < reply.payload.length) off += (await f.write(reply.payload, off, reply.payload.length - off, off)).bytesWritten;
+        if (st.size !== size) await f.truncate(size);
       } finally {
         await f.close();
       }
-      const mode = st.mode & 0o7777;
-      await chmod(tmp, mode);
-      await utimes(tmp, st.atime ?? st.mtime, st.mtime);
-      await rename(tmp, real);
+      if ((mode & 0o200) === 0) await chmod(real, mode);
+      await utimes(real, st.atime ?? st.mtime, st.mtime);
       m.version = version;
       m.fetched = true;
       this.#save();
@@ -261,17 +271,15 @@ export class CacheManager {
         need(1);
         await this.lookup(rel);
         await unlink(this.#local(rel));
-        return await this.#enqueue({ op: "unlink", path: rel, base: this.#fileBase(rel) });
+        return await this.#enqueue({ op: "unlink", path: rel });
       case "RENAME": {
         need(2);
         await this.lookup(rel);
         await this.#parentListed(a1);
         const st = await lstat(this.#local(rel));
         if (st.isDirectory()) await this.#listTree(rel);
-        const toBase = this.#fileBase(a1);
         await rename(this.#local(rel), this.#local(a1));
-        this.#moveMeta(rel, a1);
-        return await this.#enqueue({ op: "rename", path: rel, to: a1, toBase });
+        return await this.#enqueue({ op: "rename", path: rel, to: a1 });
       }
       case "SYMLINK":
         need(2);
@@ -283,7 +291,7 @@ export class CacheManager {
         await this.fetch(rel);
         await this.#parentListed(a1);
         await link(this.#local(rel), this.#local(a1));
-        return await this.#enqueue({ op: "write", path: a1 });
+        return await this.#enqueue({ op: "link", path: rel, to: a1 });
       case "CHMOD":
         need(2);
         await this.lookup(rel);
@@ -302,21 +310,20 @@ export class CacheManager {
         const t = (ns: string, cur: number) => (ns === "-1" ? Date.now() : ns === "-2" ? cur : Number(BigInt(ns) / 1_000_000n));
         const atimeMs = t(a1, st.atimeMs), mtimeMs = t(a2, st.mtimeMs);
         await utimes(this.#local(rel), atimeMs / 1000, mtimeMs / 1000);
-        if (st.isFile()) return await this.#enqueue({ op: "write", path: rel });
         return await this.#enqueue({ op: "utimes", path: rel, atimeMs, mtimeMs });
       }
-      case "CLOSED":
+      case "CLOSED": {
         need(1);
-        if (!(await lstat(this.#local(rel)).catch(() => null))) return; // already gone again
+        const st = await lstat(this.#local(rel)).catch(() => null);
+        if (!st?.isFile()) return; // already gone again
+        // Never send a placeholder: an unfetched file nobody wrote (same size and mtime as listed).
+        const m = this.#meta.get(rel);
+        if (m && m.version !== undefined && !m.fetched && !this.#pending.has(rel) && st.mtimeMs === m.mtimeMs) return;
         return await this.#enqueue({ op: "write", path: rel });
+      }
       default:
         throw new FsError("EINVAL", `Unknown request: ${op}`);
     }
-  }
-
-  /** The version of A's file at `rel` as B last saw it; null when B knows of no file there. */
-  #fileBase(rel: string): string | null {
-    return this.#meta.get(rel)?.version ?? null;
   }
 
   async #parentListed(rel: string): Promise<void> {
@@ -380,7 +387,10 @@ export class CacheManager {
       const f = await Deno.open(data, { read: true });
       await f.sync();
       f.close();
-      entry.mode = (await stat(this.#local(entry.path))).mode & 0o7777;
+      const st = await stat(this.#local(entry.path));
+      entry.mode = st.mode & 0o7777;
+      entry.atimeMs = st.atimeMs;
+      entry.mtimeMs = st.mtimeMs;
     }
     await writeFileAtomic(join(this.#queueDir, `${name}.json`), JSON.stringify(entry));
     this.#markPending(entry, +1);
@@ -442,7 +452,7 @@ export class CacheManager {
     switch (e.op) {
       case "write": {
         const data = await Deno.readFile(join(this.#queueDir, `${String(e.seq).padStart(12, "0")}.data`));
-        const r = await remote.request({ op: "write", path: e.path, base, mode: e.mode, from: this.opts.from }, data);
+        const r = await remote.request({ op: "write", path: e.path, base, mode: e.mode, atimeMs: e.atimeMs, mtimeMs: e.mtimeMs, from: this.opts.from }, data);
         const m = this.#m(e.path);
         if (r.head.conflict) {
           this.#log(`conflict: ${e.path} changed on host A since this host fetched it; ` +
@@ -459,7 +469,10 @@ export class CacheManager {
         return;
       }
       case "rename": {
-        const r = await remote.request({ op: "rename", path: e.path, to: e.to, toBase: e.toBase ?? null, from: this.opts.from });
+        // Bases are resolved now, in queue order: earlier changes to the same names are on A.
+        const toBase = this.#meta.get(e.to!)?.version ?? null;
+        const r = await remote.request({ op: "rename", path: e.path, to: e.to, toBase, from: this.opts.from });
+        this.#moveMeta(e.path, e.to!);
         if (r.head.conflict) {
           this.#log(`conflict: ${e.to} changed on host A since this host saw it; A's copy stays, this host's version is kept on A as ${r.head.conflict}`);
           this.#m(e.to!).fetched = false;
@@ -469,7 +482,7 @@ export class CacheManager {
         return;
       }
       case "unlink": {
-        const r = await remote.request({ op: "unlink", path: e.path, base: e.base ?? null, from: this.opts.from });
+        const r = await remote.request({ op: "unlink", path: e.path, base, from: this.opts.from });
         if (r.head.conflict) {
           this.#log(`conflict: ${e.path} changed on host A since this host saw it; it was not removed there`);
           this.#m(e.path.includes("/") ? dirname(e.path) : ".").listed = false;
@@ -480,6 +493,11 @@ export class CacheManager {
         await remote.request({ op: "utimes", path: e.path, atimeMs: e.atimeMs, mtimeMs: e.mtimeMs });
         return;
       }
+      case "link":
+        await remote.request({ op: "link", path: e.path, to: e.to });
+        this.#m(e.to!).version = this.#meta.get(e.path)?.version;
+        this.#m(e.to!).fetched = true;
+        return;
       default:
         await remote.request({ op: e.op, path: e.path, mode: e.mode, target: e.target });
         if (e.op === "rmdir") this.#forget(e.path);

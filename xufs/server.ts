@@ -209,6 +209,7 @@ export class FileServer {
       let off = 0;
       while (off < payload.length) off += (await f.write(payload, off, payload.length - off)).bytesWritten;
       await f.chmod(Number(h.mode ?? 0o644) & 0o7777);
+      if (typeof h.mtimeMs === "number") await f.utimes(Number(h.atimeMs ?? h.mtimeMs) / 1000, h.mtimeMs / 1000);
       await f.sync();
     } catch (e) {
       await f.close();

@@ -1,0 +1,77 @@
+/**
+ * ussh end to end against a real sshd on loopback, in both transports: the login starts inside
+ * the mount, A's files are there, files written on B land on A, MyRT is installed on B when
+ * missing, the exit status is the command's, and nothing is left behind on either host.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { freePort, ROOT, run, tempDir } from "../helpers.ts";
+import { Sshd } from "./sshd.ts";
+
+const isRoot = Deno.uid() === 0;
+const base = { ignore: !isRoot, sanitizeOps: false, sanitizeResources: false };
+
+/** Installs MyRT into dir/prefixA, as the user on host A would. */
+async function installA(dir: string): Promise<string> {
+  const prefix = join(dir, "prefixA");
+  const r = await run(join(ROOT, "scripts/install.sh"), [prefix], { env: { DENO: Deno.execPath() }, timeoutMs: 120_000 });
+  if (r.code !== 0) throw new Error(`install: ${r.stderr}`);
+  return prefix;
+}
+
+/** Host A's home: the seed's file1, file2, subdir1. */
+function homeA(dir: string): string {
+  const a = join(dir, "ahome");
+  Deno.mkdirSync(join(a, "subdir1"), { recursive: true });
+  Deno.writeTextFileSync(join(a, "file1"), "this is file1 on A\n");
+  Deno.writeTextFileSync(join(a, "file2"), "file2\n");
+  Deno.writeTextFileSync(join(a, "subdir1", "inner"), "inner\n");
+  return a;
+}
+
+async function noneLeft(pattern: string): Promise<string> {
+  return (await run("pgrep", ["-af", pattern])).stdout.trim();
+}
+
+for (const notun of [false, true]) {
+  Deno.test({
+    ...base,
+    name: `ussh${notun ? " --notun" : ""}: B's shell starts in the mount, sees A's files, writes back, leaves nothing`,
+    async fn() {
+      using dir = tempDir();
+      const sshd = new Sshd(dir.path);
+      await sshd.start();
+      try {
+        const prefix = await installA(dir.path);
+        const a = homeA(dir.path);
+        if (notun) {
+          const lo = freePort();
+          Deno.writeTextFileSync(join(sshd.bHome, ".bashrc"), `export XUFS_PORT_RANGE=${lo},${lo + 20}\n`);
+        }
+        const ussh = (cmd: string) =>
+          run(join(prefix, "bin", "ussh"), [...(notun ? ["--notun"] : []), "-F", sshd.clientConfig, "hostb", cmd], {
+            env: { HOME: a, PATH: "/usr/bin:/bin:/usr/sbin:/sbin" },
+            cwd: join(a, "subdir1"),
+            timeoutMs: 120_000,
+          });
+        const r = await ussh("pwd; /bin/pwd; ls ~/xufs-rhome; cat ../file1; cat inner; echo written on B > created.txt; exit 3");
+        assert.equal(r.code, 3, r.stderr);
+        assert.match(r.stderr, /installing MyRT .* into hostb:~\/myrt/);
+        assert.match(r.stderr, /XUFS mounting xufs-rhome/);
+        const mountSub = join(sshd.bHome, "xufs-rhome", "subdir1");
+        assert.equal(r.stdout, `${mountSub}\n${mountSub}\nfile1\nfile2\nsubdir1\nthis is file1 on A\ninner\n`);
+        assert.equal(Deno.readTextFileSync(join(a, "subdir1", "created.txt")), "written on B\n");
+        // Unmounted, nothing running on either host, and the second login needs no install.
+        assert.throws(() => Deno.statSync(join(sshd.bHome, "xufs-rhome")));
+        assert.equal(await noneLeft(`${sshd.bHome}/myrt`), "");
+        assert.equal(await noneLeft(`${a}/.xufs`), "");
+        const again = await ussh("cat ~/xufs-rhome/subdir1/created.txt");
+        assert.equal(again.code, 0, again.stderr);
+        assert.doesNotMatch(again.stderr, /installing/);
+        assert.equal(again.stdout, "written on B\n");
+      } finally {
+        await sshd.stop();
+      }
+    },
+  });
+}
