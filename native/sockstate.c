@@ -1,5 +1,6 @@
 /* sockstate.c: inode -> overlay state, a chained hash table under one mutex (sockstate.h). */
 #include "sockstate.h"
+#include "netio.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -11,6 +12,7 @@
 typedef struct entry {
     struct entry *next;
     ino_t ino;
+    int64_t born;   /* mono_ms when the entry was created */
     vinfo v;
 } entry;
 
@@ -43,6 +45,7 @@ int ss_set(ino_t ino, const vinfo *v)
             return -ENOMEM;
         }
         e->ino = ino;
+        e->born = mono_ms();
         e->next = *s;
         *s = e;
         atomic_fetch_add(&count, 1);
@@ -53,6 +56,36 @@ int ss_set(ino_t ino, const vinfo *v)
 }
 
 long ss_count(void) { return atomic_load(&count); }
+
+long ss_sweep(int64_t before, int (*dead)(ino_t, const vinfo *, void *), void *ctx,
+              void (*gone)(const vinfo *))
+{
+    entry *out = NULL;
+    long n = 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < NBUCKETS; i++) {
+        for (entry **p = &buckets[i]; *p;) {
+            entry *e = *p;
+            if (e->born < before && dead(e->ino, &e->v, ctx)) {
+                *p = e->next;
+                e->next = out;
+                out = e;
+                n++;
+            } else {
+                p = &e->next;
+            }
+        }
+    }
+    atomic_fetch_sub(&count, n);
+    pthread_mutex_unlock(&lock);
+    while (out) {
+        entry *e = out;
+        out = e->next;
+        gone(&e->v);
+        free(e);
+    }
+    return n;
+}
 
 void ss_drain(void (*fn)(const vinfo *))
 {

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "netio.h"
 #include "policy.h"
+#include "sockdiag.h"
 #include "sockstate.h"
 #include "spawn.h"
 #include "target.h"
@@ -47,6 +48,7 @@
 #define MYRT_ABI 1
 #define ACCEPT_POLL_MS 250   /* a blocking accept re-checks that its caller still waits */
 #define DRAIN_MS 2000        /* at exit, time given to workers still running */
+#define SWEEP_MS 3000        /* how often the states of closed sockets are swept out */
 
 extern char **environ;
 
@@ -403,7 +405,37 @@ static char **merge_env(char **over)
     return v;
 }
 
-static void unlisten_at_exit(const vinfo *v) { pol_unlisten(v); }
+static void unlisten(const vinfo *v) { pol_unlisten(v); }
+
+typedef struct {
+    const ino_t *live;
+    long n;
+    int bound_listed;
+} census;
+
+static int socket_gone(ino_t ino, const vinfo *v, void *ctx)
+{
+    const census *c = ctx;
+    /* A socket that is only bound is missing from the dumps of kernels before 6.5. */
+    if (!c->bound_listed && v->kind != VS_CONNECTED && !v->registered) return 0;
+    return !sd_contains(c->live, c->n, ino);
+}
+
+/* Forgets closed sockets and unregisters the listeners among them. */
+static void sweep(void)
+{
+    int64_t start = mono_ms();
+    ino_t *live = NULL;
+    long n = sd_tcp_inodes(&live);
+    if (n < 0) {
+        dbg("cannot list sockets (%s): states of closed sockets are kept", errno_name((int)-n));
+        return;
+    }
+    census c = {live, n, sd_lists_bound()};
+    long dropped = ss_sweep(start, socket_gone, &c, unlisten);
+    if (dropped) dbg("forgot %ld closed socket(s)", dropped);
+    free(live);
+}
 
 static int supervise(int nfd, pid_t pid)
 {
@@ -414,9 +446,17 @@ static int supervise(int nfd, pid_t pid)
     struct seccomp_notif *q = malloc(qsize);
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     int status = -1;
+    int64_t next_sweep = mono_ms() + SWEEP_MS;
     for (;;) {
         struct pollfd p[2] = {{nfd, POLLIN, 0}, {pidfd, POLLIN, 0}};
-        int r = poll(p, pidfd >= 0 ? 2 : 1, pidfd >= 0 ? -1 : 100);
+        int64_t now = mono_ms();
+        if (ss_count() > 0 && now >= next_sweep) {
+            sweep();
+            next_sweep = now + SWEEP_MS;
+        }
+        int wait = ss_count() > 0 ? (int)(next_sweep - now > 0 ? next_sweep - now : 0) : -1;
+        if (pidfd < 0) wait = 100;
+        int r = poll(p, pidfd >= 0 ? 2 : 1, wait);
         if (r < 0 && errno != EINTR) break;
         if (q && (p[0].revents & POLLIN)) {
             memset(q, 0, qsize);
@@ -470,7 +510,7 @@ EXPORT int myrt_run(const char *path, const char *argv_block, uint32_t argc, con
     *pid_out = pid;
     dbg("supervising pid %d (%s)", (int)pid, path);
     int status = supervise(nfd, pid);
-    ss_drain(unlisten_at_exit);
+    ss_drain(unlisten);
     for (int64_t end = mono_ms() + DRAIN_MS; atomic_load(&workers) > 0 && mono_ms() < end;) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);

@@ -144,6 +144,9 @@ Deno.test("static: busybox nc listens on the wildcard and talks to busybox nc ac
       await server.waitFor(/from the client/);
       const addrA = await leased(client);
       await o.a.router!.waitFor(new RegExp(`relay ${esc(addrA)}:\\d+ -> ${esc(addrB)}:7000 open via peer router`));
+      // nc closes its listening socket once it has a connection: the supervisor, which does not
+      // see close(), notices from the kernel's socket list and unregisters the listener.
+      await server.waitFor(new RegExp(`uvpn: unlisten ${esc(addrB)}:7000: done`), 10_000);
       await client.stop();
     } finally {
       await server?.stop();
