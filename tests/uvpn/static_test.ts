@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cli, Overlay, Proc, ROOT, run, spawnCli, tempDir } from "../helpers.ts";
+import { cli, Overlay, type Proc, ROOT, run, spawnCli, tempDir } from "../helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const BUSYBOX = "/bin/busybox";
@@ -155,7 +155,7 @@ Deno.test("static: busybox nc listens on the wildcard and talks to busybox nc ac
 });
 
 Deno.test("static: a forked and exec'd child (curl under busybox sh) stays in the overlay", opts, async () => {
-  await withGoServer(async (o, s, go) => {
+  await withGoServer(async (o, s) => {
     // busybox sh is static (supervised); it forks and execs curl, which is not preloaded here:
     // only the inherited seccomp filter can put it into the overlay.
     const c = inOverlay(o, o.a, [
@@ -206,7 +206,7 @@ except OSError as e:
 `;
 
 Deno.test("static: --mode seccomp keeps non-blocking connects intact and fails UDP closed", opts, async () => {
-  await withGoServer(async (o, s, go) => {
+  await withGoServer(async (o, s) => {
     // python3 is dynamic: --mode seccomp forces the supervisor on it.
     const c = inOverlay(o, o.a, ["python3", "-c", NB_CLIENT, s.addr, "8080"], "seccomp");
     const r = await c.result(30_000);
