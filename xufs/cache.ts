@@ -54,6 +54,7 @@ export class CacheManager {
   #inflight = new Map<string, Promise<void>>();
   #remote: Remote | null = null;
   #sending = false;
+  #kickAgain = false;
   #saveTimer?: ReturnType<typeof setTimeout>;
   #log: (line: string) => void;
   #idle: (() => void)[] = [];
@@ -392,8 +393,14 @@ export class CacheManager {
       entry.atimeMs = st.atimeMs;
       entry.mtimeMs = st.mtimeMs;
     }
-    await writeFileAtomic(join(this.#queueDir, `${name}.json`), JSON.stringify(entry));
+    // Counted before it is visible to the sender, which may send it at once and count it down.
     this.#markPending(entry, +1);
+    try {
+      await writeFileAtomic(join(this.#queueDir, `${name}.json`), JSON.stringify(entry));
+    } catch (e) {
+      this.#markPending(entry, -1);
+      throw e;
+    }
     this.#kick();
   }
 
@@ -419,11 +426,17 @@ export class CacheManager {
   }
 
   #kick(): void {
-    if (this.#sending || !this.#remote?.up) return;
+    if (this.#sending) {
+      this.#kickAgain = true; // an entry may have landed after the sender's last look
+      return;
+    }
+    if (!this.#remote?.up) return;
     this.#sending = true;
+    this.#kickAgain = false;
     this.#sendAll().finally(() => {
       this.#sending = false;
       if (this.#pending.size === 0) for (const f of this.#idle.splice(0)) f();
+      else if (this.#kickAgain) this.#kick();
     });
   }
 
