@@ -30,7 +30,7 @@ await runMain("ussh", async () => {
     const a = Deno.args[i];
     if (a === "--notun" || a === "--help" || a === "-h" || a === "--version" || a === "-V") own.push(a);
     else if (a === "--export" || a === "--mount") own.push(a, Deno.args[++i] ?? "");
-    else if (a.startsWith("--export=") || a.startsWith("--mount=")) own.push(a);
+    else if (a.startsWith("--")) own.push(a); // ssh has no long options: ours, or a usage error
     else break;
   }
   const { values } = parseCli("ussh", USAGE, own, {
