@@ -54,6 +54,17 @@ function setup(dir: string) {
   return a;
 }
 
+/** A's tree, its server, and a cache manager on B attached to it, logging into `logs`. */
+async function attachedCache(dir: string) {
+  const a = setup(dir);
+  const srv = serve(a, dir);
+  const logs: string[] = [];
+  const cache = new CacheManager({ dir: join(dir, "B"), from: "hostB", log: (l) => logs.push(l) });
+  await cache.init();
+  cache.attach(await srv.connect());
+  return { a, srv, cache, logs };
+}
+
 Deno.test("xufs server: nothing outside the export is reachable; bad frames are logged, not fatal", opts, async () => {
   using dir = tempDir();
   const a = setup(dir.path);
@@ -90,13 +101,8 @@ Deno.test("xufs server: nothing outside the export is reachable; bad frames are 
 
 Deno.test("xufs cache: write-back is compare-and-swap; a concurrent change on A keeps both copies", opts, async () => {
   using dir = tempDir();
-  const a = setup(dir.path);
-  const srv = serve(a, dir.path);
-  const logs: string[] = [];
-  const cache = new CacheManager({ dir: join(dir.path, "B"), from: "hostB", log: (l) => logs.push(l) });
+  const { a, srv, cache, logs } = await attachedCache(dir.path);
   try {
-    await cache.init();
-    cache.attach(await srv.connect());
     assert.equal(await cache.answer("FETCH\tfile1"), "OK\n");
     assert.equal(Deno.readTextFileSync(join(cache.tree, "file1")), "one\n");
     // B writes and closes: A gets the whole file.
@@ -158,13 +164,8 @@ Deno.test("xufs cache: with A gone, cached files read, uncached fail fast with E
 
 Deno.test("xufs cache: rename over and unlink of a file changed on A keep A's edit", opts, async () => {
   using dir = tempDir();
-  const a = setup(dir.path);
-  const srv = serve(a, dir.path);
-  const logs: string[] = [];
-  const cache = new CacheManager({ dir: join(dir.path, "B"), from: "hostB", log: (l) => logs.push(l) });
+  const { a, srv, cache, logs } = await attachedCache(dir.path);
   try {
-    await cache.init();
-    cache.attach(await srv.connect());
     assert.equal(await cache.answer("FETCH\tfile1"), "OK\n");
     assert.equal(await cache.answer("FETCH\tsub/deep/f"), "OK\n");
     await new Promise((r) => setTimeout(r, 20));
