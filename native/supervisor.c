@@ -55,6 +55,7 @@ extern char **environ;
 static atomic_int workers;
 
 typedef struct job {
+    void (*work)(struct job *); /* what the worker thread does */
     int nfd;
     struct seccomp_notif req;
     int dup;                 /* the program's socket (accept, listen) */
@@ -91,43 +92,34 @@ static int v4_arg(int nfd, const struct seccomp_notif *q, int ai, int li, struct
            sa_get_v4((struct sockaddr *)ss, *sl, ip, port) && tg_valid(nfd, q->id);
 }
 
-static void *run_job(void *arg);
-
-/* Hands j to a detached worker thread running fn. On failure answers EAGAIN. */
-static void start_worker(job *j, void (*fn)(job *))
+/* The worker thread: runs j->work, then releases the job. */
+static void *run_job(void *arg)
 {
-    void **pack = malloc(2 * sizeof(void *));
+    job *j = arg;
+    j->work(j);
+    if (j->dup >= 0) close(j->dup);
+    free(j);
+    atomic_fetch_sub(&workers, 1);
+    return NULL;
+}
+
+/* Hands j to a detached worker thread running work. On failure answers EAGAIN. */
+static void start_worker(job *j, void (*work)(job *))
+{
     pthread_t t;
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&at, 256 * 1024);
+    j->work = work;
     atomic_fetch_add(&workers, 1);
-    if (pack) {
-        pack[0] = j;
-        *(void (**)(job *))&pack[1] = fn;
-    }
-    if (!pack || pthread_create(&t, &at, run_job, pack)) {
+    if (pthread_create(&t, &at, run_job, j)) {
         atomic_fetch_sub(&workers, 1);
         tg_reply(j->nfd, j->req.id, 0, EAGAIN);
         if (j->dup >= 0) close(j->dup);
         free(j);
-        free(pack);
     }
     pthread_attr_destroy(&at);
-}
-
-static void *run_job(void *arg)
-{
-    void **pack = arg;
-    job *j = pack[0];
-    void (*fn)(job *) = *(void (**)(job *))&pack[1];
-    free(pack);
-    fn(j);
-    if (j->dup >= 0) close(j->dup);
-    free(j);
-    atomic_fetch_sub(&workers, 1);
-    return NULL;
 }
 
 static job *new_job(int nfd, const struct seccomp_notif *q, int dup)
