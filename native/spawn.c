@@ -109,6 +109,10 @@ pid_t sp_spawn(const char *path, char *const argv[], char *const envp[], int *no
         if (rep.err == EINVAL || rep.err == ENOSYS)
             snprintf(err, errlen, "Seccomp user notification is unavailable (needs Linux 5.0 or "
                                   "later with CONFIG_SECCOMP_FILTER): %s", strerror(rep.err));
+        else if (rep.err == EBUSY)
+            snprintf(err, errlen, "Already under a seccomp supervisor (the kernel allows one "
+                                  "listener per process tree; run CMD with --mode preload): %s",
+                     strerror(rep.err));
         else if (rep.err)
             snprintf(err, errlen, "The kernel refused the seccomp filter: %s", strerror(rep.err));
         else

@@ -264,6 +264,11 @@ Deno.test("static: auto mode preloads dynamic programs; exit statuses and usage 
         mode,
       );
     }
+    // Nested supervision: the kernel refuses a second listener in one process tree, and says so.
+    const nested = await reg(["-r", "-s", "--mode", "seccomp", "--", Deno.execPath(), "run", "-A", "--no-prompt",
+      join(ROOT, "cli/uvpn_register.ts"), "-r", "-s", "--mode", "seccomp", "--", BUSYBOX, "true"]);
+    assert.equal(nested.code, 126, nested.stderr);
+    assert.match(nested.stderr, /uvpn_register: Already under a seccomp supervisor .*: Device or resource busy/);
     const missing = await reg(["-r", "--", "/nonexistent/cmd"]);
     assert.equal(missing.code, 127);
     assert.match(missing.stderr, /uvpn_register: No executable file: \/nonexistent\/cmd/);
