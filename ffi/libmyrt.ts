@@ -1,7 +1,7 @@
 /**
  * The typed Deno FFI table of libmyrt.so (native/supervisor.c), MyRT's native library, and where
  * MyRT's native libraries are found: $MYRT_LIBDIR, then beside the installed commands
- * (PREFIX/bin), then native/build of a source tree. This is the only Deno.dlopen in MyRT.
+ * (PREFIX/bin), then native/build of a source tree. libmyrt.so is opened only here.
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
