@@ -22,6 +22,14 @@ serves a local directory (for trying XUFS out on one machine).
   --port-file FILE    --notun: listen on a port in XUFS_PORT_RANGE and write it to FILE
   --local-export DIR  serve DIR from this process instead of host A
   --secret-file FILE  the per-session secret (read, then deleted)
+  --stripes N         connections to host A for striped transfers (default 1; with --socket
+                      the further ones are PATH-1 ... PATH-(N-1), made by ussh on host A)
+
+Environment: XUFS_STRIPE_SIZE (bytes per range, default 4194304), XUFS_STRIPE_MIN (files
+from this size are striped, default 8388608), XUFS_PRECACHE_MAX (files up to this size are
+pre-cached when their directory is listed, default 65536; 0: off), XUFS_PRECACHE_JOBS (batches
+in flight, default 4), XUFS_PRECACHE_BYTES (most bytes waiting, default 67108864),
+XUFS_PROGRESS (1/0: progress line for long transfers; default when stderr is a terminal).
 `;
 
 await runMain("xufs_session", async () => {
@@ -33,6 +41,7 @@ await runMain("xufs_session", async () => {
     "port-file": { type: "string" },
     "local-export": { type: "string" },
     "secret-file": { type: "string" },
+    stripes: { type: "string" },
   }, true);
   const links = [values.socket, values["port-file"], values["local-export"]].filter((v) => v !== undefined);
   if (links.length !== 1) throw new UsageError("Choose one of --socket, --port-file or --local-export");
@@ -50,7 +59,10 @@ await runMain("xufs_session", async () => {
   if (!/^[A-Za-z0-9._-]+$/.test(mount) || mount.startsWith(".")) throw new UsageError(`--mount takes a plain directory name: ${mount}`);
   const id = values.id ?? (link.kind === "local" ? `local-${mount}` : undefined);
   if (!id || !/^[A-Za-z0-9._-]+$/.test(id)) throw new UsageError(`--id is required (letters, digits, . _ -): ${id ?? ""}`);
+  const stripes = Number(values.stripes ?? 1);
+  if (!Number.isSafeInteger(stripes) || stripes < 1 || stripes > 64) throw new UsageError(`--stripes takes 1 to 64: ${values.stripes}`);
   return await runSession({
+    stripes,
     id,
     mount,
     cwd: values.cwd ?? ".",

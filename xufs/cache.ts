@@ -4,12 +4,14 @@
  * at once and queues them durably for A, where write-backs are compare-and-swap on the version B
  * started from. Answers libxufs.so's requests (docs/XUFS.md, "Manager protocol").
  */
-import { chmod, link, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, stat, symlink, truncate, unlink, utimes } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { chmod, type FileHandle, link, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, stat, symlink, truncate, unlink, utimes } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { writeFileAtomic } from "../router/leases.ts";
 import { FsError } from "./confine.ts";
+import { Progress } from "./progress.ts";
 import type { Remote } from "./remote.ts";
-import type { Entry } from "./server.ts";
+import { type Entry, sha256 } from "./server.ts";
 
 /** What the manager knows of one path. */
 interface Meta {
@@ -40,7 +42,35 @@ export interface CacheOptions {
   /** This host's name, for conflict copies on A. */
   from: string;
   log?: (line: string) => void;
+  /** Bytes per range of a striped transfer (XUFS_STRIPE_SIZE, default 4 MiB). */
+  stripeSize?: number;
+  /** Files at least this large travel as ranges over every link (XUFS_STRIPE_MIN, default 8 MiB). */
+  stripeMin?: number;
+  /** Files up to this size are pre-cached when their directory is listed (XUFS_PRECACHE_MAX, default 64 KiB; 0: off). */
+  precacheMax?: number;
+  /** Pre-cache batches in flight at once (XUFS_PRECACHE_JOBS, default 4). */
+  precacheJobs?: number;
+  /** Most bytes waiting to be pre-cached (XUFS_PRECACHE_BYTES, default 64 MiB); more is left for demand. */
+  precacheBytes?: number;
+  /** Show a progress line for long transfers. */
+  progress?: boolean;
 }
+
+/** Defaults of the transfer knobs. */
+export const TRANSFER_DEFAULTS = {
+  stripeSize: 4 << 20,
+  stripeMin: 8 << 20,
+  precacheMax: 64 << 10,
+  precacheJobs: 4,
+  precacheBytes: 64 << 20,
+};
+
+/** Files and bytes in one pre-cache request. */
+const PRECACHE_BATCH_FILES = 256, PRECACHE_BATCH_BYTES = 1 << 20;
+/** Ranges in flight per link, so a link never idles for a round trip between ranges. */
+const RANGES_PER_LINK = 2;
+/** Attempts of a striped fetch whose file changed on A while it travelled. */
+const FETCH_ATTEMPTS = 3;
 
 const enc = new TextEncoder();
 
@@ -53,6 +83,14 @@ export class CacheManager {
   #pending = new Map<string, number>();
   #inflight = new Map<string, Promise<void>>();
   #remote: Remote | null = null;
+  #stripes: Remote[] = [];
+  #t: typeof TRANSFER_DEFAULTS;
+  #pre: { rel: string; size: number }[] = [];
+  #preBytes = 0;
+  #preActive = 0;
+  #preNext = 0;
+  #stale = new Set<string>();
+  #staleTimer?: ReturnType<typeof setTimeout>;
   #sending = false;
   #kickAgain = false;
   #saveTimer?: ReturnType<typeof setTimeout>;
@@ -63,6 +101,10 @@ export class CacheManager {
     this.tree = join(opts.dir, "tree");
     this.#queueDir = join(opts.dir, "queue");
     this.#log = opts.log ?? ((l) => console.error(`xufs: ${l}`));
+    this.#t = { ...TRANSFER_DEFAULTS };
+    for (const k of Object.keys(TRANSFER_DEFAULTS) as (keyof typeof TRANSFER_DEFAULTS)[]) {
+      if (opts[k] !== undefined) this.#t[k] = opts[k]!;
+    }
   }
 
   /** Loads state, marks every directory for revalidation, and reloads the write-back queue. */
@@ -80,10 +122,28 @@ export class CacheManager {
     if (this.#seq) this.#log(`${this.#pending.size} path(s) have queued write-backs from an earlier session`);
   }
 
-  /** Attaches (or replaces) the link to A and starts sending queued changes. */
+  /**
+   * Attaches (or replaces) the link to A, subscribes to A's change callbacks and starts sending
+   * queued changes. Whatever was cached before is revalidated (relisted) before it is trusted.
+   */
   attach(remote: Remote): void {
     this.#remote = remote;
+    for (const m of this.#meta.values()) m.listed = false;
+    remote.onNotice = (h) => {
+      if (h.op === "changed" && Array.isArray(h.paths)) this.#changed(h.paths.map(String));
+    };
+    remote.request({ op: "watch" }).catch(() => {});
     this.#kick();
+  }
+
+  /** Adds a further link to A (its own TCP connection) for striped transfers and pre-caching. */
+  addLink(remote: Remote): void {
+    this.#stripes = [...this.#stripes.filter((r) => r.up), remote];
+  }
+
+  /** Links that are up: the main one first. */
+  get links(): Remote[] {
+    return [this.#remote, ...this.#stripes].filter((r): r is Remote => !!r?.up);
   }
 
   #local(rel: string): string {
@@ -129,27 +189,36 @@ export class CacheManager {
     if (this.#m(rel).listed) return;
     await this.#once(`list:${rel}`, async () => {
       const reply = await this.#remoteOrEio().request({ op: "list", path: rel });
-      await this.#materialize(rel, reply.head.entries as Entry[]);
-      this.#m(rel).listed = true;
-      this.#save();
+      await this.#listed(rel, reply.head.entries as Entry[]);
     });
   }
 
+  async #listed(rel: string, entries: Entry[]): Promise<void> {
+    await this.#materialize(rel, entries);
+    this.#m(rel).listed = true;
+    this.#save();
+    this.#precache(rel, entries);
+  }
+
   async #materialize(rel: string, entries: Entry[]): Promise<void> {
+    // A change acknowledged while this runs was applied on A after the listing was made: its
+    // paths still count as pending here, or the listing would undo it on B.
+    const pendingAtReply = new Set(this.#pending.keys());
+    const pendingUnder = (child: string) => this.#hasPendingUnder(child) || this.#hasPendingUnder(child, pendingAtReply);
     const dir = this.#local(rel);
     await mkdir(dir, { recursive: true });
     const remoteNames = new Set(entries.map((e) => e.name));
     for (const name of await readdir(dir)) {
       const child = rel === "." ? name : `${rel}/${name}`;
       // Gone from A: drop it, unless it was made on B (no version from A) or has queued changes.
-      if (!remoteNames.has(name) && this.#meta.get(child)?.version !== undefined && !this.#hasPendingUnder(child)) {
+      if (!remoteNames.has(name) && this.#meta.get(child)?.version !== undefined && !pendingUnder(child)) {
         await rm(join(dir, name), { recursive: true, force: true });
         this.#forget(child);
       }
     }
     for (const e of entries) {
       const child = rel === "." ? e.name : `${rel}/${e.name}`;
-      if (this.#hasPendingUnder(child)) continue; // B's own change wins until it is sent
+      if (pendingUnder(child)) continue; // B's own change wins until it is sent
       await this.#materializeEntry(join(dir, e.name), child, e);
     }
     // Creating the placeholders touched the directory: give it back A's mtime.
@@ -169,7 +238,7 @@ export class CacheManager {
       if ((local!.mode & 0o7777) !== (e.mode | 0o700)) await chmod(path, e.mode | 0o700);
       return;
     } else if (localType === "l" && e.type === "l" && (await readlink(path)) === e.target) return;
-    else if (localType === "f" && e.type === "f" && m.version === e.version) return;
+    else if (localType === "f" && e.type === "f" && (m.version === e.version || this.#modifiedOnB(local!, m))) return;
     else if (localType) await rm(path, { recursive: true, force: true });
     if (e.type === "d") {
       await mkdir(path, { mode: e.mode | 0o700 });
@@ -222,28 +291,218 @@ export class CacheManager {
     if (st.isDirectory()) return await this.list(target);
     const m = this.#m(target);
     if (m.fetched || this.#pending.has(target) || m.version === undefined) return;
+    const pre = this.#inflight.get(`pre:${target}`);
+    if (pre) {
+      await pre.catch(() => {});
+      if (m.fetched) return;
+    }
     await this.#once(`fetch:${target}`, async () => {
+      if (st.size >= this.#t.stripeMin) return await this.#fetchRanges(target, real, st, m);
       const reply = await this.#remoteOrEio().request({ op: "read", path: target }, undefined, 10_000 + Math.ceil(st.size / 1e6) * 1000);
       const { version, size } = reply.head;
       if (reply.payload.length !== size) throw new FsError("EIO", `Short read of ${target}: ${reply.payload.length} of ${size} bytes`);
-      // Fill the placeholder in place: same inode, and its directory is not touched, so programs
-      // that compare stat results before and after (cp, tar) see no change.
-      const mode = st.mode & 0o7777;
-      if ((mode & 0o200) === 0) await chmod(real, mode | 0o200);
-      const f = await open(real, "r+");
-      try {
-        let off = 0;
-        while (off < reply.payload.length) off += (await f.write(reply.payload, off, reply.payload.length - off, off)).bytesWritten;
-        if (st.size !== size) await f.truncate(size);
-      } finally {
-        await f.close();
-      }
-      if ((mode & 0o200) === 0) await chmod(real, mode);
-      await utimes(real, st.atime ?? st.mtime, st.mtime);
+      await this.#fill(real, st, size, (f) => writeAt(f, reply.payload, 0));
       m.version = version;
       m.fetched = true;
       this.#save();
     });
+  }
+
+  /**
+   * Fills a placeholder in place: same inode, and its directory is not touched, so programs
+   * that compare stat results before and after (cp, tar) see no change.
+   */
+  async #fill(real: string, st: Stats, size: number, write: (f: FileHandle) => Promise<void>): Promise<void> {
+    const mode = st.mode & 0o7777;
+    if ((mode & 0o200) === 0) await chmod(real, mode | 0o200);
+    try {
+      const f = await open(real, "r+");
+      try {
+        await write(f);
+        if (st.size !== size) await f.truncate(size);
+      } finally {
+        await f.close();
+      }
+    } finally {
+      if ((mode & 0o200) === 0) await chmod(real, mode);
+    }
+    await utimes(real, st.atime ?? st.mtime, st.mtime);
+  }
+
+  /**
+   * A large file, fetched as ranges over every link at once. Each range carries its SHA-256 and
+   * the file's version; the file counts as cached only when every range arrived, checked, of one
+   * version and the listed size. A file that changes on A meanwhile is fetched again.
+   */
+  async #fetchRanges(target: string, real: string, st: Stats, m: Meta): Promise<void> {
+    let size = st.size;
+    for (let attempt = 1;; attempt++) {
+      let version: string | undefined;
+      let seen = size;
+      try {
+        await this.#fill(real, st, size, (f) =>
+          this.#ranges(`fetching ${target}`, size, async (link, offset, length) => {
+            const r = await link.request({ op: "read", path: target, offset, length, hash: true }, undefined, 10_000 + Math.ceil(length / 1e6) * 1000);
+            if (r.head.size !== size || (version !== undefined && r.head.version !== version)) {
+              seen = Number(r.head.size);
+              throw new Changed();
+            }
+            version = String(r.head.version);
+            if (r.payload.length !== length || sha256(r.payload) !== r.head.sha256) {
+              throw new FsError("EIO", `Range ${offset}+${length} of ${target} arrived corrupted`);
+            }
+            await writeAt(f, r.payload, offset);
+          }));
+      } catch (e) {
+        if (!(e instanceof Changed) || attempt === FETCH_ATTEMPTS) {
+          throw e instanceof Changed ? new FsError("EIO", `File kept changing on A while it was fetched: ${target}`) : e;
+        }
+        size = seen;
+        continue;
+      }
+      m.version = version ?? m.version;
+      m.fetched = true;
+      this.#save();
+      return;
+    }
+  }
+
+  /**
+   * Moves `size` bytes as ranges of stripeSize over every link that is up, RANGES_PER_LINK at a
+   * time per link. A range whose link fails goes to another link; it fails only when none is left.
+   */
+  async #ranges(label: string, size: number, move: (link: Remote, offset: number, length: number) => Promise<void>): Promise<void> {
+    const links = this.links;
+    if (links.length === 0) throw new FsError("EIO", "Host A is unreachable");
+    const progress = new Progress(label, size, this.opts.progress ?? false);
+    const retry: number[] = [];
+    let next = 0;
+    let failure: Error | undefined;
+    const take = () => {
+      if (retry.length) return retry.shift()!;
+      if (next >= size) return undefined;
+      const o = next;
+      next += this.#t.stripeSize;
+      return o;
+    };
+    const worker = async (link: Remote) => {
+      for (let offset = take(); offset !== undefined && !failure; offset = take()) {
+        const length = Math.min(this.#t.stripeSize, size - offset);
+        try {
+          await move(link, offset, length);
+          progress.add(length);
+        } catch (e) {
+          if (e instanceof FsError && e.code === "EIO" && !link.up) {
+            retry.push(offset); // the link is gone: another one takes the range
+            return;
+          }
+          failure = e as Error;
+        }
+      }
+    };
+    try {
+      await Promise.all(links.flatMap((l) => Array.from({ length: RANGES_PER_LINK }, () => worker(l))));
+    } finally {
+      progress.end();
+    }
+    if (failure) throw failure;
+    if (retry.length || next < size) throw new FsError("EIO", "Every link to host A failed during a transfer");
+  }
+
+  // ---- pre-caching ----
+
+  /** Queues the small unfetched files of a just-listed directory for background fetching. */
+  #precache(rel: string, entries: Entry[]): void {
+    if (this.#t.precacheMax <= 0) return;
+    for (const e of entries) {
+      if (e.type !== "f" || e.size > this.#t.precacheMax) continue;
+      const child = rel === "." ? e.name : `${rel}/${e.name}`;
+      const m = this.#meta.get(child);
+      if (!m || m.fetched || m.version !== e.version || this.#pending.has(child)) continue;
+      if (this.#preBytes + e.size > this.#t.precacheBytes) break;
+      this.#pre.push({ rel: child, size: e.size });
+      this.#preBytes += e.size;
+    }
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (this.#preActive < this.#t.precacheJobs && this.#pre.length) {
+      const batch: { rel: string; size: number }[] = [];
+      let bytes = 0;
+      while (this.#pre.length && batch.length < PRECACHE_BATCH_FILES && bytes + this.#pre[0].size <= PRECACHE_BATCH_BYTES) {
+        const item = this.#pre.shift()!;
+        this.#preBytes -= item.size;
+        const m = this.#meta.get(item.rel);
+        if (!m || m.fetched || this.#pending.has(item.rel) || this.#inflight.has(`pre:${item.rel}`)) continue;
+        batch.push(item);
+        bytes += item.size;
+      }
+      if (batch.length === 0) continue;
+      // On a further link when there is one: the main link stays free for the foreground.
+      const links = this.links;
+      const link = links.length > 1 ? links[1 + (this.#preNext++ % (links.length - 1))] : links[0];
+      if (!link) {
+        this.#pre = [];
+        this.#preBytes = 0;
+        return;
+      }
+      this.#preActive++;
+      const work = this.#precacheBatch(link, batch.map((b) => b.rel));
+      for (const b of batch) this.#inflight.set(`pre:${b.rel}`, work);
+      work.catch(() => {}).finally(() => {
+        for (const b of batch) this.#inflight.delete(`pre:${b.rel}`);
+        this.#preActive--;
+        this.#pump();
+      });
+    }
+  }
+
+  async #precacheBatch(link: Remote, paths: string[]): Promise<void> {
+    const reply = await link.request({ op: "readmany", paths });
+    let off = 0;
+    for (const f of reply.head.files as { path: string; version?: string; size?: number; error?: string }[]) {
+      if (f.error || f.size === undefined) continue;
+      const data = reply.payload.subarray(off, off + f.size);
+      off += f.size;
+      const m = this.#meta.get(f.path);
+      // Only a placeholder still untouched and of this very version is filled.
+      if (!m || m.fetched || m.version !== f.version || this.#pending.has(f.path)) continue;
+      const local = this.#local(f.path);
+      const st = await lstat(local).catch(() => null);
+      if (!st?.isFile() || this.#modifiedOnB(st, m)) continue;
+      await this.#fill(local, st, f.size, (h) => writeAt(h, data, 0));
+      m.fetched = true;
+    }
+    this.#save();
+  }
+
+  /** Whether a cached file was changed on B since it was listed or fetched (its mtime moved). */
+  #modifiedOnB(st: Stats, m: Meta): boolean {
+    return m.mtimeMs !== undefined && st.mtimeMs !== m.mtimeMs;
+  }
+
+  // ---- change callbacks ----
+
+  /** A pushed "these paths changed on A": their listed directories are relisted at once. */
+  #changed(paths: string[]): void {
+    for (const p of paths) {
+      for (const d of [p, p === "." ? undefined : p.includes("/") ? dirname(p) : "."]) {
+        const m = d === undefined ? undefined : this.#meta.get(d);
+        if (m?.listed) {
+          m.listed = false;
+          this.#stale.add(d!);
+        }
+      }
+    }
+    if (this.#stale.size && !this.#staleTimer) {
+      this.#staleTimer = setTimeout(() => {
+        this.#staleTimer = undefined;
+        const dirs = [...this.#stale];
+        this.#stale.clear();
+        for (const d of dirs) this.list(d).catch(() => {}); // gone on A: its parent's relist drops it
+      }, 20);
+    }
   }
 
   // ---- changes ----
@@ -341,10 +600,19 @@ export class CacheManager {
     }
   }
 
-  /** TREE request: the whole subtree of a directory listed. */
+  /** TREE request: the whole subtree of a directory listed, in one round trip when it is not yet. */
   async listSubtree(rel: string): Promise<void> {
     await this.lookup(rel);
-    if ((await stat(this.#local(rel))).isDirectory()) await this.#listTree(rel);
+    if (!(await stat(this.#local(rel))).isDirectory()) return;
+    if (!this.#m(rel).listed) {
+      await this.#once(`tree:${rel}`, async () => {
+        const reply = await this.#remoteOrEio().request({ op: "tree", path: rel });
+        for (const d of reply.head.dirs as { path: string; entries: Entry[] }[]) {
+          if (!this.#meta.get(d.path)?.listed && !this.#inflight.has(`list:${d.path}`)) await this.#listed(d.path, d.entries);
+        }
+      });
+    }
+    await this.#listTree(rel);
   }
 
   #forget(rel: string): void {
@@ -362,8 +630,8 @@ export class CacheManager {
     this.#save();
   }
 
-  #hasPendingUnder(rel: string): boolean {
-    for (const k of this.#pending.keys()) if (k === rel || k.startsWith(rel + "/")) return true;
+  #hasPendingUnder(rel: string, pending: Iterable<string> = this.#pending.keys()): boolean {
+    for (const k of pending) if (k === rel || k.startsWith(rel + "/")) return true;
     return false;
   }
 
@@ -464,19 +732,20 @@ export class CacheManager {
     const base = this.#meta.get(e.path)?.version ?? null;
     switch (e.op) {
       case "write": {
-        const data = await Deno.readFile(join(this.#queueDir, `${String(e.seq).padStart(12, "0")}.data`));
-        const r = await remote.request({ op: "write", path: e.path, base, mode: e.mode, atimeMs: e.atimeMs, mtimeMs: e.mtimeMs, from: this.opts.from }, data);
+        const r = await this.#writeBack(remote, e, base);
         const m = this.#m(e.path);
         if (r.head.conflict) {
           this.#log(`conflict: ${e.path} changed on host A since this host fetched it; ` +
             `A's copy stays, this host's version is kept on A as ${r.head.conflict}`);
           m.fetched = false;
           m.version = undefined; // refetched from A on the next open
+          m.mtimeMs = undefined; // B's copy is safe on A: the relisting may replace it
           const parent = e.path.includes("/") ? dirname(e.path) : ".";
           this.#m(parent).listed = false;
         } else {
           m.version = r.head.version;
           m.fetched = true;
+          m.mtimeMs = e.mtimeMs;
         }
         this.#save();
         return;
@@ -490,6 +759,7 @@ export class CacheManager {
           this.#log(`conflict: ${e.to} changed on host A since this host saw it; A's copy stays, this host's version is kept on A as ${r.head.conflict}`);
           this.#m(e.to!).fetched = false;
           this.#m(e.to!).version = undefined;
+          this.#m(e.to!).mtimeMs = undefined;
           this.#m(e.to!.includes("/") ? dirname(e.to!) : ".").listed = false;
         }
         return;
@@ -503,7 +773,12 @@ export class CacheManager {
         return;
       }
       case "utimes": {
-        await remote.request({ op: "utimes", path: e.path, atimeMs: e.atimeMs, mtimeMs: e.mtimeMs });
+        const r = await remote.request({ op: "utimes", path: e.path, atimeMs: e.atimeMs, mtimeMs: e.mtimeMs });
+        const m = this.#meta.get(e.path);
+        if (m?.version === base && base !== null) {
+          m.version = r.head.version;
+          m.mtimeMs = e.mtimeMs;
+        }
         return;
       }
       case "link":
@@ -515,6 +790,34 @@ export class CacheManager {
         await remote.request({ op: e.op, path: e.path, mode: e.mode, target: e.target });
         if (e.op === "rmdir") this.#forget(e.path);
     }
+  }
+
+  /**
+   * One write-back: the snapshot whole, or (from stripeMin on) as checked ranges over every link
+   * into an upload on A, then committed with the same compare-and-swap as a whole file.
+   */
+  async #writeBack(remote: Remote, e: QueueEntry, base: string | null) {
+    const dataPath = join(this.#queueDir, `${String(e.seq).padStart(12, "0")}.data`);
+    const head = { op: "write", path: e.path, base, mode: e.mode, atimeMs: e.atimeMs, mtimeMs: e.mtimeMs, from: this.opts.from };
+    const size = (await stat(dataPath)).size;
+    if (size < this.#t.stripeMin) return await remote.request(head, await Deno.readFile(dataPath));
+    const { upload } = (await remote.request({ op: "wbegin", path: e.path, size })).head;
+    const f = await open(dataPath, "r");
+    try {
+      await this.#ranges(`writing back ${e.path}`, size, async (link, offset, length) => {
+        const buf = new Uint8Array(length);
+        let got = 0;
+        while (got < length) {
+          const { bytesRead } = await f.read(buf, got, length - got, offset + got);
+          if (bytesRead === 0) throw new FsError("EIO", `Write-back snapshot shrank: ${e.path}`);
+          got += bytesRead;
+        }
+        await link.request({ op: "wpart", upload, offset, sha256: sha256(buf) }, buf);
+      });
+    } finally {
+      await f.close();
+    }
+    return await remote.request({ ...head, upload }, undefined, 10_000 + Math.ceil(size / 1e6) * 1000);
   }
 
   /** Waits until the queue is empty or `timeoutMs` passed; returns what is still queued. */
@@ -591,4 +894,13 @@ export class CacheManager {
       })();
     }
   }
+}
+
+/** A striped fetch met a file that changed on A. */
+class Changed extends Error {}
+
+/** Writes all of `data` at `offset`. */
+async function writeAt(f: FileHandle, data: Uint8Array, offset: number): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += (await f.write(data, off, data.length - off, offset + off)).bytesWritten;
 }

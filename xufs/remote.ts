@@ -20,6 +20,8 @@ export class Remote {
   #pending = new Map<number, Pending>();
   #closed = false;
   #writing: Promise<void> = Promise.resolve();
+  /** Called with each message the server pushes unasked (change callbacks). */
+  onNotice: (head: Record<string, unknown>) => void = () => {};
 
   private constructor(private readonly conn: Deno.Conn) {
     this.#readLoop();
@@ -41,6 +43,10 @@ export class Remote {
       while (true) {
         const m = await readMessage(this.conn);
         if (!m) break;
+        if (m.head.id === undefined) {
+          this.onNotice(m.head);
+          continue;
+        }
         const p = this.#pending.get(m.head.id);
         if (!p) continue;
         this.#pending.delete(m.head.id);

@@ -8,7 +8,8 @@ import { createHash } from "node:crypto";
 import { dirname, join } from "node:path";
 import { ConfigError, NetworkError } from "../router/errors.ts";
 import { withTimeout } from "../router/frame_io.ts";
-import { CacheManager } from "./cache.ts";
+import { CacheManager, type CacheOptions, TRANSFER_DEFAULTS } from "./cache.ts";
+import { progressWanted } from "./progress.ts";
 import { Remote } from "./remote.ts";
 import { FileServer, shortHost } from "./server.ts";
 
@@ -28,6 +29,33 @@ export interface SessionOptions {
   link: Link;
   command: string[];
   home: string;
+  /** TCP connections to A for striped transfers, the main one included (default 1). */
+  stripes?: number;
+}
+
+/** Default number of connections per session (XUFS_STRIPES on host A). */
+export const DEFAULT_STRIPES = 4;
+
+/** A positive integer from the environment, or `fallback` when unset. */
+export function envCount(name: string, fallback: number, min = 1): number {
+  const text = Deno.env.get(name);
+  if (text === undefined || text === "") return fallback;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < min) throw new ConfigError(`${name} must be an integer of at least ${min}: ${text}`);
+  return n;
+}
+
+/** The transfer knobs of a cache manager, from XUFS_STRIPE_SIZE, XUFS_STRIPE_MIN, XUFS_PRECACHE_*. */
+export function transferOptions(): Partial<CacheOptions> {
+  const d = TRANSFER_DEFAULTS;
+  return {
+    stripeSize: envCount("XUFS_STRIPE_SIZE", d.stripeSize),
+    stripeMin: envCount("XUFS_STRIPE_MIN", d.stripeMin),
+    precacheMax: envCount("XUFS_PRECACHE_MAX", d.precacheMax, 0),
+    precacheJobs: envCount("XUFS_PRECACHE_JOBS", d.precacheJobs),
+    precacheBytes: envCount("XUFS_PRECACHE_BYTES", d.precacheBytes, 0),
+    progress: progressWanted(),
+  };
 }
 
 /** Stable cache id of an export: A's host and the export path. */
@@ -58,18 +86,42 @@ export function portRange(text: string | undefined): [number, number] {
   return [lo, hi];
 }
 
-async function connectLink(link: Link, secret: string, log: (l: string) => void): Promise<{ remote: Remote; cleanup: () => void }> {
-  if (link.kind === "unix") {
-    const deadline = Date.now() + 15_000;
-    while (true) {
-      try {
-        const conn = await Deno.connect({ transport: "unix", path: link.path });
-        return { remote: await Remote.open(conn, secret), cleanup: () => {} };
-      } catch (e) {
-        if (Date.now() > deadline) throw new NetworkError(`Cannot reach host A through the ssh tunnel: ${link.path} (${(e as Error).message})`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+/** Connects to a Unix socket that ssh may not have made yet; retries for `ms`. */
+async function connectUnix(path: string, secret: string, ms: number): Promise<Remote> {
+  const deadline = Date.now() + ms;
+  while (true) {
+    try {
+      return await Remote.open(await Deno.connect({ transport: "unix", path }), secret);
+    } catch (e) {
+      if (Date.now() > deadline) throw new NetworkError(`Cannot reach host A through the ssh tunnel: ${path} (${(e as Error).message})`);
+      await new Promise((r) => setTimeout(r, 100));
     }
+  }
+}
+
+/** The socket of extra link `i` (1 ≤ i < stripes) beside the main tunnel socket. */
+export function stripeSocket(main: string, i: number): string {
+  return `${main}-${i}`;
+}
+
+/**
+ * Connects the main link to A, then (in the background) up to `stripes - 1` further links, each
+ * its own TCP connection to A, handed to `extra` as they come up.
+ */
+async function connectLink(
+  link: Link,
+  secret: string,
+  log: (l: string) => void,
+  stripes: number,
+  extra: (r: Remote) => void,
+): Promise<{ remote: Remote; cleanup: () => void }> {
+  if (link.kind === "unix") {
+    const remote = await connectUnix(link.path, secret, 15_000);
+    for (let i = 1; i < stripes; i++) {
+      // ussh on A says so when an extra ssh connection cannot be made; then this one never comes.
+      connectUnix(stripeSocket(link.path, i), secret, 20_000).then(extra, () => {});
+    }
+    return { remote, cleanup: () => {} };
   }
   if (link.kind === "notun") {
     const [lo, hi] = portRange(Deno.env.get("XUFS_PORT_RANGE"));
@@ -82,15 +134,14 @@ async function connectLink(link: Link, secret: string, log: (l: string) => void)
     if (!listener) throw new NetworkError(`No free port in XUFS_PORT_RANGE: ${lo},${hi}`);
     const port = (listener.addr as Deno.NetAddr).port;
     await Deno.writeTextFile(link.portFile, `${port}\n`, { mode: 0o600 });
-    try {
-      // Only a peer that proves the session secret is served; anyone else is dropped.
-      const deadline = Date.now() + 30_000;
+    // Only a peer that proves the session secret is served; anyone else is dropped.
+    const deadline = Date.now() + 30_000;
+    const accept = async (): Promise<Remote> => {
       while (true) {
         const conn = await withTimeout(listener.accept(), Math.max(1, deadline - Date.now()), "waiting for host A to connect");
         try {
-          const remote = await withTimeout(Remote.open(conn, secret), 10_000, "session handshake");
-          log(`host A connected from ${(conn.remoteAddr as Deno.NetAddr).hostname} on port ${port}`);
-          return { remote, cleanup: () => {} };
+          (conn as Deno.TcpConn).setNoDelay(true);
+          return await withTimeout(Remote.open(conn, secret), 10_000, "session handshake");
         } catch (e) {
           log(`dropped a connection that did not prove the session secret: ${(e as Error).message}`);
           try {
@@ -98,9 +149,20 @@ async function connectLink(link: Link, secret: string, log: (l: string) => void)
           } catch { /* closed */ }
         }
       }
-    } finally {
+    };
+    let remote: Remote;
+    try {
+      remote = await accept();
+    } catch (e) {
       listener.close();
+      throw e;
     }
+    log(`host A connected on port ${port}`);
+    // Host A opens its further connections to the same port: accepted until all came or 30 s.
+    (async () => {
+      for (let i = 1; i < stripes; i++) extra(await accept());
+    })().catch(() => {}).finally(() => listener.close());
+    return { remote, cleanup: () => {} };
   }
   // Local export: the file server runs in this process behind a private Unix socket.
   const dir = await Deno.makeTempDir({ prefix: "xufs-local-" });
@@ -110,6 +172,7 @@ async function connectLink(link: Link, secret: string, log: (l: string) => void)
   (async () => {
     for await (const c of l) server.serve(c);
   })().catch(() => {});
+  for (let i = 1; i < stripes; i++) extra(await Remote.open(await Deno.connect({ transport: "unix", path }), secret));
   return {
     remote: await Remote.open(await Deno.connect({ transport: "unix", path }), secret),
     cleanup: () => {
@@ -137,10 +200,17 @@ export async function runSession(o: SessionOptions): Promise<number> {
     Deno.mkdirSync(mount, { mode: 0o700 });
     createdMount = true;
   }
-  const { remote, cleanup } = await connectLink(o.link, o.secret, log);
-  const cache = new CacheManager({ dir: cacheDir, from: shortHost(), log });
+  const cache = new CacheManager({ dir: cacheDir, from: shortHost(), log, ...transferOptions() });
+  const extras: Remote[] = [];
+  let attached = false;
+  const { remote, cleanup } = await connectLink(o.link, o.secret, log, o.stripes ?? 1, (r) => {
+    extras.push(r);
+    if (attached) cache.addLink(r);
+  });
   await cache.init();
   cache.attach(remote);
+  attached = true;
+  for (const r of extras) cache.addLink(r);
   const sock = join(runDir, "manager.sock");
   const listener = Deno.listen({ transport: "unix", path: sock });
   Deno.chmodSync(sock, 0o600);
@@ -182,6 +252,7 @@ export async function runSession(o: SessionOptions): Promise<number> {
     if (left > 0) log(`${left} change(s) could not be written back yet; they are kept in ${cacheDir}/queue and sent by the next session to this export`);
     listener.close();
     remote.close();
+    for (const r of extras) r.close();
     cleanup();
     if (createdMount) Deno.removeSync(mount);
     Deno.removeSync(runDir, { recursive: true });

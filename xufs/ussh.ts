@@ -9,7 +9,7 @@ import { VERSION } from "../cli/common.ts";
 import { ConfigError, NetworkError } from "../router/errors.ts";
 import { homeDir } from "../router/key.ts";
 import { FileServer, shortHost } from "./server.ts";
-import { cacheId } from "./session.ts";
+import { cacheId, DEFAULT_STRIPES, envCount, stripeSocket } from "./session.ts";
 
 /** ssh options that take an argument (from ssh(1)). */
 const SSH_ARG_OPTS = new Set("BbcDEeFIiJLlmOopQRSWw".split(""));
@@ -116,6 +116,41 @@ class Ssh {
     return new TextDecoder().decode(out.stdout);
   }
 
+  /**
+   * Opens a further ssh connection (its own TCP connection, not through the master) that only
+   * forwards `remoteSock` on B to `localSock` here. BatchMode: it never asks the user; where only
+   * a password would do, it fails fast. Resolves with the process once the forward is up, or
+   * with ssh's complaint.
+   */
+  async stripe(remoteSock: string, localSock: string, isUp: () => Promise<boolean>, stop: AbortSignal): Promise<Deno.ChildProcess | string> {
+    const child = new Deno.Command("ssh", {
+      args: [
+        "-S", "none", "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "BatchMode=yes",
+        "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes",
+        ...this.o.sshOptions, "-N", "-R", `${remoteSock}:${localSock}`, this.o.host,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    let exited = false;
+    const err = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    const reading = (async () => {
+      for (let r = await err.read(); !r.done; r = await err.read()) text += r.value;
+    })().catch(() => {});
+    child.status.then(() => (exited = true));
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline && !exited && !stop.aborted) {
+      if (await isUp()) return child;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    if (!exited) child.kill("SIGTERM");
+    await child.status;
+    await reading;
+    return text.trim().split("\n").pop() || "no connection within 30 s";
+  }
+
   /** Closes the master connection and waits for it. */
   async close(): Promise<void> {
     if (!this.master) return;
@@ -163,6 +198,8 @@ export async function ussh(o: UsshOptions): Promise<number> {
   const server = new FileServer(exportDir, secret);
   const ssh = new Ssh(o, runDir);
   let listener: Deno.Listener | undefined;
+  let stripeLinks: Promise<Deno.ChildProcess[]> | undefined;
+  const stopStripes = new AbortController();
   const ignore = () => {};
   Deno.addSignalListener("SIGINT", ignore); // ssh owns the terminal; we clean up after it
   try {
@@ -179,6 +216,8 @@ export async function ussh(o: UsshOptions): Promise<number> {
     const common = ["--id", id, "--mount", o.mount, "--cwd", startIn, "--secret-file", `${bRun}/secret`];
     const tty = Deno.stdin.isTerminal();
     const ttyFlag = tty ? ["-t"] : ["-T"];
+    const stripes = envCount("XUFS_STRIPES", DEFAULT_STRIPES);
+    common.push("--stripes", String(stripes));
     let sessionArgs: string[];
     let portFile: string | undefined;
     if (o.notun) {
@@ -193,6 +232,7 @@ export async function ussh(o: UsshOptions): Promise<number> {
       })().catch(() => {});
       ttyFlag.push("-R", `${bRun}/xufs.sock:${aSock}`);
       sessionArgs = [...common, "--socket", `${bRun}/xufs.sock`];
+      stripeLinks = openStripes(ssh, stripes, `${bRun}/xufs.sock`, aSock, stopStripes.signal);
     }
     const remoteCmd = [`"$HOME/myrt/bin/xufs_session"`, ...sessionArgs.map(shq), "--", ...o.command.map(shq)].join(" ");
     console.error(`XUFS mounting ${o.mount} …`);
@@ -202,11 +242,18 @@ export async function ussh(o: UsshOptions): Promise<number> {
       stdout: "inherit",
       stderr: "inherit",
     }).spawn();
-    if (portFile) connectNotun(ssh, o.host, portFile, server).catch((e) => console.error(`ussh: ${(e as Error).message}`));
+    if (portFile) connectNotun(ssh, o.host, portFile, server, stripes).catch((e) => console.error(`ussh: ${(e as Error).message}`));
     const status = await session.status;
     await ssh.run(`rm -rf ${shq(bRun)}`).catch(() => {});
     return status.code;
   } finally {
+    stopStripes.abort();
+    for (const p of (await stripeLinks) ?? []) {
+      try {
+        p.kill("SIGTERM");
+      } catch { /* gone */ }
+      await p.status;
+    }
     Deno.removeSignalListener("SIGINT", ignore);
     try {
       listener?.close();
@@ -216,8 +263,27 @@ export async function ussh(o: UsshOptions): Promise<number> {
   }
 }
 
-/** --notun: waits for B's port, then connects to it directly and serves the export there. */
-async function connectNotun(ssh: Ssh, host: string, portFile: string, server: FileServer): Promise<void> {
+/**
+ * The further ssh connections of a tunnel session, one per stripe beyond the main one, opened
+ * side by side. The first that cannot be opened without asking (a password-only login) is
+ * reported, and the session goes on with the connections it has.
+ */
+async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSock: string, stop: AbortSignal): Promise<Deno.ChildProcess[]> {
+  const results = await Promise.all(Array.from({ length: stripes - 1 }, (_, k) => {
+    const remote = stripeSocket(bSock, k + 1);
+    return ssh.stripe(remote, aSock, async () => (await ssh.run(`test -S ${shq(remote)} && echo up`).catch(() => "")).trim() === "up", stop);
+  }));
+  const up = results.filter((r): r is Deno.ChildProcess => typeof r !== "string");
+  const failed = results.find((r): r is string => typeof r === "string");
+  if (failed !== undefined && !stop.aborted) {
+    console.error(`ussh: striping over ${stripes} connections needs ssh logins that do not ask (keys or an agent); ` +
+      `using ${up.length + 1}: ${failed}`);
+  }
+  return up;
+}
+
+/** --notun: waits for B's port, then connects to it directly (`stripes` times) and serves the export there. */
+async function connectNotun(ssh: Ssh, host: string, portFile: string, server: FileServer, stripes: number): Promise<void> {
   const g = await new Deno.Command("ssh", { args: ["-G", ...ssh.o.sshOptions, host], stdout: "piped", stderr: "null" }).output();
   const hostname = new TextDecoder().decode(g.stdout).match(/^hostname (\S+)$/m)?.[1] ?? host;
   const deadline = Date.now() + 30_000;
@@ -225,9 +291,13 @@ async function connectNotun(ssh: Ssh, host: string, portFile: string, server: Fi
     const text = await ssh.run(`cat ${shq(portFile)} 2>/dev/null || true`).catch(() => "");
     const port = Number(text.trim());
     if (port > 0) {
-      const conn = await Deno.connect({ hostname, port });
-      (conn as Deno.TcpConn).setNoDelay(true);
-      await server.serve(conn);
+      const serving: Promise<void>[] = [];
+      for (let i = 0; i < stripes; i++) {
+        const conn = await Deno.connect({ hostname, port });
+        conn.setNoDelay(true);
+        serving.push(server.serve(conn));
+      }
+      await Promise.all(serving);
       return;
     }
     await new Promise((r) => setTimeout(r, 200));

@@ -7,41 +7,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { CacheManager } from "../../xufs/cache.ts";
 import { encodeMessage } from "../../xufs/messages.ts";
-import { Remote } from "../../xufs/remote.ts";
-import { FileServer } from "../../xufs/server.ts";
 import { tempDir } from "../helpers.ts";
+import { serve } from "./serve.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-const SECRET = "s3cret";
-
-/** A file server for `root` on a Unix socket; `connect()` opens a new authenticated Remote. */
-function serve(root: string, dir: string) {
-  const path = join(dir, `srv-${crypto.randomUUID().slice(0, 6)}.sock`);
-  const logs: string[] = [];
-  const server = new FileServer(root, SECRET, (l) => logs.push(l));
-  const listener = Deno.listen({ transport: "unix", path });
-  const conns: Deno.Conn[] = [];
-  (async () => {
-    for await (const c of listener) {
-      conns.push(c);
-      server.serve(c);
-    }
-  })().catch(() => {});
-  return {
-    path,
-    logs,
-    server,
-    connect: async (secret = SECRET) => await Remote.open(await Deno.connect({ transport: "unix", path }), secret),
-    close() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-    },
-  };
-}
 
 function setup(dir: string) {
   const a = join(dir, "A");

@@ -75,3 +75,52 @@ for (const notun of [false, true]) {
     },
   });
 }
+
+Deno.test({
+  ...base,
+  name: "ussh: a large file travels striped over several ssh connections; one when further logins would ask",
+  async fn() {
+    using dir = tempDir();
+    const sshd = new Sshd(dir.path);
+    await sshd.start();
+    try {
+      const prefix = await installA(dir.path);
+      const a = homeA(dir.path);
+      const big = new Uint8Array(20 << 20);
+      for (let off = 0; off < big.length; off += 65536) crypto.getRandomValues(big.subarray(off, off + 65536));
+      Deno.writeFileSync(join(a, "big"), big);
+      const want = (await run("md5sum", [join(a, "big")])).stdout.split(" ")[0];
+      // On B: wait for the further links, count the TCP connections to sshd, then read the file.
+      const cmd = `for i in $(seq 100); do [ -S ~/.xufs/run/ussh-*/xufs.sock-2 ] && break; sleep 0.1; done; ` +
+        `ss -tnH state established "( sport = :${sshd.port} )" | wc -l; md5sum < ~/xufs-rhome/big`;
+      const ussh = (config: string, env: Record<string, string> = {}) =>
+        run(join(prefix, "bin", "ussh"), ["-F", config, "hostb", cmd], {
+          env: { HOME: a, PATH: "/usr/bin:/bin:/usr/sbin:/sbin", XUFS_STRIPES: "3", ...env },
+          cwd: a,
+          timeoutMs: 120_000,
+        });
+      const r = await ussh(sshd.clientConfig);
+      assert.equal(r.code, 0, r.stderr);
+      const [conns, sum] = r.stdout.trim().split("\n");
+      assert.ok(Number(conns) >= 3, `TCP connections to sshd: ${conns}`);
+      assert.equal(sum.split(" ")[0], want);
+      assert.doesNotMatch(r.stderr, /striping/);
+      // A key with a passphrase: the master asks (here through SSH_ASKPASS), further ones may not.
+      const locked = join(dir.path, "lockedkey");
+      Deno.copyFileSync(join(dir.path, "userkey"), locked);
+      Deno.chmodSync(locked, 0o600);
+      assert.equal((await run("ssh-keygen", ["-q", "-p", "-P", "", "-N", "pass phrase", "-f", locked])).code, 0);
+      const askpass = join(dir.path, "askpass");
+      Deno.writeTextFileSync(askpass, "#!/bin/sh\necho 'pass phrase'\n", { mode: 0o700 });
+      const config = join(dir.path, "ssh_config_locked");
+      Deno.writeTextFileSync(config, Deno.readTextFileSync(sshd.clientConfig).replace(/IdentityFile \S+/, `IdentityFile ${locked}`).replace(/ *BatchMode yes\n/, ""));
+      Deno.removeSync(join(sshd.bHome, ".xufs/cache"), { recursive: true });
+      const one = await ussh(config, { SSH_ASKPASS: askpass, SSH_ASKPASS_REQUIRE: "force", DISPLAY: ":0" });
+      assert.equal(one.code, 0, one.stderr);
+      assert.match(one.stderr, /striping over 3 connections needs ssh logins that do not ask \(keys or an agent\); using 1: /);
+      assert.equal(one.stdout.trim().split("\n")[1].split(" ")[0], want);
+    } finally {
+      await sshd.stop();
+    }
+  },
+});

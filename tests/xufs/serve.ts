@@ -1,0 +1,69 @@
+/**
+ * Test fixture: A's file server on a real Unix socket, and authenticated links to it for B's
+ * cache managers (each link its own connection).
+ */
+import { join } from "node:path";
+import { Remote } from "../../xufs/remote.ts";
+import { FileServer } from "../../xufs/server.ts";
+
+/** The session secret of the fixture. */
+export const SECRET = "s3cret";
+
+/** Bytes a link received: proof that a transfer really used it. */
+export interface Counter {
+  bytes: number;
+}
+
+/** `conn`, counting the bytes read from it into `counter`. */
+function counting(conn: Deno.Conn, counter: Counter): Deno.Conn {
+  return new Proxy(conn, {
+    get(target, key) {
+      if (key === "read") {
+        return async (buf: Uint8Array) => {
+          const n = await target.read(buf);
+          if (n) counter.bytes += n;
+          return n;
+        };
+      }
+      const v = Reflect.get(target, key);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
+/**
+ * A file server for `root` on a Unix socket; `connect()` opens a new authenticated Remote
+ * (counting what it receives into `counter`, when given).
+ */
+export function serve(root: string, dir: string) {
+  const path = join(dir, `srv-${crypto.randomUUID().slice(0, 6)}.sock`);
+  const logs: string[] = [];
+  const server = new FileServer(root, SECRET, (l) => logs.push(l));
+  const listener = Deno.listen({ transport: "unix", path });
+  const conns: Deno.Conn[] = [];
+  (async () => {
+    for await (const c of listener) {
+      conns.push(c);
+      server.serve(c);
+    }
+  })().catch(() => {});
+  return {
+    path,
+    logs,
+    server,
+    connect: async (secret = SECRET, counter?: Counter) => {
+      const conn = await Deno.connect({ transport: "unix", path });
+      return await Remote.open(counter ? counting(conn, counter) : conn, secret);
+    },
+    close() {
+      try {
+        listener.close();
+      } catch { /* closed already */ }
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+    },
+  };
+}
