@@ -21,9 +21,10 @@ export const TOOLS: Tool[] = [
   {
     name: "uvpn_proxy",
     entry: "cli/uvpn_proxy.ts",
-    // The router reads its route file and key and writes its key and lease state, wherever the
-    // user's flags put them; it runs nothing and loads no native code.
-    permissions: ["--allow-net", `--allow-env=${KEY_ENV}`, "--allow-read", "--allow-write"],
+    // The router reads its route file and key and writes its key, lease state and spool files,
+    // wherever the user's flags put them; it runs nothing.
+    // FFI: libc's setsockopt, to end a session with a reset (router/reset.ts).
+    permissions: ["--allow-net", `--allow-env=${KEY_ENV},TMPDIR`, "--allow-read", "--allow-write", "--allow-ffi"],
     include: [],
   },
   {

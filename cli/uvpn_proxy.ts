@@ -4,7 +4,9 @@
 import { join } from "node:path";
 import { ConfigError, UsageError } from "../router/errors.ts";
 import { formatSubnet, parseSubnet } from "../router/ipv4.ts";
-import { homeDir, keyPath, readOrCreateKey } from "../router/key.ts";
+import { homeDir, keyPath, readKey, readOrCreateKey } from "../router/key.ts";
+import { requestOk } from "../router/client.ts";
+import { FrameType } from "../router/wire.ts";
 import { Router } from "../router/router.ts";
 import { loadRoutes, parseHostPort, type Route } from "../router/routes.ts";
 import { intFlag, parseCli, runMain } from "./common.ts";
@@ -21,6 +23,14 @@ Runs the UVPN subnet router of one subnet of your private network.
   --key FILE          network key (default $UVPN_KEY_FILE or ~/.uvpn_key; created, mode 0600, if absent)
   --state FILE        lease database (default ~/.uvpn/router-NET-LEN.json)
   --timeout SECONDS   deadline for connects and handshakes (default 10)
+  --outage-limit SECONDS  how long a WAN outage between routers may last before both
+                      applications get a reset (default 300)
+  --retry-max SECONDS longest wait between reconnect attempts (default 10; the first is 0.5)
+  --dead-after SECONDS  a link with nothing received for this long is declared down (default 4)
+  --spool-limit MIB   unacknowledged bytes kept per session and direction, in memory then on
+                      disk, before the sending application is slowed down (default 256)
+  --spool-dir DIR     where spool files go (default $TMPDIR or /tmp)
+  --status            ask the running router of this entry for its sessions and counters
   -h, --help          this text
   -V, --version       the version
 `;
@@ -56,6 +66,12 @@ await runMain("uvpn_proxy", async () => {
     key: { type: "string" },
     state: { type: "string" },
     timeout: { type: "string" },
+    "outage-limit": { type: "string" },
+    "retry-max": { type: "string" },
+    "dead-after": { type: "string" },
+    "spool-limit": { type: "string" },
+    "spool-dir": { type: "string" },
+    status: { type: "boolean" },
   });
   const routesFile = values.routes ?? join(homeDir(), ".uvpn_route");
   const routes = await loadRoutes(routesFile);
@@ -70,6 +86,12 @@ await runMain("uvpn_proxy", async () => {
     }
   }
   const keyFile = keyPath(values.key);
+  if (values.status) {
+    const host = listen.hostname === "0.0.0.0" ? self.host : listen.hostname;
+    const text = await requestOk({ host, port: listen.port }, await readKey(keyFile), FrameType.STATUS, new Uint8Array(0), "the status");
+    await Deno.stdout.write(text);
+    return;
+  }
   const { key, created } = await readOrCreateKey(keyFile);
   if (created) {
     console.error(`uvpn_proxy: created a new network key: ${keyFile} (copy it, mode 0600, to every site and node)`);
@@ -77,7 +99,18 @@ await runMain("uvpn_proxy", async () => {
   const stateFile = values.state ??
     join(homeDir(), ".uvpn", `router-${formatSubnet(self.subnet).replace("/", "-")}.json`);
   const timeoutMs = intFlag("timeout", values.timeout, 10, 1, 3600) * 1000;
-  const router = new Router({ routes, self, key, listen, stateFile, timeoutMs });
+  const spoolDir = values["spool-dir"] ?? Deno.env.get("TMPDIR") ?? "/tmp";
+  const session = {
+    outageLimitMs: intFlag("outage-limit", values["outage-limit"], 300, 1, 86400 * 7) * 1000,
+    retryMaxMs: intFlag("retry-max", values["retry-max"], 10, 1, 3600) * 1000,
+    deadMs: intFlag("dead-after", values["dead-after"], 4, 1, 3600) * 1000,
+    spool: {
+      memoryBytes: 8 * 1024 * 1024,
+      totalBytes: intFlag("spool-limit", values["spool-limit"], 256, 1, 1024 * 1024) * 1024 * 1024,
+      dir: spoolDir,
+    },
+  };
+  const router = new Router({ routes, self, key, listen, stateFile, timeoutMs, session });
   try {
     await router.start();
   } catch (e) {

@@ -18,7 +18,7 @@ static uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) << 16 | get1
 size_t uvpn_max_body(int type)
 {
     if (type == UVPN_T_REPLY) return UVPN_MAX_BODY;
-    if (type >= UVPN_T_CONNECT && type <= UVPN_T_INFO) return UVPN_MAX_REQ_BODY;
+    if (type >= UVPN_T_CONNECT && type <= UVPN_T_LAST) return UVPN_MAX_REQ_BODY;
     return 0;
 }
 

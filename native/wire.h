@@ -29,6 +29,10 @@ enum {
     UVPN_T_LISTEN = 6,
     UVPN_T_UNLISTEN = 7,
     UVPN_T_INFO = 8,
+    UVPN_T_SESSION = 9, /* router to router: CONNECT body + session id */
+    UVPN_T_RESUME = 10, /* router to router: session id + r_bytes */
+    UVPN_T_STATUS = 11, /* a router's sessions and counters, as text */
+    UVPN_T_LAST = UVPN_T_STATUS,
 };
 
 /* Reply status codes */

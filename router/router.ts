@@ -8,6 +8,7 @@ import { readFrame, TimeoutError, withTimeout, writeAll } from "./frame_io.ts";
 import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
 import { LeaseTable } from "./leases.ts";
 import { relay } from "./relay.ts";
+import { defaultSessionConfig, readU64, Session, SessionConfig, SessionGone, u64 } from "./session.ts";
 import { type Route, routeFor } from "./routes.ts";
 import {
   type ConnectBody,
@@ -24,6 +25,8 @@ import {
   Status,
   sameBytes,
   statusName,
+  concat,
+  hex,
   u16,
   u32,
 } from "./wire.ts";
@@ -39,6 +42,8 @@ export interface RouterOptions {
   /** Deadline for connects and handshakes, ms. */
   timeoutMs?: number;
   log?: (line: string) => void;
+  /** Resumable-session knobs (outage limit, retries, spool); defaults from defaultSessionConfig. */
+  session?: Partial<SessionConfig>;
 }
 
 /** Counters a router keeps, for status and logs. */
@@ -60,11 +65,17 @@ export class Router {
   #timeoutMs: number;
   #log: (line: string) => void;
   #conns = new Set<Deno.Conn>();
+  #sessions = new Map<string, Session>();
+  /** Sessions that ended cleanly, by id: their final r_bytes, for a RESUME that comes late. */
+  #completed = new Map<string, { recv: number; at: number }>();
+  #sessionCfg: SessionConfig;
+  #totals = { sessions: 0, reconnects: 0, replayed: 0, spooled: 0, resets: 0, sent: 0, received: 0 };
 
   constructor(private readonly opts: RouterOptions) {
     this.subnet = opts.self.subnet;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#log = opts.log ?? ((line) => console.error(`uvpn_proxy: ${line}`));
+    this.#sessionCfg = { ...defaultSessionConfig(Deno.env.get("TMPDIR") ?? "/tmp"), ...opts.session };
   }
 
   /** Loads state, binds the port and starts serving in the background. */
@@ -112,6 +123,7 @@ export class Router {
     try {
       this.#listener?.close();
     } catch { /* closed */ }
+    for (const s of this.#sessions.values()) s.abort("router shutting down");
     this.#untrack(...this.#conns);
   }
 
@@ -129,8 +141,12 @@ export class Router {
       this.#untrack(conn);
       return;
     }
-    if (frame.type === FrameType.CONNECT) {
+    if (frame.type === FrameType.CONNECT || frame.type === FrameType.SESSION) {
       await this.#connect(conn, frame, peer);
+      return;
+    }
+    if (frame.type === FrameType.RESUME) {
+      await this.#resume(conn, frame, peer);
       return;
     }
     let reply: Uint8Array;
@@ -201,6 +217,8 @@ export class Router {
         });
         return encodeReply(Status.OK, out);
       }
+      case FrameType.STATUS:
+        return encodeReply(Status.OK, new TextEncoder().encode(this.statusText()).subarray(0, 0xfffe));
       default:
         throw new FrameError(`Unexpected frame type: ${frame.type}`);
     }
@@ -209,8 +227,10 @@ export class Router {
   /** Handles CONNECT: opens the next hop, replies, then relays. */
   async #connect(up: Deno.TcpConn, frame: Frame, peer: string): Promise<void> {
     let c: ConnectBody;
+    const sessionId = frame.type === FrameType.SESSION ? frame.body.slice(16, 32) : undefined;
     try {
-      c = decodeConnect(frame.body);
+      if (sessionId && sessionId.length !== 16) throw new FrameError("Bad SESSION body");
+      c = decodeConnect(frame.body.subarray(0, 16));
       if (c.proto !== 6) throw new FrameError(`Unsupported protocol: ${c.proto}`);
     } catch (e) {
       this.#log(`bad CONNECT from ${peer}: ${(e as Error).message}`);
@@ -238,6 +258,19 @@ export class Router {
     this.stats.relaysOpen++;
     this.stats.relaysTotal++;
     this.#log(`relay ${what} open via ${hop.via}`);
+    if (sessionId || hop.session) {
+      // Across the WAN: a resumable session. The responder's app side is `down` (the server),
+      // the initiator's is `up` (the client).
+      const id = sessionId ?? hop.session!.id;
+      const session = sessionId
+        ? new Session(id, "responder", down, this.#sessionCfg, this.#log)
+        : new Session(id, "initiator", up, this.#sessionCfg, this.#log, hop.session!.redial);
+      session.attach(sessionId ? up : down, 0);
+      await this.#runSession(session, what);
+      this.stats.relaysOpen--;
+      this.#untrack(up, down);
+      return;
+    }
     try {
       const r = await relay(up, down);
       this.stats.bytesUp += r.aToB;
@@ -251,15 +284,94 @@ export class Router {
     }
   }
 
-  async #reply(conn: Deno.TcpConn, frame: Frame, status: number): Promise<void> {
-    await writeAll(conn, encodeFrame(this.opts.key, FrameType.REPLY, frame.nonce, encodeReply(status)));
+  async #reply(conn: Deno.TcpConn, frame: Frame, status: number, data?: Uint8Array): Promise<void> {
+    await writeAll(conn, encodeFrame(this.opts.key, FrameType.REPLY, frame.nonce, encodeReply(status, data)));
+  }
+
+  async #runSession(session: Session, what: string): Promise<void> {
+    const key = hex(session.id);
+    this.#sessions.set(key, session);
+    this.#totals.sessions++;
+    const clean = await session.finished;
+    this.#sessions.delete(key);
+    const st = session.stats();
+    this.#totals.reconnects += st.reconnects;
+    this.#totals.replayed += st.replayed;
+    this.#totals.spooled += st.spooled;
+    this.#totals.sent += st.sent;
+    this.#totals.received += st.received;
+    if (clean) this.#completed.set(key, { recv: session.recv, at: Date.now() });
+    else this.#totals.resets++;
+    for (const [k, v] of this.#completed) if (Date.now() - v.at > 600_000) this.#completed.delete(k);
+    this.#log(
+      `session ${session.idHex} ${what} ${clean ? "closed" : "reset"}: ${st.sent} bytes sent, ${st.received} received, ` +
+        `${st.reconnects} reconnect(s), ${st.replayed} replayed, ${st.spooled} spooled`,
+    );
+  }
+
+  /** RESUME from the initiating router: reattach the session's new link. */
+  async #resume(conn: Deno.TcpConn, frame: Frame, peer: string): Promise<void> {
+    if (frame.body.length !== 24) {
+      this.#log(`bad RESUME from ${peer}`);
+      await this.#reply(conn, frame, Status.EINVAL).catch(() => {});
+      this.#untrack(conn);
+      return;
+    }
+    const key = hex(frame.body.subarray(0, 16));
+    const peerRecv = readU64(frame.body.subarray(16));
+    const session = this.#sessions.get(key);
+    const done = this.#completed.get(key);
+    if (!session) {
+      const status = done ? Status.OK : Status.ENOENT;
+      this.#log(`resume of ${done ? "finished" : "unknown"} session ${key.slice(0, 12)} from ${peer}`);
+      await this.#reply(conn, frame, status, done ? concat(u64(done.recv), new Uint8Array([1])) : undefined).catch(() => {});
+      this.#untrack(conn);
+      return;
+    }
+    const recv = session.detach(); // the old link delivers nothing more once we answer
+    try {
+      await this.#reply(conn, frame, Status.OK, concat(u64(recv), new Uint8Array([0])));
+    } catch {
+      this.#untrack(conn);
+      return;
+    }
+    this.#track(conn);
+    conn.setNoDelay(true);
+    session.reconnects++;
+    session.attach(conn, peerRecv);
+  }
+
+  /** Text for `uvpn_proxy --status`: totals, then one line per live session. */
+  statusText(): string {
+    const t = this.#totals;
+    let live = { sent: 0, received: 0, reconnects: 0, replayed: 0, spooled: 0 };
+    const lines = [...this.#sessions.values()].map((s) => {
+      const st = s.stats();
+      live = {
+        sent: live.sent + st.sent,
+        received: live.received + st.received,
+        reconnects: live.reconnects + st.reconnects,
+        replayed: live.replayed + st.replayed,
+        spooled: live.spooled + st.spooled,
+      };
+      return `session ${s.idHex} ${s.role} ${st.state} sent=${st.sent} received=${st.received} ` +
+        `reconnects=${st.reconnects} replayed=${st.replayed} spooled=${st.spooled}`;
+    });
+    return [
+      `subnet ${formatSubnet(this.subnet)} leases=${this.#table.leases.size} relays_open=${this.stats.relaysOpen} ` +
+      `relays_total=${this.stats.relaysTotal} refused=${this.stats.refused}`,
+      `sessions live=${this.#sessions.size} total=${t.sessions} resets=${t.resets} ` +
+      `sent=${t.sent + live.sent} received=${t.received + live.received} reconnects=${t.reconnects + live.reconnects} ` +
+      `replayed=${t.replayed + live.replayed} spooled=${t.spooled + live.spooled}`,
+      ...lines,
+    ].join("\n") + "\n";
   }
 
   /**
    * The next hop of a virtual connection: the real listener when the destination is in our
    * subnet, else the peer router responsible for it (which must answer OK first).
    */
-  async #nextHop(c: ConnectBody): Promise<{ conn: Deno.TcpConn; via: string } | { status: number; why: string }> {
+  async #nextHop(c: ConnectBody): Promise<Hop | { status: number; why: string }> {
     if (contains(this.subnet, c.dstIp)) return await this.#dialListener(c);
     const route = routeFor(this.opts.routes, c.dstIp);
     if (!route) return { status: Status.ENETUNREACH, why: "no route to its subnet" };
@@ -271,8 +383,9 @@ export class Router {
       return { status: Status.ENETUNREACH, why: (e as Error).message };
     }
     const nonce = newNonce();
+    const id = newNonce(); // a fresh random session id
     try {
-      await writeAll(conn, encodeFrame(this.opts.key, FrameType.CONNECT, nonce, encodeConnect(c)));
+      await writeAll(conn, encodeFrame(this.opts.key, FrameType.SESSION, nonce, concat(encodeConnect(c), id)));
       const reply = await readFrame(conn, this.opts.key, this.#timeoutMs);
       const status = reply.body[0] ?? Status.EINVAL;
       if (reply.type !== FrameType.REPLY || !sameBytes(reply.nonce, nonce)) {
@@ -282,7 +395,7 @@ export class Router {
         conn.close();
         return { status, why: `peer router ${via} answered ${statusName(status)}` };
       }
-      return { conn, via: `peer router ${via}` };
+      return { conn, via: `peer router ${via}`, session: { id, redial: () => this.#redial(route, id) } };
     } catch (e) {
       try {
         conn.close();
@@ -292,7 +405,36 @@ export class Router {
     }
   }
 
-  async #dialListener(c: ConnectBody): Promise<{ conn: Deno.TcpConn; via: string } | { status: number; why: string }> {
+  /** Reconnects to the peer router for a session and resumes it. */
+  async #redial(route: Route, id: Uint8Array): Promise<{ link: Deno.TcpConn; peerRecv: number }> {
+    const session = this.#sessions.get(hex(id));
+    if (!session) throw new SessionGone("Session already ended");
+    const conn = await dialRouter(route, this.#timeoutMs);
+    const nonce = newNonce();
+    try {
+      await writeAll(conn, encodeFrame(this.opts.key, FrameType.RESUME, nonce, concat(id, u64(session.recv))));
+      const reply = await readFrame(conn, this.opts.key, this.#timeoutMs);
+      if (reply.type !== FrameType.REPLY || !sameBytes(reply.nonce, nonce)) throw new FrameError("Bad RESUME reply");
+      if (reply.body[0] === Status.ENOENT) throw new SessionGone("Peer router lost the session");
+      if (reply.body[0] !== Status.OK || reply.body.length !== 10) throw new FrameError(`RESUME refused: ${statusName(reply.body[0])}`);
+      const peerRecv = readU64(reply.body.subarray(1, 9));
+      if (reply.body[9] === 1) {
+        conn.close();
+        if (peerRecv === session.sent) throw new SessionGone("Peer finished the session cleanly meanwhile");
+        throw new SessionGone("Peer finished the session without all our bytes");
+      }
+      conn.setNoDelay(true);
+      this.#track(conn);
+      return { link: conn, peerRecv };
+    } catch (e) {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+      throw e;
+    }
+  }
+
+  async #dialListener(c: ConnectBody): Promise<Hop | { status: number; why: string }> {
     const l = this.#table.listener(c.dstIp, c.dstPort);
     if (!l) {
       return this.#table.leases.has(c.dstIp)
@@ -325,4 +467,11 @@ export class Router {
 function peerOf(conn: Deno.Conn): string {
   const a = conn.remoteAddr as Deno.NetAddr;
   return `${a.hostname}:${a.port}`;
+}
+
+/** The next hop of a virtual connection; `session` when it crosses to a peer router. */
+interface Hop {
+  conn: Deno.TcpConn;
+  via: string;
+  session?: { id: Uint8Array; redial: () => Promise<{ link: Deno.TcpConn; peerRecv: number }> };
 }

@@ -28,6 +28,9 @@ export const FrameType = {
   LISTEN: 6,
   UNLISTEN: 7,
   INFO: 8,
+  SESSION: 9,
+  RESUME: 10,
+  STATUS: 11,
 } as const;
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType];
 
@@ -113,7 +116,7 @@ export function parseHead(head: Uint8Array): { type: number; bodyLen: number } {
   }
   if (head[4] !== VERSION) throw new FrameError(`Unsupported version: ${head[4]}`);
   const type = head[5];
-  if (type < FrameType.CONNECT || type > FrameType.INFO) {
+  if (type < FrameType.CONNECT || type > FrameType.STATUS) {
     throw new FrameError(`Unknown frame type: ${type}`);
   }
   const bodyLen = (head[6] << 8) | head[7];

@@ -35,6 +35,10 @@ cases = [
     ("listen", 6, bytes([3] * 16), 44, ip("100.65.0.2") + struct.pack(">HH", 8080, 45678)),
     ("unlisten", 7, bytes([4] * 16), 45, ip("100.65.0.2") + struct.pack(">H", 8080)),
     ("info", 8, bytes([5] * 16), 0xFFFFFFFFFFFF, b""),
+    ("session", 9, bytes([6] * 16), 46,
+     connect_body(6, 40001, "100.64.0.1", "100.65.0.7", 22) + bytes(range(0xA0, 0xB0))),
+    ("resume", 10, bytes([7] * 16), 47, bytes(range(0xA0, 0xB0)) + struct.pack(">Q", 123456789012)),
+    ("status", 11, bytes([8] * 16), 48, b""),
     ("reply_lease", 2, bytes([0x5A] * 16), 1234567890999, b"\x00" + ip("100.64.0.3")),
 ]
 

@@ -181,14 +181,19 @@ export class Overlay {
   readonly a: TestSubnet;
   readonly b: TestSubnet;
 
-  constructor(readonly dir: string) {
+  /**
+   * `opts.bVia`: the address peer routers use for subnet B (e.g. a WAN emulator in front of B's
+   * router); `opts.routerArgs`: extra uvpn_proxy flags for both routers.
+   */
+  constructor(readonly dir: string, readonly opts: { bVia?: { host: string; port: number }; routerArgs?: string[] } = {}) {
     this.routes = join(dir, "routes");
     this.keyFile = join(dir, "key");
     this.a = { prefix: "100.64.0.0/16", host: "127.0.0.2", port: freePort("127.0.0.2") };
     this.b = { prefix: "100.65.0.0/16", host: "127.0.0.3", port: freePort("127.0.0.3") };
+    const bRoute = opts.bVia ?? this.b;
     Deno.writeTextFileSync(
       this.routes,
-      `# test overlay\n${this.a.prefix} ${this.a.host}:${this.a.port}\n${this.b.prefix} ${this.b.host}:${this.b.port}\n`,
+      `# test overlay\n${this.a.prefix} ${this.a.host}:${this.a.port}\n${this.b.prefix} ${bRoute.host}:${bRoute.port}\n`,
     );
   }
 
@@ -208,6 +213,7 @@ export class Overlay {
       `${s.host}:${s.port}`,
       "--state",
       join(this.dir, `state-${s.port}.json`),
+      ...(this.opts.routerArgs ?? []),
     ], { env: this.baseEnv });
     s.router = p;
     await p.waitFor(/serving subnet/);
