@@ -30,7 +30,8 @@ Runs the UVPN subnet router of one subnet of your private network.
   --spool-limit MIB   unacknowledged bytes kept per session and direction, in memory then on
                       disk, before the sending application is slowed down (default 256)
   --spool-dir DIR     where spool files go (default $TMPDIR or /tmp)
-  --status            ask the running router of this entry for its sessions and counters
+  --status            ask the running router of this entry (all entries without --subnet or
+                      --listen) for its sessions and counters, then exit
   -h, --help          this text
   -V, --version       the version
 `;
@@ -58,6 +59,22 @@ async function chooseEntry(routes: Route[], subnetFlag: string | undefined, file
   throw new ConfigError(`No entry of ${file} can be bound on this machine; choose one with --subnet`);
 }
 
+/** --status without --subnet: every router of the route file, each under a heading. */
+async function statusOfAll(routes: Route[], keyFile: string): Promise<number> {
+  const key = await readKey(keyFile);
+  let failures = 0;
+  for (const r of routes) {
+    console.log(`== ${formatSubnet(r.subnet)} ${r.host}:${r.port}`);
+    try {
+      await Deno.stdout.write(await requestOk(r, key, FrameType.STATUS, new Uint8Array(0), "the status"));
+    } catch (e) {
+      failures++;
+      console.log(`unreachable: ${(e as Error).message}`);
+    }
+  }
+  return failures === routes.length ? 5 : 0;
+}
+
 await runMain("uvpn_proxy", async () => {
   const { values } = parseCli("uvpn_proxy", USAGE, Deno.args, {
     routes: { type: "string" },
@@ -75,6 +92,9 @@ await runMain("uvpn_proxy", async () => {
   });
   const routesFile = values.routes ?? join(homeDir(), ".uvpn_route");
   const routes = await loadRoutes(routesFile);
+  if (values.status && values.subnet === undefined && values.listen === undefined) {
+    return await statusOfAll(routes, keyPath(values.key));
+  }
   const self = await chooseEntry(routes, values.subnet, routesFile);
   let listen = { hostname: "0.0.0.0", port: self.port };
   if (values.listen !== undefined) {

@@ -104,6 +104,10 @@ Deno.test("uvpn outage: an outage longer than the limit resets both applications
     assert.match(String(rs.recv_error ?? rs.send_error), /ConnectionResetError|BrokenPipe/, JSON.stringify(rs));
     assert.ok(rc.received < 64 * 1024 * 1024 && rs.received < 64 * 1024 * 1024, "nothing looked complete");
     await o.a.router!.waitFor(/reset \(outage longer than 2 s\)/);
+    // Status of every router of the route file: the reset is counted.
+    const all = await cli("uvpn_proxy", ["--status", "--routes", o.routes], { env: o.baseEnv });
+    assert.equal(all.code, 0, all.stderr);
+    assert.match(all.stdout, /^== 100\.64\.0\.0\/16 127\.0\.0\.2:\d+\nsubnet 100\.64\.0\.0\/16 leases=1 .*\nsessions live=0 total=1 resets=1 /m);
   } finally {
     emu.restore();
     await client?.stop();
