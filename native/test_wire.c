@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 static int passed, failed;
 
@@ -113,6 +114,49 @@ static void vector(const uint8_t key[32], const char *name, int type, const char
     }
 }
 
+static int parse_ep(const char *s, uint32_t *ip, uint16_t *port)
+{
+    unsigned a, b, c, d, p;
+    if (sscanf(s, "%u.%u.%u.%u:%u", &a, &b, &c, &d, &p) != 5) return -1;
+    *ip = a << 24 | b << 16 | c << 8 | d;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+/* A "dgram NAME SRC DST PAYLOAD DATAGRAM" line: seal equals, open verifies, tampering fails. */
+static void dgram_vector(const uint8_t key[32], const char *line)
+{
+    char name[64], src[32], dst[32], pay[2 * 1024 + 8], want_hex[2 * 1100 + 8];
+    uvpn_dgram d, got;
+    uint8_t payload[1024], want[1100], head[UVPN_DGRAM_HEAD_LEN];
+    if (sscanf(line, "dgram %63s %31s %31s %2055s %2207s", name, src, dst, pay, want_hex) != 5 ||
+        parse_ep(src, &d.src_ip, &d.src_port) || parse_ep(dst, &d.dst_ip, &d.dst_port)) {
+        check(0, "dgram", "unparsable line");
+        return;
+    }
+    long pl = strcmp(pay, "-") == 0 ? 0 : unhex(pay, payload, sizeof payload);
+    long wl = unhex(want_hex, want, sizeof want);
+    struct iovec iov[2] = {{payload, (size_t)(pl / 2)}, {payload + pl / 2, (size_t)(pl - pl / 2)}};
+    uvpn_dgram_seal(key, &d, iov, 2, head);
+    check(pl >= 0 && wl == UVPN_DGRAM_HEAD_LEN + pl && memcmp(head, want, sizeof head) == 0 &&
+              memcmp(want + UVPN_DGRAM_HEAD_LEN, payload, (size_t)pl) == 0,
+          name, "seal equals datagram_hex");
+    check(uvpn_dgram_open(key, want, (size_t)wl, &got) == UVPN_OK && got.src_ip == d.src_ip &&
+              got.src_port == d.src_port && got.dst_ip == d.dst_ip && got.dst_port == d.dst_port,
+          name, "open verifies and decodes");
+    for (long i = 0; i < wl; i += 5) {
+        want[i] ^= 0x20;
+        int r = uvpn_dgram_open(key, want, (size_t)wl, &got);
+        want[i] ^= 0x20;
+        if (r == UVPN_OK) {
+            check(0, name, "tampered byte accepted");
+            return;
+        }
+    }
+    check(uvpn_dgram_open(key, want, UVPN_DGRAM_HEAD_LEN - 1, &got) == UVPN_E_SHORT, name,
+          "short datagram rejected");
+}
+
 static void local_checks(const uint8_t key[32])
 {
     uvpn_connect c = {6, 0, 40000, 0x64400001, 0x64410007, 8080}, d;
@@ -173,6 +217,10 @@ int main(int argc, char **argv)
         if (sscanf(line, "key %64s", frame) == 1) {
             have_key = unhex(frame, key, 32) == 32;
             check(have_key, "key", "vector key line");
+            continue;
+        }
+        if (have_key && strncmp(line, "dgram ", 6) == 0) {
+            dgram_vector(key, line);
             continue;
         }
         if (!have_key ||

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
@@ -235,4 +236,48 @@ int uvpn_replay_check(uvpn_replay *rc, const uint8_t nonce[UVPN_NONCE_LEN], uint
 out:
     pthread_mutex_unlock(&rc->lock);
     return r;
+}
+
+/* ---- encapsulated datagrams --------------------------------------------------------------- */
+
+static void dgram_mac(const uint8_t key[UVPN_KEY_LEN], const uint8_t head[18],
+                      const struct iovec *iov, int iovcnt, uint8_t out[SHA256_DIGEST_LEN])
+{
+    hmac_sha256_ctx c;
+    hmac_sha256_init(&c, key, UVPN_KEY_LEN);
+    hmac_sha256_update(&c, head, 18);
+    for (int i = 0; i < iovcnt; i++) hmac_sha256_update(&c, iov[i].iov_base, iov[i].iov_len);
+    hmac_sha256_final(&c, out);
+}
+
+void uvpn_dgram_seal(const uint8_t key[UVPN_KEY_LEN], const uvpn_dgram *d, const struct iovec *iov,
+                     int iovcnt, uint8_t head[UVPN_DGRAM_HEAD_LEN])
+{
+    uint8_t mac[SHA256_DIGEST_LEN];
+    memcpy(head, UVPN_DGRAM_MAGIC, 4);
+    head[4] = UVPN_VERSION;
+    head[5] = 0;
+    put32(head + 6, d->src_ip);
+    put16(head + 10, d->src_port);
+    put32(head + 12, d->dst_ip);
+    put16(head + 16, d->dst_port);
+    dgram_mac(key, head, iov, iovcnt, mac);
+    memcpy(head + 18, mac, UVPN_DGRAM_MAC_LEN);
+}
+
+int uvpn_dgram_open(const uint8_t key[UVPN_KEY_LEN], const uint8_t *buf, size_t n, uvpn_dgram *d)
+{
+    if (n < UVPN_DGRAM_HEAD_LEN) return UVPN_E_SHORT;
+    if (memcmp(buf, UVPN_DGRAM_MAGIC, 4) != 0) return UVPN_E_MAGIC;
+    if (buf[4] != UVPN_VERSION) return UVPN_E_VERSION;
+    struct iovec p = {(void *)(buf + UVPN_DGRAM_HEAD_LEN), n - UVPN_DGRAM_HEAD_LEN};
+    uint8_t mac[SHA256_DIGEST_LEN], diff = 0;
+    dgram_mac(key, buf, &p, 1, mac);
+    for (int i = 0; i < UVPN_DGRAM_MAC_LEN; i++) diff |= (uint8_t)(mac[i] ^ buf[18 + i]);
+    if (diff) return UVPN_E_MAC;
+    d->src_ip = get32(buf + 6);
+    d->src_port = get16(buf + 10);
+    d->dst_ip = get32(buf + 12);
+    d->dst_port = get16(buf + 16);
+    return UVPN_OK;
 }

@@ -32,7 +32,8 @@ enum {
     UVPN_T_SESSION = 9, /* router to router: CONNECT body + session id */
     UVPN_T_RESUME = 10, /* router to router: session id + r_bytes */
     UVPN_T_STATUS = 11, /* a router's sessions and counters, as text */
-    UVPN_T_LAST = UVPN_T_STATUS,
+    UVPN_T_UDPBIND = 12, /* ip, vport, real_port: a UDP endpoint (real_port 0: unregister) */
+    UVPN_T_LAST = UVPN_T_UDPBIND,
 };
 
 /* Reply status codes */
@@ -111,6 +112,28 @@ const char *uvpn_strerror(int err);
 
 void uvpn_connect_pack(const uvpn_connect *c, uint8_t out[UVPN_CONNECT_BODY_LEN]);
 int uvpn_connect_unpack(const uint8_t *body, size_t len, uvpn_connect *c);
+
+/* Encapsulated UDP datagrams (docs/PROTOCOL.md, "Datagrams"): a 34-byte head
+ * {magic "UVPD", version, reserved, src ip:port, dst ip:port, 16-byte truncated HMAC-SHA256 over
+ * head bytes 0..17 and the payload}, then the payload. */
+#define UVPN_DGRAM_MAGIC "UVPD" /* 55 56 50 44 */
+#define UVPN_DGRAM_HEAD_LEN 34
+#define UVPN_DGRAM_MAC_LEN 16
+#define UVPN_DGRAM_MAX 65507 /* largest UDP payload over IPv4: the whole encapsulated datagram */
+#define UVPN_DGRAM_MAX_PAYLOAD (UVPN_DGRAM_MAX - UVPN_DGRAM_HEAD_LEN)
+
+typedef struct {
+    uint32_t src_ip, dst_ip; /* host order */
+    uint16_t src_port, dst_port;
+} uvpn_dgram;
+
+struct iovec;
+/* Writes the head of d for the payload given as iov (iovcnt parts) into head. */
+void uvpn_dgram_seal(const uint8_t key[UVPN_KEY_LEN], const uvpn_dgram *d, const struct iovec *iov,
+                     int iovcnt, uint8_t head[UVPN_DGRAM_HEAD_LEN]);
+/* Checks an encapsulated datagram of n bytes (head + payload): UVPN_OK with *d filled, or
+ * UVPN_E_SHORT, UVPN_E_MAGIC, UVPN_E_VERSION, UVPN_E_MAC. The payload is buf + 34. */
+int uvpn_dgram_open(const uint8_t key[UVPN_KEY_LEN], const uint8_t *buf, size_t n, uvpn_dgram *d);
 
 /* Status <-> errno. Unknown status -> EPROTO; unknown errno -> UVPN_ST_ECONNREFUSED. */
 int uvpn_status_to_errno(int status);

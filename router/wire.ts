@@ -31,6 +31,7 @@ export const FrameType = {
   SESSION: 9,
   RESUME: 10,
   STATUS: 11,
+  UDPBIND: 12,
 } as const;
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType];
 
@@ -116,7 +117,7 @@ export function parseHead(head: Uint8Array): { type: number; bodyLen: number } {
   }
   if (head[4] !== VERSION) throw new FrameError(`Unsupported version: ${head[4]}`);
   const type = head[5];
-  if (type < FrameType.CONNECT || type > FrameType.STATUS) {
+  if (type < FrameType.CONNECT || type > FrameType.UDPBIND) {
     throw new FrameError(`Unknown frame type: ${type}`);
   }
   const bodyLen = (head[6] << 8) | head[7];
@@ -258,4 +259,52 @@ export function unhex(s: string): Uint8Array {
   const out = new Uint8Array(s.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
   return out;
+}
+
+/** Encapsulated UDP datagrams (docs/PROTOCOL.md, "Datagrams"): magic, 34-byte head, payload. */
+export const DGRAM_MAGIC = new Uint8Array([0x55, 0x56, 0x50, 0x44]); // "UVPD"
+export const DGRAM_HEAD_LEN = 34;
+const DGRAM_MAC_LEN = 16;
+/** Largest encapsulated datagram (the largest UDP payload over IPv4). */
+export const DGRAM_MAX = 65507;
+
+/** The addresses of an encapsulated datagram. */
+export interface DgramAddrs {
+  srcIp: number;
+  srcPort: number;
+  dstIp: number;
+  dstPort: number;
+}
+
+function dgramMac(key: Uint8Array, head: Uint8Array, payload: Uint8Array): Uint8Array {
+  return new Uint8Array(createHmac("sha256", key).update(head.subarray(0, 18)).update(payload).digest())
+    .subarray(0, DGRAM_MAC_LEN);
+}
+
+/** Encapsulates a payload: head (with the truncated MAC) then payload. */
+export function sealDgram(key: Uint8Array, a: DgramAddrs, payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(DGRAM_HEAD_LEN + payload.length);
+  const v = new DataView(out.buffer);
+  out.set(DGRAM_MAGIC, 0);
+  out[4] = VERSION;
+  v.setUint32(6, a.srcIp);
+  v.setUint16(10, a.srcPort);
+  v.setUint32(12, a.dstIp);
+  v.setUint16(16, a.dstPort);
+  out.set(dgramMac(key, out, payload), 18);
+  out.set(payload, DGRAM_HEAD_LEN);
+  return out;
+}
+
+/** Verifies an encapsulated datagram and returns its addresses; throws FrameError. */
+export function openDgram(key: Uint8Array, d: Uint8Array): DgramAddrs {
+  if (d.length < DGRAM_HEAD_LEN) throw new FrameError(`Short datagram: ${d.length} bytes`);
+  for (let i = 0; i < 4; i++) {
+    if (d[i] !== DGRAM_MAGIC[i]) throw new FrameError("Bad magic: not a UVPN datagram");
+  }
+  if (d[4] !== VERSION) throw new FrameError(`Unsupported datagram version: ${d[4]}`);
+  const mac = dgramMac(key, d, d.subarray(DGRAM_HEAD_LEN));
+  if (!timingSafeEqual(mac, d.subarray(18, DGRAM_HEAD_LEN))) throw new FrameError("Bad datagram MAC: wrong network key");
+  const v = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  return { srcIp: v.getUint32(6), srcPort: v.getUint16(10), dstIp: v.getUint32(12), dstPort: v.getUint16(16) };
 }

@@ -19,6 +19,11 @@ def ip(s: str) -> bytes:
     return bytes(int(p) for p in s.split("."))
 
 
+def dgram(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
+    head = b"UVPD" + bytes([1, 0]) + ip(src) + struct.pack(">H", sport) + ip(dst) + struct.pack(">H", dport)
+    return head + hmac.new(KEY, head + payload, hashlib.sha256).digest()[:16] + payload
+
+
 def connect_body(proto, sport, src, dst, dport):
     return struct.pack(">BBH", proto, 0, sport) + ip(src) + ip(dst) + struct.pack(">HH", dport, 0)
 
@@ -39,6 +44,8 @@ cases = [
      connect_body(6, 40001, "100.64.0.1", "100.65.0.7", 22) + bytes(range(0xA0, 0xB0))),
     ("resume", 10, bytes([7] * 16), 47, bytes(range(0xA0, 0xB0)) + struct.pack(">Q", 123456789012)),
     ("status", 11, bytes([8] * 16), 48, b""),
+    ("udpbind", 12, bytes([9] * 16), 49, ip("100.65.0.2") + struct.pack(">HH", 5353, 40001)),
+    ("udpunbind", 12, bytes([10] * 16), 50, ip("100.65.0.2") + struct.pack(">HH", 5353, 0)),
     ("reply_lease", 2, bytes([0x5A] * 16), 1234567890999, b"\x00" + ip("100.64.0.3")),
 ]
 
@@ -47,3 +54,12 @@ print("# key <hex>, then: name type nonce_hex time_ms body_hex(- if empty) frame
 print("key", KEY.hex())
 for name, ftype, nonce, t, body in cases:
     print(name, ftype, nonce.hex(), t, body.hex() or "-", frame(ftype, nonce, t, body).hex())
+print("# dgram name src_ip:port dst_ip:port payload_hex(- if empty) datagram_hex")
+dgrams = [
+    ("dgram_hello", "100.64.0.1", 40000, "100.65.0.7", 5353, b"hello"),
+    ("dgram_empty", "100.65.0.7", 5353, "100.64.0.1", 40000, b""),
+    ("dgram_bytes", "100.64.0.200", 65535, "100.65.255.1", 1, bytes(range(256))),
+]
+for name, src, sport, dst, dport, payload in dgrams:
+    print("dgram", name, f"{src}:{sport}", f"{dst}:{dport}", payload.hex() or "-",
+          dgram(src, sport, dst, dport, payload).hex())

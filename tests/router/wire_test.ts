@@ -9,6 +9,8 @@ import {
   FrameError,
   FrameType,
   hex,
+  openDgram,
+  sealDgram,
   ReplayCache,
   TIME_WINDOW_MS,
   unhex,
@@ -18,7 +20,16 @@ import { ROOT } from "../helpers.ts";
 const lines = Deno.readTextFileSync(join(ROOT, "tests/vectors/wire.txt")).split("\n")
   .filter((l) => l && !l.startsWith("#"));
 const key = unhex(lines[0].split(" ")[1]);
-const vectors = lines.slice(1).map((l) => {
+const dgrams = lines.filter((l) => l.startsWith("dgram ")).map((l) => {
+  const [, name, src, dst, payload, dgram] = l.split(" ");
+  const ep = (s: string) => {
+    const [ip, port] = s.split(":");
+    return { ip: ip.split(".").reduce((a, b) => a * 256 + Number(b), 0), port: Number(port) };
+  };
+  const s = ep(src), d = ep(dst);
+  return { name, addrs: { srcIp: s.ip, srcPort: s.port, dstIp: d.ip, dstPort: d.port }, payload: unhex(payload === "-" ? "" : payload), dgram };
+});
+const vectors = lines.slice(1).filter((l) => !l.startsWith("dgram ")).map((l) => {
   const [name, type, nonce, time, body, frame] = l.split(" ");
   return { name, type: Number(type), nonce: unhex(nonce), time: Number(time), body: unhex(body === "-" ? "" : body), frame };
 });
@@ -69,4 +80,24 @@ Deno.test("wire: replay cache refuses a repeated nonce and a stale time", () => 
   assert.throws(() => cache.check(f, now + 1000), /Replayed/);
   const old = decodeFrame(key, encodeFrame(key, FrameType.INFO, new Uint8Array(16).fill(8), undefined, now));
   assert.throws(() => cache.check(old, now + TIME_WINDOW_MS + 1), /Stale/);
+});
+
+Deno.test("wire: datagram vectors seal byte for byte and open to their addresses", () => {
+  assert.ok(dgrams.length >= 3);
+  for (const v of dgrams) {
+    assert.equal(hex(sealDgram(key, v.addrs, v.payload)), v.dgram, v.name);
+    assert.deepEqual(openDgram(key, unhex(v.dgram)), v.addrs, v.name);
+  }
+});
+
+Deno.test("wire: tampered, short and foreign datagrams are rejected", () => {
+  const good = unhex(dgrams[0].dgram);
+  for (let i = 0; i < good.length; i++) {
+    const bad = good.slice();
+    bad[i] ^= 0x20;
+    assert.throws(() => openDgram(key, bad), FrameError, `flip at ${i}`);
+  }
+  assert.throws(() => openDgram(key, good.subarray(0, 33)), /Short datagram/);
+  assert.throws(() => openDgram(new Uint8Array(32), good), /Bad datagram MAC/);
+  assert.throws(() => openDgram(key, unhex(vectors[0].frame)), /Bad magic/);
 });
