@@ -169,6 +169,22 @@ static void local_checks(const uint8_t key[32])
           "connect_body", "unpack round trip");
     check(uvpn_connect_unpack(b, 15, &d) == UVPN_E_BODY, "connect_body", "short body rejected");
 
+    uint8_t nb[3 + UVPN_NAME_MAX], nw[16];
+    long nl = uvpn_name_pack(nb, 0, "node1", 5, 0);
+    unhex("0001056e6f646531", nw, 16);
+    check(nl == 8 && memcmp(nb, nw, 8) == 0, "name_body", "forward query matches vector body");
+    nl = uvpn_name_pack(nb, UVPN_NAME_F_LOCAL, NULL, 0, 0x64410007);
+    unhex("010264410007", nw, 16);
+    check(nl == 6 && memcmp(nb, nw, 6) == 0, "name_body", "reverse query matches vector body");
+    check(uvpn_name_pack(nb, 0, "a.b", 3, 0) == UVPN_E_BODY && uvpn_name_pack(nb, 0, "", 0, 0) ==
+              UVPN_E_BODY, "name_body", "invalid names rejected");
+    uint32_t nip = 0;
+    char nm[UVPN_NAME_MAX + 1];
+    unhex("64410007056e6f646531", nw, 16);
+    check(uvpn_name_answer(nw, 10, &nip, nm) == 0 && nip == 0x64410007 && strcmp(nm, "node1") == 0,
+          "name_body", "answer parses");
+    check(uvpn_name_answer(nw, 9, &nip, nm) == UVPN_E_BODY, "name_body", "short answer rejected");
+
     static const int errs[] = {0, ECONNREFUSED, ENETUNREACH, ETIMEDOUT, EHOSTUNREACH,
                                EACCES, EADDRINUSE, EINVAL, EADDRNOTAVAIL, ENOENT};
     int ok = 1;

@@ -123,6 +123,44 @@ int uvpn_connect_unpack(const uint8_t *body, size_t len, uvpn_connect *c)
     return UVPN_OK;
 }
 
+int uvpn_name_valid(const char *name, size_t n)
+{
+    if (n < 1 || n > UVPN_NAME_MAX) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+long uvpn_name_pack(uint8_t out[3 + UVPN_NAME_MAX], int flags, const char *name, size_t n,
+                    uint32_t ip)
+{
+    out[0] = (uint8_t)flags;
+    if (!name) {
+        out[1] = UVPN_NAME_REVERSE;
+        put32(out + 2, ip);
+        return 6;
+    }
+    if (!uvpn_name_valid(name, n)) return UVPN_E_BODY;
+    out[1] = UVPN_NAME_FORWARD;
+    out[2] = (uint8_t)n;
+    memcpy(out + 3, name, n);
+    return (long)(3 + n);
+}
+
+int uvpn_name_answer(const uint8_t *data, size_t len, uint32_t *ip, char name[UVPN_NAME_MAX + 1])
+{
+    if (len < 5 || len != 5 + (size_t)data[4] || !uvpn_name_valid((const char *)data + 5, data[4]))
+        return UVPN_E_BODY;
+    *ip = get32(data);
+    memcpy(name, data + 5, data[4]);
+    name[data[4]] = 0;
+    return UVPN_OK;
+}
+
 /* Index = status code. */
 static const int st_errno[] = {0, ECONNREFUSED, ENETUNREACH, ETIMEDOUT, EHOSTUNREACH,
                                EACCES, EADDRINUSE, EINVAL, EADDRNOTAVAIL, ENOENT};

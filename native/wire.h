@@ -33,7 +33,8 @@ enum {
     UVPN_T_RESUME = 10, /* router to router: session id + r_bytes */
     UVPN_T_STATUS = 11, /* a router's sessions and counters, as text */
     UVPN_T_UDPBIND = 12, /* ip, vport, real_port: a UDP endpoint (real_port 0: unregister) */
-    UVPN_T_LAST = UVPN_T_UDPBIND,
+    UVPN_T_NAME = 13,   /* overlay host name <-> virtual address (see uvpn_name_pack) */
+    UVPN_T_LAST = UVPN_T_NAME,
 };
 
 /* Reply status codes */
@@ -112,6 +113,22 @@ const char *uvpn_strerror(int err);
 
 void uvpn_connect_pack(const uvpn_connect *c, uint8_t out[UVPN_CONNECT_BODY_LEN]);
 int uvpn_connect_unpack(const uint8_t *body, size_t len, uvpn_connect *c);
+
+/* NAME body: flags u8, kind u8, then kind 1 (forward): name_len u8, name (1..63 bytes,
+ * [A-Za-z0-9-]); kind 2 (reverse): ip[4]. Reply data: ip[4], name_len u8, name. */
+#define UVPN_NAME_FORWARD 1
+#define UVPN_NAME_REVERSE 2
+#define UVPN_NAME_F_LOCAL 1     /* answer from the router's own leases only (router to router) */
+#define UVPN_NAME_MAX 63
+
+/* 1 if name (n bytes) is a valid overlay host name: 1..63 of [A-Za-z0-9-]. */
+int uvpn_name_valid(const char *name, size_t n);
+/* Packs a forward (name != NULL) or reverse query. Returns the body length or UVPN_E_BODY. */
+long uvpn_name_pack(uint8_t out[3 + UVPN_NAME_MAX], int flags, const char *name, size_t n,
+                    uint32_t ip);
+/* Parses NAME reply data (after the status byte): *ip and the name, NUL-terminated, into
+ * name[UVPN_NAME_MAX + 1]. 0 or UVPN_E_BODY. */
+int uvpn_name_answer(const uint8_t *data, size_t len, uint32_t *ip, char name[UVPN_NAME_MAX + 1]);
 
 /* Encapsulated UDP datagrams (docs/PROTOCOL.md, "Datagrams"): a 34-byte head
  * {magic "UVPD", version, reserved, src ip:port, dst ip:port, 16-byte truncated HMAC-SHA256 over

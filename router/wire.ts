@@ -32,6 +32,7 @@ export const FrameType = {
   RESUME: 10,
   STATUS: 11,
   UDPBIND: 12,
+  NAME: 13,
 } as const;
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType];
 
@@ -117,7 +118,7 @@ export function parseHead(head: Uint8Array): { type: number; bodyLen: number } {
   }
   if (head[4] !== VERSION) throw new FrameError(`Unsupported version: ${head[4]}`);
   const type = head[5];
-  if (type < FrameType.CONNECT || type > FrameType.UDPBIND) {
+  if (type < FrameType.CONNECT || type > FrameType.NAME) {
     throw new FrameError(`Unknown frame type: ${type}`);
   }
   const bodyLen = (head[6] << 8) | head[7];
@@ -202,6 +203,49 @@ export function decodeConnect(body: Uint8Array): ConnectBody {
     dstIp: v.getUint32(8),
     dstPort: v.getUint16(12),
   };
+}
+
+/** An overlay host name: 1 to 63 letters, digits or '-'. */
+export const NAME_RE = /^[A-Za-z0-9-]{1,63}$/;
+/** NAME query kinds and flags. */
+export const NameKind = { FORWARD: 1, REVERSE: 2 } as const;
+/** NAME flag: answer from the router's own leases only (a router asking its peers). */
+export const NAME_F_LOCAL = 1;
+
+/** A NAME query: name -> address (forward) or address -> name (reverse). */
+export type NameQuery =
+  | { flags: number; kind: typeof NameKind.FORWARD; name: string }
+  | { flags: number; kind: typeof NameKind.REVERSE; ip: number };
+
+/** Packs a NAME body. */
+export function encodeNameQuery(q: NameQuery): Uint8Array {
+  if (q.kind === NameKind.REVERSE) return concat(new Uint8Array([q.flags, q.kind]), ipBytes(q.ip));
+  if (!NAME_RE.test(q.name)) throw new FrameError(`Bad overlay name: ${q.name}`);
+  const name = new TextEncoder().encode(q.name);
+  return concat(new Uint8Array([q.flags, q.kind, name.length]), name);
+}
+
+/** Unpacks a NAME body; throws FrameError when malformed. */
+export function decodeNameQuery(b: Uint8Array): NameQuery {
+  const [flags, kind] = b;
+  if (b.length === 6 && kind === NameKind.REVERSE) return { flags, kind, ip: u32(b, 2) };
+  if (b.length >= 4 && kind === NameKind.FORWARD && b.length === 3 + b[2]) {
+    const name = new TextDecoder().decode(b.subarray(3));
+    if (NAME_RE.test(name)) return { flags, kind, name };
+  }
+  throw new FrameError(`Bad NAME body: ${hex(b.subarray(0, 8))}`);
+}
+
+/** NAME reply data: ip[4], name_len u8, name. */
+export function encodeNameAnswer(ip: number, name: string): Uint8Array {
+  const n = new TextEncoder().encode(name);
+  return concat(ipBytes(ip), new Uint8Array([n.length]), n);
+}
+
+/** Unpacks NAME reply data. */
+export function decodeNameAnswer(d: Uint8Array): { ip: number; name: string } {
+  if (d.length < 5 || d.length !== 5 + d[4]) throw new FrameError(`Bad NAME answer: ${d.length} bytes`);
+  return { ip: u32(d, 0), name: new TextDecoder().decode(d.subarray(5)) };
 }
 
 /** A REPLY body: status byte then data. */

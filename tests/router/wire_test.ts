@@ -4,8 +4,12 @@ import { join } from "node:path";
 import {
   decodeConnect,
   decodeFrame,
+  decodeNameAnswer,
+  decodeNameQuery,
   encodeConnect,
   encodeFrame,
+  encodeNameAnswer,
+  encodeNameQuery,
   FrameError,
   FrameType,
   hex,
@@ -56,6 +60,20 @@ Deno.test("wire: CONNECT body round trip matches the vector", () => {
   const c = decodeConnect(v.body);
   assert.deepEqual(c, { proto: 6, srcPort: 40000, srcIp: 0x64400001, dstIp: 0x64410007, dstPort: 8080 });
   assert.equal(hex(encodeConnect(c)), hex(v.body));
+});
+
+Deno.test("wire: NAME bodies round trip and match the vectors", () => {
+  const body = (name: string) => vectors.find((x) => x.name === name)!.body;
+  assert.deepEqual(decodeNameQuery(body("name_forward")), { flags: 0, kind: 1, name: "node1" });
+  assert.equal(hex(encodeNameQuery({ flags: 0, kind: 1, name: "node1" })), hex(body("name_forward")));
+  assert.deepEqual(decodeNameQuery(body("name_reverse_local")), { flags: 1, kind: 2, ip: 0x64410007 });
+  assert.equal(hex(encodeNameQuery({ flags: 1, kind: 2, ip: 0x64410007 })), hex(body("name_reverse_local")));
+  assert.deepEqual(decodeNameAnswer(body("reply_name").subarray(1)), { ip: 0x64410007, name: "node1" });
+  assert.equal(hex(encodeNameAnswer(0x64410007, "node1")), hex(body("reply_name").subarray(1)));
+  for (const bad of ["", "0001", "00010a6e6f646531", "0001036e2e31", "0003056e6f646531", "000264410007ff"]) {
+    assert.throws(() => decodeNameQuery(unhex(bad)), /Bad NAME body/, bad);
+  }
+  assert.throws(() => encodeNameQuery({ flags: 0, kind: 1, name: "a.b" }), /Bad overlay name: a\.b/);
 });
 
 Deno.test("wire: tampered, truncated and foreign frames are rejected", () => {
