@@ -6,9 +6,9 @@
 import { NetworkError, UsageError } from "../router/errors.ts";
 import { formatIp, parseIp } from "../router/ipv4.ts";
 import { keyPath, readKey } from "../router/key.ts";
-import { type RouterAddr, requestOk } from "../router/client.ts";
+import { request, type RouterAddr, requestOk } from "../router/client.ts";
 import { parseHostPort } from "../router/routes.ts";
-import { FrameType, ipBytes, u32 } from "../router/wire.ts";
+import { FrameType, ipBytes, Status, statusName, u32 } from "../router/wire.ts";
 import { parseCli, runMain } from "./common.ts";
 import { type Mode, MODES, runInOverlay } from "./overlay_run.ts";
 
@@ -24,7 +24,8 @@ router set for it) and exits with CMD's status (128 + signal number if a signal 
 
   -r, --register      lease a new, unique virtual address and print it
   -s, --silent        print only the address, nothing else
-      --name NAME     register NAME for the new address (letters, digits, '-')
+      --name NAME     register NAME for the new address (letters, digits, '-'; unique in
+                      the subnet): overlay programs reach it as NAME or NAME.uvpn
       --list          list the router's leases: ADDR, holder, name
       --release ADDR  give a leased address back
       --mode MODE     how CMD joins the overlay: preload (libuvpn.so, dynamic programs),
@@ -104,7 +105,12 @@ await runMain("uvpn_register", async () => {
   }
   const nameBytes = new TextEncoder().encode(name);
   const body = new Uint8Array([nameBytes.length, ...nameBytes]);
-  const data = await requestOk(router, key, FrameType.LEASE, body, "a lease");
+  const reply = await request(router, key, FrameType.LEASE, body);
+  if (reply.status === Status.EADDRINUSE && name) {
+    throw new NetworkError(`Name already leased in the subnet of router ${where}: ${name}`);
+  }
+  if (reply.status !== Status.OK) throw new NetworkError(`Router refused a lease: ${statusName(reply.status)}`);
+  const data = reply.data;
   if (data.length !== 4) throw new NetworkError(`Bad lease reply from router: ${where}`);
   const addr = formatIp(u32(data, 0));
   if (split < 0) {

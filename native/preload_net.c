@@ -28,8 +28,9 @@
 #define EXPORT __attribute__((visibility("default")))
 
 /* Set while this thread runs overlay code: anything it triggers (e.g. an NSS module connecting
- * during name resolution) passes straight through, so the wrappers never recurse. */
-static __thread __attribute__((tls_model("initial-exec"))) int inside;
+ * during name resolution) passes straight through, so the wrappers never recurse. Shared with
+ * the name wrappers of resolve.c (hidden: not exported from libuvpn.so). */
+__thread __attribute__((tls_model("initial-exec"))) int inside;
 
 #define NEED(fn)                   \
     do {                           \

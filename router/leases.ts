@@ -97,6 +97,14 @@ export class LeaseTable {
     return null;
   }
 
+  /** The lease holding an overlay host name (names compare case-insensitively, as in DNS). */
+  byName(name: string): Lease | undefined {
+    const want = name.toLowerCase();
+    if (!want) return undefined;
+    for (const l of this.leases.values()) if (l.name.toLowerCase() === want) return l;
+    return undefined;
+  }
+
   /** Releases a lease and its listeners; false when it was not leased. */
   async release(ip: number): Promise<boolean> {
     if (!this.leases.delete(ip)) return false;

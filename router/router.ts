@@ -7,6 +7,7 @@ import { dialRouter } from "./client.ts";
 import { readFrame, TimeoutError, withTimeout, writeAll } from "./frame_io.ts";
 import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
 import { LeaseTable } from "./leases.ts";
+import { NameService } from "./names.ts";
 import { relay } from "./relay.ts";
 import { defaultSessionConfig, readU64, Session, SessionConfig, SessionGone, u64 } from "./session.ts";
 import { type Route, routeFor } from "./routes.ts";
@@ -69,12 +70,14 @@ export class Router {
   /** Sessions that ended cleanly, by id: their final r_bytes, for a RESUME that comes late. */
   #completed = new Map<string, { recv: number; at: number }>();
   #sessionCfg: SessionConfig;
+  #names: NameService;
   #totals = { sessions: 0, reconnects: 0, replayed: 0, spooled: 0, resets: 0, sent: 0, received: 0 };
 
   constructor(private readonly opts: RouterOptions) {
     this.subnet = opts.self.subnet;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#log = opts.log ?? ((line) => console.error(`uvpn_proxy: ${line}`));
+    this.#names = new NameService(() => this.#table, opts.routes, opts.key, this.#timeoutMs, this.#log);
     this.#sessionCfg = { ...defaultSessionConfig(Deno.env.get("TMPDIR") ?? "/tmp"), ...opts.session };
   }
 
@@ -174,6 +177,11 @@ export class Router {
         if (b.length !== 1 + nameLen || nameLen > 63 || !/^[A-Za-z0-9-]*$/.test(name)) {
           throw new FrameError(`Bad LEASE body`);
         }
+        const taken = table.byName(name);
+        if (taken) {
+          this.#log(`refused a lease for ${holder}: name already leased to ${formatIp(taken.ip)}: ${name}`);
+          return encodeReply(Status.EADDRINUSE);
+        }
         const lease = await table.lease(holder, name);
         if (!lease) {
           this.#log(`no free address left in ${formatSubnet(this.subnet)} for ${holder}`);
@@ -217,6 +225,8 @@ export class Router {
         });
         return encodeReply(Status.OK, out);
       }
+      case FrameType.NAME:
+        return await this.#names.reply(b);
       case FrameType.STATUS:
         return encodeReply(Status.OK, new TextEncoder().encode(this.statusText()).subarray(0, 0xfffe));
       default:
