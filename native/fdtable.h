@@ -14,6 +14,7 @@ enum vkind {
     VS_BOUND_VIRTUAL = 1, /* bound to V:vport (really to any:real_port) */
     VS_BOUND_ANY,         /* bound to INADDR_ANY with UVPN_SRC_ADDR set: vport == real port */
     VS_CONNECTED,         /* overlay connection (connect or accept): local/peer are virtual */
+    VS_UDP,               /* overlay UDP socket (udp.h): lip:lport virtual, pip:pport if connected */
 };
 
 typedef struct {

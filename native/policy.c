@@ -6,6 +6,7 @@
 #include "netio.h"
 #include "overlay.h"
 #include "real.h"
+#include "udp.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -28,6 +29,10 @@ int pol_sockopt_int(int fd, int opt)
 
 void pol_unlisten(const vinfo *v)
 {
+    if (v->kind == VS_UDP) {
+        pol_udp_unregister(v);
+        return;
+    }
     if (!v->registered || v->owner != getpid()) return; /* forked children never unregister */
     uint8_t body[6] = {(uint8_t)(v->lip >> 24), (uint8_t)(v->lip >> 16), (uint8_t)(v->lip >> 8),
                        (uint8_t)v->lip, (uint8_t)(v->lport >> 8), (uint8_t)v->lport};
@@ -47,9 +52,9 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
     int domain = pol_sockopt_int(fd, SO_DOMAIN);
     if (type < 0 || domain < 0) return -errno; /* EBADF / ENOTSOCK from getsockopt */
     if (domain != family) return -EAFNOSUPPORT;
+    if (type == SOCK_DGRAM) return pol_udp_connect(fd, ip, port, has, prev, out);
     if (type != SOCK_STREAM) {
-        dbg("connect %s: %s over the overlay is not supported (ENETUNREACH)", d,
-            type == SOCK_DGRAM ? "UDP" : "this socket type");
+        dbg("connect %s: this socket type over the overlay is not supported (ENETUNREACH)", d);
         return -ENETUNREACH;
     }
     if (has && prev->kind == VS_CONNECTED) return -EISCONN;
@@ -72,8 +77,7 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
     return 0;
 }
 
-/* Real port of fd (0 on failure). */
-static uint16_t real_port(int fd)
+uint16_t pol_real_port(int fd)
 {
     struct sockaddr_storage ss;
     socklen_t l = sizeof ss;
@@ -100,6 +104,8 @@ int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out)
     int family = addr->sa_family;
     if (any6) port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
     int any = any6 || (family == AF_INET && ip == 0);
+    if (pol_sockopt_int(fd, SO_TYPE) == SOCK_DGRAM && pol_sockopt_int(fd, SO_DOMAIN) == family)
+        return pol_udp_bind(fd, addr, len, ip, port, any, out);
     if (pol_sockopt_int(fd, SO_TYPE) != SOCK_STREAM || pol_sockopt_int(fd, SO_DOMAIN) != family ||
         (any && !cfg()->have_src) || (!any && !cfg_is_virtual(ip)))
         return 0;
@@ -107,7 +113,7 @@ int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out)
     const struct cfg *c = cfg();
     if (any) {
         if (real.bind(fd, addr, len)) return -errno;
-        uint16_t rp = real_port(fd);
+        uint16_t rp = pol_real_port(fd);
         vinfo n = {.kind = VS_BOUND_ANY, .family = family, .lip = c->src, .lport = rp, .real_port = rp};
         *out = n;
         return 1;
@@ -129,7 +135,7 @@ int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out)
         dbg("bind %s: real bind failed (%s)", a, errno_name(e));
         return -e;
     }
-    uint16_t rp = real_port(fd);
+    uint16_t rp = pol_real_port(fd);
     vinfo n = {.kind = VS_BOUND_VIRTUAL, .family = family, .lip = ip, .lport = port ? port : rp,
                .real_port = rp};
     *out = n;
@@ -191,7 +197,8 @@ int pol_accepted(const vinfo *st, int nfd, const struct sockaddr *peer, socklen_
 
 int pol_name(const vinfo *st, int peer, struct sockaddr_storage *ss, socklen_t *sl)
 {
-    if (peer ? st->kind != VS_CONNECTED : st->kind == VS_BOUND_ANY) return 0;
+    int peer_known = st->kind == VS_CONNECTED || (st->kind == VS_UDP && st->pport);
+    if (peer ? !peer_known : st->kind == VS_BOUND_ANY) return 0;
     *sl = peer ? sa_make_v4(st->family, st->pip, st->pport, ss)
                : sa_make_v4(st->family, st->lip, st->lport, ss);
     return 1;

@@ -45,6 +45,9 @@ int pol_name(const vinfo *st, int peer, struct sockaddr_storage *ss, socklen_t *
 int pol_send_blocked(int fd, const struct sockaddr *addr, socklen_t len, int flags,
                      const char *op);
 
+/* The socket's real local port (0 when unbound or on failure). */
+uint16_t pol_real_port(int fd);
+
 /* SO_TYPE / SO_DOMAIN style integer socket option, or -1. */
 int pol_sockopt_int(int fd, int opt);
 

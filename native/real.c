@@ -28,6 +28,13 @@ static void load(void)
     LOAD(sendto);
     LOAD(sendmsg);
     LOAD(sendmmsg);
+    LOAD(send);
+    LOAD(write);
+    LOAD(recv);
+    LOAD(recvfrom);
+    LOAD(recvmsg);
+    LOAD(recvmmsg);
+    LOAD(read);
 }
 
 void real_init(void)

@@ -5,6 +5,7 @@
 #define UVPN_REAL_H
 
 #include <sys/socket.h>
+#include <time.h>
 
 struct uvpn_real {
     int (*connect)(int, const struct sockaddr *, socklen_t);
@@ -23,6 +24,13 @@ struct uvpn_real {
     ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
     ssize_t (*sendmsg)(int, const struct msghdr *, int);
     int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
+    ssize_t (*send)(int, const void *, size_t, int);
+    ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*recv)(int, void *, size_t, int);
+    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+    ssize_t (*recvmsg)(int, struct msghdr *, int);
+    int (*recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+    ssize_t (*read)(int, void *, size_t);
 };
 
 extern struct uvpn_real real;

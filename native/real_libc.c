@@ -23,6 +23,13 @@ struct uvpn_real real = {
     .sendto = sendto,
     .sendmsg = sendmsg,
     .sendmmsg = sendmmsg,
+    .send = send,
+    .write = write,
+    .recv = recv,
+    .recvfrom = recvfrom,
+    .recvmsg = recvmsg,
+    .recvmmsg = recvmmsg,
+    .read = read,
 };
 
 void real_init(void) {}

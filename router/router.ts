@@ -9,6 +9,7 @@ import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
 import { LeaseTable } from "./leases.ts";
 import { NameService } from "./names.ts";
 import { relay } from "./relay.ts";
+import { UdpRelay } from "./udp.ts";
 import { defaultSessionConfig, readU64, Session, SessionConfig, SessionGone, u64 } from "./session.ts";
 import { type Route, routeFor } from "./routes.ts";
 import {
@@ -70,6 +71,7 @@ export class Router {
   /** Sessions that ended cleanly, by id: their final r_bytes, for a RESUME that comes late. */
   #completed = new Map<string, { recv: number; at: number }>();
   #sessionCfg: SessionConfig;
+  #udp: UdpRelay;
   #names: NameService;
   #totals = { sessions: 0, reconnects: 0, replayed: 0, spooled: 0, resets: 0, sent: 0, received: 0 };
 
@@ -78,6 +80,7 @@ export class Router {
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#log = opts.log ?? ((line) => console.error(`uvpn_proxy: ${line}`));
     this.#names = new NameService(() => this.#table, opts.routes, opts.key, this.#timeoutMs, this.#log);
+    this.#udp = new UdpRelay(opts.key, this.subnet, opts.routes, this.#timeoutMs, this.#log);
     this.#sessionCfg = { ...defaultSessionConfig(Deno.env.get("TMPDIR") ?? "/tmp"), ...opts.session };
   }
 
@@ -85,6 +88,12 @@ export class Router {
   async start(): Promise<void> {
     this.#table = await LeaseTable.open(this.subnet, this.opts.stateFile);
     this.#listener = Deno.listen({ ...this.opts.listen, transport: "tcp" });
+    try {
+      await this.#udp.start(this.opts.listen.hostname, this.opts.listen.port);
+    } catch (e) {
+      this.#listener.close();
+      throw e;
+    }
     this.#log(
       `serving subnet ${formatSubnet(this.subnet)} (route file line ${this.opts.self.line}) on ` +
         `${this.opts.listen.hostname}:${this.opts.listen.port}; ${this.#table.leases.size} lease(s) restored`,
@@ -127,6 +136,7 @@ export class Router {
       this.#listener?.close();
     } catch { /* closed */ }
     for (const s of this.#sessions.values()) s.abort("router shutting down");
+    this.#udp.close();
     this.#untrack(...this.#conns);
   }
 
@@ -211,6 +221,15 @@ export class Router {
         this.#log(`listener ${formatIp(ip)}:${vport} is at ${holder}:${realPort}`);
         return encodeReply(Status.OK);
       }
+      case FrameType.UDPBIND: {
+        if (b.length !== 8) throw new FrameError("Bad UDPBIND body");
+        const ip = u32(b, 0), vport = u16(b, 4), realPort = u16(b, 6);
+        if (!contains(this.subnet, ip)) return encodeReply(Status.EINVAL);
+        if (realPort === 0) return encodeReply(this.#udp.bind(ip, vport, holder, 0) ? Status.OK : Status.ENOENT);
+        if (!table.leases.has(ip)) return encodeReply(Status.EADDRNOTAVAIL);
+        this.#udp.bind(ip, vport, holder, realPort);
+        return encodeReply(Status.OK);
+      }
       case FrameType.UNLISTEN: {
         if (b.length !== 6) throw new FrameError("Bad UNLISTEN body");
         const ok = await table.unlisten(u32(b, 0), u16(b, 4));
@@ -241,6 +260,13 @@ export class Router {
     try {
       if (sessionId && sessionId.length !== 16) throw new FrameError("Bad SESSION body");
       c = decodeConnect(frame.body.subarray(0, 16));
+      if (c.proto === 17 && !sessionId) {
+        // A peer router's UDP carrier link (docs/PROTOCOL.md, "Datagrams").
+        await this.#reply(up, frame, Status.OK);
+        await this.#udp.serveCarrier(up, peer);
+        this.#untrack(up);
+        return;
+      }
       if (c.proto !== 6) throw new FrameError(`Unsupported protocol: ${c.proto}`);
     } catch (e) {
       this.#log(`bad CONNECT from ${peer}: ${(e as Error).message}`);
@@ -373,8 +399,15 @@ export class Router {
       `sessions live=${this.#sessions.size} total=${t.sessions} resets=${t.resets} ` +
       `sent=${t.sent + live.sent} received=${t.received + live.received} reconnects=${t.reconnects + live.reconnects} ` +
       `replayed=${t.replayed + live.replayed} spooled=${t.spooled + live.spooled}`,
+      this.#udpStatus(),
       ...lines,
     ].join("\n") + "\n";
+  }
+
+  #udpStatus(): string {
+    const u = this.#udp.stats;
+    return `udp endpoints=${this.#udp.bindings} received=${u.received} delivered=${u.delivered} ` +
+      `forwarded=${u.forwarded} dropped=${u.dropped}`;
   }
 
   /**

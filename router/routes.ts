@@ -1,6 +1,7 @@
 /**
- * The route table file (default ~/.uvpn_route): one subnet router per line, `PREFIX host:port`.
- * Owns parsing, validation (with `FILE:LINE: why` errors) and subnet lookup.
+ * The route table file (default ~/.uvpn_route): one subnet router per line, `PREFIX host:port`,
+ * optionally followed by `udp=udp` (the default) or `udp=tcp`: how other routers carry UDP
+ * datagrams to this line's router (docs/PROTOCOL.md, "Datagrams"). Owns parsing, validation (with `FILE:LINE: why` errors) and subnet lookup.
  */
 import { ConfigError } from "./errors.ts";
 import { contains, formatSubnet, overlaps, parseSubnet, type Subnet } from "./ipv4.ts";
@@ -10,6 +11,8 @@ export interface Route {
   subnet: Subnet;
   host: string;
   port: number;
+  /** How peer routers carry UDP to this router: as UDP, or inside a TCP carrier link. */
+  udp: "udp" | "tcp";
   /** Line number in the file, for messages. */
   line: number;
 }
@@ -35,9 +38,11 @@ export function parseRoutes(text: string, file: string): Route[] {
     const fail = (why: string): never => {
       throw new ConfigError(`${file}:${lineNo}: ${why}`);
     };
-    if (fields.length !== 2) {
-      fail(`expected "PREFIX host:port", found ${fields.length} field(s): ${content}`);
+    if (fields.length !== 2 && fields.length !== 3) {
+      fail(`expected "PREFIX host:port [udp=udp|udp=tcp]", found ${fields.length} field(s): ${content}`);
     }
+    const udp = fields[2] === undefined ? "udp" : /^udp=(udp|tcp)$/.exec(fields[2])?.[1] as "udp" | "tcp" | undefined;
+    if (!udp) fail(`expected udp=udp or udp=tcp: ${fields[2]}`);
     let subnet: Subnet;
     let hostPort: { host: string; port: number };
     try {
@@ -55,7 +60,7 @@ export function parseRoutes(text: string, file: string): Route[] {
         fail(`subnet ${formatSubnet(subnet)} overlaps ${formatSubnet(r.subnet)} from line ${r.line}`);
       }
     }
-    routes.push({ subnet, ...hostPort, line: lineNo });
+    routes.push({ subnet, ...hostPort, udp: udp!, line: lineNo });
   }
   if (routes.length === 0) throw new ConfigError(`${file}: no routes in the file`);
   return routes;
