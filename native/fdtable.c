@@ -188,3 +188,16 @@ int fdt_clear(int fd, vinfo *released)
     pthread_mutex_unlock(&lock);
     return r;
 }
+
+int fdt_each(int (*fn)(int fd, const vinfo *v, dev_t dev, ino_t ino, void *ctx), void *ctx)
+{
+    /* Lock-free: also called in a vfork child about to exec, which must not take the lock. */
+    for (int i = 0; i < NCHUNKS; i++) {
+        vstate **c = __atomic_load_n(&chunks[i], __ATOMIC_ACQUIRE);
+        for (int j = 0; c && j < CHUNK; j++) {
+            vstate *s = __atomic_load_n(&c[j], __ATOMIC_ACQUIRE);
+            if (s && fn(i * CHUNK + j, &s->v, s->dev, s->ino, ctx)) return 1;
+        }
+    }
+    return 0;
+}

@@ -43,4 +43,8 @@ int fdt_share(int oldfd, int newfd, vinfo *released);
 /* Drops fd's state. Returns 1 and fills *released if that was the last reference. */
 int fdt_clear(int fd, vinfo *released);
 
+/* Calls fn for every fd with state (the socket's identity in dev/ino) until fn returns non-zero
+ * (then returns 1). Lock-free snapshot reads: for an exec about to happen. */
+int fdt_each(int (*fn)(int fd, const vinfo *v, dev_t dev, ino_t ino, void *ctx), void *ctx);
+
 #endif

@@ -264,7 +264,7 @@ static void pid_init(void)
 }
 /* At load time, so the first call can never come from a vfork child. */
 __attribute__((constructor)) static void uvpn_load(void) { pthread_once(&pid_once, pid_init); }
-static int in_vfork_child(void)
+int in_vfork_child(void) /* also used by fdlife.c */
 {
     pthread_once(&pid_once, pid_init);
     return getpid() != table_pid;

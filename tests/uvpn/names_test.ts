@@ -138,3 +138,24 @@ Deno.test("names: curl fetches http://NAME:8080/ and http://NAME.uvpn:8080/ acro
     await o.stop();
   }
 });
+
+Deno.test("surface: v4-mapped IPv6, EISCONN, SO_ERROR, shutdown, SO_PEERCRED, fork and exec inheritance, close_range", opts, async () => {
+  using dir = tempDir();
+  const o = new Overlay(dir.path);
+  await o.start();
+  let server: Proc | undefined;
+  try {
+    const addrB = await o.register(o.b);
+    const addrA = await o.register(o.a);
+    server = new Proc("socat", [`TCP-LISTEN:7000,bind=${addrB},reuseaddr,fork`, "EXEC:cat"], { env: o.env(o.b, addrB) });
+    await o.b.router!.waitFor(new RegExp(`listener ${addrB.replaceAll(".", "\\.")}:7000 is at`));
+    const r = await python(o, o.a, addrA, [SURFACE, "client", addrB, "7000", addrA]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /ok getpeername after exec/);
+    assert.match(r.stdout, /ok after close_range the listener is unregistered/);
+    assert.match(r.stderr, new RegExp(`unlisten ${addrA.replaceAll(".", "\\.")}:7100: done`));
+  } finally {
+    await server?.stop();
+    await o.stop();
+  }
+});
