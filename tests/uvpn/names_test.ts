@@ -10,6 +10,7 @@ import { request } from "../../router/client.ts";
 import { readKey } from "../../router/key.ts";
 import { FrameType, Status } from "../../router/wire.ts";
 import { cli, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
+import { Sshd } from "../xufs/sshd.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const SURFACE = join(ROOT, "tests/fixtures/uvpn_surface.py");
@@ -156,6 +157,34 @@ Deno.test("surface: v4-mapped IPv6, EISCONN, SO_ERROR, shutdown, SO_PEERCRED, fo
     assert.match(r.stderr, new RegExp(`unlisten ${addrA.replaceAll(".", "\\.")}:7100: done`));
   } finally {
     await server?.stop();
+    await o.stop();
+  }
+});
+
+Deno.test("names: ssh by overlay name to a real sshd running in the overlay of subnet B", opts, async () => {
+  using dir = tempDir();
+  const o = new Overlay(dir.path);
+  await o.start();
+  const sshDir = join(dir.path, "ssh");
+  Deno.mkdirSync(sshDir);
+  let sshd: Sshd | undefined;
+  try {
+    const addrB = await registerNamed(o, o.b, "sshb");
+    const addrA = await o.register(o.a);
+    sshd = new Sshd(sshDir, "", { listen: addrB, env: o.env(o.b, addrB) });
+    await sshd.start();
+    await o.b.router!.waitFor(new RegExp(`listener ${addrB.replaceAll(".", "\\.")}:${sshd.port} is at`));
+    for (const host of ["sshb", "sshb.uvpn"]) {
+      const r = await run("ssh", ["-F", sshd.clientConfig, "-o", `HostName=${host}`, "hostb", "echo $SSH_CONNECTION"], {
+        env: o.env(o.a, addrA),
+      });
+      assert.equal(r.code, 0, r.stderr + sshd.proc!.stderr);
+      // sshd saw the client's virtual address, after its re-exec, and its own virtual address.
+      assert.match(r.stdout, new RegExp(`^${addrA.replaceAll(".", "\\.")} \\d+ ${addrB.replaceAll(".", "\\.")} ${sshd.port}\n$`));
+    }
+    await sshd.proc!.waitFor(new RegExp(`Accepted publickey for \\S+ from ${addrA.replaceAll(".", "\\.")} port`));
+  } finally {
+    await sshd?.stop();
     await o.stop();
   }
 });

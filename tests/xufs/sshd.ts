@@ -6,6 +6,12 @@
 import { join } from "node:path";
 import { freePort, Proc, run, waitForPort } from "../helpers.ts";
 
+/** Where and how sshd runs: `listen` (default 127.0.0.1) and extra environment (e.g. an overlay's). */
+export interface SshdOptions {
+  listen?: string;
+  env?: Record<string, string>;
+}
+
 /** A running sshd plus the client config that reaches it as host "hostb". */
 export class Sshd {
   readonly port = freePort();
@@ -13,7 +19,7 @@ export class Sshd {
   readonly clientConfig: string;
   proc?: Proc;
 
-  constructor(readonly dir: string, extraConfig = "") {
+  constructor(readonly dir: string, extraConfig = "", readonly opts: SshdOptions = {}) {
     this.bHome = join(dir, "bhome");
     this.clientConfig = join(dir, "ssh_config");
     Deno.mkdirSync(this.bHome, { recursive: true });
@@ -31,7 +37,7 @@ export class Sshd {
     const user = (await run("id", ["-un"])).stdout.trim();
     Deno.writeTextFileSync(join(d, "sshd_config"), [
       `Port ${this.port}`,
-      "ListenAddress 127.0.0.1",
+      `ListenAddress ${this.opts.listen ?? "127.0.0.1"}`,
       `HostKey ${join(d, "hostkey")}`,
       `PidFile ${join(d, "sshd.pid")}`,
       `AuthorizedKeysFile ${join(d, "authorized_keys")}`,
@@ -47,7 +53,7 @@ export class Sshd {
     ].join("\n") + "\n");
     Deno.writeTextFileSync(this.clientConfig, [
       "Host hostb",
-      "  HostName 127.0.0.1",
+      `  HostName ${this.opts.listen ?? "127.0.0.1"}`,
       `  Port ${this.port}`,
       `  User ${user}`,
       `  IdentityFile ${join(d, "userkey")}`,
@@ -58,8 +64,9 @@ export class Sshd {
       "  LogLevel ERROR",
     ].join("\n") + "\n");
     Deno.mkdirSync("/run/sshd", { recursive: true });
-    this.proc = new Proc("/usr/sbin/sshd", ["-D", "-e", "-f", join(d, "sshd_config")]);
-    await waitForPort("127.0.0.1", this.port);
+    this.proc = new Proc("/usr/sbin/sshd", ["-D", "-e", "-f", join(d, "sshd_config")], { env: this.opts.env });
+    // On another address (a virtual one), the caller knows how to wait for it.
+    if (!this.opts.listen) await waitForPort("127.0.0.1", this.port);
   }
 
   async stop(): Promise<void> {
