@@ -7,7 +7,13 @@
  * different libuvpn.so build ignores them). At load, libuvpn.so adopts each entry whose fd is
  * still that socket (same device and inode), so getpeername/getsockname stay virtual after exec
  * (sshd's re-exec, a shell's `exec 3<>...`, python's subprocess pass_fds). The wrappers write on
- * the stack only: a vfork child may run them. */
+ * the stack only: a vfork child may run them.
+ *
+ * SCM_RIGHTS: sendmsg writes the state of each overlay socket it passes to a file named by the
+ * socket's cookie (SO_COOKIE: unique for the system's uptime, never reused), in
+ * $XDG_RUNTIME_DIR/uvpn-UID or /tmp/uvpn-UID (mode 0700, owned by us); recvmsg adopts the state
+ * of each socket it receives and removes the file. */
+#include "fdlife.h"
 #include "fdtable.h"
 #include "log.h"
 #include "policy.h"
@@ -22,6 +28,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <stdint.h>
+#include <sys/socket.h>
 
 #define EXPORT __attribute__((visibility("default")))
 #define VAR "UVPN_INHERITED_FDS"
@@ -67,6 +75,29 @@ struct text {
     int n;
 };
 
+/* Writes v as "SIZE.HEX" (the vinfo bytes; SIZE lets another build of the library refuse
+ * them). Returns the length written, or 0 when cap is too small. */
+static size_t state_put(char *out, size_t cap, const vinfo *v)
+{
+    if (cap < 24 + 2 * sizeof *v) return 0;
+    size_t n = (size_t)snprintf(out, cap, "%zu.", sizeof *v);
+    const unsigned char *b = (const unsigned char *)v;
+    for (size_t i = 0; i < sizeof *v; i++) n += (size_t)snprintf(out + n, 3, "%02x", b[i]);
+    return n;
+}
+
+/* Parses what state_put wrote. 0, or -1 when malformed or from another build. */
+static int state_get(const char *s, vinfo *v)
+{
+    size_t size;
+    int used = 0;
+    if (sscanf(s, "%zu.%n", &size, &used) != 1 || !used || size != sizeof *v) return -1;
+    unsigned char *b = (unsigned char *)v;
+    for (size_t i = 0; i < sizeof *v; i++)
+        if (sscanf(s + used + 2 * i, "%2hhx", &b[i]) != 1) return -1;
+    return 0;
+}
+
 static int add_entry(int fd, const vinfo *v, dev_t dev, ino_t ino, void *ctx)
 {
     struct text *t = ctx;
@@ -74,12 +105,14 @@ static int add_entry(int fd, const vinfo *v, dev_t dev, ino_t ino, void *ctx)
     struct stat st;
     if (fl < 0 || (fl & FD_CLOEXEC) || fstat(fd, &st) || st.st_dev != dev || st.st_ino != ino)
         return 0; /* closed on exec, or closed behind our back */
-    size_t need = 64 + 2 * sizeof *v;
-    if (t->len + need >= t->cap) return 1;
-    t->len += (size_t)snprintf(t->p + t->len, t->cap - t->len, "%s%d:%lu:%lu:%zu.", t->n ? ";" : "",
-                               fd, (unsigned long)dev, (unsigned long)ino, sizeof *v);
-    const unsigned char *b = (const unsigned char *)v;
-    for (size_t i = 0; i < sizeof *v; i++) t->len += (size_t)snprintf(t->p + t->len, 3, "%02x", b[i]);
+    size_t n = (size_t)snprintf(t->p + t->len, t->cap - t->len, "%s%d:%lu:%lu:", t->n ? ";" : "",
+                                fd, (unsigned long)dev, (unsigned long)ino);
+    size_t m = t->len + n < t->cap ? state_put(t->p + t->len + n, t->cap - t->len - n, v) : 0;
+    if (!m) {
+        t->p[t->len] = 0;
+        return 1; /* full: the remaining sockets lose their state in the new program */
+    }
+    t->len += n + m;
     t->n++;
     return 0;
 }
@@ -162,17 +195,11 @@ __attribute__((constructor)) static void adopt_inherited(void)
     for (; s && *s; s = strchr(s, ';') ? strchr(s, ';') + 1 : "") {
         int fd, used = 0;
         unsigned long dev, ino;
-        size_t size;
         vinfo v;
         struct stat st;
-        if (sscanf(s, "%d:%lu:%lu:%zu.%n", &fd, &dev, &ino, &size, &used) != 4 || !used ||
-            size != sizeof v)
+        if (sscanf(s, "%d:%lu:%lu:%n", &fd, &dev, &ino, &used) != 3 || !used ||
+            state_get(s + used, &v) || fstat(fd, &st) || st.st_dev != dev || st.st_ino != ino)
             continue;
-        unsigned char *b = (unsigned char *)&v;
-        size_t i = 0;
-        for (; i < sizeof v && sscanf(s + used + 2 * i, "%2hhx", &b[i]) == 1; i++) {
-        }
-        if (i != sizeof v || fstat(fd, &st) || st.st_dev != dev || st.st_ino != ino) continue;
         int shared = 0;
         for (int k = 0; k < adopted && !shared; k++) {
             if (first_ino[k] != st.st_ino) continue;
@@ -232,4 +259,85 @@ EXPORT void closefrom(int lowfd)
     fr_init();
     if (fr.closefrom) fr.closefrom(lowfd);
     if (lowfd >= 0) closed_range((unsigned int)lowfd, ~0U);
+}
+
+/* ---- SCM_RIGHTS ------------------------------------------------------------------------------ */
+
+/* The file for the socket fd's state; 0, or -1 when fd is no socket or the directory is unsafe. */
+static int cookie_path(int fd, char *out, size_t cap, int create)
+{
+    uint64_t cookie;
+    socklen_t cl = sizeof cookie;
+    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl)) return -1;
+    const char *base = getenv("XDG_RUNTIME_DIR");
+    int n = snprintf(out, cap, "%s/uvpn-%u", base && *base == '/' ? base : "/tmp", (unsigned)getuid());
+    if (n < 0 || (size_t)n >= cap) return -1;
+    if (create) mkdir(out, 0700);
+    struct stat st;
+    if (lstat(out, &st) || !S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 077))
+        return -1;
+    n = snprintf(out + n, cap - (size_t)n, "/sock-%llu", (unsigned long long)cookie);
+    return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+/* Calls fn for every fd an SCM_RIGHTS message of msg carries. */
+static void each_passed_fd(const struct msghdr *msg, void (*fn)(int fd))
+{
+    if (!msg || !msg->msg_control || msg->msg_controllen < sizeof(struct cmsghdr)) return;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg); c;
+         c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            fn(fd);
+        }
+    }
+}
+
+static void note_sent(int fd)
+{
+    vinfo v;
+    char path[512], text[24 + 2 * sizeof v];
+    if (!fdt_get(fd, &v) || cookie_path(fd, path, sizeof path, 1)) return;
+    size_t n = state_put(text, sizeof text, &v);
+    int f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (f < 0) return;
+    if (write(f, text, n) != (ssize_t)n) unlink(path);
+    close(f);
+}
+
+static void adopt_received(int fd)
+{
+    vinfo v;
+    char path[512], text[32 + 2 * sizeof v];
+    if (cookie_path(fd, path, sizeof path, 0)) return;
+    int f = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (f < 0) return;
+    ssize_t n = read(f, text, sizeof text - 1);
+    close(f);
+    unlink(path);
+    if (n <= 0) return;
+    text[n] = 0;
+    if (state_get(text, &v) == 0 && fdt_set_new(fd, &v) == 0)
+        dbg("recvmsg: received fd %d keeps its overlay state", fd);
+}
+
+void fdl_scm_sent(const struct msghdr *msg)
+{
+    int e = errno;
+    inside = 1;
+    each_passed_fd(msg, note_sent);
+    inside = 0;
+    errno = e;
+}
+
+void fdl_scm_received(const struct msghdr *msg)
+{
+    int e = errno;
+    inside = 1;
+    each_passed_fd(msg, adopt_received);
+    inside = 0;
+    errno = e;
 }

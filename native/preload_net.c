@@ -8,6 +8,7 @@
  * untouched; a successful call leaves errno as the program had it; every failure inside the
  * overlay becomes -1 with a meaningful errno and, with UVPN_DEBUG, one "uvpn: " line. */
 #include "config.h"
+#include "fdlife.h"
 #include "fdtable.h"
 #include "log.h"
 #include "netio.h"
@@ -434,6 +435,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     ssize_t r;
     if (udp_send(fd, msg, flags, &r)) return r;
     if (msg && blocked_dest(fd, msg->msg_name, msg->msg_namelen, flags, "sendmsg")) return -1;
+    if (msg && msg->msg_controllen && !inside) fdl_scm_sent(msg);
     return real.sendmsg(fd, msg, flags);
 }
 
@@ -496,7 +498,10 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
     NEED(recvmsg);
     ssize_t r;
-    return msg && udp_recv(fd, msg, flags, &r) ? r : real.recvmsg(fd, msg, flags);
+    if (msg && udp_recv(fd, msg, flags, &r)) return r;
+    r = real.recvmsg(fd, msg, flags);
+    if (r >= 0 && msg && msg->msg_controllen && !inside) fdl_scm_received(msg);
+    return r;
 }
 
 EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout)
