@@ -20,6 +20,11 @@ it is missing or of another version.
   ssh options       passed to ssh as they are: -p, -i, -o, -F, -J, -l, -v, ...
   -h, --help        this text
   -V, --version     the version
+
+Environment: XUFS_STRIPES (TCP connections per session for striped transfers, default 4: the
+further ones are ssh connections of their own that never ask for a password, or with --notun
+further TCP connections; 1 turns striping off). The cache manager's knobs (XUFS_STRIPE_SIZE,
+XUFS_STRIPE_MIN, XUFS_PRECACHE_*) are read on host_B: see xufs_session --help.
 `;
 
 await runMain("ussh", async () => {

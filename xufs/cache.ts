@@ -90,6 +90,11 @@ export class CacheManager {
   #preActive = 0;
   #preNext = 0;
   #stale = new Set<string>();
+  #preDirs: string[] = [];
+  #prelisted = new Set<string>();
+  /** Paths of changes A acknowledged, numbered, newest last (see #materialize). */
+  #acked: { n: number; path: string }[] = [];
+  #ackN = 0;
   #staleTimer?: ReturnType<typeof setTimeout>;
   #sending = false;
   #kickAgain = false;
@@ -129,6 +134,7 @@ export class CacheManager {
   attach(remote: Remote): void {
     this.#remote = remote;
     for (const m of this.#meta.values()) m.listed = false;
+    this.#prelisted.clear();
     remote.onNotice = (h) => {
       if (h.op === "changed" && Array.isArray(h.paths)) this.#changed(h.paths.map(String));
     };
@@ -184,27 +190,30 @@ export class CacheManager {
 
   // ---- listing, lookup, fetch ----
 
-  /** Makes sure directory `rel` is listed (its entries exist in the skeleton). */
-  async list(rel: string): Promise<void> {
+  /** Makes sure directory `rel` is listed (its entries exist in the skeleton); `via` a given link. */
+  async list(rel: string, via?: Remote): Promise<void> {
     if (this.#m(rel).listed) return;
     await this.#once(`list:${rel}`, async () => {
-      const reply = await this.#remoteOrEio().request({ op: "list", path: rel });
-      await this.#listed(rel, reply.head.entries as Entry[]);
+      const since = this.#ackN;
+      const reply = await (via ?? this.#remoteOrEio()).request({ op: "list", path: rel });
+      await this.#listed(rel, reply.head.entries as Entry[], since);
     });
   }
 
-  async #listed(rel: string, entries: Entry[]): Promise<void> {
-    await this.#materialize(rel, entries);
+  async #listed(rel: string, entries: Entry[], since: number): Promise<void> {
+    await this.#materialize(rel, entries, since);
     this.#m(rel).listed = true;
     this.#save();
     this.#precache(rel, entries);
   }
 
-  async #materialize(rel: string, entries: Entry[]): Promise<void> {
-    // A change acknowledged while this runs was applied on A after the listing was made: its
-    // paths still count as pending here, or the listing would undo it on B.
-    const pendingAtReply = new Set(this.#pending.keys());
-    const pendingUnder = (child: string) => this.#hasPendingUnder(child) || this.#hasPendingUnder(child, pendingAtReply);
+  /**
+   * Applies a listing of `rel`. A change acknowledged by A after the listing was requested
+   * (acknowledgement number `since`) may have been applied after the listing was made, on
+   * another link: its paths still count as pending here, or the listing would undo it on B.
+   */
+  async #materialize(rel: string, entries: Entry[], since: number): Promise<void> {
+    const pendingUnder = (child: string) => this.#hasPendingUnder(child) || this.#hasPendingUnder(child, this.#ackedSince(since));
     const dir = this.#local(rel);
     await mkdir(dir, { recursive: true });
     const remoteNames = new Set(entries.map((e) => e.name));
@@ -312,12 +321,15 @@ export class CacheManager {
    * Fills a placeholder in place: same inode, and its directory is not touched, so programs
    * that compare stat results before and after (cp, tar) see no change.
    */
-  async #fill(real: string, st: Stats, size: number, write: (f: FileHandle) => Promise<void>): Promise<void> {
+  async #fill(real: string, st: Stats, size: number, write: (f: FileHandle) => Promise<void>, onlyIfUntouched = false): Promise<boolean> {
     const mode = st.mode & 0o7777;
     if ((mode & 0o200) === 0) await chmod(real, mode | 0o200);
     try {
       const f = await open(real, "r+");
       try {
+        // A background fill leaves alone a placeholder that a program opened for writing meanwhile.
+        const now = onlyIfUntouched ? await f.stat() : st;
+        if (now.ino !== st.ino || now.size !== st.size || now.mtimeMs !== st.mtimeMs) return false;
         await write(f);
         if (st.size !== size) await f.truncate(size);
       } finally {
@@ -327,6 +339,7 @@ export class CacheManager {
       if ((mode & 0o200) === 0) await chmod(real, mode);
     }
     await utimes(real, st.atime ?? st.mtime, st.mtime);
+    return true;
   }
 
   /**
@@ -342,7 +355,7 @@ export class CacheManager {
       try {
         await this.#fill(real, st, size, (f) =>
           this.#ranges(`fetching ${target}`, size, async (link, offset, length) => {
-            const r = await link.request({ op: "read", path: target, offset, length, hash: true }, undefined, 10_000 + Math.ceil(length / 1e6) * 1000);
+            const r = await link.request({ op: "read", path: target, offset, length, hash: true }, undefined, rangeTimeout(length));
             if (r.head.size !== size || (version !== undefined && r.head.version !== version)) {
               seen = Number(r.head.size);
               throw new Changed();
@@ -426,7 +439,39 @@ export class CacheManager {
     this.#pump();
   }
 
+  /**
+   * Entering directory `rel` (a program's LIST) lists its subdirectories in the background, one
+   * level ahead of a walker, each listing pre-caching its own small files in turn.
+   */
+  prelist(rel: string): void {
+    if (this.#t.precacheMax <= 0 || this.#prelisted.has(rel)) return;
+    this.#prelisted.add(rel);
+    (async () => {
+      for (const e of await readdir(this.#local(rel), { withFileTypes: true })) {
+        const child = rel === "." ? e.name : `${rel}/${e.name}`;
+        if (e.isDirectory() && !this.#meta.get(child)?.listed) this.#preDirs.push(child);
+      }
+      this.#pump();
+    })().catch(() => {});
+  }
+
+  /** The link for background work: a further one when there is one, so the main link stays free. */
+  #backgroundLink(): Remote | undefined {
+    const links = this.links;
+    return links.length > 1 ? links[1 + (this.#preNext++ % (links.length - 1))] : links[0];
+  }
+
   #pump(): void {
+    while (this.#preActive < this.#t.precacheJobs && this.#preDirs.length) {
+      const dir = this.#preDirs.shift()!;
+      const link = this.#backgroundLink();
+      if (!link) break;
+      this.#preActive++;
+      this.list(dir, link).catch(() => {}).finally(() => {
+        this.#preActive--;
+        this.#pump();
+      });
+    }
     while (this.#preActive < this.#t.precacheJobs && this.#pre.length) {
       const batch: { rel: string; size: number }[] = [];
       let bytes = 0;
@@ -439,9 +484,7 @@ export class CacheManager {
         bytes += item.size;
       }
       if (batch.length === 0) continue;
-      // On a further link when there is one: the main link stays free for the foreground.
-      const links = this.links;
-      const link = links.length > 1 ? links[1 + (this.#preNext++ % (links.length - 1))] : links[0];
+      const link = this.#backgroundLink();
       if (!link) {
         this.#pre = [];
         this.#preBytes = 0;
@@ -471,15 +514,17 @@ export class CacheManager {
       const local = this.#local(f.path);
       const st = await lstat(local).catch(() => null);
       if (!st?.isFile() || this.#modifiedOnB(st, m)) continue;
-      await this.#fill(local, st, f.size, (h) => writeAt(h, data, 0));
-      m.fetched = true;
+      if (await this.#fill(local, st, f.size, (h) => writeAt(h, data, 0), true)) m.fetched = true;
     }
     this.#save();
   }
 
-  /** Whether a cached file was changed on B since it was listed or fetched (its mtime moved). */
+  /**
+   * Whether a cached file was changed on B since it was listed or fetched: its mtime moved (by
+   * more than the rounding of setting a time from milliseconds).
+   */
   #modifiedOnB(st: Stats, m: Meta): boolean {
-    return m.mtimeMs !== undefined && st.mtimeMs !== m.mtimeMs;
+    return m.mtimeMs !== undefined && Math.abs(st.mtimeMs - m.mtimeMs) > 0.01;
   }
 
   // ---- change callbacks ----
@@ -489,6 +534,7 @@ export class CacheManager {
     for (const p of paths) {
       for (const d of [p, p === "." ? undefined : p.includes("/") ? dirname(p) : "."]) {
         const m = d === undefined ? undefined : this.#meta.get(d);
+        if (d !== undefined) this.#prelisted.delete(d);
         if (m?.listed) {
           m.listed = false;
           this.#stale.add(d!);
@@ -578,7 +624,7 @@ export class CacheManager {
         if (!st?.isFile()) return; // already gone again
         // Never send a placeholder: an unfetched file nobody wrote (same size and mtime as listed).
         const m = this.#meta.get(rel);
-        if (m && m.version !== undefined && !m.fetched && !this.#pending.has(rel) && st.mtimeMs === m.mtimeMs) return;
+        if (m && m.version !== undefined && m.mtimeMs !== undefined && !m.fetched && !this.#pending.has(rel) && !this.#modifiedOnB(st, m)) return;
         return await this.#enqueue({ op: "write", path: rel });
       }
       default:
@@ -606,9 +652,10 @@ export class CacheManager {
     if (!(await stat(this.#local(rel))).isDirectory()) return;
     if (!this.#m(rel).listed) {
       await this.#once(`tree:${rel}`, async () => {
+        const since = this.#ackN;
         const reply = await this.#remoteOrEio().request({ op: "tree", path: rel });
         for (const d of reply.head.dirs as { path: string; entries: Entry[] }[]) {
-          if (!this.#meta.get(d.path)?.listed && !this.#inflight.has(`list:${d.path}`)) await this.#listed(d.path, d.entries);
+          if (!this.#meta.get(d.path)?.listed && !this.#inflight.has(`list:${d.path}`)) await this.#listed(d.path, d.entries, since);
         }
       });
     }
@@ -630,6 +677,14 @@ export class CacheManager {
     this.#save();
   }
 
+  /** Paths acknowledged after acknowledgement number `since` (the log keeps the last 100,000). */
+  #ackedSince(since: number): string[] {
+    if (this.#acked.length > 100_000) this.#acked.splice(0, this.#acked.length - 100_000);
+    const out: string[] = [];
+    for (let i = this.#acked.length - 1; i >= 0 && this.#acked[i].n > since; i--) out.push(this.#acked[i].path);
+    return out;
+  }
+
   #hasPendingUnder(rel: string, pending: Iterable<string> = this.#pending.keys()): boolean {
     for (const k of pending) if (k === rel || k.startsWith(rel + "/")) return true;
     return false;
@@ -638,6 +693,7 @@ export class CacheManager {
   #markPending(e: QueueEntry, d: number): void {
     for (const p of [e.path, e.to]) {
       if (p === undefined) continue;
+      if (d < 0) this.#acked.push({ n: ++this.#ackN, path: p });
       const n = (this.#pending.get(p) ?? 0) + d;
       if (n > 0) this.#pending.set(p, n);
       else this.#pending.delete(p);
@@ -812,7 +868,7 @@ export class CacheManager {
           if (bytesRead === 0) throw new FsError("EIO", `Write-back snapshot shrank: ${e.path}`);
           got += bytesRead;
         }
-        await link.request({ op: "wpart", upload, offset, sha256: sha256(buf) }, buf);
+        await link.request({ op: "wpart", upload, offset, sha256: sha256(buf) }, buf, rangeTimeout(length));
       });
     } finally {
       await f.close();
@@ -851,6 +907,7 @@ export class CacheManager {
         case "LIST":
           await this.lookup(args[0]);
           await this.list(args[0]);
+          this.prelist(args[0]);
           break;
         case "TREE":
           await this.listSubtree(args[0]);
@@ -894,6 +951,11 @@ export class CacheManager {
       })();
     }
   }
+}
+
+/** Deadline of one range: the ranges queued before it on its link travel first (at ≥ 1 MB/s). */
+function rangeTimeout(length: number): number {
+  return 10_000 + Math.ceil((RANGES_PER_LINK * length) / 1e6) * 1000;
 }
 
 /** A striped fetch met a file that changed on A. */

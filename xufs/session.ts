@@ -225,6 +225,7 @@ export async function runSession(o: SessionOptions): Promise<number> {
       rel = ".";
     }
     await cache.list(rel);
+    cache.prelist(rel);
     const shell = Deno.env.get("SHELL") || "/bin/sh";
     const args = o.command.length ? ["-c", o.command.join(" ")] : ["-l"];
     const preload = [preloadPath(), Deno.env.get("LD_PRELOAD")].filter(Boolean).join(" ");

@@ -4,12 +4,13 @@
  * boundaries, every byte compared, and each link carrying ranges); corrupted and incomplete
  * ranged uploads refused; pre-caching of small files; change callbacks reaching B's skeleton
  * with no request from B; two B caches on one export staying coherent and keeping both copies
- * of a conflict.
+ * of a conflict; the progress line.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { CacheManager, type CacheOptions } from "../../xufs/cache.ts";
+import { Progress, PROGRESS_AFTER_MS, progressWanted } from "../../xufs/progress.ts";
 import { sha256 } from "../../xufs/server.ts";
 import { sleep, tempDir } from "../helpers.ts";
 import { type Counter, serve } from "./serve.ts";
@@ -107,10 +108,11 @@ Deno.test("xufs striping: a corrupted range and an incomplete upload are refused
   }
 });
 
-Deno.test("xufs pre-caching: listing a directory fetches its small files in the background, not the large ones", opts, async () => {
+Deno.test("xufs pre-caching: entering a directory lists its subdirectories and fetches small files, not large ones", opts, async () => {
   using dir = tempDir();
   const a = join(dir.path, "A");
-  Deno.mkdirSync(join(a, "src"), { recursive: true });
+  Deno.mkdirSync(join(a, "src/sub"), { recursive: true });
+  Deno.writeTextFileSync(join(a, "src/sub/deep.c"), "int deep;\n");
   for (let i = 0; i < 40; i++) Deno.writeTextFileSync(join(a, "src", `s${i}.c`), `int f${i}(void) { return ${i}; }\n`);
   Deno.writeFileSync(join(a, "src", "big.bin"), new Uint8Array(randomBytes(100_000)));
   const srv = serve(a, dir.path);
@@ -119,11 +121,13 @@ Deno.test("xufs pre-caching: listing a directory fetches its small files in the 
     assert.equal(await cache.answer("LIST\tsrc"), "OK\n");
     // With A gone, the small files were already cached; the large one was not.
     assert.ok(await until(() => Deno.readTextFileSync(join(cache.tree, "src/s39.c")).startsWith("int f39")), "pre-cached");
+    assert.ok(await until(() => Deno.readTextFileSync(join(cache.tree, "src/sub/deep.c")) === "int deep;\n"), "subdirectory pre-listed");
     srv.close();
     for (const l of cache.links) l.close();
     assert.equal(await cache.answer("FETCH\tsrc/s7.c"), "OK\n");
     assert.equal(Deno.readTextFileSync(join(cache.tree, "src/s7.c")), "int f7(void) { return 7; }\n");
     assert.equal(await cache.answer("FETCH\tsrc/big.bin"), "ERR EIO\n");
+    assert.equal(await cache.answer("FETCH\tsrc/sub/deep.c"), "OK\n");
   } finally {
     srv.close();
   }
@@ -166,10 +170,11 @@ Deno.test("xufs two B caches: one's write-back reaches the other; concurrent edi
   const a = join(dir.path, "A");
   Deno.mkdirSync(a);
   Deno.writeTextFileSync(join(a, "shared"), "start\n");
-  const srv = serve(a, dir.path);
+  // Two ussh sessions: two file servers on A for one export, one cache on each B host.
+  const srv = serve(a, dir.path), srv2 = serve(a, dir.path);
   try {
     const b1 = (await cacheOn(srv, join(dir.path, "B1"), 1)).cache;
-    const { cache: b2, logs: logs2 } = await cacheOn(srv, join(dir.path, "B2"), 2);
+    const { cache: b2, logs: logs2 } = await cacheOn(srv2, join(dir.path, "B2"), 2);
     for (const b of [b1, b2]) assert.equal(await b.answer("FETCH\tshared"), "OK\n");
     await sleep(100);
     Deno.writeTextFileSync(join(b1.tree, "shared"), "from B1\n");
@@ -198,5 +203,29 @@ Deno.test("xufs two B caches: one's write-back reaches the other; concurrent edi
     assert.equal(Deno.readTextFileSync(join(b2.tree, "shared")), "B1 again\n");
   } finally {
     srv.close();
+    srv2.close();
+  }
+});
+
+Deno.test("xufs progress: a line after 2 s of a transfer, rewritten in place and erased; none when disabled", opts, async () => {
+  const shown: string[] = [], quiet: string[] = [];
+  const on = new Progress("fetching big", 8 << 20, true, (s) => shown.push(s));
+  const off = new Progress("fetching big", 8 << 20, false, (s) => quiet.push(s));
+  for (const p of [on, off]) p.add(4 << 20);
+  await sleep(PROGRESS_AFTER_MS + 700);
+  for (const p of [on, off]) p.end();
+  assert.ok(shown[0].startsWith("\r\x1b[K"), JSON.stringify(shown[0]));
+  assert.match(shown[0].slice(4), /^xufs: fetching big {2}50% {2}4\/8 MiB {2}[0-9.]+ MB\/s$/);
+  assert.equal(shown.at(-1), "\r\x1b[K");
+  assert.deepEqual(quiet, []);
+  const saved = Deno.env.get("XUFS_PROGRESS");
+  try {
+    Deno.env.set("XUFS_PROGRESS", "1");
+    assert.equal(progressWanted(), true);
+    Deno.env.set("XUFS_PROGRESS", "0");
+    assert.equal(progressWanted(), false);
+  } finally {
+    if (saved === undefined) Deno.env.delete("XUFS_PROGRESS");
+    else Deno.env.set("XUFS_PROGRESS", saved);
   }
 });
