@@ -140,7 +140,7 @@ Deno.test("names: curl fetches http://NAME:8080/ and http://NAME.uvpn:8080/ acro
   }
 });
 
-Deno.test("surface: v4-mapped IPv6, EISCONN, SO_ERROR, shutdown, SO_PEERCRED, fork and exec inheritance, close_range", opts, async () => {
+Deno.test("surface: v4-mapped IPv6, EISCONN, SO_ERROR, shutdown, SO_PEERCRED, fork, exec, SCM_RIGHTS, close_range; preload and supervisor", opts, async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path);
   await o.start();
@@ -155,6 +155,14 @@ Deno.test("surface: v4-mapped IPv6, EISCONN, SO_ERROR, shutdown, SO_PEERCRED, fo
     assert.match(r.stdout, /ok getpeername after exec/);
     assert.match(r.stdout, /ok after close_range the listener is unregistered/);
     assert.match(r.stderr, new RegExp(`unlisten ${addrA.replaceAll(".", "\\.")}:7100: done`));
+    // The same checks for a program under the seccomp supervisor (state keyed by socket inode).
+    const sup = await cli("uvpn_register", ["-r", "--mode", "seccomp", "--", "python3", SURFACE, "client", addrB, "7000"], {
+      env: { ...o.homeEnv(o.a), UVPN_DEBUG: "1" },
+      timeoutMs: 60_000,
+    });
+    assert.equal(sup.code, 0, sup.stdout + sup.stderr);
+    assert.match(sup.stderr, /uvpn: supervising pid \d+/);
+    assert.match(sup.stdout, /ok getpeername of a socket received with SCM_RIGHTS/);
   } finally {
     await server?.stop();
     await o.stop();
