@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <linux/seccomp.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -10,9 +12,30 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+/* The thread group (process) of thread tid, from /proc (0 if unknown). Seccomp notifications
+ * name the calling thread; pidfd_open wants its process. */
+static pid_t tgid_of(pid_t tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0) return 0;
+    ssize_t n = read(f, buf, sizeof buf - 1);
+    close(f);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    const char *t = strstr(buf, "\nTgid:");
+    return t ? (pid_t)atoi(t + 7) : 0;
+}
+
 int tg_getfd(pid_t pid, int fd)
 {
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0 && (errno == EINVAL || errno == ENOENT)) { /* a thread, not the leader */
+        pid_t tgid = tgid_of(pid);
+        if (tgid > 0 && tgid != pid) pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
+        else errno = ESRCH;
+    }
     if (pidfd < 0) return -errno;
     int r = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
     int e = errno;
