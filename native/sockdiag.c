@@ -1,4 +1,4 @@
-/* sockdiag.c: TCP socket inodes from NETLINK_SOCK_DIAG (see sockdiag.h). */
+/* sockdiag.c: TCP and UDP socket inodes from NETLINK_SOCK_DIAG (see sockdiag.h). */
 #include "sockdiag.h"
 
 #include <errno.h>
@@ -19,8 +19,9 @@ static int cmp_ino(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Appends the inodes of one family's TCP sockets to *v (size *n, capacity *cap). 0 or -errno. */
-static int dump(int nl, int family, ino_t **v, long *n, long *cap)
+/* Appends the inodes of one family's sockets of protocol proto to *v (size *n, capacity *cap).
+ * 0 or -errno. */
+static int dump(int nl, int family, int proto, ino_t **v, long *n, long *cap)
 {
     struct {
         struct nlmsghdr h;
@@ -31,7 +32,7 @@ static int dump(int nl, int family, ino_t **v, long *n, long *cap)
     req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
     req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
     req.r.sdiag_family = (uint8_t)family;
-    req.r.sdiag_protocol = IPPROTO_TCP;
+    req.r.sdiag_protocol = (uint8_t)proto;
     req.r.idiag_states = ~0u; /* every state, bound-inactive included where the kernel knows it */
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     if (sendto(nl, &req, sizeof req, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return -errno;
@@ -63,14 +64,16 @@ static int dump(int nl, int family, ino_t **v, long *n, long *cap)
     }
 }
 
-long sd_tcp_inodes(ino_t **out)
+long sd_inodes(ino_t **out)
 {
     int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
     if (nl < 0) return -errno;
     ino_t *v = NULL;
     long n = 0, cap = 0;
-    int r = dump(nl, AF_INET, &v, &n, &cap);
-    if (r == 0) r = dump(nl, AF_INET6, &v, &n, &cap);
+    int r = 0;
+    static const int protos[] = {IPPROTO_TCP, IPPROTO_UDP}, families[] = {AF_INET, AF_INET6};
+    for (int p = 0; p < 2 && r == 0; p++)
+        for (int f = 0; f < 2 && r == 0; f++) r = dump(nl, families[f], protos[p], &v, &n, &cap);
     close(nl);
     if (r) {
         free(v);
@@ -96,7 +99,7 @@ static void probe(void)
     struct stat sb;
     ino_t *v = NULL;
     if (s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && fstat(s, &sb) == 0) {
-        long n = sd_tcp_inodes(&v);
+        long n = sd_inodes(&v);
         lists_bound = n > 0 && sd_contains(v, n, sb.st_ino);
         free(v);
     }

@@ -1,4 +1,4 @@
-/* sockdiag.h: which TCP sockets still exist, by inode, from the kernel's socket diagnostics
+/* sockdiag.h: which TCP and UDP sockets still exist, by inode, from the kernel's socket diagnostics
  * (NETLINK_SOCK_DIAG, the interface of `ss`; no privileges needed). The seccomp supervisor does
  * not see close(), so it uses this to forget the state of closed sockets and to unregister
  * listeners the program closed. Only the supervisor's network namespace is seen. */
@@ -8,9 +8,9 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* The inodes of all TCP sockets (IPv4 and IPv6, every state), sorted, in a malloc'd array.
- * Returns the count, or -errno. */
-long sd_tcp_inodes(ino_t **out);
+/* The inodes of all TCP sockets (IPv4 and IPv6, every state) and all bound UDP sockets, sorted,
+ * in a malloc'd array. Returns the count, or -errno. */
+long sd_inodes(ino_t **out);
 
 /* 1 if the kernel lists sockets that are bound but neither listening nor connected (Linux
  * 6.5, TCP_BOUND_INACTIVE); probed once. Without that, such sockets look closed. */

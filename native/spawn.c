@@ -1,5 +1,7 @@
 /* spawn.c: fork, filter, hand over the listener, exec (see spawn.h). Between fork and exec the
- * child uses only async-signal-safe calls: the parent (Deno) is multi-threaded. */
+ * child uses only async-signal-safe calls: the parent (Deno) is multi-threaded. The child
+ * reports the listener's fd number with write() (the filter stops sendmsg, which only the
+ * supervisor could answer) and the parent takes the fd with pidfd_getfd. */
 #include "spawn.h"
 #include "filter.h"
 #include "target.h"
@@ -18,12 +20,12 @@
 /* What the child reports over the socketpair: a stage and an errno. */
 enum { ST_FILTER = 1, ST_EXEC = 2 };
 struct report {
-    int32_t stage, err;
+    int32_t stage, err, fd;
 };
 
 static void child(int sock, pid_t parent, const char *path, char *const argv[], char *const envp[])
 {
-    struct report rep = {ST_FILTER, 0};
+    struct report rep = {ST_FILTER, 0, -1};
     sigset_t none;
     sigemptyset(&none);
     struct sigaction dfl;
@@ -36,25 +38,12 @@ static void child(int sock, pid_t parent, const char *path, char *const argv[], 
     if (getppid() != parent) _exit(126);
 
     int fd = filter_install();
-    char cbuf[CMSG_SPACE(sizeof(int))];
-    memset(cbuf, 0, sizeof cbuf);
-    struct iovec iov = {&rep, sizeof rep};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fd < 0) {
-        rep.err = -fd;
-    } else {
-        m.msg_control = cbuf;
-        m.msg_controllen = sizeof cbuf;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    }
-    if (sendmsg(sock, &m, MSG_NOSIGNAL) < 0 || fd < 0) _exit(126);
-    close(fd);
+    if (fd < 0) rep.err = -fd;
+    rep.fd = fd;
+    if (write(sock, &rep, sizeof rep) != (ssize_t)sizeof rep || fd < 0) _exit(126);
     char go;
     if (read(sock, &go, 1) != 1) _exit(126); /* the supervisor gave up */
+    close(fd);
     execve(path, argv, envp);
     rep.stage = ST_EXEC;
     rep.err = errno;
@@ -94,18 +83,12 @@ pid_t sp_spawn(const char *path, char *const argv[], char *const envp[], int *no
         child(sv[1], parent, path, argv, envp);
     }
     close(sv[1]);
-    struct report rep = {0, 0};
-    char cbuf[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {&rep, sizeof rep};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                       .msg_controllen = sizeof cbuf};
+    struct report rep = {0, 0, -1};
     ssize_t n;
-    do n = recvmsg(sv[0], &m, MSG_CMSG_CLOEXEC);
+    do n = read(sv[0], &rep, sizeof rep);
     while (n < 0 && errno == EINTR);
     int nfd = -1;
-    struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&nfd, CMSG_DATA(c), sizeof nfd);
-    if (n != (ssize_t)sizeof rep || rep.err || nfd < 0) {
+    if (n != (ssize_t)sizeof rep || rep.err || rep.fd < 0) {
         if (rep.err == EINVAL || rep.err == ENOSYS)
             snprintf(err, errlen, "Seccomp user notification is unavailable (needs Linux 5.0 or "
                                   "later with CONFIG_SECCOMP_FILTER): %s", strerror(rep.err));
@@ -119,18 +102,17 @@ pid_t sp_spawn(const char *path, char *const argv[], char *const envp[], int *no
             snprintf(err, errlen, "The supervised child did not hand over its seccomp listener");
         return give_up(pid, sv[0], nfd);
     }
-    /* Can we take its fds? Yama ptrace_scope 2/3, or a kernel without pidfd_getfd, says no. */
-    int probe = tg_getfd(pid, sv[1]);
-    if (probe < 0) {
-        if (probe == -ENOSYS)
-            snprintf(err, errlen, "pidfd_getfd is unavailable (needs Linux 5.6): %s", strerror(-probe));
+    /* Take the listener. Yama ptrace_scope 2/3, or a kernel without pidfd_getfd, says no. */
+    nfd = tg_getfd(pid, rep.fd);
+    if (nfd < 0) {
+        if (nfd == -ENOSYS)
+            snprintf(err, errlen, "pidfd_getfd is unavailable (needs Linux 5.6): %s", strerror(-nfd));
         else
             snprintf(err, errlen, "Cannot take the program's sockets with pidfd_getfd (Yama "
                                   "ptrace_scope is 2 or 3? see /proc/sys/kernel/yama/ptrace_scope): %s",
-                     strerror(-probe));
-        return give_up(pid, sv[0], nfd);
+                     strerror(-nfd));
+        return give_up(pid, sv[0], -1);
     }
-    close(probe);
     char go = 1;
     if (write(sv[0], &go, 1) != 1) {
         snprintf(err, errlen, "The supervised child died before exec: %s", strerror(errno));

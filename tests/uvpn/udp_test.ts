@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { join } from "node:path";
 import { sealDgram } from "../../router/wire.ts";
-import { cli, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
+import { cli, Overlay, Proc, ROOT, run, spawnCli, tempDir } from "../helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const CLIENT = join(ROOT, "tests/fixtures/udp_client.py");
@@ -134,6 +134,43 @@ Deno.test("udp: iperf3 -u across the overlay receives its datagrams with low los
     assert.ok(sum.lost_percent < 10, `lost ${sum.lost_percent}%`);
   } finally {
     await server?.stop();
+    await o.stop();
+  }
+});
+
+/** The static Go UDP fixture (tests/fixtures/gohttp/udp), built once with its own Go caches. */
+async function goUdp(dir: string): Promise<string> {
+  const r = await run("go", ["build", "-o", join(dir, "goudp"), "./udp"], {
+    cwd: join(ROOT, "tests/fixtures/gohttp"),
+    env: { CGO_ENABLED: "0", GOCACHE: join(dir, "cache"), GOPATH: join(dir, "gopath"), GOFLAGS: "", HOME: dir },
+    timeoutMs: 240_000,
+  });
+  if (r.code !== 0) throw new Error(`go build failed: ${r.stderr}`);
+  return join(dir, "goudp");
+}
+
+Deno.test("udp: a static Go program under the seccomp supervisor exchanges UDP across subnets", opts, async () => {
+  using dir = tempDir();
+  const bin = await goUdp(dir.path);
+  const o = await overlay(dir.path);
+  let echo: Proc | undefined;
+  try {
+    // Static: uvpn_register's default mode runs both under the supervisor.
+    echo = spawnCli("uvpn_register", ["-r", "--", bin, "echo", "0.0.0.0:7004"], { env: { ...o.homeEnv(o.b), UVPN_DEBUG: "1" } });
+    const addrB = (await echo.waitFor(/Leased virtual address (\S+) from router/))[1];
+    await echo.waitFor(/ready/);
+    await o.b.router!.waitFor(new RegExp(`UDP endpoint ${esc(addrB)}:7004 is at`));
+    const c = spawnCli("uvpn_register", ["-r", "--", bin, "client", `${addrB}:7004`], { env: { ...o.homeEnv(o.a), UVPN_DEBUG: "1" } });
+    const r = await c.result(30_000);
+    const addrA = (await c.waitFor(/Leased virtual address (\S+) from router/))[1];
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stderr, /uvpn: supervising pid/);
+    assert.match(r.stdout, new RegExp(`^ok ${esc(addrA)}:\\d+\\n$`));
+    assert.match(r.stderr, /do not fit the tunnel \(at most 65473\) \(EMSGSIZE\)/);
+    const froms = [...echo.stdout.matchAll(/^from (\S+):\d+ (\d+)$/gm)];
+    assert.deepEqual(froms.map((m) => [m[1], m[2]]), [[addrA, "1"], [addrA, "1400"], [addrA, "9000"], [addrA, "65473"]]);
+  } finally {
+    await echo?.stop();
     await o.stop();
   }
 });
