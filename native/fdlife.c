@@ -324,20 +324,11 @@ static void adopt_received(int fd)
         dbg("recvmsg: received fd %d keeps its overlay state", fd);
 }
 
-void fdl_scm_sent(const struct msghdr *msg)
+void fdl_scm(const struct msghdr *msg, int sent)
 {
     int e = errno;
     inside = 1;
-    each_passed_fd(msg, note_sent);
-    inside = 0;
-    errno = e;
-}
-
-void fdl_scm_received(const struct msghdr *msg)
-{
-    int e = errno;
-    inside = 1;
-    each_passed_fd(msg, adopt_received);
+    each_passed_fd(msg, sent ? note_sent : adopt_received);
     inside = 0;
     errno = e;
 }

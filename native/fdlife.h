@@ -5,9 +5,8 @@
 
 #include <sys/socket.h>
 
-/* Before sendmsg(msg): records the state of every overlay socket msg passes. errno kept. */
-void fdl_scm_sent(const struct msghdr *msg);
-/* After a successful recvmsg(msg): adopts the recorded state of every socket received. */
-void fdl_scm_received(const struct msghdr *msg);
+/* sent: before sendmsg(msg), records the state of every overlay socket msg passes; else after
+ * a successful recvmsg(msg), adopts the recorded state of every socket received. errno kept. */
+void fdl_scm(const struct msghdr *msg, int sent);
 
 #endif

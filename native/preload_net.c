@@ -435,7 +435,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     ssize_t r;
     if (udp_send(fd, msg, flags, &r)) return r;
     if (msg && blocked_dest(fd, msg->msg_name, msg->msg_namelen, flags, "sendmsg")) return -1;
-    if (msg && msg->msg_controllen && !inside) fdl_scm_sent(msg);
+    if (msg && msg->msg_controllen && !inside) fdl_scm(msg, 1);
     return real.sendmsg(fd, msg, flags);
 }
 
@@ -500,7 +500,7 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     ssize_t r;
     if (msg && udp_recv(fd, msg, flags, &r)) return r;
     r = real.recvmsg(fd, msg, flags);
-    if (r >= 0 && msg && msg->msg_controllen && !inside) fdl_scm_received(msg);
+    if (r >= 0 && msg && msg->msg_controllen && !inside) fdl_scm(msg, 0);
     return r;
 }
 

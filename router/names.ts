@@ -53,8 +53,10 @@ export class NameService {
       const route = routeFor(this.routes, q.ip);
       return route && !contains(this.table().subnet, q.ip) ? await this.#ask(route, q) : null;
     }
-    const answers = await Promise.all(this.routes.filter((r) => !contains(r.subnet, this.table().subnet.net))
-      .map((r) => this.#ask(r, q)));
+    const answers = await Promise.all(
+      this.routes.filter((r) => !contains(r.subnet, this.table().subnet.net))
+        .map((r) => this.#ask(r, q)),
+    );
     return answers.find((a) => a !== null) ?? null;
   }
 
@@ -66,22 +68,34 @@ export class NameService {
 
   /** A LOCAL query to one peer router; unreachable peers count as "not found" (logged). */
   async #ask(route: Route, q: NameQuery): Promise<Answer> {
-    const id = `${route.host}:${route.port} ${q.kind === NameKind.FORWARD ? q.name.toLowerCase() : formatIp(q.ip)}`;
+    const id = `${route.host}:${route.port} ${
+      q.kind === NameKind.FORWARD ? q.name.toLowerCase() : formatIp(q.ip)
+    }`;
     const hit = this.#cache.get(id);
     if (hit && Date.now() - hit.at < NAME_CACHE_MS) return hit.answer;
     let answer: Answer = null;
     try {
-      const r = await request(route, this.key, FrameType.NAME, encodeNameQuery({ ...q, flags: NAME_F_LOCAL }), {
-        timeoutMs: this.timeoutMs,
-      });
+      const r = await request(
+        route,
+        this.key,
+        FrameType.NAME,
+        encodeNameQuery({ ...q, flags: NAME_F_LOCAL }),
+        {
+          timeoutMs: this.timeoutMs,
+        },
+      );
       if (r.status === Status.OK) answer = decodeNameAnswer(r.data);
     } catch (e) {
-      this.log(`name query to peer router ${route.host}:${route.port} failed: ${(e as Error).message}`);
+      this.log(
+        `name query to peer router ${route.host}:${route.port} failed: ${(e as Error).message}`,
+      );
       return null; // not cached: the peer may be back at the next query
     }
     this.#cache.set(id, { answer, at: Date.now() });
     if (this.#cache.size > 4096) {
-      for (const [k, v] of this.#cache) if (Date.now() - v.at >= NAME_CACHE_MS) this.#cache.delete(k);
+      for (const [k, v] of this.#cache) {
+        if (Date.now() - v.at >= NAME_CACHE_MS) this.#cache.delete(k);
+      }
     }
     return answer;
   }
