@@ -31,6 +31,23 @@ async function socatOnce(o: Overlay, addrA: string, dst: string, text: string) {
   return await run("socat", ["-t", "1", "-T", "5", "-", `UDP:${dst}`], { env: o.env(o.a, addrA), stdin: text, timeoutMs: 15_000 });
 }
 
+/** Runs body on a fresh overlay with the python3 echo server on addrB:port in subnet B. */
+async function withEcho(port: number, body: (o: Overlay, addrA: string, addrB: string, echo: Proc) => Promise<void>) {
+  using dir = tempDir();
+  const o = await overlay(dir.path);
+  let echo: Proc | undefined;
+  try {
+    const addrB = await o.register(o.b);
+    const addrA = await o.register(o.a);
+    echo = new Proc("python3", ["-u", CLIENT, "echo", addrB, String(port)], { env: o.env(o.b, addrB) });
+    await echo.waitFor(/ready/);
+    await body(o, addrA, addrB, echo);
+  } finally {
+    await echo?.stop();
+    await o.stop();
+  }
+}
+
 for (const mode of ["udp", "tcp"] as const) {
   Deno.test(`udp: socat echo across two subnets (routers carry UDP as ${mode})`, opts, async () => {
     using dir = tempDir();
@@ -63,14 +80,7 @@ for (const mode of ["udp", "tcp"] as const) {
 }
 
 Deno.test("udp: python3 sees virtual sources, whole datagrams, truncation, EMSGSIZE, connected sockets", opts, async () => {
-  using dir = tempDir();
-  const o = await overlay(dir.path);
-  let echo: Proc | undefined;
-  try {
-    const addrB = await o.register(o.b);
-    const addrA = await o.register(o.a);
-    echo = new Proc("python3", ["-u", CLIENT, "echo", addrB, "7002"], { env: o.env(o.b, addrB) });
-    await echo.waitFor(/ready/);
+  await withEcho(7002, async (o, addrA, addrB, echo) => {
     const r = await run("python3", ["-u", CLIENT, "client", addrB, "7002", addrA], { env: o.env(o.a, addrA), timeoutMs: 30_000 });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, new RegExp(`^ok ${esc(addrA)}:\\d+\\n$`));
@@ -80,36 +90,27 @@ Deno.test("udp: python3 sees virtual sources, whole datagrams, truncation, EMSGS
     assert.ok(froms.every((m) => m[1] === addrA), echo.stdout);
     assert.ok(froms.some((m) => m[2] === "65473"), "the largest datagram crossed whole");
     assert.match(r.stderr, /do not fit the tunnel \(at most 65473\) \(EMSGSIZE\)/);
-  } finally {
-    await echo?.stop();
-    await o.stop();
-  }
+  });
 });
 
 Deno.test("udp: a datagram forged without the key is dropped and logged by the router", opts, async () => {
-  using dir = tempDir();
-  const o = await overlay(dir.path);
-  let echo: Proc | undefined;
   const sock = dgram.createSocket("udp4");
+  const send = (o: Overlay, d: Uint8Array) =>
+    new Promise<void>((res, rej) => sock.send(d, o.b.port, o.b.host, (e: Error | null) => (e ? rej(e) : res())));
   try {
-    const addrB = await o.register(o.b);
-    echo = new Proc("python3", ["-u", CLIENT, "echo", addrB, "7003"], { env: o.env(o.b, addrB) });
-    await echo.waitFor(/ready/);
-    const [ip, port] = [addrB.split(".").reduce((a, b) => a * 256 + Number(b), 0), 7003];
-    const forged = sealDgram(new Uint8Array(32).fill(7), { srcIp: 0x64400063, srcPort: 1, dstIp: ip, dstPort: port }, new Uint8Array(8));
-    await new Promise<void>((res, rej) => sock.send(forged, o.b.port, o.b.host, (e: Error | null) => (e ? rej(e) : res())));
-    await new Promise<void>((res, rej) => sock.send(new Uint8Array([1, 2, 3]), o.b.port, o.b.host, (e: Error | null) => (e ? rej(e) : res())));
-    await o.b.router!.waitFor(/dropped datagram from 127\.0\.0\.1:\d+: Bad datagram MAC/);
-    await o.b.router!.waitFor(/dropped datagram from 127\.0\.0\.1:\d+: Short datagram: 3 bytes/);
-    assert.doesNotMatch(echo.stdout, /^from /m, "nothing forged reached the program");
-    // The router still relays real datagrams.
-    const addrA = await o.register(o.a);
-    const r = await socatOnce(o, addrA, `${addrB}:7003`, "still relaying\n");
-    assert.equal(r.stdout, "still relaying\n", r.stderr);
+    await withEcho(7003, async (o, addrA, addrB, echo) => {
+      const ip = addrB.split(".").reduce((a, b) => a * 256 + Number(b), 0);
+      await send(o, sealDgram(new Uint8Array(32).fill(7), { srcIp: 0x64400063, srcPort: 1, dstIp: ip, dstPort: 7003 }, new Uint8Array(8)));
+      await send(o, new Uint8Array([1, 2, 3]));
+      await o.b.router!.waitFor(/dropped datagram from 127\.0\.0\.1:\d+: Bad datagram MAC/);
+      await o.b.router!.waitFor(/dropped datagram from 127\.0\.0\.1:\d+: Short datagram: 3 bytes/);
+      assert.doesNotMatch(echo.stdout, /^from /m, "nothing forged reached the program");
+      // The router still relays real datagrams.
+      const r = await socatOnce(o, addrA, `${addrB}:7003`, "still relaying\n");
+      assert.equal(r.stdout, "still relaying\n", r.stderr);
+    });
   } finally {
     sock.close();
-    await echo?.stop();
-    await o.stop();
   }
 });
 
@@ -173,4 +174,33 @@ Deno.test("udp: a static Go program under the seccomp supervisor exchanges UDP a
     await echo?.stop();
     await o.stop();
   }
+});
+
+Deno.test("udp: IPv6 sockets reach v4-mapped virtual addresses; an unreachable router fails closed", opts, async () => {
+  await withEcho(7005, async (o, addrA, addrB) => {
+    const v6 = `
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(b"six", ("::ffff:" + sys.argv[1], 7005))
+data, peer = s.recvfrom(100)
+print(data.decode(), peer[0], peer[1])
+`;
+    const r = await run("python3", ["-c", v6, addrB], { env: o.env(o.a, addrA), timeoutMs: 20_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `six ::ffff:${addrB} 7005\n`);
+    // The home router is gone: nothing may leave for the virtual address, the send fails.
+    await o.a.router!.stop();
+    const down = `
+import errno, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(b"x", (sys.argv[1], 7005))
+    print("sent")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+`;
+    const d = await run("python3", ["-c", down, addrB], { env: o.env(o.a, addrA), timeoutMs: 60_000 });
+    assert.equal(d.stdout, "ENETUNREACH\n", d.stderr);
+  });
 });
