@@ -2,7 +2,9 @@
  * Test fixture: A's file server on a real Unix socket, and authenticated links to it for B's
  * cache managers (each link its own connection).
  */
+import assert from "node:assert/strict";
 import { join } from "node:path";
+import type { CacheManager } from "../../xufs/cache.ts";
 import { Remote } from "../../xufs/remote.ts";
 import { FileServer } from "../../xufs/server.ts";
 
@@ -66,4 +68,27 @@ export function serve(root: string, dir: string) {
       }
     },
   };
+}
+
+/**
+ * After a conflicting write-back of `name` from `host`: A kept `onA`, exactly one conflict copy
+ * holds `fromB`, the cache logged it, and the cache's next open gets A's version.
+ */
+export async function assertConflictKept(
+  a: string,
+  cache: CacheManager,
+  logs: string[],
+  name: string,
+  host: string,
+  onA: string,
+  fromB: string,
+): Promise<void> {
+  assert.equal(Deno.readTextFileSync(join(a, name)), onA);
+  const copies = [...Deno.readDirSync(a)].filter((e) => e.name.startsWith(`${name}.conflict-${host}-`));
+  assert.equal(copies.length, 1, [...Deno.readDirSync(a)].map((e) => e.name).join(" "));
+  assert.equal(Deno.readTextFileSync(join(a, copies[0].name)), fromB);
+  assert.ok(logs.some((l) => l.startsWith(`conflict: ${name} changed on host A`)), logs.join("\n"));
+  assert.equal(await cache.answer(`LOOKUP\t${name}`), "OK\n");
+  assert.equal(await cache.answer(`FETCH\t${name}`), "OK\n");
+  assert.equal(Deno.readTextFileSync(join(cache.tree, name)), onA);
 }

@@ -29,6 +29,18 @@ function homeA(dir: string): string {
   return a;
 }
 
+/** A real sshd playing host B, MyRT installed for host A, A's home; `fn` runs with them. */
+async function withHosts(fn: (h: { dir: string; sshd: Sshd; prefix: string; a: string }) => Promise<void>): Promise<void> {
+  using dir = tempDir();
+  const sshd = new Sshd(dir.path);
+  await sshd.start();
+  try {
+    await fn({ dir: dir.path, sshd, prefix: await installA(dir.path), a: homeA(dir.path) });
+  } finally {
+    await sshd.stop();
+  }
+}
+
 async function noneLeft(pattern: string): Promise<string> {
   return (await run("pgrep", ["-af", pattern])).stdout.trim();
 }
@@ -38,12 +50,7 @@ for (const notun of [false, true]) {
     ...base,
     name: `ussh${notun ? " --notun" : ""}: B's shell starts in the mount, sees A's files, writes back, leaves nothing`,
     async fn() {
-      using dir = tempDir();
-      const sshd = new Sshd(dir.path);
-      await sshd.start();
-      try {
-        const prefix = await installA(dir.path);
-        const a = homeA(dir.path);
+      await withHosts(async ({ sshd, prefix, a }) => {
         if (notun) {
           const lo = freePort();
           Deno.writeTextFileSync(join(sshd.bHome, ".bashrc"), `export XUFS_PORT_RANGE=${lo},${lo + 20}\n`);
@@ -69,9 +76,7 @@ for (const notun of [false, true]) {
         assert.equal(again.code, 0, again.stderr);
         assert.doesNotMatch(again.stderr, /installing/);
         assert.equal(again.stdout, "written on B\n");
-      } finally {
-        await sshd.stop();
-      }
+      });
     },
   });
 }
@@ -80,12 +85,7 @@ Deno.test({
   ...base,
   name: "ussh: a large file travels striped over several ssh connections; one when further logins would ask",
   async fn() {
-    using dir = tempDir();
-    const sshd = new Sshd(dir.path);
-    await sshd.start();
-    try {
-      const prefix = await installA(dir.path);
-      const a = homeA(dir.path);
+    await withHosts(async ({ dir: d, sshd, prefix, a }) => {
       const big = new Uint8Array(20 << 20);
       for (let off = 0; off < big.length; off += 65536) crypto.getRandomValues(big.subarray(off, off + 65536));
       Deno.writeFileSync(join(a, "big"), big);
@@ -106,21 +106,19 @@ Deno.test({
       assert.equal(sum.split(" ")[0], want);
       assert.doesNotMatch(r.stderr, /striping/);
       // A key with a passphrase: the master asks (here through SSH_ASKPASS), further ones may not.
-      const locked = join(dir.path, "lockedkey");
-      Deno.copyFileSync(join(dir.path, "userkey"), locked);
+      const locked = join(d, "lockedkey");
+      Deno.copyFileSync(join(d, "userkey"), locked);
       Deno.chmodSync(locked, 0o600);
       assert.equal((await run("ssh-keygen", ["-q", "-p", "-P", "", "-N", "pass phrase", "-f", locked])).code, 0);
-      const askpass = join(dir.path, "askpass");
+      const askpass = join(d, "askpass");
       Deno.writeTextFileSync(askpass, "#!/bin/sh\necho 'pass phrase'\n", { mode: 0o700 });
-      const config = join(dir.path, "ssh_config_locked");
+      const config = join(d, "ssh_config_locked");
       Deno.writeTextFileSync(config, Deno.readTextFileSync(sshd.clientConfig).replace(/IdentityFile \S+/, `IdentityFile ${locked}`).replace(/ *BatchMode yes\n/, ""));
       Deno.removeSync(join(sshd.bHome, ".xufs/cache"), { recursive: true });
       const one = await ussh(config, { SSH_ASKPASS: askpass, SSH_ASKPASS_REQUIRE: "force", DISPLAY: ":0" });
       assert.equal(one.code, 0, one.stderr);
       assert.match(one.stderr, /striping over 3 connections needs ssh logins that do not ask \(keys or an agent\); using 1: /);
       assert.equal(one.stdout.trim().split("\n")[1].split(" ")[0], want);
-    } finally {
-      await sshd.stop();
-    }
+    });
   },
 });

@@ -8,12 +8,12 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { CacheManager, type CacheOptions } from "../../xufs/cache.ts";
 import { Progress, PROGRESS_AFTER_MS, progressWanted } from "../../xufs/progress.ts";
 import { sha256 } from "../../xufs/server.ts";
 import { sleep, tempDir } from "../helpers.ts";
-import { type Counter, serve } from "./serve.ts";
+import { assertConflictKept, type Counter, serve } from "./serve.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const STRIPE = 4096;
@@ -46,18 +46,26 @@ async function until(cond: () => boolean, ms = 5000): Promise<boolean> {
   return holds();
 }
 
+/** A's export in `dir`/A holding `files` (path: content), and a file server for it. */
+function exported(dir: string, files: Record<string, string | Uint8Array>) {
+  const a = join(dir, "A");
+  Deno.mkdirSync(a);
+  for (const [path, data] of Object.entries(files)) {
+    Deno.mkdirSync(dirname(join(a, path)), { recursive: true });
+    Deno.writeFileSync(join(a, path), typeof data === "string" ? new TextEncoder().encode(data) : data);
+  }
+  return { a, srv: serve(a, dir) };
+}
+
 const sizeOf = (p: string) => Deno.statSync(p).size;
 const isFile = (p: string) => Deno.statSync(p).isFile;
 
 Deno.test("xufs striping: random sizes around range boundaries arrive intact, both ways, over every link", opts, async () => {
   using dir = tempDir();
-  const a = join(dir.path, "A");
-  Deno.mkdirSync(a);
   const sizes = [STRIPE * 2, STRIPE * 2 + 1, STRIPE * 3 - 1, STRIPE * 5, STRIPE * 7 + 1];
   for (let i = 0; i < 5; i++) sizes.push(STRIPE * 2 + Math.floor(Math.random() * STRIPE * 10));
   const files = sizes.map((n, i) => ({ name: `f${i}`, data: new Uint8Array(randomBytes(n)) }));
-  for (const f of files) Deno.writeFileSync(join(a, f.name), f.data);
-  const srv = serve(a, dir.path);
+  const { a, srv } = exported(dir.path, Object.fromEntries(files.map((f) => [f.name, f.data])));
   const counters: Counter[] = [];
   try {
     const { cache } = await cacheOn(srv, join(dir.path, "B"), 4, { stripeSize: STRIPE, stripeMin: STRIPE * 2, precacheMax: 0 }, counters);
@@ -83,10 +91,7 @@ Deno.test("xufs striping: random sizes around range boundaries arrive intact, bo
 
 Deno.test("xufs striping: a corrupted range and an incomplete upload are refused; A's file stays", opts, async () => {
   using dir = tempDir();
-  const a = join(dir.path, "A");
-  Deno.mkdirSync(a);
-  Deno.writeTextFileSync(join(a, "f"), "original\n");
-  const srv = serve(a, dir.path);
+  const { a, srv } = exported(dir.path, { f: "original\n" });
   try {
     const r = await srv.connect();
     const base = (await r.request({ op: "stat", path: "f" })).head.entry.version;
@@ -110,12 +115,9 @@ Deno.test("xufs striping: a corrupted range and an incomplete upload are refused
 
 Deno.test("xufs pre-caching: entering a directory lists its subdirectories and fetches small files, not large ones", opts, async () => {
   using dir = tempDir();
-  const a = join(dir.path, "A");
-  Deno.mkdirSync(join(a, "src/sub"), { recursive: true });
-  Deno.writeTextFileSync(join(a, "src/sub/deep.c"), "int deep;\n");
-  for (let i = 0; i < 40; i++) Deno.writeTextFileSync(join(a, "src", `s${i}.c`), `int f${i}(void) { return ${i}; }\n`);
-  Deno.writeFileSync(join(a, "src", "big.bin"), new Uint8Array(randomBytes(100_000)));
-  const srv = serve(a, dir.path);
+  const files: Record<string, string | Uint8Array> = { "src/sub/deep.c": "int deep;\n", "src/big.bin": new Uint8Array(randomBytes(100_000)) };
+  for (let i = 0; i < 40; i++) files[`src/s${i}.c`] = `int f${i}(void) { return ${i}; }\n`;
+  const { srv } = exported(dir.path, files);
   try {
     const { cache } = await cacheOn(srv, join(dir.path, "B"), 2, { precacheMax: 1000 });
     assert.equal(await cache.answer("LIST\tsrc"), "OK\n");
@@ -135,10 +137,7 @@ Deno.test("xufs pre-caching: entering a directory lists its subdirectories and f
 
 Deno.test("xufs change callbacks: a change on A reaches B's skeleton unasked; a revalidation after reconnecting", opts, async () => {
   using dir = tempDir();
-  const a = join(dir.path, "A");
-  Deno.mkdirSync(join(a, "d"), { recursive: true });
-  Deno.writeTextFileSync(join(a, "d/f"), "v1\n");
-  const srv = serve(a, dir.path);
+  const { a, srv } = exported(dir.path, { "d/f": "v1\n" });
   try {
     const bdir = join(dir.path, "B");
     const { cache } = await cacheOn(srv, bdir, 1, { precacheMax: 0 });
@@ -167,11 +166,9 @@ Deno.test("xufs change callbacks: a change on A reaches B's skeleton unasked; a 
 
 Deno.test("xufs two B caches: one's write-back reaches the other; concurrent edits keep both copies", opts, async () => {
   using dir = tempDir();
-  const a = join(dir.path, "A");
-  Deno.mkdirSync(a);
-  Deno.writeTextFileSync(join(a, "shared"), "start\n");
   // Two ussh sessions: two file servers on A for one export, one cache on each B host.
-  const srv = serve(a, dir.path), srv2 = serve(a, dir.path);
+  const { a, srv } = exported(dir.path, { shared: "start\n" });
+  const srv2 = serve(a, dir.path);
   try {
     const b1 = (await cacheOn(srv, join(dir.path, "B1"), 1)).cache;
     const { cache: b2, logs: logs2 } = await cacheOn(srv2, join(dir.path, "B2"), 2);
@@ -193,14 +190,7 @@ Deno.test("xufs two B caches: one's write-back reaches the other; concurrent edi
     assert.equal(Deno.readTextFileSync(join(b2.tree, "shared")), "B2 was here\n");
     assert.equal(await b2.answer("CLOSED\tshared"), "OK\n");
     assert.equal(await b2.flush(5000), 0);
-    assert.equal(Deno.readTextFileSync(join(a, "shared")), "B1 again\n");
-    const copies = [...Deno.readDirSync(a)].filter((e) => e.name.startsWith("shared.conflict-host-2-"));
-    assert.equal(copies.length, 1, [...Deno.readDirSync(a)].map((e) => e.name).join(" "));
-    assert.equal(Deno.readTextFileSync(join(a, copies[0].name)), "B2 was here\n");
-    assert.ok(logs2.some((l) => l.startsWith("conflict: shared changed on host A")), logs2.join("\n"));
-    assert.equal(await b2.answer("LOOKUP\tshared"), "OK\n");
-    assert.equal(await b2.answer("FETCH\tshared"), "OK\n");
-    assert.equal(Deno.readTextFileSync(join(b2.tree, "shared")), "B1 again\n");
+    await assertConflictKept(a, b2, logs2, "shared", "host-2", "B1 again\n", "B2 was here\n");
   } finally {
     srv.close();
     srv2.close();
