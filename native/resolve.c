@@ -10,10 +10,8 @@
  * turned into the libc's own result by resolving the numeric address with the real function,
  * so freeaddrinfo, services, hints and v4-mapped IPv6 behave exactly as libc does. */
 #include "config.h"
-#include "log.h"
+#include "names.h"
 #include "netio.h"
-#include "overlay.h"
-#include "wire.h"
 
 #include <arpa/inet.h>
 #include <dlfcn.h>
@@ -26,8 +24,7 @@
 #include <strings.h>
 
 #define EXPORT __attribute__((visibility("default")))
-#define NAME_TIMEOUT_MS 5000
-#define SUFFIX ".uvpn"
+#define SUFFIX NM_SUFFIX
 
 extern __thread __attribute__((tls_model("initial-exec"))) int inside; /* preload_net.c */
 
@@ -53,64 +50,21 @@ static void rr_load(void)
 
 static void rr_init(void) { pthread_once(&rr_once, rr_load); }
 
-/* ---- asking the overlay ------------------------------------------------------------------ */
+/* ---- asking the overlay (names.c), marked "inside" so its sockets are left alone --------- */
 
-enum { NM_NOT_OVERLAY = 0, NM_FOUND = 1, NM_UNKNOWN = -1, NM_DOWN = -2 };
-
-/* Sends a NAME query (name != NULL: forward; else reverse of ip). NM_FOUND with *ip / canon
- * (the name as registered), NM_UNKNOWN, or NM_DOWN (home router unreachable). */
-static int ask(const char *name, size_t n, uint32_t *ip, char canon[UVPN_NAME_MAX + 1])
-{
-    uint8_t body[3 + UVPN_NAME_MAX], data[5 + UVPN_NAME_MAX];
-    long bl = uvpn_name_pack(body, 0, name, n, *ip);
-    if (bl < 0) return NM_UNKNOWN;
-    char why[256] = "";
-    size_t dl = 0;
-    int timeout = cfg()->timeout_ms < NAME_TIMEOUT_MS ? cfg()->timeout_ms : NAME_TIMEOUT_MS;
-    int st = ov_control(UVPN_T_NAME, body, (size_t)bl, data, sizeof data, &dl, timeout, why,
-                        sizeof why);
-    char a[16];
-    const char *what = name ? name : ip_str(*ip, a);
-    if (st == UVPN_ST_OK && uvpn_name_answer(data, dl, ip, canon) == 0) {
-        dbg("name %s: %s %s", what, name ? "is" : "is named", name ? ip_str(*ip, a) : canon);
-        return NM_FOUND;
-    }
-    if (st == UVPN_ST_ENOENT || st > 0) {
-        dbg("name %s: not in the overlay", what);
-        return NM_UNKNOWN;
-    }
-    dbg("name %s: %s", what, why);
-    return NM_DOWN;
-}
-
-/* Is host an overlay name, and which? NM_NOT_OVERLAY: leave it to the real resolver. */
 static int lookup(const char *host, uint32_t *ip, char canon[UVPN_NAME_MAX + 1])
 {
-    if (!host || !cfg()->have_proxy) return NM_NOT_OVERLAY;
-    size_t n = strlen(host);
-    if (n && host[n - 1] == '.') n--; /* a fully qualified "NAME.uvpn." */
-    size_t sl = strlen(SUFFIX);
-    int suffixed = n > sl && strncasecmp(host + n - sl, SUFFIX, sl) == 0;
-    if (suffixed) n -= sl;
-    if (!uvpn_name_valid(host, n)) return NM_NOT_OVERLAY; /* dotted, numeric-looking with dots... */
-    struct in_addr a;
-    char tmp[UVPN_NAME_MAX + 1];
-    memcpy(tmp, host, n);
-    tmp[n] = 0;
-    if (!suffixed && (strcasecmp(tmp, "localhost") == 0 || inet_aton(tmp, &a))) return NM_NOT_OVERLAY;
+    if (!host) return NM_NOT_OVERLAY;
     inside = 1;
-    int r = ask(tmp, n, ip, canon);
+    int r = nm_lookup(host, strlen(host), ip, canon);
     inside = 0;
-    if (r == NM_FOUND) return r;
-    return suffixed ? r : NM_NOT_OVERLAY; /* a bare name the overlay does not know: real DNS */
+    return r;
 }
 
-/* Reverse lookup of a virtual address (host order). NM_NOT_OVERLAY when ip is not virtual. */
 static int lookup_addr(uint32_t ip, char name[UVPN_NAME_MAX + 1])
 {
-    if (!cfg()->have_proxy) return NM_NOT_OVERLAY;
     inside = 1;
-    int r = cfg_is_virtual(ip) ? ask(NULL, 0, &ip, name) : NM_NOT_OVERLAY;
+    int r = nm_lookup_addr(ip, name);
     inside = 0;
     return r;
 }
