@@ -15,6 +15,8 @@ enum vkind {
     VS_BOUND_ANY,         /* bound to INADDR_ANY with UVPN_SRC_ADDR set: vport == real port */
     VS_CONNECTED,         /* overlay connection (connect or accept): local/peer are virtual */
     VS_UDP,               /* overlay UDP socket (udp.h): lip:lport virtual, pip:pport if connected */
+    VS_DNS,               /* supervisor only: UDP socket connected to its DNS stub from real port
+                             lport instead of a nameserver (dnsstub.h) */
 };
 
 typedef struct {

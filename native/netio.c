@@ -113,6 +113,15 @@ int sa_get_v4(const struct sockaddr *sa, socklen_t len, uint32_t *ip, uint16_t *
     return 0;
 }
 
+int sa_port(const struct sockaddr *sa, socklen_t len)
+{
+    if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in))
+        return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+    if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6))
+        return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+    return -1;
+}
+
 socklen_t sa_make_v4(int family, uint32_t ip, uint16_t port, struct sockaddr_storage *ss)
 {
     memset(ss, 0, sizeof *ss);

@@ -24,6 +24,8 @@ int recv_exact(int fd, void *buf, size_t n, int64_t deadline);
 /* IPv4 address (host order) and port of an AF_INET or v4-mapped AF_INET6 address.
  * Returns 1 if it is one of those, 0 otherwise (including short lengths). */
 int sa_get_v4(const struct sockaddr *sa, socklen_t len, uint32_t *ip, uint16_t *port);
+/* Port of any AF_INET or AF_INET6 address (len bytes), or -1. */
+int sa_port(const struct sockaddr *sa, socklen_t len);
 /* Writes ip:port as AF_INET, or as v4-mapped AF_INET6 when family is AF_INET6. Returns length. */
 socklen_t sa_make_v4(int family, uint32_t ip, uint16_t port, struct sockaddr_storage *ss);
 /* Copies src into the caller's (addr, *addrlen) like the kernel does: at most *addrlen bytes,

@@ -14,11 +14,15 @@
  *             and sent to the home router (udp.c); raw sockets to a virtual address: ENETUNREACH.
  *   recvfrom, recvmsg on a registered overlay UDP socket: verified, decapsulated, written into
  *             the program's buffers with the virtual source (blocking ones in a worker thread).
+ *   connect   of a UDP socket to port 53 of a real address: connected to the DNS stub instead
+ *             (dnsstub.c: overlay names answered, other queries relayed to that nameserver);
+ *             getpeername, recvfrom and recvmsg still report the nameserver.
  *
  * Overlay state is keyed by socket inode (sockstate.c). Calls that may wait on the network
  * (connect, listen, accept) run in worker threads so the notification loop never blocks.
  * Exported: myrt_run, myrt_abi. */
 #include "config.h"
+#include "dnsstub.h"
 #include "env.h"
 #include "filter.h"
 #include "log.h"
@@ -89,15 +93,6 @@ static int read_addr(const struct seccomp_notif *q, uint64_t addr, uint64_t len,
     return 0;
 }
 
-/* The IPv4 (or v4-mapped) sockaddr in args[ai]/args[li] of a call that is still pending: 1 with
- * it in ss/sl/ip/port, or 0 (unreadable, not IPv4, or the call went away: the kernel's business). */
-static int v4_arg(int nfd, const struct seccomp_notif *q, int ai, int li, struct sockaddr_storage *ss,
-                  socklen_t *sl, uint32_t *ip, uint16_t *port)
-{
-    return read_addr(q, q->data.args[ai], q->data.args[li], ss, sl) == 0 &&
-           sa_get_v4((struct sockaddr *)ss, *sl, ip, port) && tg_valid(nfd, q->id);
-}
-
 /* The worker thread: runs j->work, then releases the job. */
 static void *run_job(void *arg)
 {
@@ -156,10 +151,34 @@ static void connect_work(job *j)
     sa_get_v4((struct sockaddr *)&j->ss, j->sl, &ip, &port);
     ino_t ino = inode_of(fd);
     vinfo st, n;
-    int has = ss_get(ino, &st);
+    int has = ss_get(ino, &st) && st.kind != VS_DNS; /* a resolver's socket may connect anew */
     int r = pol_connect(fd, j->ss.ss_family, ip, port, has, &st, &n);
     if (r == 0) ss_set(ino, &n);
     tg_reply(j->nfd, q->id, 0, -r);
+}
+
+/* A connect to port 53 of a real address: a UDP socket goes to the DNS stub instead (done here,
+ * a UDP connect does not wait). 1 when answered, 0 to let the kernel do the call. */
+static int dns_connect(int nfd, const struct seccomp_notif *q, const struct sockaddr_storage *ss,
+                       socklen_t sl)
+{
+    if (!cfg()->have_proxy) return 0;
+    int fd = tg_getfd((pid_t)q->pid, (int)q->data.args[0]);
+    if (fd < 0) return 0;
+    uint16_t lport = 0;
+    int r = pol_sockopt_int(fd, SO_TYPE) == SOCK_DGRAM && pol_sockopt_int(fd, SO_DOMAIN) == ss->ss_family
+                ? dns_redirect(fd, (const struct sockaddr *)ss, sl, &lport)
+                : -EPROTOTYPE;
+    if (r == 0) {
+        vinfo v = {.kind = VS_DNS, .family = ss->ss_family, .lport = lport};
+        ss_set(inode_of(fd), &v);
+        dbg("dns: queries from port %u go to the stub", lport);
+        tg_reply(nfd, q->id, 0, 0);
+    } else if (r != -EPROTOTYPE) {
+        dbg("dns: cannot redirect to the stub: %s", strerror(-r));
+    }
+    close(fd);
+    return r == 0;
 }
 
 static void on_connect(int nfd, const struct seccomp_notif *q)
@@ -168,8 +187,13 @@ static void on_connect(int nfd, const struct seccomp_notif *q)
     socklen_t sl;
     uint32_t ip;
     uint16_t port;
-    if (!v4_arg(nfd, q, 1, 2, &ss, &sl, &ip, &port) || !cfg_is_virtual(ip)) {
-        tg_continue(nfd, q->id);
+    if (read_addr(q, q->data.args[1], q->data.args[2], &ss, &sl) || !tg_valid(nfd, q->id)) {
+        tg_continue(nfd, q->id); /* unreadable or gone: the kernel's business */
+        return;
+    }
+    int v4 = sa_get_v4((struct sockaddr *)&ss, sl, &ip, &port);
+    if (!(v4 && cfg_is_virtual(ip))) {
+        if (sa_port((struct sockaddr *)&ss, sl) != DNS_PORT || !dns_connect(nfd, q, &ss, sl)) tg_continue(nfd, q->id);
         return;
     }
     job *j = new_job(nfd, q, -1);
@@ -323,9 +347,12 @@ static void on_name(int nfd, const struct seccomp_notif *q, int peer)
     vinfo st;
     struct sockaddr_storage ss;
     socklen_t sl;
-    int fd = overlay_socket(q, -1, &ino, &st);
-    if (fd >= 0) close(fd);
-    if (fd < 0 || !pol_name(&st, peer, &ss, &sl) || !tg_valid(nfd, q->id)) {
+    int fd = overlay_socket(q, -1, &ino, &st), known = 0;
+    if (fd >= 0) {
+        known = st.kind == VS_DNS ? peer && dns_peer(fd, st.lport, &ss, &sl) : pol_name(&st, peer, &ss, &sl);
+        close(fd);
+    }
+    if (!known || !tg_valid(nfd, q->id)) {
         tg_continue(nfd, q->id);
         return;
     }
@@ -458,7 +485,16 @@ static ssize_t recv_into(const job *j, int flags)
     struct sockaddr_storage from;
     struct iovec one = {buf, cap};
     struct msghdr m = {&from, sizeof from, &one, 1, NULL, 0, 0};
-    ssize_t r = pol_udp_recv(j->dup, &j->st, &m, flags);
+    ssize_t r;
+    if (j->st.kind == VS_DNS) { /* a reply from the DNS stub, reported as from the nameserver */
+        struct msghdr plain = {NULL, 0, &one, 1, NULL, 0, 0};
+        r = dns_peer(j->dup, j->st.lport, &from, &m.msg_namelen) ? recvmsg(j->dup, &plain, flags)
+                                                                 : (errno = ENOTCONN, -1);
+        if (r < 0) r = -errno;
+        m.msg_flags = plain.msg_flags;
+    } else {
+        r = pol_udp_recv(j->dup, &j->st, &m, flags);
+    }
     int w = 0;
     if (r >= 0) {
         size_t got = (size_t)r < cap ? (size_t)r : cap;
@@ -493,13 +529,23 @@ static void on_recv(int nfd, const struct seccomp_notif *q)
 {
     ino_t ino;
     vinfo st;
-    int fd = overlay_socket(q, 1 << VS_UDP, &ino, &st), err = 0;
-    if (fd >= 0 && !st.registered) close(fd), fd = -1;
+    int fd = overlay_socket(q, (1 << VS_UDP) | (1 << VS_DNS), &ino, &st), err = 0;
+    if (fd >= 0 && st.kind == VS_UDP && !st.registered) close(fd), fd = -1;
     if (fd < 0) {
         tg_continue(nfd, q->id);
         return;
     }
     pmsg *pm = pm_read(q, &err);
+    /* A resolver's socket redirected to the DNS stub: only a receive that asks for the sender's
+     * address (a resolver may check that it is the nameserver) needs answering here. */
+    struct sockaddr_storage ns;
+    socklen_t nl;
+    if (st.kind == VS_DNS && (!pm || !pm->name || !dns_peer(fd, st.lport, &ns, &nl))) {
+        close(fd);
+        free(pm);
+        tg_continue(nfd, q->id);
+        return;
+    }
     job *j = pm ? new_job(nfd, q, fd) : NULL;
     if (!j) {
         close(fd);
@@ -588,7 +634,7 @@ static int socket_gone(ino_t ino, const vinfo *v, void *ctx)
 {
     const census *c = ctx;
     /* A socket that is only bound is missing from the dumps of kernels before 6.5. */
-    if (!c->bound_listed && v->kind != VS_CONNECTED && !v->registered) return 0;
+    if (!c->bound_listed && v->kind != VS_CONNECTED && v->kind != VS_DNS && !v->registered) return 0;
     return !sd_contains(c->live, c->n, ino);
 }
 

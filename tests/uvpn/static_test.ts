@@ -3,12 +3,12 @@
  * (libmyrt.so through Deno FFI). Real static programs built or installed by the test: a Go HTTP
  * server and client (CGO_ENABLED=0, built once per run from tests/fixtures/gohttp) and Debian's
  * static busybox (nc, wget, sh). Checks that they talk across two subnets with virtual
- * identities, that the same binaries under `--mode preload` do not reach the overlay (they are
+ * identities, that Go's own DNS resolver finds overlay names through the supervisor's DNS stub, that the same binaries under `--mode preload` do not reach the overlay (they are
  * static), that a forked and exec'd child stays in the overlay, and exit statuses.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cli, Overlay, type Proc, ROOT, run, spawnCli, tempDir } from "../helpers.ts";
+import { cli, DENO, Overlay, Proc, ROOT, run, spawnCli, tempDir } from "../helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const BUSYBOX = "/bin/busybox";
@@ -16,16 +16,16 @@ const esc = (s: string) => s.replaceAll(".", "\\.");
 
 /** The static Go fixtures, built once per test file into a temp dir with its own Go caches. */
 const goDir = Deno.makeTempDirSync({ prefix: "myrt-go-" });
-let built: Promise<{ server: string; client: string }> | undefined;
-function goBinaries(): Promise<{ server: string; client: string }> {
+let built: Promise<GoBinaries> | undefined;
+function goBinaries(): Promise<GoBinaries> {
   built ??= (async () => {
-    const r = await run("go", ["build", "-o", goDir + "/", "./server", "./client"], {
+    const r = await run("go", ["build", "-o", goDir + "/", "./server", "./client", "./resolve"], {
       cwd: join(ROOT, "tests/fixtures/gohttp"),
       env: { CGO_ENABLED: "0", GOCACHE: join(goDir, "cache"), GOPATH: join(goDir, "gopath"), GOFLAGS: "", HOME: goDir },
       timeoutMs: 240_000,
     });
     if (r.code !== 0) throw new Error(`go build failed: ${r.stderr}`);
-    return { server: join(goDir, "server"), client: join(goDir, "client") };
+    return { server: join(goDir, "server"), client: join(goDir, "client"), resolve: join(goDir, "resolve") };
   })();
   return built;
 }
@@ -35,9 +35,9 @@ globalThis.addEventListener("unload", () => {
   } catch { /* gone */ }
 });
 
-/** `uvpn_register -r -- argv` in subnet s, in the background. */
-function inOverlay(o: Overlay, s: Overlay["a"], argv: string[], mode?: string, stdin?: string): Proc {
-  const m = mode ? ["--mode", mode] : [];
+/** `uvpn_register -r [--name NAME] -- argv` in subnet s, in the background. */
+function inOverlay(o: Overlay, s: Overlay["a"], argv: string[], mode?: string, stdin?: string, name?: string): Proc {
+  const m = [...(mode ? ["--mode", mode] : []), ...(name ? ["--name", name] : [])];
   return spawnCli("uvpn_register", ["-r", ...m, "--", ...argv], {
     env: { ...o.homeEnv(s), UVPN_DEBUG: "1" },
     stdin,
@@ -62,7 +62,7 @@ async function withOverlay(body: (o: Overlay) => Promise<void>): Promise<void> {
 }
 
 type GoServer = { p: Proc; addr: string };
-type GoBinaries = { server: string; client: string };
+type GoBinaries = { server: string; client: string; resolve: string };
 
 /** withOverlay with the static Go server, supervised, on its virtual address port 8080 in B. */
 async function withGoServer(body: (o: Overlay, s: GoServer, go: GoBinaries) => Promise<void>): Promise<void> {
@@ -77,9 +77,10 @@ async function withGoServer(body: (o: Overlay, s: GoServer, go: GoBinaries) => P
   });
 }
 
-/** Starts the static Go server on its virtual address in subnet s; resolves with its address. */
-async function goServer(o: Overlay, s: Overlay["a"], bin: string, port: number): Promise<{ p: Proc; addr: string }> {
-  const p = inOverlay(o, s, [bin, `UVPN_SRC_ADDR:${port}`]);
+/** Starts the static Go server on its virtual address (named name) in subnet s; resolves with
+ * its address. */
+async function goServer(o: Overlay, s: Overlay["a"], bin: string, port: number, name?: string): Promise<GoServer> {
+  const p = inOverlay(o, s, [bin, `UVPN_SRC_ADDR:${port}`], undefined, undefined, name);
   const addr = await leased(p);
   // getsockname of a listener bound to the virtual address answers that address.
   await p.waitFor(new RegExp(`listening ${esc(addr)}:${port}`));
@@ -104,6 +105,85 @@ Deno.test("static: Go HTTP server and client talk across two subnets under the s
     // The path went client -> home router A -> peer router B -> server.
     await o.a.router!.waitFor(new RegExp(`relay ${esc(addrA)}:\\d+ -> ${esc(s.addr)}:8080 open via peer router`));
     await o.b.router!.waitFor(new RegExp(`relay ${esc(addrA)}:\\d+ -> ${esc(s.addr)}:8080 open via listener`));
+  });
+});
+
+Deno.test("static: Go's own resolver finds NAME, NAME.uvpn and the reverse; real names still reach the nameserver", opts, async () => {
+  const go = await goBinaries();
+  await withOverlay(async (o) => {
+    using dir = tempDir();
+    const s = await goServer(o, o.b, go.server, 8080, "webb");
+    // A real nameserver for real names; the program gets a resolv.conf naming it, bind-mounted
+    // over /etc/resolv.conf in a private mount namespace.
+    const ns = new Proc("python3", [join(ROOT, "tests/fixtures/fake_dns.py"), "127.0.0.77", "53", "real.example=127.0.0.9"]);
+    try {
+      await ns.waitFor(/serving 127\.0\.0\.77:53/);
+      const resolv = join(dir.path, "resolv.conf");
+      Deno.writeTextFileSync(resolv, "nameserver 127.0.0.77\noptions timeout:2 attempts:1\n");
+      const steps = [
+        "host:webb",
+        "host:WEBB.uvpn",
+        `addr:${s.addr}`,
+        "get:http://webb:8080/byname",
+        "host:real.example",
+        "peer:127.0.0.77:53",
+        "bad:127.0.0.77:53",
+        "host:absent.uvpn",
+      ];
+      const resolving = (argv: string[]) =>
+        run("unshare", [
+          "-m",
+          "--",
+          "sh",
+          "-c",
+          'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+          resolv,
+          DENO,
+          "run",
+          "-A",
+          "--no-prompt",
+          join(ROOT, "cli/uvpn_register.ts"),
+          "-r",
+          "--mode",
+          "seccomp",
+          "--",
+          ...argv,
+        ], { env: { ...o.homeEnv(o.a), UVPN_DEBUG: "1" }, timeoutMs: 60_000 });
+      const r = await resolving([go.resolve, ...steps]);
+      const addrA = r.stderr.match(/Leased virtual address (\S+) from router/)?.[1];
+      assert.match(addrA ?? "", /^100\.64\./, r.stderr);
+      assert.equal(r.code, 1, r.stdout + r.stderr); // absent.uvpn is not found
+      assert.match(
+        r.stdout,
+        new RegExp(
+          `^host webb: ${esc(s.addr)}\n` +
+            `host WEBB\\.uvpn: ${esc(s.addr)}\n` +
+            `addr ${esc(s.addr)}: webb\\.uvpn\\.\n` +
+            `get http://webb:8080/byname: hello from ${esc(s.addr)}:8080 to ${esc(addrA!)}:\\d+\n` +
+            `host real\\.example: 127\\.0\\.0\\.9\n` +
+            // getpeername reports the nameserver the program asked for, not the stub.
+            `peer 127\\.0\\.0\\.77:53: 127\\.0\\.0\\.77:53\n` +
+            // A malformed query gets FORMERR with its transaction id, from the nameserver.
+            `bad 127\\.0\\.0\\.77:53: from=127\\.0\\.0\\.77:53 id=beef rcode=1\n` +
+            `host absent\\.uvpn: error lookup absent\\.uvpn.*: no such host\n$`,
+        ),
+        r.stderr,
+      );
+      assert.match(r.stderr, /uvpn: dns: malformed query \(16 bytes\): label runs past the end/);
+      await s.p.waitFor(new RegExp(`request from ${esc(addrA!)}:\\d+ /byname`));
+      // Static glibc (busybox wget) connects, sends with sendmmsg and checks that recvfrom
+      // reports the nameserver as the sender.
+      const bb = await resolving([BUSYBOX, "wget", "-q", "-O", "-", "http://webb:8080/busybox"]);
+      assert.equal(bb.code, 0, bb.stderr);
+      assert.match(bb.stdout, new RegExp(`^hello from ${esc(s.addr)}:8080 to 100\\.64\\.\\d+\\.\\d+:\\d+\n$`));
+      // The real name went to the nameserver (A and AAAA); no overlay name or reverse ever did.
+      assert.match(ns.stdout, /query real\.example 1\n/);
+      const asked = [...ns.stdout.matchAll(/^query (\S+) \d+$/gm)].map((m) => m[1].toLowerCase());
+      assert.deepEqual(asked.filter((n) => n !== "real.example"), [], ns.stdout);
+    } finally {
+      await ns.stop();
+      await s.p.stop();
+    }
   });
 });
 
