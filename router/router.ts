@@ -343,6 +343,11 @@ export class Router {
       `session ${session.idHex} ${what} ${clean ? "closed" : "reset"}: ${st.sent} bytes sent, ${st.received} received, ` +
         `${st.reconnects} reconnect(s), ${st.replayed} replayed, ${st.spooled} spooled`,
     );
+    const t = this.#totals;
+    this.#log(
+      `totals: ${t.sessions} session(s), ${this.#sessions.size} live, ${t.resets} reset, ${t.sent} bytes sent, ` +
+        `${t.received} received, ${t.reconnects} reconnect(s), ${t.replayed} replayed, ${t.spooled} spooled`,
+    );
   }
 
   /** RESUME from the initiating router: reattach the session's new link. */

@@ -78,6 +78,7 @@ Deno.test("uvpn outage: 256 MiB each way survive cuts and blackholes, byte for b
     assert.match(status.stdout, /^session \w+ initiator (up|down) sent=\d+ received=\d+ reconnects=\d+/m, status.stderr);
     assert.match(o.a.router!.stderr, /link down \(nothing received for 1000 ms\)/);
     assert.match(o.a.router!.stderr, /link restored; replaying \d+ byte/);
+    assert.match(o.a.router!.stderr, /totals: 1 session\(s\), 0 live, 0 reset, 268435456 bytes sent, 268435456 received, [2-9]\d* reconnect/);
   } finally {
     await client?.stop();
     await server?.stop();
