@@ -291,6 +291,8 @@ export class CacheManager {
 
   /** Makes sure a file's content is cached (following symlinks that stay in the export). */
   async fetch(rel: string): Promise<void> {
+    // Cached and its directory's listing still trusted: nothing to ask the disk or A.
+    if (this.#meta.get(rel)?.fetched && this.#meta.get(rel.includes("/") ? dirname(rel) : ".")?.listed) return;
     await this.lookup(rel);
     const real = await Deno.realPath(this.#local(rel)).catch(() => null);
     if (!real || !(real === this.tree || real.startsWith(this.tree + "/"))) return; // outside: B's own file
