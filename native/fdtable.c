@@ -1,5 +1,6 @@
 /* fdtable.c: the fd -> overlay state table (see fdtable.h for the design). */
 #include "fdtable.h"
+#include "forksafe.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -20,18 +21,7 @@ typedef struct vstate {
 /* chunks[i][j] is fd i*CHUNK+j. Chunks are allocated once and never freed; pointers are read
  * with atomic loads so fdt_maybe() needs no lock. */
 static vstate **chunks[NCHUNKS];
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-static void fork_prepare(void) { pthread_mutex_lock(&lock); }
-static void fork_after(void) { pthread_mutex_unlock(&lock); }
-static void init(void) { pthread_atfork(fork_prepare, fork_after, fork_after); }
-
-static void lock_table(void)
-{
-    pthread_once(&once, init);
-    pthread_mutex_lock(&lock);
-}
+FORKSAFE_MUTEX(lock, lock_table)
 
 static vstate **chunk_of(int fd)
 {

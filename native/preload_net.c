@@ -231,24 +231,27 @@ static int virtual_name(int fd, struct sockaddr *addr, socklen_t *addrlen, int p
     return 1;
 }
 
+/* getsockname/getpeername: the virtual name when the fd has one, else the real call. */
+static int name_call(int fd, struct sockaddr *addr, socklen_t *addrlen, int peer,
+                     int (*real_fn)(int, struct sockaddr *, socklen_t *))
+{
+    int saved = errno;
+    int r = virtual_name(fd, addr, addrlen, peer);
+    if (r) return r < 0 ? -1 : (errno = saved, 0);
+    errno = saved;
+    return real_fn(fd, addr, addrlen);
+}
+
 EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
     NEED(getsockname);
-    int saved = errno;
-    int r = virtual_name(fd, addr, addrlen, 0);
-    if (r) return r < 0 ? -1 : (errno = saved, 0);
-    errno = saved;
-    return real.getsockname(fd, addr, addrlen);
+    return name_call(fd, addr, addrlen, 0, real.getsockname);
 }
 
 EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
     NEED(getpeername);
-    int saved = errno;
-    int r = virtual_name(fd, addr, addrlen, 1);
-    if (r) return r < 0 ? -1 : (errno = saved, 0);
-    errno = saved;
-    return real.getpeername(fd, addr, addrlen);
+    return name_call(fd, addr, addrlen, 1, real.getpeername);
 }
 
 /* ---- close / dup ------------------------------------------------------------------------ */

@@ -3,6 +3,7 @@
  * log.c knows; anything else is EIO. A receive timeout keeps a wedged manager from hanging
  * the program forever. */
 #include "xufs_client.h"
+#include "forksafe.h"
 #include "xufs_path.h"
 #include "xufs_real.h"
 #include "log.h"
@@ -133,18 +134,7 @@ typedef struct {
 } slot;
 static slot table[SLOTS];
 static int used;
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-static void fork_prepare(void) { pthread_mutex_lock(&lock); }
-static void fork_after(void) { pthread_mutex_unlock(&lock); }
-static void init(void) { pthread_atfork(fork_prepare, fork_after, fork_after); }
-
-static void lock_set(void)
-{
-    pthread_once(&once, init);
-    pthread_mutex_lock(&lock);
-}
+FORKSAFE_MUTEX(lock, lock_set)
 
 static unsigned hash(const char *s, size_t n)
 {

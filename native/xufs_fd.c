@@ -3,6 +3,7 @@
  * lock-free fast path for close() of ordinary fds. Manager requests are sent without the lock
  * held. */
 #include "xufs_fd.h"
+#include "forksafe.h"
 #include "xufs_client.h"
 #include "xufs_path.h"
 #include "xufs_real.h"
@@ -32,18 +33,7 @@ typedef struct wfile {
 static wfile **tab;
 static int cap;
 static int count; /* tracked fds (atomic reads) */
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-static void fork_prepare(void) { pthread_mutex_lock(&lock); }
-static void fork_after(void) { pthread_mutex_unlock(&lock); }
-static void init(void) { pthread_atfork(fork_prepare, fork_after, fork_after); }
-
-static void lock_tab(void)
-{
-    pthread_once(&once, init);
-    pthread_mutex_lock(&lock);
-}
+FORKSAFE_MUTEX(lock, lock_tab)
 
 static wfile **slot(int fd, int grow)
 {
