@@ -1,0 +1,21 @@
+/* calls.h: the supervisor's answers to the stopped calls of a supervised program, one per
+ * system call family; supervisor.c's notification loop dispatches to them. Each answers the
+ * notification (or continues it in the kernel), at once or from a worker thread (job.h). */
+#ifndef MYRT_CALLS_H
+#define MYRT_CALLS_H
+
+#include <linux/seccomp.h>
+
+/* stream.c: connect (overlay handshake, DNS stub redirect), bind, listen, accept, names. */
+void on_connect(int nfd, const struct seccomp_notif *q);
+void on_bind(int nfd, const struct seccomp_notif *q);
+void on_listen(int nfd, const struct seccomp_notif *q);
+void on_accept(int nfd, const struct seccomp_notif *q);
+/* getsockname (peer 0) and getpeername (peer 1). */
+void on_name(int nfd, const struct seccomp_notif *q, int peer);
+
+/* dgram.c: UDP over the overlay. sendto and sendmsg; recvfrom and recvmsg. */
+void on_send(int nfd, const struct seccomp_notif *q);
+void on_recv(int nfd, const struct seccomp_notif *q);
+
+#endif

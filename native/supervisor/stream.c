@@ -1,0 +1,242 @@
+/* stream.c: the supervisor's answers to socket set-up calls (calls.h):
+ *   connect   to a virtual address: the overlay handshake on a pidfd_getfd duplicate of the
+ *             program's own socket (policy.c/overlay.c, as in libuvpn.so), in a worker; the call
+ *             returns its result. A UDP socket connecting to port 53 of a real address goes to
+ *             the DNS stub instead (dnsstub.c). Anything else continues in the kernel untouched.
+ *   bind      to a virtual address or the wildcard: done here on the duplicate, state recorded.
+ *   listen    on such a socket: real listen on the duplicate, then LISTEN at the home router.
+ *   accept(4) on such a socket: accepted here (in a worker thread), CONNECT frame verified, the
+ *             new socket installed into the program with SECCOMP_IOCTL_NOTIF_ADDFD.
+ *   getsockname/getpeername: virtual addresses written into the program's memory. */
+#include "supervisor/calls.h"
+#include "supervisor/job.h"
+#include "supervisor/dnsstub.h"
+#include "supervisor/filter.h"
+#include "supervisor/sockstate.h"
+#include "supervisor/target.h"
+#include "uvpn/core/config.h"
+#include "uvpn/core/policy.h"
+#include "common/log.h"
+#include "common/netio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* ---- connect ----------------------------------------------------------------------------- */
+
+static void connect_work(job *j)
+{
+    const struct seccomp_notif *q = &j->req;
+    int fd = tg_getfd((pid_t)q->pid, (int)q->data.args[0]);
+    if (fd < 0) {
+        tg_reply(j->nfd, q->id, 0, fd == -EBADF ? EBADF : -fd);
+        return;
+    }
+    j->dup = fd;
+    uint32_t ip;
+    uint16_t port;
+    sa_get_v4((struct sockaddr *)&j->ss, j->sl, &ip, &port);
+    ino_t ino = inode_of(fd);
+    vinfo st, n;
+    int has = ss_get(ino, &st) && st.kind != VS_DNS; /* a resolver's socket may connect anew */
+    int r = pol_connect(fd, j->ss.ss_family, ip, port, has, &st, &n);
+    if (r == 0) ss_set(ino, &n);
+    tg_reply(j->nfd, q->id, 0, -r);
+}
+
+/* A connect to port 53 of a real address: a UDP socket goes to the DNS stub instead (done here,
+ * a UDP connect does not wait). 1 when answered, 0 to let the kernel do the call. */
+static int dns_connect(int nfd, const struct seccomp_notif *q, const struct sockaddr_storage *ss,
+                       socklen_t sl)
+{
+    if (!cfg()->have_proxy) return 0;
+    int fd = tg_getfd((pid_t)q->pid, (int)q->data.args[0]);
+    if (fd < 0) return 0;
+    uint16_t lport = 0;
+    int r = pol_sockopt_int(fd, SO_TYPE) == SOCK_DGRAM && pol_sockopt_int(fd, SO_DOMAIN) == ss->ss_family
+                ? dns_redirect(fd, (const struct sockaddr *)ss, sl, &lport)
+                : -EPROTOTYPE;
+    if (r == 0) {
+        vinfo v = {.kind = VS_DNS, .family = ss->ss_family, .lport = lport};
+        ss_set(inode_of(fd), &v);
+        dbg("dns: queries from port %u go to the stub", lport);
+        tg_reply(nfd, q->id, 0, 0);
+    } else if (r != -EPROTOTYPE) {
+        dbg("dns: cannot redirect to the stub: %s", strerror(-r));
+    }
+    close(fd);
+    return r == 0;
+}
+
+void on_connect(int nfd, const struct seccomp_notif *q)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    uint32_t ip;
+    uint16_t port;
+    if (read_addr(q, q->data.args[1], q->data.args[2], &ss, &sl) || !tg_valid(nfd, q->id)) {
+        tg_continue(nfd, q->id); /* unreadable or gone: the kernel's business */
+        return;
+    }
+    int v4 = sa_get_v4((struct sockaddr *)&ss, sl, &ip, &port);
+    if (!(v4 && cfg_is_virtual(ip))) {
+        if (sa_port((struct sockaddr *)&ss, sl) != DNS_PORT || !dns_connect(nfd, q, &ss, sl)) tg_continue(nfd, q->id);
+        return;
+    }
+    job *j = new_job(nfd, q, -1);
+    if (!j) {
+        tg_reply(nfd, q->id, 0, ENOMEM);
+        return;
+    }
+    j->ss = ss;
+    j->sl = sl;
+    start_worker(j, connect_work);
+}
+
+/* ---- bind / listen ----------------------------------------------------------------------- */
+
+void on_bind(int nfd, const struct seccomp_notif *q)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (read_addr(q, q->data.args[1], q->data.args[2], &ss, &sl) || !tg_valid(nfd, q->id)) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    int fd = tg_getfd((pid_t)q->pid, (int)q->data.args[0]);
+    if (fd < 0) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    vinfo n;
+    int r = pol_bind(fd, (struct sockaddr *)&ss, sl, &n);
+    if (r == 1 && ss_set(inode_of(fd), &n)) r = -ENOMEM;
+    close(fd);
+    if (r == 0) tg_continue(nfd, q->id);
+    else tg_reply(nfd, q->id, 0, r < 0 ? -r : 0);
+}
+
+#define BOUND ((1 << VS_BOUND_VIRTUAL) | (1 << VS_BOUND_ANY))
+
+static void listen_work(job *j)
+{
+    if (listen(j->dup, (int)j->req.data.args[1])) {
+        tg_reply(j->nfd, j->req.id, 0, errno);
+        return;
+    }
+    int r = pol_listen(&j->st);
+    if (r > 0) ss_set(j->ino, &j->st);
+    tg_reply(j->nfd, j->req.id, 0, r < 0 ? -r : 0);
+}
+
+static void accept_work(job *j);
+
+/* listen and accept: work for a worker when args[0] is a bound overlay socket, else continue. */
+static void on_bound_socket(int nfd, const struct seccomp_notif *q, void (*work)(job *))
+{
+    ino_t ino;
+    vinfo st;
+    int fd = overlay_socket(q, BOUND, &ino, &st);
+    if (fd < 0) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    job *j = new_job(nfd, q, fd);
+    if (!j) {
+        close(fd);
+        tg_reply(nfd, q->id, 0, ENOMEM);
+        return;
+    }
+    j->ino = ino;
+    j->st = st;
+    start_worker(j, work);
+}
+
+/* ---- accept ------------------------------------------------------------------------------ */
+
+static void accept_work(job *j)
+{
+    const struct seccomp_notif *q = &j->req;
+    int four = FILTER_NR(q->data.nr) == SYS_accept4;
+    int flags = four ? (int)q->data.args[3] : 0;
+    if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) {
+        tg_reply(j->nfd, q->id, 0, EINVAL);
+        return;
+    }
+    int fl = fcntl(j->dup, F_GETFL);
+    int nonblocking = fl >= 0 && (fl & O_NONBLOCK);
+    for (;;) {
+        if (!nonblocking && !wait_readable(j)) return;
+        struct sockaddr_storage peer, vpeer;
+        socklen_t pl = sizeof peer, vl = 0;
+        int c = accept4(j->dup, (struct sockaddr *)&peer, &pl, (flags & SOCK_NONBLOCK) | SOCK_CLOEXEC);
+        if (c < 0) {
+            if (!nonblocking && (errno == EAGAIN || errno == EINTR)) continue; /* raced */
+            tg_reply(j->nfd, q->id, 0, errno);
+            return;
+        }
+        vinfo n;
+        int r = pol_accepted(&j->st, c, (struct sockaddr *)&peer, pl, &n, &vpeer, &vl);
+        if (r < 0) {
+            close(c);
+            if (nonblocking) {
+                tg_reply(j->nfd, q->id, 0, EAGAIN);
+                return;
+            }
+            continue;
+        }
+        if (r > 0) ss_set(inode_of(c), &n);
+        int w = tg_valid(j->nfd, q->id)
+                    ? tg_put_sockaddr((pid_t)q->pid, q->data.args[1], q->data.args[2],
+                                      r > 0 ? (void *)&vpeer : (void *)&peer, r > 0 ? vl : pl)
+                    : -ESRCH;
+        if (w == 0) {
+            int got = tg_addfd_reply(j->nfd, q->id, c, flags & SOCK_CLOEXEC);
+            if (got < 0) dbg("accept: cannot install the connection into pid %u: %s", q->pid, strerror(-got));
+        } else if (w != -ESRCH) {
+            tg_reply(j->nfd, q->id, 0, -w);
+        }
+        close(c);
+        return;
+    }
+}
+
+/* ---- names ------------------------------------------------------------------------------- */
+
+void on_name(int nfd, const struct seccomp_notif *q, int peer)
+{
+    ino_t ino;
+    vinfo st;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int fd = overlay_socket(q, -1, &ino, &st), known = 0;
+    if (fd >= 0) {
+        known = st.kind == VS_DNS ? peer && dns_peer(fd, st.lport, &ss, &sl) : pol_name(&st, peer, &ss, &sl);
+        close(fd);
+    }
+    if (!known || !tg_valid(nfd, q->id)) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    if (!q->data.args[1]) {
+        tg_reply(nfd, q->id, 0, EFAULT);
+        return;
+    }
+    int r = tg_put_sockaddr((pid_t)q->pid, q->data.args[1], q->data.args[2], &ss, sl);
+    tg_reply(nfd, q->id, 0, -r);
+}
+
+void on_listen(int nfd, const struct seccomp_notif *q)
+{
+    on_bound_socket(nfd, q, listen_work);
+}
+
+void on_accept(int nfd, const struct seccomp_notif *q)
+{
+    on_bound_socket(nfd, q, accept_work);
+}

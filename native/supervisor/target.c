@@ -1,0 +1,113 @@
+/* target.c: acting on a supervised process (see target.h). */
+#include "supervisor/target.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <linux/seccomp.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* The thread group (process) of thread tid, from /proc (0 if unknown). Seccomp notifications
+ * name the calling thread; pidfd_open wants its process. */
+static pid_t tgid_of(pid_t tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0) return 0;
+    ssize_t n = read(f, buf, sizeof buf - 1);
+    close(f);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    const char *t = strstr(buf, "\nTgid:");
+    return t ? (pid_t)atoi(t + 7) : 0;
+}
+
+int tg_getfd(pid_t pid, int fd)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0 && (errno == EINVAL || errno == ENOENT)) { /* a thread, not the leader */
+        pid_t tgid = tgid_of(pid);
+        if (tgid > 0 && tgid != pid) pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
+        else errno = ESRCH;
+    }
+    if (pidfd < 0) return -errno;
+    int r = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    int e = errno;
+    close(pidfd);
+    return r < 0 ? -e : r;
+}
+
+static int vm(pid_t pid, uint64_t addr, void *buf, size_t len, int write)
+{
+    if (len == 0) return 0;
+    struct iovec local = {buf, len}, remote = {(void *)(uintptr_t)addr, len};
+    ssize_t n = write ? process_vm_writev(pid, &local, 1, &remote, 1, 0)
+                      : process_vm_readv(pid, &local, 1, &remote, 1, 0);
+    if (n < 0) return -errno;
+    return (size_t)n == len ? 0 : -EFAULT;
+}
+
+int tg_read(pid_t pid, uint64_t addr, void *buf, size_t len) { return vm(pid, addr, buf, len, 0); }
+
+int tg_write(pid_t pid, uint64_t addr, const void *buf, size_t len)
+{
+    return vm(pid, addr, (void *)buf, len, 1);
+}
+
+int tg_valid(int nfd, uint64_t id) { return ioctl(nfd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0; }
+
+int tg_addfd_reply(int nfd, uint64_t id, int srcfd, int cloexec)
+{
+    struct seccomp_notif_addfd a;
+    memset(&a, 0, sizeof a);
+    a.id = id;
+    a.flags = SECCOMP_ADDFD_FLAG_SEND; /* add and answer atomically (5.14) */
+    a.srcfd = (uint32_t)srcfd;
+    a.newfd_flags = cloexec ? O_CLOEXEC : 0;
+    int r = ioctl(nfd, SECCOMP_IOCTL_NOTIF_ADDFD, &a);
+    if (r >= 0) return r;
+    if (errno != EINVAL) return -errno;
+    a.flags = 0; /* 5.9 .. 5.13: add, then answer with the number */
+    r = ioctl(nfd, SECCOMP_IOCTL_NOTIF_ADDFD, &a);
+    if (r < 0) return -errno;
+    tg_reply(nfd, id, r, 0);
+    return r;
+}
+
+void tg_reply(int nfd, uint64_t id, int64_t val, int err)
+{
+    struct seccomp_notif_resp resp;
+    memset(&resp, 0, sizeof resp);
+    resp.id = id;
+    resp.val = err ? 0 : val;
+    resp.error = err ? -err : 0;
+    ioctl(nfd, SECCOMP_IOCTL_NOTIF_SEND, &resp); /* ENOENT: the target went away meanwhile */
+}
+
+void tg_continue(int nfd, uint64_t id)
+{
+    struct seccomp_notif_resp resp;
+    memset(&resp, 0, sizeof resp);
+    resp.id = id;
+    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    ioctl(nfd, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+}
+
+int tg_put_sockaddr(pid_t pid, uint64_t addr, uint64_t addrlen, const void *ss, uint32_t sl)
+{
+    if (!addr) return 0;
+    if (!addrlen) return -EFAULT;
+    uint32_t cap;
+    int r = tg_read(pid, addrlen, &cap, sizeof cap);
+    if (r) return r;
+    if ((int32_t)cap < 0) return -EINVAL;
+    r = tg_write(pid, addr, ss, cap < sl ? cap : sl);
+    if (r) return r;
+    return tg_write(pid, addrlen, &sl, sizeof sl);
+}

@@ -1,0 +1,319 @@
+/* config.c: environment, key, home router address and the virtual-address set (config.h).
+ *
+ * The virtual set is learned from the home router (INFO) at the first classification. While the
+ * router cannot be reached we use a fallback set (UVPN_SRC_ADDR's /16) and retry INFO at most
+ * every 2 s; UVPN_NETWORKS and 100.64.0.0/10 always count. One thread fetches at a time; the others
+ * wait for its answer (bounded) instead of guessing, so a virtual address is never misjudged as
+ * real just because the fetch was in flight. The lock is never held across network I/O. */
+#include "uvpn/core/config.h"
+#include "common/bytes.h"
+#include "common/real.h"
+#include "common/env.h"
+#include "common/log.h"
+#include "common/netio.h"
+#include "uvpn/core/overlay.h"
+#include "common/wire.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define INFO_RETRY_MS 2000
+
+static struct cfg C;
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t info_cond;  /* CLOCK_MONOTONIC; signalled when a fetch ends */
+
+static int key_ok;
+static uint8_t key_bytes[UVPN_KEY_LEN];
+
+static int n_router;
+static uint32_t router[CFG_MAX_ROUTER_IPS];
+static int64_t router_last_try = -1;
+
+static int info_ok, info_fetching;
+static int64_t info_last_try = -1;
+static int n_learned;
+static cidr learned[CFG_MAX_NETS];
+
+static void fork_prepare(void) { pthread_mutex_lock(&lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&lock); }
+static pthread_condattr_t cond_attr;
+static void fork_child(void)
+{
+    /* A fetch running in another parent thread does not exist in the child, nor do its waiters:
+     * start from a fresh condition variable. */
+    info_fetching = 0;
+    pthread_cond_init(&info_cond, &cond_attr);
+    pthread_mutex_unlock(&lock);
+}
+
+static int parse_cidr(const char *s, cidr *out)
+{
+    char buf[64];
+    size_t n = strlen(s);
+    if (n == 0 || n >= sizeof buf) return -1;
+    memcpy(buf, s, n + 1);
+    int prefix = 32;
+    char *slash = strchr(buf, '/');
+    if (slash) {
+        char *end;
+        *slash = 0;
+        long p = strtol(slash + 1, &end, 10);
+        if (*end || end == slash + 1 || p < 0 || p > 32) return -1;
+        prefix = (int)p;
+    }
+    struct in_addr a;
+    if (inet_pton(AF_INET, buf, &a) != 1) return -1;
+    out->mask = prefix ? 0xffffffffu << (32 - prefix) : 0;
+    out->net = ntohl(a.s_addr) & out->mask;
+    return 0;
+}
+
+static void read_env(void)
+{
+    pthread_condattr_init(&cond_attr);
+    pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&info_cond, &cond_attr);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+
+    const char *v = uvpn_getenv("UVPN_SRC_ADDR");
+    struct in_addr a;
+    if (v && *v) {
+        if (inet_pton(AF_INET, v, &a) == 1) {
+            C.have_src = 1;
+            C.src = ntohl(a.s_addr);
+        } else {
+            dbg("UVPN_SRC_ADDR=%s is not an IPv4 address: ignored", v);
+        }
+    }
+    v = uvpn_getenv("UVPN_HOME_PROXY");
+    const char *p = uvpn_getenv("UVPN_HOME_PROXY_PORT");
+    if (v && *v && strlen(v) < sizeof C.proxy_host) {
+        char *end;
+        long port = p ? strtol(p, &end, 10) : 0;
+        if (p && *p && !*end && port > 0 && port < 65536) {
+            snprintf(C.proxy_host, sizeof C.proxy_host, "%s", v);
+            C.proxy_port = (uint16_t)port;
+            C.have_proxy = 1;
+        } else {
+            dbg("UVPN_HOME_PROXY_PORT=%s is not a port: no home router", p ? p : "(unset)");
+        }
+    }
+    v = uvpn_getenv("UVPN_KEY_FILE");
+    if (v && *v) {
+        snprintf(C.key_path, sizeof C.key_path, "%s", v);
+    } else {
+        const char *home = uvpn_getenv("HOME");
+        if (home && *home) snprintf(C.key_path, sizeof C.key_path, "%s/.uvpn_key", home);
+    }
+    C.timeout_ms = 30000;
+    v = uvpn_getenv("UVPN_CONNECT_TIMEOUT");
+    if (v && *v) {
+        char *end;
+        double t = strtod(v, &end);
+        if (!*end && t > 0 && t <= 86400) C.timeout_ms = t * 1000 < 1 ? 1 : (int)(t * 1000);
+        else dbg("UVPN_CONNECT_TIMEOUT=%s is not a positive number: using 30", v);
+    }
+    v = uvpn_getenv("UVPN_NETWORKS");
+    if (v && *v) {
+        char buf[2048];
+        snprintf(buf, sizeof buf, "%s", v);
+        char *save = NULL;
+        for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            while (*tok == ' ' || *tok == '\t') tok++;
+            char *e = tok + strlen(tok);
+            while (e > tok && (e[-1] == ' ' || e[-1] == '\t')) *--e = 0;
+            if (!*tok) continue;
+            if (C.n_extra == (int)(sizeof C.extra / sizeof C.extra[0])) {
+                dbg("UVPN_NETWORKS: too many networks, rest ignored");
+                break;
+            }
+            if (parse_cidr(tok, &C.extra[C.n_extra]) == 0) C.n_extra++;
+            else dbg("UVPN_NETWORKS: '%s' is not a CIDR: ignored", tok);
+        }
+    }
+}
+
+const struct cfg *cfg(void)
+{
+    pthread_once(&env_once, read_env);
+    return &C;
+}
+
+int cfg_key(uint8_t key[32], char *why, size_t why_len)
+{
+    const struct cfg *c = cfg();
+    pthread_mutex_lock(&lock);
+    int ok = key_ok;
+    if (ok) memcpy(key, key_bytes, UVPN_KEY_LEN);
+    pthread_mutex_unlock(&lock);
+    if (ok) return 0;
+    if (!c->key_path[0]) {
+        snprintf(why, why_len, "no key file (UVPN_KEY_FILE and HOME unset)");
+        return -EACCES;
+    }
+    int r = uvpn_key_load(c->key_path, key, why, why_len);
+    if (r) return r;
+    pthread_mutex_lock(&lock);
+    memcpy(key_bytes, key, UVPN_KEY_LEN);
+    key_ok = 1;
+    pthread_mutex_unlock(&lock);
+    return 0;
+}
+
+int cfg_router_ips(uint32_t *ips, int max)
+{
+    const struct cfg *c = cfg();
+    if (!c->have_proxy) return -ENETUNREACH;
+    pthread_mutex_lock(&lock);
+    int n = n_router;
+    int64_t now = mono_ms();
+    int try_now = n == 0 && (router_last_try < 0 || now - router_last_try >= INFO_RETRY_MS);
+    if (try_now) router_last_try = now;
+    for (int i = 0; i < n && i < max; i++) ips[i] = router[i];
+    pthread_mutex_unlock(&lock);
+    if (n) return n < max ? n : max;
+    if (!try_now) return -ENETUNREACH;
+
+    uint32_t found[CFG_MAX_ROUTER_IPS];
+    int nf = 0;
+    struct in_addr a;
+    if (inet_pton(AF_INET, c->proxy_host, &a) == 1) {
+        found[nf++] = ntohl(a.s_addr);
+    } else {
+        struct addrinfo hints, *res = NULL;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        int e = real.getaddrinfo(c->proxy_host, NULL, &hints, &res);
+        if (e) {
+            dbg("cannot resolve home router %s: %s", c->proxy_host, gai_strerror(e));
+            return -ENETUNREACH;
+        }
+        for (struct addrinfo *ai = res; ai && nf < CFG_MAX_ROUTER_IPS; ai = ai->ai_next) {
+            uint32_t ip = ntohl(((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr);
+            int dup = 0;
+            for (int i = 0; i < nf; i++) dup |= found[i] == ip;
+            if (!dup) found[nf++] = ip;
+        }
+        freeaddrinfo(res);
+        if (!nf) return -ENETUNREACH;
+    }
+    pthread_mutex_lock(&lock);
+    if (!n_router) {
+        memcpy(router, found, sizeof found[0] * (size_t)nf);
+        n_router = nf;
+    }
+    n = n_router;
+    for (int i = 0; i < n && i < max; i++) ips[i] = router[i];
+    pthread_mutex_unlock(&lock);
+    return n < max ? n : max;
+}
+
+int cfg_is_router_ip(uint32_t ip)
+{
+    uint32_t ips[CFG_MAX_ROUTER_IPS];
+    int n = cfg_router_ips(ips, CFG_MAX_ROUTER_IPS);
+    for (int i = 0; i < n; i++)
+        if (ips[i] == ip || ((ips[i] >> 24) == 127 && (ip >> 24) == 127)) return 1;
+    return 0;
+}
+
+static int in_set(uint32_t ip, const cidr *set, int n)
+{
+    for (int i = 0; i < n; i++)
+        if ((ip & set[i].mask) == set[i].net) return 1;
+    return 0;
+}
+
+/* INFO is asked on the path of every first non-loopback connect: a router that is down or
+ * silently dropping must not stall native traffic for the whole connect timeout. */
+static int info_timeout_ms(void)
+{
+    int t = cfg()->timeout_ms;
+    return t < 3000 ? t : 3000;
+}
+
+/* Asks the home router for its subnets; on success installs them (lock not held). */
+static void fetch_info(void)
+{
+    uint8_t data[CFG_MAX_NETS * 5];
+    size_t len = 0;
+    char why[256] = "";
+    int st = ov_control(UVPN_T_INFO, NULL, 0, data, sizeof data, &len, info_timeout_ms(), why,
+                        sizeof why);
+    if (st < 0) {
+        dbg("INFO from home router failed: %s (%s); using fallback networks", why, errno_name(-st));
+        return;
+    }
+    if (st != UVPN_ST_OK || len % 5) {
+        dbg("INFO from home router: %s; using fallback networks",
+            st ? "error status" : "malformed reply");
+        return;
+    }
+    size_t n = len / 5;
+    if (n > CFG_MAX_NETS) n = CFG_MAX_NETS;
+    cidr nets[CFG_MAX_NETS];
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *p = data + 5 * i;
+        int prefix = p[4] > 32 ? 32 : p[4];
+        nets[i].mask = prefix ? 0xffffffffu << (32 - prefix) : 0;
+        nets[i].net = get32(p) & nets[i].mask;
+    }
+    pthread_mutex_lock(&lock);
+    memcpy(learned, nets, n * sizeof nets[0]);
+    n_learned = (int)n;
+    info_ok = 1;
+    pthread_mutex_unlock(&lock);
+    dbg("learned %zu virtual network(s) from home router", n);
+}
+
+int cfg_is_virtual(uint32_t ip)
+{
+    const struct cfg *c = cfg();
+    /* Loopback, "this network" and multicast/reserved are never virtual: no INFO needed. */
+    if ((ip >> 24) == 127 || (ip >> 24) == 0 || ip >= 0xe0000000u) return 0;
+
+    pthread_mutex_lock(&lock);
+    if (!info_ok && c->have_proxy) {
+        /* Wait for a fetch in flight (bounded), else start one if the retry interval passed. */
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += info_timeout_ms() / 1000 + 2;
+        while (info_fetching && !info_ok)
+            if (pthread_cond_timedwait(&info_cond, &lock, &until) == ETIMEDOUT) break;
+        int64_t now = mono_ms();
+        if (!info_ok && !info_fetching && (info_last_try < 0 || now - info_last_try >= INFO_RETRY_MS)) {
+            info_fetching = 1;
+            info_last_try = now;
+            pthread_mutex_unlock(&lock);
+            fetch_info();
+            pthread_mutex_lock(&lock);
+            info_fetching = 0;
+            pthread_cond_broadcast(&info_cond);
+        }
+    }
+    /* 100.64.0.0/10, the overlay's address space, always counts (fail closed: an overlay
+     * address the router has no route for gets ENETUNREACH from the router, never a kernel
+     * connect). */
+    int v = (ip & 0xffc00000u) == 0x64400000u || in_set(ip, c->extra, c->n_extra);
+    if (!v && info_ok) v = in_set(ip, learned, n_learned);
+    else if (!v) v = c->have_src && (ip & 0xffff0000u) == (c->src & 0xffff0000u);
+    pthread_mutex_unlock(&lock);
+    return v;
+}
+
+const char *fmt_addr(uint32_t ip, uint16_t port, char buf[24])
+{
+    char s[16];
+    snprintf(buf, 24, "%s:%u", ip_str(ip, s), port);
+    return buf;
+}

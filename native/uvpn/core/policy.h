@@ -1,0 +1,54 @@
+/* policy.h: the overlay's per-call decisions, shared by libuvpn.so (uvpn/wrap/socket.c, on the
+ * program's own fds) and the seccomp supervisor (supervisor.c, on its pidfd_getfd duplicates of
+ * the program's sockets): which bind/connect/accept/send is about a virtual address, and doing
+ * the overlay work for it. Each takes the socket fd and the socket's overlay state (vinfo) and
+ * returns the new state; where that state is kept is the caller's business (fd table or inode
+ * table). All socket work goes through real.h. Callers in libuvpn.so must mark the thread as
+ * "inside" around these calls (name resolution may re-enter the wrappers). */
+#ifndef UVPN_POLICY_H
+#define UVPN_POLICY_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "uvpn/wrap/fdtable.h"
+
+/* bind(fd, addr, len) in the overlay. 0: not about the overlay (do the real bind unchanged);
+ * 1: done, fd is really bound and *out is its new state; -errno: failed. */
+int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out);
+
+/* After a successful real listen() on a bound overlay socket: registers the listener with the
+ * home router. 1: *st updated (registered); 0: nothing to do / native only; -errno: failed. */
+int pol_listen(vinfo *st);
+
+/* Best-effort UNLISTEN for a listener whose last reference went away (only by the process
+ * that registered it). */
+void pol_unlisten(const vinfo *v);
+
+/* connect(fd) to the virtual ip:port. has/prev: fd's current state. 0 with *out the new
+ * state, or -errno (EISCONN, ENETUNREACH, ECONNREFUSED, ...). */
+int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev,
+                vinfo *out);
+
+/* A connection nfd just accepted from peer on the overlay listener st. 0: an ordinary native
+ * connection; 1: a relayed one whose CONNECT frame was verified, *out its state and *peer_out
+ * (length *peer_len) the virtual peer address to report; -errno: a bad relay (drop nfd). */
+int pol_accepted(const vinfo *st, int nfd, const struct sockaddr *peer, socklen_t pl, vinfo *out,
+                 struct sockaddr_storage *peer_out, socklen_t *peer_len);
+
+/* getsockname (peer 0) / getpeername (peer 1) answer for a socket with state st: 1 with the
+ * virtual address in *ss (length *sl), or 0 when the real answer is right. */
+int pol_name(const vinfo *st, int peer, struct sockaddr_storage *ss, socklen_t *sl);
+
+/* 1 if sending on fd to addr (sendto/sendmsg/sendmmsg with flags) would put a packet toward a
+ * virtual address: the caller fails the call with ENETUNREACH. op names the call for logs. */
+int pol_send_blocked(int fd, const struct sockaddr *addr, socklen_t len, int flags,
+                     const char *op);
+
+/* The socket's real local port (0 when unbound or on failure). */
+uint16_t pol_real_port(int fd);
+
+/* SO_TYPE / SO_DOMAIN style integer socket option, or -1. */
+int pol_sockopt_int(int fd, int opt);
+
+#endif

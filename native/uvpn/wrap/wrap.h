@@ -1,0 +1,33 @@
+/* wrap.h: what libuvpn.so's wrapper files (uvpn/wrap/) share: the export marker, the
+ * per-thread "inside the overlay" flag, the real-function guard and the vfork-child test. */
+#ifndef UVPN_WRAP_H
+#define UVPN_WRAP_H
+
+#include "common/real.h"
+
+#include <errno.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* Set while this thread runs overlay code: anything it triggers (e.g. an NSS module connecting
+ * during name resolution) passes straight through, so the wrappers never recurse. Hidden: not
+ * exported from libuvpn.so. Defined in socket.c. */
+extern __thread __attribute__((tls_model("initial-exec"))) int inside;
+
+/* Loads the real-libc table; a wrapper whose real function is missing fails with ENOSYS. */
+#define NEED(fn)                   \
+    do {                           \
+        real_init();               \
+        if (!real.fn) {            \
+            errno = ENOSYS;        \
+            return -1;             \
+        }                          \
+    } while (0)
+
+/* Non-zero in the child of a vfork (shares the parent's memory: must not touch the fd table). */
+int in_vfork_child(void);
+
+/* True for an address of the overlay (the configuration is consulted "inside"). */
+int is_virtual(uint32_t ip);
+
+#endif

@@ -1,0 +1,280 @@
+/* client.c: the cache manager client of libxufs.so (see client.h). Replies are read
+ * with a bounded buffer and parsed strictly: exactly "OK", or "ERR " and an errno name that
+ * log.c knows; anything else is EIO. A receive timeout keeps a wedged manager from hanging
+ * the program forever. */
+#include "xufs/core/client.h"
+#include "common/forksafe.h"
+#include "xufs/core/path.h"
+#include "xufs/core/xreal.h"
+#include "common/log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define REPLY_MAX 64
+#define TIMEOUT_S 300
+
+static int valid_field(const char *s)
+{
+    return s && !strpbrk(s, "\t\n");
+}
+
+static int parse_reply(const char *r)
+{
+    if (strcmp(r, "OK") == 0) return 0;
+    if (strncmp(r, "ERR E", 5) != 0) return EIO;
+    for (const char *s = r + 5; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9'))) return EIO;
+    int e = errno_from_name(r + 4);
+    return e ? e : EIO;
+}
+
+int xufs_req(const char *op, const char *a1, const char *a2, const char *a3)
+{
+    const char *args[3] = { a1, a2, a3 };
+    struct iovec iov[8];
+    int n = 0;
+    iov[n++] = (struct iovec){ (void *)op, strlen(op) };
+    for (int i = 0; i < 3 && args[i]; i++) {
+        if (!valid_field(args[i])) {
+            errno = EINVAL;
+            return -1;
+        }
+        iov[n++] = (struct iovec){ (void *)"\t", 1 };
+        iov[n++] = (struct iovec){ (void *)args[i], strlen(args[i]) };
+    }
+    iov[n++] = (struct iovec){ (void *)"\n", 1 };
+
+    int (*rclose)(int) = XREAL(close);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || !rclose) {
+        dbg("%s %s: socket: %s", op, a1 ? a1 : "", errno_name(errno));
+        errno = EIO;
+        return -1;
+    }
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    strncpy(sa.sun_path, xufs_sock(), sizeof sa.sun_path - 1);
+    struct timeval tv = { .tv_sec = TIMEOUT_S };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int rc;
+    do rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    while (rc < 0 && errno == EINTR);
+    int err = 0;
+    char reply[REPLY_MAX + 1];
+    size_t got = 0;
+    if (rc < 0) {
+        err = EIO;
+        dbg("%s %s: manager unreachable: %s", op, a1 ? a1 : "", errno_name(errno));
+        goto out;
+    }
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+    while (mh.msg_iovlen > 0) {
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            err = EIO;
+            goto out;
+        }
+        while (mh.msg_iovlen > 0 && (size_t)w >= mh.msg_iov->iov_len) {
+            w -= (ssize_t)mh.msg_iov->iov_len;
+            mh.msg_iov++;
+            mh.msg_iovlen--;
+        }
+        if (mh.msg_iovlen > 0) {
+            mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + w;
+            mh.msg_iov->iov_len -= (size_t)w;
+        }
+    }
+    for (;;) {
+        if (got == REPLY_MAX) {
+            err = EIO;
+            goto out;
+        }
+        ssize_t r = recv(fd, reply + got, REPLY_MAX - got, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            err = EIO;
+            goto out;
+        }
+        char *nl = memchr(reply + got, '\n', (size_t)r);
+        got += (size_t)r;
+        if (nl) {
+            *nl = '\0';
+            err = parse_reply(reply);
+            break;
+        }
+    }
+out:
+    rclose(fd);
+    if (!got) reply[0] = '\0';
+    dbg("%s %s%s%s -> %s", op, a1 ? a1 : "", a2 ? " " : "", a2 ? a2 : "",
+        err ? errno_name(err) : "OK");
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- directories known to be listed (open addressing, cleared when half full) ---- */
+
+#define SLOTS 8192
+typedef struct {
+    char *path;
+    int tree; /* the whole subtree is listed */
+} slot;
+static slot table[SLOTS];
+static int used;
+FORKSAFE_MUTEX(lock, lock_set)
+
+static unsigned hash(const char *s, size_t n)
+{
+    unsigned h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+/* Slot of the n-byte path s, or the empty slot where it belongs (lock held). */
+static slot *find(const char *s, size_t n)
+{
+    unsigned i = hash(s, n) & (SLOTS - 1);
+    while (table[i].path) {
+        if (strlen(table[i].path) == n && memcmp(table[i].path, s, n) == 0) return &table[i];
+        i = (i + 1) & (SLOTS - 1);
+    }
+    return &table[i];
+}
+
+static void clear_locked(void)
+{
+    for (int i = 0; i < SLOTS; i++) {
+        free(table[i].path);
+        table[i].path = NULL;
+    }
+    used = 0;
+}
+
+/* Is the directory d (n bytes) listed: itself, or an ancestor with the whole tree? */
+static int is_listed(const char *d, size_t n)
+{
+    int yes = 0;
+    lock_set();
+    slot *s = find(d, n);
+    if (s->path) yes = 1;
+    while (!yes && n > 0) {
+        if (n == 1 && d[0] == '.') break;
+        while (n > 0 && d[n - 1] != '/') n--;
+        if (n == 0) s = find(".", 1);
+        else s = find(d, --n);
+        if (s->path && s->tree) yes = 1;
+        if (n == 0) break;
+    }
+    pthread_mutex_unlock(&lock);
+    return yes;
+}
+
+static void add_one(const char *d, size_t n, int tree)
+{
+    slot *s = find(d, n);
+    if (s->path) {
+        if (tree) s->tree = 1;
+        return;
+    }
+    if (used >= SLOTS / 2) {
+        clear_locked();
+        s = find(d, n);
+    }
+    s->path = strndup(d, n);
+    if (s->path) {
+        s->tree = tree;
+        used++;
+    }
+}
+
+/* Marks d (and, as they must be, its ancestors) listed. */
+static void mark_listed(const char *d, int tree)
+{
+    size_t n = strlen(d);
+    lock_set();
+    add_one(d, n, tree);
+    if (!(n == 1 && d[0] == '.')) {
+        while (n > 0) {
+            while (n > 0 && d[n - 1] != '/') n--;
+            if (n == 0) break;
+            add_one(d, --n, 0);
+        }
+        add_one(".", 1, 0);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void xufs_mark_listed(const char *rel)
+{
+    mark_listed(rel, 0);
+}
+
+void xufs_forget(void)
+{
+    lock_set();
+    clear_locked();
+    pthread_mutex_unlock(&lock);
+}
+
+int xufs_lookup(const char *rel)
+{
+    if (strcmp(rel, ".") == 0) return 0;
+    char dir[PATH_MAX];
+    xufs_rel_dirname(rel, dir);
+    if (is_listed(dir, strlen(dir))) return 0;
+    if (xufs_req("LOOKUP", rel, NULL, NULL) < 0) {
+        if (errno == ENOENT) {
+            char p[PATH_MAX];
+            struct stat st;
+            int n = snprintf(p, sizeof p, "%s/%s", xufs_cache_root(), dir);
+            if (n > 0 && (size_t)n < sizeof p && RCALL(lstat, -1, p, &st) == 0 && S_ISDIR(st.st_mode))
+                mark_listed(dir, 0);
+            errno = ENOENT;
+        }
+        return -1;
+    }
+    mark_listed(dir, 0);
+    return 0;
+}
+
+int xufs_is_listed(const char *rel)
+{
+    return is_listed(rel, strlen(rel));
+}
+
+int xufs_list(const char *rel)
+{
+    if (is_listed(rel, strlen(rel))) return 0;
+    if (xufs_req("LIST", rel, NULL, NULL) < 0) return -1;
+    mark_listed(rel, 0);
+    return 0;
+}
+
+int xufs_fetch(const char *rel)
+{
+    if (xufs_req("FETCH", rel, NULL, NULL) < 0) return -1;
+    char dir[PATH_MAX];
+    xufs_rel_dirname(rel, dir);
+    mark_listed(dir, 0);
+    return 0;
+}
+
+int xufs_tree(const char *rel)
+{
+    if (xufs_req("TREE", rel, NULL, NULL) < 0) return -1;
+    mark_listed(rel, 1);
+    return 0;
+}

@@ -1,0 +1,36 @@
+/* fdtrack.h: files under the mount open for writing, by fd. One shared record per open file,
+ * referenced by every fd dup'ed from it; when the last reference goes (close, fclose, dup2 over
+ * it, or process exit) the manager gets "CLOSED rel", followed by "UTIMENS" when the program set
+ * the times through the fd (so the write-back does not leave A's mtime at "now"). Records
+ * remember the file's identity, so an fd closed behind our back and reused is detected. */
+#ifndef XUFS_FD_H
+#define XUFS_FD_H
+
+#include <time.h>
+
+/* Lock-free hint: 0 means fd is certainly not tracked. */
+int xfd_maybe(int fd);
+/* Starts tracking fd (just opened or created) as the file rel. A stale record is released. */
+void xfd_track(int fd, const char *rel);
+/* Is fd tracked (locked check)? */
+int xfd_is_tracked(int fd);
+/* An fd of this process tracked as the file rel (open for writing), or -1. */
+int xfd_find_rel(const char *rel);
+/* newfd now refers to oldfd's file (after a successful dup); newfd's old record is released. */
+void xfd_share(int oldfd, int newfd);
+/* fd is about to be closed: detaches its record; returns an opaque token to pass to
+ * xfd_closed() after the real close (NULL when nothing has to be sent). */
+void *xfd_detach(int fd);
+/* Sends CLOSED (and UTIMENS) for a token of xfd_detach, and frees it. */
+void xfd_closed(void *token);
+/* Releases every record whose fd is no longer open (after fcloseall, close_range). */
+void xfd_sweep(void);
+/* Remembers times set through fd (NULL: now), re-sent after CLOSED. */
+void xfd_set_times(int fd, const struct timespec *ts);
+/* Tracks the writable fds under the cache inherited at exec (called once at load). */
+void xfd_scan_inherited(void);
+/* At exit: flushes stdio and sends CLOSED for what is still open (inherited fds only when the
+ * file changed). */
+void xfd_at_exit(void);
+
+#endif

@@ -1,0 +1,241 @@
+/* open.c: libxufs.so's load/exit hooks and the wrappers of the open family (open*, creat*,
+ * __open*_2, fopen*, freopen*) and of fd lifetime (close, dup*, fcntl F_DUPFD*, fclose,
+ * fcloseall, close_range) that drive the CLOSED write-back. Paths are prepared by
+ * xufs/core/prepare.c. */
+#include "xufs/core/prepare.h"
+#include "xufs/core/client.h"
+#include "xufs/core/fdtrack.h"
+#include "xufs/core/xreal.h"
+#include "common/log.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+__attribute__((constructor)) static void xufs_load(void)
+{
+    if (xufs_on()) xfd_scan_inherited();
+}
+
+__attribute__((destructor)) static void xufs_unload(void)
+{
+    if (xufs_on()) xfd_at_exit();
+}
+
+/* ---- open family ---- */
+
+static int open_common(int dirfd, const char *path, int flags, mode_t mode)
+{
+    if (!xufs_on()) return RCALL(openat64, -1, dirfd, path, flags, mode);
+    xpath p;
+    int track;
+    int r = xp_open(dirfd, path, flags, &p, &track);
+    if (r < 0) return -1;
+    int fd = RCALL(openat64, -1, dirfd, xp_real(r, &p, path), flags, mode);
+    if (fd >= 0 && r && track) xfd_track(fd, p.rel);
+    return fd;
+}
+
+#define NEEDS_MODE(f) (((f) & O_CREAT) || ((f) & O_TMPFILE) == O_TMPFILE)
+#define GET_MODE(flags, last)                                                 \
+    mode_t mode = 0;                                                          \
+    if (NEEDS_MODE(flags)) {                                                  \
+        va_list ap;                                                           \
+        va_start(ap, last);                                                   \
+        mode = (mode_t)va_arg(ap, int);                                       \
+        va_end(ap);                                                           \
+    }
+
+XUFS_API int open(const char *path, int flags, ...)
+{
+    GET_MODE(flags, flags);
+    return open_common(AT_FDCWD, path, flags, mode);
+}
+
+XUFS_API int open64(const char *path, int flags, ...)
+{
+    GET_MODE(flags, flags);
+    return open_common(AT_FDCWD, path, flags, mode);
+}
+
+XUFS_API int openat(int dirfd, const char *path, int flags, ...)
+{
+    GET_MODE(flags, flags);
+    return open_common(dirfd, path, flags, mode);
+}
+
+XUFS_API int openat64(int dirfd, const char *path, int flags, ...)
+{
+    GET_MODE(flags, flags);
+    return open_common(dirfd, path, flags, mode);
+}
+
+XUFS_API int creat(const char *path, mode_t mode)
+{
+    return open_common(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+}
+
+XUFS_API int creat64(const char *path, mode_t mode)
+{
+    return open_common(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+}
+
+XUFS_API int __open_2(const char *path, int flags)
+{
+    if (NEEDS_MODE(flags)) __chk_fail();
+    return open_common(AT_FDCWD, path, flags, 0);
+}
+
+XUFS_API int __open64_2(const char *path, int flags)
+{
+    if (NEEDS_MODE(flags)) __chk_fail();
+    return open_common(AT_FDCWD, path, flags, 0);
+}
+
+XUFS_API int __openat_2(int dirfd, const char *path, int flags)
+{
+    if (NEEDS_MODE(flags)) __chk_fail();
+    return open_common(dirfd, path, flags, 0);
+}
+
+XUFS_API int __openat64_2(int dirfd, const char *path, int flags)
+{
+    if (NEEDS_MODE(flags)) __chk_fail();
+    return open_common(dirfd, path, flags, 0);
+}
+
+/* ---- stdio ---- */
+
+static FILE *fopen_common(const char *path, const char *mode, int is64)
+{
+    xpath p;
+    int track = 0, r = 0;
+    p.outside = 0;
+    if (xufs_on() && mode) {
+        r = xp_open(AT_FDCWD, path, xp_fopen_flags(mode), &p, &track);
+        if (r < 0) return NULL;
+    }
+    const char *use = xp_real(r, &p, path);
+    FILE *f = is64 ? RCALL(fopen64, NULL, use, mode) : RCALL(fopen, NULL, use, mode);
+    if (f && r && track) xfd_track(fileno(f), p.rel);
+    return f;
+}
+
+XUFS_API FILE *fopen(const char *path, const char *mode)
+{
+    return fopen_common(path, mode, 0);
+}
+
+XUFS_API FILE *fopen64(const char *path, const char *mode)
+{
+    return fopen_common(path, mode, 1);
+}
+
+static FILE *freopen_common(const char *path, const char *mode, FILE *stream, int is64)
+{
+    if (!xufs_on() || !path || !mode || !stream)
+        return is64 ? RCALL(freopen64, NULL, path, mode, stream)
+                    : RCALL(freopen, NULL, path, mode, stream);
+    xpath p;
+    int track = 0;
+    int r = xp_open(AT_FDCWD, path, xp_fopen_flags(mode), &p, &track);
+    if (r < 0) return NULL;
+    void *tok = xfd_detach(fileno(stream));
+    const char *use = xp_real(r, &p, path);
+    FILE *f = is64 ? RCALL(freopen64, NULL, use, mode, stream)
+                   : RCALL(freopen, NULL, use, mode, stream);
+    xfd_closed(tok);
+    if (f && r && track) xfd_track(fileno(f), p.rel);
+    return f;
+}
+
+XUFS_API FILE *freopen(const char *path, const char *mode, FILE *stream)
+{
+    return freopen_common(path, mode, stream, 0);
+}
+
+XUFS_API FILE *freopen64(const char *path, const char *mode, FILE *stream)
+{
+    return freopen_common(path, mode, stream, 1);
+}
+
+XUFS_API int fclose(FILE *f)
+{
+    void *tok = f ? xfd_detach(fileno(f)) : NULL;
+    int r = RCALL(fclose, EOF, f);
+    xfd_closed(tok);
+    return r;
+}
+
+XUFS_API int fcloseall(void)
+{
+    int r = RCALL(fcloseall, EOF);
+    xfd_sweep();
+    return r;
+}
+
+/* ---- fd lifetime ---- */
+
+XUFS_API int close(int fd)
+{
+    void *tok = xfd_detach(fd);
+    int r = RCALL(close, -1, fd);
+    xfd_closed(tok);
+    return r;
+}
+
+XUFS_API int close_range(unsigned first, unsigned last, int flags)
+{
+    int r = RCALL(close_range, -1, first, last, flags);
+    if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) xfd_sweep();
+    return r;
+}
+
+XUFS_API int dup(int fd)
+{
+    int r = RCALL(dup, -1, fd);
+    if (r >= 0 && xfd_maybe(fd)) xfd_share(fd, r);
+    return r;
+}
+
+XUFS_API int dup2(int fd, int fd2)
+{
+    int r = RCALL(dup2, -1, fd, fd2);
+    if (r >= 0 && fd != fd2 && (xfd_maybe(fd) || xfd_maybe(fd2))) xfd_share(fd, fd2);
+    return r;
+}
+
+XUFS_API int dup3(int fd, int fd2, int flags)
+{
+    int r = RCALL(dup3, -1, fd, fd2, flags);
+    if (r >= 0 && xfd_maybe(fd)) xfd_share(fd, fd2);
+    return r;
+}
+
+static int fcntl_common(int is64, int fd, int cmd, void *arg)
+{
+    int r = is64 ? RCALL(fcntl64, -1, fd, cmd, arg) : RCALL(fcntl, -1, fd, cmd, arg);
+    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && xfd_maybe(fd)) xfd_share(fd, r);
+    return r;
+}
+
+XUFS_API int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return fcntl_common(0, fd, cmd, arg);
+}
+
+XUFS_API int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return fcntl_common(1, fd, cmd, arg);
+}
