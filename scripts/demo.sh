@@ -149,7 +149,14 @@ Host hostb
   BatchMode yes
   LogLevel ERROR
 CONF
-[ "$(id -u)" = 0 ] && mkdir -p /run/sshd   # root's sshd needs its privilege-separation directory
+if [ "$(id -u)" = 0 ]; then
+  mkdir -p /run/sshd   # root's sshd needs its privilege-separation directory
+  # Without PAM, sshd refuses key logins to a locked account ("!" in /etc/shadow).
+  case "$(getent shadow root | cut -d: -f2)" in
+    '!'*) fail "root's account is locked ('!' in /etc/shadow), so sshd refuses to log root in: run the
+  demo as an ordinary user, or allow key logins for root with: usermod -p '*' root" ;;
+  esac
+fi
 /usr/sbin/sshd -D -e -f "$x/sshd_config" 2> "$x/sshd.log" & sshd_pid=$!; pids+=($sshd_pid)
 for _ in $(seq 50); do grep -q "Server listening" "$x/sshd.log" 2>/dev/null && break; sleep 0.1; done
 grep -q "Server listening" "$x/sshd.log" || { cat "$x/sshd.log" >&2; fail "sshd did not start"; }
@@ -166,7 +173,10 @@ ussh_step() {
     < /dev/null > "$x/out" 2> "$x/err" || rc=$?
   sed 's/^/  (stderr) /' "$x/err"
   sed 's/^/  /' "$x/out"
-  [ "$rc" = 0 ] || fail "ussh exited with status $rc"
+  if [ "$rc" != 0 ]; then
+    echo "sshd's log:" >&2; sed 's/^/  /' "$x/sshd.log" | tail -n 20 >&2
+    fail "ussh exited with status $rc"
+  fi
 }
 expect_out() {
   printf '%s' "$1" | cmp -s - "$x/out" || fail "expected on stdout: $(printf '%q' "$1")"
