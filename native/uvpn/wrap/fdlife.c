@@ -1,4 +1,4 @@
-/* fdlife.c: overlay sockets that outlive their process's view of them (README "The socket
+/* fdlife.c: overlay sockets that outlive their process's view of them (docs/UVPN.md, "The socket
  * surface"): inherited across exec, and closed in bulk by close_range/closefrom.
  *
  * Exec: the exec wrappers (execve, execv, execvp, execvpe, fexecve, posix_spawn, posix_spawnp)

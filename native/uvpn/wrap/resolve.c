@@ -1,4 +1,4 @@
-/* resolve.c: overlay host names in libuvpn.so (README "Overlay host names"): the wrappers of
+/* resolve.c: overlay host names in libuvpn.so (docs/UVPN.md, "Overlay host names"): the wrappers of
  * getaddrinfo, gethostbyname, gethostbyname2, gethostbyname_r, gethostbyname2_r, gethostbyaddr,
  * gethostbyaddr_r and getnameinfo.
  *
