@@ -5,7 +5,7 @@
  * mode (ELF inspection), resolving CMD on PATH, forwarding signals and the exit status.
  */
 import { join } from "node:path";
-import { MyrtError } from "../router/errors.ts";
+import { MyrtError } from "../common/errors.ts";
 import { findLibrary, LibMyrt, SupervisorError } from "../ffi/libmyrt.ts";
 
 /** How CMD is put into the overlay. */

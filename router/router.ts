@@ -3,14 +3,16 @@
  * addresses of its subnet, records listeners, and builds relay paths client → home router →
  * peer router → server as in the paper's section 3.2.
  */
+import { be64, concat, hex, sameBytes, u16, u32, u64 } from "../common/bytes.ts";
+import { TimeoutError, withTimeout, writeAll } from "../common/io.ts";
 import { dialRouter } from "./client.ts";
-import { readFrame, TimeoutError, withTimeout, writeAll } from "./frame_io.ts";
+import { readFrame } from "./frame_io.ts";
 import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
 import { LeaseTable } from "./leases.ts";
 import { NameService } from "./names.ts";
 import { relay } from "./relay.ts";
 import { UdpRelay } from "./udp.ts";
-import { defaultSessionConfig, readU64, Session, SessionConfig, SessionGone, u64 } from "./session.ts";
+import { defaultSessionConfig, Session, SessionConfig, SessionGone } from "./session.ts";
 import { type Route, routeFor } from "./routes.ts";
 import {
   type ConnectBody,
@@ -25,12 +27,7 @@ import {
   newNonce,
   ReplayCache,
   Status,
-  sameBytes,
   statusName,
-  concat,
-  hex,
-  u16,
-  u32,
 } from "./wire.ts";
 
 /** How a router is set up. */
@@ -359,19 +356,19 @@ export class Router {
       return;
     }
     const key = hex(frame.body.subarray(0, 16));
-    const peerRecv = readU64(frame.body.subarray(16));
+    const peerRecv = u64(frame.body, 16);
     const session = this.#sessions.get(key);
     const done = this.#completed.get(key);
     if (!session) {
       const status = done ? Status.OK : Status.ENOENT;
       this.#log(`resume of ${done ? "finished" : "unknown"} session ${key.slice(0, 12)} from ${peer}`);
-      await this.#reply(conn, frame, status, done ? concat(u64(done.recv), new Uint8Array([1])) : undefined).catch(() => {});
+      await this.#reply(conn, frame, status, done ? concat(be64(done.recv), new Uint8Array([1])) : undefined).catch(() => {});
       this.#untrack(conn);
       return;
     }
     const recv = session.detach(); // the old link delivers nothing more once we answer
     try {
-      await this.#reply(conn, frame, Status.OK, concat(u64(recv), new Uint8Array([0])));
+      await this.#reply(conn, frame, Status.OK, concat(be64(recv), new Uint8Array([0])));
     } catch {
       this.#untrack(conn);
       return;
@@ -460,12 +457,12 @@ export class Router {
     const conn = await dialRouter(route, this.#timeoutMs);
     const nonce = newNonce();
     try {
-      await writeAll(conn, encodeFrame(this.opts.key, FrameType.RESUME, nonce, concat(id, u64(session.recv))));
+      await writeAll(conn, encodeFrame(this.opts.key, FrameType.RESUME, nonce, concat(id, be64(session.recv))));
       const reply = await readFrame(conn, this.opts.key, this.#timeoutMs);
       if (reply.type !== FrameType.REPLY || !sameBytes(reply.nonce, nonce)) throw new FrameError("Bad RESUME reply");
       if (reply.body[0] === Status.ENOENT) throw new SessionGone("Peer router lost the session");
       if (reply.body[0] !== Status.OK || reply.body.length !== 10) throw new FrameError(`RESUME refused: ${statusName(reply.body[0])}`);
-      const peerRecv = readU64(reply.body.subarray(1, 9));
+      const peerRecv = u64(reply.body, 1);
       if (reply.body[9] === 1) {
         conn.close();
         if (peerRecv === session.sent) throw new SessionGone("Peer finished the session cleanly meanwhile");

@@ -6,8 +6,10 @@
  * never thrown.
  */
 import dgram from "node:dgram";
+import { be16, concat, sameBytes, u16 } from "../common/bytes.ts";
+import { writeAll } from "../common/io.ts";
 import { dialRouter } from "./client.ts";
-import { readFrame, writeAll } from "./frame_io.ts";
+import { readFrame } from "./frame_io.ts";
 import { contains, formatIp, type Subnet } from "./ipv4.ts";
 import { type Route, routeFor } from "./routes.ts";
 import {
@@ -19,7 +21,6 @@ import {
   FrameType,
   newNonce,
   openDgram,
-  sameBytes,
   Status,
   statusName,
 } from "./wire.ts";
@@ -102,7 +103,7 @@ export class UdpRelay {
         have += n;
         let off = 0;
         while (have - off >= 2) {
-          const len = (buf[off] << 8) | buf[off + 1];
+          const len = u16(buf, off);
           if (have - off - 2 < len) break;
           this.#onDatagram(buf.slice(off + 2, off + 2 + len), `carrier from ${peer}`, true);
           off += 2 + len;
@@ -198,10 +199,7 @@ class Carrier {
   /** Queues a datagram; false when it must be dropped (link down recently, queue full). */
   send(d: Uint8Array): boolean {
     if (Date.now() < this.#downUntil || this.#queued + d.length > CARRIER_QUEUE_MAX || d.length > DGRAM_MAX) return false;
-    const rec = new Uint8Array(2 + d.length);
-    rec[0] = d.length >> 8;
-    rec[1] = d.length & 0xff;
-    rec.set(d, 2);
+    const rec = concat(be16(d.length), d);
     this.#queue.push(rec);
     this.#queued += rec.length;
     this.#pump();
@@ -222,14 +220,8 @@ class Carrier {
       while (this.#queue.length) {
         const conn = this.#conn ?? (this.#conn = await this.#open());
         const batch = this.#queue.splice(0, 64);
-        const size = batch.reduce((n, b) => n + b.length, 0);
-        const out = new Uint8Array(size);
-        let off = 0;
-        for (const b of batch) {
-          out.set(b, off);
-          off += b.length;
-        }
-        this.#queued -= size;
+        const out = concat(...batch);
+        this.#queued -= out.length;
         await writeAll(conn, out);
       }
     } catch (e) {

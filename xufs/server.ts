@@ -3,13 +3,13 @@
  * stream (docs/XUFS.md): listings with all attributes, whole files or ranges, compare-and-swap
  * write-backs that keep both copies on conflict, and metadata changes. Confined to the export.
  */
-import { createHash } from "node:crypto";
 import { chmod, type FileHandle, link, lstat, mkdir, open, readdir, readlink, rename, rmdir, symlink, truncate, unlink, utimes } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, join, relative } from "node:path";
+import { concat, sha256 } from "../common/bytes.ts";
+import { closeQuietly, writeAll } from "../common/io.ts";
 import { FsError, resolveInExport } from "./confine.ts";
 import { encodeMessage, ProtocolError, readMessage, serverHandshake } from "./messages.ts";
-import { writeAll } from "../router/frame_io.ts";
 
 /** Attributes of one directory entry, as sent in a listing. */
 export interface Entry {
@@ -42,11 +42,6 @@ async function entryOf(path: string, name: string): Promise<Entry | null> {
   };
   if (type === "l") e.target = await readlink(path);
   return e;
-}
-
-/** SHA-256 of bytes, hex: the check of every striped range. */
-export function sha256(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
 }
 
 /** Largest total of file bytes in one `readmany` reply. */
@@ -126,9 +121,7 @@ export class FileServer {
       }
     } finally {
       this.#unsubscribe(peer);
-      try {
-        conn.close();
-      } catch { /* closed */ }
+      closeQuietly(conn);
     }
   }
 
@@ -312,13 +305,7 @@ export class FileServer {
         files.push({ path, error: (e as FsError).code ?? "EIO" });
       }
     }
-    const payload = new Uint8Array(total);
-    let off = 0;
-    for (const c of chunks) {
-      payload.set(c, off);
-      off += c.length;
-    }
-    return [{ files }, payload];
+    return [{ files }, concat(...chunks)];
   }
 
   /** Listings of a whole subtree in one round trip, breadth first, up to TREE_MAX_ENTRIES entries. */

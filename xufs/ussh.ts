@@ -5,9 +5,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { dirname, join, relative, resolve } from "node:path";
-import { VERSION } from "../cli/common.ts";
-import { ConfigError, NetworkError } from "../router/errors.ts";
-import { homeDir } from "../router/key.ts";
+import { ConfigError, NetworkError } from "../common/errors.ts";
+import { homeDir } from "../common/fs.ts";
+import { VERSION } from "../common/version.ts";
 import { FileServer, shortHost } from "./server.ts";
 import { cacheId, DEFAULT_STRIPES, envCount, stripeSocket } from "./session.ts";
 
