@@ -14,4 +14,5 @@ export * from "./key.ts";
 export * from "./leases.ts";
 export * from "./relay.ts";
 export * from "./router.ts";
+export * from "./counters.ts";
 export * from "./client.ts";

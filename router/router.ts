@@ -6,6 +6,7 @@
 import { be64, concat, hex, sameBytes, u16, u32, u64 } from "../common/bytes.ts";
 import { TimeoutError, withTimeout, writeAll } from "../common/io.ts";
 import { dialRouter } from "./client.ts";
+import { RouterCounters, type RouterStats } from "./counters.ts";
 import { readFrame } from "./frame_io.ts";
 import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
 import { LeaseTable } from "./leases.ts";
@@ -45,18 +46,10 @@ export interface RouterOptions {
   session?: Partial<SessionConfig>;
 }
 
-/** Counters a router keeps, for status and logs. */
-export interface RouterStats {
-  relaysOpen: number;
-  relaysTotal: number;
-  bytesUp: number;
-  bytesDown: number;
-  refused: number;
-}
-
 /** One running subnet router. */
 export class Router {
-  readonly stats: RouterStats = { relaysOpen: 0, relaysTotal: 0, bytesUp: 0, bytesDown: 0, refused: 0 };
+  /** Every counter of this router; `--status` and the counter log lines come from it. */
+  readonly counters = new RouterCounters();
   readonly subnet: Subnet;
   #listener?: Deno.TcpListener;
   #table!: LeaseTable;
@@ -70,14 +63,13 @@ export class Router {
   #sessionCfg: SessionConfig;
   #udp: UdpRelay;
   #names: NameService;
-  #totals = { sessions: 0, reconnects: 0, replayed: 0, spooled: 0, resets: 0, sent: 0, received: 0 };
 
   constructor(private readonly opts: RouterOptions) {
     this.subnet = opts.self.subnet;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#log = opts.log ?? ((line) => console.error(`uvpn_proxy: ${line}`));
     this.#names = new NameService(() => this.#table, opts.routes, opts.key, this.#timeoutMs, this.#log);
-    this.#udp = new UdpRelay(opts.key, this.subnet, opts.routes, this.#timeoutMs, this.#log);
+    this.#udp = new UdpRelay(opts.key, this.subnet, opts.routes, this.#timeoutMs, this.#log, this.counters.udp);
     this.#sessionCfg = { ...defaultSessionConfig(Deno.env.get("TMPDIR") ?? "/tmp"), ...opts.session };
   }
 
@@ -96,6 +88,11 @@ export class Router {
         `${this.opts.listen.hostname}:${this.opts.listen.port}; ${this.#table.leases.size} lease(s) restored`,
     );
     this.#serve(this.#listener);
+  }
+
+  /** The relay and refusal counters (the same object as `counters`). */
+  get stats(): RouterStats {
+    return this.counters;
   }
 
   /** The leases table (read-only use). */
@@ -145,7 +142,7 @@ export class Router {
       frame = await readFrame(conn, this.opts.key, this.#timeoutMs);
       this.#replay.check(frame);
     } catch (e) {
-      this.stats.refused++;
+      this.counters.refused++;
       const why = e instanceof FrameError || e instanceof TimeoutError ? e.message : String(e);
       this.#log(`refused ${peer}: ${why}`);
       this.#untrack(conn);
@@ -288,8 +285,7 @@ export class Router {
       this.#untrack(up, down);
       return;
     }
-    this.stats.relaysOpen++;
-    this.stats.relaysTotal++;
+    this.counters.relayOpened();
     this.#log(`relay ${what} open via ${hop.via}`);
     if (sessionId || hop.session) {
       // Across the WAN: a resumable session. The responder's app side is `down` (the server),
@@ -300,19 +296,17 @@ export class Router {
         : new Session(id, "initiator", up, this.#sessionCfg, this.#log, hop.session!.redial);
       session.attach(sessionId ? up : down, 0);
       await this.#runSession(session, what);
-      this.stats.relaysOpen--;
+      this.counters.relayClosed();
       this.#untrack(up, down);
       return;
     }
     try {
       const r = await relay(up, down);
-      this.stats.bytesUp += r.aToB;
-      this.stats.bytesDown += r.bToA;
-      this.#log(`relay ${what} closed: ${r.aToB} bytes up, ${r.bToA} bytes down`);
+      this.#log(this.counters.relayFinished(what, r.aToB, r.bToA));
     } catch (e) {
       this.#log(`relay ${what} reset: ${(e as Error).message}`);
     } finally {
-      this.stats.relaysOpen--;
+      this.counters.relayClosed();
       this.#untrack(up, down);
     }
   }
@@ -324,27 +318,12 @@ export class Router {
   async #runSession(session: Session, what: string): Promise<void> {
     const key = hex(session.id);
     this.#sessions.set(key, session);
-    this.#totals.sessions++;
+    this.counters.sessionStarted(session);
     const clean = await session.finished;
     this.#sessions.delete(key);
-    const st = session.stats();
-    this.#totals.reconnects += st.reconnects;
-    this.#totals.replayed += st.replayed;
-    this.#totals.spooled += st.spooled;
-    this.#totals.sent += st.sent;
-    this.#totals.received += st.received;
     if (clean) this.#completed.set(key, { recv: session.recv, at: Date.now() });
-    else this.#totals.resets++;
     for (const [k, v] of this.#completed) if (Date.now() - v.at > 600_000) this.#completed.delete(k);
-    this.#log(
-      `session ${session.idHex} ${what} ${clean ? "closed" : "reset"}: ${st.sent} bytes sent, ${st.received} received, ` +
-        `${st.reconnects} reconnect(s), ${st.replayed} replayed, ${st.spooled} spooled`,
-    );
-    const t = this.#totals;
-    this.#log(
-      `totals: ${t.sessions} session(s), ${this.#sessions.size} live, ${t.resets} reset, ${t.sent} bytes sent, ` +
-        `${t.received} received, ${t.reconnects} reconnect(s), ${t.replayed} replayed, ${t.spooled} spooled`,
-    );
+    for (const line of this.counters.sessionEnded(session, clean, what)) this.#log(line);
   }
 
   /** RESUME from the initiating router: reattach the session's new link. */
@@ -381,35 +360,7 @@ export class Router {
 
   /** Text for `uvpn_proxy --status`: totals, then one line per live session. */
   statusText(): string {
-    const t = this.#totals;
-    let live = { sent: 0, received: 0, reconnects: 0, replayed: 0, spooled: 0 };
-    const lines = [...this.#sessions.values()].map((s) => {
-      const st = s.stats();
-      live = {
-        sent: live.sent + st.sent,
-        received: live.received + st.received,
-        reconnects: live.reconnects + st.reconnects,
-        replayed: live.replayed + st.replayed,
-        spooled: live.spooled + st.spooled,
-      };
-      return `session ${s.idHex} ${s.role} ${st.state} sent=${st.sent} received=${st.received} ` +
-        `reconnects=${st.reconnects} replayed=${st.replayed} spooled=${st.spooled}`;
-    });
-    return [
-      `subnet ${formatSubnet(this.subnet)} leases=${this.#table.leases.size} relays_open=${this.stats.relaysOpen} ` +
-      `relays_total=${this.stats.relaysTotal} refused=${this.stats.refused}`,
-      `sessions live=${this.#sessions.size} total=${t.sessions} resets=${t.resets} ` +
-      `sent=${t.sent + live.sent} received=${t.received + live.received} reconnects=${t.reconnects + live.reconnects} ` +
-      `replayed=${t.replayed + live.replayed} spooled=${t.spooled + live.spooled}`,
-      this.#udpStatus(),
-      ...lines,
-    ].join("\n") + "\n";
-  }
-
-  #udpStatus(): string {
-    const u = this.#udp.stats;
-    return `udp endpoints=${this.#udp.bindings} received=${u.received} delivered=${u.delivered} ` +
-      `forwarded=${u.forwarded} dropped=${u.dropped}`;
+    return this.counters.statusText(this.subnet, this.#table.leases.size, this.#udp.bindings);
   }
 
   /**

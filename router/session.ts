@@ -12,6 +12,7 @@
  */
 import { be32, be64, concat, hex, u32, u64 } from "../common/bytes.ts";
 import { closeQuietly, readExact, writeAll } from "../common/io.ts";
+import type { SessionCounters } from "./counters.ts";
 import { resetConn } from "./reset.ts";
 import { Spool, type SpoolLimits } from "./spool.ts";
 
@@ -47,18 +48,8 @@ export function defaultSessionConfig(dir: string): SessionConfig {
 /** Reconnects the link of an initiating session; resolves with the new link and the peer's r_bytes. */
 export type Redial = () => Promise<{ link: Deno.TcpConn; peerRecv: number }>;
 
-/** Counters of one session, for status and logs. */
-export interface SessionStats {
-  sent: number;
-  received: number;
-  reconnects: number;
-  replayed: number;
-  spooled: number;
-  state: string;
-}
-
-/** One resumable session. */
-export class Session {
+/** One resumable session; it is its own entry in the router's counters (router/counters.ts). */
+export class Session implements SessionCounters {
   readonly idHex: string;
   recv = 0;
   reconnects = 0;
@@ -105,16 +96,14 @@ export class Session {
     return this.#spool.end;
   }
 
-  /** Counters for status. */
-  stats(): SessionStats {
-    return {
-      sent: this.#spool.end,
-      received: this.recv,
-      reconnects: this.reconnects,
-      replayed: this.replayed,
-      spooled: this.#spool.spooled,
-      state: this.state,
-    };
+  /** Bytes received for our application so far (r_bytes). */
+  get received(): number {
+    return this.recv;
+  }
+
+  /** Bytes of ours that ever went to the spool file. */
+  get spooled(): number {
+    return this.#spool.spooled;
   }
 
   /** Attaches a (new) link; the peer has received `peerRecv` bytes of ours. */

@@ -9,6 +9,7 @@ import dgram from "node:dgram";
 import { be16, concat, sameBytes, u16 } from "../common/bytes.ts";
 import { writeAll } from "../common/io.ts";
 import { dialRouter } from "./client.ts";
+import type { UdpStats } from "./counters.ts";
 import { readFrame } from "./frame_io.ts";
 import { contains, formatIp, type Subnet } from "./ipv4.ts";
 import { type Route, routeFor } from "./routes.ts";
@@ -25,14 +26,6 @@ import {
   statusName,
 } from "./wire.ts";
 
-/** Counters of the UDP side, for `--status`. */
-export interface UdpStats {
-  received: number;
-  delivered: number;
-  forwarded: number;
-  dropped: number;
-}
-
 const CARRIER_QUEUE_MAX = 4 << 20; // bytes waiting for a carrier link; more are dropped
 const CARRIER_RETRY_MS = 1000; // after a failed carrier link, datagrams are dropped this long
 const LOG_WINDOW_MS = 10_000;
@@ -40,7 +33,6 @@ const LOG_PER_WINDOW = 10;
 
 /** The UDP side of one router. */
 export class UdpRelay {
-  readonly stats: UdpStats = { received: 0, delivered: 0, forwarded: 0, dropped: 0 };
   #sock?: dgram.Socket;
   #binds = new Map<string, { host: string; port: number }>();
   #carriers = new Map<Route, Carrier>();
@@ -52,6 +44,8 @@ export class UdpRelay {
     private readonly routes: Route[],
     private readonly timeoutMs: number,
     private readonly log: (line: string) => void,
+    /** The router's UDP counters, updated here. */
+    private readonly stats: UdpStats,
   ) {}
 
   /** Binds the UDP socket at the router's address and port. */
