@@ -60,3 +60,26 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string, onTimeou
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
+
+/** Open connections that are closed together at shutdown: each is added when opened and closed through here. */
+export class ConnSet {
+  #conns = new Set<{ close(): void }>();
+
+  /** Adds a connection (adding one twice is harmless). */
+  add(conn: { close(): void }): void {
+    this.#conns.add(conn);
+  }
+
+  /** Closes `conns` (quietly, see `closeQuietly`) and forgets them. */
+  close(...conns: { close(): void }[]): void {
+    for (const c of conns) {
+      this.#conns.delete(c);
+      closeQuietly(c);
+    }
+  }
+
+  /** Closes every connection still open. */
+  closeAll(): void {
+    this.close(...this.#conns);
+  }
+}

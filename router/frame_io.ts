@@ -1,9 +1,22 @@
 /**
  * UVPN frames over Deno connections: reading one whole frame with a deadline (exact reads, never
- * past the frame, since stream bytes may follow it) and writing a REPLY frame.
+ * past the frame, since stream bytes may follow it), writing a REPLY, and one request/reply
+ * exchange between routers on a connection already open.
  */
-import { closeQuietly, readExact, StreamEndError, withTimeout } from "../common/io.ts";
-import { decodeFrame, type Frame, FrameError, HEAD_LEN, MAC_LEN, parseHead } from "./wire.ts";
+import { sameBytes } from "../common/bytes.ts";
+import { closeQuietly, readExact, StreamEndError, withTimeout, writeAll } from "../common/io.ts";
+import {
+  decodeFrame,
+  encodeFrame,
+  encodeReply,
+  type Frame,
+  FrameError,
+  FrameType,
+  HEAD_LEN,
+  MAC_LEN,
+  newNonce,
+  parseHead,
+} from "./wire.ts";
 
 /** `readExact`, an early end of stream reported as a FrameError (how callers tell a refusal). */
 async function readPart(conn: Deno.Conn, n: number): Promise<Uint8Array> {
@@ -27,4 +40,34 @@ export async function readFrame(conn: Deno.Conn, key: Uint8Array, timeoutMs: num
     return decodeFrame(key, whole);
   };
   return await withTimeout(read(), timeoutMs, "reading a frame", () => closeQuietly(conn));
+}
+
+/** Answers the request `frame` with a REPLY of `status` (and `data`). */
+export async function writeReply(
+  conn: Deno.Conn,
+  key: Uint8Array,
+  frame: Frame,
+  status: number,
+  data?: Uint8Array,
+): Promise<void> {
+  await writeAll(conn, encodeFrame(key, FrameType.REPLY, frame.nonce, encodeReply(status, data)));
+}
+
+/**
+ * One request/reply exchange with a peer router on an open connection: sends a `type` frame with
+ * `body`, reads the reply and throws FrameError(`badReply`) unless it is the REPLY to it.
+ */
+export async function exchange(
+  conn: Deno.Conn,
+  key: Uint8Array,
+  type: number,
+  body: Uint8Array,
+  timeoutMs: number,
+  badReply: string,
+): Promise<Frame> {
+  const nonce = newNonce();
+  await writeAll(conn, encodeFrame(key, type, nonce, body));
+  const reply = await readFrame(conn, key, timeoutMs);
+  if (reply.type !== FrameType.REPLY || !sameBytes(reply.nonce, nonce)) throw new FrameError(badReply);
+  return reply;
 }

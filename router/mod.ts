@@ -12,7 +12,7 @@ export * from "./ipv4.ts";
 export * from "./routes.ts";
 export * from "./key.ts";
 export * from "./leases.ts";
-export * from "./relay.ts";
+export { RELAY_BUFFER, relay, type RelayResult } from "./relay.ts";
 export * from "./router.ts";
 export * from "./counters.ts";
 export * from "./client.ts";
