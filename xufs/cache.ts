@@ -10,9 +10,9 @@ import { dirname, join } from "node:path";
 import { sha256 } from "../common/bytes.ts";
 import { writeFileAtomic } from "../common/fs.ts";
 import { FsError } from "./confine.ts";
+import type { Entry } from "./messages.ts";
 import { Progress } from "./progress.ts";
 import type { Remote } from "./remote.ts";
-import type { Entry } from "./server.ts";
 
 /** What the manager knows of one path. */
 interface Meta {

@@ -1,6 +1,7 @@
 /**
  * XUFS file-protocol messages (docs/XUFS.md): `u32 header_len, u32 payload_len`, a JSON header
- * and payload bytes, over any byte stream; and the mutual secret proof of the handshake.
+ * and payload bytes, over any byte stream; the attributes of a listed entry; and the mutual
+ * secret proof of the handshake.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { be32, concat, u32 } from "../common/bytes.ts";
@@ -16,6 +17,17 @@ export interface Message {
   // deno-lint-ignore no-explicit-any
   head: Record<string, any>;
   payload: Uint8Array;
+}
+
+/** Attributes of one directory entry, as sent in a listing. */
+export interface Entry {
+  name: string;
+  type: "f" | "d" | "l";
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  version: string;
+  target?: string;
 }
 
 /** A stream that violates the protocol. */

@@ -11,7 +11,8 @@ import { closeQuietly, withTimeout } from "../common/io.ts";
 import { CacheManager, type CacheOptions, TRANSFER_DEFAULTS } from "./cache.ts";
 import { progressWanted } from "./progress.ts";
 import { Remote } from "./remote.ts";
-import { FileServer, shortHost } from "./server.ts";
+import { FileServer } from "./server.ts";
+import { shortHost } from "./writes.ts";
 
 /** How a session reaches A. */
 export type Link =

@@ -8,7 +8,8 @@ import { dirname, join, relative, resolve } from "node:path";
 import { ConfigError, NetworkError } from "../common/errors.ts";
 import { homeDir } from "../common/fs.ts";
 import { VERSION } from "../common/version.ts";
-import { FileServer, shortHost } from "./server.ts";
+import { FileServer } from "./server.ts";
+import { shortHost } from "./writes.ts";
 import { cacheId, DEFAULT_STRIPES, envCount, stripeSocket } from "./session.ts";
 
 /** ssh options that take an argument (from ssh(1)). */
