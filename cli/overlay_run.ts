@@ -10,6 +10,7 @@ import { findLibrary, LibMyrt, SupervisorError } from "../ffi/libmyrt.ts";
 
 /** How CMD is put into the overlay. */
 export type Mode = "auto" | "preload" | "seccomp";
+/** Every Mode, for --mode checks. */
 export const MODES: readonly Mode[] = ["auto", "preload", "seccomp"];
 
 /** CMD could not be started or supervised: exits 126 (cannot run) or 127 (not found). */

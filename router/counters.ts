@@ -48,6 +48,15 @@ interface SessionSums {
   spooled: number;
 }
 
+/** Adds the counters of session `s` to the sums `into`. */
+function addTo(into: SessionSums, s: SessionCounters): void {
+  into.sent += s.sent;
+  into.received += s.received;
+  into.reconnects += s.reconnects;
+  into.replayed += s.replayed;
+  into.spooled += s.spooled;
+}
+
 /** Every counter of one router. */
 export class RouterCounters implements RouterStats {
   relaysOpen = 0;
@@ -98,11 +107,7 @@ export class RouterCounters implements RouterStats {
   sessionEnded(s: SessionCounters, clean: boolean, what: string): [string, string] {
     this.#live.delete(s);
     const t = this.#ended;
-    t.reconnects += s.reconnects;
-    t.replayed += s.replayed;
-    t.spooled += s.spooled;
-    t.sent += s.sent;
-    t.received += s.received;
+    addTo(t, s);
     if (!clean) t.resets++;
     return [
       `session ${s.idHex} ${what} ${clean ? "closed" : "reset"}: ${s.sent} bytes sent, ${s.received} received, ` +
@@ -120,11 +125,7 @@ export class RouterCounters implements RouterStats {
     const t = this.#ended;
     const live: SessionSums = { sent: 0, received: 0, reconnects: 0, replayed: 0, spooled: 0 };
     const lines = [...this.#live].map((s) => {
-      live.sent += s.sent;
-      live.received += s.received;
-      live.reconnects += s.reconnects;
-      live.replayed += s.replayed;
-      live.spooled += s.spooled;
+      addTo(live, s);
       return `session ${s.idHex} ${s.role} ${s.state} sent=${s.sent} received=${s.received} ` +
         `reconnects=${s.reconnects} replayed=${s.replayed} spooled=${s.spooled}`;
     });

@@ -32,8 +32,8 @@ interface StateFile {
 
 /** Leases and listeners of one subnet, saved after every change. */
 export class LeaseTable {
-  readonly leases = new Map<number, Lease>();
-  readonly listeners = new Map<string, Listener>();
+  readonly leases: Map<number, Lease> = new Map();
+  readonly listeners: Map<string, Listener> = new Map();
   #cursor: number;
   #saving: Promise<void> = Promise.resolve();
 

@@ -51,7 +51,7 @@ export interface RouterOptions {
 /** One running subnet router. */
 export class Router {
   /** Every counter of this router; `--status` and the counter log lines come from it. */
-  readonly counters = new RouterCounters();
+  readonly counters: RouterCounters = new RouterCounters();
   readonly subnet: Subnet;
   #listener?: Deno.TcpListener;
   #table!: LeaseTable;

@@ -7,7 +7,7 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { be32, concat, hex, u32 } from "../common/bytes.ts";
 
 /** Frame magic, "UVPN". */
-export const MAGIC = new Uint8Array([0x55, 0x56, 0x50, 0x4e]);
+export const MAGIC: Uint8Array = new Uint8Array([0x55, 0x56, 0x50, 0x4e]);
 /** Protocol version carried in every frame. */
 export const VERSION = 1;
 /** Bytes before the body: magic, version, type, length, nonce, time. */
@@ -267,7 +267,7 @@ export function ipBytes(ip: number): Uint8Array {
 // Encapsulated UDP datagrams (docs/PROTOCOL.md, "Datagrams"): magic, 34-byte head, payload.
 
 /** Datagram magic, "UVPD". */
-export const DGRAM_MAGIC = new Uint8Array([0x55, 0x56, 0x50, 0x44]);
+export const DGRAM_MAGIC: Uint8Array = new Uint8Array([0x55, 0x56, 0x50, 0x44]);
 /** Bytes before an encapsulated datagram's payload: magic, version, addresses, MAC. */
 export const DGRAM_HEAD_LEN = 34;
 const DGRAM_MAC_LEN = 16;
