@@ -3,11 +3,11 @@
  * and the top-level runner that turns a MyrtError into its message and exit code.
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import meta from "../deno.json" with { type: "json" };
-import { MyrtError, UsageError } from "../router/errors.ts";
+import { MyrtError, UsageError } from "../common/errors.ts";
+import { VERSION } from "../common/version.ts";
 
-/** MyRT's version, from deno.json. */
-export const VERSION: string = meta.version;
+/** MyRT's version (common/version.ts), re-exported for the commands and the installer. */
+export { VERSION };
 
 /** Options every command takes. */
 const COMMON = {

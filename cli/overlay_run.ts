@@ -5,11 +5,12 @@
  * mode (ELF inspection), resolving CMD on PATH, forwarding signals and the exit status.
  */
 import { join } from "node:path";
-import { MyrtError } from "../router/errors.ts";
+import { MyrtError } from "../common/errors.ts";
 import { findLibrary, LibMyrt, SupervisorError } from "../ffi/libmyrt.ts";
 
 /** How CMD is put into the overlay. */
 export type Mode = "auto" | "preload" | "seccomp";
+/** Every Mode, for --mode checks. */
 export const MODES: readonly Mode[] = ["auto", "preload", "seccomp"];
 
 /** CMD could not be started or supervised: exits 126 (cannot run) or 127 (not found). */

@@ -64,4 +64,4 @@ export const TOOLS: Tool[] = [
 export const NATIVE_LIBS = ["native/build/libuvpn.so", "native/build/libmyrt.so", "native/build/libxufs.so"];
 
 /** Source directories a wrapper-based install carries. */
-export const SOURCE_DIRS = ["cli", "router", "ffi", "xufs"];
+export const SOURCE_DIRS = ["cli", "common", "router", "ffi", "xufs"];

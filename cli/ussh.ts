@@ -2,7 +2,7 @@
  * ussh: logs in to host B with the system ssh and shows this host's home directory (or an
  * export) there under ~/xufs-rhome. Thin entry point over xufs/ussh.ts.
  */
-import { UsageError } from "../router/errors.ts";
+import { UsageError } from "../common/errors.ts";
 import { splitSshArgs, ussh } from "../xufs/ussh.ts";
 import { parseCli, runMain } from "./common.ts";
 

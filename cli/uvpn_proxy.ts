@@ -2,9 +2,10 @@
  * uvpn_proxy: runs the UVPN router of one subnet. Thin entry point over router/.
  */
 import { join } from "node:path";
-import { ConfigError, UsageError } from "../router/errors.ts";
+import { ConfigError, UsageError } from "../common/errors.ts";
+import { homeDir } from "../common/fs.ts";
 import { formatSubnet, parseSubnet } from "../router/ipv4.ts";
-import { homeDir, keyPath, readKey, readOrCreateKey } from "../router/key.ts";
+import { keyPath, readKey, readOrCreateKey } from "../router/key.ts";
 import { requestOk } from "../router/client.ts";
 import { FrameType } from "../router/wire.ts";
 import { Router } from "../router/router.ts";

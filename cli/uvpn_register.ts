@@ -3,12 +3,13 @@
  * command inside the overlay with a fresh lease (`-r -- CMD`). Thin entry point over
  * router/client.ts and cli/overlay_run.ts.
  */
-import { NetworkError, UsageError } from "../router/errors.ts";
+import { u32 } from "../common/bytes.ts";
+import { NetworkError, UsageError } from "../common/errors.ts";
 import { formatIp, parseIp } from "../router/ipv4.ts";
 import { keyPath, readKey } from "../router/key.ts";
 import { request, type RouterAddr, requestOk } from "../router/client.ts";
 import { parseHostPort } from "../router/routes.ts";
-import { FrameType, ipBytes, Status, statusName, u32 } from "../router/wire.ts";
+import { FrameType, ipBytes, Status, statusName } from "../router/wire.ts";
 import { parseCli, runMain } from "./common.ts";
 import { type Mode, MODES, runInOverlay } from "./overlay_run.ts";
 

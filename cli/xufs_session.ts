@@ -2,8 +2,8 @@
  * xufs_session: the host-B half of ussh (started by ussh over ssh; rarely run by hand).
  * Thin entry point over xufs/session.ts.
  */
-import { UsageError } from "../router/errors.ts";
-import { homeDir } from "../router/key.ts";
+import { UsageError } from "../common/errors.ts";
+import { homeDir } from "../common/fs.ts";
 import { type Link, runSession } from "../xufs/session.ts";
 import { parseCli, runMain } from "./common.ts";
 

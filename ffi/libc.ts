@@ -16,8 +16,9 @@ export function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
   return lib.symbols;
 }
 
-/** SOL_SOCKET and SO_LINGER on Linux. */
+/** SOL_SOCKET on Linux. */
 export const SOL_SOCKET = 1;
+/** SO_LINGER on Linux. */
 export const SO_LINGER = 13;
 /** AF_UNSPEC: `connect` to it disconnects a TCP socket, with a reset when it was established. */
 export const AF_UNSPEC = 0;

@@ -121,6 +121,7 @@ export class LibMyrt {
     return sig === 0 ? { code: (status >> 8) & 0xff } : { code: 128 + sig, signal: sig };
   }
 
+  /** Unloads the library. */
   close(): void {
     this.#lib.close();
   }

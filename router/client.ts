@@ -2,9 +2,11 @@
  * The client side of one request/reply exchange with a router: used by uvpn_register for
  * control requests and by a router to forward CONNECT to its peer.
  */
-import { AuthError, NetworkError } from "./errors.ts";
-import { readFrame, TimeoutError, withTimeout, writeAll } from "./frame_io.ts";
-import { encodeFrame, type Frame, FrameError, FrameType, newNonce, sameBytes, Status, statusName } from "./wire.ts";
+import { sameBytes } from "../common/bytes.ts";
+import { AuthError, NetworkError } from "../common/errors.ts";
+import { closeQuietly, TimeoutError, withTimeout, writeAll } from "../common/io.ts";
+import { readFrame } from "./frame_io.ts";
+import { encodeFrame, type Frame, FrameError, FrameType, newNonce, Status, statusName } from "./wire.ts";
 
 /** Where a router listens. */
 export interface RouterAddr {
@@ -61,9 +63,7 @@ export async function request(
     await writeAll(conn, encodeFrame(key, type, nonce, body));
     reply = await readFrame(conn, key, timeoutMs);
   } catch (e) {
-    try {
-      conn.close();
-    } catch { /* closed by the deadline */ }
+    closeQuietly(conn); // may be closed by the deadline already
     if (e instanceof FrameError && /closed|MAC/.test(e.message)) {
       throw new AuthError(
         `Router refused the request (wrong network key?): ${addr.host}:${addr.port} (${e.message})`,

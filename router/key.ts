@@ -4,8 +4,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { KeyError } from "./errors.ts";
-import { hex } from "./wire.ts";
+import { hex, unhex } from "../common/bytes.ts";
+import { KeyError } from "../common/errors.ts";
+import { homeDir } from "../common/fs.ts";
 
 /** The key file to use: an explicit path, else $UVPN_KEY_FILE, else ~/.uvpn_key. */
 export function keyPath(explicit?: string): string {
@@ -15,22 +16,13 @@ export function keyPath(explicit?: string): string {
   return join(homeDir(), ".uvpn_key");
 }
 
-/** The user's home directory. */
-export function homeDir(): string {
-  const home = Deno.env.get("HOME");
-  if (!home) throw new KeyError("HOME is not set: cannot locate the network key");
-  return home;
-}
-
 /** Parses key file text: 64 hex characters, optional trailing white space. */
 export function parseKey(text: string, file: string): Uint8Array {
   const t = text.trim();
   if (!/^[0-9a-fA-F]{64}$/.test(t)) {
     throw new KeyError(`Malformed network key (want 64 hex characters): ${file}`);
   }
-  const out = new Uint8Array(32);
-  for (let i = 0; i < 32; i++) out[i] = parseInt(t.slice(2 * i, 2 * i + 2), 16);
-  return out;
+  return unhex(t);
 }
 
 /** Reads the key, refusing a file that group or others can access. */

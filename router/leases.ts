@@ -3,9 +3,8 @@
  * registered on them, persisted crash-safely (write to a temporary file, fsync, rename, fsync
  * the directory) so a restarted router keeps them.
  */
-import { dirname } from "node:path";
-import { ConfigError } from "./errors.ts";
-import { writeAll } from "./frame_io.ts";
+import { ConfigError } from "../common/errors.ts";
+import { writeFileAtomic } from "../common/fs.ts";
 import { contains, formatIp, parseIp, type Subnet } from "./ipv4.ts";
 
 /** One leased virtual address. */
@@ -33,8 +32,8 @@ interface StateFile {
 
 /** Leases and listeners of one subnet, saved after every change. */
 export class LeaseTable {
-  readonly leases = new Map<number, Lease>();
-  readonly listeners = new Map<string, Listener>();
+  readonly leases: Map<number, Lease> = new Map();
+  readonly listeners: Map<string, Listener> = new Map();
   #cursor: number;
   #saving: Promise<void> = Promise.resolve();
 
@@ -156,27 +155,4 @@ export class LeaseTable {
 
 function listenerKey(ip: number, port: number): string {
   return `${ip}:${port}`;
-}
-
-/** Replaces `file` with `text` so that a crash leaves either the old or the new content. */
-export async function writeFileAtomic(file: string, text: string): Promise<void> {
-  const dir = dirname(file);
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${Deno.pid}`;
-  const f = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-  try {
-    await writeAll(f, new TextEncoder().encode(text));
-    await f.sync();
-  } finally {
-    f.close();
-  }
-  await Deno.rename(tmp, file);
-  try {
-    const d = await Deno.open(dir, { read: true });
-    try {
-      await d.sync();
-    } finally {
-      d.close();
-    }
-  } catch { /* some file systems cannot fsync a directory */ }
 }

@@ -1,7 +1,25 @@
 /**
- * The byte relay between two connections: a read/write loop per direction with one reused
- * buffer each, propagating half-close (EOF on one side becomes closeWrite on the other).
+ * Local relays: a virtual connection to an address of our own subnet goes to the real listener
+ * registered for it (dialed here, the CONNECT forwarded to it), and bytes are relayed between
+ * the two connections by a read/write loop per direction with one reused buffer each,
+ * propagating half-close (EOF on one side becomes closeWrite on the other).
  */
+import { closeQuietly, TimeoutError, withTimeout, writeAll } from "../common/io.ts";
+import type { RouterCounters } from "./counters.ts";
+import type { LeaseTable } from "./leases.ts";
+import { type ConnectBody, encodeConnect, encodeFrame, FrameType, newNonce, Status } from "./wire.ts";
+
+/** Where a virtual connection goes next: the open connection, and what it is (for logs). */
+export interface Hop {
+  conn: Deno.TcpConn;
+  via: string;
+}
+
+/** Why a virtual connection cannot be made: the status the client gets, and why (for logs). */
+export interface Refusal {
+  status: number;
+  why: string;
+}
 
 /** Size of each direction's reused buffer. */
 export const RELAY_BUFFER = 256 * 1024;
@@ -18,8 +36,7 @@ async function pump(from: Deno.TcpConn, to: Deno.TcpConn): Promise<number> {
   while (true) {
     const n = await from.read(buf);
     if (n === null) break;
-    let off = 0;
-    while (off < n) off += await to.write(buf.subarray(off, n));
+    await writeAll(to, buf.subarray(0, n));
     total += n;
   }
   await to.closeWrite();
@@ -31,13 +48,7 @@ async function pump(from: Deno.TcpConn, to: Deno.TcpConn): Promise<number> {
  * direction (reset) closes both at once, so the far ends see the reset too.
  */
 export async function relay(a: Deno.TcpConn, b: Deno.TcpConn): Promise<RelayResult> {
-  const closeBoth = () => {
-    for (const c of [a, b]) {
-      try {
-        c.close();
-      } catch { /* already closed */ }
-    }
-  };
+  const closeBoth = () => closeQuietly(a, b);
   const onError = (e: unknown): never => {
     closeBoth();
     throw e;
@@ -48,4 +59,61 @@ export async function relay(a: Deno.TcpConn, b: Deno.TcpConn): Promise<RelayResu
   if (failed) throw (failed as PromiseRejectedResult).reason;
   const [aToB, bToA] = results.map((r) => (r as PromiseFulfilledResult<number>).value);
   return { aToB, bToA };
+}
+
+/**
+ * Relays a local virtual connection until both sides end, with the counters and log line of a
+ * finished relay; a reset is logged, not thrown.
+ */
+export async function relayLocal(
+  up: Deno.TcpConn,
+  down: Deno.TcpConn,
+  what: string,
+  counters: RouterCounters,
+  log: (line: string) => void,
+): Promise<void> {
+  try {
+    const r = await relay(up, down);
+    log(counters.relayFinished(what, r.aToB, r.bToA));
+  } catch (e) {
+    log(`relay ${what} reset: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Dials the real listener registered for the destination (in our subnet) and forwards the
+ * CONNECT to it. A listener that cannot be reached is unregistered.
+ */
+export async function dialListener(
+  table: LeaseTable,
+  key: Uint8Array,
+  c: ConnectBody,
+  timeoutMs: number,
+): Promise<Hop | Refusal> {
+  const l = table.listener(c.dstIp, c.dstPort);
+  if (!l) {
+    return table.leases.has(c.dstIp)
+      ? { status: Status.ECONNREFUSED, why: "no listener on that port" }
+      : { status: Status.EHOSTUNREACH, why: "address not leased" };
+  }
+  let conn: Deno.TcpConn;
+  try {
+    conn = await withTimeout(
+      Deno.connect({ hostname: l.realHost, port: l.realPort }),
+      timeoutMs,
+      `connecting to ${l.realHost}:${l.realPort}`,
+    );
+  } catch (e) {
+    if (e instanceof TimeoutError) return { status: Status.ETIMEDOUT, why: e.message };
+    await table.unlisten(c.dstIp, c.dstPort);
+    return { status: Status.ECONNREFUSED, why: `listener gone at ${l.realHost}:${l.realPort}: ${(e as Error).message}` };
+  }
+  conn.setNoDelay(true);
+  try {
+    await writeAll(conn, encodeFrame(key, FrameType.CONNECT, newNonce(), encodeConnect(c)));
+  } catch (e) {
+    conn.close();
+    return { status: Status.ECONNREFUSED, why: (e as Error).message };
+  }
+  return { conn, via: `listener ${l.realHost}:${l.realPort}` };
 }

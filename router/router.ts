@@ -1,36 +1,36 @@
 /**
- * The UVPN subnet router (uvpn_proxy's engine): accepts authenticated frames, leases virtual
- * addresses of its subnet, records listeners, and builds relay paths client → home router →
- * peer router → server as in the paper's section 3.2.
+ * The UVPN subnet router (uvpn_proxy's engine): accepts authenticated frames, answers control
+ * requests (leases of virtual addresses in its subnet, listeners, UDP endpoints, names, status)
+ * and dispatches each virtual connection to the part that carries it, building relay paths
+ * client → home router → peer router → server as in the paper's section 3.2: a local relay to a
+ * real listener (router/relay.ts), a resumable session to or from a peer router
+ * (router/sessions.ts), or, for a peer's UDP carrier link, the UDP side (router/carrier.ts).
  */
-import { dialRouter } from "./client.ts";
-import { readFrame, TimeoutError, withTimeout, writeAll } from "./frame_io.ts";
+import { u16, u32 } from "../common/bytes.ts";
+import { closeQuietly, ConnSet, TimeoutError, writeAll } from "../common/io.ts";
+import { acceptCarrier } from "./carrier.ts";
+import { RouterCounters, type RouterStats } from "./counters.ts";
+import { readFrame, writeReply } from "./frame_io.ts";
 import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
 import { LeaseTable } from "./leases.ts";
 import { NameService } from "./names.ts";
-import { relay } from "./relay.ts";
+import { dialListener, type Hop, type Refusal, relayLocal } from "./relay.ts";
+import type { Route } from "./routes.ts";
+import { defaultSessionConfig, type SessionConfig } from "./session.ts";
+import { type PeerHop, SessionTable } from "./sessions.ts";
 import { UdpRelay } from "./udp.ts";
-import { defaultSessionConfig, readU64, Session, SessionConfig, SessionGone, u64 } from "./session.ts";
-import { type Route, routeFor } from "./routes.ts";
 import {
   type ConnectBody,
   decodeConnect,
-  encodeConnect,
   encodeFrame,
   encodeReply,
   type Frame,
   FrameError,
   FrameType,
   ipBytes,
-  newNonce,
   ReplayCache,
   Status,
-  sameBytes,
   statusName,
-  concat,
-  hex,
-  u16,
-  u32,
 } from "./wire.ts";
 
 /** How a router is set up. */
@@ -48,40 +48,36 @@ export interface RouterOptions {
   session?: Partial<SessionConfig>;
 }
 
-/** Counters a router keeps, for status and logs. */
-export interface RouterStats {
-  relaysOpen: number;
-  relaysTotal: number;
-  bytesUp: number;
-  bytesDown: number;
-  refused: number;
-}
-
 /** One running subnet router. */
 export class Router {
-  readonly stats: RouterStats = { relaysOpen: 0, relaysTotal: 0, bytesUp: 0, bytesDown: 0, refused: 0 };
+  /** Every counter of this router; `--status` and the counter log lines come from it. */
+  readonly counters: RouterCounters = new RouterCounters();
   readonly subnet: Subnet;
   #listener?: Deno.TcpListener;
   #table!: LeaseTable;
   #replay = new ReplayCache();
   #timeoutMs: number;
   #log: (line: string) => void;
-  #conns = new Set<Deno.Conn>();
-  #sessions = new Map<string, Session>();
-  /** Sessions that ended cleanly, by id: their final r_bytes, for a RESUME that comes late. */
-  #completed = new Map<string, { recv: number; at: number }>();
-  #sessionCfg: SessionConfig;
+  #conns = new ConnSet();
+  #sessions: SessionTable;
   #udp: UdpRelay;
   #names: NameService;
-  #totals = { sessions: 0, reconnects: 0, replayed: 0, spooled: 0, resets: 0, sent: 0, received: 0 };
 
   constructor(private readonly opts: RouterOptions) {
     this.subnet = opts.self.subnet;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#log = opts.log ?? ((line) => console.error(`uvpn_proxy: ${line}`));
     this.#names = new NameService(() => this.#table, opts.routes, opts.key, this.#timeoutMs, this.#log);
-    this.#udp = new UdpRelay(opts.key, this.subnet, opts.routes, this.#timeoutMs, this.#log);
-    this.#sessionCfg = { ...defaultSessionConfig(Deno.env.get("TMPDIR") ?? "/tmp"), ...opts.session };
+    this.#udp = new UdpRelay(opts.key, this.subnet, opts.routes, this.#timeoutMs, this.#log, this.counters.udp);
+    this.#sessions = new SessionTable({
+      routes: opts.routes,
+      key: opts.key,
+      timeoutMs: this.#timeoutMs,
+      cfg: { ...defaultSessionConfig(Deno.env.get("TMPDIR") ?? "/tmp"), ...opts.session },
+      counters: this.counters,
+      conns: this.#conns,
+      log: this.#log,
+    });
   }
 
   /** Loads state, binds the port and starts serving in the background. */
@@ -101,6 +97,11 @@ export class Router {
     this.#serve(this.#listener);
   }
 
+  /** The relay and refusal counters (the same object as `counters`). */
+  get stats(): RouterStats {
+    return this.counters;
+  }
+
   /** The leases table (read-only use). */
   get table(): LeaseTable {
     return this.#table;
@@ -109,7 +110,7 @@ export class Router {
   async #serve(listener: Deno.TcpListener): Promise<void> {
     try {
       for await (const conn of listener) {
-        this.#track(conn);
+        this.#conns.add(conn);
         this.#handle(conn).catch((e) => this.#log(`connection from ${peerOf(conn)} failed: ${(e as Error).message}`));
       }
     } catch (e) {
@@ -117,29 +118,15 @@ export class Router {
     }
   }
 
-  #track(conn: Deno.Conn): void {
-    this.#conns.add(conn);
-  }
-
-  #untrack(...conns: Deno.Conn[]): void {
-    for (const c of conns) {
-      this.#conns.delete(c);
-      try {
-        c.close();
-      } catch { /* already closed */ }
-    }
-  }
-
   /** Stops listening and closes every connection. */
   close(): void {
-    try {
-      this.#listener?.close();
-    } catch { /* closed */ }
-    for (const s of this.#sessions.values()) s.abort("router shutting down");
+    closeQuietly(this.#listener);
+    this.#sessions.abortAll("router shutting down");
     this.#udp.close();
-    this.#untrack(...this.#conns);
+    this.#conns.closeAll();
   }
 
+  /** Reads and checks the first frame of a connection, then dispatches it. */
   async #handle(conn: Deno.TcpConn): Promise<void> {
     conn.setNoDelay(true);
     const peer = peerOf(conn);
@@ -148,10 +135,10 @@ export class Router {
       frame = await readFrame(conn, this.opts.key, this.#timeoutMs);
       this.#replay.check(frame);
     } catch (e) {
-      this.stats.refused++;
+      this.counters.refused++;
       const why = e instanceof FrameError || e instanceof TimeoutError ? e.message : String(e);
       this.#log(`refused ${peer}: ${why}`);
-      this.#untrack(conn);
+      this.#conns.close(conn);
       return;
     }
     if (frame.type === FrameType.CONNECT || frame.type === FrameType.SESSION) {
@@ -159,7 +146,7 @@ export class Router {
       return;
     }
     if (frame.type === FrameType.RESUME) {
-      await this.#resume(conn, frame, peer);
+      await this.#sessions.resume(conn, frame, peer);
       return;
     }
     let reply: Uint8Array;
@@ -172,7 +159,7 @@ export class Router {
     try {
       await writeAll(conn, encodeFrame(this.opts.key, FrameType.REPLY, frame.nonce, reply));
     } finally {
-      this.#untrack(conn);
+      this.#conns.close(conn);
     }
   }
 
@@ -253,8 +240,12 @@ export class Router {
     }
   }
 
-  /** Handles CONNECT: opens the next hop, replies, then relays. */
+  /**
+   * Handles CONNECT and SESSION: a peer's UDP carrier link goes to the UDP side; any other
+   * virtual connection gets its next hop, the reply, then a local relay or a session.
+   */
   async #connect(up: Deno.TcpConn, frame: Frame, peer: string): Promise<void> {
+    const key = this.opts.key;
     let c: ConnectBody;
     const sessionId = frame.type === FrameType.SESSION ? frame.body.slice(16, 32) : undefined;
     try {
@@ -262,264 +253,64 @@ export class Router {
       c = decodeConnect(frame.body.subarray(0, 16));
       if (c.proto === 17 && !sessionId) {
         // A peer router's UDP carrier link (docs/PROTOCOL.md, "Datagrams").
-        await this.#reply(up, frame, Status.OK);
-        await this.#udp.serveCarrier(up, peer);
-        this.#untrack(up);
+        await acceptCarrier(up, frame, key, peer, (d, from) => this.#udp.fromCarrier(d, from), this.#log);
+        this.#conns.close(up);
         return;
       }
       if (c.proto !== 6) throw new FrameError(`Unsupported protocol: ${c.proto}`);
     } catch (e) {
       this.#log(`bad CONNECT from ${peer}: ${(e as Error).message}`);
-      await this.#reply(up, frame, Status.EINVAL);
-      this.#untrack(up);
+      await writeReply(up, key, frame, Status.EINVAL);
+      this.#conns.close(up);
       return;
     }
     const what = `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
-    const hop = await this.#nextHop(c).catch((e) => ({ status: Status.ENETUNREACH, why: (e as Error).message }));
+    const hop = await this.#nextHop(c).catch((e): Refusal => ({ status: Status.ENETUNREACH, why: (e as Error).message }));
     if ("why" in hop) {
       this.#log(`connect ${what} from ${peer}: ${statusName(hop.status)} (${hop.why})`);
-      await this.#reply(up, frame, hop.status);
-      this.#untrack(up);
+      await writeReply(up, key, frame, hop.status);
+      this.#conns.close(up);
       return;
     }
     const down = hop.conn;
-    this.#track(down);
+    this.#conns.add(down);
     try {
-      await this.#reply(up, frame, Status.OK);
+      await writeReply(up, key, frame, Status.OK);
     } catch (e) {
       this.#log(`connect ${what}: client went away (${(e as Error).message})`);
-      this.#untrack(up, down);
+      this.#conns.close(up, down);
       return;
     }
-    this.stats.relaysOpen++;
-    this.stats.relaysTotal++;
+    this.counters.relayOpened();
     this.#log(`relay ${what} open via ${hop.via}`);
-    if (sessionId || hop.session) {
-      // Across the WAN: a resumable session. The responder's app side is `down` (the server),
-      // the initiator's is `up` (the client).
-      const id = sessionId ?? hop.session!.id;
-      const session = sessionId
-        ? new Session(id, "responder", down, this.#sessionCfg, this.#log)
-        : new Session(id, "initiator", up, this.#sessionCfg, this.#log, hop.session!.redial);
-      session.attach(sessionId ? up : down, 0);
-      await this.#runSession(session, what);
-      this.stats.relaysOpen--;
-      this.#untrack(up, down);
-      return;
-    }
     try {
-      const r = await relay(up, down);
-      this.stats.bytesUp += r.aToB;
-      this.stats.bytesDown += r.bToA;
-      this.#log(`relay ${what} closed: ${r.aToB} bytes up, ${r.bToA} bytes down`);
-    } catch (e) {
-      this.#log(`relay ${what} reset: ${(e as Error).message}`);
+      // Across the WAN: a resumable session. The responder's application side is `down` (the
+      // server), the initiator's is `up` (the client).
+      if (sessionId) await this.#sessions.respond(sessionId, up, down, what);
+      else if ("session" in hop) await this.#sessions.initiate(hop, up, what);
+      else await relayLocal(up, down, what, this.counters, this.#log);
     } finally {
-      this.stats.relaysOpen--;
-      this.#untrack(up, down);
+      this.counters.relayClosed();
+      this.#conns.close(up, down);
     }
-  }
-
-  async #reply(conn: Deno.TcpConn, frame: Frame, status: number, data?: Uint8Array): Promise<void> {
-    await writeAll(conn, encodeFrame(this.opts.key, FrameType.REPLY, frame.nonce, encodeReply(status, data)));
-  }
-
-  async #runSession(session: Session, what: string): Promise<void> {
-    const key = hex(session.id);
-    this.#sessions.set(key, session);
-    this.#totals.sessions++;
-    const clean = await session.finished;
-    this.#sessions.delete(key);
-    const st = session.stats();
-    this.#totals.reconnects += st.reconnects;
-    this.#totals.replayed += st.replayed;
-    this.#totals.spooled += st.spooled;
-    this.#totals.sent += st.sent;
-    this.#totals.received += st.received;
-    if (clean) this.#completed.set(key, { recv: session.recv, at: Date.now() });
-    else this.#totals.resets++;
-    for (const [k, v] of this.#completed) if (Date.now() - v.at > 600_000) this.#completed.delete(k);
-    this.#log(
-      `session ${session.idHex} ${what} ${clean ? "closed" : "reset"}: ${st.sent} bytes sent, ${st.received} received, ` +
-        `${st.reconnects} reconnect(s), ${st.replayed} replayed, ${st.spooled} spooled`,
-    );
-    const t = this.#totals;
-    this.#log(
-      `totals: ${t.sessions} session(s), ${this.#sessions.size} live, ${t.resets} reset, ${t.sent} bytes sent, ` +
-        `${t.received} received, ${t.reconnects} reconnect(s), ${t.replayed} replayed, ${t.spooled} spooled`,
-    );
-  }
-
-  /** RESUME from the initiating router: reattach the session's new link. */
-  async #resume(conn: Deno.TcpConn, frame: Frame, peer: string): Promise<void> {
-    if (frame.body.length !== 24) {
-      this.#log(`bad RESUME from ${peer}`);
-      await this.#reply(conn, frame, Status.EINVAL).catch(() => {});
-      this.#untrack(conn);
-      return;
-    }
-    const key = hex(frame.body.subarray(0, 16));
-    const peerRecv = readU64(frame.body.subarray(16));
-    const session = this.#sessions.get(key);
-    const done = this.#completed.get(key);
-    if (!session) {
-      const status = done ? Status.OK : Status.ENOENT;
-      this.#log(`resume of ${done ? "finished" : "unknown"} session ${key.slice(0, 12)} from ${peer}`);
-      await this.#reply(conn, frame, status, done ? concat(u64(done.recv), new Uint8Array([1])) : undefined).catch(() => {});
-      this.#untrack(conn);
-      return;
-    }
-    const recv = session.detach(); // the old link delivers nothing more once we answer
-    try {
-      await this.#reply(conn, frame, Status.OK, concat(u64(recv), new Uint8Array([0])));
-    } catch {
-      this.#untrack(conn);
-      return;
-    }
-    this.#track(conn);
-    conn.setNoDelay(true);
-    session.reconnects++;
-    session.attach(conn, peerRecv);
-  }
-
-  /** Text for `uvpn_proxy --status`: totals, then one line per live session. */
-  statusText(): string {
-    const t = this.#totals;
-    let live = { sent: 0, received: 0, reconnects: 0, replayed: 0, spooled: 0 };
-    const lines = [...this.#sessions.values()].map((s) => {
-      const st = s.stats();
-      live = {
-        sent: live.sent + st.sent,
-        received: live.received + st.received,
-        reconnects: live.reconnects + st.reconnects,
-        replayed: live.replayed + st.replayed,
-        spooled: live.spooled + st.spooled,
-      };
-      return `session ${s.idHex} ${s.role} ${st.state} sent=${st.sent} received=${st.received} ` +
-        `reconnects=${st.reconnects} replayed=${st.replayed} spooled=${st.spooled}`;
-    });
-    return [
-      `subnet ${formatSubnet(this.subnet)} leases=${this.#table.leases.size} relays_open=${this.stats.relaysOpen} ` +
-      `relays_total=${this.stats.relaysTotal} refused=${this.stats.refused}`,
-      `sessions live=${this.#sessions.size} total=${t.sessions} resets=${t.resets} ` +
-      `sent=${t.sent + live.sent} received=${t.received + live.received} reconnects=${t.reconnects + live.reconnects} ` +
-      `replayed=${t.replayed + live.replayed} spooled=${t.spooled + live.spooled}`,
-      this.#udpStatus(),
-      ...lines,
-    ].join("\n") + "\n";
-  }
-
-  #udpStatus(): string {
-    const u = this.#udp.stats;
-    return `udp endpoints=${this.#udp.bindings} received=${u.received} delivered=${u.delivered} ` +
-      `forwarded=${u.forwarded} dropped=${u.dropped}`;
   }
 
   /**
    * The next hop of a virtual connection: the real listener when the destination is in our
-   * subnet, else the peer router responsible for it (which must answer OK first).
+   * subnet, else a session to the peer router responsible for it (which must answer OK first).
    */
-  async #nextHop(c: ConnectBody): Promise<Hop | { status: number; why: string }> {
-    if (contains(this.subnet, c.dstIp)) return await this.#dialListener(c);
-    const route = routeFor(this.opts.routes, c.dstIp);
-    if (!route) return { status: Status.ENETUNREACH, why: "no route to its subnet" };
-    const via = `${route.host}:${route.port}`;
-    let conn: Deno.TcpConn;
-    try {
-      conn = await dialRouter(route, this.#timeoutMs);
-    } catch (e) {
-      return { status: Status.ENETUNREACH, why: (e as Error).message };
-    }
-    const nonce = newNonce();
-    const id = newNonce(); // a fresh random session id
-    try {
-      await writeAll(conn, encodeFrame(this.opts.key, FrameType.SESSION, nonce, concat(encodeConnect(c), id)));
-      const reply = await readFrame(conn, this.opts.key, this.#timeoutMs);
-      const status = reply.body[0] ?? Status.EINVAL;
-      if (reply.type !== FrameType.REPLY || !sameBytes(reply.nonce, nonce)) {
-        throw new FrameError("Peer router sent a bad reply");
-      }
-      if (status !== Status.OK) {
-        conn.close();
-        return { status, why: `peer router ${via} answered ${statusName(status)}` };
-      }
-      return { conn, via: `peer router ${via}`, session: { id, redial: () => this.#redial(route, id) } };
-    } catch (e) {
-      try {
-        conn.close();
-      } catch { /* closed by the deadline */ }
-      const status = e instanceof TimeoutError ? Status.ETIMEDOUT : Status.ENETUNREACH;
-      return { status, why: `peer router ${via}: ${(e as Error).message}` };
-    }
+  async #nextHop(c: ConnectBody): Promise<Hop | PeerHop | Refusal> {
+    if (contains(this.subnet, c.dstIp)) return await dialListener(this.#table, this.opts.key, c, this.#timeoutMs);
+    return await this.#sessions.dial(c);
   }
 
-  /** Reconnects to the peer router for a session and resumes it. */
-  async #redial(route: Route, id: Uint8Array): Promise<{ link: Deno.TcpConn; peerRecv: number }> {
-    const session = this.#sessions.get(hex(id));
-    if (!session) throw new SessionGone("Session already ended");
-    const conn = await dialRouter(route, this.#timeoutMs);
-    const nonce = newNonce();
-    try {
-      await writeAll(conn, encodeFrame(this.opts.key, FrameType.RESUME, nonce, concat(id, u64(session.recv))));
-      const reply = await readFrame(conn, this.opts.key, this.#timeoutMs);
-      if (reply.type !== FrameType.REPLY || !sameBytes(reply.nonce, nonce)) throw new FrameError("Bad RESUME reply");
-      if (reply.body[0] === Status.ENOENT) throw new SessionGone("Peer router lost the session");
-      if (reply.body[0] !== Status.OK || reply.body.length !== 10) throw new FrameError(`RESUME refused: ${statusName(reply.body[0])}`);
-      const peerRecv = readU64(reply.body.subarray(1, 9));
-      if (reply.body[9] === 1) {
-        conn.close();
-        if (peerRecv === session.sent) throw new SessionGone("Peer finished the session cleanly meanwhile");
-        throw new SessionGone("Peer finished the session without all our bytes");
-      }
-      conn.setNoDelay(true);
-      this.#track(conn);
-      return { link: conn, peerRecv };
-    } catch (e) {
-      try {
-        conn.close();
-      } catch { /* closed */ }
-      throw e;
-    }
-  }
-
-  async #dialListener(c: ConnectBody): Promise<Hop | { status: number; why: string }> {
-    const l = this.#table.listener(c.dstIp, c.dstPort);
-    if (!l) {
-      return this.#table.leases.has(c.dstIp)
-        ? { status: Status.ECONNREFUSED, why: "no listener on that port" }
-        : { status: Status.EHOSTUNREACH, why: "address not leased" };
-    }
-    let conn: Deno.TcpConn;
-    try {
-      conn = await withTimeout(
-        Deno.connect({ hostname: l.realHost, port: l.realPort }),
-        this.#timeoutMs,
-        `connecting to ${l.realHost}:${l.realPort}`,
-      );
-    } catch (e) {
-      if (e instanceof TimeoutError) return { status: Status.ETIMEDOUT, why: e.message };
-      await this.#table.unlisten(c.dstIp, c.dstPort);
-      return { status: Status.ECONNREFUSED, why: `listener gone at ${l.realHost}:${l.realPort}: ${(e as Error).message}` };
-    }
-    conn.setNoDelay(true);
-    try {
-      await writeAll(conn, encodeFrame(this.opts.key, FrameType.CONNECT, newNonce(), encodeConnect(c)));
-    } catch (e) {
-      conn.close();
-      return { status: Status.ECONNREFUSED, why: (e as Error).message };
-    }
-    return { conn, via: `listener ${l.realHost}:${l.realPort}` };
+  /** Text for `uvpn_proxy --status`: totals, then one line per live session. */
+  statusText(): string {
+    return this.counters.statusText(this.subnet, this.#table.leases.size, this.#udp.bindings);
   }
 }
 
 function peerOf(conn: Deno.Conn): string {
   const a = conn.remoteAddr as Deno.NetAddr;
   return `${a.hostname}:${a.port}`;
-}
-
-/** The next hop of a virtual connection; `session` when it crosses to a peer router. */
-interface Hop {
-  conn: Deno.TcpConn;
-  via: string;
-  session?: { id: Uint8Array; redial: () => Promise<{ link: Deno.TcpConn; peerRecv: number }> };
 }

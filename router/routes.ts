@@ -3,7 +3,7 @@
  * optionally followed by `udp=udp` (the default) or `udp=tcp`: how other routers carry UDP
  * datagrams to this line's router (docs/PROTOCOL.md, "Datagrams"). Owns parsing, validation (with `FILE:LINE: why` errors) and subnet lookup.
  */
-import { ConfigError } from "./errors.ts";
+import { ConfigError } from "../common/errors.ts";
 import { contains, formatSubnet, overlaps, parseSubnet, type Subnet } from "./ipv4.ts";
 
 /** One line of the route table: a subnet and the host:port of its router. */

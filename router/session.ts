@@ -10,10 +10,11 @@
  * Link framing after the SESSION/RESUME handshake: type u8, length u32, payload.
  * DATA (bytes), ACK (u64 r_bytes), FIN (u64 final s_bytes), RST, PING.
  */
-import { readExact, writeAll } from "./frame_io.ts";
+import { be32, be64, concat, hex, u32, u64 } from "../common/bytes.ts";
+import { closeQuietly, readExact, writeAll } from "../common/io.ts";
+import type { SessionCounters } from "./counters.ts";
 import { resetConn } from "./reset.ts";
 import { Spool, type SpoolLimits } from "./spool.ts";
-import { hex } from "./wire.ts";
 
 const DATA = 1, ACK = 2, FIN = 3, RST = 4;
 const MAX_DATA = 64 * 1024;
@@ -47,18 +48,8 @@ export function defaultSessionConfig(dir: string): SessionConfig {
 /** Reconnects the link of an initiating session; resolves with the new link and the peer's r_bytes. */
 export type Redial = () => Promise<{ link: Deno.TcpConn; peerRecv: number }>;
 
-/** Counters of one session, for status and logs. */
-export interface SessionStats {
-  sent: number;
-  received: number;
-  reconnects: number;
-  replayed: number;
-  spooled: number;
-  state: string;
-}
-
-/** One resumable session. */
-export class Session {
+/** One resumable session; it is its own entry in the router's counters (router/counters.ts). */
+export class Session implements SessionCounters {
   readonly idHex: string;
   recv = 0;
   reconnects = 0;
@@ -105,16 +96,14 @@ export class Session {
     return this.#spool.end;
   }
 
-  /** Counters for status. */
-  stats(): SessionStats {
-    return {
-      sent: this.#spool.end,
-      received: this.recv,
-      reconnects: this.reconnects,
-      replayed: this.replayed,
-      spooled: this.#spool.spooled,
-      state: this.state,
-    };
+  /** Bytes received for our application so far (r_bytes). */
+  get received(): number {
+    return this.recv;
+  }
+
+  /** Bytes of ours that ever went to the spool file. */
+  get spooled(): number {
+    return this.#spool.spooled;
   }
 
   /** Attaches a (new) link; the peer has received `peerRecv` bytes of ours. */
@@ -142,7 +131,7 @@ export class Session {
     }
     this.state = "up";
     this.#readLink(link, gen);
-    this.#send(ACK, u64(this.recv)).catch(() => {});
+    this.#send(ACK, be64(this.recv)).catch(() => {});
     this.#kick();
   }
 
@@ -168,9 +157,7 @@ export class Session {
   #send(type: number, payload: Uint8Array = new Uint8Array(0)): Promise<void> {
     const link = this.#link, gen = this.#gen;
     if (!link) return Promise.reject(new Error("Link down"));
-    const head = new Uint8Array(5);
-    head[0] = type;
-    new DataView(head.buffer).setUint32(1, payload.length);
+    const head = concat(new Uint8Array([type]), be32(payload.length));
     const p = this.#writeLock.then(async () => {
       if (gen !== this.#gen) throw new Error("Link replaced");
       await writeAll(link, head);
@@ -216,7 +203,7 @@ export class Session {
       }
       if (link && this.#appEof && !this.#finSent && this.#sendNext === this.#spool.end) {
         this.#finSent = true;
-        await this.#send(FIN, u64(this.#spool.end)).catch(() => {});
+        await this.#send(FIN, be64(this.#spool.end)).catch(() => {});
         this.#checkDone();
         continue;
       }
@@ -228,7 +215,7 @@ export class Session {
     try {
       while (gen === this.#gen && this.state !== "closed") {
         const head = await readExact(link, 5);
-        const len = new DataView(head.buffer).getUint32(1);
+        const len = u32(head, 1);
         if (len > MAX_DATA + 1024) throw new Error(`Oversized link frame: ${len}`);
         const payload = len ? await readExact(link, len) : new Uint8Array(0);
         this.#lastRx = Date.now();
@@ -254,19 +241,19 @@ export class Session {
             this.#sinceAck += len;
             if (this.#sinceAck >= 256 * 1024) {
               this.#sinceAck = 0;
-              this.#send(ACK, u64(this.recv)).catch(() => {});
+              this.#send(ACK, be64(this.recv)).catch(() => {});
             }
             break;
           }
           case ACK: {
-            const acked = readU64(payload);
+            const acked = u64(payload, 0);
             if (acked > this.#spool.base && acked <= this.#spool.end) this.#spool.trim(acked);
             this.#checkDone();
             break;
           }
           case FIN:
-            this.#peerFin = readU64(payload);
-            this.#send(ACK, u64(this.recv)).catch(() => {});
+            this.#peerFin = u64(payload, 0);
+            this.#send(ACK, be64(this.recv)).catch(() => {});
             this.#checkDone();
             break;
           case RST:
@@ -292,16 +279,14 @@ export class Session {
 
   #tick(): void {
     if (this.state !== "up") return;
-    this.#send(ACK, u64(this.recv)).catch(() => {});
+    this.#send(ACK, be64(this.recv)).catch(() => {});
     if (!this.#readerBusy && Date.now() - this.#lastRx > this.cfg.deadMs) {
       this.#linkDown(this.#gen, `nothing received for ${this.cfg.deadMs} ms`);
     }
   }
 
   #closeLink(): void {
-    try {
-      this.#link?.close();
-    } catch { /* closed */ }
+    closeQuietly(this.#link);
     this.#link = null;
   }
 
@@ -355,11 +340,7 @@ export class Session {
     clearTimeout(this.#outageTimer);
     if (clean) {
       // Only after every byte for the application was written (and its write side closed).
-      this.#appWrite.finally(() => {
-        try {
-          this.app.close();
-        } catch { /* closed */ }
-      });
+      this.#appWrite.finally(() => closeQuietly(this.app));
     }
     // Let a final ACK/FIN drain before closing the link.
     this.#writeLock.finally(() => this.#closeLink());
@@ -377,16 +358,4 @@ export class Session {
 /** A session the peer no longer knows: the applications must be reset. */
 export class SessionGone extends Error {
   override readonly name = "SessionGone";
-}
-
-/** Eight bytes, big-endian. */
-export function u64(n: number): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, BigInt(n));
-  return b;
-}
-
-/** Reads a big-endian u64 at the start of `b`. */
-export function readU64(b: Uint8Array): number {
-  return Number(new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(0));
 }

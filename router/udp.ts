@@ -1,45 +1,23 @@
 /**
  * A router's UDP side (docs/PROTOCOL.md, "Datagrams"): the UDP socket on the router's port,
- * the registrations of programs' UDP endpoints (UDPBIND), delivery to them, forwarding to peer
- * routers as UDP or inside a TCP carrier link (route option `udp=tcp`), and the receiving end of
- * carrier links. Every datagram's MAC is verified; a bad one is dropped and logged (rate-limited),
- * never thrown.
+ * the registrations of programs' UDP endpoints (UDPBIND), delivery to them, and forwarding to
+ * peer routers as UDP or inside a TCP carrier link (route option `udp=tcp`; the links are
+ * router/carrier.ts). Every datagram's MAC is verified; a bad one is dropped and logged
+ * (rate-limited), never thrown.
  */
 import dgram from "node:dgram";
-import { dialRouter } from "./client.ts";
-import { readFrame, writeAll } from "./frame_io.ts";
+import { closeQuietly } from "../common/io.ts";
+import { Carrier } from "./carrier.ts";
+import type { UdpStats } from "./counters.ts";
 import { contains, formatIp, type Subnet } from "./ipv4.ts";
 import { type Route, routeFor } from "./routes.ts";
-import {
-  type DgramAddrs,
-  DGRAM_MAX,
-  encodeConnect,
-  encodeFrame,
-  FrameError,
-  FrameType,
-  newNonce,
-  openDgram,
-  sameBytes,
-  Status,
-  statusName,
-} from "./wire.ts";
+import { type DgramAddrs, openDgram } from "./wire.ts";
 
-/** Counters of the UDP side, for `--status`. */
-export interface UdpStats {
-  received: number;
-  delivered: number;
-  forwarded: number;
-  dropped: number;
-}
-
-const CARRIER_QUEUE_MAX = 4 << 20; // bytes waiting for a carrier link; more are dropped
-const CARRIER_RETRY_MS = 1000; // after a failed carrier link, datagrams are dropped this long
 const LOG_WINDOW_MS = 10_000;
 const LOG_PER_WINDOW = 10;
 
 /** The UDP side of one router. */
 export class UdpRelay {
-  readonly stats: UdpStats = { received: 0, delivered: 0, forwarded: 0, dropped: 0 };
   #sock?: dgram.Socket;
   #binds = new Map<string, { host: string; port: number }>();
   #carriers = new Map<Route, Carrier>();
@@ -51,6 +29,8 @@ export class UdpRelay {
     private readonly routes: Route[],
     private readonly timeoutMs: number,
     private readonly log: (line: string) => void,
+    /** The router's UDP counters, updated here. */
+    private readonly stats: UdpStats,
   ) {}
 
   /** Binds the UDP socket at the router's address and port. */
@@ -91,35 +71,14 @@ export class UdpRelay {
     return this.#binds.size;
   }
 
-  /** Serves an inbound carrier link (its CONNECT already answered OK) until it closes. */
-  async serveCarrier(conn: Deno.TcpConn, peer: string): Promise<void> {
-    const buf = new Uint8Array(256 * 1024);
-    let have = 0;
-    try {
-      for (;;) {
-        const n = await conn.read(buf.subarray(have));
-        if (n === null) break;
-        have += n;
-        let off = 0;
-        while (have - off >= 2) {
-          const len = (buf[off] << 8) | buf[off + 1];
-          if (have - off - 2 < len) break;
-          this.#onDatagram(buf.slice(off + 2, off + 2 + len), `carrier from ${peer}`, true);
-          off += 2 + len;
-        }
-        buf.copyWithin(0, off, have);
-        have -= off;
-      }
-    } catch (e) {
-      this.log(`UDP carrier link from ${peer} ended: ${(e as Error).message}`);
-    }
+  /** Takes a datagram that came in on a carrier link from a peer router (router/carrier.ts). */
+  fromCarrier(d: Uint8Array, from: string): void {
+    this.#onDatagram(d, from, true);
   }
 
   /** Closes the socket and the carrier links. */
   close(): void {
-    try {
-      this.#sock?.close();
-    } catch { /* closed */ }
+    closeQuietly(this.#sock);
     for (const c of this.#carriers.values()) c.close();
   }
 
@@ -177,89 +136,5 @@ export class UdpRelay {
     }
     if (l.n++ < LOG_PER_WINDOW) this.log(`dropped datagram ${why}`);
     else l.quiet++;
-  }
-}
-
-/** An outbound carrier link to one peer router: `length u16, datagram` records over TCP. */
-class Carrier {
-  #queue: Uint8Array[] = [];
-  #queued = 0;
-  #conn?: Deno.TcpConn;
-  #pumping = false;
-  #downUntil = 0;
-
-  constructor(
-    private readonly route: Route,
-    private readonly key: Uint8Array,
-    private readonly timeoutMs: number,
-    private readonly log: (line: string) => void,
-  ) {}
-
-  /** Queues a datagram; false when it must be dropped (link down recently, queue full). */
-  send(d: Uint8Array): boolean {
-    if (Date.now() < this.#downUntil || this.#queued + d.length > CARRIER_QUEUE_MAX || d.length > DGRAM_MAX) return false;
-    const rec = new Uint8Array(2 + d.length);
-    rec[0] = d.length >> 8;
-    rec[1] = d.length & 0xff;
-    rec.set(d, 2);
-    this.#queue.push(rec);
-    this.#queued += rec.length;
-    this.#pump();
-    return true;
-  }
-
-  close(): void {
-    try {
-      this.#conn?.close();
-    } catch { /* closed */ }
-    this.#conn = undefined;
-  }
-
-  async #pump(): Promise<void> {
-    if (this.#pumping) return;
-    this.#pumping = true;
-    try {
-      while (this.#queue.length) {
-        const conn = this.#conn ?? (this.#conn = await this.#open());
-        const batch = this.#queue.splice(0, 64);
-        const size = batch.reduce((n, b) => n + b.length, 0);
-        const out = new Uint8Array(size);
-        let off = 0;
-        for (const b of batch) {
-          out.set(b, off);
-          off += b.length;
-        }
-        this.#queued -= size;
-        await writeAll(conn, out);
-      }
-    } catch (e) {
-      this.log(`UDP carrier link to ${this.route.host}:${this.route.port} failed: ${(e as Error).message}; ` +
-        `dropping ${this.#queue.length} queued datagram(s)`);
-      this.close();
-      this.#queue = [];
-      this.#queued = 0;
-      this.#downUntil = Date.now() + CARRIER_RETRY_MS;
-    } finally {
-      this.#pumping = false;
-    }
-  }
-
-  async #open(): Promise<Deno.TcpConn> {
-    const conn = await dialRouter(this.route, this.timeoutMs);
-    try {
-      const nonce = newNonce();
-      const body = encodeConnect({ proto: 17, srcIp: 0, srcPort: 0, dstIp: 0, dstPort: 0 });
-      await writeAll(conn, encodeFrame(this.key, FrameType.CONNECT, nonce, body));
-      const reply = await readFrame(conn, this.key, this.timeoutMs);
-      if (reply.type !== FrameType.REPLY || !sameBytes(reply.nonce, nonce)) throw new FrameError("Bad carrier reply");
-      if (reply.body[0] !== Status.OK) throw new FrameError(`Carrier refused: ${statusName(reply.body[0])}`);
-      this.log(`UDP carrier link to ${this.route.host}:${this.route.port} open`);
-      // The peer sends nothing on this link; reading notices when it closes.
-      conn.read(new Uint8Array(1)).then(() => this.close(), () => this.close());
-      return conn;
-    } catch (e) {
-      conn.close();
-      throw e;
-    }
   }
 }

@@ -4,9 +4,10 @@
  * both are checked against tests/vectors/wire.txt.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { be32, concat, hex, u32 } from "../common/bytes.ts";
 
 /** Frame magic, "UVPN". */
-export const MAGIC = new Uint8Array([0x55, 0x56, 0x50, 0x4e]);
+export const MAGIC: Uint8Array = new Uint8Array([0x55, 0x56, 0x50, 0x4e]);
 /** Protocol version carried in every frame. */
 export const VERSION = 1;
 /** Bytes before the body: magic, version, type, length, nonce, time. */
@@ -34,6 +35,7 @@ export const FrameType = {
   UDPBIND: 12,
   NAME: 13,
 } as const;
+/** A frame type code. */
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType];
 
 /** Reply status codes, each standing for the errno a client reports. */
@@ -49,6 +51,7 @@ export const Status = {
   EADDRNOTAVAIL: 8,
   ENOENT: 9,
 } as const;
+/** A reply status code. */
 export type StatusCode = (typeof Status)[keyof typeof Status];
 
 /** The name of a status code, e.g. "ECONNREFUSED". */
@@ -256,57 +259,16 @@ export function encodeReply(status: number, data: Uint8Array = new Uint8Array(0)
   return out;
 }
 
-/** Four bytes of an IPv4 address held as a number. */
+/** Four bytes of an IPv4 address held as a number (big-endian, as on the wire). */
 export function ipBytes(ip: number): Uint8Array {
-  const out = new Uint8Array(4);
-  new DataView(out.buffer).setUint32(0, ip);
-  return out;
+  return be32(ip);
 }
 
-/** Reads a big-endian u32 / u16 at an offset. */
-export function u32(b: Uint8Array, off: number): number {
-  return new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(off);
-}
-export function u16(b: Uint8Array, off: number): number {
-  return (b[off] << 8) | b[off + 1];
-}
+// Encapsulated UDP datagrams (docs/PROTOCOL.md, "Datagrams"): magic, 34-byte head, payload.
 
-/** Packs a u16 big-endian. */
-export function be16(n: number): Uint8Array {
-  return new Uint8Array([(n >> 8) & 0xff, n & 0xff]);
-}
-
-/** Concatenates byte arrays. */
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
-/** Whether two byte arrays are equal (not constant-time: for nonces, not MACs). */
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-/** Lower-case hex of bytes. */
-export function hex(b: Uint8Array): string {
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
-
-/** Bytes of a hex string; throws on odd length or a non-hex character. */
-export function unhex(s: string): Uint8Array {
-  if (s.length % 2 !== 0 || /[^0-9a-fA-F]/.test(s)) throw new FrameError(`Not hex: ${s}`);
-  const out = new Uint8Array(s.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
-  return out;
-}
-
-/** Encapsulated UDP datagrams (docs/PROTOCOL.md, "Datagrams"): magic, 34-byte head, payload. */
-export const DGRAM_MAGIC = new Uint8Array([0x55, 0x56, 0x50, 0x44]); // "UVPD"
+/** Datagram magic, "UVPD". */
+export const DGRAM_MAGIC: Uint8Array = new Uint8Array([0x55, 0x56, 0x50, 0x44]);
+/** Bytes before an encapsulated datagram's payload: magic, version, addresses, MAC. */
 export const DGRAM_HEAD_LEN = 34;
 const DGRAM_MAC_LEN = 16;
 /** Largest encapsulated datagram (the largest UDP payload over IPv4). */

@@ -7,11 +7,12 @@
 import type { Stats } from "node:fs";
 import { chmod, type FileHandle, link, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, stat, symlink, truncate, unlink, utimes } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { writeFileAtomic } from "../router/leases.ts";
+import { sha256 } from "../common/bytes.ts";
+import { writeFileAtomic } from "../common/fs.ts";
 import { FsError } from "./confine.ts";
+import type { Entry } from "./messages.ts";
 import { Progress } from "./progress.ts";
 import type { Remote } from "./remote.ts";
-import { type Entry, sha256 } from "./server.ts";
 
 /** What the manager knows of one path. */
 interface Meta {

@@ -1,9 +1,11 @@
 /**
  * XUFS file-protocol messages (docs/XUFS.md): `u32 header_len, u32 payload_len`, a JSON header
- * and payload bytes, over any byte stream; and the mutual secret proof of the handshake.
+ * and payload bytes, over any byte stream; the attributes of a listed entry; and the mutual
+ * secret proof of the handshake.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { readExact, writeAll } from "../router/frame_io.ts";
+import { be32, concat, u32 } from "../common/bytes.ts";
+import { readExact, writeAll } from "../common/io.ts";
 
 /** Largest JSON header accepted. */
 export const MAX_HEADER = 1 << 20;
@@ -17,6 +19,17 @@ export interface Message {
   payload: Uint8Array;
 }
 
+/** Attributes of one directory entry, as sent in a listing. */
+export interface Entry {
+  name: string;
+  type: "f" | "d" | "l";
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  version: string;
+  target?: string;
+}
+
 /** A stream that violates the protocol. */
 export class ProtocolError extends Error {
   override readonly name = "ProtocolError";
@@ -25,13 +38,7 @@ export class ProtocolError extends Error {
 /** Encodes one message. */
 export function encodeMessage(head: Record<string, unknown>, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
   const h = new TextEncoder().encode(JSON.stringify(head));
-  const out = new Uint8Array(8 + h.length + payload.length);
-  const v = new DataView(out.buffer);
-  v.setUint32(0, h.length);
-  v.setUint32(4, payload.length);
-  out.set(h, 8);
-  out.set(payload, 8 + h.length);
-  return out;
+  return concat(be32(h.length), be32(payload.length), h, payload);
 }
 
 /** Reads one message; null at a clean end of stream. */
@@ -43,8 +50,7 @@ export async function readMessage(conn: Deno.Conn): Promise<Message | null> {
   const prefix = new Uint8Array(8);
   prefix.set(first.subarray(0, n));
   prefix.set(rest, n);
-  const v = new DataView(prefix.buffer);
-  const hlen = v.getUint32(0), plen = v.getUint32(4);
+  const hlen = u32(prefix, 0), plen = u32(prefix, 4);
   if (hlen === 0 || hlen > MAX_HEADER) throw new ProtocolError(`Bad header length: ${hlen}`);
   if (plen > MAX_PAYLOAD) throw new ProtocolError(`Bad payload length: ${plen}`);
   let head;

@@ -2,6 +2,7 @@
  * B's connection to A's file server: pipelined requests matched by id, each with a deadline, so
  * a dead link turns into EIO within seconds instead of a hang.
  */
+import { closeQuietly } from "../common/io.ts";
 import { FsError } from "./confine.ts";
 import { clientHandshake, type Message, readMessage, writeMessage } from "./messages.ts";
 
@@ -61,9 +62,7 @@ export class Remote {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.conn.close();
-    } catch { /* closed */ }
+    closeQuietly(this.conn);
     for (const [, p] of this.#pending) {
       clearTimeout(p.timer);
       p.reject(new FsError("EIO", "Link to the file server is down"));

@@ -4,14 +4,15 @@
  * creates the mount point, runs the shell or command under libxufs.so inside the mount, then
  * writes back everything, unmounts and returns the shell's exit status.
  */
-import { createHash } from "node:crypto";
 import { dirname, join } from "node:path";
-import { ConfigError, NetworkError } from "../router/errors.ts";
-import { withTimeout } from "../router/frame_io.ts";
+import { sha256 } from "../common/bytes.ts";
+import { ConfigError, NetworkError } from "../common/errors.ts";
+import { closeQuietly, withTimeout } from "../common/io.ts";
 import { CacheManager, type CacheOptions, TRANSFER_DEFAULTS } from "./cache.ts";
 import { progressWanted } from "./progress.ts";
 import { Remote } from "./remote.ts";
-import { FileServer, shortHost } from "./server.ts";
+import { FileServer } from "./server.ts";
+import { shortHost } from "./writes.ts";
 
 /** How a session reaches A. */
 export type Link =
@@ -60,7 +61,7 @@ export function transferOptions(): Partial<CacheOptions> {
 
 /** Stable cache id of an export: A's host and the export path. */
 export function cacheId(host: string, exportDir: string): string {
-  return `${host.replace(/[^A-Za-z0-9.-]/g, "_")}-${createHash("sha256").update(`${host}:${exportDir}`).digest("hex").slice(0, 12)}`;
+  return `${host.replace(/[^A-Za-z0-9.-]/g, "_")}-${sha256(`${host}:${exportDir}`).slice(0, 12)}`;
 }
 
 /** libxufs.so: $XUFS_PRELOAD, else beside the installed commands, else the build tree. */
@@ -144,9 +145,7 @@ async function connectLink(
           return await withTimeout(Remote.open(conn, secret), 10_000, "session handshake");
         } catch (e) {
           log(`dropped a connection that did not prove the session secret: ${(e as Error).message}`);
-          try {
-            conn.close();
-          } catch { /* closed */ }
+          closeQuietly(conn);
         }
       }
     };
@@ -176,9 +175,7 @@ async function connectLink(
   return {
     remote: await Remote.open(await Deno.connect({ transport: "unix", path }), secret),
     cleanup: () => {
-      try {
-        l.close();
-      } catch { /* closed */ }
+      closeQuietly(l);
       Deno.removeSync(dir, { recursive: true });
     },
   };

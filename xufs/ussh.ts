@@ -5,10 +5,11 @@
  */
 import { randomBytes } from "node:crypto";
 import { dirname, join, relative, resolve } from "node:path";
-import { VERSION } from "../cli/common.ts";
-import { ConfigError, NetworkError } from "../router/errors.ts";
-import { homeDir } from "../router/key.ts";
-import { FileServer, shortHost } from "./server.ts";
+import { ConfigError, NetworkError } from "../common/errors.ts";
+import { homeDir } from "../common/fs.ts";
+import { VERSION } from "../common/version.ts";
+import { FileServer } from "./server.ts";
+import { shortHost } from "./writes.ts";
 import { cacheId, DEFAULT_STRIPES, envCount, stripeSocket } from "./session.ts";
 
 /** ssh options that take an argument (from ssh(1)). */

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readKey, readOrCreateKey } from "../../router/key.ts";
-import { KeyError } from "../../router/errors.ts";
+import { KeyError } from "../../common/errors.ts";
 import { tempDir } from "../helpers.ts";
 
 Deno.test("key: created once with mode 0600, then reused, never overwritten", async () => {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { formatSubnet } from "../../router/ipv4.ts";
 import { parseRoutes, routeFor } from "../../router/routes.ts";
-import { ConfigError } from "../../router/errors.ts";
+import { ConfigError } from "../../common/errors.ts";
 
 Deno.test("routes: seed format, CIDR, comments and blank lines", () => {
   const routes = parseRoutes(

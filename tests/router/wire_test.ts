@@ -12,13 +12,12 @@ import {
   encodeNameQuery,
   FrameError,
   FrameType,
-  hex,
   openDgram,
   sealDgram,
   ReplayCache,
   TIME_WINDOW_MS,
-  unhex,
 } from "../../router/wire.ts";
+import { hex, unhex } from "../../common/bytes.ts";
 import { ROOT } from "../helpers.ts";
 
 const lines = Deno.readTextFileSync(join(ROOT, "tests/vectors/wire.txt")).split("\n")

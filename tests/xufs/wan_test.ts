@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
 import { CacheManager, type CacheOptions } from "../../xufs/cache.ts";
 import { Progress, PROGRESS_AFTER_MS, progressWanted } from "../../xufs/progress.ts";
-import { sha256 } from "../../xufs/server.ts";
+import { sha256 } from "../../common/bytes.ts";
 import { sleep, tempDir } from "../helpers.ts";
 import { assertConflictKept, type Counter, serve } from "./serve.ts";
 
