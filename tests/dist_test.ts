@@ -118,15 +118,17 @@ Deno.test({
     const home = join(dir.path, "home");
     Deno.mkdirSync(home);
     const env = { HOME: home, PATH };
-    for (const t of ["uvpn_register", "uvpn_proxy"]) {
-      const r = await run(a, [t, "--version"], { env });
-      assert.equal(r.code, 0, r.stderr);
-      assert.equal(r.stdout, `${t} ${VERSION}\n`);
-      // One directory, named after the version and the SHA-256, kept for the next run.
-      const runDir = join(home, "myrt/lib/run");
-      assert.deepEqual(tree(runDir).filter((p) => !p.includes("/")), [`${VERSION}-${headerValue(a, "SHA256").slice(0, 16)}`]);
-      if (t === "uvpn_register") Deno.writeTextFileSync(join(runDir, tree(runDir)[0], "kept"), "");
-      else assert.ok(Deno.statSync(join(runDir, tree(runDir)[0], "kept")).isFile, "unpacked again");
+    // Two first runs at once, then a third: one directory, named after the version and the
+    // SHA-256, no half-unpacked one left, and the third run unpacks nothing.
+    const runDir = join(home, "myrt/lib/run"), unpacked = `${VERSION}-${headerValue(a, "SHA256").slice(0, 16)}`;
+    for (const tools of [["uvpn_register", "uvpn_proxy"], ["ussh"]]) {
+      for (const [i, r] of (await Promise.all(tools.map((t) => run(a, [t, "--version"], { env })))).entries()) {
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout, `${tools[i]} ${VERSION}\n`);
+      }
+      assert.deepEqual(tree(runDir).filter((p) => !p.includes("/")), [unpacked]);
+      if (tools.length > 1) Deno.writeTextFileSync(join(runDir, unpacked, "kept"), "");
+      else assert.ok(Deno.statSync(join(runDir, unpacked, "kept")).isFile, "unpacked again");
     }
     // myrt install: exactly the payload's tree (what scripts/install.sh made) plus this file.
     const prefix = join(dir.path, "prefix");
@@ -147,6 +149,33 @@ Deno.test({
     const r = await run(join(prefix, "bin/myrt"), ["ussh", "--version"], { env: { ...env, MYRT_RUN_DIR: join(dir.path, "unused") } });
     assert.equal(r.stdout, `ussh ${VERSION}\n`, r.stderr);
     assert.throws(() => Deno.statSync(join(dir.path, "unused")));
+  },
+});
+
+/** As root in a new mount namespace: PREFIX and the run directory on a 160 MB tmpfs. */
+const FULL_DISK = `set -e
+mount -t tmpfs -o size=160m tmpfs "$1"
+set +e
+"$0" install "$1/prefix" > "$1/first.log" 2>&1 || { cat "$1/first.log"; exit 10; }
+"$0" install "$1/prefix"; echo "second install: $?"
+"$1/prefix/bin/uvpn_proxy" --version
+MYRT_RUN_DIR=$1/run "$0" uvpn_register --version; echo "run: $?"
+ls -A "$1" "$1/prefix/lib" "$1/run"
+`;
+
+Deno.test({
+  ...base,
+  ignore: !isRoot,
+  name: "dist: (root) a full disk: the file says so, removes what it unpacked, and an installed PREFIX still runs",
+  async fn() {
+    const a = await artifact();
+    using dir = tempDir();
+    const r = await run("unshare", ["-m", "--", "sh", "-c", FULL_DISK, a, dir.path], { timeoutMs: 120_000 });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const full = (d: string) => new RegExp(`myrt: Unpacking MyRT failed \\(is the disk full\\?\\): ${dir.path}/${d}\n`);
+    assert.match(r.stderr, full(String.raw`prefix/lib/\.myrt-new\.\d+`));
+    assert.match(r.stderr, full(String.raw`run/${VERSION}-[0-9a-f]{16}\.part\.\d+`));
+    assert.equal(r.stdout, `second install: 1\nuvpn_proxy ${VERSION}\nrun: 1\n${dir.path}:\nfirst.log\nprefix\nrun\n\n${dir.path}/prefix/lib:\nmyrt\n\n${dir.path}/run:\n`);
   },
 });
 
