@@ -16,6 +16,7 @@ import { NATIVE_LIBS, SOURCE_DIRS, TOOLS } from "../cli/tools.ts";
 
 const isRoot = Deno.uid() === 0;
 const base = { sanitizeOps: false, sanitizeResources: false };
+const asRoot = { ...base, ignore: !isRoot };
 const PATH = "/usr/bin:/bin:/usr/sbin:/sbin";
 
 const built = tempDir("myrt-dist-test-");
@@ -164,8 +165,7 @@ ls -A "$1" "$1/prefix/lib" "$1/run"
 `;
 
 Deno.test({
-  ...base,
-  ignore: !isRoot,
+  ...asRoot,
   name: "dist: (root) a full disk: the file says so, removes what it unpacked, and an installed PREFIX still runs",
   async fn() {
     const a = await artifact();
@@ -214,8 +214,7 @@ TMPDIR=$HOME/tmp MYRT_BIN=$HOME/myrt/bin MYRT_DEMO_ONLY=uvpn bash demo/scripts/d
 `;
 
 Deno.test({
-  ...base,
-  ignore: !isRoot,
+  ...asRoot,
   name: "dist: (root) an unprivileged user with no network, Node or Deno installs from the file and runs the demo's UVPN part",
   async fn() {
     const a = await artifact();
@@ -256,8 +255,7 @@ Deno.test({
 });
 
 Deno.test({
-  ...base,
-  ignore: !isRoot,
+  ...asRoot,
   name: "dist: (root) ussh installs MyRT on B by sending the one file, with the version check and B's glibc checked",
   async fn() {
     const a = await artifact();
