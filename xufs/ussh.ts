@@ -166,21 +166,38 @@ class Ssh {
   }
 }
 
-/** Copies PREFIX to B's ~/myrt through ssh (tar over the master), without root. */
+/**
+ * Installs MyRT in B's ~/myrt over the master connection, without root. When PREFIX was installed
+ * from the one-file distribution, PREFIX/bin/myrt is that file: it travels alone and installs
+ * itself on B after checking itself and B (size, SHA-256, architecture, glibc). Otherwise (an
+ * install from a clone) PREFIX's tree travels as a tar stream.
+ */
 async function installOnB(ssh: Ssh, prefix: string): Promise<void> {
-  const tar = new Deno.Command("tar", {
-    args: ["-C", prefix, "--exclude=./lib/myrt/cache", "-cf", "-", "./bin", "./lib/myrt"],
-    stdout: "piped",
-  }).spawn();
+  const dist = join(prefix, "bin", "myrt");
+  const oneFile = await Deno.stat(dist).then((s) => s.isFile, () => false);
+  let tar: Deno.ChildProcess | undefined;
+  let unpack: string, payload: ReadableStream<Uint8Array>;
+  if (oneFile) {
+    unpack = 'mkdir -p "$HOME/myrt/bin" && cat > "$HOME/myrt/bin/myrt.new" && chmod 755 "$HOME/myrt/bin/myrt.new" && ' +
+      'mv -f "$HOME/myrt/bin/myrt.new" "$HOME/myrt/bin/myrt" && "$HOME/myrt/bin/myrt" install >/dev/null';
+    payload = (await Deno.open(dist)).readable;
+  } else {
+    tar = new Deno.Command("tar", {
+      args: ["-C", prefix, "--exclude=./lib/myrt/cache", "-cf", "-", "./bin", "./lib/myrt"],
+      stdout: "piped",
+    }).spawn();
+    unpack = 'mkdir -p "$HOME/myrt" && tar -C "$HOME/myrt" -xf -';
+    payload = tar.stdout;
+  }
   const remote = new Deno.Command("ssh", {
-    args: ssh.args(["-T"], 'mkdir -p "$HOME/myrt" && tar -C "$HOME/myrt" -xf - && "$HOME/myrt/bin/xufs_session" --version >/dev/null'),
+    args: ssh.args(["-T"], `${unpack} && "$HOME/myrt/bin/xufs_session" --version >/dev/null`),
     stdin: "piped",
     stdout: "null",
     stderr: "inherit",
   }).spawn();
-  await tar.stdout.pipeTo(remote.stdin);
-  const [t, r] = await Promise.all([tar.status, remote.status]);
-  if (!t.success || !r.success) throw new NetworkError(`Installing MyRT on ${ssh.o.host} failed`);
+  await payload.pipeTo(remote.stdin).catch(() => {}); // a failure on B shows in its status
+  const [t, r] = await Promise.all([tar?.status, remote.status]);
+  if ((t && !t.success) || !r.success) throw new NetworkError(`Installing MyRT on ${ssh.o.host} failed`);
 }
 
 /** Runs a whole ussh session; returns the remote shell's or command's exit status. */
