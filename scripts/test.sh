@@ -9,6 +9,9 @@ ensure_packages cc:gcc make:make curl:curl python3:python3 socat:socat strace:st
   git:git pgrep:procps tar:tar iperf3:iperf3 objdump:binutils gzip:gzip || exit 1
 ensure_libfuzzer || exit 1
 ensure_deno || exit 1
+# The tests' npm packages (deno.json "imports", pinned by deno.lock) are fetched before the
+# network namespace: inside it there is no registry.
+"$DENO" install --quiet >/dev/null || { echo "test: cannot fetch the tests' npm packages (deno install)" >&2; echo "0 passed, 1 failed"; exit 1; }
 make -s -C native || { echo "0 passed, 1 failed"; exit 1; }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
