@@ -167,10 +167,11 @@ class Ssh {
 }
 
 /**
- * Installs MyRT in B's ~/myrt over the master connection, without root. When PREFIX was installed
- * from the one-file distribution, PREFIX/bin/myrt is that file: it travels alone and installs
- * itself on B after checking itself and B (size, SHA-256, architecture, glibc). Otherwise (an
- * install from a clone) PREFIX's tree travels as a tar stream.
+ * Installs MyRT in B's ~/myrt over the master connection, without root. PREFIX/bin/myrt is the
+ * one-file distribution of this PREFIX (scripts/install.sh packs every PREFIX it installs, and
+ * `myrt install` copies itself there): it travels alone and installs itself on B after checking
+ * itself and B (size, SHA-256, architecture, glibc). Only a PREFIX without it (copied from an
+ * install older than the one-file distribution) still travels as a tar stream of its tree.
  */
 async function installOnB(ssh: Ssh, prefix: string): Promise<void> {
   const dist = join(prefix, "bin", "myrt");
