@@ -3,18 +3,20 @@
 # whose daemons run as you on compute nodes of several sites, joined by UVPN.
 #
 #   slurm_conf.sh --dir DIR --controller NODE --nodes NODE[,NODE...] [--cpus N] [--user USER]
-#                 [--port-base PORT]
+#                 [--port-base PORT] [--tmpfs DIR]
 #
 # Every NODE is the overlay name its compute node registered (uvpn_register -r --name NODE).
 # Writes into DIR: slurm.conf (SlurmctldHost and every NodeAddr by overlay name NODE.uvpn,
 # SlurmUser/SlurmdUser USER, one Port= per node from PORT-BASE so that several slurmd can share
 # a host), cgroup.conf, task_prolog (gives each task the overlay identity of the node it runs
 # on, from DIR/env/NODE, which the node's wrapper writes) and the directories the daemons use.
+# --tmpfs: each node's scratch directory (Slurm's TmpFS; PMIx puts its sockets there), when the
+# nodes' /tmp is shared.
 # Exit status 0, 2 on a usage error.
 set -euo pipefail
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-dir="" ctl="" nodes="" cpus=1 user=$(id -un) base=6818
+dir="" ctl="" nodes="" cpus=1 user=$(id -un) base=6818 tmpfs=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) dir=${2:-}; shift 2 ;;
@@ -23,6 +25,7 @@ while [ $# -gt 0 ]; do
     --cpus) cpus=${2:-}; shift 2 ;;
     --user) user=${2:-}; shift 2 ;;
     --port-base) base=${2:-}; shift 2 ;;
+    --tmpfs) tmpfs=${2:-}; shift 2 ;;
     -h|--help) usage ;;
     *) echo "slurm_conf.sh: unknown argument: $1" >&2; usage ;;
   esac
@@ -70,6 +73,7 @@ SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.%n.log
 # Each task gets the overlay identity of its own node (srun passes srun's environment on).
 TaskProlog=$dir/task_prolog
+${tmpfs:+TmpFS=$tmpfs}
 $node_lines
 PartitionName=all Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
