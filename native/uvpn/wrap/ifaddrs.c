@@ -305,27 +305,21 @@ static int listing(DIR *d, const char *name, void **synth, int is64)
     return r;
 }
 
-EXPORT struct dirent *readdir(DIR *d)
-{
-    NEED_PTR(readdir);
-    void *s = NULL;
-    if (listing(d, NULL, &s, 0) < 0) return real.readdir(d);
-    if (s) return s;
-    struct dirent *e;
-    while ((e = real.readdir(d)) && listing(d, e->d_name, NULL, 0) == 1) {}
-    return e;
-}
+/* readdir and readdir64: the same walk over their own entry types. */
+#define READDIR(fn, type, is64)                                                        \
+    EXPORT struct type *fn(DIR *d)                                                     \
+    {                                                                                  \
+        NEED_PTR(fn);                                                                  \
+        void *s = NULL;                                                                \
+        if (listing(d, NULL, &s, is64) < 0) return real.fn(d);                         \
+        if (s) return s;                                                               \
+        struct type *e;                                                                \
+        while ((e = real.fn(d)) && listing(d, e->d_name, NULL, is64) == 1) {}          \
+        return e;                                                                      \
+    }
 
-EXPORT struct dirent64 *readdir64(DIR *d)
-{
-    NEED_PTR(readdir64);
-    void *s = NULL;
-    if (listing(d, NULL, &s, 1) < 0) return real.readdir64(d);
-    if (s) return s;
-    struct dirent64 *e;
-    while ((e = real.readdir64(d)) && listing(d, e->d_name, NULL, 1) == 1) {}
-    return e;
-}
+READDIR(readdir, dirent, 0)
+READDIR(readdir64, dirent64, 1)
 
 EXPORT int closedir(DIR *d)
 {
