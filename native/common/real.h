@@ -9,6 +9,9 @@
 #ifndef MYRT_REAL_H
 #define MYRT_REAL_H
 
+#include <dirent.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -44,6 +47,17 @@ struct myrt_real {
                             int *);
     int (*gethostbyaddr_r)(const void *, socklen_t, int, struct hostent *, char *, size_t,
                            struct hostent **, int *);
+    /* interface enumeration (uvpn/wrap/ifaddrs.c) */
+    int (*ioctl)(int, unsigned long, ...);
+    int (*getifaddrs)(struct ifaddrs **);
+    void (*freeifaddrs)(struct ifaddrs *);
+    struct if_nameindex *(*if_nameindex)(void);
+    unsigned int (*if_nametoindex)(const char *);
+    char *(*if_indextoname)(unsigned int, char *);
+    DIR *(*opendir)(const char *);
+    struct dirent *(*readdir)(DIR *);
+    struct dirent64 *(*readdir64)(DIR *);
+    int (*closedir)(DIR *);
 };
 
 extern struct myrt_real real;

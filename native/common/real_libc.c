@@ -4,6 +4,7 @@
 #include "common/real.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 struct myrt_real real = {
@@ -35,6 +36,16 @@ struct myrt_real real = {
     .getnameinfo = getnameinfo,
     .gethostbyname2_r = gethostbyname2_r,
     .gethostbyaddr_r = gethostbyaddr_r,
+    .ioctl = ioctl,
+    .getifaddrs = getifaddrs,
+    .freeifaddrs = freeifaddrs,
+    .if_nameindex = if_nameindex,
+    .if_nametoindex = if_nametoindex,
+    .if_indextoname = if_indextoname,
+    .opendir = opendir,
+    .readdir = readdir,
+    .readdir64 = readdir64,
+    .closedir = closedir,
 };
 
 void real_init(void) {}

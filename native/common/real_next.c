@@ -41,6 +41,16 @@ static void load(void)
     LOAD(getnameinfo);
     LOAD(gethostbyname2_r);
     LOAD(gethostbyaddr_r);
+    LOAD(ioctl);
+    LOAD(getifaddrs);
+    LOAD(freeifaddrs);
+    LOAD(if_nameindex);
+    LOAD(if_nametoindex);
+    LOAD(if_indextoname);
+    LOAD(opendir);
+    LOAD(readdir);
+    LOAD(readdir64);
+    LOAD(closedir);
 }
 
 void real_init(void)

@@ -18,4 +18,14 @@ void on_name(int nfd, const struct seccomp_notif *q, int peer);
 void on_send(int nfd, const struct seccomp_notif *q);
 void on_recv(int nfd, const struct seccomp_notif *q);
 
+/* ifreq.c: the interface ioctls (SIOCGIFCONF, SIOCGIF*, ...) from the overlay's view. */
+void on_ioctl(int nfd, const struct seccomp_notif *q);
+
+/* netlink.c: rtnetlink interface dumps. Called first by on_send and on_recv: 1 when the call
+ * was one (answered), else 0. */
+int nl_on_send(int nfd, const struct seccomp_notif *q);
+/* socket(AF_NETLINK, ...) (the only socket calls the filter stops): noted, then continued. */
+void on_socket(int nfd, const struct seccomp_notif *q);
+int nl_on_recv(int nfd, const struct seccomp_notif *q);
+
 #endif

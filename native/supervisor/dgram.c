@@ -81,6 +81,7 @@ static pmsg *pm_read(const struct seccomp_notif *q, int *err)
 
 void on_send(int nfd, const struct seccomp_notif *q)
 {
+    if (nl_on_send(nfd, q)) return; /* an rtnetlink interface dump (netlink.c) */
     /* Most sends carry no address (send() on a TCP socket): nothing to do while no overlay
      * UDP socket can exist. */
     if (FILTER_NR(q->data.nr) == SYS_sendto && !q->data.args[4] && ss_count() == 0) {
@@ -190,6 +191,7 @@ static void recv_work(job *j)
 
 void on_recv(int nfd, const struct seccomp_notif *q)
 {
+    if (nl_on_recv(nfd, q)) return;
     ino_t ino;
     vinfo st;
     int fd = overlay_socket(q, (1 << VS_UDP) | (1 << VS_DNS), &ino, &st), err = 0;

@@ -2,7 +2,8 @@
  * cannot reach (statically linked ones). myrt_run() starts a program under the seccomp filter
  * of filter.c (spawn.c) and runs the notification loop until it exits: each stopped call is
  * dispatched to its answer in stream.c (connect, bind, listen, accept, getsockname,
- * getpeername) or dgram.c (sendto, sendmsg, recvfrom, recvmsg); calls that may wait on the
+ * getpeername), dgram.c (sendto, sendmsg, recvfrom, recvmsg; rtnetlink dumps first, netlink.c)
+ * or ifreq.c (interface ioctls); calls that may wait on the
  * network run in worker threads (job.c), so the loop never blocks. Overlay state is keyed by
  * socket inode (sockstate.c); closed sockets are swept out with the kernel's socket
  * diagnostics (sockdiag.c). Exported: myrt_run, myrt_abi. */
@@ -53,6 +54,8 @@ static void dispatch(int nfd, const struct seccomp_notif *q)
     case SYS_sendmsg: on_send(nfd, q); break;
     case SYS_recvfrom:
     case SYS_recvmsg: on_recv(nfd, q); break;
+    case SYS_ioctl: on_ioctl(nfd, q); break;
+    case SYS_socket: on_socket(nfd, q); break;
     default: tg_continue(nfd, q->id); break;
     }
 }

@@ -311,6 +311,18 @@ int cfg_is_virtual(uint32_t ip)
     return v;
 }
 
+int cfg_subnet_of(uint32_t ip, cidr *out)
+{
+    if (!cfg_is_virtual(ip)) return 0; /* also fetches INFO when it is due */
+    pthread_mutex_lock(&lock);
+    int found = 0;
+    for (int i = 0; info_ok && i < n_learned && !found; i++)
+        if ((ip & learned[i].mask) == learned[i].net) *out = learned[i], found = 1;
+    pthread_mutex_unlock(&lock);
+    if (!found) out->mask = 0xffff0000u, out->net = ip & out->mask;
+    return 1;
+}
+
 const char *fmt_addr(uint32_t ip, uint16_t port, char buf[24])
 {
     char s[16];

@@ -42,6 +42,10 @@ int cfg_is_router_ip(uint32_t ip);
 /* 1 if ip (host order) is virtual. May fetch INFO from the home router on first use. */
 int cfg_is_virtual(uint32_t ip);
 
+/* The virtual subnet that holds ip (host order), as the home router's INFO reported it (else
+ * the fallback: ip's /16). 1 with *out filled, 0 when ip is not virtual. May fetch INFO. */
+int cfg_subnet_of(uint32_t ip, cidr *out);
+
 /* "a.b.c.d:port" into buf. */
 const char *fmt_addr(uint32_t ip, uint16_t port, char buf[24]);
 

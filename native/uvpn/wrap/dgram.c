@@ -1,11 +1,14 @@
 /* dgram.c: libuvpn.so's wrappers of the datagram calls, for UDP over the overlay (udp.c):
  * sendto, sendmsg, sendmmsg, send, write, recvfrom, recvmsg, recvmmsg, recv, read. Calls on
  * sockets without overlay UDP state go straight to the real function; sendmsg and recvmsg also
- * carry the overlay state of sockets passed with SCM_RIGHTS (fdlife.c). */
+ * carry the overlay state of sockets passed with SCM_RIGHTS (fdlife.c). rtnetlink requests about
+ * interfaces are answered by netlink.c before anything else. */
 #include "uvpn/wrap/wrap.h"
 #include "uvpn/wrap/fdlife.h"
 #include "uvpn/wrap/fdtable.h"
+#include "uvpn/wrap/netlink.h"
 #include "uvpn/core/config.h"
+#include "uvpn/core/ifaces.h"
 #include "uvpn/core/policy.h"
 #include "uvpn/core/udp.h"
 #include "common/log.h"
@@ -73,7 +76,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
     struct iovec v = {(void *)buf, n};
     struct msghdr m = {(void *)addr, addr ? len : 0, &v, 1, NULL, 0, 0};
     ssize_t r;
-    if (udp_send(fd, &m, flags, &r)) return r;
+    if (nlw_send(fd, &m, flags, &r) || udp_send(fd, &m, flags, &r)) return r;
     if (blocked_dest(fd, addr, len, flags, "sendto")) return -1;
     return real.sendto(fd, buf, n, flags, addr, len);
 }
@@ -81,7 +84,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
     NEED(send);
-    if (!fdt_maybe(fd)) return real.send(fd, buf, n, flags);
+    if (!fdt_maybe(fd) && !ifv_nl_is_request(buf, n)) return real.send(fd, buf, n, flags);
     return sendto(fd, buf, n, flags, NULL, 0);
 }
 
@@ -99,7 +102,7 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     NEED(sendmsg);
     ssize_t r;
-    if (udp_send(fd, msg, flags, &r)) return r;
+    if (nlw_send(fd, msg, flags, &r) || udp_send(fd, msg, flags, &r)) return r;
     if (msg && blocked_dest(fd, msg->msg_name, msg->msg_namelen, flags, "sendmsg")) return -1;
     if (msg && msg->msg_controllen && !inside) fdl_scm(msg, 1);
     return real.sendmsg(fd, msg, flags);
@@ -138,7 +141,8 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
     struct iovec v = {buf, n};
     struct msghdr m = {addr, addr && alen ? *alen : 0, &v, 1, NULL, 0, 0};
     ssize_t r;
-    if (!udp_recv(fd, &m, flags, &r)) return real.recvfrom(fd, buf, n, flags, addr, alen);
+    if (!nlw_recv(fd, &m, flags, &r) && !udp_recv(fd, &m, flags, &r))
+        return real.recvfrom(fd, buf, n, flags, addr, alen);
     if (r >= 0 && addr && alen) *alen = m.msg_namelen;
     return r;
 }
@@ -146,25 +150,25 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
     NEED(recv);
-    if (!fdt_maybe(fd)) return real.recv(fd, buf, n, flags);
+    if (!fdt_maybe(fd) && !ifv_nlq_pending()) return real.recv(fd, buf, n, flags);
     return recvfrom(fd, buf, n, flags, NULL, NULL);
 }
 
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
     NEED(read);
-    if (!fdt_maybe(fd)) return real.read(fd, buf, n);
+    if (!fdt_maybe(fd) && !ifv_nlq_pending()) return real.read(fd, buf, n);
     struct iovec v = {buf, n};
     struct msghdr m = {NULL, 0, &v, 1, NULL, 0, 0};
     ssize_t r;
-    return udp_recv(fd, &m, 0, &r) ? r : real.read(fd, buf, n);
+    return nlw_recv(fd, &m, 0, &r) || udp_recv(fd, &m, 0, &r) ? r : real.read(fd, buf, n);
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
     NEED(recvmsg);
     ssize_t r;
-    if (msg && udp_recv(fd, msg, flags, &r)) return r;
+    if (nlw_recv(fd, msg, flags, &r) || (msg && udp_recv(fd, msg, flags, &r))) return r;
     r = real.recvmsg(fd, msg, flags);
     if (r >= 0 && msg && msg->msg_controllen && !inside) fdl_scm(msg, 0);
     return r;
