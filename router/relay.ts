@@ -1,13 +1,11 @@
 /**
- * Local relays: a virtual connection to an address of our own subnet goes to the real listener
- * registered for it (dialed here, the CONNECT forwarded to it), and bytes are relayed between
+ * Local relays: a virtual connection to an address of our own subnet is joined to the real
+ * listener registered for it (dialed by router/connects.ts), and bytes are relayed between
  * the two connections by a read/write loop per direction with one reused buffer each,
  * propagating half-close (EOF on one side becomes closeWrite on the other).
  */
-import { closeQuietly, TimeoutError, withTimeout, writeAll } from "../common/io.ts";
+import { closeQuietly, writeAll } from "../common/io.ts";
 import type { RouterCounters } from "./counters.ts";
-import type { LeaseTable } from "./leases.ts";
-import { type ConnectBody, encodeConnect, encodeFrame, FrameType, newNonce, Status } from "./wire.ts";
 
 /** Where a virtual connection goes next: the open connection, and what it is (for logs). */
 export interface Hop {
@@ -78,42 +76,4 @@ export async function relayLocal(
   } catch (e) {
     log(`relay ${what} reset: ${(e as Error).message}`);
   }
-}
-
-/**
- * Dials the real listener registered for the destination (in our subnet) and forwards the
- * CONNECT to it. A listener that cannot be reached is unregistered.
- */
-export async function dialListener(
-  table: LeaseTable,
-  key: Uint8Array,
-  c: ConnectBody,
-  timeoutMs: number,
-): Promise<Hop | Refusal> {
-  const l = table.listener(c.dstIp, c.dstPort);
-  if (!l) {
-    return table.leases.has(c.dstIp)
-      ? { status: Status.ECONNREFUSED, why: "no listener on that port" }
-      : { status: Status.EHOSTUNREACH, why: "address not leased" };
-  }
-  let conn: Deno.TcpConn;
-  try {
-    conn = await withTimeout(
-      Deno.connect({ hostname: l.realHost, port: l.realPort }),
-      timeoutMs,
-      `connecting to ${l.realHost}:${l.realPort}`,
-    );
-  } catch (e) {
-    if (e instanceof TimeoutError) return { status: Status.ETIMEDOUT, why: e.message };
-    await table.unlisten(c.dstIp, c.dstPort);
-    return { status: Status.ECONNREFUSED, why: `listener gone at ${l.realHost}:${l.realPort}: ${(e as Error).message}` };
-  }
-  conn.setNoDelay(true);
-  try {
-    await writeAll(conn, encodeFrame(key, FrameType.CONNECT, newNonce(), encodeConnect(c)));
-  } catch (e) {
-    conn.close();
-    return { status: Status.ECONNREFUSED, why: (e as Error).message };
-  }
-  return { conn, via: `listener ${l.realHost}:${l.realPort}` };
 }

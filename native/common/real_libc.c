@@ -4,6 +4,8 @@
 #include "common/real.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 struct myrt_real real = {
@@ -14,6 +16,9 @@ struct myrt_real real = {
     .accept4 = accept4,
     .getsockname = getsockname,
     .getpeername = getpeername,
+    .getsockopt = getsockopt,
+    .poll = poll,
+    .ppoll = ppoll,
     .close = close,
     .dup = dup,
     .dup2 = dup2,
@@ -25,6 +30,8 @@ struct myrt_real real = {
     .sendmmsg = sendmmsg,
     .send = send,
     .write = write,
+    .writev = writev,
+    .readv = readv,
     .recv = recv,
     .recvfrom = recvfrom,
     .recvmsg = recvmsg,

@@ -20,6 +20,9 @@ static void load(void)
     LOAD(accept4);
     LOAD(getsockname);
     LOAD(getpeername);
+    LOAD(getsockopt);
+    LOAD(poll);
+    LOAD(ppoll);
     LOAD(close);
     LOAD(dup);
     LOAD(dup2);
@@ -31,6 +34,8 @@ static void load(void)
     LOAD(sendmmsg);
     LOAD(send);
     LOAD(write);
+    LOAD(writev);
+    LOAD(readv);
     LOAD(recv);
     LOAD(recvfrom);
     LOAD(recvmsg);

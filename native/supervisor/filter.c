@@ -7,6 +7,7 @@
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -34,19 +35,24 @@ int filter_install(void)
         /* 2 */ RET(SECCOMP_RET_ERRNO | ENOSYS),
         /* 3 */ LD(offsetof(struct seccomp_data, nr)),
         /* 4 */ BPF_STMT(BPF_ALU | BPF_AND | BPF_K, ~X32_BIT),
-        /* 5 */ JEQ(SYS_connect, 11, 0),
-        /* 6 */ JEQ(SYS_bind, 10, 0),
-        /* 7 */ JEQ(SYS_listen, 9, 0),
-        /* 8 */ JEQ(SYS_accept, 8, 0),
-        /* 9 */ JEQ(SYS_accept4, 7, 0),
-        /* 10 */ JEQ(SYS_getsockname, 6, 0),
-        /* 11 */ JEQ(SYS_getpeername, 5, 0),
-        /* 12 */ JEQ(SYS_sendto, 4, 0),   /* UDP over the overlay: the datagram calls */
-        /* 13 */ JEQ(SYS_recvfrom, 3, 0),
-        /* 14 */ JEQ(SYS_sendmsg, 2, 0),
-        /* 15 */ JEQ(SYS_recvmsg, 1, 0),
-        /* 16 */ RET(SECCOMP_RET_ALLOW),
-        /* 17 */ RET(SECCOMP_RET_USER_NOTIF),
+        /* 5 */ JEQ(SYS_connect, 16, 0),
+        /* 6 */ JEQ(SYS_bind, 15, 0),
+        /* 7 */ JEQ(SYS_listen, 14, 0),
+        /* 8 */ JEQ(SYS_accept, 13, 0),
+        /* 9 */ JEQ(SYS_accept4, 12, 0),
+        /* 10 */ JEQ(SYS_getsockname, 11, 0),
+        /* 11 */ JEQ(SYS_getpeername, 10, 0),
+        /* 12 */ JEQ(SYS_sendto, 9, 0),   /* UDP over the overlay: the datagram calls */
+        /* 13 */ JEQ(SYS_recvfrom, 8, 0),
+        /* 14 */ JEQ(SYS_sendmsg, 7, 0),
+        /* 15 */ JEQ(SYS_recvmsg, 6, 0),
+        /* 16 */ JEQ(SYS_getsockopt, 0, 4), /* only getsockopt(fd, SOL_SOCKET, SO_ERROR, ...) */
+        /* 17 */ LD(ARG_LO(1)),
+        /* 18 */ JEQ(SOL_SOCKET, 0, 2),
+        /* 19 */ LD(ARG_LO(2)),
+        /* 20 */ JEQ(SO_ERROR, 1, 0),
+        /* 21 */ RET(SECCOMP_RET_ALLOW),
+        /* 22 */ RET(SECCOMP_RET_USER_NOTIF),
     };
     struct sock_fprog fp = {sizeof prog / sizeof prog[0], prog};
     if (syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -errno;

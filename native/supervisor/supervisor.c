@@ -49,6 +49,7 @@ static void dispatch(int nfd, const struct seccomp_notif *q)
     case SYS_accept4: on_accept(nfd, q); break;
     case SYS_getsockname: on_name(nfd, q, 0); break;
     case SYS_getpeername: on_name(nfd, q, 1); break;
+    case SYS_getsockopt: on_getsockopt(nfd, q); break;
     case SYS_sendto:
     case SYS_sendmsg: on_send(nfd, q); break;
     case SYS_recvfrom:
@@ -93,7 +94,7 @@ static char **merge_env(char **over)
     return v;
 }
 
-static void unlisten(const vinfo *v) { pol_unlisten(v); }
+static void unlisten(const vinfo *v) { pol_release(v); }
 
 typedef struct {
     const ino_t *live;
@@ -105,7 +106,8 @@ static int socket_gone(ino_t ino, const vinfo *v, void *ctx)
 {
     const census *c = ctx;
     /* A socket that is only bound is missing from the dumps of kernels before 6.5. */
-    if (!c->bound_listed && v->kind != VS_CONNECTED && v->kind != VS_DNS && !v->registered) return 0;
+    if (!c->bound_listed && v->kind != VS_CONNECTED && v->kind != VS_CONNECTING && v->kind != VS_DNS && !v->registered)
+        return 0;
     return !sd_contains(c->live, c->n, ino);
 }
 
