@@ -11,6 +11,7 @@
 
 #include <netdb.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -26,6 +27,9 @@ struct myrt_real {
     int (*getpeername)(int, struct sockaddr *, socklen_t *);
     int (*getsockopt)(int, int, int, void *, socklen_t *);
     int (*poll)(struct pollfd *, nfds_t, int);
+    int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*epoll_wait)(int, struct epoll_event *, int, int);
+    int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
     int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
     int (*close)(int);
     int (*dup)(int);

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -18,6 +19,9 @@ struct myrt_real real = {
     .getpeername = getpeername,
     .getsockopt = getsockopt,
     .poll = poll,
+    .epoll_ctl = epoll_ctl,
+    .epoll_wait = epoll_wait,
+    .epoll_pwait = epoll_pwait,
     .ppoll = ppoll,
     .close = close,
     .dup = dup,

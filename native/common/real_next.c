@@ -22,6 +22,9 @@ static void load(void)
     LOAD(getpeername);
     LOAD(getsockopt);
     LOAD(poll);
+    LOAD(epoll_ctl);
+    LOAD(epoll_wait);
+    LOAD(epoll_pwait);
     LOAD(ppoll);
     LOAD(close);
     LOAD(dup);

@@ -181,7 +181,7 @@ void on_bind(int nfd, const struct seccomp_notif *q)
 
 static void listen_work(job *j)
 {
-    if (listen(j->dup, (int)j->req.data.args[1])) {
+    if (listen(j->dup, pol_backlog(1, &j->st, (int)j->req.data.args[1]))) {
         tg_reply(j->nfd, j->req.id, 0, errno);
         return;
     }

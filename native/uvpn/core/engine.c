@@ -185,7 +185,7 @@ static int link_write(const uint8_t *p, size_t n)
     memmove(E.out, E.out + off, E.out_len - off);
     E.out_len -= off;
     struct epoll_event ev = {EPOLLIN | (E.out_len ? EPOLLOUT : 0), {.u32 = EV_LINK}};
-    epoll_ctl(E.ep, EPOLL_CTL_MOD, E.link, &ev);
+    real.epoll_ctl(E.ep, EPOLL_CTL_MOD, E.link, &ev);
     return 0;
 }
 
@@ -220,7 +220,7 @@ static void unlink_conn(econn *c)
 static void let_go(econn *c)
 {
     if (c->dup < 0) return;
-    if (c->in_epoll) epoll_ctl(E.ep, EPOLL_CTL_DEL, c->dup, NULL);
+    if (c->in_epoll) real.epoll_ctl(E.ep, EPOLL_CTL_DEL, c->dup, NULL);
     c->in_epoll = 0;
     real.close(c->dup);
     c->dup = -1;
@@ -349,7 +349,7 @@ static void answered(econn *c, int status, const uint8_t *data, size_t len)
         return;
     }
     struct epoll_event ev = {EPOLLOUT, {.u32 = c->id}};
-    c->in_epoll = epoll_ctl(E.ep, EPOLL_CTL_ADD, c->dup, &ev) == 0;
+    c->in_epoll = real.epoll_ctl(E.ep, EPOLL_CTL_ADD, c->dup, &ev) == 0;
     settle(c);
 }
 
@@ -371,7 +371,7 @@ static void fail_all(int err, const char *why, int sent_only)
 static void link_down(int err, const char *why)
 {
     if (E.link >= 0) {
-        epoll_ctl(E.ep, EPOLL_CTL_DEL, E.link, NULL);
+        real.epoll_ctl(E.ep, EPOLL_CTL_DEL, E.link, NULL);
         real.close(E.link);
         __atomic_store_n(&E.link, -1, __ATOMIC_RELAXED);
     }
@@ -419,7 +419,7 @@ static void link_start(void)
     E.state = L_CONNECTING;
     E.link_deadline = mono_ms() + LINK_CONNECT_MS;
     struct epoll_event ev = {EPOLLOUT | EPOLLIN, {.u32 = EV_LINK}};
-    epoll_ctl(E.ep, EPOLL_CTL_ADD, s, &ev);
+    real.epoll_ctl(E.ep, EPOLL_CTL_ADD, s, &ev);
     if (real.connect(s, (struct sockaddr *)&ss, sl) && errno != EINPROGRESS) link_down(ENETUNREACH, strerror(errno));
 }
 
@@ -632,7 +632,7 @@ static void *engine_main(void *arg)
         int timeout = run_timers();
         if (E.state == L_UP) send_queued();
         pthread_mutex_unlock(&E.lock);
-        int n = epoll_wait(E.ep, evs, 64, timeout);
+        int n = real.epoll_wait(E.ep, evs, 64, timeout);
         pthread_mutex_lock(&E.lock);
         for (int i = 0; i < n; i++) {
             uint32_t id = evs[i].data.u32;
@@ -704,7 +704,7 @@ static int ensure_running(void)
     E.ep = high_fd(E.ep, 1);
     E.wake = high_fd(E.wake, 1);
     struct epoll_event ev = {EPOLLIN, {.u32 = EV_WAKE}};
-    epoll_ctl(E.ep, EPOLL_CTL_ADD, E.wake, &ev);
+    real.epoll_ctl(E.ep, EPOLL_CTL_ADD, E.wake, &ev);
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);

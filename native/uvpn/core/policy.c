@@ -52,6 +52,11 @@ void pol_unlisten(const vinfo *v)
     else dbg("unlisten %s: done", fmt_addr(v->lip, v->lport, a));
 }
 
+int pol_backlog(int has, const vinfo *st, int backlog)
+{
+    return has && st->kind == VS_BOUND_VIRTUAL && backlog < POL_MIN_BACKLOG ? POL_MIN_BACKLOG : backlog;
+}
+
 void pol_release(const vinfo *v)
 {
     if (v->kind == VS_CONNECTING) eng_conn_release(v->conn);

@@ -23,6 +23,12 @@ int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out);
  * to do / native only; -errno: failed. */
 int pol_listen(int fd, vinfo *st);
 
+/* The backlog to give a listener with state st (or none, has 0) when the program asked for
+ * backlog: at least POL_MIN_BACKLOG for a virtual-only listener, whose connections all come from
+ * the router, in bursts. */
+#define POL_MIN_BACKLOG 512
+int pol_backlog(int has, const vinfo *st, int backlog);
+
 /* Best-effort UNLISTEN for a listener whose last reference went away (only by the process
  * that registered it). */
 void pol_unlisten(const vinfo *v);

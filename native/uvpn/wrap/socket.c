@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -146,14 +145,11 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 EXPORT int listen(int fd, int backlog)
 {
     NEED(listen);
-    int r = real.listen(fd, backlog);
-    if (r || inside || !fdt_maybe(fd)) return r;
-    int saved = errno;
     vinfo st;
-    if (!fdt_get(fd, &st)) {
-        errno = saved;
-        return 0;
-    }
+    int has = !inside && fdt_maybe(fd) && fdt_get(fd, &st);
+    int r = real.listen(fd, pol_backlog(has, &st, backlog));
+    if (r || !has) return r;
+    int saved = errno;
     inside = 1;
     int p = pol_listen(fd, &st);
     inside = 0;
@@ -300,71 +296,6 @@ EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
         if (rr == 0 && val && len && *len >= (socklen_t)sizeof(int) && r != -ECONNABORTED) *(int *)val = -r;
     }
     return rr;
-}
-
-/* ---- poll ------------------------------------------------------------------------------- */
-
-/* The engine moves a pending socket out of the listening state and connects it on, two calls in a
- * row; a poller woken in between sees POLLOUT|POLLHUP for a moment (a closed socket). poll and
- * ppoll hide that: such an event on a pending overlay socket is looked at again once the move is
- * over (the engine's lock), and dropped when the socket is still only connecting. Returns the
- * number of entries with events left. */
-static int drop_spurious(struct pollfd *fds, nfds_t n, int r)
-{
-    for (nfds_t i = 0; i < n && r > 0; i++) {
-        short ev = fds[i].revents;
-        vinfo st;
-        if (!(ev & POLLHUP) || (ev & POLLERR) || !fdt_maybe(fds[i].fd) || !fdt_get(fds[i].fd, &st) ||
-            st.kind != VS_CONNECTING || pending_gate(fds[i].fd, &st) != 1)
-            continue;
-        struct pollfd again = {fds[i].fd, fds[i].events, 0};
-        if (real.poll(&again, 1, 0) == 0) {
-            fds[i].revents = 0;
-            r--;
-        } else {
-            fds[i].revents = again.revents;
-        }
-    }
-    return r;
-}
-
-EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
-{
-    NEED(poll);
-    if (inside || !eng_pending()) return real.poll(fds, n, timeout);
-    int64_t deadline = timeout < 0 ? -1 : mono_ms() + timeout;
-    for (;;) {
-        int r = real.poll(fds, n, timeout);
-        if (r <= 0) return r;
-        int e = errno;
-        int left = drop_spurious(fds, n, r);
-        errno = e;
-        if (left > 0) return left;
-        if (deadline >= 0 && (timeout = (int)(deadline - mono_ms())) <= 0) return 0;
-    }
-}
-
-EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *tmo, const sigset_t *mask)
-{
-    NEED(ppoll);
-    if (inside || !eng_pending()) return real.ppoll(fds, n, tmo, mask);
-    int64_t deadline = tmo ? mono_ms() + tmo->tv_sec * 1000 + tmo->tv_nsec / 1000000 : -1;
-    struct timespec t;
-    for (;;) {
-        int r = real.ppoll(fds, n, tmo, mask);
-        if (r <= 0) return r;
-        int e = errno;
-        int left = drop_spurious(fds, n, r);
-        errno = e;
-        if (left > 0) return left;
-        if (deadline >= 0) {
-            int64_t ms = deadline - mono_ms();
-            if (ms <= 0) return 0;
-            t.tv_sec = ms / 1000;
-            t.tv_nsec = (ms % 1000) * 1000000;
-            tmo = &t;
-        }
-    }
 }
 
 EXPORT int close(int fd)
