@@ -1,7 +1,8 @@
 /**
  * Local relays: a virtual connection to an address of our own subnet is joined to the real
  * listener registered for it (dialed by router/connects.ts), and bytes are relayed between
- * the two connections by a read/write loop per direction with one reused buffer each,
+ * the two connections by a read/write loop per direction with one reused buffer each (16 KiB,
+ * growing to 256 KiB when reads fill it),
  * propagating half-close (EOF on one side becomes closeWrite on the other).
  */
 import { closeQuietly, writeAll } from "../common/io.ts";
@@ -19,8 +20,29 @@ export interface Refusal {
   why: string;
 }
 
-/** Size of each direction's reused buffer. */
+/** Largest size of each direction's reused buffer. */
 export const RELAY_BUFFER = 256 * 1024;
+/** First size of a direction's buffer: an idle connection holds only this much. */
+export const RELAY_BUFFER_FIRST = 16 * 1024;
+
+/**
+ * A read buffer that starts small and doubles (up to RELAY_BUFFER) each time a read fills it, so
+ * idle and short connections cost little while bulk transfers get the large buffer after a few
+ * reads.
+ */
+export class GrowingBuffer {
+  #buf = new Uint8Array(RELAY_BUFFER_FIRST);
+
+  /** The buffer to read into next. */
+  get buf(): Uint8Array {
+    return this.#buf;
+  }
+
+  /** After a read of `n` bytes: grows when the read filled it. */
+  filled(n: number): void {
+    if (n === this.#buf.length && n < RELAY_BUFFER) this.#buf = new Uint8Array(n * 2);
+  }
+}
 
 /** Byte counts of a finished relay. */
 export interface RelayResult {
@@ -29,13 +51,15 @@ export interface RelayResult {
 }
 
 async function pump(from: Deno.TcpConn, to: Deno.TcpConn): Promise<number> {
-  const buf = new Uint8Array(RELAY_BUFFER);
+  const b = new GrowingBuffer();
   let total = 0;
   while (true) {
+    const buf = b.buf;
     const n = await from.read(buf);
     if (n === null) break;
     await writeAll(to, buf.subarray(0, n));
     total += n;
+    b.filled(n);
   }
   await to.closeWrite();
   return total;

@@ -177,6 +177,7 @@ export class Router {
       return;
     }
     conn.setNoDelay(true);
+    conn.setKeepAlive(true);
     this.#conns.add(conn);
     let admitted = true;
     const release = () => {

@@ -33,8 +33,9 @@
 /* ---- connect ----------------------------------------------------------------------------- */
 
 /* connect of the program's socket fd (a duplicate) to the virtual destination in ss: the answer
- * to the stopped call, given here. A non-blocking TCP socket gets EINPROGRESS at once (the engine
- * finishes the connect outside the program); a blocking one waits here (in a worker). */
+ * to the stopped call, given here (in a worker). A non-blocking TCP socket gets EINPROGRESS after
+ * at most pol_park_ms (the engine finishes the connect outside the program); a blocking one
+ * waits for the whole connect. */
 static void virtual_connect(int nfd, const struct seccomp_notif *q, int fd, const struct sockaddr_storage *ss,
                             socklen_t sl)
 {
@@ -100,15 +101,7 @@ void on_connect(int nfd, const struct seccomp_notif *q)
         if (sa_port((struct sockaddr *)&ss, sl) != DNS_PORT || !dns_connect(nfd, q, &ss, sl)) tg_continue(nfd, q->id);
         return;
     }
-    /* A non-blocking TCP connect never waits: answered here, at once. */
-    int fd = tg_getfd((pid_t)q->pid, (int)q->data.args[0]);
-    int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
-    if (fd >= 0 && fl >= 0 && (fl & O_NONBLOCK) && pol_sockopt_int(fd, SO_TYPE) == SOCK_STREAM) {
-        virtual_connect(nfd, q, fd, &ss, sl);
-        close(fd);
-        return;
-    }
-    if (fd >= 0) close(fd);
+    /* In a worker: a blocking connect waits there; a non-blocking one at most PARK_MS. */
     job *j = new_job(nfd, q, -1);
     if (!j) {
         tg_reply(nfd, q->id, 0, ENOMEM);

@@ -36,6 +36,7 @@
 #define MYRT_ABI 1
 #define DRAIN_MS 2000        /* at exit, time given to workers still running */
 #define SWEEP_MS 3000        /* how often the states of closed sockets are swept out */
+#define PARK_MS 20           /* a non-blocking connect waits this long at most for the answer */
 
 extern char **environ;
 
@@ -191,6 +192,7 @@ EXPORT int myrt_run(const char *path, const char *argv_block, uint32_t argc, con
         return -1;
     }
     uvpn_env_use(envp);
+    pol_park_ms = PARK_MS;
     int nfd = -1, code = 126;
     pid_t pid = sp_spawn(path, argv, envp, &nfd, &code, err, errlen);
     if (pid < 0) {

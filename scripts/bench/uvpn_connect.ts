@@ -20,7 +20,7 @@ const IDLE = (Deno.args[3] ?? "1000,10000").split(",").map(Number).filter((n) =>
 
 const SERVER = `
 import asyncio, os, resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+_h = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; resource.setrlimit(resource.RLIMIT_NOFILE, (_h, _h))
 host = os.environ.get("UVPN_SRC_ADDR", "127.0.0.1")
 hold = sys.argv[1] == "hold"
 async def serve(r, w):
@@ -39,7 +39,7 @@ asyncio.run(main())
 
 const CLIENT = `
 import asyncio, resource, sys, time
-resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+_h = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; resource.setrlimit(resource.RLIMIT_NOFILE, (_h, _h))
 host, mode, n, arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 fails = 0
 async def one():

@@ -50,6 +50,23 @@ async function httpServer(o: Overlay, s: Overlay["a"], addr: string, port: numbe
   return p;
 }
 
+/** withSilentOverlay with python3 http.server on a virtual address of B (port 8080) serving `text` as /f. */
+function withWebServer(text: string, body: (o: Overlay, addrA: string, addrB: string, server: Proc) => Promise<void>) {
+  return withSilentOverlay(async (o, dir) => {
+    const www = join(dir, "www");
+    Deno.mkdirSync(www);
+    Deno.writeTextFileSync(join(www, "f"), text);
+    const addrB = await o.register(o.b);
+    const addrA = await o.register(o.a);
+    const server = await httpServer(o, o.b, addrB, 8080, www);
+    try {
+      await body(o, addrA, addrB, server);
+    } finally {
+      await server.stop();
+    }
+  });
+}
+
 const ASYNCIO_CLIENT = `
 import asyncio, sys, time
 silent, healthy, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -144,14 +161,8 @@ Promise.all(Array.from({ length: n }, (_, i) => get(i))).then((bodies) => {
 `;
 
 Deno.test("nonblocking: node and curl --parallel fetch from overlay servers many at once", opts, () =>
-  withSilentOverlay(async (o, dir) => {
-    const www = join(dir, "www");
-    Deno.mkdirSync(www);
-    Deno.writeTextFileSync(join(www, "f"), "from the overlay\n");
-    const addrB = await o.register(o.b);
-    const addrA = await o.register(o.a);
-    const server = await httpServer(o, o.b, addrB, 8080, www);
-    try {
+  withWebServer("from the overlay\n", async (o, addrA, addrB) => {
+    {
       const n = await run("node", ["-e", NODE_CLIENT, addrB, "8080", "20"], { env: o.env(o.a, addrA), timeoutMs: 60_000 });
       assert.equal(n.code, 0, n.stderr);
       assert.equal(n.stdout.trim(), "bodies 1 20 from the overlay");
@@ -162,19 +173,11 @@ Deno.test("nonblocking: node and curl --parallel fetch from overlay servers many
       });
       assert.equal(c.code, 0, c.stderr);
       assert.equal(c.stdout, "from the overlay\n".repeat(12));
-    } finally {
-      await server.stop();
     }
   }));
 
 Deno.test("nonblocking: idle strangers on a listener's real port do not delay overlay clients", opts, () =>
-  withSilentOverlay(async (o, dir) => {
-    const www = join(dir, "www");
-    Deno.mkdirSync(www);
-    Deno.writeTextFileSync(join(www, "f"), "served\n");
-    const addrB = await o.register(o.b);
-    const addrA = await o.register(o.a);
-    const server = await httpServer(o, o.b, addrB, 8080, www);
+  withWebServer("served\n", async (o, addrA, addrB, server) => {
     const strangers: Deno.TcpConn[] = [];
     try {
       const real = Number((await o.b.router!.waitFor(new RegExp(`listener ${esc(addrB)}:8080 is at 127\\.0\\.0\\.1:(\\d+)`)))[1]);
@@ -191,18 +194,11 @@ Deno.test("nonblocking: idle strangers on a listener's real port do not delay ov
       assert.doesNotMatch(server.stderr, /"GET \/ HTTP\/1\.0"/, "the stranger's request never reached http.server");
     } finally {
       for (const c of strangers) c.close();
-      await server.stop();
     }
   }));
 
 Deno.test("nonblocking: a killed server's address refuses at once while another process listens on its real port", opts, () =>
-  withSilentOverlay(async (o, dir) => {
-    const www = join(dir, "www");
-    Deno.mkdirSync(www);
-    Deno.writeTextFileSync(join(www, "f"), "old server\n");
-    const addrB = await o.register(o.b);
-    const addrA = await o.register(o.a);
-    const server = await httpServer(o, o.b, addrB, 8080, www);
+  withWebServer("old server\n", async (o, addrA, addrB, server) => {
     const real = Number((await o.b.router!.waitFor(new RegExp(`listener ${esc(addrB)}:8080 is at 127\\.0\\.0\\.1:(\\d+)`)))[1]);
     await server.stop("SIGKILL");
     await o.b.router!.waitFor(new RegExp(`listener ${esc(addrB)}:8080 dropped: its process went away`), 3000);

@@ -40,6 +40,14 @@ uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved
 
 /* Where a connect started with eng_connect_async stands. */
 enum { ENG_PENDING = 0, ENG_DONE = 1, ENG_FAILED = 2, ENG_UNKNOWN = 3 };
+
+/* Puts the socket fd into the listening state (with TCP_DEFER_ACCEPT), where it shows no
+ * readiness while its connect is pending. 0 or -errno. */
+int eng_park(int fd);
+/* Waits (at most until the monotonic deadline) for the router's answer to connect id: returns
+ * ENG_PENDING when it has not come; then the socket is parked (eng_park) under the engine's
+ * lock, so the answer cannot slip in between. Otherwise the engine has moved it on. */
+int eng_conn_wait_answer(uint32_t id, int64_t until);
 /* Settles it if it can (the ticket is written the moment its socket is connected) and returns
  * its state: DONE with *c (src_port as assigned) filled; FAILED with *err (the overlay's errno;
  * with consume, reported only once: later calls say UNKNOWN); PENDING. */

@@ -130,20 +130,26 @@ static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size
 
 /* A non-blocking overlay connect: the socket listens (so it shows no readiness, as a connect in
  * progress), and the engine takes a duplicate of it. -EINPROGRESS on success. */
+int pol_park_ms;
+
 static int connect_async(int fd, int family, const uvpn_connect *c, char *why, size_t why_len)
 {
-    int defer = 0, on = 30;
+    int defer = 0;
     socklen_t dl = sizeof defer;
     real.getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &dl);
-    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &on, sizeof on);
-    if (real.listen(fd, 1)) {
-        int e = errno;
-        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
-        snprintf(why, why_len, "cannot park the socket: listen: %s", strerror(e));
-        return -e;
+    if (!pol_park_ms) {
+        int r = eng_park(fd);
+        if (r) {
+            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+            snprintf(why, why_len, "cannot park the socket: listen: %s", strerror(-r));
+            return r;
+        }
     }
     int dup = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
     uint32_t id = dup < 0 ? 0 : eng_connect_async(dup, family, c, defer, mono_ms() + cfg()->timeout_ms);
+    if (id && pol_park_ms && eng_conn_wait_answer(id, mono_ms() + pol_park_ms) == ENG_PENDING) {
+        dbg("connect: no answer within %d ms: the socket waits listening", pol_park_ms);
+    }
     if (!id) {
         int e = errno;
         struct sockaddr unspec = {.sa_family = AF_UNSPEC};

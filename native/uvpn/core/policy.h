@@ -41,6 +41,12 @@ void pol_unlisten(const vinfo *v);
 int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev,
                 vinfo *out);
 
+/* Under the supervisor: how long (ms) a non-blocking connect waits, in the stopped call, for the
+ * router's answer before it returns EINPROGRESS with the socket parked listening (0 in
+ * libuvpn.so: it parks at once). While the program is stopped in connect() none of its pollers
+ * watches the socket, so its move to the router's port is never seen half-done. */
+extern int pol_park_ms;
+
 /* Where the VS_CONNECTING state *st stands (settled if it can be): 1 connected (*st is now the
  * VS_CONNECTED state: keep it); 0 still in progress; -errno the connect failed (consume: the
  * error is reported once, the caller drops the state). */

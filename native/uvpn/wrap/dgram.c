@@ -111,22 +111,25 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
     return real.write(fd, buf, n);
 }
 
-EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
+/* readv/writev: only the gate of a pending connect (they carry no UDP here). */
+static ssize_t vector_io(ssize_t (*fn)(int, const struct iovec *, int), int fd, const struct iovec *iov, int n)
 {
-    NEED(writev);
     vinfo st;
     ssize_t r;
     if (!inside && fdt_maybe(fd) && fdt_get(fd, &st) && st.kind == VS_CONNECTING && gated(fd, &st, &r)) return r;
-    return real.writev(fd, iov, n);
+    return fn(fd, iov, n);
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    NEED(writev);
+    return vector_io(real.writev, fd, iov, n);
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 {
     NEED(readv);
-    vinfo st;
-    ssize_t r;
-    if (!inside && fdt_maybe(fd) && fdt_get(fd, &st) && st.kind == VS_CONNECTING && gated(fd, &st, &r)) return r;
-    return real.readv(fd, iov, n);
+    return vector_io(real.readv, fd, iov, n);
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)

@@ -20,12 +20,25 @@
 #include <sys/epoll.h>
 #include <time.h>
 
+#define FAIL_WAIT_MS 20
+
 /* 1 when the HUP-without-ERR event on fd is the instant of the move and nothing else is there
- * now (drop it); else 0 with *now the events fd shows now. */
+ * now (drop it); else 0 with *now the events fd shows now (0: leave the event as it is). */
 static int spurious(int fd, short *now)
 {
     vinfo st;
-    if (!fdt_maybe(fd) || !fdt_get(fd, &st) || st.kind != VS_CONNECTING || pending_gate(fd, &st) != 1) return 0;
+    /* The gate waits for the move to finish (and briefly for the join): what the socket shows
+     * after that is the truth, connected or still connecting. A failed connect is left alone. */
+    if (!fdt_maybe(fd) || !fdt_get(fd, &st) || st.kind != VS_CONNECTING) return 0;
+    if (pending_gate(fd, &st) < 0) {
+        /* Failed: the engine has connected it to a refusing port; the reset that makes it show
+         * POLLERR, as a refused connect does, is a local round trip away. */
+        struct pollfd p = {fd, POLLOUT, 0};
+        for (int64_t end = mono_ms() + FAIL_WAIT_MS; real.poll(&p, 1, 1) >= 0 && !(p.revents & POLLERR) && mono_ms() < end;)
+            p.revents = 0;
+        *now = p.revents;
+        return 0;
+    }
     struct pollfd again = {fd, POLLIN | POLLOUT, 0};
     if (real.poll(&again, 1, 0) == 0) return 1;
     *now = again.revents;
@@ -146,7 +159,7 @@ static int drop_spurious_ep(int epfd, struct epoll_event *evs, int r)
         if (fd >= 0 && now) {
             uint32_t shown = (now & POLLIN ? EPOLLIN : 0) | (now & POLLOUT ? EPOLLOUT : 0) |
                              (now & POLLERR ? EPOLLERR : 0) | (now & POLLHUP ? EPOLLHUP : 0);
-            evs[i].events = shown & (ev | EPOLLIN | EPOLLOUT);
+            evs[i].events = shown & (ev | EPOLLERR | EPOLLHUP);
         }
         evs[k++] = evs[i];
     }
