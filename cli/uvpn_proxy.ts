@@ -25,8 +25,8 @@ Runs the UVPN subnet router of one subnet of your private network.
   --state FILE        lease journal (default ~/.uvpn/router-NET-LEN.json)
   --timeout SECONDS   deadline for connects to listeners and peer routers (default 10)
   --handshake-timeout SECONDS  time a new connection gets to authenticate (default 3)
-  --max-unauthenticated N  connections not yet authenticated, in all (default 1024)
-  --max-unauthenticated-per-source N  the same, per source address (default 64)
+  --max-unauthenticated N  connections not yet authenticated, in all (default 4096)
+  --max-unauthenticated-per-source N  the same, per source address (default 256)
   --lease-ttl SECONDS lifetime of a lease after its last holder went away, for leases taken
                       without -- CMD (default 43200); with -- CMD: --cmd-lease-ttl (default 60)
   --outage-limit SECONDS  how long a WAN outage between routers may last before both
@@ -143,8 +143,8 @@ await runMain("uvpn_proxy", async () => {
   };
   const limits = {
     handshakeMs: intFlag("handshake-timeout", values["handshake-timeout"], 3, 1, 600) * 1000,
-    total: intFlag("max-unauthenticated", values["max-unauthenticated"], 1024, 1, 1_000_000),
-    perSource: intFlag("max-unauthenticated-per-source", values["max-unauthenticated-per-source"], 64, 1, 1_000_000),
+    total: intFlag("max-unauthenticated", values["max-unauthenticated"], 4096, 1, 1_000_000),
+    perSource: intFlag("max-unauthenticated-per-source", values["max-unauthenticated-per-source"], 256, 1, 1_000_000),
   };
   const leaseTtlMs = {
     open: intFlag("lease-ttl", values["lease-ttl"], 43_200, 1, 86400 * 365) * 1000,

@@ -5,8 +5,9 @@
  *      connections (connect, 1 byte each way, close) to a python3 asyncio server, natively
  *      (127.0.0.1), under libuvpn.so and under the seccomp supervisor, within one subnet (one
  *      router) and across both (two routers and a session);
- *   2. sustained rate: RATE connections per second to one server for SECONDS, across subnets,
- *      counting every failure (the old replay caches dropped connections past 8,192 per 600 s);
+ *   2. sustained rate: RATE connections per second to one server for SECONDS, through one router
+ *      (two carry less than 500/s until issue 13), counting every failure (the old replay caches
+ *      dropped connections past 8,192 per 600 s);
  *   3. idle cost: 1,000 and 10,000 open idle overlay connections across subnets: each router's
  *      RSS per session and its CPU while idle (10 s), the routers started fresh for each size.
  * Prints a table and ratios against native measured in the same run.
@@ -14,6 +15,7 @@
 import { Overlay, Proc, spawnCli, tempDir } from "../../tests/helpers.ts";
 
 const N = Number(Deno.args[0] ?? 20000);
+const SKIP_RATES = Deno.env.get("SKIP_RATES") === "1"; // only phases 2 and 3
 const SUSTAIN_S = Number(Deno.args[1] ?? 600);
 const RATE = Number(Deno.args[2] ?? 500);
 const IDLE = (Deno.args[3] ?? "1000,10000").split(",").map(Number).filter((n) => n > 0);
@@ -68,12 +70,12 @@ async def paced():   # arg connections per second for n seconds
         if len(tasks) > 4096: tasks = [x for x in tasks if not x.done()]
     await asyncio.gather(*tasks)
     print("sent", i, "fails", fails, "rate", i / (time.monotonic() - t0), flush=True)
-async def hold():    # n idle connections, open until stdin closes
+async def hold():    # n idle connections, open until the process is stopped
     conns = []
-    for k in range(0, n, 64):
-        conns += await asyncio.gather(*(asyncio.open_connection(host, 7300) for _ in range(min(64, n - k))))
+    for k in range(0, n, 32):
+        conns += await asyncio.gather(*(asyncio.open_connection(host, 7300) for _ in range(min(32, n - k))))
     print("open", len(conns), flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await asyncio.sleep(86400)
 asyncio.run({"burst": burst, "paced": paced, "hold": hold}[mode]())
 `;
 
@@ -117,9 +119,9 @@ using dir = tempDir("myrt-bench-");
   const o = new Overlay(dir.path);
   await o.start();
   try {
-    say(`1. connection set-up: ${N} connections (connect, 1 byte each way, close), 32 in flight, python3 asyncio both ends`);
-    say(["", "native", "preload", "seccomp", "preload/native", "seccomp/native"].join("\t"));
-    for (const [label, cs] of [["one router (same subnet)", o.b], ["two routers (across subnets)", o.a]] as const) {
+    if (!SKIP_RATES) say(`1. connection set-up: ${N} connections (connect, 1 byte each way, close), 32 in flight, python3 asyncio both ends`);
+    if (!SKIP_RATES) say(["", "native", "preload", "seccomp", "preload/native", "seccomp/native"].join("\t"));
+    for (const [label, cs] of SKIP_RATES ? [] :  [["one router (same subnet)", o.b], ["two routers (across subnets)", o.a]] as const) {
       const rates: Record<Mode, number> = { native: 0, preload: 0, seccomp: 0 };
       for (const mode of ["native", "preload", "seccomp"] as Mode[]) {
         const s = await server(o, o.b, mode === "seccomp" ? "seccomp" : mode, "echo");
@@ -138,9 +140,11 @@ using dir = tempDir("myrt-bench-");
     if (SUSTAIN_S > 0) {
       const s = await server(o, o.b, "preload", "echo");
       try {
-        const text = await client(o, o.a, "preload", [s.addr, "paced", String(SUSTAIN_S), String(RATE)], (SUSTAIN_S + 300) * 1000);
+        // Through one router: two routers carry less than this rate until issue 13 multiplexes
+        // sessions (see the set-up rates above).
+        const text = await client(o, o.b, "preload", [s.addr, "paced", String(SUSTAIN_S), String(RATE)], (SUSTAIN_S + 300) * 1000);
         const m = text.match(/sent (\d+) fails (\d+) rate ([\d.]+)/)!;
-        say(`2. sustained: ${RATE}/s asked for ${SUSTAIN_S} s across subnets (preload): ${m[1]} connections at ${Number(m[3]).toFixed(0)}/s, ${m[2]} lost`);
+        say(`2. sustained: ${RATE}/s asked for ${SUSTAIN_S} s to one server through one router (preload): ${m[1]} connections at ${Number(m[3]).toFixed(0)}/s, ${m[2]} lost`);
       } finally {
         await s.p.stop();
       }
@@ -156,7 +160,7 @@ for (const n of IDLE) {
   try {
     const base = [usage(o.a.router!.pid), usage(o.b.router!.pid)];
     const s = await server(o, o.b, "preload", "hold");
-    const c = inOverlay(o, o.a, "preload", ["python3", "-c", CLIENT, s.addr, "hold", String(n), "0"], "");
+    const c = inOverlay(o, o.a, "preload", ["python3", "-c", CLIENT, s.addr, "hold", String(n), "0"]);
     try {
       await c.waitFor(new RegExp(`open ${n}`), 600_000);
       await new Promise((r) => setTimeout(r, 3000)); // settle
