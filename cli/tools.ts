@@ -36,7 +36,7 @@ export const TOOLS: Tool[] = [
     // (--allow-ffi; the library's path depends on where PREFIX is, so it cannot be named).
     permissions: [
       "--allow-net",
-      `--allow-env=${KEY_ENV},UVPN_HOME_PROXY,UVPN_HOME_PROXY_PORT,MYRT_LIBDIR,PATH,LD_PRELOAD`,
+      `--allow-env=${KEY_ENV},UVPN_HOME_PROXY,UVPN_HOME_PROXY_PORT,UVPN_HOLDER,UVPN_NETWORKS,MYRT_LIBDIR,PATH,LD_PRELOAD`,
       "--allow-read",
       "--allow-run",
       "--allow-ffi",

@@ -4,7 +4,10 @@
 #include "common/real.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 struct myrt_real real = {
@@ -15,6 +18,12 @@ struct myrt_real real = {
     .accept4 = accept4,
     .getsockname = getsockname,
     .getpeername = getpeername,
+    .getsockopt = getsockopt,
+    .poll = poll,
+    .epoll_ctl = epoll_ctl,
+    .epoll_wait = epoll_wait,
+    .epoll_pwait = epoll_pwait,
+    .ppoll = ppoll,
     .close = close,
     .dup = dup,
     .dup2 = dup2,
@@ -26,6 +35,8 @@ struct myrt_real real = {
     .sendmmsg = sendmmsg,
     .send = send,
     .write = write,
+    .writev = writev,
+    .readv = readv,
     .recv = recv,
     .recvfrom = recvfrom,
     .recvmsg = recvmsg,

@@ -20,6 +20,12 @@ static void load(void)
     LOAD(accept4);
     LOAD(getsockname);
     LOAD(getpeername);
+    LOAD(getsockopt);
+    LOAD(poll);
+    LOAD(epoll_ctl);
+    LOAD(epoll_wait);
+    LOAD(epoll_pwait);
+    LOAD(ppoll);
     LOAD(close);
     LOAD(dup);
     LOAD(dup2);
@@ -31,6 +37,8 @@ static void load(void)
     LOAD(sendmmsg);
     LOAD(send);
     LOAD(write);
+    LOAD(writev);
+    LOAD(readv);
     LOAD(recv);
     LOAD(recvfrom);
     LOAD(recvmsg);

@@ -11,6 +11,8 @@ void on_connect(int nfd, const struct seccomp_notif *q);
 void on_bind(int nfd, const struct seccomp_notif *q);
 void on_listen(int nfd, const struct seccomp_notif *q);
 void on_accept(int nfd, const struct seccomp_notif *q);
+/* getsockopt(SO_ERROR): the error of a failed overlay connect. */
+void on_getsockopt(int nfd, const struct seccomp_notif *q);
 /* getsockname (peer 0) and getpeername (peer 1). */
 void on_name(int nfd, const struct seccomp_notif *q, int peer);
 

@@ -109,6 +109,11 @@ void on_send(int nfd, const struct seccomp_notif *q)
     if ((fd = tg_getfd((pid_t)q->pid, pm->fd)) < 0) goto out;
     ino = inode_of(fd);
     has = ss_get(ino, &st);
+    if (has && st.kind == VS_CONNECTING) {
+        int g = conn_gate(ino, &st);
+        if (g) r = g > 0 ? -EAGAIN : g; /* a connecting socket: EAGAIN; a failed one: its error */
+        goto out;
+    }
     if (!named && !(has && st.kind == VS_UDP)) goto out;
     /* The payload, gathered (a datagram too large for the tunnel is refused before any read). */
     struct iovec one = {NULL, pm->total};
@@ -194,8 +199,15 @@ void on_recv(int nfd, const struct seccomp_notif *q)
     if (nl_on_recv(nfd, q)) return;
     ino_t ino;
     vinfo st;
-    int fd = overlay_socket(q, (1 << VS_UDP) | (1 << VS_DNS), &ino, &st), err = 0;
+    int fd = overlay_socket(q, (1 << VS_UDP) | (1 << VS_DNS) | (1 << VS_CONNECTING), &ino, &st), err = 0;
     if (fd >= 0 && st.kind == VS_UDP && !st.registered) close(fd), fd = -1;
+    if (fd >= 0 && st.kind == VS_CONNECTING) {
+        int g = conn_gate(ino, &st);
+        close(fd);
+        if (g) tg_reply(nfd, q->id, -1, g > 0 ? EAGAIN : -g);
+        else tg_continue(nfd, q->id);
+        return;
+    }
     if (fd < 0) {
         tg_continue(nfd, q->id);
         return;

@@ -73,6 +73,15 @@ int filter_install(void)
     stop_if(&p, AF_NETLINK);
     emit(&p, (struct sock_filter)LD(offsetof(struct seccomp_data, nr)));
     emit(&p, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_AND | BPF_K, ~X32_BIT));
+    /* getsockopt: only (fd, SOL_SOCKET, SO_ERROR, ...): the gate before a moved socket's ticket
+     * is written, and a failed overlay connect's errno (stream.c) */
+    emit(&p, (struct sock_filter)JEQ(SYS_getsockopt, 0, 4)); /* else over the next four */
+    emit(&p, (struct sock_filter)LD(ARG_LO(1)));
+    emit(&p, (struct sock_filter)JEQ(SOL_SOCKET, 0, 2));
+    emit(&p, (struct sock_filter)LD(ARG_LO(2)));
+    stop_if(&p, SO_ERROR);
+    emit(&p, (struct sock_filter)LD(offsetof(struct seccomp_data, nr)));
+    emit(&p, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_AND | BPF_K, ~X32_BIT));
     /* ioctl: only the interface requests (uvpn/core/ifaces.h), compared on the low 32 bits of
      * the command, which is all the kernel reads. */
     unsigned not_ioctl = p.n;

@@ -37,6 +37,7 @@
 #define MYRT_ABI 1
 #define DRAIN_MS 2000        /* at exit, time given to workers still running */
 #define SWEEP_MS 3000        /* how often the states of closed sockets are swept out */
+#define PARK_MS 20           /* a non-blocking connect waits this long at most for the answer */
 
 extern char **environ;
 
@@ -50,6 +51,7 @@ static void dispatch(int nfd, const struct seccomp_notif *q)
     case SYS_accept4: on_accept(nfd, q); break;
     case SYS_getsockname: on_name(nfd, q, 0); break;
     case SYS_getpeername: on_name(nfd, q, 1); break;
+    case SYS_getsockopt: on_getsockopt(nfd, q); break;
     case SYS_sendto:
     case SYS_sendmsg: on_send(nfd, q); break;
     case SYS_recvfrom:
@@ -96,7 +98,7 @@ static char **merge_env(char **over)
     return v;
 }
 
-static void unlisten(const vinfo *v) { pol_unlisten(v); }
+static void unlisten(const vinfo *v) { pol_release(v); }
 
 typedef struct {
     const ino_t *live;
@@ -108,7 +110,8 @@ static int socket_gone(ino_t ino, const vinfo *v, void *ctx)
 {
     const census *c = ctx;
     /* A socket that is only bound is missing from the dumps of kernels before 6.5. */
-    if (!c->bound_listed && v->kind != VS_CONNECTED && v->kind != VS_DNS && !v->registered) return 0;
+    if (!c->bound_listed && v->kind != VS_CONNECTED && v->kind != VS_CONNECTING && v->kind != VS_DNS && !v->registered)
+        return 0;
     return !sd_contains(c->live, c->n, ino);
 }
 
@@ -192,6 +195,7 @@ EXPORT int myrt_run(const char *path, const char *argv_block, uint32_t argc, con
         return -1;
     }
     uvpn_env_use(envp);
+    pol_park_ms = PARK_MS;
     int nfd = -1, code = 126;
     pid_t pid = sp_spawn(path, argv, envp, &nfd, &code, err, errlen);
     if (pid < 0) {

@@ -95,10 +95,9 @@ Deno.test("fault relay: drop, inject and corrupt change the stream exactly where
 
 Deno.test("fault relay: a frame fault fires at its frame, also when frames arrive one byte at a time", async () => {
   const key = new Uint8Array(32);
-  const nonce = new Uint8Array(16);
-  const a = encodeFrame(key, FrameType.LIST, nonce, new Uint8Array(0));
-  const b = encodeFrame(key, FrameType.LEASE, nonce, new Uint8Array([1, 120]));
-  const c = encodeFrame(key, FrameType.STATUS, nonce, new Uint8Array(0));
+  const a = encodeFrame(key, FrameType.LIST, 1, 1);
+  const b = encodeFrame(key, FrameType.LEASE, 2, 2, new Uint8Array([0, 0, 0, 0, 0, 0]));
+  const c = encodeFrame(key, FrameType.STATUS, 3, 3, new Uint8Array([0]));
   const stream = concat(a, b, c, new TextEncoder().encode("raw bytes after the frames"));
   for (const piece of [stream.length, 1]) {
     await using s = await setup();

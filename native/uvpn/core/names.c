@@ -3,7 +3,7 @@
 #include "uvpn/core/config.h"
 #include "common/log.h"
 #include "common/netio.h"
-#include "uvpn/core/overlay.h"
+#include "uvpn/core/engine.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>

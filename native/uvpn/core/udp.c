@@ -4,7 +4,7 @@
 #include "uvpn/core/config.h"
 #include "common/log.h"
 #include "common/netio.h"
-#include "uvpn/core/overlay.h"
+#include "uvpn/core/engine.h"
 #include "uvpn/core/policy.h"
 #include "common/real.h"
 #include "common/wire.h"
@@ -33,6 +33,7 @@ static int udpbind(uint32_t ip, uint16_t vport, uint16_t real_port, int timeout_
     if (st == 0) {
         dbg("udp %s: %s with the home router (real port %u)", a, real_port ? "registered" : "unregistered",
             real_port);
+        if (real_port) eng_keep(UVPN_T_UDPBIND, body, sizeof body);
         return 0;
     }
     int e = st < 0 ? -st : uvpn_status_to_errno(st);
@@ -148,7 +149,9 @@ int pol_udp_connect(int fd, uint32_t ip, uint16_t port, int has, const vinfo *pr
 
 void pol_udp_unregister(const vinfo *v)
 {
-    if (v->registered && v->owner == getpid()) udpbind(v->lip, v->lport, 0, UNREGISTER_MS);
+    if (!v->registered || v->owner != getpid()) return;
+    eng_forget(UVPN_T_UDPBIND, v->lip, v->lport);
+    udpbind(v->lip, v->lport, 0, UNREGISTER_MS);
 }
 
 ssize_t pol_udp_send(int fd, int has, vinfo *st, int *changed, const struct msghdr *msg, int flags)

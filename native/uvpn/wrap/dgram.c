@@ -1,8 +1,10 @@
 /* dgram.c: libuvpn.so's wrappers of the datagram calls, for UDP over the overlay (udp.c):
- * sendto, sendmsg, sendmmsg, send, write, recvfrom, recvmsg, recvmmsg, recv, read. Calls on
- * sockets without overlay UDP state go straight to the real function; sendmsg and recvmsg also
- * carry the overlay state of sockets passed with SCM_RIGHTS (fdlife.c). rtnetlink requests about
- * interfaces are answered by netlink.c before anything else. */
+ * sendto, sendmsg, sendmmsg, send, write, writev, recvfrom, recvmsg, recvmmsg, recv, read, readv.
+ * Calls on sockets without overlay state go straight to the real function; on a socket whose
+ * overlay connect is in progress, stream I/O fails with EAGAIN (as on a connecting socket) until
+ * the ticket is written; sendmsg and recvmsg also carry the overlay state of sockets passed with
+ * SCM_RIGHTS (fdlife.c). rtnetlink requests about interfaces are answered by netlink.c before
+ * anything else. */
 #include "uvpn/wrap/wrap.h"
 #include "uvpn/wrap/fdlife.h"
 #include "uvpn/wrap/fdtable.h"
@@ -35,6 +37,17 @@ static int blocked_dest(int fd, const void *addr, socklen_t len, int flags, cons
     return b;
 }
 
+/* A stream call on a socket whose overlay connect may be in progress: 1 with *ret = -1 (EAGAIN
+ * while in progress, the overlay's errno once failed), or 0 to make the real call. */
+static int gated(int fd, vinfo *st, ssize_t *ret)
+{
+    int g = pending_gate(fd, st);
+    if (!g) return 0;
+    errno = g > 0 ? EAGAIN : -g;
+    *ret = -1;
+    return 1;
+}
+
 /* sendmsg through the overlay when msg is about it: 1 with *ret the call's result, else 0
  * (make the real call). */
 static int udp_send(int fd, const struct msghdr *msg, int flags, ssize_t *ret)
@@ -42,6 +55,7 @@ static int udp_send(int fd, const struct msghdr *msg, int flags, ssize_t *ret)
     if (inside || !msg) return 0;
     vinfo st;
     int has = fdt_maybe(fd) && fdt_get(fd, &st);
+    if (has && st.kind == VS_CONNECTING) return gated(fd, &st, ret);
     if (!msg->msg_name && !(has && st.kind == VS_UDP)) return 0;
     int saved = errno, changed;
     inside = 1;
@@ -60,7 +74,9 @@ static int udp_send(int fd, const struct msghdr *msg, int flags, ssize_t *ret)
 static int udp_recv(int fd, struct msghdr *msg, int flags, ssize_t *ret)
 {
     vinfo st;
-    if (inside || !fdt_maybe(fd) || !fdt_get(fd, &st) || st.kind != VS_UDP || !st.registered) return 0;
+    if (inside || !fdt_maybe(fd) || !fdt_get(fd, &st)) return 0;
+    if (st.kind == VS_CONNECTING) return gated(fd, &st, ret);
+    if (st.kind != VS_UDP || !st.registered) return 0;
     int saved = errno;
     inside = 1;
     ssize_t r = pol_udp_recv(fd, &st, msg, flags);
@@ -96,6 +112,27 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
     ssize_t r;
     if (fdt_maybe(fd) && udp_send(fd, &m, 0, &r)) return r;
     return real.write(fd, buf, n);
+}
+
+/* readv/writev: only the gate of a pending connect (they carry no UDP here). */
+static ssize_t vector_io(ssize_t (*fn)(int, const struct iovec *, int), int fd, const struct iovec *iov, int n)
+{
+    vinfo st;
+    ssize_t r;
+    if (!inside && fdt_maybe(fd) && fdt_get(fd, &st) && st.kind == VS_CONNECTING && gated(fd, &st, &r)) return r;
+    return fn(fd, iov, n);
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    NEED(writev);
+    return vector_io(real.writev, fd, iov, n);
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
+{
+    NEED(readv);
+    return vector_io(real.readv, fd, iov, n);
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)

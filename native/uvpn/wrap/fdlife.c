@@ -19,6 +19,7 @@
 #include "uvpn/wrap/fdtable.h"
 #include "common/log.h"
 #include "uvpn/core/policy.h"
+#include "uvpn/core/engine.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -100,6 +101,7 @@ static int state_get(const char *s, vinfo *v)
 static int add_entry(int fd, const vinfo *v, dev_t dev, ino_t ino, void *ctx)
 {
     struct text *t = ctx;
+    if (v->kind == VS_CONNECTING) return 0; /* the engine finishing it does not cross exec */
     int fl = real.fcntl(fd, F_GETFD);
     struct stat st;
     if (fl < 0 || (fl & FD_CLOEXEC) || fstat(fd, &st) || st.st_dev != dev || st.st_ino != ino)
@@ -226,7 +228,7 @@ static int drop_in_range(int fd, const vinfo *v, dev_t dev, ino_t ino, void *ctx
     vinfo rel;
     if ((unsigned int)fd < r->lo || (unsigned int)fd > r->hi || !fdt_clear(fd, &rel)) return 0;
     inside = 1;
-    pol_unlisten(&rel); /* the last fd of a listener: unregister it (as close does) */
+    pol_release(&rel); /* the last fd of a listener: unregister it (as close does) */
     inside = 0;
     return 0;
 }
@@ -241,6 +243,23 @@ static void closed_range(unsigned int lo, unsigned int hi)
     errno = e;
 }
 
+/* close_range over first..last, leaving out the engine's own descriptors (engine.h). */
+static int range_around_engine(unsigned int first, unsigned int last, int flags)
+{
+    unsigned int from = first;
+    int r = 0;
+    for (unsigned int fd = first; ; fd++) {
+        if (fd > last || fd > 65536) {
+            if (from <= last && fr.close_range(from, last, flags)) r = -1;
+            break;
+        }
+        if (!eng_owns_fd((int)fd)) continue;
+        if (fd > from && fr.close_range(from, fd - 1, flags)) r = -1;
+        from = fd + 1;
+    }
+    return r;
+}
+
 EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 {
     fr_init();
@@ -248,7 +267,7 @@ EXPORT int close_range(unsigned int first, unsigned int last, int flags)
         errno = ENOSYS;
         return -1;
     }
-    int r = fr.close_range(first, last, flags);
+    int r = range_around_engine(first, last, flags);
     if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) closed_range(first, last);
     return r;
 }
@@ -256,8 +275,10 @@ EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 EXPORT void closefrom(int lowfd)
 {
     fr_init();
-    if (fr.closefrom) fr.closefrom(lowfd);
-    if (lowfd >= 0) closed_range((unsigned int)lowfd, ~0U);
+    if (lowfd < 0) return;
+    if (fr.close_range) range_around_engine((unsigned int)lowfd, ~0U, 0);
+    else if (fr.closefrom) fr.closefrom(lowfd);
+    closed_range((unsigned int)lowfd, ~0U);
 }
 
 /* ---- SCM_RIGHTS ------------------------------------------------------------------------------ */
@@ -267,7 +288,7 @@ static int cookie_path(int fd, char *out, size_t cap, int create)
 {
     uint64_t cookie;
     socklen_t cl = sizeof cookie;
-    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl)) return -1;
+    if (real.getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl)) return -1;
     const char *base = getenv("XDG_RUNTIME_DIR");
     int n = snprintf(out, cap, "%s/uvpn-%u", base && *base == '/' ? base : "/tmp", (unsigned)getuid());
     if (n < 0 || (size_t)n >= cap) return -1;
