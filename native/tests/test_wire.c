@@ -302,6 +302,8 @@ int main(int argc, char **argv)
         unsigned long long seq;
         unsigned long reqid;
         if (line[0] == '#' || line[0] == '\n') continue;
+        /* The routers' session frames and AES-GCM: checked by test_router. */
+        if (strncmp(line, "gcm ", 4) == 0 || strncmp(line, "session ", 8) == 0 || strncmp(line, "sframe ", 7) == 0) continue;
         if (sscanf(line, "key %64s", frame) == 1) {
             have_key = unhex(frame, key, 32) == 32;
             check(have_key, "key", "vector key line");
