@@ -45,7 +45,6 @@ export const FrameType = {
   USE: 14,
   PING: 16,
   PONG: 17,
-  SESSION: 20,
   /** Router links (docs/PROTOCOL.md, "Sessions between routers"); frames after MUX are the
    * data plane's (native/router/core/frame.h). */
   OPEN: 20,
