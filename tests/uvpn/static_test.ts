@@ -1,6 +1,6 @@
 /**
  * UVPN for statically linked programs: `uvpn_register -r -- CMD` under the seccomp supervisor
- * (libmyrt.so through Deno FFI). Real static programs built or installed by the test: a Go HTTP
+ * (libmyrt.so, run by the launcher uvpn_supervise). Real static programs built or installed by the test: a Go HTTP
  * server and client (CGO_ENABLED=0, built once per run from tests/fixtures/gohttp) and Debian's
  * static busybox (nc, wget, sh). Checks that they talk across two subnets with virtual
  * identities, that Go's own DNS resolver finds overlay names through the supervisor's DNS stub, that the same binaries under `--mode preload` do not reach the overlay (they are
