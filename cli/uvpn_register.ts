@@ -33,9 +33,10 @@ it, then for its lifetime (default 12 h).
       --ttl SECONDS   the lease's lifetime once no process holds it (default: the router's)
       --list          list the router's leases: ADDR, holder, name, age (s), state
       --release ADDR  give a leased address back (only its holder may)
-      --mode MODE     how CMD joins the overlay: preload (libuvpn.so, dynamic programs),
+      --mode MODE     how CMD joins the overlay: preload (libuvpn.so alone, dynamic programs),
                       seccomp (the supervisor in libmyrt.so, any program) or auto (default:
-                      preload for dynamically linked executables, seccomp for static ones)
+                      preload for dynamically linked executables, seccomp for static ones;
+                      static programs that preloaded ones start get the supervisor too)
       --proxy HOST:PORT  the home router (default $UVPN_HOME_PROXY:$UVPN_HOME_PROXY_PORT)
       --key FILE      network key (default $UVPN_KEY_FILE or ~/.uvpn_key)
   -h, --help          this text
@@ -43,7 +44,8 @@ it, then for its lifetime (default 12 h).
 
 Environment: UVPN_HOME_PROXY, UVPN_HOME_PROXY_PORT (the home router), UVPN_KEY_FILE,
 UVPN_HOLDER (the holder token -- CMD gets: lets --release give back its lease);
-MYRT_LIBDIR (where libuvpn.so and libmyrt.so are, default beside this command).
+MYRT_LIBDIR (where libuvpn.so, libmyrt.so and uvpn_supervise are, default beside this
+command). CMD may set UVPN_BIND_ANY=virtual (wildcard binds become virtual-only).
 `;
 
 function homeRouter(flag: string | undefined): RouterAddr {
@@ -154,7 +156,7 @@ await runMain("uvpn_register", async () => {
         UVPN_KEY_FILE: keyPath(values.key),
         UVPN_HOLDER: hex(token),
         UVPN_NETWORKS: [...(prior ? [prior] : []), ...nets].join(","),
-      });
+      }, { notice: !values.silent });
     } finally {
       hold.stop();
     }

@@ -172,6 +172,16 @@ export interface Head {
   reqId: number;
 }
 
+/**
+ * A 64-bit wire field that must be below 2^53 (docs/PROTOCOL.md: every count and time is, so
+ * both codecs hold it exactly); throws FrameError for a larger one.
+ */
+function u53(v: DataView, off: number, what: string): number {
+  const n = v.getBigUint64(off);
+  if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw new FrameError(`A ${what} of 2^53 or more: ${n}`);
+  return Number(n);
+}
+
 /** Checks a 32-byte head (magic, version, type, reserved bytes, length limit). */
 export function parseHead(head: Uint8Array, authenticated = true): Head {
   if (head.length < HEAD_LEN) throw new FrameError(`Short head: ${head.length} bytes`);
@@ -185,7 +195,7 @@ export function parseHead(head: Uint8Array, authenticated = true): Head {
   const bodyLen = u16(head, 6);
   if (bodyLen > maxBody(type, authenticated)) throw new FrameError(`Body too long for type ${type}: ${bodyLen}`);
   const v = new DataView(head.buffer, head.byteOffset, head.byteLength);
-  return { type, bodyLen, seq: Number(v.getBigUint64(8)), reqId: v.getUint32(16) };
+  return { type, bodyLen, seq: u53(v, 8, "seq"), reqId: v.getUint32(16) };
 }
 
 /** Verifies a whole frame (head, body, mac) under `mk` and decodes it. */
@@ -299,7 +309,7 @@ export function decodeConnectAnswer(d: Uint8Array): ConnectAnswer {
     realPort: v.getUint16(5),
     srcPort: v.getUint16(7),
     listenerId: d.slice(9, 17),
-    issued: Number(v.getBigUint64(17)),
+    issued: u53(v, 17, "issued time"),
     ticketId: d.slice(25, 41),
   };
 }
@@ -344,7 +354,9 @@ export function encodeNameAnswer(ip: number, name: string): Uint8Array {
 /** Unpacks NAME reply data. */
 export function decodeNameAnswer(d: Uint8Array): { ip: number; name: string } {
   if (d.length < 5 || d.length !== 5 + d[4]) throw new FrameError(`Bad NAME answer: ${d.length} bytes`);
-  return { ip: u32(d, 0), name: new TextDecoder().decode(d.subarray(5)) };
+  const name = new TextDecoder().decode(d.subarray(5));
+  if (!NAME_RE.test(name)) throw new FrameError(`Bad name in a NAME answer: ${JSON.stringify(name)}`);
+  return { ip: u32(d, 0), name };
 }
 
 /** A REPLY body: status byte then data. */
@@ -415,7 +427,7 @@ export function decodeTicket(key: Uint8Array, b: Uint8Array): Ticket {
     dstPort: v.getUint16(18),
     listenerId: b.slice(20, 28),
     boundPort: v.getUint16(28),
-    issued: Number(v.getBigUint64(32)),
+    issued: u53(v, 32, "issued time"),
     ticketId: b.slice(40, 56),
   };
 }

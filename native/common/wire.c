@@ -78,6 +78,7 @@ int uvpn_decode_head(const uint8_t *buf, size_t n, int authenticated, uvpn_head 
     h->type = buf[5];
     h->len = len;
     h->seq = get64(buf + 8);
+    if (h->seq > UVPN_MAX_U53) return UVPN_E_RANGE;
     h->reqid = get32(buf + 16);
     return UVPN_OK;
 }
@@ -108,6 +109,7 @@ const char *uvpn_strerror(int err)
     case UVPN_E_BODY: return "malformed body";
     case UVPN_E_SPACE: return "buffer too small";
     case UVPN_E_RESERVED: return "reserved bytes not zero";
+    case UVPN_E_RANGE: return "count or time of 2^53 or more";
     case UVPN_E_SEQ: return "frame out of sequence";
     case UVPN_R_TIME: return "ticket issued outside the 300 s window";
     case UVPN_R_REPLAY: return "ticket already used";
@@ -183,6 +185,7 @@ int uvpn_answer_unpack(const uint8_t *d, size_t len, uvpn_answer *a)
     a->src_port = get16(d + 7);
     memcpy(a->lid, d + 9, UVPN_LID_LEN);
     a->issued = get64(d + 17);
+    if (a->issued > UVPN_MAX_U53) return UVPN_E_BODY;
     memcpy(a->tid, d + 25, UVPN_NONCE_LEN);
     return UVPN_OK;
 }
@@ -207,7 +210,7 @@ void uvpn_ticket_pack(const uint8_t key[UVPN_KEY_LEN], const uvpn_ticket *t, uin
 
 int uvpn_ticket_unpack(const uint8_t key[UVPN_KEY_LEN], const uint8_t *b, size_t n, uvpn_ticket *t)
 {
-    if (n < UVPN_TICKET_LEN) return UVPN_E_SHORT;
+    if (n != UVPN_TICKET_LEN) return n < UVPN_TICKET_LEN ? UVPN_E_SHORT : UVPN_E_LENGTH;
     if (memcmp(b, UVPN_TICKET_MAGIC, UVPN_MAGIC_LEN) != 0) return UVPN_E_MAGIC;
     if (b[4] != UVPN_VERSION) return UVPN_E_VERSION;
     if (b[6] || b[7] || b[30] || b[31]) return UVPN_E_RESERVED;
@@ -222,6 +225,7 @@ int uvpn_ticket_unpack(const uint8_t key[UVPN_KEY_LEN], const uint8_t *b, size_t
     memcpy(t->lid, b + 20, UVPN_LID_LEN);
     t->bound_port = get16(b + 28);
     t->issued = get64(b + 32);
+    if (t->issued > UVPN_MAX_U53) return UVPN_E_RANGE;
     memcpy(t->tid, b + 40, UVPN_NONCE_LEN);
     return UVPN_OK;
 }

@@ -96,6 +96,7 @@ enum {
     UVPN_E_SPACE = -8,    /* output buffer too small */
     UVPN_E_RESERVED = -9, /* reserved bytes not zero */
     UVPN_E_SEQ = -10,     /* frame out of sequence on its link */
+    UVPN_E_RANGE = -11,   /* a 64-bit count or time of 2^53 or more */
 };
 
 /* Ticket checks (negative) */
@@ -142,6 +143,10 @@ typedef struct {
     uint8_t tid[UVPN_NONCE_LEN];
 } uvpn_ticket;
 
+/* Every 64-bit field on the wire (seq, a ticket's issued time) is below 2^53, so that both codecs
+ * hold it exactly (TypeScript numbers are doubles); larger values are refused. */
+#define UVPN_MAX_U53 ((1ULL << 53) - 1)
+
 static inline size_t uvpn_frame_len(size_t body_len) { return UVPN_HEAD_LEN + body_len + UVPN_MAC_LEN; }
 
 /* Largest body allowed for a frame type on a link that is (or is not yet) authenticated (0 if
@@ -177,8 +182,8 @@ int uvpn_connect_unpack(const uint8_t *body, size_t len, uvpn_connect *c);
 /* CONNECT answer data (after the status byte): 0 or UVPN_E_BODY. */
 int uvpn_answer_unpack(const uint8_t *data, size_t len, uvpn_answer *a);
 
-/* Tickets: pack (and MAC with the network key) into out; check magic, version, reserved bytes
- * and MAC and unpack (0 or UVPN_E_*). */
+/* Tickets: pack (and MAC with the network key) into out; check length (exactly 88), magic,
+ * version, reserved bytes and MAC and unpack (0 or UVPN_E_*). */
 void uvpn_ticket_pack(const uint8_t key[UVPN_KEY_LEN], const uvpn_ticket *t, uint8_t out[UVPN_TICKET_LEN]);
 int uvpn_ticket_unpack(const uint8_t key[UVPN_KEY_LEN], const uint8_t *buf, size_t n, uvpn_ticket *t);
 

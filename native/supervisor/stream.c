@@ -5,7 +5,8 @@
  *             waits in a worker. A UDP socket connecting to port 53 of a real address goes to
  *             the DNS stub instead (dnsstub.c). Anything else continues in the kernel untouched.
  *   getsockopt(SO_ERROR) of a socket whose overlay connect failed: the overlay's errno, once.
- *   bind      to a virtual address or the wildcard: done here on the duplicate, state recorded.
+ *   bind      to a virtual address or the wildcard: done here on the duplicate, state recorded
+ *             (a UDP one, which registers with the home router, in a worker thread).
  *   listen    on such a socket: real listen on the duplicate, then LISTEN at the home router.
  *   accept(4) on such a socket: accepted here (in a worker thread), CONNECT frame verified, the
  *             new socket installed into the program with SECCOMP_IOCTL_NOTIF_ADDFD.
@@ -149,6 +150,19 @@ void on_getsockopt(int nfd, const struct seccomp_notif *q)
 
 /* ---- bind / listen ----------------------------------------------------------------------- */
 
+/* bind of the program's socket (duplicate fd) to the address of q: done here when it is about
+ * the overlay, else continued in the kernel. */
+static void bind_answer(int nfd, const struct seccomp_notif *q, int fd, const struct sockaddr_storage *ss, socklen_t sl)
+{
+    vinfo n;
+    int r = pol_bind(fd, (const struct sockaddr *)ss, sl, &n);
+    if (r == 1 && ss_set(inode_of(fd), &n)) r = -ENOMEM;
+    if (r == 0) tg_continue(nfd, q->id);
+    else tg_reply(nfd, q->id, 0, r < 0 ? -r : 0);
+}
+
+static void bind_work(job *j) { bind_answer(j->nfd, &j->req, j->dup, &j->ss, j->sl); }
+
 void on_bind(int nfd, const struct seccomp_notif *q)
 {
     struct sockaddr_storage ss;
@@ -162,12 +176,23 @@ void on_bind(int nfd, const struct seccomp_notif *q)
         tg_continue(nfd, q->id);
         return;
     }
-    vinfo n;
-    int r = pol_bind(fd, (struct sockaddr *)&ss, sl, &n);
-    if (r == 1 && ss_set(inode_of(fd), &n)) r = -ENOMEM;
+    /* A UDP bind in the overlay registers with the home router, which may take a while: in a
+     * worker, so the loop never waits (a TCP bind is local and answered here). */
+    uint32_t ip = 1;
+    uint16_t port;
+    int overlay = sa_get_v4((struct sockaddr *)&ss, sl, &ip, &port) ? ip == 0 || cfg_is_virtual(ip)
+                                                                    : ss.ss_family == AF_INET6;
+    if (overlay && pol_sockopt_int(fd, SO_TYPE) == SOCK_DGRAM) {
+        job *j = new_job(nfd, q, fd);
+        if (j) {
+            j->ss = ss;
+            j->sl = sl;
+            start_worker(j, bind_work);
+            return;
+        }
+    }
+    bind_answer(nfd, q, fd, &ss, sl);
     close(fd);
-    if (r == 0) tg_continue(nfd, q->id);
-    else tg_reply(nfd, q->id, 0, r < 0 ? -r : 0);
 }
 
 #define BOUND ((1 << VS_BOUND_VIRTUAL) | (1 << VS_BOUND_ANY))

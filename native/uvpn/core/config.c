@@ -118,6 +118,16 @@ static void read_env(void)
             dbg("UVPN_HOLDER=%s is not a holder token (32 hex digits): ignored", v);
         }
     }
+    v = uvpn_getenv("UVPN_BIND_ANY");
+    if (v && *v) {
+        if (strcmp(v, "virtual") == 0) C.bind_any_virtual = 1;
+        else if (strcmp(v, "real") != 0) dbg("UVPN_BIND_ANY=%s is neither real nor virtual: using real", v);
+    }
+    v = uvpn_getenv("UVPN_STATIC");
+    if (v && *v) {
+        if (strcmp(v, "off") == 0) C.static_off = 1;
+        else if (strcmp(v, "seccomp") != 0) dbg("UVPN_STATIC=%s is neither seccomp nor off: using seccomp", v);
+    }
     v = uvpn_getenv("UVPN_NETWORKS");
     if (v && *v) {
         char buf[2048];

@@ -25,6 +25,8 @@ struct cfg {
     uint8_t holder[16];      /* UVPN_HOLDER (the holder token of a -- CMD lease), else zero */
     int n_extra;
     cidr extra[64];          /* UVPN_NETWORKS */
+    int bind_any_virtual;    /* UVPN_BIND_ANY=virtual: a wildcard bind is virtual-only */
+    int static_off;          /* UVPN_STATIC=off: libuvpn.so leaves static programs it execs alone */
 };
 
 /* The environment, parsed on first use. Never NULL. */

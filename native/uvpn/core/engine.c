@@ -41,7 +41,8 @@
 #define EV_WAKE 0xffffffffu
 #define EV_LINK 0xfffffffeu
 #define MAX_KEEP 1024
-#define JOIN_WAIT_MS 100       /* a program's call waits this long at most for a joining socket */
+#define JOIN_WAIT_MS 100
+#define MAX_INHERITED 8        /* ancestors' links a process keeps open for them */       /* a program's call waits this long at most for a joining socket */
 
 enum { L_DOWN, L_CONNECTING, L_HELLO, L_UP };
 enum { C_QUEUED, C_SENT, C_ANSWERED, C_JOINING, C_DONE, C_FAILED, C_REPORTED };
@@ -97,6 +98,9 @@ static struct {
     uint32_t refuser_ip[4];
     uint16_t refuser_port[4];
     int fd_base;
+    int wanted;                  /* eng_start: keep a link up even without other work */
+    int inherited[MAX_INHERITED]; /* links of ancestors (fork, exec): kept open, never used */
+    int n_inherited;
 } E = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .ep = -1, .wake = -1,
        .link = -1, .state = L_DOWN, .retry_ms = RETRY_FIRST_MS, .next_id = 1, .refuser = {-1, -1, -1, -1}};
 
@@ -136,7 +140,33 @@ int eng_owns_fd(int fd)
                 fd == __atomic_load_n(&E.ep, __ATOMIC_RELAXED) ||
                 fd == __atomic_load_n(&E.wake, __ATOMIC_RELAXED);
     for (int i = 0; i < 4 && !owned; i++) owned = fd == __atomic_load_n(&E.refuser[i], __ATOMIC_RELAXED);
+    int n = __atomic_load_n(&E.n_inherited, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < n && !owned; i++) owned = fd == E.inherited[i];
     return owned;
+}
+
+/* Keeps fd, an ancestor's link, open for good (lock held or single-threaded). */
+static void keep_inherited(int fd)
+{
+    for (int i = 0; i < E.n_inherited; i++)
+        if (E.inherited[i] == fd) return;
+    if (E.n_inherited == MAX_INHERITED) return; /* beyond that, closable */
+    E.inherited[E.n_inherited] = fd;
+    __atomic_store_n(&E.n_inherited, E.n_inherited + 1, __ATOMIC_RELEASE);
+}
+
+void eng_adopt_link(int fd)
+{
+    if (fd >= 0) keep_inherited(fd);
+}
+
+int eng_links(int *fds, int max)
+{
+    int n = 0, link = __atomic_load_n(&E.link, __ATOMIC_RELAXED);
+    if (link >= 0 && n < max) fds[n++] = link;
+    int k = __atomic_load_n(&E.n_inherited, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < k && n < max; i++) fds[n++] = E.inherited[i];
+    return n;
 }
 
 /* The socket's real local port (0 when unknown). */
@@ -590,7 +620,7 @@ static int has_work(void)
         if (!r->done) return 1;
     for (econn *c = E.conns; c; c = c->next)
         if (c->phase == C_QUEUED) return 1;
-    return E.n_keep > 0;
+    return E.n_keep > 0 || E.wanted;
 }
 
 /* Deadlines: requests and connects that ran out of time; the link's own connect. Returns the
@@ -688,6 +718,9 @@ static void child_after_fork(void)
     if (E.ep >= 0) real.close(E.ep);
     if (E.wake >= 0) real.close(E.wake);
     E.ep = E.wake = -1;
+    /* The parent's link stays open here for good, even when the child closes every descriptor
+     * (a daemon): it keeps the registrations this child inherited alive. */
+    if (E.link >= 0) keep_inherited(E.link);
     __atomic_store_n(&E.link, -1, __ATOMIC_RELAXED);
     E.state = L_DOWN;
     E.in_len = E.out_len = 0;
@@ -700,6 +733,7 @@ static void child_after_fork(void)
     __atomic_store_n(&pending_count, 0, __ATOMIC_RELAXED);
     E.reqs = NULL; /* owned by the parent's waiting threads, which do not exist here */
     E.n_keep = 0;
+    E.wanted = 0;
 }
 
 static void fork_prepare(void) { pthread_mutex_lock(&E.lock); }
@@ -823,6 +857,14 @@ int ov_control(int type, const uint8_t *body, size_t len, uint8_t *data, size_t 
     snprintf(why, why_len, "%s", q->why);
     free(q);
     return r;
+}
+
+void eng_start(void)
+{
+    if (engine_lock()) return;
+    E.wanted = 1;
+    wake_engine();
+    pthread_mutex_unlock(&E.lock);
 }
 
 void eng_keep(int type, const uint8_t *body, size_t len)

@@ -28,6 +28,10 @@
 int ov_control(int type, const uint8_t *body, size_t len, uint8_t *data, size_t cap,
                size_t *data_len, int timeout_ms, char *why, size_t why_len);
 
+/* Starts the engine and its link now, without waiting (the supervisor, at start: the
+ * router's address is resolved and INFO learned off the notification loop). */
+void eng_start(void);
+
 /* Registrations the engine repeats on every new link: a LISTEN body (16 bytes) or UDPBIND
  * body (8 bytes), keyed by their ip:vport; forget removes one. */
 void eng_keep(int type, const uint8_t *body, size_t len);
@@ -63,8 +67,15 @@ int eng_connect_wait(uvpn_connect *c, int64_t deadline, uvpn_answer *a, char *wh
 /* Non-blocking connects in progress now (a cheap test: 0 means no socket can be pending). */
 int eng_pending(void);
 
-/* 1 if fd is one of the engine's own descriptors (the link, epoll, wake-up, refusers): the
- * program's close of it must not reach the kernel. */
+/* 1 if fd is one of the engine's own descriptors (the link, epoll, wake-up, refusers, the
+ * inherited links): the program's close of it must not reach the kernel. */
 int eng_owns_fd(int fd);
+
+/* The links this process holds: its own (if any), then those of its ancestors it inherited
+ * (fork, exec), which it keeps open for good so that the registrations it inherited live as
+ * long as it does, even when it closes every descriptor (a daemon). Returns the count. */
+int eng_links(int *fds, int max);
+/* At load after exec: fd is an ancestor's link (checked by the caller): keep it. */
+void eng_adopt_link(int fd);
 
 #endif

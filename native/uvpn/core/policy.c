@@ -255,6 +255,31 @@ uint16_t pol_real_port(int fd)
     return port;
 }
 
+/* Binds fd virtual-only: really to the wildcard address at an ephemeral port (the router relays
+ * to it), as ip:port for the overlay. wild: WILD_NONE for a bind to ip itself, else how a
+ * wildcard bind became this (UVPN_BIND_ANY=virtual). 1 with *out, or -errno. */
+static int bind_virtual(int fd, int family, uint32_t ip, uint16_t port, int wild, vinfo *out)
+{
+    char a[24];
+    fmt_addr(ip, port, a);
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t sl = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    ss.ss_family = (sa_family_t)family; /* port 0, address INADDR_ANY / in6addr_any */
+    if (real.bind(fd, (struct sockaddr *)&ss, sl)) {
+        int e = errno;
+        dbg("bind %s: real bind failed (%s)", a, errno_name(e));
+        return -e;
+    }
+    uint16_t rp = pol_real_port(fd);
+    vinfo n = {.kind = VS_BOUND_VIRTUAL, .family = family, .lip = ip, .lport = port ? port : rp,
+               .real_port = rp, .wild = (uint8_t)wild};
+    *out = n;
+    dbg("bind %s: virtual%s, real port %u", fmt_addr(ip, n.lport, a),
+        wild == WILD_V4 ? " only (UVPN_BIND_ANY=virtual)" : wild == WILD_V6ONLY ? " only, IPv6-only: unreachable" : "", rp);
+    return 1;
+}
+
 int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out)
 {
     uint32_t ip = 0;
@@ -274,6 +299,12 @@ int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out)
         return 0;
     char a[24];
     const struct cfg *c = cfg();
+    if (any && c->bind_any_virtual) {
+        int v6only = 0;
+        socklen_t ol = sizeof v6only;
+        if (family == AF_INET6) real.getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol);
+        return bind_virtual(fd, family, c->src, port, v6only ? WILD_V6ONLY : WILD_V4, out);
+    }
     if (any) {
         if (real.bind(fd, addr, len)) return -errno;
         uint16_t rp = pol_real_port(fd);
@@ -288,27 +319,13 @@ int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out)
             c->have_src ? ip_str(c->src, s) : "UVPN_SRC_ADDR unset");
         return -EADDRNOTAVAIL;
     }
-    /* Really bind to the wildcard address with an ephemeral port; the router relays to it. */
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    socklen_t sl = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    ss.ss_family = (sa_family_t)family; /* port 0, address INADDR_ANY / in6addr_any */
-    if (real.bind(fd, (struct sockaddr *)&ss, sl)) {
-        int e = errno;
-        dbg("bind %s: real bind failed (%s)", a, errno_name(e));
-        return -e;
-    }
-    uint16_t rp = pol_real_port(fd);
-    vinfo n = {.kind = VS_BOUND_VIRTUAL, .family = family, .lip = ip, .lport = port ? port : rp,
-               .real_port = rp};
-    *out = n;
-    dbg("bind %s: virtual, real port %u", fmt_addr(ip, n.lport, a), rp);
-    return 1;
+    return bind_virtual(fd, family, ip, port, WILD_NONE, out);
 }
 
 int pol_listen(int fd, vinfo *st)
 {
-    if ((st->kind != VS_BOUND_VIRTUAL && st->kind != VS_BOUND_ANY) || st->registered) return 0;
+    if ((st->kind != VS_BOUND_VIRTUAL && st->kind != VS_BOUND_ANY) || st->registered || st->wild == WILD_V6ONLY)
+        return 0;
     uint8_t body[16];
     put32(body, st->lip);
     put16(body + 4, st->lport);
@@ -377,6 +394,18 @@ int pol_name(const vinfo *st, int peer, struct sockaddr_storage *ss, socklen_t *
 {
     int peer_known = st->kind == VS_CONNECTED || (st->kind == VS_UDP && st->pport);
     if (peer ? !peer_known : st->kind == VS_BOUND_ANY) return 0;
+    if (!peer && st->wild && st->kind == VS_BOUND_VIRTUAL) { /* what the program bound: the wildcard */
+        memset(ss, 0, sizeof *ss);
+        if (st->family == AF_INET6) {
+            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+            s6->sin6_family = AF_INET6;
+            s6->sin6_port = htons(st->lport);
+            *sl = sizeof *s6;
+        } else {
+            *sl = sa_make_v4(AF_INET, 0, st->lport, ss);
+        }
+        return 1;
+    }
     *sl = peer ? sa_make_v4(st->family, st->pip, st->pport, ss)
                : sa_make_v4(st->family, st->lip, st->lport, ss);
     return 1;

@@ -92,6 +92,7 @@ int pol_udp_bind(int fd, const struct sockaddr *addr, socklen_t len, uint32_t ip
 {
     const struct cfg *c = cfg();
     if (any ? !c->have_src : !cfg_is_virtual(ip)) return 0;
+    if (any && c->bind_any_virtual) any = 0, ip = c->src; /* virtual-only, as a bind to the address */
     char a[24];
     fmt_addr(ip, port, a);
     if (!any && (!c->have_src || ip != c->src)) {
