@@ -1,4 +1,8 @@
-/** The native side: the C wire codec against the shared vectors, and the layering of native/ (check_layers.sh). */
+/**
+ * The native side: the C wire codec and the routers' data-plane core (AES-256-GCM, session keys
+ * and frames, byte queue, spool) against the shared vectors, and the layering of native/
+ * (check_layers.sh).
+ */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { LIBUVPN, ROOT, run, tempDir } from "./helpers.ts";
@@ -12,10 +16,19 @@ Deno.test("native: C wire codec agrees with the shared vectors byte for byte", a
   assert.equal(m[2], "0");
 });
 
+Deno.test("native: the routers' data plane agrees with the shared vectors (every GCM implementation)", async () => {
+  const r = await run(join(ROOT, "native/build/test_router"), [join(ROOT, "tests/vectors/wire.txt")]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const m = r.stdout.match(/^(\d+) passed, (\d+) failed$/m);
+  assert.ok(m, r.stdout);
+  assert.ok(Number(m[1]) >= 100, `only ${m[1]} checks`);
+  assert.equal(m[2], "0");
+});
+
 Deno.test("native: no lower layer calls an interposed wrapper or a higher layer", async () => {
   const r = await run("make", ["-s", "-C", join(ROOT, "native"), "check-layers"]);
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  for (const lib of ["libuvpn.so", "libmyrt.so", "libxufs.so"]) {
+  for (const lib of ["libuvpn.so", "libmyrt.so", "libxufs.so", "libuvpnrouter.so"]) {
     assert.match(r.stdout, new RegExp(`check_layers: ${lib}: \\d+ objects, no upward calls`));
   }
 });
