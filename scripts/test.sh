@@ -14,7 +14,8 @@ cd "$MYRT_ROOT"
 # The suites whose code is mostly native: the preload libraries and the supervisor at work.
 SANITIZE_SUITES=(tests/uvpn/preload_test.ts tests/uvpn/static_test.ts tests/uvpn/wrappers_test.ts
   tests/uvpn/nonblocking_test.ts tests/uvpn/udp_test.ts tests/uvpn/names_test.ts
-  tests/uvpn/ifaces_test.ts tests/xufs/conformance_test.ts tests/xufs/preload_test.ts)
+  tests/uvpn/ifaces_test.ts tests/uvpn/supervisor_leak_test.ts tests/xufs/conformance_test.ts
+  tests/xufs/preload_test.ts)
 
 mode=both
 case "${1:-}" in
