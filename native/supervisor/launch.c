@@ -36,6 +36,9 @@
 #ifdef MYRT_ASAN
 #include <sanitizer/lsan_interface.h>
 #endif
+#ifdef MYRT_COVERAGE
+void __gcov_dump(void);
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -179,6 +182,9 @@ static void supervisor(const opts *o, int rep, pid_t front, const sp_signals *si
     dbg("supervisor: no supervised process left");
 #ifdef MYRT_ASAN
     __lsan_do_leak_check();
+#endif
+#ifdef MYRT_COVERAGE
+    __gcov_dump(); /* the coverage build's counters, which _exit would not write */
 #endif
     _exit(0);
 }
