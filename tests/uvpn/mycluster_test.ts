@@ -9,10 +9,10 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ROOT, run, tempDir } from "../helpers.ts";
+import { IS_ROOT, ROOT, run, tempDir } from "../helpers.ts";
 import { Node, Sites } from "./sites.ts";
 
-const isRoot = Deno.uid() === 0;
+const isRoot = IS_ROOT;
 const have = (cmd: string) => new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null", stderr: "null" }).outputSync().success;
 const slurm = ["slurmctld", "slurmd", "srun", "mpicc.mpich", "mpicc.openmpi", "sshd"].every(have);
 const esc = (s: string) => s.replaceAll(".", "\\.");

@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, Proc, ROOT, run, sleep, tempDir, UVPN_SUPERVISE } from "../helpers.ts";
+import { freePort, IS_ROOT, Proc, ROOT, run, sleep, tempDir, UVPN_SUPERVISE } from "../helpers.ts";
 import { Sshd } from "../xufs/sshd.ts";
 import { BUSYBOX, goBinaries, goServer, inOverlay, leased, withGoServer, withOverlay } from "./static_fixtures.ts";
 
@@ -193,7 +193,7 @@ Deno.test("bind any: two static Go servers bind 0.0.0.0:9090 on one machine with
 
 Deno.test({
   name: "bind any: two real sshd on port 22 of one machine, each at its own virtual address (UVPN_BIND_ANY=virtual); by default they collide",
-  ignore: Deno.uid() !== 0,
+  ignore: !IS_ROOT,
   ...opts,
   fn: () =>
     withOverlay(async (o) => {
