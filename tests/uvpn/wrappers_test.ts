@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, IS_ROOT, Proc, ROOT, run, sleep, tempDir, UVPN_SUPERVISE } from "../helpers.ts";
+import { IS_ROOT, Proc, ROOT, run, sleep, tempDir, UVPN_SUPERVISE } from "../helpers.ts";
 import { Sshd } from "../xufs/sshd.ts";
 import { BUSYBOX, goBinaries, goServer, inOverlay, leased, withGoServer, withOverlay } from "./static_fixtures.ts";
 
@@ -242,7 +242,7 @@ Deno.test({
 Deno.test("supervisor: a UDP registration waiting for a silent home router stalls no other call of the tree", opts, async () => {
   using dir = tempDir();
   // A home router that accepts and never answers: the engine's link waits up to 5 s for it.
-  const silent = Deno.listen({ hostname: "127.0.0.1", port: freePort() });
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const held: Deno.Conn[] = [];
   const accepting = (async () => {
     try {
