@@ -1,0 +1,105 @@
+/**
+ * Sessions through ussh against a real sshd, in both transports: two sessions to one export on
+ * one B writing at once, with A reachable and with A away and coming back (issue 11, case 3); a
+ * directory of 200,000 entries listed without harm to the session, and a link that times out or
+ * drops re-attached with the queued work going on (case 6).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { run } from "../helpers.ts";
+import { awaitMarker, TRANSPORTS, usshTest, waitForFile, withHosts } from "./hosts.ts";
+
+/** B writes `n` files named PREFIX-i holding "PREFIX i". */
+const writes = (prefix: string, n: number) => `for i in $(seq ${n}); do echo "${prefix} $i" > ${prefix}-$i; done`;
+
+function assertWritten(a: string, prefix: string, n: number): void {
+  for (let i = 1; i <= n; i++) assert.equal(Deno.readTextFileSync(join(a, `${prefix}-${i}`)), `${prefix} ${i}\n`, `${prefix}-${i}`);
+}
+
+/** Kills the established TCP connections to B's notun ports (both ends), as a network drop would. */
+async function dropNotunLinks(lo: number): Promise<void> {
+  const r = await run("ss", ["-K", "-tn", `( dport >= :${lo} and dport <= :${lo + 20} ) or ( sport >= :${lo} and sport <= :${lo + 20} )`]);
+  assert.equal(r.code, 0, r.stderr);
+}
+
+for (const notun of TRANSPORTS) {
+  const t = notun ? " (--notun)" : "";
+  Deno.test({
+    ...usshTest,
+    name: `xufs sessions${t}: two sessions to one export on one B write at once, with A reachable and with A away`,
+    async fn() {
+      await withHosts(async (h) => {
+        Deno.writeTextFileSync(join(h.a, "shared.txt"), "on A\n");
+        const both = await Promise.all(["s1", "s2"].map((s) => h.ussh(`cd ~/xufs-rhome && ${writes(s, 40)} && cat shared.txt`, { notun })));
+        for (const r of both) {
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(r.stdout, "on A\n");
+        }
+        assertWritten(h.a, "s1", 40);
+        assertWritten(h.a, "s2", 40);
+        // A goes away (its ussh stopped) while both sessions write, and comes back.
+        const procs = ["w1", "w2"].map((s) =>
+          h.spawn(`cd ~/xufs-rhome && touch ~/m-started-${s} && ${awaitMarker("m-stopped")} && ${writes(s, 30)} && ` +
+            `touch ~/m-written-${s} && ${awaitMarker("m-resumed")} && cat s1-1`, { notun })
+        );
+        for (const s of ["w1", "w2"]) await waitForFile(h.b(`m-started-${s}`), 60_000, procs[s === "w1" ? 0 : 1]);
+        for (const p of procs) Deno.kill(p.pid, "SIGSTOP");
+        if (notun) await dropNotunLinks(h.portLo);
+        Deno.writeTextFileSync(h.b("m-stopped"), "");
+        for (const s of ["w1", "w2"]) await waitForFile(h.b(`m-written-${s}`), 60_000, procs[s === "w1" ? 0 : 1]);
+        for (const p of procs) Deno.kill(p.pid, "SIGCONT");
+        Deno.writeTextFileSync(h.b("m-resumed"), "");
+        for (const p of procs) {
+          const r = await p.result(120_000);
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(r.stdout, "s1 1\n");
+        }
+        assertWritten(h.a, "w1", 30);
+        assertWritten(h.a, "w2", 30);
+      });
+    },
+  });
+
+  Deno.test({
+    ...usshTest,
+    name: `xufs sessions${t}: 200,000 entries in a directory are listed; a link that times out is re-attached`,
+    async fn() {
+      await withHosts(async (h) => {
+        const made = await run("python3", ["-c", [
+          "import os, sys",
+          "a = sys.argv[1]",
+          "os.mkdir(a + '/huge')",
+          "for i in range(200000): open('%s/huge/f%06d' % (a, i), 'w').close()",
+          "for d in range(3):",
+          "    os.makedirs('%s/wide/d%d' % (a, d))",
+          "    for i in range(10000): open('%s/wide/d%d/g%05d' % (a, d, i), 'w').close()",
+        ].join("\n"), h.a], { timeoutMs: 120_000 });
+        assert.equal(made.code, 0, made.stderr);
+        Deno.writeTextFileSync(join(h.a, "small.txt"), "small\n");
+        h.bashrc("export XUFS_TIMEOUT=2");
+        const p = h.spawn(
+          "cd ~/xufs-rhome && ls -f huge | wc -l && find wide -type f | wc -l && ls huge/f199999 && cat small.txt && " +
+            `echo before > before.txt && touch ~/m-ready && ${awaitMarker("m-stopped")} && echo during > during.txt && ` +
+            `touch ~/m-written && ${awaitMarker("m-resumed")} && echo after > after.txt && cat fresh.txt`,
+          { notun, timeoutMs: 300_000 },
+        );
+        await waitForFile(h.b("m-ready"), 120_000, p);
+        // A stops answering: B's link shows no progress for XUFS_TIMEOUT, is declared lost, and
+        // B re-attaches when A is back; B's writes meanwhile are queued, then sent.
+        Deno.kill(p.pid, "SIGSTOP");
+        if (notun) await dropNotunLinks(h.portLo);
+        Deno.writeTextFileSync(h.b("m-stopped"), "");
+        await waitForFile(h.b("m-written"), 30_000, p);
+        await p.waitFor(/link to host A lost/, 30_000);
+        Deno.writeTextFileSync(join(h.a, "fresh.txt"), "made on A while B's link was down\n");
+        Deno.kill(p.pid, "SIGCONT");
+        await p.waitFor(/link to host A re-established/, 30_000);
+        Deno.writeTextFileSync(h.b("m-resumed"), "");
+        const r = await p.result(300_000);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout, "200002\n30000\nhuge/f199999\nsmall\nmade on A while B's link was down\n");
+        for (const f of ["before", "during", "after"]) assert.equal(Deno.readTextFileSync(join(h.a, `${f}.txt`)), `${f}\n`);
+      });
+    },
+  });
+}
