@@ -181,7 +181,10 @@ static int rename_common(int d1, const char *from, int d2, const char *to, unsig
         }
         if (r == 0) {
             r = xufs_req("RENAME", a->rel, b->rel, NULL);
-            if (r == 0) xufs_forget();
+            if (r == 0) {
+                xufs_forget();
+                xfd_renamed(a->rel, b->rel); /* files open for writing keep their (new) name */
+            }
         }
     }
     return release2(a, r);
@@ -520,6 +523,13 @@ static int mkostemps_common(char *tmpl, int suffixlen, int flags)
     int fd = RCALL(mkostemps, -1, p.buf, suffixlen, flags);
     if (fd >= 0) {
         memcpy(tmpl + tl - suffixlen - 6, p.buf + cl - suffixlen - 6, 6);
+        if (xufs_openw(p.rel, 1) < 0) { /* the manager must know it is open, or it is not ours */
+            int e = errno;
+            RCALL(unlink, -1, p.buf);
+            RCALL(close, -1, fd);
+            errno = e;
+            return -1;
+        }
         xfd_track(fd, p.rel);
     }
     return fd;
