@@ -41,7 +41,7 @@ for (const notun of TRANSPORTS) {
         const racer = new Proc("python3", ["-c", RACER, h.a, stop]);
         try {
           const r = await h.ussh(
-            "cd ~/xufs-rhome && for i in $(seq 150); do echo $i > d/f$i; cat d/secret d/inside; ls d; cat dswap/secret; done 2>/dev/null; true",
+            "cd ~/xufs-rhome && for i in $(seq 40); do echo $i > d/f$i; cat d/secret d/inside; ls d; cat dswap/secret; done 2>/dev/null; true",
             { notun, timeoutMs: 180_000 },
           );
           assert.equal(r.code, 0, r.stderr);
@@ -72,7 +72,7 @@ for (const notun of TRANSPORTS) {
         const warm = await h.ussh("cat ~/xufs-rhome/f", { notun });
         assert.equal(warm.code, 0, warm.stderr);
         const r = await h.ussh(
-          "cd ~/xufs-rhome && cat peek; cat up/meta.json; ls peekq 2>&1 | grep -c -v 'No such'; ls up/ | grep -c -x -e tree -e queue; " +
+          "cd ~/xufs-rhome && cat peek; cat up/meta.json; ls peekq/ 2>&1 | grep -c -v 'No such'; ls up/ | grep -c -x -e tree -e queue; " +
             "echo overwritten > peek; cat ~/meta.json",
           { notun },
         );
