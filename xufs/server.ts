@@ -9,10 +9,10 @@
  */
 import { relative } from "node:path";
 import { closeQuietly, withTimeout } from "../common/io.ts";
-import { ExportRoot } from "./confine.ts";
+import { ExportRoot, statAt } from "./confine.ts";
 import { FsError } from "./fserror.ts";
 import { AuthFailure, encodeMessage, ProtocolError, readMessage, serverHandshake } from "./messages.ts";
-import { ExportReader, type Parts } from "./reads.ts";
+import { ExportReader, type Parts, versionString } from "./reads.ts";
 import { type RawConn, SealError } from "./seal.ts";
 import { ExportWriter, isTempFile } from "./writes.ts";
 import { writeAll } from "../common/io.ts";
@@ -21,6 +21,8 @@ import { writeAll } from "../common/io.ts";
 const BUSY_EVERY_MS = 2000;
 /** Deadline of a handshake. */
 const HANDSHAKE_MS = 10_000;
+/** How long the server tells its own changes from A's in change callbacks. */
+const OWN_MS = 10_000;
 /** Answers of journaled changes kept per journal, to answer a change sent again. */
 const JOURNAL_REPLIES = 20_000;
 
@@ -56,6 +58,8 @@ export class FileServer {
   #watch?: Deno.FsWatcher;
   #changed = new Set<string>();
   #changeTimer?: ReturnType<typeof setTimeout>;
+  /** What the server's own recent changes left at each path (a version, or null: gone), to tell them from A's. */
+  #own = new Map<string, { version: string | null; at: number }>();
 
   constructor(
     readonly root: string,
@@ -139,6 +143,7 @@ export class FileServer {
       if (before) return { head: { ...before, again: true } };
       const r = await this.handle(h, payload);
       if ("head" in r) {
+        this.#noteOwn(h, r.head);
         s.replies.set(h.seq, r.head);
         if (s.replies.size > JOURNAL_REPLIES) s.replies.delete(s.replies.keys().next().value!);
       }
@@ -149,6 +154,45 @@ export class FileServer {
   }
 
   // ---- change callbacks ----
+
+  /** Remembers what a change of a cache left on A, so its own echo is not pushed back to it. */
+  // deno-lint-ignore no-explicit-any
+  #noteOwn(h: Record<string, any>, reply: Record<string, unknown>): void {
+    const at = Date.now();
+    const version = typeof reply.version === "string" ? reply.version : null;
+    if (h.op === "rename") {
+      this.#own.set(String(h.path), { version: null, at });
+      if (!reply.conflict) this.#own.set(String(h.to), { version, at });
+    } else if (h.op === "unlink" || h.op === "rmdir") {
+      if (!reply.conflict) this.#own.set(String(h.path), { version: null, at });
+    } else if (!reply.conflict && version !== null) this.#own.set(String(h.op === "link" ? h.to : h.path), { version, at });
+    if (this.#own.size > 50_000) {
+      for (const [k, v] of this.#own) if (at - v.at > OWN_MS) this.#own.delete(k);
+    }
+  }
+
+  /**
+   * Whether what is at `rel` now is what a cache's own recent change left there (an echo, not
+   * news): a file of that very version, a directory of that inode (its times move with every
+   * name made in it), or nothing where it removed something.
+   */
+  #isOwn(rel: string): boolean {
+    const own = this.#own.get(rel);
+    if (!own) return false;
+    if (Date.now() - own.at > OWN_MS) {
+      this.#own.delete(rel);
+      return false;
+    }
+    try {
+      const { dir, name } = this.#root.parent(rel);
+      using _ = dir;
+      const st = statAt(dir, name);
+      if (!st || own.version === null) return !st && own.version === null;
+      return st.type === "d" ? String(st.ino) === own.version.split("-")[2] : versionString(st) === own.version;
+    } catch {
+      return false;
+    }
+  }
 
   /** Starts pushing `{op:"changed", paths}` to `peer` whenever something in the export changes. */
   #subscribe(peer: Peer): void {
@@ -164,8 +208,9 @@ export class FileServer {
       for await (const ev of this.#watch!) {
         for (const p of ev.paths) {
           const rel = relative(this.root, p);
-          // Our own temporary files come and go with every write-back: not news.
-          if (rel.startsWith("..") || isTempFile(rel)) continue;
+          // Our own temporary files come and go with every write-back, and what a cache changed
+          // itself it knows: not news. What A changed since is (its version is another).
+          if (rel.startsWith("..") || isTempFile(rel) || this.#isOwn(rel)) continue;
           this.#changed.add(rel === "" ? "." : rel);
         }
         if (this.#changed.size && !this.#changeTimer) this.#changeTimer = setTimeout(() => this.#pushChanges(), 50);

@@ -126,7 +126,7 @@ export class ExportWriter {
   }
 
   /** `wbegin`: starts a ranged write-back, a temporary file of `size` bytes beside the target. */
-  async beginUpload(h: Head): Promise<Record<string, unknown>> {
+  beginUpload(h: Head): Record<string, unknown> {
     const { dir, name } = this.root.parent(h.path);
     const size = Number(h.size);
     if (!Number.isSafeInteger(size) || size < 0) {
@@ -164,7 +164,7 @@ export class ExportWriter {
     return {};
   }
 
-  async #dropUpload(id: string): Promise<void> {
+  #dropUpload(id: string): void {
     const u = this.#uploads.get(id);
     if (!u) return;
     this.#uploads.delete(id);
@@ -288,7 +288,7 @@ export class ExportWriter {
   }
 
   /** `mkdir`; a directory that is already there counts (a request sent again). */
-  async mkdir(h: Head): Promise<Record<string, unknown>> {
+  mkdir(h: Head): Record<string, unknown> {
     const n = this.root.parent(h.path);
     using _ = n.dir;
     try {
@@ -300,7 +300,7 @@ export class ExportWriter {
   }
 
   /** `rmdir`; a directory already gone counts. */
-  async rmdir(h: Head): Promise<Record<string, unknown>> {
+  rmdir(h: Head): Record<string, unknown> {
     const n = this.root.parent(h.path);
     using _ = n.dir;
     try {
@@ -364,7 +364,7 @@ export class ExportWriter {
   }
 
   /** `symlink`; the same symlink already there counts. */
-  async symlink(h: Head): Promise<Record<string, unknown>> {
+  symlink(h: Head): Record<string, unknown> {
     if (typeof h.target !== "string" || h.target.includes("\0")) throw new FsError("EINVAL", "Bad symlink target");
     const n = this.root.parent(h.path);
     using _ = n.dir;
@@ -394,21 +394,21 @@ export class ExportWriter {
   }
 
   /** `chmod` (never through a symlink). */
-  async chmod(h: Head): Promise<Record<string, unknown>> {
+  chmod(h: Head): Record<string, unknown> {
     using fd = this.root.open(h.path);
     chmodFd(fd, Number(h.mode));
     return this.#fdVersion(fd);
   }
 
   /** `truncate` (never through a symlink); answers the new version. */
-  async truncate(h: Head): Promise<Record<string, unknown>> {
+  truncate(h: Head): Record<string, unknown> {
     using fd = this.root.open(h.path);
     truncateFd(fd, Number(h.length));
     return this.#fdVersion(fd);
   }
 
   /** `utimes` (never through a symlink); answers the new version. */
-  async utimes(h: Head): Promise<Record<string, unknown>> {
+  utimes(h: Head): Record<string, unknown> {
     using fd = this.root.open(h.path);
     utimesFd(fd, Number(h.atimeMs), Number(h.mtimeMs));
     return this.#fdVersion(fd);

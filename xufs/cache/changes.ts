@@ -19,7 +19,7 @@ import { syncDirSync } from "../../common/fs.ts";
 import { type Ack, INLINE_MAX, type Journal, type Op } from "./journal.ts";
 import type { Listings } from "./listings.ts";
 import type { Transfers } from "./transfers.ts";
-import { type CacheState, childOf, isUnder } from "./state.ts";
+import { type CacheState, childOf, isUnder, parentOf } from "./state.ts";
 
 /** How often processes holding files open for writing are checked for having died. */
 const SWEEP_MS = 500;
@@ -230,10 +230,8 @@ export class Changes {
   /** A program opened `rel` for writing (`trunc`: with O_TRUNC, nothing to fetch). */
   async opened(rel: string, pid: number, trunc: boolean): Promise<void> {
     if (trunc) {
-      await this.listings.lookup(rel).catch(async (e) => {
-        if (!(e instanceof FsError && e.code === "ENOENT")) throw e;
-        await this.listings.parentListed(rel);
-      });
+      // Nothing to fetch: its directory must be there and listed (a new file, or one truncated).
+      if (!this.state.meta.get(parentOf(rel))?.listed) await this.listings.parentListed(rel);
     } else {
       await this.transfers.fetch(rel).catch(async (e) => {
         if (!(e instanceof FsError && e.code === "ENOENT")) throw e;

@@ -174,6 +174,11 @@ export class Listings {
 
   /** Makes sure every ancestor of `rel` is listed; throws ENOENT when `rel` does not exist. */
   async lookup(rel: string): Promise<void> {
+    // Its directory listed in this session: every ancestor was, on the way to it.
+    if (rel !== "." && this.state.meta.get(parentOf(rel))?.listed) {
+      if (!lstatSync(this.state.local(rel), { throwIfNoEntry: false })) throw new FsError("ENOENT", `No such file or directory: ${rel}`);
+      return;
+    }
     const parts = rel === "." ? [] : rel.split("/");
     let dir = ".";
     for (let i = 0; i < parts.length; i++) {

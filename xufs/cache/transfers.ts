@@ -76,14 +76,14 @@ export class Transfers {
         if (reply.payload.length !== h.size) throw new FsError("EIO", `Short read of ${target}: ${reply.payload.length} of ${h.size} bytes`);
         if (h.changed && attempt < FETCH_ATTEMPTS) continue;
         await this.fill(real, st, h.size, (f) => writeAt(f, reply.payload, 0));
-        await this.#fetched(target, m, h.version, real, h.racy === true, h.contentSha256);
+        await this.#fetched(m, h.version, real, h.racy === true, h.contentSha256);
         return;
       }
     });
   }
 
   /** Records a fetched version (and the local stat it now has). */
-  async #fetched(target: string, m: Meta, version: string, real: string, racy: boolean, hash?: string): Promise<void> {
+  async #fetched(m: Meta, version: string, real: string, racy: boolean, hash?: string): Promise<void> {
     const now = await stat(real);
     Object.assign(m, { version, fetched: true, racy: racy || undefined, sha256: hash, mtimeMs: now.mtimeMs, size: now.size, recheck: undefined });
     this.state.save();
@@ -167,7 +167,7 @@ export class Transfers {
         size = seen;
         continue;
       }
-      await this.#fetched(target, m, version ?? m.version!, real, false);
+      await this.#fetched(m, version ?? m.version!, real, false);
       return;
     }
   }

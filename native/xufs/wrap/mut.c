@@ -57,6 +57,15 @@ static int mkdir_common(int dirfd, const char *path, mode_t mode)
 {
     xpath p;
     if (!xufs_classify(dirfd, path, &p)) return RCALL(mkdirat, -1, dirfd, xp_real(0, &p, path), mode);
+    /* In a directory this process saw listed, the skeleton is A's and B's view: a name already
+     * there needs no round trip (os.makedirs tries every ancestor). */
+    char parent[PATH_MAX];
+    struct stat st;
+    xufs_rel_dirname(p.rel, parent);
+    if (xufs_is_listed(parent) && RCALL(lstat, -1, p.buf, &st) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
     int r = req_mode("MKDIR", &p, mode & ~cur_umask());
     if (r == 0) xufs_mark_listed(p.rel); /* new and empty */
     return r;
