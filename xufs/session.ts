@@ -221,7 +221,6 @@ async function connectLinks(link: Link, secret: string, stripes: number, timeout
 
 /** Runs a session to the end; returns the exit status of the shell or command. */
 export async function runSession(o: SessionOptions): Promise<number> {
-  const log = (l: string) => console.error(`xufs: ${l}`);
   const mount = join(o.home, o.mount);
   const runDir = join(o.home, ".xufs", "run", `session-${Deno.pid}`);
   await Deno.mkdir(runDir, { recursive: true, mode: 0o700 });
@@ -235,6 +234,11 @@ export async function runSession(o: SessionOptions): Promise<number> {
     createdMount = true;
   }
   const held = await lockCache(join(o.home, ".xufs", "cache"), o.id);
+  const logFile = join(held.dir, "log");
+  const log = (l: string) => {
+    console.error(`xufs: ${l}`);
+    appendLog(logFile, l);
+  };
   if (!held.dir.endsWith(o.id)) log(`another session uses the cache of this export; this one uses ${held.dir}`);
   const timeoutMs = linkTimeoutMs();
   const links = await connectLinks(o.link, o.secret, o.stripes ?? 1, timeoutMs, log);
@@ -310,6 +314,19 @@ async function drain(cache: CacheManager, queue: string, log: (l: string) => voi
   } finally {
     Deno.removeSignalListener("SIGINT", stop);
   }
+}
+
+/** Past this size the log is moved to `log.1` (one older log kept). */
+const LOG_MAX = 1 << 20;
+
+/** Appends a line of the session's stderr, with the time, to the cache's log (best effort). */
+function appendLog(file: string, line: string): void {
+  try {
+    if ((Deno.statSync(file).size ?? 0) > LOG_MAX) Deno.renameSync(file, `${file}.1`);
+  } catch { /* no log yet */ }
+  try {
+    Deno.writeTextFileSync(file, `${new Date().toISOString()} ${line}\n`, { append: true, mode: 0o600 });
+  } catch { /* stderr has it */ }
 }
 
 function signalNumber(sig: Deno.Signal): number {

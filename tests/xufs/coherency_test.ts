@@ -43,6 +43,9 @@ for (const notun of TRANSPORTS) {
         assert.equal(copies.length, 1, `conflict copies: ${[...Deno.readDirSync(h.a)].map((e) => e.name).join(" ")}\n${r.stderr}`);
         assert.equal(Deno.readTextFileSync(join(h.a, copies[0])), "A v1\nB line 1\nB line 2\n");
         assert.match(r.stderr, new RegExp(`conflict: notes\\.txt .*${copies[0].replace(/\./g, "\\.")}`));
+        // ... and so does the cache's log on B.
+        const log = (await run("sh", ["-c", `cat ${h.b(".xufs/cache")}/*/log`])).stdout;
+        assert.match(log, new RegExp(`^\\S+ conflict: notes\\.txt .*${copies[0].replace(/\./g, "\\.")}`, "m"));
       });
     },
   });
