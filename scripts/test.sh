@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$MYRT_ROOT"
 ensure_packages cc:gcc make:make curl:curl python3:python3 socat:socat strace:strace ip:iproute2 \
   unshare:util-linux go:golang-go busybox:busybox-static sshd:openssh-server ssh:openssh-client \
-  git:git pgrep:procps tar:tar iperf3:iperf3 || exit 1
+  git:git pgrep:procps tar:tar iperf3:iperf3 vi:vim-tiny || exit 1
 ensure_deno || exit 1
 make -s -C native || { echo "0 passed, 1 failed"; exit 1; }
 log=$(mktemp)

@@ -50,10 +50,12 @@ try {
   for (let i = 1; i <= Number(v.runs); i++) {
     const name = `v${i}`;
     log(`run ${i}: python3 -m venv on B over ${RTT} ms RTT, ${v.stripes} stripes`);
-    // On B: the venv, then the time it was done (ms) and what it made (outside the mount).
-    const cmd = `s=$(date +%s%3N); /usr/bin/python3 -m venv ~/xufs-rhome/${name} && e=$(date +%s%3N) && ` +
-      `echo "$s $e" > ~/venv-times && cd ~/xufs-rhome/${name} && find . -type f -printf '%s %p\\n' | sort > ~/venv-sizes.tmp && ` +
-      `find . -type f -print0 | sort -z | xargs -0 sha256sum > ~/venv-manifest && mv ~/venv-sizes.tmp ~/venv-sizes`;
+    // On B: the venv, then the times it started and was done (ms, outside the mount).
+    const cmd = `s=$(date +%s%3N); /usr/bin/python3 -m venv ~/xufs-rhome/${name} && e=$(date +%s%3N) && echo "$s $e" > ~/venv-times.tmp && ` +
+      `mv ~/venv-times.tmp ~/venv-times`;
+    try {
+      Deno.removeSync(join(b, "venv-times"));
+    } catch { /* first run */ }
     const started = Date.now();
     const ussh = run(join(prefix, "bin", "ussh"), ["-F", cfg, "hostb", cmd], {
       env: { HOME: a, PATH, XUFS_STRIPES: v.stripes! },
@@ -64,25 +66,32 @@ try {
     let completeAt = 0;
     let exited: { code: number; stderr: string; at: number } | undefined;
     ussh.then((r) => (exited = r));
-    let sizes = "";
+    // What B made, read from B's cache tree (not through the mount, which would delay it).
+    let sizes = "", hashes = "";
     while (!completeAt && Date.now() - started < 1_800_000) {
-      try {
-        sizes ||= Deno.readTextFileSync(join(b, "venv-sizes"));
-      } catch { /* not yet */ }
+      if (!sizes) {
+        try {
+          Deno.statSync(join(b, "venv-times"));
+          const mine = (await run("sh", ["-c", `ls -d ${b}/.xufs/cache/*/tree/${name}`])).stdout.trim();
+          [sizes, hashes] = [await manifest(mine), await manifest(mine, true)];
+        } catch { /* not done yet */ }
+      }
       const seen = Date.now();
-      if (sizes && (await manifest(join(a, name))) === sizes && (await manifest(join(a, name), true)) === Deno.readTextFileSync(join(b, "venv-manifest"))) {
-        completeAt = seen;
-      } else if (exited && !sizes) throw new Error(`ussh exited ${exited.code} before B was done: ${exited.stderr}`);
+      if (sizes && (await manifest(join(a, name))) === sizes && (await manifest(join(a, name), true)) === hashes) completeAt = seen;
+      else if (exited && !sizes) throw new Error(`ussh exited ${exited.code} before B was done: ${exited.stderr}`);
+      else if (exited && seen - exited.at > 5000) break; // ussh is gone, and A is not complete: it left changes behind
       else await new Promise((r) => setTimeout(r, 100));
     }
     const done = await ussh;
     if (done.code !== 0) throw new Error(`ussh exited ${done.code}: ${done.stderr}`);
     const [s, e] = Deno.readTextFileSync(join(b, "venv-times")).trim().split(" ").map(Number);
-    const late = completeAt ? completeAt - e : NaN;
+    const late = completeAt - e;
+    const onA = completeAt
+      ? `complete on A ${(late / 1000).toFixed(1)} s after B was done (goal: within 10 s: ${late <= 10_000 ? "met" : "missed"})`
+      : `never complete on A: ${(await manifest(join(a, name))).split("\n").filter(Boolean).length} of ${files} files there when ussh returned`;
     console.log(
       `run ${i}: ${files} files; venv on B ${((e - s) / 1000).toFixed(1)} s (native ${(nativeMs / 1000).toFixed(1)} s, ` +
-        `${((e - s) / nativeMs).toFixed(1)}x); complete on A ${(late / 1000).toFixed(1)} s after B was done ` +
-        `(goal: within 10 s: ${late <= 10_000 ? "met" : "missed"}); ussh returned ${((done.at - e) / 1000).toFixed(1)} s after`,
+        `${((e - s) / nativeMs).toFixed(1)}x); ${onA}; ussh returned ${((done.at - e) / 1000).toFixed(1)} s after`,
     );
     const drain = done.stderr.match(/xufs: writing back [^\n]*/g);
     if (drain) console.log(`  progress line at exit, first: ${drain[0]}`);

@@ -115,7 +115,6 @@ export async function withHosts(fn: (h: Hosts) => Promise<void>, o: { sshdConfig
   } finally {
     await h?.stop();
     if (mounted) await run("umount", [dir]);
-    else await run("chattr", ["-R", "-i", dir]).catch(() => {}); // a test may have made a path immutable
     Deno.removeSync(dir, { recursive: true });
   }
 }

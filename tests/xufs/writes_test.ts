@@ -50,7 +50,7 @@ for (const notun of TRANSPORTS) {
           "os.replace('settings.json.tmp', 'settings.json')",
           "f.write('{\\\"after\\\": \\\"rename\\\"}\\n'); f.close()",
         ].join("\n");
-        const vim = "vim -es -N -u NONE -i NONE -c 'set nobackup writebackup backupcopy=no' -c '%s/one/two/' -c 'wq' doc.txt";
+        const vim = "vi -es -N -u NONE -i NONE -c 'set nobackup writebackup backupcopy=no' -c '%s/one/two/' -c 'wq' doc.txt";
         const r = await h.ussh(
           `cd ~/xufs-rhome && python3 -c "${py}" && ${vim} && sed -i 's/a=1/a=2/' conf.ini && ` +
             "{ echo built; echo by bash; } > out.tmp && mv -f out.tmp out.txt && cp out.txt copy.txt && " +
