@@ -1,12 +1,14 @@
 /**
  * `uvpn_register -r -- CMD [ARGS…]`: runs CMD inside the overlay with a leased virtual address,
- * either under libuvpn.so (LD_PRELOAD, for dynamically linked executables) or under the seccomp
- * supervisor of libmyrt.so (for static ones, which LD_PRELOAD cannot reach). Owns choosing the
- * mode (ELF inspection), resolving CMD on PATH, forwarding signals and the exit status.
+ * either under libuvpn.so (LD_PRELOAD, for dynamically linked executables; static programs they
+ * start join through the launcher themselves) or under the seccomp supervisor of libmyrt.so,
+ * run by the launcher uvpn_supervise (for static ones, which LD_PRELOAD cannot reach). Owns
+ * choosing the mode (ELF inspection), resolving CMD on PATH, forwarding signals and the exit
+ * status.
  */
 import { join } from "node:path";
 import { MyrtError } from "../common/errors.ts";
-import { findLibrary, LibMyrt, SupervisorError } from "../ffi/libmyrt.ts";
+import { findLibrary, LibMyrt } from "../ffi/libmyrt.ts";
 
 /** How CMD is put into the overlay. */
 export type Mode = "auto" | "preload" | "seccomp";
@@ -109,53 +111,13 @@ function forwardSignals(send: (sig: Deno.Signal) => void): () => void {
   return () => handlers.forEach(([sig, h]) => Deno.removeSignalListener(sig, h));
 }
 
-/**
- * Runs argv (argv[0] = CMD) in the overlay with the overlay variables `env` (UVPN_SRC_ADDR,
- * UVPN_HOME_PROXY, …) added to this process's environment. Returns CMD's exit status (128 +
- * signal number when a signal killed it).
- */
-export async function runInOverlay(mode: Mode, argv: string[], env: Record<string, string>): Promise<number> {
-  const path = resolveCommand(argv[0]);
-  const useSeccomp = mode === "seccomp" || (mode === "auto" && !isDynamic(path));
-  if (useSeccomp) {
-    let lib: LibMyrt;
-    try {
-      lib = LibMyrt.open();
-    } catch (e) {
-      throw new CommandError(`Cannot load the seccomp supervisor: ${(e as Error).message}`, 126);
-    }
-    let pid = 0;
-    const stop = forwardSignals((sig) => {
-      if (pid > 0) Deno.kill(pid, sig);
-    });
-    try {
-      const exit = await lib.run(path, argv, env, (p) => (pid = p));
-      return exit.code;
-    } catch (e) {
-      if (e instanceof SupervisorError) throw new CommandError(e.message, e.code);
-      throw e;
-    } finally {
-      stop();
-    }
-  }
-  let preload: string;
-  try {
-    preload = findLibrary("libuvpn.so");
-  } catch (e) {
-    throw new CommandError((e as Error).message, 126);
-  }
-  const prior = Deno.env.get("LD_PRELOAD");
+/** Spawns path with args and environment env, forwarding FORWARDED signals; CMD's status. */
+async function spawnForwarding(path: string, args: string[], env: Record<string, string>, what: string): Promise<number> {
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(path, {
-      args: argv.slice(1),
-      env: { ...env, LD_PRELOAD: prior ? `${preload}:${prior}` : preload },
-      stdin: "inherit",
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
+    child = new Deno.Command(path, { args, env, stdin: "inherit", stdout: "inherit", stderr: "inherit" }).spawn();
   } catch (e) {
-    throw new CommandError(`Cannot execute (${(e as Error).message}): ${path}`, 126);
+    throw new CommandError(`Cannot execute (${(e as Error).message}): ${what}`, 126);
   }
   const stop = forwardSignals((sig) => {
     try {
@@ -167,4 +129,42 @@ export async function runInOverlay(mode: Mode, argv: string[], env: Record<strin
   } finally {
     stop();
   }
+}
+
+/** Options of runInOverlay beyond the mode. */
+export interface RunOptions {
+  /** Say on stderr when processes CMD started outlive it under the supervisor (not with -s). */
+  notice?: boolean;
+}
+
+/**
+ * Runs argv (argv[0] = CMD) in the overlay with the overlay variables `env` (UVPN_SRC_ADDR,
+ * UVPN_HOME_PROXY, …) added to this process's environment. Returns CMD's exit status (128 +
+ * signal number when a signal killed it). Under the supervisor, CMD runs through the launcher
+ * uvpn_supervise, whose supervisor stays while processes CMD started (daemons) live.
+ */
+export async function runInOverlay(mode: Mode, argv: string[], env: Record<string, string>, opts: RunOptions = {}): Promise<number> {
+  const path = resolveCommand(argv[0]);
+  const useSeccomp = mode === "seccomp" || (mode === "auto" && !isDynamic(path));
+  if (useSeccomp) {
+    let launcher: string;
+    try {
+      LibMyrt.open().close(); // the library the launcher runs on is this MyRT's
+      launcher = findLibrary("uvpn_supervise");
+    } catch (e) {
+      throw new CommandError(`Cannot load the seccomp supervisor: ${(e as Error).message}`, 126);
+    }
+    const flags = ["--as", "uvpn_register", "--nested", "fail", ...(opts.notice ? ["--notice"] : [])];
+    return await spawnForwarding(launcher, [...flags, "--", path, ...argv], env, launcher);
+  }
+  let preload: string;
+  try {
+    preload = findLibrary("libuvpn.so");
+  } catch (e) {
+    throw new CommandError((e as Error).message, 126);
+  }
+  const prior = Deno.env.get("LD_PRELOAD");
+  // --mode preload: LD_PRELOAD alone, also for static programs CMD starts (UVPN_STATIC=off).
+  const extra: Record<string, string> = mode === "preload" ? { UVPN_STATIC: "off" } : {};
+  return await spawnForwarding(path, argv.slice(1), { ...env, ...extra, LD_PRELOAD: prior ? `${preload}:${prior}` : preload }, path);
 }

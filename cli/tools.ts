@@ -32,16 +32,17 @@ export const TOOLS: Tool[] = [
     entry: "cli/uvpn_register.ts",
     // The register client talks to its home router and reads the key; it writes nothing. With
     // `-- CMD` it runs CMD (any command: --allow-run, PATH to find it, LD_PRELOAD to keep the
-    // user's) under libuvpn.so or under the seccomp supervisor it loads from libmyrt.so
-    // (--allow-ffi; the library's path depends on where PREFIX is, so it cannot be named).
+    // user's) under libuvpn.so or under the seccomp supervisor of libmyrt.so, run by the
+    // launcher uvpn_supervise (--allow-ffi checks the library's ABI; its path depends on where
+    // PREFIX is, so it cannot be named).
     permissions: [
       "--allow-net",
-      `--allow-env=${KEY_ENV},UVPN_HOME_PROXY,UVPN_HOME_PROXY_PORT,MYRT_LIBDIR,PATH,LD_PRELOAD`,
+      `--allow-env=${KEY_ENV},UVPN_HOME_PROXY,UVPN_HOME_PROXY_PORT,UVPN_HOLDER,UVPN_NETWORKS,MYRT_LIBDIR,PATH,LD_PRELOAD`,
       "--allow-read",
       "--allow-run",
       "--allow-ffi",
     ],
-    include: ["native/build/libuvpn.so", "native/build/libmyrt.so"],
+    include: ["native/build/libuvpn.so", "native/build/libmyrt.so", "native/build/uvpn_supervise"],
   },
   {
     name: "ussh",
@@ -61,8 +62,14 @@ export const TOOLS: Tool[] = [
   },
 ];
 
-/** Native libraries installed beside the commands, in PREFIX/bin (the seed's paths). */
-export const NATIVE_LIBS = ["native/build/libuvpn.so", "native/build/libmyrt.so", "native/build/libxufs.so"];
+/** Native libraries installed beside the commands, in PREFIX/bin (the seed's paths), and the
+ * launcher uvpn_supervise, which libuvpn.so and uvpn_register find beside libmyrt.so. */
+export const NATIVE_LIBS = [
+  "native/build/libuvpn.so",
+  "native/build/libmyrt.so",
+  "native/build/uvpn_supervise",
+  "native/build/libxufs.so",
+];
 
 /** Source directories a wrapper-based install carries. */
 export const SOURCE_DIRS = ["cli", "common", "router", "ffi", "xufs"];

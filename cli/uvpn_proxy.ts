@@ -13,7 +13,7 @@ import { loadRoutes, parseHostPort, type Route } from "../router/routes.ts";
 import { intFlag, parseCli, runMain } from "./common.ts";
 
 const USAGE = `
-Usage: uvpn_proxy [--routes FILE] [--subnet PREFIX] [--listen ADDR:PORT] [--key FILE] [--state FILE]
+Usage: uvpn_proxy [--routes FILE] [--subnet PREFIX] [--listen ADDR:PORT] [--key FILE] [--state FILE] [OPTIONS]
 
 Runs the UVPN subnet router of one subnet of your private network.
 
@@ -22,8 +22,13 @@ Runs the UVPN subnet router of one subnet of your private network.
                       default: the first entry whose host:port can be bound on this machine
   --listen ADDR:PORT  where to listen (default: all addresses, at the entry's port)
   --key FILE          network key (default $UVPN_KEY_FILE or ~/.uvpn_key; created, mode 0600, if absent)
-  --state FILE        lease database (default ~/.uvpn/router-NET-LEN.json)
-  --timeout SECONDS   deadline for connects and handshakes (default 10)
+  --state FILE        lease journal (default ~/.uvpn/router-NET-LEN.json)
+  --timeout SECONDS   deadline for connects to listeners and peer routers (default 10)
+  --handshake-timeout SECONDS  time a new connection gets to authenticate (default 3)
+  --max-unauthenticated N  connections not yet authenticated, in all (default 4096)
+  --max-unauthenticated-per-source N  the same, per source address (default 256)
+  --lease-ttl SECONDS lifetime of a lease after its last holder went away, for leases taken
+                      without -- CMD (default 43200); with -- CMD: --cmd-lease-ttl (default 60)
   --outage-limit SECONDS  how long a WAN outage between routers may last before both
                       applications get a reset (default 300)
   --retry-max SECONDS longest wait between reconnect attempts (default 10; the first is 0.5)
@@ -84,6 +89,11 @@ await runMain("uvpn_proxy", async () => {
     key: { type: "string" },
     state: { type: "string" },
     timeout: { type: "string" },
+    "handshake-timeout": { type: "string" },
+    "max-unauthenticated": { type: "string" },
+    "max-unauthenticated-per-source": { type: "string" },
+    "lease-ttl": { type: "string" },
+    "cmd-lease-ttl": { type: "string" },
     "outage-limit": { type: "string" },
     "retry-max": { type: "string" },
     "dead-after": { type: "string" },
@@ -131,7 +141,16 @@ await runMain("uvpn_proxy", async () => {
       dir: spoolDir,
     },
   };
-  const router = new Router({ routes, self, key, listen, stateFile, timeoutMs, session });
+  const limits = {
+    handshakeMs: intFlag("handshake-timeout", values["handshake-timeout"], 3, 1, 600) * 1000,
+    total: intFlag("max-unauthenticated", values["max-unauthenticated"], 4096, 1, 1_000_000),
+    perSource: intFlag("max-unauthenticated-per-source", values["max-unauthenticated-per-source"], 256, 1, 1_000_000),
+  };
+  const leaseTtlMs = {
+    open: intFlag("lease-ttl", values["lease-ttl"], 43_200, 1, 86400 * 365) * 1000,
+    exclusive: intFlag("cmd-lease-ttl", values["cmd-lease-ttl"], 60, 1, 86400 * 365) * 1000,
+  };
+  const router = new Router({ routes, self, key, listen, stateFile, timeoutMs, session, limits, leaseTtlMs });
   try {
     await router.start();
   } catch (e) {

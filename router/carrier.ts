@@ -7,27 +7,26 @@
  */
 import { be16, concat, u16 } from "../common/bytes.ts";
 import { closeQuietly, writeAll } from "../common/io.ts";
-import { dialRouter } from "./client.ts";
-import { exchange, writeReply } from "./frame_io.ts";
+import { exchange, type Link, openLink } from "./link.ts";
 import type { Route } from "./routes.ts";
-import { DGRAM_MAX, encodeConnect, type Frame, FrameError, FrameType, Status, statusName } from "./wire.ts";
+import { DGRAM_MAX, encodeConnect, type Frame, FrameError, FrameType, Role, Status, statusName } from "./wire.ts";
 
 const CARRIER_QUEUE_MAX = 4 << 20; // bytes waiting for a carrier link; more are dropped
 const CARRIER_RETRY_MS = 1000; // after a failed carrier link, datagrams are dropped this long
 
 /**
- * Takes over an inbound carrier link whose CONNECT is `frame`: answers OK, then hands each
+ * Takes over an inbound carrier link (a router link) whose CONNECT is `frame`: answers OK, then hands each
  * datagram to `deliver` until the link closes. Only the answer can throw.
  */
 export async function acceptCarrier(
-  conn: Deno.TcpConn,
+  link: Link,
   frame: Frame,
-  key: Uint8Array,
   peer: string,
   deliver: (d: Uint8Array, from: string) => void,
   log: (line: string) => void,
 ): Promise<void> {
-  await writeReply(conn, key, frame, Status.OK);
+  await link.reply(frame.reqId, Status.OK);
+  const conn = link.conn;
   const buf = new Uint8Array(256 * 1024);
   let have = 0;
   try {
@@ -105,17 +104,17 @@ export class Carrier {
   }
 
   async #open(): Promise<Deno.TcpConn> {
-    const conn = await dialRouter(this.route, this.timeoutMs);
+    const link = await openLink(this.route, this.key, { role: Role.ROUTER, timeoutMs: this.timeoutMs });
     try {
-      const body = encodeConnect({ proto: 17, srcIp: 0, srcPort: 0, dstIp: 0, dstPort: 0 });
-      const reply = await exchange(conn, this.key, FrameType.CONNECT, body, this.timeoutMs, "Bad carrier reply");
-      if (reply.body[0] !== Status.OK) throw new FrameError(`Carrier refused: ${statusName(reply.body[0])}`);
+      const body = encodeConnect({ proto: 17, flags: 0, srcIp: 0, srcPort: 0, dstIp: 0, dstPort: 0 });
+      const reply = await exchange(link, FrameType.CONNECT, body, this.timeoutMs);
+      if (reply.status !== Status.OK) throw new FrameError(`Carrier refused: ${statusName(reply.status)}`);
       this.log(`UDP carrier link to ${this.route.host}:${this.route.port} open`);
       // The peer sends nothing on this link; reading notices when it closes.
-      conn.read(new Uint8Array(1)).then(() => this.close(), () => this.close());
-      return conn;
+      link.conn.read(new Uint8Array(1)).then(() => this.close(), () => this.close());
+      return link.conn;
     } catch (e) {
-      conn.close();
+      link.close();
       throw e;
     }
   }

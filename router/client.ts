@@ -1,84 +1,60 @@
 /**
- * The client side of one request/reply exchange with a router: used by uvpn_register for
- * control requests and by a router to forward CONNECT to its peer.
+ * Requests to a router from the commands and from peer routers, over a link of their own
+ * (router/link.ts): one request on a fresh link (`request`, `requestOk`), and the mapping of
+ * link failures to the user-facing error classes (wrong key: AuthError; unreachable: NetworkError).
  */
-import { sameBytes } from "../common/bytes.ts";
 import { AuthError, NetworkError } from "../common/errors.ts";
-import { closeQuietly, TimeoutError, withTimeout, writeAll } from "../common/io.ts";
-import { readFrame } from "./frame_io.ts";
-import { encodeFrame, type Frame, FrameError, FrameType, newNonce, Status, statusName } from "./wire.ts";
+import { type Answer, ClientLink, LinkError, type LinkOptions, type RouterAddr } from "./link.ts";
+import { FrameType, Status, statusName } from "./wire.ts";
 
-/** Where a router listens. */
-export interface RouterAddr {
-  host: string;
-  port: number;
-}
+export type { RouterAddr };
 
 /** Options of a request. */
-export interface RequestOptions {
+export interface RequestOptions extends LinkOptions {
   timeoutMs?: number;
-  /** Keep the connection open after the reply (CONNECT: the stream follows). */
-  keepOpen?: boolean;
 }
 
-/** A reply and, when kept open, the connection it came on. */
-export interface Reply {
-  status: number;
-  data: Uint8Array;
-  conn?: Deno.TcpConn;
+/** The user-facing error for a failed link or request. */
+export function linkFailure(addr: RouterAddr, e: unknown): Error {
+  if (e instanceof LinkError && e.kind === "refused") {
+    return new AuthError(`Router refused the request (wrong network key?): ${addr.host}:${addr.port} (${e.message})`);
+  }
+  if (e instanceof LinkError) return new NetworkError(e.message);
+  return new NetworkError(`No reply from router: ${addr.host}:${addr.port} (${(e as Error).message})`);
 }
 
-/** Connects to a router, mapping failures to NetworkError. */
-export async function dialRouter(addr: RouterAddr, timeoutMs: number): Promise<Deno.TcpConn> {
+/** Opens a link to a router, mapping failures to AuthError / NetworkError. */
+export async function connectRouter(addr: RouterAddr, key: Uint8Array, opts: LinkOptions = {}): Promise<ClientLink> {
   try {
-    const conn = await withTimeout(
-      Deno.connect({ hostname: addr.host, port: addr.port }),
-      timeoutMs,
-      `connecting to ${addr.host}:${addr.port}`,
-    );
-    conn.setNoDelay(true);
-    return conn;
+    return await ClientLink.open(addr, key, opts);
   } catch (e) {
-    const why = e instanceof TimeoutError ? "timed out" : (e as Error).message;
-    throw new NetworkError(`Cannot reach router: ${addr.host}:${addr.port} (${why})`);
+    throw linkFailure(addr, e);
   }
 }
 
-/**
- * Sends one request frame and reads its reply. A router that closes without replying
- * refused our key (AuthError).
- */
+/** One request on `link`, mapping failures to NetworkError. */
+export async function ask(link: ClientLink, type: number, body: Uint8Array = new Uint8Array(0), timeoutMs = 10_000): Promise<Answer> {
+  try {
+    return await link.request(type, body, timeoutMs);
+  } catch (e) {
+    throw linkFailure(link.addr, e);
+  }
+}
+
+/** Opens a link, sends one request, reads its answer, closes. */
 export async function request(
   addr: RouterAddr,
   key: Uint8Array,
   type: number,
   body: Uint8Array,
   opts: RequestOptions = {},
-): Promise<Reply> {
-  const timeoutMs = opts.timeoutMs ?? 10_000;
-  const conn = await dialRouter(addr, timeoutMs);
-  const nonce = newNonce();
-  let reply: Frame;
+): Promise<Answer> {
+  const link = await connectRouter(addr, key, opts);
   try {
-    await writeAll(conn, encodeFrame(key, type, nonce, body));
-    reply = await readFrame(conn, key, timeoutMs);
-  } catch (e) {
-    closeQuietly(conn); // may be closed by the deadline already
-    if (e instanceof FrameError && /closed|MAC/.test(e.message)) {
-      throw new AuthError(
-        `Router refused the request (wrong network key?): ${addr.host}:${addr.port} (${e.message})`,
-      );
-    }
-    throw new NetworkError(`No reply from router: ${addr.host}:${addr.port} (${(e as Error).message})`);
+    return await ask(link, type, body, opts.timeoutMs ?? 10_000);
+  } finally {
+    link.close();
   }
-  if (reply.type !== FrameType.REPLY || reply.body.length < 1 || !sameBytes(reply.nonce, nonce)) {
-    conn.close();
-    throw new NetworkError(`Bad reply from router: ${addr.host}:${addr.port}`);
-  }
-  const status = reply.body[0];
-  if (opts.keepOpen && status === Status.OK) return { status, data: reply.body.subarray(1), conn };
-  conn.close();
-  return { status, data: reply.body.subarray(1) };
 }
 
 /** Like `request`, but a non-OK status becomes a NetworkError naming it. */
@@ -94,4 +70,57 @@ export async function requestOk(
     throw new NetworkError(`Router refused ${what}: ${statusName(reply.status)}`);
   }
   return reply.data;
+}
+
+/**
+ * Keeps a link open that presents holder token `token` (so the leases it names stay held) until
+ * `stop()`; when the link breaks (a router restart) it is opened again, first after 0.5 s, then
+ * backing off to 10 s. `uvpn_register -r -- CMD` holds its lease this way while CMD runs.
+ */
+export function holdLeases(
+  addr: RouterAddr,
+  key: Uint8Array,
+  first: ClientLink,
+  token: Uint8Array,
+  log: (line: string) => void,
+): { stop(): void } {
+  let stopped = false;
+  let link: ClientLink | undefined = first;
+  let wake: () => void = () => {};
+  (async () => {
+    let delay = 500;
+    while (!stopped) {
+      if (link) {
+        await Promise.race([link.ended, new Promise<void>((r) => (wake = r))]);
+        if (stopped) break;
+        log(`lost the link to router ${addr.host}:${addr.port}; reconnecting`);
+        link = undefined;
+      }
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, delay);
+        wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      if (stopped) break;
+      try {
+        link = await ClientLink.open(addr, key, { holder: token, timeoutMs: 10_000 });
+        await link.request(FrameType.INFO); // a first request authenticates the link
+        delay = 500;
+      } catch {
+        link?.close();
+        link = undefined;
+        delay = Math.min(delay * 2, 10_000);
+      }
+    }
+    link?.close();
+  })();
+  return {
+    stop() {
+      stopped = true;
+      link?.close();
+      wake();
+    },
+  };
 }

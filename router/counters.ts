@@ -39,6 +39,15 @@ export interface SessionCounters {
   replayed: number;
 }
 
+/** Live links and what hangs on them, for `--status`. */
+export interface LinkCounts {
+  clients: number;
+  routers: number;
+  unauthenticated: number;
+  listeners: number;
+  pending: number;
+}
+
 /** Sums of session counters. */
 interface SessionSums {
   sent: number;
@@ -121,7 +130,7 @@ export class RouterCounters implements RouterStats {
    * Text for `uvpn_proxy --status`: relays, sessions (ended and live together), UDP, then one
    * line per live session. `leases` and `udpEndpoints` are the router's current table sizes.
    */
-  statusText(subnet: Subnet, leases: number, udpEndpoints: number): string {
+  statusText(subnet: Subnet, leases: number, udpEndpoints: number, links?: LinkCounts): string {
     const t = this.#ended;
     const live: SessionSums = { sent: 0, received: 0, reconnects: 0, replayed: 0, spooled: 0 };
     const lines = [...this.#live].map((s) => {
@@ -138,6 +147,10 @@ export class RouterCounters implements RouterStats {
       `replayed=${t.replayed + live.replayed} spooled=${t.spooled + live.spooled}`,
       `udp endpoints=${udpEndpoints} received=${u.received} delivered=${u.delivered} ` +
       `forwarded=${u.forwarded} dropped=${u.dropped}`,
+      ...(links
+        ? [`links clients=${links.clients} routers=${links.routers} unauthenticated=${links.unauthenticated} ` +
+          `listeners=${links.listeners} pending_tickets=${links.pending}`]
+        : []),
       ...lines,
     ].join("\n") + "\n";
   }

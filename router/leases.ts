@@ -1,11 +1,23 @@
 /**
- * A router's database: the virtual addresses it leased in its subnet and the listeners
- * registered on them, persisted crash-safely (write to a temporary file, fsync, rename, fsync
- * the directory) so a restarted router keeps them.
+ * A router's database: the virtual addresses it leased in its subnet, who holds them and for
+ * how long, and the listeners registered on them (docs/PROTOCOL.md, "Leases", "Listeners").
+ * A lease is `held` while at least one live link holds it (its holder token in HELLO, or USE),
+ * then in `grace` for its lifetime, then released. Listeners belong to the links that registered
+ * them and vanish with the last one. Lease changes go to an append-only journal (router/journal.ts),
+ * compacted when it grows past twice the live state; listeners live in memory only (their
+ * processes register them again on a new link).
  */
+import { hex, unhex } from "../common/bytes.ts";
 import { ConfigError } from "../common/errors.ts";
-import { writeFileAtomic } from "../common/fs.ts";
 import { contains, formatIp, parseIp, type Subnet } from "./ipv4.ts";
+import { Journal, parseJournal } from "./journal.ts";
+import { randomId } from "./wire.ts";
+
+/** A live link as the table sees it: an identity, and the holder token it presented. */
+export interface Holder {
+  readonly id: number;
+  readonly token: Uint8Array;
+}
 
 /** One leased virtual address. */
 export interface Lease {
@@ -14,83 +26,192 @@ export interface Lease {
   holder: string;
   name: string;
   since: number;
+  /** Lifetime after its last holder went away, ms. */
+  ttlMs: number;
+  /** Holder token: a link presenting it in HELLO holds the lease. */
+  token: Uint8Array;
+  /** Only links presenting the token may hold it (leases taken for `-- CMD`). */
+  exclusive: boolean;
+  /** Live links holding it now. */
+  holders: Set<number>;
+  /** While in grace: when it is released (ms). */
+  graceUntil: number;
 }
 
-/** Where a virtual listener really is. */
+/** Where a virtual listener really is, and the links it belongs to. */
 export interface Listener {
+  ip: number;
+  port: number;
   realHost: string;
   realPort: number;
+  /** The listener id the registering process drew (hex). */
+  id: string;
+  links: Set<number>;
 }
 
-interface StateFile {
-  version: 1;
-  subnet: string;
-  cursor: number;
-  leases: { ip: string; holder: string; name: string; since: number }[];
-  listeners: { ip: string; port: number; realHost: string; realPort: number }[];
+interface LeaseRecord {
+  ip: string;
+  holder: string;
+  name: string;
+  since: number;
+  ttl: number;
+  token: string;
+  exclusive: boolean;
 }
 
-/** Leases and listeners of one subnet, saved after every change. */
+/** Why a holder may not act on an address. */
+export type Refused = "EPERM" | "ENOENT";
+
+/** Leases and listeners of one subnet. */
 export class LeaseTable {
   readonly leases: Map<number, Lease> = new Map();
   readonly listeners: Map<string, Listener> = new Map();
   #cursor: number;
-  #saving: Promise<void> = Promise.resolve();
+  #journal?: Journal;
+  #timer?: ReturnType<typeof setInterval>;
+  #log: (line: string) => void = () => {};
 
   private constructor(readonly subnet: Subnet, readonly file: string) {
     this.#cursor = subnet.net;
   }
 
-  /** Loads the table from `file`, or starts empty when the file does not exist. */
-  static async open(subnet: Subnet, file: string): Promise<LeaseTable> {
+  /**
+   * Loads the table from `file` (a journal, or a version-1 state file, which is converted), or
+   * starts empty when it does not exist. Every loaded lease starts in grace: its holders have
+   * its lifetime to come back. `graceMs` overrides that lifetime (tests).
+   */
+  static async open(subnet: Subnet, file: string, log?: (line: string) => void): Promise<LeaseTable> {
     const table = new LeaseTable(subnet, file);
-    let text: string;
+    if (log) table.#log = log;
+    let text = "";
     try {
       text = await Deno.readTextFile(file);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return table;
-      throw new ConfigError(`Cannot read router state: ${file} (${(e as Error).message})`);
+      if (!(e instanceof Deno.errors.NotFound)) {
+        throw new ConfigError(`Cannot read router state: ${file} (${(e as Error).message})`);
+      }
     }
-    table.#load(text);
+    const converted = table.#load(text);
+    table.#journal = await Journal.open(file, 0);
+    if (converted || text === "") await table.#compact();
+    else table.#journal.lines = text.split("\n").filter((l) => l.trim()).length;
+    table.#timer = setInterval(() => table.expire(Date.now()), 1000);
+    Deno.unrefTimer(table.#timer);
     return table;
   }
 
-  #load(text: string): void {
-    let state: StateFile;
+  /** Parses the file; returns true when it must be rewritten in the current format. */
+  #load(text: string): boolean {
+    if (!text.trim()) return false;
+    const subnetText = `${formatIp(this.subnet.net)}/${this.subnet.len}`;
+    const now = Date.now();
+    const addLease = (r: LeaseRecord, where: string) => {
+      const ip = parseIp(r.ip);
+      if (ip === null || !contains(this.subnet, ip)) {
+        throw new ConfigError(`${where}: lease outside subnet ${subnetText}: ${r.ip}`);
+      }
+      const ttlMs = (r.ttl ?? 43_200) * 1000;
+      this.leases.set(ip, {
+        ip,
+        holder: r.holder,
+        name: r.name ?? "",
+        since: r.since,
+        ttlMs,
+        token: r.token ? unhex(r.token) : randomId(),
+        exclusive: !!r.exclusive,
+        holders: new Set(),
+        graceUntil: now + ttlMs,
+      });
+    };
+    if (text.trimStart().startsWith("{\n") || /^\s*\{\s*"version":\s*1/.test(text)) {
+      // Version 1: one JSON document, rewritten at every change.
+      let state: { version: number; subnet: string; cursor: number; leases: LeaseRecord[] };
+      try {
+        state = JSON.parse(text);
+      } catch (e) {
+        throw new ConfigError(`${this.file}: corrupt router state (${(e as Error).message}); move it away to start empty`);
+      }
+      if (state.version === 1) {
+        if (state.subnet !== subnetText) {
+          throw new ConfigError(`${this.file}: state belongs to subnet ${state.subnet}, not ${subnetText}`);
+        }
+        this.#cursor = state.cursor >>> 0;
+        for (const l of state.leases) addLease(l, this.file);
+        return true;
+      }
+    }
+    let parsed;
     try {
-      state = JSON.parse(text);
+      parsed = parseJournal(text);
     } catch (e) {
       throw new ConfigError(`${this.file}: corrupt router state (${(e as Error).message}); move it away to start empty`);
     }
-    const subnetText = `${formatIp(this.subnet.net)}/${this.subnet.len}`;
-    if (state.subnet !== subnetText) {
-      throw new ConfigError(`${this.file}: state belongs to subnet ${state.subnet}, not ${subnetText}`);
-    }
-    this.#cursor = state.cursor >>> 0;
-    for (const l of state.leases) {
-      const ip = parseIp(l.ip);
-      if (ip === null || !contains(this.subnet, ip)) {
-        throw new ConfigError(`${this.file}: lease outside subnet ${subnetText}: ${l.ip}`);
+    for (const { line, value } of parsed.records) {
+      const where = `${this.file}:${line}`;
+      const r = value as { uvpn_state?: number; subnet?: string; lease?: LeaseRecord; cursor?: number; release?: string };
+      if (r.uvpn_state !== undefined) {
+        if (r.subnet !== subnetText) throw new ConfigError(`${this.file}: state belongs to subnet ${r.subnet}, not ${subnetText}`);
+      } else if (r.lease) {
+        addLease(r.lease, where);
+      } else if (r.release !== undefined) {
+        const ip = parseIp(r.release);
+        if (ip !== null) this.leases.delete(ip);
+      } else if (r.cursor === undefined) {
+        throw new ConfigError(`${where}: corrupt router state (unknown record); move it away to start empty`);
       }
-      this.leases.set(ip, { ip, holder: l.holder, name: l.name, since: l.since });
+      if (typeof r.cursor === "number") this.#cursor = r.cursor >>> 0;
     }
-    for (const l of state.listeners) {
-      this.listeners.set(listenerKey(parseIp(l.ip) ?? 0, l.port), { realHost: l.realHost, realPort: l.realPort });
-    }
+    if (parsed.torn) this.#log(`${this.file}: ignored a torn last record (a crash while writing it)`);
+    return parsed.torn;
   }
 
-  /** Leases the next free address after the last one handed out. */
-  async lease(holder: string, name: string): Promise<Lease | null> {
+  #record(l: Lease): LeaseRecord {
+    return {
+      ip: formatIp(l.ip),
+      holder: l.holder,
+      name: l.name,
+      since: l.since,
+      ttl: Math.round(l.ttlMs / 1000),
+      token: hex(l.token),
+      exclusive: l.exclusive,
+    };
+  }
+
+  async #compact(): Promise<void> {
+    const subnetText = `${formatIp(this.subnet.net)}/${this.subnet.len}`;
+    await this.#journal!.compact([
+      { uvpn_state: 2, subnet: subnetText, cursor: this.#cursor },
+      ...[...this.leases.values()].map((l) => ({ lease: this.#record(l) })),
+    ]);
+  }
+
+  async #append(value: unknown): Promise<void> {
+    await this.#journal!.append(value);
+    if (this.#journal!.lines > 2 * this.leases.size + 64) await this.#compact();
+  }
+
+  /** Leases the next free address after the last one handed out, held by `by`. */
+  async lease(holder: string, name: string, ttlMs: number, exclusive: boolean, by: Holder): Promise<Lease | null> {
     const size = 2 ** (32 - this.subnet.len);
     for (let step = 1; step < size; step++) {
       const offset = ((this.#cursor - this.subnet.net + step) % size + size) % size;
       if (offset === 0 || offset === size - 1) continue; // network and broadcast addresses
       const ip = (this.subnet.net + offset) >>> 0;
       if (this.leases.has(ip)) continue;
-      const lease = { ip, holder, name, since: Date.now() };
+      const lease: Lease = {
+        ip,
+        holder,
+        name,
+        since: Date.now(),
+        ttlMs,
+        token: randomId(),
+        exclusive,
+        holders: new Set([by.id]),
+        graceUntil: 0,
+      };
       this.leases.set(ip, lease);
       this.#cursor = ip;
-      await this.save();
+      await this.#append({ lease: this.#record(lease), cursor: ip });
       return lease;
     }
     return null;
@@ -104,27 +225,107 @@ export class LeaseTable {
     return undefined;
   }
 
-  /** Releases a lease and its listeners; false when it was not leased. */
-  async release(ip: number): Promise<boolean> {
-    if (!this.leases.delete(ip)) return false;
-    for (const key of [...this.listeners.keys()]) {
-      if (key.startsWith(`${ip}:`)) this.listeners.delete(key);
+  /** `held` or `grace`. */
+  state(l: Lease): "held" | "grace" {
+    return l.holders.size ? "held" : "grace";
+  }
+
+  /** Whether link `by` holds `ip` (via its token or USE). */
+  holds(by: Holder, ip: number): boolean {
+    return this.leases.get(ip)?.holders.has(by.id) ?? false;
+  }
+
+  /**
+   * Link `by` holds `ip` from now on (USE, or a HELLO token). EPERM for an exclusive lease whose
+   * token `by` did not present; ENOENT when not leased.
+   */
+  hold(by: Holder, ip: number): Refused | null {
+    const l = this.leases.get(ip);
+    if (!l) return "ENOENT";
+    if (l.exclusive && !sameToken(l.token, by.token)) return "EPERM";
+    l.holders.add(by.id);
+    return null;
+  }
+
+  /** The leases a HELLO token names; they are held by `by` from now on. */
+  holdByToken(by: Holder): Lease[] {
+    if (by.token.every((b) => b === 0)) return [];
+    const got = [...this.leases.values()].filter((l) => sameToken(l.token, by.token));
+    for (const l of got) l.holders.add(by.id);
+    return got;
+  }
+
+  /** Link `by` went away: its leases lose a holder (grace begins for those left without one), its listeners lose a link. */
+  drop(by: Holder): Listener[] {
+    const now = Date.now();
+    for (const l of this.leases.values()) {
+      if (l.holders.delete(by.id) && l.holders.size === 0) l.graceUntil = now + l.ttlMs;
     }
-    await this.save();
-    return true;
+    const gone: Listener[] = [];
+    for (const [k, r] of this.listeners) {
+      if (r.links.delete(by.id) && r.links.size === 0) {
+        this.listeners.delete(k);
+        gone.push(r);
+      }
+    }
+    return gone;
   }
 
-  /** Registers (or moves) the listener of ip:port. */
-  async listen(ip: number, port: number, where: Listener): Promise<void> {
-    this.listeners.set(listenerKey(ip, port), where);
-    await this.save();
+  /** Releases leases whose grace ended (called every second). */
+  async expire(now: number): Promise<void> {
+    for (const l of [...this.leases.values()]) {
+      if (l.holders.size === 0 && l.graceUntil <= now) {
+        this.#log(`lease ${formatIp(l.ip)}${l.name ? ` (${l.name})` : ""} expired: no holder for ${Math.round(l.ttlMs / 1000)} s`);
+        await this.#drop(l.ip).catch((e) => this.#log(`cannot record the expiry: ${(e as Error).message}`));
+      }
+    }
   }
 
-  /** Forgets the listener of ip:port; false when there was none. */
-  async unlisten(ip: number, port: number): Promise<boolean> {
-    if (!this.listeners.delete(listenerKey(ip, port))) return false;
-    await this.save();
-    return true;
+  async #drop(ip: number): Promise<void> {
+    if (!this.leases.delete(ip)) return;
+    for (const [k, r] of this.listeners) if (r.ip === ip) this.listeners.delete(k);
+    await this.#append({ release: formatIp(ip) });
+  }
+
+  /** Releases a lease and its listeners, by a link that holds it. */
+  async release(by: Holder, ip: number): Promise<Refused | null> {
+    if (!this.leases.has(ip)) return "ENOENT";
+    if (!this.holds(by, ip)) return "EPERM";
+    await this.#drop(ip);
+    return null;
+  }
+
+  /**
+   * Registers the listener ip:port at realHost:realPort with listener id `id` for link `by`. A
+   * registration with the same id gains the link; with another id it is EADDRINUSE.
+   */
+  listen(by: Holder, ip: number, port: number, realHost: string, realPort: number, id: string): "EADDRINUSE" | null {
+    const k = listenerKey(ip, port);
+    const r = this.listeners.get(k);
+    if (r && r.id !== id) return "EADDRINUSE";
+    if (r) {
+      r.links.add(by.id);
+      r.realHost = realHost;
+      r.realPort = realPort;
+      return null;
+    }
+    this.listeners.set(k, { ip, port, realHost, realPort, id, links: new Set([by.id]) });
+    return null;
+  }
+
+  /** Link `by` no longer listens on ip:port (with listener id `id`). */
+  unlisten(by: Holder, ip: number, port: number, id: string): Refused | null {
+    const k = listenerKey(ip, port);
+    const r = this.listeners.get(k);
+    if (!r || r.id !== id) return "ENOENT";
+    if (!r.links.delete(by.id)) return "EPERM";
+    if (r.links.size === 0) this.listeners.delete(k);
+    return null;
+  }
+
+  /** Forgets a listener that cannot be reached any more. */
+  forget(ip: number, port: number): void {
+    this.listeners.delete(listenerKey(ip, port));
   }
 
   /** The listener registered for ip:port. */
@@ -132,25 +333,18 @@ export class LeaseTable {
     return this.listeners.get(listenerKey(ip, port));
   }
 
-  /** Saves the table; saves are serialized so the newest state always lands last. */
-  save(): Promise<void> {
-    const text = JSON.stringify(this.#snapshot(), null, 1) + "\n";
-    this.#saving = this.#saving.catch(() => {}).then(() => writeFileAtomic(this.file, text));
-    return this.#saving;
+  /** Stops the expiry timer and closes the journal. */
+  close(): void {
+    clearInterval(this.#timer);
+    this.#journal?.close();
   }
+}
 
-  #snapshot(): StateFile {
-    return {
-      version: 1,
-      subnet: `${formatIp(this.subnet.net)}/${this.subnet.len}`,
-      cursor: this.#cursor,
-      leases: [...this.leases.values()].map((l) => ({ ...l, ip: formatIp(l.ip) })),
-      listeners: [...this.listeners.entries()].map(([k, l]) => {
-        const [ip, port] = k.split(":").map(Number);
-        return { ip: formatIp(ip), port, ...l };
-      }),
-    };
-  }
+function sameToken(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i] ^ b[i];
+  return d === 0 && !a.every((x) => x === 0);
 }
 
 function listenerKey(ip: number, port: number): string {

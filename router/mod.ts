@@ -16,3 +16,4 @@ export { RELAY_BUFFER, relay, type RelayResult } from "./relay.ts";
 export * from "./router.ts";
 export * from "./counters.ts";
 export * from "./client.ts";
+export * from "./link.ts";

@@ -18,6 +18,7 @@ import {
   NAME_F_LOCAL,
   NameKind,
   type NameQuery,
+  Role,
   Status,
 } from "./wire.ts";
 
@@ -80,9 +81,7 @@ export class NameService {
         this.key,
         FrameType.NAME,
         encodeNameQuery({ ...q, flags: NAME_F_LOCAL }),
-        {
-          timeoutMs: this.timeoutMs,
-        },
+        { timeoutMs: this.timeoutMs, role: Role.ROUTER },
       );
       if (r.status === Status.OK) answer = decodeNameAnswer(r.data);
     } catch (e) {

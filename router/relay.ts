@@ -1,13 +1,12 @@
 /**
- * Local relays: a virtual connection to an address of our own subnet goes to the real listener
- * registered for it (dialed here, the CONNECT forwarded to it), and bytes are relayed between
- * the two connections by a read/write loop per direction with one reused buffer each,
+ * Local relays: a virtual connection to an address of our own subnet is joined to the real
+ * listener registered for it (dialed by router/connects.ts), and bytes are relayed between
+ * the two connections by a read/write loop per direction with one reused buffer each (16 KiB,
+ * growing to 256 KiB when reads fill it),
  * propagating half-close (EOF on one side becomes closeWrite on the other).
  */
-import { closeQuietly, TimeoutError, withTimeout, writeAll } from "../common/io.ts";
+import { closeQuietly, writeAll } from "../common/io.ts";
 import type { RouterCounters } from "./counters.ts";
-import type { LeaseTable } from "./leases.ts";
-import { type ConnectBody, encodeConnect, encodeFrame, FrameType, newNonce, Status } from "./wire.ts";
 
 /** Where a virtual connection goes next: the open connection, and what it is (for logs). */
 export interface Hop {
@@ -21,8 +20,29 @@ export interface Refusal {
   why: string;
 }
 
-/** Size of each direction's reused buffer. */
+/** Largest size of each direction's reused buffer. */
 export const RELAY_BUFFER = 256 * 1024;
+/** First size of a direction's buffer: an idle connection holds only this much. */
+export const RELAY_BUFFER_FIRST = 16 * 1024;
+
+/**
+ * A read buffer that starts small and doubles (up to RELAY_BUFFER) each time a read fills it, so
+ * idle and short connections cost little while bulk transfers get the large buffer after a few
+ * reads.
+ */
+export class GrowingBuffer {
+  #buf = new Uint8Array(RELAY_BUFFER_FIRST);
+
+  /** The buffer to read into next. */
+  get buf(): Uint8Array {
+    return this.#buf;
+  }
+
+  /** After a read of `n` bytes: grows when the read filled it. */
+  filled(n: number): void {
+    if (n === this.#buf.length && n < RELAY_BUFFER) this.#buf = new Uint8Array(n * 2);
+  }
+}
 
 /** Byte counts of a finished relay. */
 export interface RelayResult {
@@ -31,13 +51,15 @@ export interface RelayResult {
 }
 
 async function pump(from: Deno.TcpConn, to: Deno.TcpConn): Promise<number> {
-  const buf = new Uint8Array(RELAY_BUFFER);
+  const b = new GrowingBuffer();
   let total = 0;
   while (true) {
+    const buf = b.buf;
     const n = await from.read(buf);
     if (n === null) break;
     await writeAll(to, buf.subarray(0, n));
     total += n;
+    b.filled(n);
   }
   await to.closeWrite();
   return total;
@@ -78,42 +100,4 @@ export async function relayLocal(
   } catch (e) {
     log(`relay ${what} reset: ${(e as Error).message}`);
   }
-}
-
-/**
- * Dials the real listener registered for the destination (in our subnet) and forwards the
- * CONNECT to it. A listener that cannot be reached is unregistered.
- */
-export async function dialListener(
-  table: LeaseTable,
-  key: Uint8Array,
-  c: ConnectBody,
-  timeoutMs: number,
-): Promise<Hop | Refusal> {
-  const l = table.listener(c.dstIp, c.dstPort);
-  if (!l) {
-    return table.leases.has(c.dstIp)
-      ? { status: Status.ECONNREFUSED, why: "no listener on that port" }
-      : { status: Status.EHOSTUNREACH, why: "address not leased" };
-  }
-  let conn: Deno.TcpConn;
-  try {
-    conn = await withTimeout(
-      Deno.connect({ hostname: l.realHost, port: l.realPort }),
-      timeoutMs,
-      `connecting to ${l.realHost}:${l.realPort}`,
-    );
-  } catch (e) {
-    if (e instanceof TimeoutError) return { status: Status.ETIMEDOUT, why: e.message };
-    await table.unlisten(c.dstIp, c.dstPort);
-    return { status: Status.ECONNREFUSED, why: `listener gone at ${l.realHost}:${l.realPort}: ${(e as Error).message}` };
-  }
-  conn.setNoDelay(true);
-  try {
-    await writeAll(conn, encodeFrame(key, FrameType.CONNECT, newNonce(), encodeConnect(c)));
-  } catch (e) {
-    conn.close();
-    return { status: Status.ECONNREFUSED, why: (e as Error).message };
-  }
-  return { conn, via: `listener ${l.realHost}:${l.realPort}` };
 }

@@ -1,36 +1,37 @@
 /**
- * The UVPN subnet router (uvpn_proxy's engine): accepts authenticated frames, answers control
- * requests (leases of virtual addresses in its subnet, listeners, UDP endpoints, names, status)
- * and dispatches each virtual connection to the part that carries it, building relay paths
- * client → home router → peer router → server as in the paper's section 3.2: a local relay to a
- * real listener (router/relay.ts), a resumable session to or from a peer router
- * (router/sessions.ts), or, for a peer's UDP carrier link, the UDP side (router/carrier.ts).
+ * The UVPN subnet router (uvpn_proxy's engine). Every TCP connection to its port is a link
+ * (HELLO first, router/link.ts) or a data connection (a DATA ticket first); nothing else gets in,
+ * and unauthenticated connections are bounded (router/guard.ts). On client links it answers the
+ * control requests (leases and their holders, listeners, UDP endpoints, names, status) and
+ * CONNECT; on router links a peer's SESSION, RESUME, carrier CONNECT and name queries. Virtual
+ * connections themselves are router/connects.ts; the links' state is kept here.
  */
-import { u16, u32 } from "../common/bytes.ts";
-import { closeQuietly, ConnSet, TimeoutError, writeAll } from "../common/io.ts";
+import { hex, u16, u32 } from "../common/bytes.ts";
+import { closeQuietly, ConnSet } from "../common/io.ts";
 import { acceptCarrier } from "./carrier.ts";
+import { Connects } from "./connects.ts";
 import { RouterCounters, type RouterStats } from "./counters.ts";
-import { readFrame, writeReply } from "./frame_io.ts";
+import { DEFAULT_LIMITS, type GuardLimits, PreAuthGuard, RefusalLog } from "./guard.ts";
 import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
-import { LeaseTable } from "./leases.ts";
+import { type Holder, LeaseTable } from "./leases.ts";
+import { acceptLink, type Link, readPart } from "./link.ts";
 import { NameService } from "./names.ts";
-import { dialListener, type Hop, type Refusal, relayLocal } from "./relay.ts";
 import type { Route } from "./routes.ts";
 import { defaultSessionConfig, type SessionConfig } from "./session.ts";
-import { type PeerHop, SessionTable } from "./sessions.ts";
+import { SessionTable } from "./sessions.ts";
 import { UdpRelay } from "./udp.ts";
 import {
-  type ConnectBody,
   decodeConnect,
-  encodeFrame,
-  encodeReply,
+  decodeTicket,
   type Frame,
   FrameError,
   FrameType,
   ipBytes,
-  ReplayCache,
+  MAGIC,
+  Role,
   Status,
-  statusName,
+  TICKET_LEN,
+  TICKET_MAGIC,
 } from "./wire.ts";
 
 /** How a router is set up. */
@@ -41,11 +42,21 @@ export interface RouterOptions {
   key: Uint8Array;
   listen: { hostname: string; port: number };
   stateFile: string;
-  /** Deadline for connects and handshakes, ms. */
+  /** Deadline for connects to listeners and peer routers, ms. */
   timeoutMs?: number;
+  /** Limits before authentication (guard.ts). */
+  limits?: Partial<GuardLimits>;
+  /** Lifetime of a lease whose LEASE named none: with `-- CMD` (exclusive) and without, ms. */
+  leaseTtlMs?: { exclusive: number; open: number };
   log?: (line: string) => void;
   /** Resumable-session knobs (outage limit, retries, spool); defaults from defaultSessionConfig. */
   session?: Partial<SessionConfig>;
+}
+
+/** A live link as the router keeps it. */
+export interface LinkCtx extends Holder {
+  link: Link;
+  role: number;
 }
 
 /** One running subnet router. */
@@ -55,18 +66,26 @@ export class Router {
   readonly subnet: Subnet;
   #listener?: Deno.TcpListener;
   #table!: LeaseTable;
-  #replay = new ReplayCache();
   #timeoutMs: number;
   #log: (line: string) => void;
   #conns = new ConnSet();
   #sessions: SessionTable;
   #udp: UdpRelay;
   #names: NameService;
+  #guard: PreAuthGuard;
+  #refusals: RefusalLog;
+  #links = new Map<number, LinkCtx>();
+  #nextLink = 1;
+  #connects: Connects;
+  #ttl: { exclusive: number; open: number };
 
   constructor(private readonly opts: RouterOptions) {
     this.subnet = opts.self.subnet;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#log = opts.log ?? ((line) => console.error(`uvpn_proxy: ${line}`));
+    this.#guard = new PreAuthGuard({ ...DEFAULT_LIMITS, ...opts.limits });
+    this.#refusals = new RefusalLog(this.#log);
+    this.#ttl = opts.leaseTtlMs ?? { exclusive: 60_000, open: 43_200_000 };
     this.#names = new NameService(() => this.#table, opts.routes, opts.key, this.#timeoutMs, this.#log);
     this.#udp = new UdpRelay(opts.key, this.subnet, opts.routes, this.#timeoutMs, this.#log, this.counters.udp);
     this.#sessions = new SessionTable({
@@ -78,11 +97,22 @@ export class Router {
       conns: this.#conns,
       log: this.#log,
     });
+    this.#connects = new Connects({
+      subnet: this.subnet,
+      key: opts.key,
+      timeoutMs: this.#timeoutMs,
+      table: () => this.#table,
+      sessions: this.#sessions,
+      counters: this.counters,
+      conns: this.#conns,
+      log: this.#log,
+      refuse: (peer, why) => this.#refuse(peer, why),
+    });
   }
 
   /** Loads state, binds the port and starts serving in the background. */
   async start(): Promise<void> {
-    this.#table = await LeaseTable.open(this.subnet, this.opts.stateFile);
+    this.#table = await LeaseTable.open(this.subnet, this.opts.stateFile, this.#log);
     this.#listener = Deno.listen({ ...this.opts.listen, transport: "tcp" });
     try {
       await this.#udp.start(this.opts.listen.hostname, this.opts.listen.port);
@@ -110,7 +140,6 @@ export class Router {
   async #serve(listener: Deno.TcpListener): Promise<void> {
     try {
       for await (const conn of listener) {
-        this.#conns.add(conn);
         this.#handle(conn).catch((e) => this.#log(`connection from ${peerOf(conn)} failed: ${(e as Error).message}`));
       }
     } catch (e) {
@@ -122,105 +151,251 @@ export class Router {
   close(): void {
     closeQuietly(this.#listener);
     this.#sessions.abortAll("router shutting down");
+    this.#connects.close();
     this.#udp.close();
+    for (const l of this.#links.values()) l.link.close();
     this.#conns.closeAll();
+    this.#table?.close();
   }
 
-  /** Reads and checks the first frame of a connection, then dispatches it. */
+  #refuse(peer: string, why: string): void {
+    this.counters.refused++;
+    this.#refusals.refuse(peer, why);
+  }
+
+  /**
+   * A new connection: admitted within the pre-authentication limits, then a link (HELLO and a
+   * first frame under the link key) or a data connection (its DATA ticket), both before the
+   * handshake deadline.
+   */
   async #handle(conn: Deno.TcpConn): Promise<void> {
-    conn.setNoDelay(true);
     const peer = peerOf(conn);
-    let frame: Frame;
-    try {
-      frame = await readFrame(conn, this.opts.key, this.#timeoutMs);
-      this.#replay.check(frame);
-    } catch (e) {
-      this.counters.refused++;
-      const why = e instanceof FrameError || e instanceof TimeoutError ? e.message : String(e);
-      this.#log(`refused ${peer}: ${why}`);
+    const source = (conn.remoteAddr as Deno.NetAddr).hostname;
+    if (!this.#guard.admit(source)) {
+      this.#refuse(peer, `too many unauthenticated connections (limits ${this.#guard.limits.perSource} per source, ${this.#guard.limits.total} in all)`);
+      closeQuietly(conn);
+      return;
+    }
+    conn.setNoDelay(true);
+    conn.setKeepAlive(true);
+    this.#conns.add(conn);
+    let admitted = true;
+    const release = () => {
+      if (admitted) this.#guard.release(source);
+      admitted = false;
+    };
+    const ms = this.#guard.limits.handshakeMs;
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
       this.#conns.close(conn);
-      return;
-    }
-    if (frame.type === FrameType.CONNECT || frame.type === FrameType.SESSION) {
-      await this.#connect(conn, frame, peer);
-      return;
-    }
-    if (frame.type === FrameType.RESUME) {
-      await this.#sessions.resume(conn, frame, peer);
-      return;
-    }
-    let reply: Uint8Array;
+    }, ms);
     try {
-      reply = await this.#control(frame, conn.remoteAddr.hostname);
+      const magic = await readPart(conn, 4);
+      if (sameMagic(magic, MAGIC)) {
+        const link = await acceptLink(conn, this.opts.key, magic);
+        const first = await link.read();
+        clearTimeout(timer);
+        release();
+        await this.#serveLink(link, first);
+        return;
+      }
+      if (sameMagic(magic, TICKET_MAGIC)) {
+        const rest = await readPart(conn, TICKET_LEN - 4);
+        const whole = new Uint8Array(TICKET_LEN);
+        whole.set(magic);
+        whole.set(rest, 4);
+        const ticket = decodeTicket(this.opts.key, whole);
+        clearTimeout(timer);
+        release();
+        await this.#connects.dataConnection(conn, ticket, peer);
+        return;
+      }
+      throw new FrameError("Bad magic: not a UVPN frame or ticket");
     } catch (e) {
-      this.#log(`bad request from ${peer}: ${(e as Error).message}`);
-      reply = encodeReply(Status.EINVAL);
-    }
-    try {
-      await writeAll(conn, encodeFrame(this.opts.key, FrameType.REPLY, frame.nonce, reply));
+      clearTimeout(timer);
+      const why = late ? `no handshake within ${ms} ms` : e instanceof FrameError ? e.message : String(e);
+      this.#refuse(peer, why);
+      this.#conns.close(conn);
     } finally {
-      this.#conns.close(conn);
+      clearTimeout(timer);
+      release();
     }
   }
 
-  /** Answers a control request; returns the REPLY body. */
-  async #control(frame: Frame, holder: string): Promise<Uint8Array> {
-    const b = frame.body;
+  /** Serves an authenticated link from its first frame until it ends, then drops what it held. */
+  async #serveLink(link: Link, first: Frame): Promise<void> {
+    const ctx: LinkCtx = { id: this.#nextLink++, token: link.hello.holder, link, role: link.hello.role };
+    this.#links.set(ctx.id, ctx);
+    if (ctx.role === Role.CLIENT) this.#table.holdByToken(ctx);
+    let f: Frame | undefined = first;
+    let handedOver = false;
+    try {
+      while (f) {
+        if (ctx.role === Role.ROUTER && (f.type === FrameType.SESSION || f.type === FrameType.RESUME || f.type === FrameType.CONNECT)) {
+          handedOver = true;
+          this.#links.delete(ctx.id);
+          await this.#routerStream(link, f);
+          return;
+        }
+        this.#request(ctx, f).catch((e) => this.#log(`request from ${link.peer} failed: ${(e as Error).message}`));
+        f = await link.read();
+      }
+    } catch (e) {
+      const m = (e as Error).message;
+      if (!/closed|BadResource|reset|Bad resource/i.test(m)) this.#refuse(link.peer, m);
+    } finally {
+      if (!handedOver) this.#linkGone(ctx);
+    }
+  }
+
+  /** A link ended: its leases lose a holder, its listeners and UDP endpoints a link. */
+  #linkGone(ctx: LinkCtx): void {
+    this.#links.delete(ctx.id);
+    this.#conns.close(ctx.link.conn);
+    for (const r of this.#table.drop(ctx)) {
+      this.#log(`listener ${formatIp(r.ip)}:${r.port} dropped: its process went away (link ${ctx.link.peer} closed)`);
+    }
+    this.#udp.dropLink(ctx.id);
+  }
+
+  /** The stream of a peer router's SESSION or RESUME, or a UDP carrier link: handed over for good. */
+  async #routerStream(link: Link, f: Frame): Promise<void> {
+    const peer = link.peer;
+    if (f.type === FrameType.RESUME) {
+      await this.#sessions.resume(link, f, peer);
+      return;
+    }
+    if (f.type === FrameType.CONNECT) {
+      let c;
+      try {
+        c = decodeConnect(f.body);
+      } catch (e) {
+        this.#log(`bad CONNECT from ${peer}: ${(e as Error).message}`);
+        link.close();
+        return;
+      }
+      if (c.proto !== 17) {
+        this.#log(`bad CONNECT from peer router ${peer}: protocol ${c.proto}`);
+        await link.reply(f.reqId, Status.EINVAL).catch(() => {});
+        link.close();
+        return;
+      }
+      this.#conns.add(link.conn);
+      await acceptCarrier(link, f, peer, (d, from) => this.#udp.fromCarrier(d, from), this.#log);
+      this.#conns.close(link.conn);
+      return;
+    }
+    await this.#connects.peerSession(link, f, peer);
+  }
+
+  /** Answers one request of a link. */
+  async #request(ctx: LinkCtx, f: Frame): Promise<void> {
+    let status: number = Status.OK;
+    let data: Uint8Array | undefined;
+    try {
+      const r = await this.#control(ctx, f);
+      if (r === null) return; // answered by the handler itself (CONNECT)
+      [status, data] = r;
+    } catch (e) {
+      this.#log(`bad request from ${ctx.link.peer}: ${(e as Error).message}`);
+      status = Status.EINVAL;
+    }
+    await ctx.link.reply(f.reqId, status, data);
+  }
+
+  /** Answers a control request: [status, data], or null when the handler answers itself. */
+  async #control(ctx: LinkCtx, f: Frame): Promise<[number, Uint8Array?] | null> {
+    const b = f.body;
     const table = this.#table;
-    switch (frame.type) {
+    const host = ctx.link.peerHost;
+    const routerOk = f.type === FrameType.NAME || f.type === FrameType.STATUS || f.type === FrameType.INFO || f.type === FrameType.PING;
+    if (ctx.role === Role.ROUTER && !routerOk) throw new FrameError(`Type ${f.type} is not for router links`);
+    const held = (ip: number): number | null => {
+      if (!contains(this.subnet, ip)) return Status.EINVAL;
+      if (!table.leases.has(ip)) return Status.EADDRNOTAVAIL;
+      if (!table.holds(ctx, ip)) {
+        this.#log(`refused ${FrameName[f.type] ?? f.type} for ${formatIp(ip)} from ${ctx.link.peer}: the link does not hold the address`);
+        return Status.EPERM;
+      }
+      return null;
+    };
+    switch (f.type) {
       case FrameType.LEASE: {
-        const nameLen = b[0] ?? 0;
-        const name = new TextDecoder().decode(b.subarray(1, 1 + nameLen));
-        if (b.length !== 1 + nameLen || nameLen > 63 || !/^[A-Za-z0-9-]*$/.test(name)) {
+        const nameLen = b[5] ?? 0;
+        const name = new TextDecoder().decode(b.subarray(6, 6 + nameLen));
+        if (b.length !== 6 + nameLen || nameLen > 63 || !/^[A-Za-z0-9-]*$/.test(name)) {
           throw new FrameError(`Bad LEASE body`);
         }
+        const exclusive = (b[0] & 1) === 1;
+        const ttl = u32(b, 1);
         const taken = table.byName(name);
         if (taken) {
-          this.#log(`refused a lease for ${holder}: name already leased to ${formatIp(taken.ip)}: ${name}`);
-          return encodeReply(Status.EADDRINUSE);
+          this.#log(`refused a lease for ${host}: name already leased to ${formatIp(taken.ip)}: ${name}`);
+          return [Status.EADDRINUSE];
         }
-        const lease = await table.lease(holder, name);
+        const ttlMs = ttl ? ttl * 1000 : exclusive ? this.#ttl.exclusive : this.#ttl.open;
+        const lease = await table.lease(host, name, ttlMs, exclusive, ctx);
         if (!lease) {
-          this.#log(`no free address left in ${formatSubnet(this.subnet)} for ${holder}`);
-          return encodeReply(Status.EADDRNOTAVAIL);
+          this.#log(`no free address left in ${formatSubnet(this.subnet)} for ${host}`);
+          return [Status.EADDRNOTAVAIL];
         }
-        this.#log(`leased ${formatIp(lease.ip)} to ${holder}${name ? ` as ${name}` : ""}`);
-        return encodeReply(Status.OK, ipBytes(lease.ip));
+        this.#log(`leased ${formatIp(lease.ip)} to ${host}${name ? ` as ${name}` : ""} (lifetime ${Math.round(ttlMs / 1000)} s)`);
+        const out = new Uint8Array(20);
+        out.set(ipBytes(lease.ip));
+        out.set(lease.token, 4);
+        return [Status.OK, out];
+      }
+      case FrameType.USE: {
+        if (b.length !== 4) throw new FrameError("Bad USE body");
+        const ip = u32(b, 0);
+        const r = table.hold(ctx, ip);
+        if (r === "EPERM") this.#log(`refused USE of ${formatIp(ip)} from ${ctx.link.peer}: leased to another holder`);
+        return [r === null ? Status.OK : Status[r]];
       }
       case FrameType.RELEASE: {
         if (b.length !== 4) throw new FrameError("Bad RELEASE body");
         const ip = u32(b, 0);
-        const ok = await table.release(ip);
-        if (ok) this.#log(`released ${formatIp(ip)}`);
-        return encodeReply(ok ? Status.OK : Status.ENOENT);
+        const r = await table.release(ctx, ip);
+        if (r === null) this.#log(`released ${formatIp(ip)}`);
+        else if (r === "EPERM") this.#log(`refused RELEASE of ${formatIp(ip)} from ${ctx.link.peer}: the link does not hold the address`);
+        return [r === null ? Status.OK : Status[r]];
       }
       case FrameType.LIST: {
+        const now = Date.now();
         const text = [...table.leases.values()]
-          .map((l) => `${formatIp(l.ip)}\t${l.holder}\t${l.name}\n`).join("");
-        return encodeReply(Status.OK, new TextEncoder().encode(text).subarray(0, 0xfffe));
+          .map((l) => `${formatIp(l.ip)}\t${l.holder}\t${l.name}\t${Math.floor((now - l.since) / 1000)}\t${table.state(l)}\n`).join("");
+        return [Status.OK, new TextEncoder().encode(text).subarray(0, 0xfffe)];
       }
       case FrameType.LISTEN: {
-        if (b.length !== 8) throw new FrameError("Bad LISTEN body");
-        const ip = u32(b, 0), vport = u16(b, 4), realPort = u16(b, 6);
-        if (!contains(this.subnet, ip)) return encodeReply(Status.EINVAL);
-        if (!table.leases.has(ip)) return encodeReply(Status.EADDRNOTAVAIL);
-        await table.listen(ip, vport, { realHost: holder, realPort });
-        this.#log(`listener ${formatIp(ip)}:${vport} is at ${holder}:${realPort}`);
-        return encodeReply(Status.OK);
+        if (b.length !== 16) throw new FrameError("Bad LISTEN body");
+        const ip = u32(b, 0), vport = u16(b, 4), realPort = u16(b, 6), id = hex(b.subarray(8, 16));
+        const bad = held(ip);
+        if (bad !== null) return [bad];
+        if (table.listen(ctx, ip, vport, host, realPort, id)) {
+          this.#log(`refused LISTEN of ${formatIp(ip)}:${vport} from ${ctx.link.peer}: another process listens there`);
+          return [Status.EADDRINUSE];
+        }
+        this.#log(`listener ${formatIp(ip)}:${vport} is at ${host}:${realPort}`);
+        return [Status.OK];
+      }
+      case FrameType.UNLISTEN: {
+        if (b.length !== 14) throw new FrameError("Bad UNLISTEN body");
+        const ip = u32(b, 0), vport = u16(b, 4), id = hex(b.subarray(6, 14));
+        const bad = held(ip);
+        if (bad !== null) return [bad];
+        const r = table.unlisten(ctx, ip, vport, id);
+        if (r === null) this.#log(`listener ${formatIp(ip)}:${vport} unregistered`);
+        return [r === null ? Status.OK : Status[r]];
       }
       case FrameType.UDPBIND: {
         if (b.length !== 8) throw new FrameError("Bad UDPBIND body");
         const ip = u32(b, 0), vport = u16(b, 4), realPort = u16(b, 6);
-        if (!contains(this.subnet, ip)) return encodeReply(Status.EINVAL);
-        if (realPort === 0) return encodeReply(this.#udp.bind(ip, vport, holder, 0) ? Status.OK : Status.ENOENT);
-        if (!table.leases.has(ip)) return encodeReply(Status.EADDRNOTAVAIL);
-        this.#udp.bind(ip, vport, holder, realPort);
-        return encodeReply(Status.OK);
-      }
-      case FrameType.UNLISTEN: {
-        if (b.length !== 6) throw new FrameError("Bad UNLISTEN body");
-        const ok = await table.unlisten(u32(b, 0), u16(b, 4));
-        return encodeReply(ok ? Status.OK : Status.ENOENT);
+        const bad = held(ip);
+        if (bad !== null) return [bad];
+        if (realPort === 0) return [this.#udp.bind(ip, vport, host, 0, ctx.id) ? Status.OK : Status.ENOENT];
+        this.#udp.bind(ip, vport, host, realPort, ctx.id);
+        return [Status.OK];
       }
       case FrameType.INFO: {
         const subnets = [this.subnet, ...this.opts.routes.map((r) => r.subnet)];
@@ -229,88 +404,57 @@ export class Router {
           out.set(ipBytes(s.net), i * 5);
           out[i * 5 + 4] = s.len;
         });
-        return encodeReply(Status.OK, out);
+        return [Status.OK, out];
       }
-      case FrameType.NAME:
-        return await this.#names.reply(b);
+      case FrameType.NAME: {
+        const r = await this.#names.reply(b);
+        return [r[0], r.subarray(1)];
+      }
       case FrameType.STATUS:
-        return encodeReply(Status.OK, new TextEncoder().encode(this.statusText()).subarray(0, 0xfffe));
-      default:
-        throw new FrameError(`Unexpected frame type: ${frame.type}`);
-    }
-  }
-
-  /**
-   * Handles CONNECT and SESSION: a peer's UDP carrier link goes to the UDP side; any other
-   * virtual connection gets its next hop, the reply, then a local relay or a session.
-   */
-  async #connect(up: Deno.TcpConn, frame: Frame, peer: string): Promise<void> {
-    const key = this.opts.key;
-    let c: ConnectBody;
-    const sessionId = frame.type === FrameType.SESSION ? frame.body.slice(16, 32) : undefined;
-    try {
-      if (sessionId && sessionId.length !== 16) throw new FrameError("Bad SESSION body");
-      c = decodeConnect(frame.body.subarray(0, 16));
-      if (c.proto === 17 && !sessionId) {
-        // A peer router's UDP carrier link (docs/PROTOCOL.md, "Datagrams").
-        await acceptCarrier(up, frame, key, peer, (d, from) => this.#udp.fromCarrier(d, from), this.#log);
-        this.#conns.close(up);
-        return;
+        return [Status.OK, new TextEncoder().encode(this.statusText()).subarray(0, 0xfffe)];
+      case FrameType.PING:
+        await ctx.link.send(FrameType.PONG, f.reqId);
+        return null;
+      case FrameType.CONNECT: {
+        const c = decodeConnect(b);
+        if (c.proto !== 6) throw new FrameError(`Unsupported protocol: ${c.proto}`);
+        const bad = contains(this.subnet, c.srcIp) ? held(c.srcIp) : Status.EPERM;
+        if (bad !== null) {
+          if (bad === Status.EPERM && !contains(this.subnet, c.srcIp)) {
+            this.#log(`refused CONNECT from ${ctx.link.peer}: source ${formatIp(c.srcIp)} is not of this subnet`);
+          }
+          return [bad];
+        }
+        await this.#connects.connect(ctx.link, f.reqId, c);
+        return null;
       }
-      if (c.proto !== 6) throw new FrameError(`Unsupported protocol: ${c.proto}`);
-    } catch (e) {
-      this.#log(`bad CONNECT from ${peer}: ${(e as Error).message}`);
-      await writeReply(up, key, frame, Status.EINVAL);
-      this.#conns.close(up);
-      return;
+      default:
+        throw new FrameError(`Unexpected frame type: ${f.type}`);
     }
-    const what = `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
-    const hop = await this.#nextHop(c).catch((e): Refusal => ({ status: Status.ENETUNREACH, why: (e as Error).message }));
-    if ("why" in hop) {
-      this.#log(`connect ${what} from ${peer}: ${statusName(hop.status)} (${hop.why})`);
-      await writeReply(up, key, frame, hop.status);
-      this.#conns.close(up);
-      return;
-    }
-    const down = hop.conn;
-    this.#conns.add(down);
-    try {
-      await writeReply(up, key, frame, Status.OK);
-    } catch (e) {
-      this.#log(`connect ${what}: client went away (${(e as Error).message})`);
-      this.#conns.close(up, down);
-      return;
-    }
-    this.counters.relayOpened();
-    this.#log(`relay ${what} open via ${hop.via}`);
-    try {
-      // Across the WAN: a resumable session. The responder's application side is `down` (the
-      // server), the initiator's is `up` (the client).
-      if (sessionId) await this.#sessions.respond(sessionId, up, down, what);
-      else if ("session" in hop) await this.#sessions.initiate(hop, up, what);
-      else await relayLocal(up, down, what, this.counters, this.#log);
-    } finally {
-      this.counters.relayClosed();
-      this.#conns.close(up, down);
-    }
-  }
-
-  /**
-   * The next hop of a virtual connection: the real listener when the destination is in our
-   * subnet, else a session to the peer router responsible for it (which must answer OK first).
-   */
-  async #nextHop(c: ConnectBody): Promise<Hop | PeerHop | Refusal> {
-    if (contains(this.subnet, c.dstIp)) return await dialListener(this.#table, this.opts.key, c, this.#timeoutMs);
-    return await this.#sessions.dial(c);
   }
 
   /** Text for `uvpn_proxy --status`: totals, then one line per live session. */
   statusText(): string {
-    return this.counters.statusText(this.subnet, this.#table.leases.size, this.#udp.bindings);
+    let clients = 0, routers = 0;
+    for (const l of this.#links.values()) l.role === Role.ROUTER ? routers++ : clients++;
+    return this.counters.statusText(this.subnet, this.#table.leases.size, this.#udp.bindings, {
+      clients,
+      routers,
+      unauthenticated: this.#guard.pending,
+      listeners: this.#table.listeners.size,
+      pending: this.#connects.pending,
+    });
   }
+}
+
+const FrameName: Record<number, string> = Object.fromEntries(Object.entries(FrameType).map(([k, v]) => [v, k]));
+
+function sameMagic(a: Uint8Array, m: Uint8Array): boolean {
+  return a[0] === m[0] && a[1] === m[1] && a[2] === m[2] && a[3] === m[3];
 }
 
 function peerOf(conn: Deno.Conn): string {
   const a = conn.remoteAddr as Deno.NetAddr;
   return `${a.hostname}:${a.port}`;
 }
+

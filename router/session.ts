@@ -11,8 +11,9 @@
  * DATA (bytes), ACK (u64 r_bytes), FIN (u64 final s_bytes), RST, PING.
  */
 import { be32, be64, concat, hex, u32, u64 } from "../common/bytes.ts";
-import { closeQuietly, readExact, writeAll } from "../common/io.ts";
+import { closeQuietly, readExact, StreamEndError, writeAll } from "../common/io.ts";
 import type { SessionCounters } from "./counters.ts";
+import { GrowingBuffer } from "./relay.ts";
 import { resetConn } from "./reset.ts";
 import { Spool, type SpoolLimits } from "./spool.ts";
 
@@ -73,6 +74,8 @@ export class Session implements SessionCounters {
   #timer?: ReturnType<typeof setInterval>;
   #outageTimer?: ReturnType<typeof setTimeout>;
   #sinceAck = 0;
+  #ackedRecv = -1;
+  #ackedAt = 0;
   #appWrite: Promise<void> = Promise.resolve();
 
   constructor(
@@ -168,12 +171,14 @@ export class Session implements SessionCounters {
   }
 
   async #readApp(): Promise<void> {
-    const buf = new Uint8Array(256 * 1024);
+    const b = new GrowingBuffer();
     try {
       while (this.state !== "closed") {
+        const buf = b.buf;
         const n = await this.app.read(buf);
         if (n === null) break;
         await this.#spool.append(buf.subarray(0, n));
+        b.filled(n);
         this.#kick();
       }
       this.#appEof = true;
@@ -264,7 +269,16 @@ export class Session implements SessionCounters {
         }
       }
     } catch (e) {
-      if (this.state !== "closed") this.#linkDown(gen, (e as Error).message);
+      if (this.state === "closed" || gen !== this.#gen) return;
+      // The peer closes the link only once its side is done, and it is done only when it has
+      // every byte up to our FIN: a clean end of the link after both FINs is a clean end, even
+      // if its last ACK did not reach us first.
+      if (e instanceof StreamEndError && this.#finSent && this.#appEof && this.#peerFin !== null && this.recv === this.#peerFin) {
+        this.#spool.trim(this.#spool.end);
+        this.#checkDone();
+        if ((this.state as string) === "closed") return;
+      }
+      this.#linkDown(gen, (e as Error).message);
     }
   }
 
@@ -279,7 +293,14 @@ export class Session implements SessionCounters {
 
   #tick(): void {
     if (this.state !== "up") return;
-    this.#send(ACK, be64(this.recv)).catch(() => {});
+    // An ACK when there is something new to acknowledge; on an idle session only often enough
+    // (a third of --dead-after) for the peer to see the link alive.
+    const now = Date.now();
+    if (this.recv !== this.#ackedRecv || now - this.#ackedAt >= this.cfg.deadMs / 3) {
+      this.#ackedRecv = this.recv;
+      this.#ackedAt = now;
+      this.#send(ACK, be64(this.recv)).catch(() => {});
+    }
     if (!this.#readerBusy && Date.now() - this.#lastRx > this.cfg.deadMs) {
       this.#linkDown(this.#gen, `nothing received for ${this.cfg.deadMs} ms`);
     }

@@ -1,19 +1,19 @@
 /**
  * The resumable sessions of one router with its peer routers (the byte stream of one session is
- * router/session.ts): opening one to the peer router of a destination (the SESSION handshake),
+ * router/session.ts): opening one to the peer router of a destination (a router link, HELLO and
+ * CHALLENGE, then SESSION on it: no replay cache needed),
  * carrying a virtual connection in one as initiator or responder, the table of live sessions and
  * of those that ended cleanly (for a RESUME that comes late), answering a peer's RESUME, and
  * redialing the peer when our link breaks.
  */
 import { be64, concat, hex, u64 } from "../common/bytes.ts";
-import { closeQuietly, type ConnSet, TimeoutError } from "../common/io.ts";
-import { dialRouter } from "./client.ts";
+import { type ConnSet, TimeoutError } from "../common/io.ts";
 import type { RouterCounters } from "./counters.ts";
-import { exchange, writeReply } from "./frame_io.ts";
+import { exchange, type Link, LinkError, openLink } from "./link.ts";
 import type { Hop, Refusal } from "./relay.ts";
 import { type Route, routeFor } from "./routes.ts";
 import { type Redial, Session, type SessionConfig, SessionGone } from "./session.ts";
-import { type ConnectBody, encodeConnect, type Frame, FrameError, FrameType, newNonce, Status, statusName } from "./wire.ts";
+import { type ConnectBody, encodeConnect, type Frame, FrameError, FrameType, randomId, Role, Status, statusName } from "./wire.ts";
 
 /** How long a session that ended cleanly is remembered for a late RESUME, ms. */
 const COMPLETED_KEEP_MS = 600_000;
@@ -52,24 +52,23 @@ export class SessionTable {
     const route = routeFor(this.o.routes, c.dstIp);
     if (!route) return { status: Status.ENETUNREACH, why: "no route to its subnet" };
     const via = `${route.host}:${route.port}`;
-    let conn: Deno.TcpConn;
+    let link: Link;
     try {
-      conn = await dialRouter(route, timeoutMs);
+      link = await openLink(route, key, { role: Role.ROUTER, timeoutMs });
     } catch (e) {
-      return { status: Status.ENETUNREACH, why: (e as Error).message };
+      const status = e instanceof LinkError && e.kind === "timeout" ? Status.ETIMEDOUT : Status.ENETUNREACH;
+      return { status, why: (e as Error).message };
     }
-    const id = newNonce(); // a fresh random session id
+    const id = randomId(); // a fresh random session id
     try {
-      const body = concat(encodeConnect(c), id);
-      const reply = await exchange(conn, key, FrameType.SESSION, body, timeoutMs, "Peer router sent a bad reply");
-      const status = reply.body[0] ?? Status.EINVAL;
-      if (status !== Status.OK) {
-        conn.close();
-        return { status, why: `peer router ${via} answered ${statusName(status)}` };
+      const reply = await exchange(link, FrameType.SESSION, concat(id, encodeConnect(c)), timeoutMs);
+      if (reply.status !== Status.OK) {
+        link.close();
+        return { status: reply.status, why: `peer router ${via} answered ${statusName(reply.status)}` };
       }
-      return { conn, via: `peer router ${via}`, session: { id, redial: () => this.#redial(route, id) } };
+      return { conn: link.conn, via: `peer router ${via}`, session: { id, redial: () => this.#redial(route, id) } };
     } catch (e) {
-      closeQuietly(conn); // may be closed by the deadline already
+      link.close(); // may be closed by the deadline already
       const status = e instanceof TimeoutError ? Status.ETIMEDOUT : Status.ENETUNREACH;
       return { status, why: `peer router ${via}: ${(e as Error).message}` };
     }
@@ -105,13 +104,13 @@ export class SessionTable {
     for (const line of this.o.counters.sessionEnded(session, clean, what)) this.o.log(line);
   }
 
-  /** RESUME from the initiating router: reattach the session's new link. */
-  async resume(conn: Deno.TcpConn, frame: Frame, peer: string): Promise<void> {
-    const { key: netKey, conns, log } = this.o;
+  /** RESUME from the initiating router on a router link: reattach the session's new link. */
+  async resume(link: Link, frame: Frame, peer: string): Promise<void> {
+    const { conns, log } = this.o;
     if (frame.body.length !== 24) {
       log(`bad RESUME from ${peer}`);
-      await writeReply(conn, netKey, frame, Status.EINVAL).catch(() => {});
-      conns.close(conn);
+      await link.reply(frame.reqId, Status.EINVAL).catch(() => {});
+      link.close();
       return;
     }
     const key = hex(frame.body.subarray(0, 16));
@@ -122,44 +121,42 @@ export class SessionTable {
       const status = done ? Status.OK : Status.ENOENT;
       log(`resume of ${done ? "finished" : "unknown"} session ${key.slice(0, 12)} from ${peer}`);
       const data = done ? concat(be64(done.recv), new Uint8Array([1])) : undefined;
-      await writeReply(conn, netKey, frame, status, data).catch(() => {});
-      conns.close(conn);
+      await link.reply(frame.reqId, status, data).catch(() => {});
+      await link.flushed();
+      link.close();
       return;
     }
     const recv = session.detach(); // the old link delivers nothing more once we answer
     try {
-      await writeReply(conn, netKey, frame, Status.OK, concat(be64(recv), new Uint8Array([0])));
+      await link.reply(frame.reqId, Status.OK, concat(be64(recv), new Uint8Array([0])));
     } catch {
-      conns.close(conn);
+      link.close();
       return;
     }
-    conns.add(conn);
-    conn.setNoDelay(true);
+    conns.add(link.conn);
     session.reconnects++;
-    session.attach(conn, peerRecv);
+    session.attach(link.conn, peerRecv);
   }
 
-  /** Reconnects to the peer router for a session and resumes it. */
+  /** Reconnects to the peer router for a session (a new router link) and resumes it. */
   async #redial(route: Route, id: Uint8Array): Promise<{ link: Deno.TcpConn; peerRecv: number }> {
     const session = this.#live.get(hex(id));
     if (!session) throw new SessionGone("Session already ended");
-    const conn = await dialRouter(route, this.o.timeoutMs);
+    const link = await openLink(route, this.o.key, { role: Role.ROUTER, timeoutMs: this.o.timeoutMs });
     try {
-      const body = concat(id, be64(session.recv));
-      const reply = await exchange(conn, this.o.key, FrameType.RESUME, body, this.o.timeoutMs, "Bad RESUME reply");
-      if (reply.body[0] === Status.ENOENT) throw new SessionGone("Peer router lost the session");
-      if (reply.body[0] !== Status.OK || reply.body.length !== 10) throw new FrameError(`RESUME refused: ${statusName(reply.body[0])}`);
-      const peerRecv = u64(reply.body, 1);
-      if (reply.body[9] === 1) {
-        conn.close();
+      const reply = await exchange(link, FrameType.RESUME, concat(id, be64(session.recv)), this.o.timeoutMs);
+      if (reply.status === Status.ENOENT) throw new SessionGone("Peer router lost the session");
+      if (reply.status !== Status.OK || reply.data.length !== 9) throw new FrameError(`RESUME refused: ${statusName(reply.status)}`);
+      const peerRecv = u64(reply.data, 0);
+      if (reply.data[8] === 1) {
+        link.close();
         if (peerRecv === session.sent) throw new SessionGone("Peer finished the session cleanly meanwhile");
         throw new SessionGone("Peer finished the session without all our bytes");
       }
-      conn.setNoDelay(true);
-      this.o.conns.add(conn);
-      return { link: conn, peerRecv };
+      this.o.conns.add(link.conn);
+      return { link: link.conn, peerRecv };
     } catch (e) {
-      closeQuietly(conn);
+      link.close();
       throw e;
     }
   }

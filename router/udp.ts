@@ -19,7 +19,7 @@ const LOG_PER_WINDOW = 10;
 /** The UDP side of one router. */
 export class UdpRelay {
   #sock?: dgram.Socket;
-  #binds = new Map<string, { host: string; port: number }>();
+  #binds = new Map<string, { host: string; port: number; link: number }>();
   #carriers = new Map<Route, Carrier>();
   #logged = { at: 0, n: 0, quiet: 0 };
 
@@ -53,17 +53,26 @@ export class UdpRelay {
     });
   }
 
-  /** UDPBIND: datagrams for ip:vport go to host:realPort (realPort 0 removes it). */
-  bind(ip: number, vport: number, host: string, realPort: number): boolean {
+  /** UDPBIND from link `link`: datagrams for ip:vport go to host:realPort (realPort 0 removes it). */
+  bind(ip: number, vport: number, host: string, realPort: number, link: number): boolean {
     const k = `${ip}:${vport}`;
     if (realPort === 0) {
       const had = this.#binds.delete(k);
       if (had) this.log(`UDP endpoint ${formatIp(ip)}:${vport} unregistered`);
       return had;
     }
-    this.#binds.set(k, { host, port: realPort });
+    this.#binds.set(k, { host, port: realPort, link });
     this.log(`UDP endpoint ${formatIp(ip)}:${vport} is at ${host}:${realPort}`);
     return true;
+  }
+
+  /** Link `link` went away: the endpoints it registered are dropped. */
+  dropLink(link: number): void {
+    for (const [k, b] of this.#binds) {
+      if (b.link !== link) continue;
+      this.#binds.delete(k);
+      this.log(`UDP endpoint ${k.replace(/^(\d+)/, (ip) => formatIp(Number(ip)))} dropped: its process went away`);
+    }
   }
 
   /** Registered UDP endpoints. */

@@ -12,7 +12,8 @@ const denort = Deno.env.get("DENORT_BIN");
 if (!denort) {
   console.error(
     "compile: deno compile needs a denort base binary, which cannot be downloaded here: " +
-      "set DENORT_BIN=/path/to/denort (same version as `deno --version`), or install with ./scripts/install.sh",
+      "set DENORT_BIN=/path/to/denort (same version as `deno --version`), or build the one-file " +
+      "distribution with `deno task dist`, or install with ./scripts/install.sh",
   );
   Deno.exit(1);
 }

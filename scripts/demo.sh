@@ -10,15 +10,20 @@
 # from a temporary "host A" home: B lists A's home under ~/xufs-rhome, reads a file, edits one
 # (sed -i, echo >>) and creates one, and the changes show on A; a change made on A shows on B.
 #
-# Every process it starts is stopped by pid at the end, and its temporary directory removed.
-# Exit status 0 when every step did what it shows, 1 otherwise.
+# Every process it starts is stopped by pid at the end, and its temporary directory (in $TMPDIR,
+# default /tmp) removed. Exit status 0 when every step did what it shows, 1 otherwise.
+#
+# MYRT_BIN=DIR uses the commands installed in DIR (e.g. ~/myrt/bin) instead of installing this
+# tree; MYRT_DEMO_ONLY=uvpn runs Part 1 alone. `--inside UID GID` (the demo's own re-run, also
+# used by tests that made the namespace) skips the set-up and runs in the current network
+# namespace, which must have only loopback.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
 if [ "${1:-}" != "--inside" ]; then
   ensure_packages cc:gcc make:make curl:curl python3:python3 unshare:util-linux ip:iproute2 ps:procps \
     ssh:openssh-client ssh-keygen:openssh-client /usr/sbin/sshd:openssh-server
-  ensure_deno
+  [ -n "${MYRT_BIN:-}" ] || ensure_deno
   exec bash -c '. "$1"; in_loopback_netns bash "$2" --inside "$3" "$4"' demo \
     "$MYRT_ROOT/scripts/lib/common.sh" "$0" "$(id -u)" "$(id -g)"
 fi
@@ -32,7 +37,7 @@ if [ "$(id -u)" != "$2" ]; then
   exec unshare --map-user="$2" --map-group="$3" bash "$0" "$@"
 fi
 
-work=$(mktemp -d /tmp/myrt-demo.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/myrt-demo.XXXXXX")
 pids=()
 # Stops a process and everything below it, by pid.
 kill_tree() {
@@ -53,9 +58,14 @@ fail() { printf '\n\033[1;31mdemo: FAILED: %s\033[0m\n' "$*" >&2; exit 1; }
 
 part "Part 1: UVPN, a private IP network through user-level routers"
 
-say "Installing MyRT into $work/myrt (no root)"
-"$MYRT_ROOT/scripts/install.sh" "$work/myrt"
-bin=$work/myrt/bin
+if [ -n "${MYRT_BIN:-}" ]; then
+  bin=$MYRT_BIN
+  say "Using the MyRT installed in $bin"
+else
+  say "Installing MyRT into $work/myrt (no root)"
+  "$MYRT_ROOT/scripts/install.sh" "$work/myrt"
+  bin=$work/myrt/bin
+fi
 
 say "Route table ~/.uvpn_route"
 cat > "$HOME/.uvpn_route" <<ROUTES
@@ -102,6 +112,8 @@ say "Router logs"
 for r in A B; do sed -n "s/^uvpn_proxy: relay/router $r: relay/p" "$work/router$r.log"; done
 say "Leases of router A"
 UVPN_HOME_PROXY=127.0.0.2 UVPN_HOME_PROXY_PORT=7001 "$bin/uvpn_register" --list
+
+if [ "${MYRT_DEMO_ONLY:-}" = uvpn ]; then echo; echo "Demo finished: UVPN worked."; exit 0; fi
 
 part "Part 2: XUFS, host A's home directory under ~/xufs-rhome on host B"
 

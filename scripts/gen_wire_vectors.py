@@ -1,18 +1,31 @@
 #!/usr/bin/env python3
-"""Generates tests/vectors/wire.txt: UVPN frames computed independently of the C and
-TypeScript codecs (Python's hmac), so both can be checked byte for byte against them."""
+"""Generates tests/vectors/wire.txt: UVPN version-2 frames, link keys (HKDF-SHA256), tickets and
+datagrams computed independently of the C and TypeScript codecs (Python's hmac and hashlib), so
+both can be checked byte for byte against them."""
 import hashlib
 import hmac
 import struct
 
 KEY = bytes(range(32))
 MAGIC = b"UVPN"
+VERSION = 2
 
 
-def frame(ftype: int, nonce: bytes, time_ms: int, body: bytes) -> bytes:
-    head = MAGIC + struct.pack(">BBH", 1, ftype, len(body)) + nonce + struct.pack(">Q", time_ms)
+def hkdf(ikm: bytes, salt: bytes, info: bytes, n: int) -> bytes:
+    """RFC 5869 with SHA-256, written out from hmac."""
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    out, t, i = b"", b"", 1
+    while len(out) < n:
+        t = hmac.new(prk, t + info + bytes([i]), hashlib.sha256).digest()
+        out += t
+        i += 1
+    return out[:n]
+
+
+def frame(mk: bytes, ftype: int, seq: int, reqid: int, body: bytes) -> bytes:
+    head = MAGIC + struct.pack(">BBHQI", VERSION, ftype, len(body), seq, reqid) + bytes(12)
     data = head + body
-    return data + hmac.new(KEY, data, hashlib.sha256).digest()
+    return data + hmac.new(mk, data, hashlib.sha256).digest()
 
 
 def ip(s: str) -> bytes:
@@ -20,44 +33,78 @@ def ip(s: str) -> bytes:
 
 
 def dgram(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
-    head = b"UVPD" + bytes([1, 0]) + ip(src) + struct.pack(">H", sport) + ip(dst) + struct.pack(">H", dport)
+    head = b"UVPD" + bytes([VERSION, 0]) + ip(src) + struct.pack(">H", sport) + ip(dst) + struct.pack(">H", dport)
     return head + hmac.new(KEY, head + payload, hashlib.sha256).digest()[:16] + payload
 
 
-def connect_body(proto, sport, src, dst, dport):
-    return struct.pack(">BBH", proto, 0, sport) + ip(src) + ip(dst) + struct.pack(">HH", dport, 0)
+def connect_body(proto, flags, src, sport, dst, dport):
+    return struct.pack(">BB", proto, flags) + ip(src) + struct.pack(">H", sport) + ip(dst) + struct.pack(">H", dport)
 
 
+def ticket(kind, src, sport, dst, dport, lid, bound, issued, tid):
+    b = (b"UVPT" + bytes([VERSION, kind, 0, 0]) + ip(src) + struct.pack(">H", sport) + ip(dst)
+         + struct.pack(">H", dport) + lid + struct.pack(">HH", bound, 0) + struct.pack(">Q", issued) + tid)
+    return b + hmac.new(KEY, b, hashlib.sha256).digest()
+
+
+NC = bytes(range(0x10, 0x20))
+NR = bytes(range(0xE0, 0xF0))
+K = hkdf(KEY, NC + NR, b"uvpn link v2", 64)
+UP, DOWN = K[:32], K[32:]
+HOLDER = bytes([0x48] * 16)
+LID = bytes(range(0x30, 0x38))
+
+# name, mk name, type, seq, reqid, body
 cases = [
-    ("connect_tcp", 1, bytes(range(16, 32)), 1700000000123,
-     connect_body(6, 40000, "100.64.0.1", "100.65.0.7", 8080)),
-    ("reply_ok", 2, bytes(range(16, 32)), 1700000000456, b"\x00"),
-    ("reply_refused", 2, bytes([0xAB] * 16), 1, b"\x01"),
-    ("lease_named", 3, bytes([0x5A] * 16), 1234567890123, bytes([5]) + b"node1"),
-    ("lease_anon", 3, bytes(16), 0, b"\x00"),
-    ("release", 4, bytes([1] * 16), 42, ip("100.64.0.9")),
-    ("list", 5, bytes([2] * 16), 43, b""),
-    ("listen", 6, bytes([3] * 16), 44, ip("100.65.0.2") + struct.pack(">HH", 8080, 45678)),
-    ("unlisten", 7, bytes([4] * 16), 45, ip("100.65.0.2") + struct.pack(">H", 8080)),
-    ("info", 8, bytes([5] * 16), 0xFFFFFFFFFFFF, b""),
-    ("session", 9, bytes([6] * 16), 46,
-     connect_body(6, 40001, "100.64.0.1", "100.65.0.7", 22) + bytes(range(0xA0, 0xB0))),
-    ("resume", 10, bytes([7] * 16), 47, bytes(range(0xA0, 0xB0)) + struct.pack(">Q", 123456789012)),
-    ("status", 11, bytes([8] * 16), 48, b""),
-    ("name_forward", 13, bytes([9] * 16), 49, bytes([0, 1, 5]) + b"node1"),
-    ("name_reverse_local", 13, bytes([10] * 16), 50, bytes([1, 2]) + ip("100.65.0.7")),
-    ("reply_name", 2, bytes([9] * 16), 51, b"\x00" + ip("100.65.0.7") + bytes([5]) + b"node1"),
-    ("udpbind", 12, bytes([9] * 16), 49, ip("100.65.0.2") + struct.pack(">HH", 5353, 40001)),
-    ("udpunbind", 12, bytes([10] * 16), 50, ip("100.65.0.2") + struct.pack(">HH", 5353, 0)),
-    ("reply_lease", 2, bytes([0x5A] * 16), 1234567890999, b"\x00" + ip("100.64.0.3")),
+    ("hello", "key", 1, 0, 0, bytes([1, 0]) + NC + HOLDER),
+    ("hello_router", "key", 1, 0, 0, bytes([2, 0]) + NC + bytes(16)),
+    ("challenge", "key", 2, 0, 0, NR + NC),
+    ("lease_named", "up", 4, 1, 7, bytes([1]) + struct.pack(">I", 0) + bytes([5]) + b"node1"),
+    ("lease_anon", "up", 4, 1, 1, bytes([0]) + struct.pack(">I", 3600) + b"\x00"),
+    ("reply_lease", "down", 3, 1, 7, b"\x00" + ip("100.64.0.3") + HOLDER),
+    ("release", "up", 5, 2, 2, ip("100.64.0.9")),
+    ("list", "up", 6, 3, 3, b""),
+    ("listen", "up", 7, 4, 4, ip("100.65.0.2") + struct.pack(">HH", 8080, 45678) + LID),
+    ("unlisten", "up", 8, 5, 5, ip("100.65.0.2") + struct.pack(">H", 8080) + LID),
+    ("info", "up", 9, 6, 6, b""),
+    ("status", "up", 10, 7, 8, b"\x00"),
+    ("udpbind", "up", 11, 8, 9, ip("100.65.0.2") + struct.pack(">HH", 5353, 40001)),
+    ("name_forward", "up", 12, 9, 10, bytes([0, 1, 5]) + b"node1"),
+    ("name_reverse_local", "up", 12, 10, 11, bytes([1, 2]) + ip("100.65.0.7")),
+    ("reply_name", "down", 3, 2, 10, b"\x00" + ip("100.65.0.7") + bytes([5]) + b"node1"),
+    ("connect_tcp", "up", 13, 11, 0xFFFFFFFF, connect_body(6, 0, "100.64.0.1", 0, "100.65.0.7", 8080)),
+    ("reply_connect", "down", 3, 3, 0xFFFFFFFF,
+     b"\x00" + bytes([1]) + ip("127.0.0.2") + struct.pack(">HH", 7001, 40000) + bytes(8)
+     + struct.pack(">Q", 1700000000123) + bytes(range(0xA0, 0xB0))),
+    ("use", "up", 14, 12, 12, ip("100.64.0.1")),
+    ("reply_refused", "down", 3, 4, 13, b"\x01"),
+    ("reply_eperm", "down", 3, 5, 12, b"\x0a"),
+    ("session", "up", 20, 1, 1, bytes(range(0xA0, 0xB0)) + connect_body(6, 0, "100.64.0.1", 40001, "100.65.0.7", 22)),
+    ("resume", "up", 26, 1, 1, bytes(range(0xA0, 0xB0)) + struct.pack(">Q", 123456789012)),
+    ("ping", "up", 16, 2, 14, b""),
 ]
+keys = {"key": KEY, "up": UP, "down": DOWN}
 
-print("# UVPN wire test vectors: generated by scripts/gen_wire_vectors.py; do not edit.")
-print("# key <hex>, then: name type nonce_hex time_ms body_hex(- if empty) frame_hex")
-print("key", KEY.hex())
-for name, ftype, nonce, t, body in cases:
-    print(name, ftype, nonce.hex(), t, body.hex() or "-", frame(ftype, nonce, t, body).hex())
+print("# UVPN wire test vectors (version 2): generated by scripts/gen_wire_vectors.py; do not edit.")
+print("# key <hex>; hkdf ikm salt info len okm; link nc nr up down;")
+print("# frame name mk(key|up|down) type seq reqid body_hex(- if empty) frame_hex;")
+print("# ticket name kind src:port dst:port lid bound issued ticket_id ticket_hex;")
 print("# dgram name src_ip:port dst_ip:port payload_hex(- if empty) datagram_hex")
+print("key", KEY.hex())
+# RFC 5869 test case 1, then the link derivation.
+rfc_ikm, rfc_salt, rfc_info = bytes([0x0B] * 22), bytes(range(13)), bytes(range(0xF0, 0xFA))
+print("hkdf", rfc_ikm.hex(), rfc_salt.hex(), rfc_info.hex(), 42, hkdf(rfc_ikm, rfc_salt, rfc_info, 42).hex())
+print("hkdf", KEY.hex(), (NC + NR).hex(), b"uvpn link v2".hex(), 64, K.hex())
+print("link", NC.hex(), NR.hex(), UP.hex(), DOWN.hex())
+for name, mk, ftype, seq, reqid, body in cases:
+    print("frame", name, mk, ftype, seq, reqid, body.hex() or "-", frame(keys[mk], ftype, seq, reqid, body).hex())
+tickets = [
+    ("ticket_data", 1, "100.64.0.1", 40000, "100.65.0.7", 8080, bytes(8), 51234, 1700000000123, bytes(range(0xA0, 0xB0))),
+    ("ticket_relayed", 2, "100.64.0.1", 40000, "100.65.0.7", 8080, LID, 40999, 1700000000456, bytes([0x77] * 16)),
+]
+for name, kind, src, sport, dst, dport, lid, bound, issued, tid in tickets:
+    print("ticket", name, kind, f"{src}:{sport}", f"{dst}:{dport}", lid.hex(), bound, issued, tid.hex(),
+          ticket(kind, src, sport, dst, dport, lid, bound, issued, tid).hex())
 dgrams = [
     ("dgram_hello", "100.64.0.1", 40000, "100.65.0.7", 5353, b"hello"),
     ("dgram_empty", "100.65.0.7", 5353, "100.64.0.1", 40000, b""),

@@ -6,8 +6,14 @@ set -uo pipefail
 cd "$MYRT_ROOT"
 ensure_packages cc:gcc make:make curl:curl python3:python3 socat:socat strace:strace ip:iproute2 \
   unshare:util-linux go:golang-go busybox:busybox-static sshd:openssh-server ssh:openssh-client \
-  git:git pgrep:procps tar:tar iperf3:iperf3 vi:vim-tiny || exit 1
+  git:git pgrep:procps tar:tar iperf3:iperf3 objdump:binutils gzip:gzip vi:vim-tiny mpicc.mpich:mpich mpicc.mpich:libmpich-dev \
+  mpicc.openmpi:openmpi-bin mpicc.openmpi:libopenmpi-dev slurmctld:slurmctld slurmd:slurmd \
+  srun:slurm-client || exit 1
+ensure_libfuzzer || exit 1
 ensure_deno || exit 1
+# The tests' npm packages (deno.json "imports", pinned by deno.lock) are fetched before the
+# network namespace: inside it there is no registry.
+"$DENO" install --quiet >/dev/null || { echo "test: cannot fetch the tests' npm packages (deno install)" >&2; echo "0 passed, 1 failed"; exit 1; }
 make -s -C native || { echo "0 passed, 1 failed"; exit 1; }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -168,27 +168,43 @@ class Ssh {
 }
 
 /**
- * Copies PREFIX to B's ~/myrt through ssh (tar over the master), without root. Sessions that
- * start at once on a fresh B take turns (a directory made atomically is the lock; one older
- * than 10 minutes is a crashed install's), and the second finds the first one's install; files
- * are replaced by unlinking first, so a running MyRT keeps its old binaries.
+ * Installs MyRT in B's ~/myrt over the master connection, without root. PREFIX/bin/myrt is the
+ * one-file distribution of this PREFIX (scripts/install.sh packs every PREFIX it installs, and
+ * `myrt install` copies itself there): it travels alone and installs itself on B after checking
+ * itself and B (size, SHA-256, architecture, glibc). Only a PREFIX without it (copied from an
+ * install older than the one-file distribution) still travels as a tar stream of its tree.
+ * Sessions that start at once on a fresh B take turns (a directory made atomically is the lock;
+ * one older than 10 minutes is a crashed install's), and the second finds the first one's
+ * install; files are replaced, never rewritten in place, so a running MyRT keeps its old ones.
  */
 async function installOnB(ssh: Ssh, prefix: string): Promise<void> {
-  const tar = new Deno.Command("tar", {
-    args: ["-C", prefix, "--exclude=./lib/myrt/cache", "-cf", "-", "./bin", "./lib/myrt"],
-    stdout: "piped",
-  }).spawn();
+  const dist = join(prefix, "bin", "myrt");
+  const oneFile = await Deno.stat(dist).then((s) => s.isFile, () => false);
+  let tar: Deno.ChildProcess | undefined;
+  let unpack: string, payload: ReadableStream<Uint8Array>;
+  if (oneFile) {
+    unpack = 'mkdir -p "$HOME/myrt/bin" && cat > "$HOME/myrt/bin/myrt.new" && chmod 755 "$HOME/myrt/bin/myrt.new" && ' +
+      'mv -f "$HOME/myrt/bin/myrt.new" "$HOME/myrt/bin/myrt" && "$HOME/myrt/bin/myrt" install >/dev/null';
+    payload = (await Deno.open(dist)).readable;
+  } else {
+    tar = new Deno.Command("tar", {
+      args: ["-C", prefix, "--exclude=./lib/myrt/cache", "-cf", "-", "./bin", "./lib/myrt"],
+      stdout: "piped",
+    }).spawn();
+    unpack = 'tar -C "$HOME/myrt" --unlink-first -xf -';
+    payload = tar.stdout;
+  }
   const lock = '"$HOME/myrt/.installing"';
   const script = [
     'mkdir -p "$HOME/myrt"',
     `for i in $(seq 1200); do mkdir ${lock} 2>/dev/null && break; [ -n "$(find ${lock} -maxdepth 0 -mmin +10 2>/dev/null)" ] && rmdir ${lock}; sleep 0.1; done`,
-    `if [ "$(cat "$HOME/myrt/lib/myrt/VERSION" 2>/dev/null)" = ${shq(VERSION)} ]; then cat >/dev/null; else tar -C "$HOME/myrt" --unlink-first -xf -; fi`,
+    `if [ "$(cat "$HOME/myrt/lib/myrt/VERSION" 2>/dev/null)" = ${shq(VERSION)} ]; then cat >/dev/null; else ${unpack}; fi`,
     `rc=$?; rmdir ${lock}; [ $rc = 0 ] && "$HOME/myrt/bin/xufs_session" --version >/dev/null`,
   ].join("; ");
   const remote = new Deno.Command("ssh", { args: ssh.args(["-T"], script), stdin: "piped", stdout: "null", stderr: "inherit" }).spawn();
-  await tar.stdout.pipeTo(remote.stdin);
-  const [t, r] = await Promise.all([tar.status, remote.status]);
-  if (!t.success || !r.success) throw new NetworkError(`Installing MyRT on ${ssh.o.host} failed`);
+  await payload.pipeTo(remote.stdin).catch(() => {}); // a failure on B shows in its status
+  const [t, r] = await Promise.all([tar?.status, remote.status]);
+  if ((t && !t.success) || !r.success) throw new NetworkError(`Installing MyRT on ${ssh.o.host} failed`);
 }
 
 /** Runs a whole ussh session; returns the remote shell's or command's exit status. */

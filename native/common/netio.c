@@ -45,7 +45,7 @@ int wait_fd(int fd, short events, int64_t deadline)
         int64_t left = deadline - mono_ms();
         if (left <= 0) return 0;
         struct pollfd p = {fd, events, 0};
-        int r = poll(&p, 1, left > 60000 ? 60000 : (int)left);
+        int r = real.poll(&p, 1, left > 60000 ? 60000 : (int)left);
         if (r < 0) {
             if (errno == EINTR) continue; /* bounded: the deadline still applies */
             return -errno;

@@ -9,8 +9,15 @@
 #ifndef MYRT_REAL_H
 #define MYRT_REAL_H
 
+#include <dirent.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 struct myrt_real {
@@ -21,6 +28,12 @@ struct myrt_real {
     int (*accept4)(int, struct sockaddr *, socklen_t *, int);
     int (*getsockname)(int, struct sockaddr *, socklen_t *);
     int (*getpeername)(int, struct sockaddr *, socklen_t *);
+    int (*getsockopt)(int, int, int, void *, socklen_t *);
+    int (*poll)(struct pollfd *, nfds_t, int);
+    int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*epoll_wait)(int, struct epoll_event *, int, int);
+    int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+    int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
     int (*close)(int);
     int (*dup)(int);
     int (*dup2)(int, int);
@@ -32,6 +45,8 @@ struct myrt_real {
     int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
     ssize_t (*send)(int, const void *, size_t, int);
     ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*writev)(int, const struct iovec *, int);
+    ssize_t (*readv)(int, const struct iovec *, int);
     ssize_t (*recv)(int, void *, size_t, int);
     ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
     ssize_t (*recvmsg)(int, struct msghdr *, int);
@@ -44,6 +59,17 @@ struct myrt_real {
                             int *);
     int (*gethostbyaddr_r)(const void *, socklen_t, int, struct hostent *, char *, size_t,
                            struct hostent **, int *);
+    /* interface enumeration (uvpn/wrap/ifaddrs.c) */
+    int (*ioctl)(int, unsigned long, ...);
+    int (*getifaddrs)(struct ifaddrs **);
+    void (*freeifaddrs)(struct ifaddrs *);
+    struct if_nameindex *(*if_nameindex)(void);
+    unsigned int (*if_nametoindex)(const char *);
+    char *(*if_indextoname)(unsigned int, char *);
+    DIR *(*opendir)(const char *);
+    struct dirent *(*readdir)(DIR *);
+    struct dirent64 *(*readdir64)(DIR *);
+    int (*closedir)(DIR *);
 };
 
 extern struct myrt_real real;

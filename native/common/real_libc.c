@@ -4,6 +4,10 @@
 #include "common/real.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 struct myrt_real real = {
@@ -14,6 +18,12 @@ struct myrt_real real = {
     .accept4 = accept4,
     .getsockname = getsockname,
     .getpeername = getpeername,
+    .getsockopt = getsockopt,
+    .poll = poll,
+    .epoll_ctl = epoll_ctl,
+    .epoll_wait = epoll_wait,
+    .epoll_pwait = epoll_pwait,
+    .ppoll = ppoll,
     .close = close,
     .dup = dup,
     .dup2 = dup2,
@@ -25,6 +35,8 @@ struct myrt_real real = {
     .sendmmsg = sendmmsg,
     .send = send,
     .write = write,
+    .writev = writev,
+    .readv = readv,
     .recv = recv,
     .recvfrom = recvfrom,
     .recvmsg = recvmsg,
@@ -35,6 +47,16 @@ struct myrt_real real = {
     .getnameinfo = getnameinfo,
     .gethostbyname2_r = gethostbyname2_r,
     .gethostbyaddr_r = gethostbyaddr_r,
+    .ioctl = ioctl,
+    .getifaddrs = getifaddrs,
+    .freeifaddrs = freeifaddrs,
+    .if_nameindex = if_nameindex,
+    .if_nametoindex = if_nametoindex,
+    .if_indextoname = if_indextoname,
+    .opendir = opendir,
+    .readdir = readdir,
+    .readdir64 = readdir64,
+    .closedir = closedir,
 };
 
 void real_init(void) {}

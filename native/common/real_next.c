@@ -20,6 +20,12 @@ static void load(void)
     LOAD(accept4);
     LOAD(getsockname);
     LOAD(getpeername);
+    LOAD(getsockopt);
+    LOAD(poll);
+    LOAD(epoll_ctl);
+    LOAD(epoll_wait);
+    LOAD(epoll_pwait);
+    LOAD(ppoll);
     LOAD(close);
     LOAD(dup);
     LOAD(dup2);
@@ -31,6 +37,8 @@ static void load(void)
     LOAD(sendmmsg);
     LOAD(send);
     LOAD(write);
+    LOAD(writev);
+    LOAD(readv);
     LOAD(recv);
     LOAD(recvfrom);
     LOAD(recvmsg);
@@ -41,6 +49,16 @@ static void load(void)
     LOAD(getnameinfo);
     LOAD(gethostbyname2_r);
     LOAD(gethostbyaddr_r);
+    LOAD(ioctl);
+    LOAD(getifaddrs);
+    LOAD(freeifaddrs);
+    LOAD(if_nameindex);
+    LOAD(if_nametoindex);
+    LOAD(if_indextoname);
+    LOAD(opendir);
+    LOAD(readdir);
+    LOAD(readdir64);
+    LOAD(closedir);
 }
 
 void real_init(void)

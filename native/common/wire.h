@@ -1,6 +1,7 @@
-/* wire.h: the UVPN frame codec (docs/PROTOCOL.md, version 1): constants, frame encode/decode
- * and MAC verification, CONNECT body packing, status<->errno mapping, key file parsing and the
- * request replay cache. Pure logic: no sockets, no environment. */
+/* wire.h: the UVPN wire codec (docs/PROTOCOL.md, version 2): constants, frame encode/decode and
+ * MAC verification, link key derivation (HKDF-SHA256), CONNECT bodies and answers, tickets and the
+ * seen-set of ticket ids, status<->errno mapping, key file parsing and encapsulated datagrams.
+ * Pure logic: no sockets, no environment. */
 #ifndef UVPN_WIRE_H
 #define UVPN_WIRE_H
 
@@ -9,33 +10,49 @@
 #include <pthread.h>
 
 #define UVPN_MAGIC "UVPN" /* 55 56 50 4e */
+#define UVPN_TICKET_MAGIC "UVPT" /* 55 56 50 54 */
 #define UVPN_MAGIC_LEN 4
-#define UVPN_VERSION 1
+#define UVPN_VERSION 2
 #define UVPN_HEAD_LEN 32
 #define UVPN_MAC_LEN 32
 #define UVPN_NONCE_LEN 16
+#define UVPN_TOKEN_LEN 16
+#define UVPN_LID_LEN 8
 #define UVPN_KEY_LEN 32
+#define UVPN_MAX_PREAUTH_BODY 64 /* HELLO, CHALLENGE: before the link is authenticated */
 #define UVPN_MAX_REQ_BODY 1024   /* every type except REPLY */
 #define UVPN_MAX_BODY 65535      /* REPLY */
-#define UVPN_CONNECT_BODY_LEN 16
+#define UVPN_CONNECT_BODY_LEN 14
+#define UVPN_CONNECT_ANSWER_LEN 41
+#define UVPN_HELLO_LEN 34
+#define UVPN_CHALLENGE_LEN 32
+#define UVPN_TICKET_LEN 88
+#define UVPN_TIME_WINDOW_MS 300000ULL
 
-/* Frame types */
+/* Frame types (docs/PROTOCOL.md, "Requests on a client link") */
 enum {
-    UVPN_T_CONNECT = 1,
-    UVPN_T_REPLY = 2,
-    UVPN_T_LEASE = 3,
-    UVPN_T_RELEASE = 4,
-    UVPN_T_LIST = 5,
-    UVPN_T_LISTEN = 6,
-    UVPN_T_UNLISTEN = 7,
-    UVPN_T_INFO = 8,
-    UVPN_T_SESSION = 9, /* router to router: CONNECT body + session id */
-    UVPN_T_RESUME = 10, /* router to router: session id + r_bytes */
-    UVPN_T_STATUS = 11, /* a router's sessions and counters, as text */
-    UVPN_T_UDPBIND = 12, /* ip, vport, real_port: a UDP endpoint (real_port 0: unregister) */
-    UVPN_T_NAME = 13,   /* overlay host name <-> virtual address (see uvpn_name_pack) */
-    UVPN_T_LAST = UVPN_T_NAME,
+    UVPN_T_HELLO = 1,
+    UVPN_T_CHALLENGE = 2,
+    UVPN_T_REPLY = 3,
+    UVPN_T_LEASE = 4,
+    UVPN_T_RELEASE = 5,
+    UVPN_T_LIST = 6,
+    UVPN_T_LISTEN = 7,     /* ip, vport, real_port, listener id */
+    UVPN_T_UNLISTEN = 8,   /* ip, vport, listener id */
+    UVPN_T_INFO = 9,
+    UVPN_T_STATUS = 10,
+    UVPN_T_UDPBIND = 11,   /* ip, vport, real_port (0: unregister) */
+    UVPN_T_NAME = 12,      /* overlay host name <-> virtual address (see uvpn_name_pack) */
+    UVPN_T_CONNECT = 13,
+    UVPN_T_USE = 14,       /* ip: this link uses the address (keeps its lease held) */
+    UVPN_T_PING = 16,
+    UVPN_T_PONG = 17,
+    UVPN_T_SESSION = 20,   /* router to router */
+    UVPN_T_RESUME = 26,    /* router to router */
 };
+
+#define UVPN_ROLE_CLIENT 1
+#define UVPN_ROLE_ROUTER 2
 
 /* Reply status codes */
 enum {
@@ -49,10 +66,17 @@ enum {
     UVPN_ST_EINVAL = 7,
     UVPN_ST_EADDRNOTAVAIL = 8,
     UVPN_ST_ENOENT = 9,
+    UVPN_ST_EPERM = 10,
+    UVPN_ST_EBUSY = 11,
 };
 
 #define UVPN_PROTO_TCP 6
 #define UVPN_PROTO_UDP 17
+
+/* Ticket kinds */
+#define UVPN_TK_DATA 1
+#define UVPN_TK_RELAYED 2
+#define UVPN_TK_DIRECT 3
 
 /* Decode/verify results (negative) */
 enum {
@@ -65,54 +89,126 @@ enum {
     UVPN_E_MAC = -6,
     UVPN_E_BODY = -7,     /* body malformed for its type */
     UVPN_E_SPACE = -8,    /* output buffer too small */
+    UVPN_E_RESERVED = -9, /* reserved bytes not zero */
+    UVPN_E_SEQ = -10,     /* frame out of sequence on its link */
+    UVPN_E_RANGE = -11,   /* a 64-bit count or time of 2^53 or more */
 };
 
-/* Replay cache results (negative) */
+/* Ticket checks (negative) */
 enum {
-    UVPN_R_TIME = -20,    /* frame time outside +-300 s */
-    UVPN_R_REPLAY = -21,  /* nonce already seen */
-    UVPN_R_FULL = -22,    /* cache full of live nonces: refused (fail closed) */
+    UVPN_R_TIME = -20,    /* issued outside +-300 s */
+    UVPN_R_REPLAY = -21,  /* ticket id already seen */
+    UVPN_R_OLD = -22,     /* issued before the seen-set's low-water mark */
 };
 
 typedef struct {
     uint8_t type;
     uint16_t len;                     /* body length L */
-    uint8_t nonce[UVPN_NONCE_LEN];
-    uint64_t time_ms;
+    uint64_t seq;
+    uint32_t reqid;
 } uvpn_head;
 
 /* CONNECT body. IPv4 addresses are host-order uint32 (10.0.0.1 == 0x0a000001). */
 typedef struct {
     uint8_t proto, flags;
-    uint16_t src_port;
     uint32_t src_ip;
+    uint16_t src_port;
     uint32_t dst_ip;
     uint16_t dst_port;
 } uvpn_connect;
 
+/* The answer to CONNECT (after the status byte). */
+typedef struct {
+    uint8_t kind;
+    uint32_t real_ip;
+    uint16_t real_port, src_port;
+    uint8_t lid[UVPN_LID_LEN];
+    uint64_t issued;
+    uint8_t tid[UVPN_NONCE_LEN];
+} uvpn_answer;
+
+/* A ticket's fields. */
+typedef struct {
+    uint8_t kind;
+    uint32_t src_ip, dst_ip;
+    uint16_t src_port, dst_port;
+    uint8_t lid[UVPN_LID_LEN];
+    uint16_t bound_port;
+    uint64_t issued;
+    uint8_t tid[UVPN_NONCE_LEN];
+} uvpn_ticket;
+
+/* Every 64-bit field on the wire (seq, a ticket's issued time) is below 2^53, so that both codecs
+ * hold it exactly (TypeScript numbers are doubles); larger values are refused. */
+#define UVPN_MAX_U53 ((1ULL << 53) - 1)
+
 static inline size_t uvpn_frame_len(size_t body_len) { return UVPN_HEAD_LEN + body_len + UVPN_MAC_LEN; }
 
-/* Largest body allowed for a frame type (0 if the type is unknown). */
-size_t uvpn_max_body(int type);
+/* Largest body allowed for a frame type on a link that is (or is not yet) authenticated (0 if
+ * the type is unknown). */
+size_t uvpn_max_body(int type, int authenticated);
 
-/* Encodes a frame into out (capacity cap). Returns its length (64 + body_len) or a negative
- * UVPN_E_* (E_TYPE, E_LENGTH, E_SPACE). body may be NULL when body_len is 0. */
-long uvpn_encode(uint8_t *out, size_t cap, const uint8_t key[UVPN_KEY_LEN], int type,
-                 const uint8_t nonce[UVPN_NONCE_LEN], uint64_t time_ms, const uint8_t *body,
-                 size_t body_len);
+/* Encodes a frame MACed with mk (the network key for HELLO/CHALLENGE, else a link key) into out
+ * (capacity cap). Returns its length (64 + body_len) or a negative UVPN_E_*. body may be NULL
+ * when body_len is 0, and may already be in place at out + 32. */
+long uvpn_encode(uint8_t *out, size_t cap, const uint8_t mk[UVPN_KEY_LEN], int type, uint64_t seq,
+                 uint32_t reqid, const uint8_t *body, size_t body_len);
 
-/* Checks the 32-byte head: length, magic, version, type, length limit for the type. */
-int uvpn_decode_head(const uint8_t *buf, size_t n, uvpn_head *h);
+/* Checks the 32-byte head: length, magic, version, type, reserved bytes, length limit. */
+int uvpn_decode_head(const uint8_t *buf, size_t n, int authenticated, uvpn_head *h);
 
-/* Decodes and verifies a complete frame (head checks + constant-time MAC compare). n must be
- * exactly the frame length. On success *body points into buf. */
-int uvpn_decode_frame(const uint8_t key[UVPN_KEY_LEN], const uint8_t *buf, size_t n,
+/* Decodes and verifies a complete frame under mk (head checks + constant-time MAC compare). n
+ * must be exactly the frame length. On success *body points into buf. */
+int uvpn_decode_frame(const uint8_t mk[UVPN_KEY_LEN], const uint8_t *buf, size_t n, int authenticated,
                       uvpn_head *h, const uint8_t **body);
 
 const char *uvpn_strerror(int err);
 
+/* HKDF-SHA256 (RFC 5869): n <= 255 * 32 bytes of okm. */
+void uvpn_hkdf(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
+               const uint8_t *info, size_t info_len, uint8_t *okm, size_t n);
+/* The link's direction keys from the network key and the two nonces: up (client to router) and
+ * down (router to client). */
+void uvpn_link_keys(const uint8_t key[UVPN_KEY_LEN], const uint8_t nc[UVPN_NONCE_LEN],
+                    const uint8_t nr[UVPN_NONCE_LEN], uint8_t up[UVPN_KEY_LEN], uint8_t down[UVPN_KEY_LEN]);
+
 void uvpn_connect_pack(const uvpn_connect *c, uint8_t out[UVPN_CONNECT_BODY_LEN]);
 int uvpn_connect_unpack(const uint8_t *body, size_t len, uvpn_connect *c);
+/* CONNECT answer data (after the status byte): 0 or UVPN_E_BODY. */
+int uvpn_answer_unpack(const uint8_t *data, size_t len, uvpn_answer *a);
+
+/* Tickets: pack (and MAC with the network key) into out; check length (exactly 88), magic,
+ * version, reserved bytes and MAC and unpack (0 or UVPN_E_*). */
+void uvpn_ticket_pack(const uint8_t key[UVPN_KEY_LEN], const uvpn_ticket *t, uint8_t out[UVPN_TICKET_LEN]);
+int uvpn_ticket_unpack(const uint8_t key[UVPN_KEY_LEN], const uint8_t *buf, size_t n, uvpn_ticket *t);
+
+/* The seen-set of ticket ids of one process (docs/PROTOCOL.md, "Tickets"): no fixed cap on the
+ * rate; past UVPN_SEEN_KEEP ids the oldest are forgotten and the low-water mark rises to the
+ * newest forgotten issue time, below which tickets are refused. Thread-safe. Zero-initialise
+ * with UVPN_SEEN_INIT. */
+#define UVPN_SEEN_KEEP 65536
+#define UVPN_SEEN_BUCKETS (2 * UVPN_SEEN_KEEP)
+
+typedef struct {
+    uint8_t tid[UVPN_NONCE_LEN];
+    uint64_t issued;
+    int32_t next;     /* hash chain: index into e, -1 at the end */
+    uint8_t used;
+} uvpn_seen_entry;
+
+typedef struct {
+    pthread_mutex_t lock;
+    uint64_t low_water;          /* tickets issued before this are refused */
+    uint32_t head, count;        /* ring of entries: oldest at head */
+    int32_t *bucket;             /* UVPN_SEEN_BUCKETS chain heads, allocated on first use */
+    uvpn_seen_entry *e;          /* UVPN_SEEN_KEEP entries */
+} uvpn_seen;
+
+#define UVPN_SEEN_INIT { PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, NULL, NULL }
+
+/* Accepts a ticket id once: 0, or UVPN_R_TIME (issued outside +-300 s of now_ms), UVPN_R_OLD,
+ * UVPN_R_REPLAY, or -ENOMEM. */
+int uvpn_seen_check(uvpn_seen *s, const uint8_t tid[UVPN_NONCE_LEN], uint64_t issued, uint64_t now_ms);
 
 /* NAME body: flags u8, kind u8, then kind 1 (forward): name_len u8, name (1..63 bytes,
  * [A-Za-z0-9-]); kind 2 (reverse): ip[4]. Reply data: ip[4], name_len u8, name. */
@@ -161,30 +257,5 @@ int uvpn_key_parse(const char *text, size_t len, uint8_t key[UVPN_KEY_LEN]);
 /* Reads and parses a key file; refuses files with any group/other permission bit. On failure
  * returns -errno-like code (-ENOENT, -EACCES, -EINVAL, ...) and writes the reason to why. */
 int uvpn_key_load(const char *path, uint8_t key[UVPN_KEY_LEN], char *why, size_t why_len);
-
-/* Replay cache: accepts a request only when its time is within +-UVPN_TIME_WINDOW_MS of now and
- * its nonce was not seen in the last UVPN_REPLAY_KEEP_MS. Bounded (UVPN_REPLAY_CAP entries, a
- * FIFO in arrival order); when full of still-live nonces new requests are refused (fail closed).
- * Thread-safe. Zero-initialise with UVPN_REPLAY_INIT. */
-#define UVPN_TIME_WINDOW_MS 300000ULL
-#define UVPN_REPLAY_KEEP_MS 600000ULL
-#define UVPN_REPLAY_CAP 8192
-
-typedef struct {
-    uint8_t nonce[UVPN_NONCE_LEN];
-    uint64_t expires_ms;   /* arrival + UVPN_REPLAY_KEEP_MS */
-} uvpn_replay_entry;
-
-typedef struct {
-    pthread_mutex_t lock;
-    size_t head, count;    /* ring: oldest at head */
-    uvpn_replay_entry e[UVPN_REPLAY_CAP];
-} uvpn_replay;
-
-#define UVPN_REPLAY_INIT { PTHREAD_MUTEX_INITIALIZER, 0, 0, {{{0}, 0}} }
-
-/* Returns 0 (accepted and remembered) or UVPN_R_*. now_ms = receiver's Unix time in ms. */
-int uvpn_replay_check(uvpn_replay *rc, const uint8_t nonce[UVPN_NONCE_LEN], uint64_t frame_time_ms,
-                      uint64_t now_ms);
 
 #endif

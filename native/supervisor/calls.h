@@ -11,11 +11,23 @@ void on_connect(int nfd, const struct seccomp_notif *q);
 void on_bind(int nfd, const struct seccomp_notif *q);
 void on_listen(int nfd, const struct seccomp_notif *q);
 void on_accept(int nfd, const struct seccomp_notif *q);
+/* getsockopt(SO_ERROR): the error of a failed overlay connect. */
+void on_getsockopt(int nfd, const struct seccomp_notif *q);
 /* getsockname (peer 0) and getpeername (peer 1). */
 void on_name(int nfd, const struct seccomp_notif *q, int peer);
 
 /* dgram.c: UDP over the overlay. sendto and sendmsg; recvfrom and recvmsg. */
 void on_send(int nfd, const struct seccomp_notif *q);
 void on_recv(int nfd, const struct seccomp_notif *q);
+
+/* ifreq.c: the interface ioctls (SIOCGIFCONF, SIOCGIF*, ...) from the overlay's view. */
+void on_ioctl(int nfd, const struct seccomp_notif *q);
+
+/* netlink.c: rtnetlink interface dumps. Called first by on_send and on_recv: 1 when the call
+ * was one (answered), else 0. */
+int nl_on_send(int nfd, const struct seccomp_notif *q);
+/* socket(AF_NETLINK, ...) (the only socket calls the filter stops): noted, then continued. */
+void on_socket(int nfd, const struct seccomp_notif *q);
+int nl_on_recv(int nfd, const struct seccomp_notif *q);
 
 #endif

@@ -1,6 +1,7 @@
 /* dgram.c: the supervisor's answers to datagram calls (calls.h), UDP over the overlay (udp.c):
  *   sendto, sendmsg   to a virtual address, or on a connected overlay UDP socket: encapsulated
- *             and sent to the home router; raw sockets to a virtual address: ENETUNREACH.
+ *             and sent to the home router (a first send, which registers the socket with the
+ *             router, in a worker thread); raw sockets to a virtual address: ENETUNREACH.
  *   recvfrom, recvmsg on a registered overlay UDP socket: verified, decapsulated, written into
  *             the program's buffers with the virtual source (blocking ones in a worker thread).
  *             On a socket redirected to the DNS stub, the nameserver is reported as the source. */
@@ -79,14 +80,14 @@ static pmsg *pm_read(const struct seccomp_notif *q, int *err)
     return pm;
 }
 
-void on_send(int nfd, const struct seccomp_notif *q)
+#define NEEDS_WORKER 1
+
+/* Answers the stopped send q. may_wait 0 (the notification loop): returns NEEDS_WORKER, having
+ * done nothing, when the answer needs the home router (a UDP registration, which waits for its
+ * answer: with the router unreachable up to the link's deadline), so the loop never waits;
+ * else answers and returns 0. */
+static int send_answer(int nfd, const struct seccomp_notif *q, int may_wait)
 {
-    /* Most sends carry no address (send() on a TCP socket): nothing to do while no overlay
-     * UDP socket can exist. */
-    if (FILTER_NR(q->data.nr) == SYS_sendto && !q->data.args[4] && ss_count() == 0) {
-        tg_continue(nfd, q->id);
-        return;
-    }
     int err = 0;
     pmsg *pm = pm_read(q, &err);
     struct sockaddr_storage ss;
@@ -108,7 +109,17 @@ void on_send(int nfd, const struct seccomp_notif *q)
     if ((fd = tg_getfd((pid_t)q->pid, pm->fd)) < 0) goto out;
     ino = inode_of(fd);
     has = ss_get(ino, &st);
+    if (has && st.kind == VS_CONNECTING) {
+        int g = conn_gate(ino, &st);
+        if (g) r = g > 0 ? -EAGAIN : g; /* a connecting socket: EAGAIN; a failed one: its error */
+        goto out;
+    }
     if (!named && !(has && st.kind == VS_UDP)) goto out;
+    if (!may_wait && !(has && st.kind == VS_UDP && st.registered) && pol_sockopt_int(fd, SO_TYPE) == SOCK_DGRAM) {
+        close(fd);
+        free(pm);
+        return NEEDS_WORKER;
+    }
     /* The payload, gathered (a datagram too large for the tunnel is refused before any read). */
     struct iovec one = {NULL, pm->total};
     if (pm->total <= UVPN_DGRAM_MAX_PAYLOAD) {
@@ -135,6 +146,24 @@ out:
     free(pm);
     if (r == POL_UDP_NATIVE) tg_continue(nfd, q->id);
     else if (tg_valid(nfd, q->id)) tg_reply(nfd, q->id, r < 0 ? -1 : r, r < 0 ? (int)-r : 0);
+    return 0;
+}
+
+static void send_work(job *j) { send_answer(j->nfd, &j->req, 1); }
+
+void on_send(int nfd, const struct seccomp_notif *q)
+{
+    if (nl_on_send(nfd, q)) return; /* an rtnetlink interface dump (netlink.c) */
+    /* Most sends carry no address (send() on a TCP socket): nothing to do while no overlay
+     * UDP socket can exist. */
+    if (FILTER_NR(q->data.nr) == SYS_sendto && !q->data.args[4] && ss_count() == 0) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    if (send_answer(nfd, q, 0) != NEEDS_WORKER) return;
+    job *j = new_job(nfd, q, -1);
+    if (j) start_worker(j, send_work);
+    else tg_reply(nfd, q->id, 0, ENOMEM);
 }
 
 /* One receive on the duplicate into the program's buffers. Bytes or -errno. */
@@ -190,10 +219,18 @@ static void recv_work(job *j)
 
 void on_recv(int nfd, const struct seccomp_notif *q)
 {
+    if (nl_on_recv(nfd, q)) return;
     ino_t ino;
     vinfo st;
-    int fd = overlay_socket(q, (1 << VS_UDP) | (1 << VS_DNS), &ino, &st), err = 0;
+    int fd = overlay_socket(q, (1 << VS_UDP) | (1 << VS_DNS) | (1 << VS_CONNECTING), &ino, &st), err = 0;
     if (fd >= 0 && st.kind == VS_UDP && !st.registered) close(fd), fd = -1;
+    if (fd >= 0 && st.kind == VS_CONNECTING) {
+        int g = conn_gate(ino, &st);
+        close(fd);
+        if (g) tg_reply(nfd, q->id, -1, g > 0 ? EAGAIN : -g);
+        else tg_continue(nfd, q->id);
+        return;
+    }
     if (fd < 0) {
         tg_continue(nfd, q->id);
         return;

@@ -2,7 +2,9 @@
  * the calls the overlay needs: connect, bind, listen, accept, accept4, getsockname,
  * getpeername, and for UDP the datagram calls sendto, recvfrom, sendmsg, recvmsg (which glibc's
  * send and recv also use: TCP data through send/recv then pays a round trip to the supervisor;
- * read/write, which Go uses for TCP, do not). Everything else runs untouched. Syscalls of a foreign ABI (i386 int 0x80)
+ * read/write, which Go uses for TCP, do not; they also carry rtnetlink interface dumps), and
+ * ioctl with one of the interface requests of uvpn/core/ifaces.h (SIOCGIFCONF, SIOCGIF*, ...).
+ * Everything else runs untouched. Syscalls of a foreign ABI (i386 int 0x80)
  * fail with ENOSYS, so a 32-bit program cannot bypass the overlay. */
 #ifndef MYRT_FILTER_H
 #define MYRT_FILTER_H

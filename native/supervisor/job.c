@@ -100,3 +100,14 @@ int wait_readable(job *j)
         if (r < 0 && errno != EINTR) return 1; /* let accept report it */
     }
 }
+
+int conn_gate(ino_t ino, vinfo *st)
+{
+    if (st->kind != VS_CONNECTING) return 0;
+    int r = pol_settle(st, 0);
+    if (r == 1) {
+        ss_set(ino, st);
+        return 0;
+    }
+    return r == 0 ? 1 : r == -ECONNABORTED ? 0 : r;
+}

@@ -39,6 +39,10 @@ int workers_running(void);
 /* The program's socket args[0] and its state, when it has overlay state of one of the kinds
  * in mask (bit per vkind). Returns the duplicate (caller closes) or -1. */
 int overlay_socket(const struct seccomp_notif *q, int mask, ino_t *ino, vinfo *st);
+/* For a socket whose state *st (inode ino) may be a pending overlay connect: 0 when usable now
+ * (not pending, or it just got through: the new state stored), 1 while in progress, -errno when
+ * it failed. */
+int conn_gate(ino_t ino, vinfo *st);
 /* Waits until the program's socket j->dup is readable while the caller still waits (the call
  * may be interrupted or the program gone). 1 ready, 0 gone. */
 int wait_readable(job *j);

@@ -57,6 +57,20 @@ int ss_set(ino_t ino, const vinfo *v)
 
 long ss_count(void) { return atomic_load(&count); }
 
+void ss_del(ino_t ino)
+{
+    pthread_mutex_lock(&lock);
+    for (entry **p = slot(ino); *p; p = &(*p)->next) {
+        if ((*p)->ino != ino) continue;
+        entry *e = *p;
+        *p = e->next;
+        free(e);
+        atomic_fetch_sub(&count, 1);
+        break;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 long ss_sweep(int64_t before, int (*dead)(ino_t, const vinfo *, void *), void *ctx,
               void (*gone)(const vinfo *))
 {

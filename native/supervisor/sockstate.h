@@ -14,6 +14,8 @@
 int ss_get(ino_t ino, vinfo *out);
 /* Sets (creates or replaces) the socket's state. 0, or -ENOMEM. */
 int ss_set(ino_t ino, const vinfo *v);
+/* Forgets the socket's state (if any). */
+void ss_del(ino_t ino);
 /* Number of sockets with state (0: nothing of the overlay exists yet). */
 long ss_count(void);
 /* Forgets every state whose socket dead() says is gone, among those set before `before`

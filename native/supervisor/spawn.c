@@ -23,17 +23,17 @@ struct report {
     int32_t stage, err, fd;
 };
 
-static void child(int sock, pid_t parent, const char *path, char *const argv[], char *const envp[])
+static void child(int sock, pid_t parent, const char *path, char *const argv[], char *const envp[],
+                  const sp_signals *sig)
 {
     struct report rep = {ST_FILTER, 0, -1};
-    sigset_t none;
-    sigemptyset(&none);
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int s = 1; s < 65; s++)
+    for (int s = 1; s < 65; s++) {
+        dfl.sa_handler = sigismember(&sig->ignored, s) == 1 ? SIG_IGN : SIG_DFL;
         if (s != SIGKILL && s != SIGSTOP) sigaction(s, &dfl, NULL); /* EINVAL for 32, 33: fine */
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    }
+    sigprocmask(SIG_SETMASK, &sig->mask, NULL);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(126);
 
@@ -61,8 +61,8 @@ static pid_t give_up(pid_t pid, int sock, int nfd)
     return -1;
 }
 
-pid_t sp_spawn(const char *path, char *const argv[], char *const envp[], int *notify_fd,
-               int *exit_code, char *err, size_t errlen)
+pid_t sp_spawn(const char *path, char *const argv[], char *const envp[], const sp_signals *sig,
+               int *notify_fd, int *exit_code, char *err, size_t errlen)
 {
     int sv[2];
     *exit_code = 126;
@@ -80,7 +80,7 @@ pid_t sp_spawn(const char *path, char *const argv[], char *const envp[], int *no
     }
     if (pid == 0) {
         close(sv[0]);
-        child(sv[1], parent, path, argv, envp);
+        child(sv[1], parent, path, argv, envp, sig);
     }
     close(sv[1]);
     struct report rep = {0, 0, -1};

@@ -1,9 +1,12 @@
 /* stream.c: the supervisor's answers to socket set-up calls (calls.h):
- *   connect   to a virtual address: the overlay handshake on a pidfd_getfd duplicate of the
- *             program's own socket (policy.c/overlay.c, as in libuvpn.so), in a worker; the call
- *             returns its result. A UDP socket connecting to port 53 of a real address goes to
+ *   connect   to a virtual address: on a pidfd_getfd duplicate of the program's own socket, with
+ *             the same code as libuvpn.so (policy.c, engine.c): a non-blocking one answers
+ *             EINPROGRESS at once and the engine finishes it outside the program; a blocking one
+ *             waits in a worker. A UDP socket connecting to port 53 of a real address goes to
  *             the DNS stub instead (dnsstub.c). Anything else continues in the kernel untouched.
- *   bind      to a virtual address or the wildcard: done here on the duplicate, state recorded.
+ *   getsockopt(SO_ERROR) of a socket whose overlay connect failed: the overlay's errno, once.
+ *   bind      to a virtual address or the wildcard: done here on the duplicate, state recorded
+ *             (a UDP one, which registers with the home router, in a worker thread).
  *   listen    on such a socket: real listen on the duplicate, then LISTEN at the home router.
  *   accept(4) on such a socket: accepted here (in a worker thread), CONNECT frame verified, the
  *             new socket installed into the program with SECCOMP_IOCTL_NOTIF_ADDFD.
@@ -18,6 +21,7 @@
 #include "uvpn/core/policy.h"
 #include "common/log.h"
 #include "common/netio.h"
+#include "common/real.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +33,24 @@
 
 /* ---- connect ----------------------------------------------------------------------------- */
 
+/* connect of the program's socket fd (a duplicate) to the virtual destination in ss: the answer
+ * to the stopped call, given here (in a worker). A non-blocking TCP socket gets EINPROGRESS after
+ * at most pol_park_ms (the engine finishes the connect outside the program); a blocking one
+ * waits for the whole connect. */
+static void virtual_connect(int nfd, const struct seccomp_notif *q, int fd, const struct sockaddr_storage *ss,
+                            socklen_t sl)
+{
+    uint32_t ip;
+    uint16_t port;
+    sa_get_v4((const struct sockaddr *)ss, sl, &ip, &port);
+    ino_t ino = inode_of(fd);
+    vinfo st, n;
+    int has = ss_get(ino, &st) && st.kind != VS_DNS; /* a resolver's socket may connect anew */
+    int r = pol_connect(fd, ss->ss_family, ip, port, has, &st, &n);
+    if (r == 0 || r == -EINPROGRESS || (r == -EISCONN && has && st.kind == VS_CONNECTING)) ss_set(ino, &n);
+    tg_reply(nfd, q->id, 0, -r);
+}
+
 static void connect_work(job *j)
 {
     const struct seccomp_notif *q = &j->req;
@@ -38,15 +60,7 @@ static void connect_work(job *j)
         return;
     }
     j->dup = fd;
-    uint32_t ip;
-    uint16_t port;
-    sa_get_v4((struct sockaddr *)&j->ss, j->sl, &ip, &port);
-    ino_t ino = inode_of(fd);
-    vinfo st, n;
-    int has = ss_get(ino, &st) && st.kind != VS_DNS; /* a resolver's socket may connect anew */
-    int r = pol_connect(fd, j->ss.ss_family, ip, port, has, &st, &n);
-    if (r == 0) ss_set(ino, &n);
-    tg_reply(j->nfd, q->id, 0, -r);
+    virtual_connect(j->nfd, q, fd, &j->ss, j->sl);
 }
 
 /* A connect to port 53 of a real address: a UDP socket goes to the DNS stub instead (done here,
@@ -88,6 +102,7 @@ void on_connect(int nfd, const struct seccomp_notif *q)
         if (sa_port((struct sockaddr *)&ss, sl) != DNS_PORT || !dns_connect(nfd, q, &ss, sl)) tg_continue(nfd, q->id);
         return;
     }
+    /* In a worker: a blocking connect waits there; a non-blocking one at most PARK_MS. */
     job *j = new_job(nfd, q, -1);
     if (!j) {
         tg_reply(nfd, q->id, 0, ENOMEM);
@@ -98,7 +113,55 @@ void on_connect(int nfd, const struct seccomp_notif *q)
     start_worker(j, connect_work);
 }
 
+/* getsockopt(SO_ERROR) (the only getsockopt the filter stops): for a socket whose overlay
+ * connect is in progress, the kernel's answer (0) stands; once it failed, the overlay's errno,
+ * reported once. */
+void on_getsockopt(int nfd, const struct seccomp_notif *q)
+{
+    ino_t ino;
+    vinfo st;
+    int fd = overlay_socket(q, 1 << VS_CONNECTING, &ino, &st);
+    if (fd < 0) {
+        tg_continue(nfd, q->id);
+        return;
+    }
+    int r = pol_settle(&st, 1);
+    if (r == 1) ss_set(ino, &st);
+    if (r >= 0 || r == -ECONNABORTED || !tg_valid(nfd, q->id)) {
+        if (r < 0) ss_del(ino);
+        close(fd);
+        tg_continue(nfd, q->id);
+        return;
+    }
+    int e = 0;
+    socklen_t el = sizeof e;
+    real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el); /* clears the kernel's own error */
+    close(fd);
+    ss_del(ino);
+    uint32_t len = 0;
+    int w = tg_read((pid_t)q->pid, q->data.args[4], &len, sizeof len);
+    e = -r;
+    if (!w && len < sizeof e) w = -EINVAL;
+    if (!w) w = tg_write((pid_t)q->pid, q->data.args[3], &e, sizeof e);
+    len = sizeof e;
+    if (!w) w = tg_write((pid_t)q->pid, q->data.args[4], &len, sizeof len);
+    tg_reply(nfd, q->id, 0, w ? -w : 0);
+}
+
 /* ---- bind / listen ----------------------------------------------------------------------- */
+
+/* bind of the program's socket (duplicate fd) to the address of q: done here when it is about
+ * the overlay, else continued in the kernel. */
+static void bind_answer(int nfd, const struct seccomp_notif *q, int fd, const struct sockaddr_storage *ss, socklen_t sl)
+{
+    vinfo n;
+    int r = pol_bind(fd, (const struct sockaddr *)ss, sl, &n);
+    if (r == 1 && ss_set(inode_of(fd), &n)) r = -ENOMEM;
+    if (r == 0) tg_continue(nfd, q->id);
+    else tg_reply(nfd, q->id, 0, r < 0 ? -r : 0);
+}
+
+static void bind_work(job *j) { bind_answer(j->nfd, &j->req, j->dup, &j->ss, j->sl); }
 
 void on_bind(int nfd, const struct seccomp_notif *q)
 {
@@ -113,23 +176,34 @@ void on_bind(int nfd, const struct seccomp_notif *q)
         tg_continue(nfd, q->id);
         return;
     }
-    vinfo n;
-    int r = pol_bind(fd, (struct sockaddr *)&ss, sl, &n);
-    if (r == 1 && ss_set(inode_of(fd), &n)) r = -ENOMEM;
+    /* A UDP bind in the overlay registers with the home router, which may take a while: in a
+     * worker, so the loop never waits (a TCP bind is local and answered here). */
+    uint32_t ip = 1;
+    uint16_t port;
+    int overlay = sa_get_v4((struct sockaddr *)&ss, sl, &ip, &port) ? ip == 0 || cfg_is_virtual(ip)
+                                                                    : ss.ss_family == AF_INET6;
+    if (overlay && pol_sockopt_int(fd, SO_TYPE) == SOCK_DGRAM) {
+        job *j = new_job(nfd, q, fd);
+        if (j) {
+            j->ss = ss;
+            j->sl = sl;
+            start_worker(j, bind_work);
+            return;
+        }
+    }
+    bind_answer(nfd, q, fd, &ss, sl);
     close(fd);
-    if (r == 0) tg_continue(nfd, q->id);
-    else tg_reply(nfd, q->id, 0, r < 0 ? -r : 0);
 }
 
 #define BOUND ((1 << VS_BOUND_VIRTUAL) | (1 << VS_BOUND_ANY))
 
 static void listen_work(job *j)
 {
-    if (listen(j->dup, (int)j->req.data.args[1])) {
+    if (listen(j->dup, pol_backlog(1, &j->st, (int)j->req.data.args[1]))) {
         tg_reply(j->nfd, j->req.id, 0, errno);
         return;
     }
-    int r = pol_listen(&j->st);
+    int r = pol_listen(j->dup, &j->st);
     if (r > 0) ss_set(j->ino, &j->st);
     tg_reply(j->nfd, j->req.id, 0, r < 0 ? -r : 0);
 }
@@ -183,11 +257,7 @@ static void accept_work(job *j)
         vinfo n;
         int r = pol_accepted(&j->st, c, (struct sockaddr *)&peer, pl, &n, &vpeer, &vl);
         if (r < 0) {
-            close(c);
-            if (nonblocking) {
-                tg_reply(j->nfd, q->id, 0, EAGAIN);
-                return;
-            }
+            close(c); /* not the router's: closed at once; go on with the next (EAGAIN when none) */
             continue;
         }
         if (r > 0) ss_set(inode_of(c), &n);
@@ -215,6 +285,7 @@ void on_name(int nfd, const struct seccomp_notif *q, int peer)
     struct sockaddr_storage ss;
     socklen_t sl;
     int fd = overlay_socket(q, -1, &ino, &st), known = 0;
+    if (fd >= 0) conn_gate(ino, &st); /* a connect that just got through shows its virtual names */
     if (fd >= 0) {
         known = st.kind == VS_DNS ? peer && dns_peer(fd, st.lport, &ss, &sl) : pol_name(&st, peer, &ss, &sl);
         close(fd);

@@ -1,12 +1,15 @@
 /* supervisor.c: libmyrt.so's seccomp supervisor, the UVPN overlay for programs LD_PRELOAD
- * cannot reach (statically linked ones). myrt_run() starts a program under the seccomp filter
- * of filter.c (spawn.c) and runs the notification loop until it exits: each stopped call is
+ * cannot reach (statically linked ones). The launcher (launch.c) starts a program under the
+ * seccomp filter of filter.c (spawn.c); sv_loop runs the notification loop until no process
+ * uses the filter any more (the program and everything it started): each stopped call is
  * dispatched to its answer in stream.c (connect, bind, listen, accept, getsockname,
- * getpeername) or dgram.c (sendto, sendmsg, recvfrom, recvmsg); calls that may wait on the
+ * getpeername), dgram.c (sendto, sendmsg, recvfrom, recvmsg; rtnetlink dumps first, netlink.c)
+ * or ifreq.c (interface ioctls); calls that may wait on the
  * network run in worker threads (job.c), so the loop never blocks. Overlay state is keyed by
  * socket inode (sockstate.c); closed sockets are swept out with the kernel's socket
- * diagnostics (sockdiag.c). Exported: myrt_run, myrt_abi. */
+ * diagnostics (sockdiag.c). Exported: myrt_abi (and launch.c's myrt_main). */
 #include "supervisor/calls.h"
+#include "supervisor/launch.h"
 #include "supervisor/job.h"
 #include "supervisor/filter.h"
 #include "supervisor/sockdiag.h"
@@ -26,18 +29,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
-#define MYRT_ABI 1
+#define MYRT_ABI 2
 #define DRAIN_MS 2000        /* at exit, time given to workers still running */
 #define SWEEP_MS 3000        /* how often the states of closed sockets are swept out */
-
-extern char **environ;
+#define PARK_MS 20           /* a non-blocking connect waits this long at most for the answer */
 
 static void dispatch(int nfd, const struct seccomp_notif *q)
 {
@@ -49,51 +53,20 @@ static void dispatch(int nfd, const struct seccomp_notif *q)
     case SYS_accept4: on_accept(nfd, q); break;
     case SYS_getsockname: on_name(nfd, q, 0); break;
     case SYS_getpeername: on_name(nfd, q, 1); break;
+    case SYS_getsockopt: on_getsockopt(nfd, q); break;
     case SYS_sendto:
     case SYS_sendmsg: on_send(nfd, q); break;
     case SYS_recvfrom:
     case SYS_recvmsg: on_recv(nfd, q); break;
+    case SYS_ioctl: on_ioctl(nfd, q); break;
+    case SYS_socket: on_socket(nfd, q); break;
     default: tg_continue(nfd, q->id); break;
     }
 }
 
 /* ---- the run ----------------------------------------------------------------------------- */
 
-/* Splits a block of count NUL-terminated strings into a NULL-terminated array (pointing into
- * the block). */
-static char **split(const char *block, uint32_t count)
-{
-    char **v = calloc((size_t)count + 1, sizeof *v);
-    if (!v) return NULL;
-    for (uint32_t i = 0; i < count; i++) {
-        v[i] = (char *)block;
-        block += strlen(block) + 1;
-    }
-    return v;
-}
-
-/* environ, minus the names set in over, plus over. */
-static char **merge_env(char **over)
-{
-    size_t n = 0, m = 0;
-    while (environ && environ[n]) n++;
-    while (over[m]) m++;
-    char **v = calloc(n + m + 1, sizeof *v);
-    if (!v) return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *eq = strchr(environ[i], '=');
-        size_t len = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-        int replaced = 0;
-        for (size_t j = 0; j < m && !replaced; j++)
-            replaced = strncmp(over[j], environ[i], len) == 0 && over[j][len] == '=';
-        if (!replaced) v[k++] = environ[i];
-    }
-    for (size_t j = 0; j < m; j++) v[k++] = over[j];
-    return v;
-}
-
-static void unlisten(const vinfo *v) { pol_unlisten(v); }
+static void unlisten(const vinfo *v) { pol_release(v); }
 
 typedef struct {
     const ino_t *live;
@@ -105,7 +78,8 @@ static int socket_gone(ino_t ino, const vinfo *v, void *ctx)
 {
     const census *c = ctx;
     /* A socket that is only bound is missing from the dumps of kernels before 6.5. */
-    if (!c->bound_listed && v->kind != VS_CONNECTED && v->kind != VS_DNS && !v->registered) return 0;
+    if (!c->bound_listed && v->kind != VS_CONNECTED && v->kind != VS_CONNECTING && v->kind != VS_DNS && !v->registered)
+        return 0;
     return !sd_contains(c->live, c->n, ino);
 }
 
@@ -125,90 +99,89 @@ static void sweep(void)
     free(live);
 }
 
-static int supervise(int nfd, pid_t pid)
+/* Reaps every child that has ended (the program, and orphans of the tree reparented to us, the
+ * subreaper). Returns 1 when pid was among them, with *status. */
+static int reap(pid_t pid, int *status)
+{
+    int found = 0, st;
+    for (;;) {
+        pid_t w = waitpid(-1, &st, WNOHANG);
+        if (w <= 0) return found;
+        if (w == pid) *status = st, found = 1;
+    }
+}
+
+void sv_init(char *const *envp)
+{
+    uvpn_env_use(envp);
+    pol_park_ms = PARK_MS;
+}
+
+int sv_loop(int nfd, pid_t pid, int chld_fd, int front_pidfd, sv_exit_fn on_exit, void *ctx)
 {
     struct seccomp_notif_sizes sizes;
     size_t qsize = sizeof(struct seccomp_notif);
     if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) == 0 && sizes.seccomp_notif > qsize)
         qsize = sizes.seccomp_notif;
     struct seccomp_notif *q = malloc(qsize);
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    int status = -1;
+    if (!q) return -ENOMEM;
+    int status = 0, done = 0; /* done: the program itself has exited (reported) */
     int64_t next_sweep = mono_ms() + SWEEP_MS;
     for (;;) {
-        struct pollfd p[2] = {{nfd, POLLIN, 0}, {pidfd, POLLIN, 0}};
+        struct pollfd p[3] = {{nfd, POLLIN, 0}, {chld_fd, POLLIN, 0}, {front_pidfd, POLLIN, 0}};
         int64_t now = mono_ms();
         if (ss_count() > 0 && now >= next_sweep) {
             sweep();
             next_sweep = now + SWEEP_MS;
         }
         int wait = ss_count() > 0 ? (int)(next_sweep - now > 0 ? next_sweep - now : 0) : -1;
-        if (pidfd < 0) wait = 100;
-        int r = poll(p, pidfd >= 0 ? 2 : 1, wait);
+        int r = poll(p, front_pidfd >= 0 && !done ? 3 : 2, wait);
         if (r < 0 && errno != EINTR) break;
-        if (q && (p[0].revents & POLLIN)) {
+        if (p[0].revents & POLLIN) {
             memset(q, 0, qsize);
             if (ioctl(nfd, SECCOMP_IOCTL_NOTIF_RECV, q) == 0) dispatch(nfd, q);
-            continue; /* serve pending calls before looking at the exit */
+            continue; /* serve pending calls before looking at exits */
         }
-        if (pidfd < 0 || (p[1].revents & POLLIN) || (p[0].revents & (POLLHUP | POLLERR))) {
-            int st;
-            pid_t w = waitpid(pid, &st, pidfd >= 0 ? 0 : WNOHANG);
-            if (w == pid) {
-                status = st;
-                break;
+        if (p[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(chld_fd, &si, sizeof si) == (ssize_t)sizeof si) { /* drained */ }
+        }
+        if (!done && (p[2].revents & POLLIN)) {
+            /* The front process was killed (SIGKILL): the program goes with it, as it would have
+             * without us; whatever it started stays. */
+            dbg("the front process is gone: killing pid %d", (int)pid);
+            kill(pid, SIGKILL);
+        }
+        if (!done && reap(pid, &status)) {
+            done = 1;
+            struct pollfd h = {nfd, POLLIN, 0};
+            int remaining = poll(&h, 1, 0) >= 0 && !(h.revents & POLLHUP);
+            on_exit(ctx, status, remaining);
+            if (!remaining) break;
+            continue;
+        }
+        if (done) reap(pid, &status); /* orphans of the tree */
+        /* POLLHUP: no process uses the filter any more (every supervised process is gone). */
+        if ((p[0].revents & (POLLHUP | POLLERR)) && !(p[0].revents & POLLIN)) {
+            if (!done) {
+                while (waitpid(pid, &status, 0) < 0 && errno == EINTR) { /* the program's end */ }
+                on_exit(ctx, status, 0);
             }
-            if (w < 0 && errno != EINTR) break;
+            break;
         }
     }
     free(q);
-    if (pidfd >= 0) close(pidfd);
-    return status;
+    return 0;
 }
 
-/* Runs path (argv: argc strings in argv_block, each NUL-terminated) under the supervisor, with
- * the environment of this process overridden by env_block (envc "NAME=value" strings), which
- * is also what the overlay code reads (UVPN_SRC_ADDR, UVPN_HOME_PROXY, ...). Writes the child's
- * pid into *pid_out as soon as it exists (for signal forwarding). Returns the raw wait status
- * of the child, or -1 with a sentence in err and *code_out the exit code to use. Blocks until
- * the child exits: call it from a thread that may block (Deno: nonblocking FFI). One run per
- * process: the overlay configuration is read once. */
-EXPORT int myrt_run(const char *path, const char *argv_block, uint32_t argc, const char *env_block,
-                    uint32_t envc, int32_t *pid_out, int32_t *code_out, char *err, uint32_t errlen)
+void sv_finish(int nfd)
 {
-    static atomic_int ran;
-    *code_out = 126;
-    if (atomic_exchange(&ran, 1)) {
-        snprintf(err, errlen, "The supervisor runs one program per process: %s", path);
-        return -1;
-    }
-    char **argv = split(argv_block, argc), **over = split(env_block, envc);
-    char **envp = over ? merge_env(over) : NULL;
-    if (!argv || !envp) {
-        snprintf(err, errlen, "Out of memory starting: %s", path);
-        return -1;
-    }
-    uvpn_env_use(envp);
-    int nfd = -1, code = 126;
-    pid_t pid = sp_spawn(path, argv, envp, &nfd, &code, err, errlen);
-    if (pid < 0) {
-        *code_out = code;
-        return -1;
-    }
-    *pid_out = pid;
-    dbg("supervising pid %d (%s)", (int)pid, path);
-    int status = supervise(nfd, pid);
     ss_drain(unlisten);
     for (int64_t end = mono_ms() + DRAIN_MS; workers_running() > 0 && mono_ms() < end;) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     if (workers_running() == 0) close(nfd); /* else leave it to workers still answering */
-    if (status < 0) {
-        snprintf(err, errlen, "Lost track of the supervised program: pid %d", (int)pid);
-        return -1;
-    }
-    return status;
 }
 
 /* The ABI version of this library's exported table (ffi/libmyrt.ts checks it). */

@@ -46,6 +46,24 @@ ensure_packages() {
   fi
 }
 
+# Makes sure clang can link libFuzzer with ASan and UBSan (Debian: clang and libclang-rt-*-dev),
+# installing them when running as root with apt-get; otherwise says what is missing.
+ensure_libfuzzer() {
+  ensure_packages clang:clang make:make || return 1
+  local probe='int LLVMFuzzerTestOneInput(const char *d, long n) { return d && n < 0; }'
+  clang_links() { echo "$probe" | clang -x c -fsanitize=fuzzer,address,undefined -o /dev/null - 2>/dev/null; }
+  clang_links && return 0
+  local rt
+  rt="libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "myrt: installing $rt" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$rt" >&2
+    clang_links && return 0
+  fi
+  echo "myrt: clang cannot link libFuzzer: install $rt" >&2
+  return 1
+}
+
 # Runs "$@" in a new network namespace with only loopback up, so that no packet for a virtual
 # address can leave the machine: `unshare -n` as root, `unshare -rn` (user namespace) otherwise.
 in_loopback_netns() {

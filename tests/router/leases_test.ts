@@ -1,34 +1,115 @@
-/** The lease table: unique addresses, persistence across reopen, listeners, corrupt state refused. */
+/**
+ * The lease table: unique addresses, holders and lifetimes (held, grace, expiry), who may act on
+ * an address, listeners that belong to links, the append-only journal (reopen, compaction, a
+ * torn last record, a version-1 state file converted), corrupt state refused.
+ */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { formatIp } from "../../router/ipv4.ts";
-import { LeaseTable } from "../../router/leases.ts";
+import { type Holder, LeaseTable } from "../../router/leases.ts";
 import { tempDir } from "../helpers.ts";
 
 const subnet = { net: 0x64400000, len: 24 }; // 100.64.0.0/24
+const link = (id: number, token: Uint8Array = new Uint8Array(16)): Holder => ({ id, token });
+const H = 3_600_000;
 
 Deno.test("leases: unique, skip network/broadcast, survive reopen, exhaust cleanly", async () => {
   using dir = tempDir();
   const file = join(dir.path, "s.json");
   const t = await LeaseTable.open(subnet, file);
+  const a = link(1);
   const got = new Set<string>();
-  for (let i = 0; i < 254; i++) got.add(formatIp((await t.lease("10.0.0.1", ""))!.ip));
+  for (let i = 0; i < 254; i++) got.add(formatIp((await t.lease("10.0.0.1", "", H, false, a))!.ip));
   assert.equal(got.size, 254);
   assert.ok(!got.has("100.64.0.0") && !got.has("100.64.0.255"));
-  assert.equal(await t.lease("10.0.0.1", ""), null);
-  await t.listen(0x64400005, 8080, { realHost: "10.0.0.9", realPort: 40000 });
+  assert.equal(await t.lease("10.0.0.1", "", H, false, a), null);
+  t.close();
   const again = await LeaseTable.open(subnet, file);
   assert.equal(again.leases.size, 254);
-  assert.deepEqual(again.listener(0x64400005, 8080), { realHost: "10.0.0.9", realPort: 40000 });
-  assert.equal(await again.release(0x64400005), true);
-  assert.equal(again.listener(0x64400005, 8080), undefined);
-  assert.equal(await again.release(0x64400005), false);
-  assert.equal(formatIp((await again.lease("h", "n"))!.ip), "100.64.0.5");
+  const l = again.leases.get(0x64400005)!;
+  assert.equal(again.state(l), "grace", "a restarted router's leases wait for their holders");
+  const b = link(2);
+  assert.equal(again.hold(b, 0x64400005), null, "an open lease may be used by any link");
+  assert.equal(await again.release(b, 0x64400005), null);
+  assert.equal(await again.release(b, 0x64400005), "ENOENT");
+  assert.equal(formatIp((await again.lease("h", "n", H, false, b))!.ip), "100.64.0.5");
+  again.close();
 });
 
-Deno.test("leases: corrupt or foreign state is refused, not overwritten", async () => {
+Deno.test("leases: held while a holder lives, then grace for the lifetime, then released", async () => {
+  using dir = tempDir();
+  const t = await LeaseTable.open(subnet, join(dir.path, "s.json"));
+  const a = link(1);
+  const l = (await t.lease("h", "web", 1000, true, a))!;
+  assert.equal(t.state(l), "held");
+  const later = link(2, l.token);
+  assert.deepEqual(t.holdByToken(later).map((x) => x.ip), [l.ip], "the token in HELLO holds it");
+  t.drop(a);
+  assert.equal(t.state(l), "held", "still held by the second link");
+  t.drop(later);
+  assert.equal(t.state(l), "grace");
+  await t.expire(Date.now() + 500);
+  assert.ok(t.leases.has(l.ip), "grace not over yet");
+  assert.equal(t.hold(link(3, l.token), l.ip), null, "a holder coming back during grace");
+  assert.equal(t.state(l), "held");
+  t.drop(link(3));
+  await t.expire(Date.now() + 1500);
+  assert.ok(!t.leases.has(l.ip), "released after its lifetime");
+  assert.equal(t.byName("web"), undefined, "and its name with it");
+  t.close();
+});
+
+Deno.test("leases: only a holder may release, listen or unlisten; listeners vanish with their links", async () => {
+  using dir = tempDir();
+  const t = await LeaseTable.open(subnet, join(dir.path, "s.json"));
+  const owner = link(1), other = link(2);
+  const l = (await t.lease("h", "", H, true, owner))!;
+  assert.equal(t.hold(other, l.ip), "EPERM", "an exclusive lease refuses a link without its token");
+  assert.equal(await t.release(other, l.ip), "EPERM");
+  assert.equal(t.listen(owner, l.ip, 80, "10.0.0.9", 40000, "aa"), null);
+  assert.equal(t.listen(owner, l.ip, 80, "10.0.0.9", 40000, "bb"), "EADDRINUSE", "another registration");
+  const child = link(3);
+  assert.equal(t.listen(child, l.ip, 80, "10.0.0.9", 40000, "aa"), null, "the same listener id adds a link");
+  assert.equal(t.unlisten(other, l.ip, 80, "aa"), "EPERM", "a link that never registered it");
+  assert.equal(t.unlisten(owner, l.ip, 80, "cc"), "ENOENT");
+  assert.deepEqual(t.drop(owner), [], "still registered by the child's link");
+  assert.equal(t.listener(l.ip, 80)?.realPort, 40000);
+  assert.equal(t.drop(child).length, 1, "the last link gone: dropped");
+  assert.equal(t.listener(l.ip, 80), undefined);
+  t.close();
+});
+
+Deno.test("leases: changes are appended to a journal, compacted past twice the live state", async () => {
   using dir = tempDir();
   const file = join(dir.path, "s.json");
+  const t = await LeaseTable.open(subnet, file);
+  const a = link(1);
+  for (let round = 0; round < 100; round++) {
+    const l = (await t.lease("h", "", H, false, a))!;
+    assert.equal(await t.release(a, l.ip), null);
+  }
+  const keep = (await t.lease("h", "keep", H, false, a))!;
+  const lines = Deno.readTextFileSync(file).trim().split("\n");
+  assert.ok(lines.length < 2 * t.leases.size + 64 + 2, `compacted: ${lines.length} lines`);
+  assert.ok(lines.every((x) => JSON.parse(x)), "one JSON record per line");
+  // A crash in the middle of an append leaves a torn last line: ignored, the rest kept.
+  Deno.writeTextFileSync(file, Deno.readTextFileSync(file) + '{"lease":{"ip":"100.6');
+  t.close();
+  const again = await LeaseTable.open(subnet, file);
+  assert.deepEqual([...again.leases.keys()], [keep.ip]);
+  assert.equal(again.byName("keep")?.ip, keep.ip);
+  again.close();
+});
+
+Deno.test("leases: a version-1 state file is converted; corrupt or foreign state is refused, not overwritten", async () => {
+  using dir = tempDir();
+  const file = join(dir.path, "s.json");
+  const v1 = { version: 1, subnet: "100.64.0.0/24", cursor: 0x64400007, leases: [{ ip: "100.64.0.7", holder: "10.0.0.1", name: "old", since: 1 }], listeners: [] };
+  await Deno.writeTextFile(file, JSON.stringify(v1, null, 1) + "\n");
+  const t = await LeaseTable.open(subnet, file);
+  assert.equal(t.byName("old")?.ip, 0x64400007);
+  t.close();
+  assert.match(Deno.readTextFileSync(file).split("\n")[0], /"uvpn_state":2/);
   await Deno.writeTextFile(file, "{not json");
   await assert.rejects(LeaseTable.open(subnet, file), /corrupt router state/);
   assert.equal(await Deno.readTextFile(file), "{not json");

@@ -74,11 +74,12 @@ Deno.test(
       ]);
       assert.equal(back.stdout.trim(), addrA, back.stderr);
 
-      // The list keeps its format: ADDR<TAB>HOLDER<TAB>NAME.
+      // The list keeps its first columns, ADDR<TAB>HOLDER<TAB>NAME, then AGE_S<TAB>STATE.
       const list = await cli("uvpn_register", ["--list"], { env: o.homeEnv(o.b) });
       assert.equal(list.code, 0, list.stderr);
-      assert.ok(list.stdout.split("\n").includes(`${addrB}\t127.0.0.1\twebb`), list.stdout);
-      assert.ok(list.stdout.split("\n").includes(`${plainB}\t127.0.0.1\t`), list.stdout);
+      const row = (addr: string, name: string) => new RegExp(String.raw`^${addr.replaceAll(".", "\\.")}\t127\.0\.0\.1\t${name}\t\d+\t(held|grace)$`, "m");
+      assert.match(list.stdout, row(addrB, "webb"));
+      assert.match(list.stdout, row(plainB, ""));
     }),
 );
 

@@ -211,8 +211,12 @@ Deno.test("uvpn: routers restarted after SIGKILL keep leases and listeners", opt
       await s.router!.stop("SIGKILL");
       await o.startRouter(s);
     }
-    assert.equal(await list(), before);
+    // Leases come back from the journal; the state column says who holds them again.
+    const cols = (t: string) => t.split("\n").map((l) => l.split("\t").slice(0, 3).join("\t"));
+    assert.deepEqual(cols(await list()), cols(before));
     await o.a.router!.waitFor(/2 lease\(s\) restored/);
+    // Listeners belong to live processes: the server's engine registers it again on its new link.
+    await o.b.router!.waitFor(new RegExp(`listener ${addrB.replaceAll(".", "\\.")}:8081 is at`));
     const fresh = await o.register(o.a);
     assert.ok(!leased.includes(fresh), `${fresh} is new`);
     const r = await curl(o, o.a, leased[0], `http://${addrB}:8081/f`);

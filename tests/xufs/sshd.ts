@@ -10,16 +10,19 @@ import { freePort, Proc, run, waitForPort } from "../helpers.ts";
 export interface SshdOptions {
   listen?: string;
   env?: Record<string, string>;
+  /** The port to listen on (default a free one). */
+  port?: number;
 }
 
 /** A running sshd plus the client config that reaches it as host "hostb". */
 export class Sshd {
-  readonly port = freePort();
+  readonly port: number;
   readonly bHome: string;
   readonly clientConfig: string;
   proc?: Proc;
 
   constructor(readonly dir: string, extraConfig = "", readonly opts: SshdOptions = {}) {
+    this.port = opts.port ?? freePort();
     this.bHome = join(dir, "bhome");
     this.clientConfig = join(dir, "ssh_config");
     Deno.mkdirSync(this.bHome, { recursive: true });

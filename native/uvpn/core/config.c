@@ -1,17 +1,14 @@
 /* config.c: environment, key, home router address and the virtual-address set (config.h).
  *
- * The virtual set is learned from the home router (INFO) at the first classification. While the
- * router cannot be reached we use a fallback set (UVPN_SRC_ADDR's /16) and retry INFO at most
- * every 2 s; UVPN_NETWORKS and 100.64.0.0/10 always count. One thread fetches at a time; the others
- * wait for its answer (bounded) instead of guessing, so a virtual address is never misjudged as
- * real just because the fetch was in flight. The lock is never held across network I/O. */
+ * The virtual set: 100.64.0.0/10 and UVPN_NETWORKS always; the subnets the engine learned from
+ * the home router (INFO, asked on every new link), or until then UVPN_SRC_ADDR's /16. Deciding
+ * never waits for the router. The lock is never held across network I/O. */
 #include "uvpn/core/config.h"
 #include "common/bytes.h"
 #include "common/real.h"
 #include "common/env.h"
 #include "common/log.h"
 #include "common/netio.h"
-#include "uvpn/core/overlay.h"
 #include "common/wire.h"
 
 #include <arpa/inet.h>
@@ -29,7 +26,6 @@ static struct cfg C;
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t info_cond;  /* CLOCK_MONOTONIC; signalled when a fetch ends */
 
 static int key_ok;
 static uint8_t key_bytes[UVPN_KEY_LEN];
@@ -38,22 +34,12 @@ static int n_router;
 static uint32_t router[CFG_MAX_ROUTER_IPS];
 static int64_t router_last_try = -1;
 
-static int info_ok, info_fetching;
-static int64_t info_last_try = -1;
+static int info_ok;
 static int n_learned;
 static cidr learned[CFG_MAX_NETS];
 
 static void fork_prepare(void) { pthread_mutex_lock(&lock); }
 static void fork_parent(void) { pthread_mutex_unlock(&lock); }
-static pthread_condattr_t cond_attr;
-static void fork_child(void)
-{
-    /* A fetch running in another parent thread does not exist in the child, nor do its waiters:
-     * start from a fresh condition variable. */
-    info_fetching = 0;
-    pthread_cond_init(&info_cond, &cond_attr);
-    pthread_mutex_unlock(&lock);
-}
 
 static int parse_cidr(const char *s, cidr *out)
 {
@@ -79,10 +65,7 @@ static int parse_cidr(const char *s, cidr *out)
 
 static void read_env(void)
 {
-    pthread_condattr_init(&cond_attr);
-    pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&info_cond, &cond_attr);
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    pthread_atfork(fork_prepare, fork_parent, fork_parent);
 
     const char *v = uvpn_getenv("UVPN_SRC_ADDR");
     struct in_addr a;
@@ -121,6 +104,29 @@ static void read_env(void)
         double t = strtod(v, &end);
         if (!*end && t > 0 && t <= 86400) C.timeout_ms = t * 1000 < 1 ? 1 : (int)(t * 1000);
         else dbg("UVPN_CONNECT_TIMEOUT=%s is not a positive number: using 30", v);
+    }
+    v = uvpn_getenv("UVPN_HOLDER");
+    if (v && *v) {
+        int ok = strlen(v) == 2 * sizeof C.holder;
+        for (size_t i = 0; ok && i < sizeof C.holder; i++) {
+            unsigned b;
+            ok = sscanf(v + 2 * i, "%2x", &b) == 1;
+            C.holder[i] = (uint8_t)b;
+        }
+        if (!ok) {
+            memset(C.holder, 0, sizeof C.holder);
+            dbg("UVPN_HOLDER=%s is not a holder token (32 hex digits): ignored", v);
+        }
+    }
+    v = uvpn_getenv("UVPN_BIND_ANY");
+    if (v && *v) {
+        if (strcmp(v, "virtual") == 0) C.bind_any_virtual = 1;
+        else if (strcmp(v, "real") != 0) dbg("UVPN_BIND_ANY=%s is neither real nor virtual: using real", v);
+    }
+    v = uvpn_getenv("UVPN_STATIC");
+    if (v && *v) {
+        if (strcmp(v, "off") == 0) C.static_off = 1;
+        else if (strcmp(v, "seccomp") != 0) dbg("UVPN_STATIC=%s is neither seccomp nor off: using seccomp", v);
     }
     v = uvpn_getenv("UVPN_NETWORKS");
     if (v && *v) {
@@ -234,81 +240,44 @@ static int in_set(uint32_t ip, const cidr *set, int n)
     return 0;
 }
 
-/* INFO is asked on the path of every first non-loopback connect: a router that is down or
- * silently dropping must not stall native traffic for the whole connect timeout. */
-static int info_timeout_ms(void)
+void cfg_learn(const cidr *nets, int n)
 {
-    int t = cfg()->timeout_ms;
-    return t < 3000 ? t : 3000;
-}
-
-/* Asks the home router for its subnets; on success installs them (lock not held). */
-static void fetch_info(void)
-{
-    uint8_t data[CFG_MAX_NETS * 5];
-    size_t len = 0;
-    char why[256] = "";
-    int st = ov_control(UVPN_T_INFO, NULL, 0, data, sizeof data, &len, info_timeout_ms(), why,
-                        sizeof why);
-    if (st < 0) {
-        dbg("INFO from home router failed: %s (%s); using fallback networks", why, errno_name(-st));
-        return;
-    }
-    if (st != UVPN_ST_OK || len % 5) {
-        dbg("INFO from home router: %s; using fallback networks",
-            st ? "error status" : "malformed reply");
-        return;
-    }
-    size_t n = len / 5;
     if (n > CFG_MAX_NETS) n = CFG_MAX_NETS;
-    cidr nets[CFG_MAX_NETS];
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *p = data + 5 * i;
-        int prefix = p[4] > 32 ? 32 : p[4];
-        nets[i].mask = prefix ? 0xffffffffu << (32 - prefix) : 0;
-        nets[i].net = get32(p) & nets[i].mask;
-    }
     pthread_mutex_lock(&lock);
-    memcpy(learned, nets, n * sizeof nets[0]);
-    n_learned = (int)n;
+    memcpy(learned, nets, (size_t)n * sizeof nets[0]);
+    n_learned = n;
     info_ok = 1;
     pthread_mutex_unlock(&lock);
-    dbg("learned %zu virtual network(s) from home router", n);
+    dbg("learned %d virtual network(s) from the home router", n);
 }
 
 int cfg_is_virtual(uint32_t ip)
 {
     const struct cfg *c = cfg();
-    /* Loopback, "this network" and multicast/reserved are never virtual: no INFO needed. */
+    /* Loopback, "this network" and multicast/reserved are never virtual. */
     if ((ip >> 24) == 127 || (ip >> 24) == 0 || ip >= 0xe0000000u) return 0;
-
-    pthread_mutex_lock(&lock);
-    if (!info_ok && c->have_proxy) {
-        /* Wait for a fetch in flight (bounded), else start one if the retry interval passed. */
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += info_timeout_ms() / 1000 + 2;
-        while (info_fetching && !info_ok)
-            if (pthread_cond_timedwait(&info_cond, &lock, &until) == ETIMEDOUT) break;
-        int64_t now = mono_ms();
-        if (!info_ok && !info_fetching && (info_last_try < 0 || now - info_last_try >= INFO_RETRY_MS)) {
-            info_fetching = 1;
-            info_last_try = now;
-            pthread_mutex_unlock(&lock);
-            fetch_info();
-            pthread_mutex_lock(&lock);
-            info_fetching = 0;
-            pthread_cond_broadcast(&info_cond);
-        }
-    }
     /* 100.64.0.0/10, the overlay's address space, always counts (fail closed: an overlay
      * address the router has no route for gets ENETUNREACH from the router, never a kernel
-     * connect). */
+     * connect); so do UVPN_NETWORKS and what the engine learned from the home router (INFO).
+     * Never asked of the router here: a connect to a real address does not wait for it. */
     int v = (ip & 0xffc00000u) == 0x64400000u || in_set(ip, c->extra, c->n_extra);
+    pthread_mutex_lock(&lock);
     if (!v && info_ok) v = in_set(ip, learned, n_learned);
     else if (!v) v = c->have_src && (ip & 0xffff0000u) == (c->src & 0xffff0000u);
     pthread_mutex_unlock(&lock);
     return v;
+}
+
+int cfg_subnet_of(uint32_t ip, cidr *out)
+{
+    if (!cfg_is_virtual(ip)) return 0; /* also fetches INFO when it is due */
+    pthread_mutex_lock(&lock);
+    int found = 0;
+    for (int i = 0; info_ok && i < n_learned && !found; i++)
+        if ((ip & learned[i].mask) == learned[i].net) *out = learned[i], found = 1;
+    pthread_mutex_unlock(&lock);
+    if (!found) out->mask = 0xffff0000u, out->net = ip & out->mask;
+    return 1;
 }
 
 const char *fmt_addr(uint32_t ip, uint16_t port, char buf[24])

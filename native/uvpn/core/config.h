@@ -1,6 +1,6 @@
 /* config.h: libuvpn.so configuration: environment (read once), the network key, the home
- * router's address, and which IPv4 addresses are virtual (subnets learned with INFO, plus
- * UVPN_NETWORKS, with a fallback set while the router cannot be reached). */
+ * router's address, the holder token, and which IPv4 addresses are virtual (subnets learned
+ * with INFO by the engine, plus UVPN_NETWORKS, with a fallback set until then). */
 #ifndef UVPN_CONFIG_H
 #define UVPN_CONFIG_H
 
@@ -22,8 +22,11 @@ struct cfg {
     uint16_t proxy_port;
     char key_path[4096];     /* UVPN_KEY_FILE or $HOME/.uvpn_key ("" if neither) */
     int timeout_ms;          /* UVPN_CONNECT_TIMEOUT, default 30 s */
+    uint8_t holder[16];      /* UVPN_HOLDER (the holder token of a -- CMD lease), else zero */
     int n_extra;
     cidr extra[64];          /* UVPN_NETWORKS */
+    int bind_any_virtual;    /* UVPN_BIND_ANY=virtual: a wildcard bind is virtual-only */
+    int static_off;          /* UVPN_STATIC=off: libuvpn.so leaves static programs it execs alone */
 };
 
 /* The environment, parsed on first use. Never NULL. */
@@ -39,8 +42,14 @@ int cfg_router_ips(uint32_t *ips, int max);
  * is on loopback: a local router's connections may come from another loopback address). */
 int cfg_is_router_ip(uint32_t ip);
 
-/* 1 if ip (host order) is virtual. May fetch INFO from the home router on first use. */
+/* 1 if ip (host order) is virtual. Never asks the router. */
 int cfg_is_virtual(uint32_t ip);
+/* The subnets the home router announced (INFO): from now on they are the virtual set. */
+void cfg_learn(const cidr *nets, int n);
+
+/* The virtual subnet that holds ip (host order), as the home router's INFO reported it (else
+ * the fallback: ip's /16). 1 with *out filled, 0 when ip is not virtual. May fetch INFO. */
+int cfg_subnet_of(uint32_t ip, cidr *out);
 
 /* "a.b.c.d:port" into buf. */
 const char *fmt_addr(uint32_t ip, uint16_t port, char buf[24]);

@@ -18,7 +18,8 @@ enum { NM_NOT_OVERLAY = 0, NM_FOUND = 1, NM_UNKNOWN = -1, NM_DOWN = -2 };
 /* Is host (n bytes, not necessarily NUL-terminated) an overlay name, and which address?
  * NM_FOUND with *ip (host order) and canon (the name as registered); NM_UNKNOWN (a NAME.uvpn the
  * overlay does not know); NM_DOWN (home router unreachable, for NAME.uvpn); NM_NOT_OVERLAY:
- * leave it to the real resolver. */
+ * leave it to the real resolver. The machine's own host name (gethostname) is the program's
+ * virtual address when that address has an overlay name. */
 int nm_lookup(const char *host, size_t n, uint32_t *ip, char canon[UVPN_NAME_MAX + 1]);
 
 /* Reverse lookup of ip (host order): NM_NOT_OVERLAY when it is not a virtual address, else

@@ -5,27 +5,32 @@
 #include "uvpn/core/config.h"
 #include "common/log.h"
 #include "common/netio.h"
+#include "uvpn/core/engine.h"
 #include "uvpn/core/overlay.h"
 #include "common/real.h"
 #include "uvpn/core/udp.h"
 #include "common/wire.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
-#define ACCEPT_FRAME_MS 5000   /* time a relayed connection gets to deliver its CONNECT */
-#define PEEK_MS 500            /* "bound any": wait for the magic from the router's address */
+#define ANY_WAIT_MS 20         /* wildcard listener: a connection from the router's address
+                                  without bytes by then is a real client */
 #define UNLISTEN_MS 1000
 
 int pol_sockopt_int(int fd, int opt)
 {
     int v = -1;
     socklen_t l = sizeof v;
-    return getsockopt(fd, SOL_SOCKET, opt, &v, &l) == 0 ? v : -1;
+    return real.getsockopt(fd, SOL_SOCKET, opt, &v, &l) == 0 ? v : -1;
 }
 
 void pol_unlisten(const vinfo *v)
@@ -35,14 +40,126 @@ void pol_unlisten(const vinfo *v)
         return;
     }
     if (!v->registered || v->owner != getpid()) return; /* forked children never unregister */
-    uint8_t body[6];
+    uint8_t body[14];
     put32(body, v->lip);
     put16(body + 4, v->lport);
+    memcpy(body + 6, v->lid, 8);
+    eng_forget(UVPN_T_LISTEN, v->lip, v->lport);
     char why[256] = "", a[24];
     size_t n;
     int st = ov_control(UVPN_T_UNLISTEN, body, sizeof body, NULL, 0, &n, UNLISTEN_MS, why, sizeof why);
     if (st) dbg("unlisten %s: %s", fmt_addr(v->lip, v->lport, a), why);
     else dbg("unlisten %s: done", fmt_addr(v->lip, v->lport, a));
+}
+
+int pol_backlog(int has, const vinfo *st, int backlog)
+{
+    return has && st->kind == VS_BOUND_VIRTUAL && backlog < POL_MIN_BACKLOG ? POL_MIN_BACKLOG : backlog;
+}
+
+void pol_release(const vinfo *v)
+{
+    if (v->kind == VS_CONNECTING) eng_conn_release(v->conn);
+    else pol_unlisten(v);
+}
+
+/* Connects fd to sa before the deadline without changing O_NONBLOCK (the socket is blocking):
+ * a temporary SO_SNDTIMEO bounds the kernel's wait. Returns 0 or -errno (-ETIMEDOUT). */
+static int connect_deadline(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
+{
+    struct timeval old;
+    socklen_t ol = sizeof old;
+    int restore = 0;
+    if (real.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &old, &ol) == 0) {
+        int64_t left = deadline - mono_ms();
+        if (left < 1) left = 1;
+        struct timeval tv = {left / 1000, (left % 1000) * 1000};
+        restore = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0;
+    }
+    int r = real.connect(fd, sa, len);
+    int e = errno;
+    if (restore) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &old, sizeof old);
+    if (r == 0) return 0;
+    if (e == EINPROGRESS || e == EAGAIN) return -ETIMEDOUT; /* SO_SNDTIMEO ran out */
+    if (e != EINTR) return -e;
+    /* EINTR: the kernel keeps connecting; wait for it. */
+    int w = wait_fd(fd, POLLOUT, deadline);
+    if (w <= 0) return w == 0 ? -ETIMEDOUT : w;
+    int err = 0;
+    socklen_t el = sizeof err;
+    real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    return -err;
+}
+
+/* The deadline of a blocking connect: the socket's SO_SNDTIMEO when set, else UVPN_CONNECT_TIMEOUT. */
+static int64_t blocking_deadline(int fd)
+{
+    struct timeval tv = {0, 0};
+    socklen_t l = sizeof tv;
+    int64_t ms = cfg()->timeout_ms;
+    if (real.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &l) == 0 && (tv.tv_sec || tv.tv_usec))
+        ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    return mono_ms() + (ms > 0 ? ms : 1);
+}
+
+/* A blocking overlay connect in the caller's thread: CONNECT on the link, then the socket to the
+ * router's data port and the DATA ticket. */
+static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size_t why_len)
+{
+    int64_t deadline = blocking_deadline(fd);
+    uvpn_answer a;
+    int r = eng_connect_wait(c, deadline, &a, why, why_len);
+    if (r) return r;
+    struct sockaddr_storage ss;
+    socklen_t sl = sa_make_v4(family, a.real_ip, a.real_port, &ss);
+    r = connect_deadline(fd, (struct sockaddr *)&ss, sl, deadline);
+    if (r) {
+        snprintf(why, why_len, "home router's data port: %s", strerror(-r));
+        return r == -ETIMEDOUT ? r : -ENETUNREACH;
+    }
+    uint8_t key[UVPN_KEY_LEN], t[UVPN_TICKET_LEN];
+    if (cfg_key(key, why, why_len)) return -EACCES;
+    uvpn_ticket tk = {UVPN_TK_DATA, c->src_ip, c->dst_ip, a.src_port, c->dst_port, {0}, pol_real_port(fd), a.issued, {0}};
+    memcpy(tk.tid, a.tid, sizeof tk.tid);
+    uvpn_ticket_pack(key, &tk, t);
+    memset(key, 0, sizeof key);
+    r = send_all(fd, t, sizeof t, deadline);
+    if (r) snprintf(why, why_len, "writing the ticket: %s", strerror(-r));
+    return r ? -ENETUNREACH : 0;
+}
+
+/* A non-blocking overlay connect: the socket listens (so it shows no readiness, as a connect in
+ * progress), and the engine takes a duplicate of it. -EINPROGRESS on success. */
+int pol_park_ms;
+
+static int connect_async(int fd, int family, const uvpn_connect *c, char *why, size_t why_len)
+{
+    int defer = 0;
+    socklen_t dl = sizeof defer;
+    real.getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &dl);
+    if (!pol_park_ms) {
+        int r = eng_park(fd);
+        if (r) {
+            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+            snprintf(why, why_len, "cannot park the socket: listen: %s", strerror(-r));
+            return r;
+        }
+    }
+    int dup = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    uint32_t id = dup < 0 ? 0 : eng_connect_async(dup, family, c, defer, mono_ms() + cfg()->timeout_ms);
+    if (id && pol_park_ms && eng_conn_wait_answer(id, mono_ms() + pol_park_ms) == ENG_PENDING) {
+        dbg("connect: no answer within %d ms: the socket waits listening", pol_park_ms);
+    }
+    if (!id) {
+        int e = errno;
+        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+        if (dup >= 0) real.close(dup);
+        real.connect(fd, &unspec, sizeof unspec);
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+        snprintf(why, why_len, "cannot hand the connect to the engine: %s", strerror(e));
+        return -ENETUNREACH;
+    }
+    return (int)id;
 }
 
 int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev,
@@ -60,23 +177,67 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
         return -ENETUNREACH;
     }
     if (has && prev->kind == VS_CONNECTED) return -EISCONN;
+    if (has && prev->kind == VS_CONNECTING) {
+        vinfo st = *prev;
+        int r = pol_settle(&st, 0);
+        if (r == 0) return -EALREADY;
+        if (r == 1) {
+            *out = st;
+            return -EISCONN;
+        }
+        pol_release(prev); /* it failed: this connect starts afresh */
+        has = 0;
+    }
     const struct cfg *c = cfg();
     if (!c->have_src || !c->have_proxy) {
         dbg("connect %s: %s not set (ENETUNREACH)", d,
             !c->have_src ? "UVPN_SRC_ADDR" : "UVPN_HOME_PROXY/UVPN_HOME_PROXY_PORT");
         return -ENETUNREACH;
     }
-    uint16_t sport = 0;
-    int r = ov_connect(fd, family, c->src, has ? prev->lport : 0, ip, port, &sport, why, sizeof why);
+    uvpn_connect req = {UVPN_PROTO_TCP, 0, c->src, 0, ip, port};
+    if (has && (prev->kind == VS_BOUND_VIRTUAL || prev->kind == VS_BOUND_ANY)) req.src_port = prev->lport;
+    int fl = real.fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK)) {
+        int id = connect_async(fd, family, &req, why, sizeof why);
+        if (id < 0) {
+            dbg("connect %s: %s (%s)", d, why, errno_name(-id));
+            return id;
+        }
+        vinfo n = {.kind = VS_CONNECTING, .family = family, .lip = c->src, .pip = ip, .pport = port,
+                   .conn = (uint32_t)id};
+        *out = n;
+        dbg("connect %s: in progress (non-blocking)", d);
+        return -EINPROGRESS;
+    }
+    int r = connect_blocking(fd, family, &req, why, sizeof why);
     if (r) {
         dbg("connect %s: %s (%s)", d, why, errno_name(-r));
         return r;
     }
-    vinfo n = {.kind = VS_CONNECTED, .family = family, .lip = c->src, .lport = sport,
+    vinfo n = {.kind = VS_CONNECTED, .family = family, .lip = c->src, .lport = req.src_port,
                .pip = ip, .pport = port};
     *out = n;
-    dbg("connect %s: connected through the home router (local port %u)", d, sport);
+    dbg("connect %s: connected through the home router (virtual port %u)", d, req.src_port);
     return 0;
+}
+
+int pol_settle(vinfo *st, int consume)
+{
+    if (st->kind != VS_CONNECTING) return 1;
+    uvpn_connect c;
+    int err = 0;
+    switch (eng_conn_state(st->conn, consume, &c, &err)) {
+    case ENG_PENDING: return 0;
+    case ENG_DONE: {
+        vinfo n = {.kind = VS_CONNECTED, .family = st->family, .lip = c.src_ip, .lport = c.src_port,
+                   .pip = st->pip, .pport = st->pport};
+        eng_conn_release(st->conn);
+        *st = n;
+        return 1;
+    }
+    case ENG_FAILED: return -err;
+    default: return -ECONNABORTED; /* already reported: the socket is an ordinary failed one */
+    }
 }
 
 uint16_t pol_real_port(int fd)
@@ -92,6 +253,31 @@ uint16_t pol_real_port(int fd)
             port = 0;
     }
     return port;
+}
+
+/* Binds fd virtual-only: really to the wildcard address at an ephemeral port (the router relays
+ * to it), as ip:port for the overlay. wild: WILD_NONE for a bind to ip itself, else how a
+ * wildcard bind became this (UVPN_BIND_ANY=virtual). 1 with *out, or -errno. */
+static int bind_virtual(int fd, int family, uint32_t ip, uint16_t port, int wild, vinfo *out)
+{
+    char a[24];
+    fmt_addr(ip, port, a);
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t sl = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    ss.ss_family = (sa_family_t)family; /* port 0, address INADDR_ANY / in6addr_any */
+    if (real.bind(fd, (struct sockaddr *)&ss, sl)) {
+        int e = errno;
+        dbg("bind %s: real bind failed (%s)", a, errno_name(e));
+        return -e;
+    }
+    uint16_t rp = pol_real_port(fd);
+    vinfo n = {.kind = VS_BOUND_VIRTUAL, .family = family, .lip = ip, .lport = port ? port : rp,
+               .real_port = rp, .wild = (uint8_t)wild};
+    *out = n;
+    dbg("bind %s: virtual%s, real port %u", fmt_addr(ip, n.lport, a),
+        wild == WILD_V4 ? " only (UVPN_BIND_ANY=virtual)" : wild == WILD_V6ONLY ? " only, IPv6-only: unreachable" : "", rp);
+    return 1;
 }
 
 int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out)
@@ -113,6 +299,12 @@ int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out)
         return 0;
     char a[24];
     const struct cfg *c = cfg();
+    if (any && c->bind_any_virtual) {
+        int v6only = 0;
+        socklen_t ol = sizeof v6only;
+        if (family == AF_INET6) real.getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol);
+        return bind_virtual(fd, family, c->src, port, v6only ? WILD_V6ONLY : WILD_V4, out);
+    }
     if (any) {
         if (real.bind(fd, addr, len)) return -errno;
         uint16_t rp = pol_real_port(fd);
@@ -127,39 +319,34 @@ int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out)
             c->have_src ? ip_str(c->src, s) : "UVPN_SRC_ADDR unset");
         return -EADDRNOTAVAIL;
     }
-    /* Really bind to the wildcard address with an ephemeral port; the router relays to it. */
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    socklen_t sl = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    ss.ss_family = (sa_family_t)family; /* port 0, address INADDR_ANY / in6addr_any */
-    if (real.bind(fd, (struct sockaddr *)&ss, sl)) {
-        int e = errno;
-        dbg("bind %s: real bind failed (%s)", a, errno_name(e));
-        return -e;
-    }
-    uint16_t rp = pol_real_port(fd);
-    vinfo n = {.kind = VS_BOUND_VIRTUAL, .family = family, .lip = ip, .lport = port ? port : rp,
-               .real_port = rp};
-    *out = n;
-    dbg("bind %s: virtual, real port %u", fmt_addr(ip, n.lport, a), rp);
-    return 1;
+    return bind_virtual(fd, family, ip, port, WILD_NONE, out);
 }
 
-int pol_listen(vinfo *st)
+int pol_listen(int fd, vinfo *st)
 {
-    if ((st->kind != VS_BOUND_VIRTUAL && st->kind != VS_BOUND_ANY) || st->registered) return 0;
-    uint8_t body[8];
+    if ((st->kind != VS_BOUND_VIRTUAL && st->kind != VS_BOUND_ANY) || st->registered || st->wild == WILD_V6ONLY)
+        return 0;
+    uint8_t body[16];
     put32(body, st->lip);
     put16(body + 4, st->lport);
     put16(body + 6, st->real_port);
+    random_bytes(body + 8, 8);
     char why[256] = "", a[24];
     size_t n;
     fmt_addr(st->lip, st->lport, a);
+    if (st->kind == VS_BOUND_VIRTUAL) {
+        /* Strangers stay out of the accept queue until they send: then their first bytes are
+         * checked at once. */
+        int defer = 10;
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+    }
     int status = ov_control(UVPN_T_LISTEN, body, sizeof body, NULL, 0, &n, cfg()->timeout_ms, why,
                             sizeof why);
     if (status == 0) {
         st->registered = 1;
         st->owner = getpid();
+        memcpy(st->lid, body + 8, 8);
+        eng_keep(UVPN_T_LISTEN, body, sizeof body);
         dbg("listen %s: registered with the home router (real port %u)", a, st->real_port);
         return 1;
     }
@@ -178,23 +365,28 @@ int pol_accepted(const vinfo *st, int nfd, const struct sockaddr *peer, socklen_
     uint32_t pip = 0;
     uint16_t pport = 0;
     int got = sa_get_v4(peer, pl, &pip, &pport);
-    int relay = st->kind == VS_BOUND_VIRTUAL;
-    if (!relay && st->registered && got)
-        relay = cfg_is_router_ip(pip) && ov_peek_magic(nfd, mono_ms() + PEEK_MS);
-    if (!relay) return 0;
+    if (!got && peer && pl >= (socklen_t)sizeof(struct sockaddr_in6) && peer->sa_family == AF_INET6)
+        pport = ntohs(((const struct sockaddr_in6 *)peer)->sin6_port);
+    int wait_ms = 0;
+    if (st->kind != VS_BOUND_VIRTUAL) {
+        if (!st->registered || !got || !cfg_is_router_ip(pip)) return 0;
+        wait_ms = ANY_WAIT_MS;
+    }
     char la[24], pa[24], why[256] = "";
     fmt_addr(st->lip, st->lport, la);
-    uvpn_connect c;
-    int r = ov_read_connect(nfd, st->lip, st->lport, mono_ms() + ACCEPT_FRAME_MS, &c, why, sizeof why);
-    if (r) {
-        dbg("accept %s: dropped connection from %s: %s", la, got ? fmt_addr(pip, pport, pa) : "?", why);
-        return r;
+    uvpn_ticket t;
+    int r = ov_accept_ticket(nfd, st->lip, st->lport, st->lid, pport, wait_ms, &t, why, sizeof why);
+    if (r == 0 && st->kind != VS_BOUND_VIRTUAL) return 0; /* a real client of a wildcard listener */
+    if (r <= 0) {
+        if (r == 0) snprintf(why, sizeof why, "no ticket (not the router's)");
+        dbg("accept %s: closed connection from %s: %s", la, got ? fmt_addr(pip, pport, pa) : "?", why);
+        return r ? r : -EPROTO;
     }
-    vinfo n = {.kind = VS_CONNECTED, .family = st->family, .lip = c.dst_ip, .lport = c.dst_port,
-               .pip = c.src_ip, .pport = c.src_port};
+    vinfo n = {.kind = VS_CONNECTED, .family = st->family, .lip = t.dst_ip, .lport = t.dst_port,
+               .pip = t.src_ip, .pport = t.src_port};
     *out = n;
-    *peer_len = sa_make_v4(st->family, c.src_ip, c.src_port, peer_out);
-    dbg("accept %s: relayed connection from %s", la, fmt_addr(c.src_ip, c.src_port, pa));
+    *peer_len = sa_make_v4(st->family, t.src_ip, t.src_port, peer_out);
+    dbg("accept %s: relayed connection from %s", la, fmt_addr(t.src_ip, t.src_port, pa));
     return 1;
 }
 
@@ -202,6 +394,18 @@ int pol_name(const vinfo *st, int peer, struct sockaddr_storage *ss, socklen_t *
 {
     int peer_known = st->kind == VS_CONNECTED || (st->kind == VS_UDP && st->pport);
     if (peer ? !peer_known : st->kind == VS_BOUND_ANY) return 0;
+    if (!peer && st->wild && st->kind == VS_BOUND_VIRTUAL) { /* what the program bound: the wildcard */
+        memset(ss, 0, sizeof *ss);
+        if (st->family == AF_INET6) {
+            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+            s6->sin6_family = AF_INET6;
+            s6->sin6_port = htons(st->lport);
+            *sl = sizeof *s6;
+        } else {
+            *sl = sa_make_v4(AF_INET, 0, st->lport, ss);
+        }
+        return 1;
+    }
     *sl = peer ? sa_make_v4(st->family, st->pip, st->pport, ss)
                : sa_make_v4(st->family, st->lip, st->lport, ss);
     return 1;

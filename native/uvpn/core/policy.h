@@ -17,22 +17,49 @@
  * 1: done, fd is really bound and *out is its new state; -errno: failed. */
 int pol_bind(int fd, const struct sockaddr *addr, socklen_t len, vinfo *out);
 
-/* After a successful real listen() on a bound overlay socket: registers the listener with the
- * home router. 1: *st updated (registered); 0: nothing to do / native only; -errno: failed. */
-int pol_listen(vinfo *st);
+/* After a successful real listen() on the bound overlay socket fd: registers the listener with
+ * the home router under a fresh listener id (and gives a virtual-only listener TCP_DEFER_ACCEPT,
+ * so strangers never reach its queue without sending). 1: *st updated (registered); 0: nothing
+ * to do / native only; -errno: failed. */
+int pol_listen(int fd, vinfo *st);
+
+/* The backlog to give a listener with state st (or none, has 0) when the program asked for
+ * backlog: at least POL_MIN_BACKLOG for a virtual-only listener, whose connections all come from
+ * the router, in bursts. */
+#define POL_MIN_BACKLOG 512
+int pol_backlog(int has, const vinfo *st, int backlog);
 
 /* Best-effort UNLISTEN for a listener whose last reference went away (only by the process
  * that registered it). */
 void pol_unlisten(const vinfo *v);
 
-/* connect(fd) to the virtual ip:port. has/prev: fd's current state. 0 with *out the new
- * state, or -errno (EISCONN, ENETUNREACH, ECONNREFUSED, ...). */
+/* connect(fd) to the virtual ip:port. has/prev: fd's current state. A blocking socket waits
+ * (bounded by its SO_SNDTIMEO, else UVPN_CONNECT_TIMEOUT): 0 with *out the new state, or
+ * -errno (ENETUNREACH, ECONNREFUSED, ETIMEDOUT, ...). A non-blocking one returns -EINPROGRESS
+ * at once with *out a VS_CONNECTING state to keep (the engine finishes it); EALREADY while one
+ * is in progress, EISCONN once connected (then *out is the connected state, to keep). */
 int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev,
                 vinfo *out);
 
+/* Under the supervisor: how long (ms) a non-blocking connect waits, in the stopped call, for the
+ * router's answer before it returns EINPROGRESS with the socket parked listening (0 in
+ * libuvpn.so: it parks at once). While the program is stopped in connect() none of its pollers
+ * watches the socket, so its move to the router's port is never seen half-done. */
+extern int pol_park_ms;
+
+/* Where the VS_CONNECTING state *st stands (settled if it can be): 1 connected (*st is now the
+ * VS_CONNECTED state: keep it); 0 still in progress; -errno the connect failed (consume: the
+ * error is reported once, the caller drops the state). */
+int pol_settle(vinfo *st, int consume);
+
+/* The last reference to state v went away (close): releases what it holds in the engine. */
+void pol_release(const vinfo *v);
+
 /* A connection nfd just accepted from peer on the overlay listener st. 0: an ordinary native
- * connection; 1: a relayed one whose CONNECT frame was verified, *out its state and *peer_out
- * (length *peer_len) the virtual peer address to report; -errno: a bad relay (drop nfd). */
+ * connection; 1: a relayed one whose ticket was verified, *out its state and *peer_out (length
+ * *peer_len) the virtual peer address to report; -errno: not the router's (drop nfd). Never
+ * waits, except at most 20 ms on a wildcard listener for the first bytes of a connection from
+ * the router's address. */
 int pol_accepted(const vinfo *st, int nfd, const struct sockaddr *peer, socklen_t pl, vinfo *out,
                  struct sockaddr_storage *peer_out, socklen_t *peer_len);
 

@@ -4,7 +4,7 @@
 #include "uvpn/core/config.h"
 #include "common/log.h"
 #include "common/netio.h"
-#include "uvpn/core/overlay.h"
+#include "uvpn/core/engine.h"
 #include "uvpn/core/policy.h"
 #include "common/real.h"
 #include "common/wire.h"
@@ -33,6 +33,7 @@ static int udpbind(uint32_t ip, uint16_t vport, uint16_t real_port, int timeout_
     if (st == 0) {
         dbg("udp %s: %s with the home router (real port %u)", a, real_port ? "registered" : "unregistered",
             real_port);
+        if (real_port) eng_keep(UVPN_T_UDPBIND, body, sizeof body);
         return 0;
     }
     int e = st < 0 ? -st : uvpn_status_to_errno(st);
@@ -91,6 +92,7 @@ int pol_udp_bind(int fd, const struct sockaddr *addr, socklen_t len, uint32_t ip
 {
     const struct cfg *c = cfg();
     if (any ? !c->have_src : !cfg_is_virtual(ip)) return 0;
+    if (any && c->bind_any_virtual) any = 0, ip = c->src; /* virtual-only, as a bind to the address */
     char a[24];
     fmt_addr(ip, port, a);
     if (!any && (!c->have_src || ip != c->src)) {
@@ -148,7 +150,9 @@ int pol_udp_connect(int fd, uint32_t ip, uint16_t port, int has, const vinfo *pr
 
 void pol_udp_unregister(const vinfo *v)
 {
-    if (v->registered && v->owner == getpid()) udpbind(v->lip, v->lport, 0, UNREGISTER_MS);
+    if (!v->registered || v->owner != getpid()) return;
+    eng_forget(UVPN_T_UDPBIND, v->lip, v->lport);
+    udpbind(v->lip, v->lport, 0, UNREGISTER_MS);
 }
 
 ssize_t pol_udp_send(int fd, int has, vinfo *st, int *changed, const struct msghdr *msg, int flags)

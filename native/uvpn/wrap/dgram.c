@@ -1,11 +1,16 @@
 /* dgram.c: libuvpn.so's wrappers of the datagram calls, for UDP over the overlay (udp.c):
- * sendto, sendmsg, sendmmsg, send, write, recvfrom, recvmsg, recvmmsg, recv, read. Calls on
- * sockets without overlay UDP state go straight to the real function; sendmsg and recvmsg also
- * carry the overlay state of sockets passed with SCM_RIGHTS (fdlife.c). */
+ * sendto, sendmsg, sendmmsg, send, write, writev, recvfrom, recvmsg, recvmmsg, recv, read, readv.
+ * Calls on sockets without overlay state go straight to the real function; on a socket whose
+ * overlay connect is in progress, stream I/O fails with EAGAIN (as on a connecting socket) until
+ * the ticket is written; sendmsg and recvmsg also carry the overlay state of sockets passed with
+ * SCM_RIGHTS (fdlife.c). rtnetlink requests about interfaces are answered by netlink.c before
+ * anything else. */
 #include "uvpn/wrap/wrap.h"
 #include "uvpn/wrap/fdlife.h"
 #include "uvpn/wrap/fdtable.h"
+#include "uvpn/wrap/netlink.h"
 #include "uvpn/core/config.h"
+#include "uvpn/core/ifaces.h"
 #include "uvpn/core/policy.h"
 #include "uvpn/core/udp.h"
 #include "common/log.h"
@@ -32,6 +37,17 @@ static int blocked_dest(int fd, const void *addr, socklen_t len, int flags, cons
     return b;
 }
 
+/* A stream call on a socket whose overlay connect may be in progress: 1 with *ret = -1 (EAGAIN
+ * while in progress, the overlay's errno once failed), or 0 to make the real call. */
+static int gated(int fd, vinfo *st, ssize_t *ret)
+{
+    int g = pending_gate(fd, st);
+    if (!g) return 0;
+    errno = g > 0 ? EAGAIN : -g;
+    *ret = -1;
+    return 1;
+}
+
 /* sendmsg through the overlay when msg is about it: 1 with *ret the call's result, else 0
  * (make the real call). */
 static int udp_send(int fd, const struct msghdr *msg, int flags, ssize_t *ret)
@@ -39,6 +55,7 @@ static int udp_send(int fd, const struct msghdr *msg, int flags, ssize_t *ret)
     if (inside || !msg) return 0;
     vinfo st;
     int has = fdt_maybe(fd) && fdt_get(fd, &st);
+    if (has && st.kind == VS_CONNECTING) return gated(fd, &st, ret);
     if (!msg->msg_name && !(has && st.kind == VS_UDP)) return 0;
     int saved = errno, changed;
     inside = 1;
@@ -57,7 +74,9 @@ static int udp_send(int fd, const struct msghdr *msg, int flags, ssize_t *ret)
 static int udp_recv(int fd, struct msghdr *msg, int flags, ssize_t *ret)
 {
     vinfo st;
-    if (inside || !fdt_maybe(fd) || !fdt_get(fd, &st) || st.kind != VS_UDP || !st.registered) return 0;
+    if (inside || !fdt_maybe(fd) || !fdt_get(fd, &st)) return 0;
+    if (st.kind == VS_CONNECTING) return gated(fd, &st, ret);
+    if (st.kind != VS_UDP || !st.registered) return 0;
     int saved = errno;
     inside = 1;
     ssize_t r = pol_udp_recv(fd, &st, msg, flags);
@@ -73,7 +92,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
     struct iovec v = {(void *)buf, n};
     struct msghdr m = {(void *)addr, addr ? len : 0, &v, 1, NULL, 0, 0};
     ssize_t r;
-    if (udp_send(fd, &m, flags, &r)) return r;
+    if (nlw_send(fd, &m, flags, &r) || udp_send(fd, &m, flags, &r)) return r;
     if (blocked_dest(fd, addr, len, flags, "sendto")) return -1;
     return real.sendto(fd, buf, n, flags, addr, len);
 }
@@ -81,7 +100,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
     NEED(send);
-    if (!fdt_maybe(fd)) return real.send(fd, buf, n, flags);
+    if (!fdt_maybe(fd) && !ifv_nl_is_request(buf, n)) return real.send(fd, buf, n, flags);
     return sendto(fd, buf, n, flags, NULL, 0);
 }
 
@@ -95,11 +114,32 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
     return real.write(fd, buf, n);
 }
 
+/* readv/writev: only the gate of a pending connect (they carry no UDP here). */
+static ssize_t vector_io(ssize_t (*fn)(int, const struct iovec *, int), int fd, const struct iovec *iov, int n)
+{
+    vinfo st;
+    ssize_t r;
+    if (!inside && fdt_maybe(fd) && fdt_get(fd, &st) && st.kind == VS_CONNECTING && gated(fd, &st, &r)) return r;
+    return fn(fd, iov, n);
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    NEED(writev);
+    return vector_io(real.writev, fd, iov, n);
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
+{
+    NEED(readv);
+    return vector_io(real.readv, fd, iov, n);
+}
+
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     NEED(sendmsg);
     ssize_t r;
-    if (udp_send(fd, msg, flags, &r)) return r;
+    if (nlw_send(fd, msg, flags, &r) || udp_send(fd, msg, flags, &r)) return r;
     if (msg && blocked_dest(fd, msg->msg_name, msg->msg_namelen, flags, "sendmsg")) return -1;
     if (msg && msg->msg_controllen && !inside) fdl_scm(msg, 1);
     return real.sendmsg(fd, msg, flags);
@@ -138,7 +178,8 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
     struct iovec v = {buf, n};
     struct msghdr m = {addr, addr && alen ? *alen : 0, &v, 1, NULL, 0, 0};
     ssize_t r;
-    if (!udp_recv(fd, &m, flags, &r)) return real.recvfrom(fd, buf, n, flags, addr, alen);
+    if (!nlw_recv(fd, &m, flags, &r) && !udp_recv(fd, &m, flags, &r))
+        return real.recvfrom(fd, buf, n, flags, addr, alen);
     if (r >= 0 && addr && alen) *alen = m.msg_namelen;
     return r;
 }
@@ -146,25 +187,25 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
     NEED(recv);
-    if (!fdt_maybe(fd)) return real.recv(fd, buf, n, flags);
+    if (!fdt_maybe(fd) && !ifv_nlq_pending()) return real.recv(fd, buf, n, flags);
     return recvfrom(fd, buf, n, flags, NULL, NULL);
 }
 
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
     NEED(read);
-    if (!fdt_maybe(fd)) return real.read(fd, buf, n);
+    if (!fdt_maybe(fd) && !ifv_nlq_pending()) return real.read(fd, buf, n);
     struct iovec v = {buf, n};
     struct msghdr m = {NULL, 0, &v, 1, NULL, 0, 0};
     ssize_t r;
-    return udp_recv(fd, &m, 0, &r) ? r : real.read(fd, buf, n);
+    return nlw_recv(fd, &m, 0, &r) || udp_recv(fd, &m, 0, &r) ? r : real.read(fd, buf, n);
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
     NEED(recvmsg);
     ssize_t r;
-    if (msg && udp_recv(fd, msg, flags, &r)) return r;
+    if (nlw_recv(fd, msg, flags, &r) || (msg && udp_recv(fd, msg, flags, &r))) return r;
     r = real.recvmsg(fd, msg, flags);
     if (r >= 0 && msg && msg->msg_controllen && !inside) fdl_scm(msg, 0);
     return r;

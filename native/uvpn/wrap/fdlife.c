@@ -9,6 +9,10 @@
  * (sshd's re-exec, a shell's `exec 3<>...`, python's subprocess pass_fds). The wrappers write on
  * the stack only: a vfork child may run them.
  *
+ * A static program (which LD_PRELOAD cannot reach) is exec'd through the launcher
+ * uvpn_supervise instead, under the seccomp supervisor (staticexec.c). execl, execle and execlp
+ * are wrapped too (glibc's call its internal execve, which no wrapper sees).
+ *
  * SCM_RIGHTS: sendmsg writes the state of each overlay socket it passes to a file named by the
  * socket's cookie (SO_COOKIE: unique for the system's uptime, never reused), in
  * $XDG_RUNTIME_DIR/uvpn-UID or /tmp/uvpn-UID (mode 0700, owned by us); recvmsg adopts the state
@@ -19,8 +23,12 @@
 #include "uvpn/wrap/fdtable.h"
 #include "common/log.h"
 #include "uvpn/core/policy.h"
+#include "uvpn/core/engine.h"
+#include "uvpn/wrap/staticexec.h"
 
 #include <dlfcn.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <pthread.h>
 #include <spawn.h>
@@ -34,6 +42,8 @@
 #include <sys/socket.h>
 
 #define VAR "UVPN_INHERITED_FDS"
+#define LINKS_VAR "UVPN_INHERITED_LINKS" /* fd:dev:ino;... of the engine links the new image keeps */
+#define LINKS_TEXT 256
 #define MAX_ENV 4096      /* larger environments pass unchanged */
 #define STATE_TEXT 8192   /* room for the variable: about 90 sockets */
 
@@ -100,6 +110,7 @@ static int state_get(const char *s, vinfo *v)
 static int add_entry(int fd, const vinfo *v, dev_t dev, ino_t ino, void *ctx)
 {
     struct text *t = ctx;
+    if (v->kind == VS_CONNECTING) return 0; /* the engine finishing it does not cross exec */
     int fl = real.fcntl(fd, F_GETFD);
     struct stat st;
     if (fl < 0 || (fl & FD_CLOEXEC) || fstat(fd, &st) || st.st_dev != dev || st.st_ino != ino)
@@ -116,38 +127,78 @@ static int add_entry(int fd, const vinfo *v, dev_t dev, ino_t ino, void *ctx)
     return 0;
 }
 
-/* The environment for the new program: envp without VAR, plus VAR when inheritable sockets
- * have state. Returns envp itself when nothing changes. out has MAX_ENV + 2 slots. */
-static char *const *with_state(char *const *envp, char **out, char *buf)
+/* LINKS_VAR=... for the links this process holds (engine.h: its own and inherited ones), which
+ * the new image keeps open; 0 when there are none to pass (not inheritable, or none). */
+static int links_text(char *buf, size_t cap)
+{
+    int fds[16], n = eng_links(fds, 16), k = 0;
+    size_t len = (size_t)snprintf(buf, cap, LINKS_VAR "=");
+    for (int i = 0; i < n && len + 64 < cap; i++) {
+        struct stat st;
+        int fl = real.fcntl(fds[i], F_GETFD);
+        if (fl < 0 || (fl & FD_CLOEXEC) || fstat(fds[i], &st)) continue;
+        len += (size_t)snprintf(buf + len, cap - len, "%s%d:%lu:%lu", k++ ? ";" : "", fds[i],
+                                (unsigned long)st.st_dev, (unsigned long)st.st_ino);
+    }
+    return k > 0;
+}
+
+/* The environment for the new program: envp without VAR and LINKS_VAR, plus VAR when
+ * inheritable sockets have state and LINKS_VAR when links are kept. Returns envp itself when
+ * nothing changes. out has MAX_ENV + 3 slots. */
+static char *const *with_state(char *const *envp, char **out, char *buf, char *lbuf)
 {
     if (!envp) return envp;
     int e = errno;
     struct text t = {buf, 0, STATE_TEXT, 0};
     t.len = (size_t)snprintf(buf, STATE_TEXT, VAR "=");
     fdt_each(add_entry, &t);
+    int links = links_text(lbuf, LINKS_TEXT);
     errno = e;
-    size_t vl = strlen(VAR "="), n = 0;
+    size_t vl = strlen(VAR "="), ll = strlen(LINKS_VAR "="), n = 0;
     int had = 0;
-    for (char *const *p = envp; *p; p++) had |= strncmp(*p, VAR "=", vl) == 0;
-    if (!t.n && !had) return envp;
+    for (char *const *p = envp; *p; p++) had |= strncmp(*p, VAR "=", vl) == 0 || strncmp(*p, LINKS_VAR "=", ll) == 0;
+    if (!t.n && !links && !had) return envp;
     for (char *const *p = envp; *p; p++) {
-        if (strncmp(*p, VAR "=", vl) == 0) continue;
+        if (strncmp(*p, VAR "=", vl) == 0 || strncmp(*p, LINKS_VAR "=", ll) == 0) continue;
         if (n == MAX_ENV) return envp;
         out[n++] = *p;
     }
     if (t.n) out[n++] = buf;
+    if (links) out[n++] = lbuf;
     out[n] = NULL;
     return out;
 }
 
 #define STATE_ENV(envp)                                                                          \
-    char state_buf_[STATE_TEXT], *state_env_[MAX_ENV + 2];                                      \
-    char *const *new_env_ = with_state((envp), state_env_, state_buf_)
+    char state_buf_[STATE_TEXT], links_buf_[LINKS_TEXT], *state_env_[MAX_ENV + 3];              \
+    char *const *new_env_ = with_state((envp), state_env_, state_buf_, links_buf_)
+
+/* ---- exec: static programs through the launcher (staticexec.h) --------------------------- */
+
+static int do_execve(const char *path, char *const argv[], char *const envp[], void *ctx)
+{
+    (void)ctx;
+    return fr.execve(path, argv, envp);
+}
+
+struct spawn_ctx {
+    pid_t *pid;
+    const posix_spawn_file_actions_t *fa;
+    const posix_spawnattr_t *attr;
+};
+
+static int do_spawn(const char *path, char *const argv[], char *const envp[], void *ctx)
+{
+    struct spawn_ctx *c = ctx;
+    return fr.posix_spawn(c->pid, path, c->fa, c->attr, argv, envp);
+}
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
     fr_init();
     STATE_ENV(envp);
+    if (se_wanted(path, new_env_)) return se_launch(path, argv, new_env_, do_execve, NULL);
     return fr.execve(path, argv, new_env_);
 }
 
@@ -157,10 +208,48 @@ EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
     fr_init();
     STATE_ENV(envp);
+    char found[PATH_MAX];
+    if (se_search(file, found, sizeof found) && se_wanted(found, new_env_))
+        return se_launch(found, argv, new_env_, do_execve, NULL);
     return fr.execvpe(file, argv, new_env_);
 }
 
 EXPORT int execvp(const char *file, char *const argv[]) { return execvpe(file, argv, environ); }
+
+/* execl, execle, execlp: glibc's call its internal execve/execvpe, which no wrapper sees. */
+#define ARGS_FROM_VA(first, ap, argv, extra)                                                     \
+    size_t n_ = 1;                                                                              \
+    va_start(ap, first);                                                                        \
+    while (va_arg(ap, char *)) n_++;                                                            \
+    va_end(ap);                                                                                 \
+    char *argv[n_ + 1];                                                                         \
+    va_start(ap, first);                                                                        \
+    argv[0] = (char *)(first);                                                                  \
+    for (size_t i_ = 1; i_ <= n_; i_++) argv[i_] = va_arg(ap, char *);                          \
+    extra;                                                                                      \
+    va_end(ap)
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+    va_list ap;
+    ARGS_FROM_VA(arg, ap, argv, (void)0);
+    return execve(path, argv, environ);
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...)
+{
+    va_list ap;
+    ARGS_FROM_VA(arg, ap, argv, (void)0);
+    return execvpe(file, argv, environ);
+}
+
+EXPORT int execle(const char *path, const char *arg, ...)
+{
+    va_list ap;
+    char *const *envp;
+    ARGS_FROM_VA(arg, ap, argv, envp = va_arg(ap, char *const *));
+    return execve(path, argv, envp);
+}
 
 EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
@@ -174,6 +263,8 @@ EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_acti
 {
     fr_init();
     STATE_ENV(envp);
+    struct spawn_ctx c = {pid, fa, attr};
+    if (se_wanted(path, new_env_)) return se_launch(path, argv, new_env_, do_spawn, &c);
     return fr.posix_spawn(pid, path, fa, attr, argv, new_env_);
 }
 
@@ -182,12 +273,30 @@ EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
 {
     fr_init();
     STATE_ENV(envp);
+    char found[PATH_MAX];
+    struct spawn_ctx c = {pid, fa, attr};
+    if (se_search(file, found, sizeof found) && se_wanted(found, new_env_))
+        return se_launch(found, argv, new_env_, do_spawn, &c);
     return fr.posix_spawnp(pid, file, fa, attr, argv, new_env_);
+}
+
+/* At load: keep the links the previous program image held (LINKS_VAR), when still open. */
+static void adopt_links(void)
+{
+    for (const char *s = getenv(LINKS_VAR); s && *s; s = strchr(s, ';') ? strchr(s, ';') + 1 : "") {
+        int fd;
+        unsigned long dev, ino;
+        struct stat st;
+        if (sscanf(s, "%d:%lu:%lu", &fd, &dev, &ino) == 3 && fstat(fd, &st) == 0 && st.st_dev == dev &&
+            st.st_ino == ino)
+            eng_adopt_link(fd);
+    }
 }
 
 /* At load: adopt the sockets the previous program image left us. */
 __attribute__((constructor)) static void adopt_inherited(void)
 {
+    adopt_links();
     const char *s = getenv(VAR);
     int first_fd[64], adopted = 0;
     ino_t first_ino[64];
@@ -226,7 +335,7 @@ static int drop_in_range(int fd, const vinfo *v, dev_t dev, ino_t ino, void *ctx
     vinfo rel;
     if ((unsigned int)fd < r->lo || (unsigned int)fd > r->hi || !fdt_clear(fd, &rel)) return 0;
     inside = 1;
-    pol_unlisten(&rel); /* the last fd of a listener: unregister it (as close does) */
+    pol_release(&rel); /* the last fd of a listener: unregister it (as close does) */
     inside = 0;
     return 0;
 }
@@ -241,6 +350,23 @@ static void closed_range(unsigned int lo, unsigned int hi)
     errno = e;
 }
 
+/* close_range over first..last, leaving out the engine's own descriptors (engine.h). */
+static int range_around_engine(unsigned int first, unsigned int last, int flags)
+{
+    unsigned int from = first;
+    int r = 0;
+    for (unsigned int fd = first; ; fd++) {
+        if (fd > last || fd > 65536) {
+            if (from <= last && fr.close_range(from, last, flags)) r = -1;
+            break;
+        }
+        if (!eng_owns_fd((int)fd)) continue;
+        if (fd > from && fr.close_range(from, fd - 1, flags)) r = -1;
+        from = fd + 1;
+    }
+    return r;
+}
+
 EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 {
     fr_init();
@@ -248,7 +374,7 @@ EXPORT int close_range(unsigned int first, unsigned int last, int flags)
         errno = ENOSYS;
         return -1;
     }
-    int r = fr.close_range(first, last, flags);
+    int r = range_around_engine(first, last, flags);
     if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) closed_range(first, last);
     return r;
 }
@@ -256,8 +382,10 @@ EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 EXPORT void closefrom(int lowfd)
 {
     fr_init();
-    if (fr.closefrom) fr.closefrom(lowfd);
-    if (lowfd >= 0) closed_range((unsigned int)lowfd, ~0U);
+    if (lowfd < 0) return;
+    if (fr.close_range) range_around_engine((unsigned int)lowfd, ~0U, 0);
+    else if (fr.closefrom) fr.closefrom(lowfd);
+    closed_range((unsigned int)lowfd, ~0U);
 }
 
 /* ---- SCM_RIGHTS ------------------------------------------------------------------------------ */
@@ -267,7 +395,7 @@ static int cookie_path(int fd, char *out, size_t cap, int create)
 {
     uint64_t cookie;
     socklen_t cl = sizeof cookie;
-    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl)) return -1;
+    if (real.getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl)) return -1;
     const char *base = getenv("XDG_RUNTIME_DIR");
     int n = snprintf(out, cap, "%s/uvpn-%u", base && *base == '/' ? base : "/tmp", (unsigned)getuid());
     if (n < 0 || (size_t)n >= cap) return -1;

@@ -17,6 +17,8 @@ enum vkind {
     VS_UDP,               /* overlay UDP socket (udp.h): lip:lport virtual, pip:pport if connected */
     VS_DNS,               /* supervisor only: UDP socket connected to its DNS stub from real port
                              lport instead of a nameserver (dnsstub.h) */
+    VS_CONNECTING,        /* non-blocking overlay connect in progress: the engine's connect
+                             `conn` (engine.h); pip:pport the virtual peer asked for */
 };
 
 typedef struct {
@@ -27,7 +29,15 @@ typedef struct {
     uint16_t real_port;   /* real local port (listeners) */
     int registered;       /* LISTEN accepted by the router: UNLISTEN when the last fd goes */
     pid_t owner;          /* process that registered (forked children never unregister) */
+    uint32_t conn;        /* VS_CONNECTING: the engine's id of the connect */
+    uint8_t lid[8];       /* listeners: the listener id of the registration */
+    uint8_t wild;         /* VS_BOUND_VIRTUAL from a wildcard bind under UVPN_BIND_ANY=virtual:
+                             WILD_V4 (registered; getsockname shows the wildcard), WILD_V6ONLY
+                             (an IPV6_V6ONLY socket no IPv4 overlay connection can reach: not
+                             registered) */
 } vinfo;
+
+enum { WILD_NONE, WILD_V4, WILD_V6ONLY };
 
 /* Lock-free hint: 0 means fd certainly has no state. */
 int fdt_maybe(int fd);

@@ -1,6 +1,6 @@
 /* socket.c: the LD_PRELOAD socket wrappers of libuvpn.so (connect, bind, listen, accept, accept4,
- * getsockname, getpeername, close, dup, dup2, dup3, fcntl, fcntl64; the datagram calls are in
- * dgram.c).
+ * getsockname, getpeername, getsockopt, close, dup, dup2, dup3, fcntl, fcntl64; the datagram and
+ * stream I/O calls are in dgram.c).
  * Owns the decisions "is this call about a virtual address?" and the per-fd state transitions;
  * protocol work is in overlay.c, configuration in config.c, state in fdtable.c.
  *
@@ -13,7 +13,7 @@
 #include "uvpn/wrap/fdtable.h"
 #include "common/log.h"
 #include "common/netio.h"
-#include "uvpn/core/overlay.h"
+#include "uvpn/core/engine.h"
 #include "uvpn/core/policy.h"
 #include "common/real.h"
 #include "uvpn/core/udp.h"
@@ -41,12 +41,27 @@ int is_virtual(uint32_t ip)
     return v;
 }
 
-/* Best-effort UNLISTEN for a listener state whose last fd just went away. */
+/* The last fd of a state went away: UNLISTEN a listener (best effort), drop a pending connect. */
 static void release_state(const vinfo *v)
 {
     inside = 1;
-    pol_unlisten(v);
+    pol_release(v);
     inside = 0;
+}
+
+int pending_gate(int fd, vinfo *st)
+{
+    if (st->kind != VS_CONNECTING) return 0;
+    int saved = errno;
+    inside = 1;
+    int r = pol_settle(st, 0);
+    inside = 0;
+    errno = saved;
+    if (r == 1) {
+        if (fdt_set(fd, st)) dbg("connect: connected, but fd %d cannot be tracked", fd);
+        return 0;
+    }
+    return r == 0 ? 1 : r == -ECONNABORTED ? 0 : r;
 }
 
 /* ---- connect ---------------------------------------------------------------------------- */
@@ -64,6 +79,9 @@ static int virtual_connect(int fd, int family, uint32_t ip, uint16_t port, int s
     inside = 1;
     int r = pol_connect(fd, family, ip, port, has, &st, &n);
     inside = 0;
+    if (r == -EINPROGRESS || (r == -EISCONN && has && st.kind == VS_CONNECTING)) {
+        if (fdt_set(fd, &n)) dbg("connect: fd %d cannot be tracked", fd);
+    }
     if (r) return fail(-r);
     if (fdt_set(fd, &n)) dbg("connect: connected, but fd %d cannot be tracked", fd);
     errno = saved;
@@ -127,16 +145,13 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 EXPORT int listen(int fd, int backlog)
 {
     NEED(listen);
-    int r = real.listen(fd, backlog);
-    if (r || inside || !fdt_maybe(fd)) return r;
-    int saved = errno;
     vinfo st;
-    if (!fdt_get(fd, &st)) {
-        errno = saved;
-        return 0;
-    }
+    int has = !inside && fdt_maybe(fd) && fdt_get(fd, &st);
+    int r = real.listen(fd, pol_backlog(has, &st, backlog));
+    if (r || !has) return r;
+    int saved = errno;
     inside = 1;
-    int p = pol_listen(&st);
+    int p = pol_listen(fd, &st);
     inside = 0;
     if (p < 0) return fail(-p);
     if (p > 0) fdt_set(fd, &st);
@@ -156,9 +171,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
         errno = saved;
         return four ? real.accept4(fd, addr, addrlen, flags) : real.accept(fd, addr, addrlen);
     }
-    int fl = real.fcntl(fd, F_GETFL);
-    int nonblocking = fl >= 0 && (fl & O_NONBLOCK);
-    /* Each round waits for a new connection (as accept does); failed relays are dropped. */
+    /* Each round takes the next connection (as accept does); bad ones are closed. */
     for (;;) {
         struct sockaddr_storage peer, vpeer;
         socklen_t pl = sizeof peer, vl = 0;
@@ -184,8 +197,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
             }
             dbg("accept: dropped relayed connection: cannot track fd %d", nfd);
         }
-        real.close(nfd);
-        if (nonblocking) return fail(EAGAIN);
+        real.close(nfd); /* not the router's: closed at once; go on with the next (EAGAIN when none) */
     }
 }
 
@@ -207,6 +219,7 @@ static int virtual_name(int fd, struct sockaddr *addr, socklen_t *addrlen, int p
 {
     vinfo st;
     if (inside || !fdt_maybe(fd) || !fdt_get(fd, &st)) return 0;
+    pending_gate(fd, &st); /* a connect that just got through shows its virtual names */
     struct sockaddr_storage ss;
     socklen_t sl;
     if (!pol_name(&st, peer, &ss, &sl)) return 0;
@@ -261,9 +274,34 @@ int in_vfork_child(void)
     return getpid() != table_pid;
 }
 
+/* getsockopt(SO_ERROR) of a socket whose overlay connect is in progress answers like the kernel
+ * for a connect in progress (0), and once it failed, the overlay's errno, once. */
+EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+    NEED(getsockopt);
+    vinfo st;
+    if (inside || level != SOL_SOCKET || name != SO_ERROR || !fdt_maybe(fd) || !fdt_get(fd, &st) ||
+        st.kind != VS_CONNECTING)
+        return real.getsockopt(fd, level, name, val, len);
+    int saved = errno;
+    inside = 1;
+    int r = pol_settle(&st, 1);
+    inside = 0;
+    if (r == 1 && fdt_set(fd, &st)) dbg("connect: connected, but fd %d cannot be tracked", fd);
+    errno = saved;
+    int rr = real.getsockopt(fd, level, name, val, len); /* also clears the kernel's own error */
+    if (r < 0) {
+        vinfo rel;
+        if (fdt_clear(fd, &rel)) release_state(&rel);
+        if (rr == 0 && val && len && *len >= (socklen_t)sizeof(int) && r != -ECONNABORTED) *(int *)val = -r;
+    }
+    return rr;
+}
+
 EXPORT int close(int fd)
 {
     NEED(close);
+    if (eng_owns_fd(fd)) return fail(EBADF); /* the engine's own: not the program's to close */
     if (!fdt_maybe(fd) || in_vfork_child()) return real.close(fd); /* lock-free for ordinary fds */
     vinfo rel;
     int last = fdt_clear(fd, &rel);

@@ -30,4 +30,10 @@ int in_vfork_child(void);
 /* True for an address of the overlay (the configuration is consulted "inside"). */
 int is_virtual(uint32_t ip);
 
+#include "uvpn/wrap/fdtable.h"
+/* For fd with state *st: 0 when it is usable now (not a pending overlay connect, or one that
+ * just got through: *st updated and stored); 1 while the overlay connect is in progress (the
+ * call fails with EAGAIN, as on a connecting socket); -errno when it failed. Defined in socket.c. */
+int pending_gate(int fd, vinfo *st);
+
 #endif

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <stdint.h>
 #include <utime.h>
 
 /* The process's umask, without changing it (from /proc, else by setting it back). */
@@ -461,7 +462,7 @@ XUFS_API int utimensat(int dirfd, const char *path, const struct timespec ts[2],
     xpath p;
     if (!xufs_on()) return RCALL(utimensat, -1, dirfd, path, ts, flags);
     __asm__("" : "+r"(path)); /* declared nonnull, but the kernel takes NULL: dirfd itself */
-    if (!path || (!*path && (flags & AT_EMPTY_PATH))) return futimens_common(dirfd, ts);
+    if ((uintptr_t)path == 0 || (!*path && (flags & AT_EMPTY_PATH))) return futimens_common(dirfd, ts);
     if (!xufs_classify(dirfd, path, &p)) return RCALL(utimensat, -1, dirfd, xp_real(0, &p, path), ts, flags);
     int fd = xfd_find_rel(p.rel);
     if (fd >= 0) return futimens_common(fd, ts); /* open for writing here: re-sent after CLOSED */

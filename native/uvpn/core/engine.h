@@ -1,0 +1,81 @@
+/* engine.h: the overlay client's engine, shared by libuvpn.so and the seccomp supervisor: one
+ * thread per process (epoll) holding a persistent, authenticated link to the home router
+ * (docs/PROTOCOL.md, "Links and the handshake"), over which every control request and every
+ * CONNECT of the process travels, many at once. The program's own calls never wait for it
+ * unless they are blocking calls by nature (a blocking connect, a listen's registration):
+ *   - control requests (LISTEN, UDPBIND, NAME, ...): eng_request, answered on the link;
+ *   - non-blocking connects: eng_connect_async takes a duplicate of the program's socket (put in
+ *     the listening state by the caller, so it shows no readiness), sends CONNECT, and when the
+ *     answer comes moves that same socket to the router's data port and writes the DATA ticket
+ *     (or, on failure, connects it to a refusing local port so it reports POLLERR); the
+ *     program's calls ask eng_conn_state where it stands;
+ *   - blocking connects: eng_connect_wait returns the answer; the caller connects and writes.
+ * Listeners and UDP endpoints registered through it are registered again on every new link
+ * (a router restart), and USE of UVPN_SRC_ADDR is declared on each. Errors are -errno with a
+ * reason in why. */
+#ifndef UVPN_ENGINE_H
+#define UVPN_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/wire.h"
+
+/* One request on the link; waits for its answer (at most timeout_ms). Returns the answer's
+ * status (>= 0) with its data copied into data (at most cap bytes, *data_len set), or -errno:
+ * ENETUNREACH (no home router, or it cannot be reached), EACCES (key missing or refused),
+ * ETIMEDOUT. */
+int ov_control(int type, const uint8_t *body, size_t len, uint8_t *data, size_t cap,
+               size_t *data_len, int timeout_ms, char *why, size_t why_len);
+
+/* Starts the engine and its link now, without waiting (the supervisor, at start: the
+ * router's address is resolved and INFO learned off the notification loop). */
+void eng_start(void);
+
+/* Registrations the engine repeats on every new link: a LISTEN body (16 bytes) or UDPBIND
+ * body (8 bytes), keyed by their ip:vport; forget removes one. */
+void eng_keep(int type, const uint8_t *body, size_t len);
+void eng_forget(int type, uint32_t ip, uint16_t vport);
+
+/* Starts a non-blocking overlay connect of the socket dup (a duplicate the engine now owns and
+ * closes; the caller has it listening, with saved_defer its TCP_DEFER_ACCEPT before). Returns
+ * the connect's id (> 0), or 0 with errno set. */
+uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline);
+
+/* Where a connect started with eng_connect_async stands. */
+enum { ENG_PENDING = 0, ENG_DONE = 1, ENG_FAILED = 2, ENG_UNKNOWN = 3 };
+
+/* Puts the socket fd into the listening state (with TCP_DEFER_ACCEPT), where it shows no
+ * readiness while its connect is pending. 0 or -errno. */
+int eng_park(int fd);
+/* Waits (at most until the monotonic deadline) for the router's answer to connect id: returns
+ * ENG_PENDING when it has not come; then the socket is parked (eng_park) under the engine's
+ * lock, so the answer cannot slip in between. Otherwise the engine has moved it on. */
+int eng_conn_wait_answer(uint32_t id, int64_t until);
+/* Settles it if it can (the ticket is written the moment its socket is connected) and returns
+ * its state: DONE with *c (src_port as assigned) filled; FAILED with *err (the overlay's errno;
+ * with consume, reported only once: later calls say UNKNOWN); PENDING. */
+int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err);
+/* The program closed the socket: the engine drops the connect (and its duplicate). */
+void eng_conn_release(uint32_t id);
+
+/* A blocking overlay connect: sends CONNECT and waits until the answer or the deadline. 0 with
+ * *a (and c->src_port as assigned), or -errno (the overlay's status as errno, ETIMEDOUT,
+ * ENETUNREACH). */
+int eng_connect_wait(uvpn_connect *c, int64_t deadline, uvpn_answer *a, char *why, size_t why_len);
+
+/* Non-blocking connects in progress now (a cheap test: 0 means no socket can be pending). */
+int eng_pending(void);
+
+/* 1 if fd is one of the engine's own descriptors (the link, epoll, wake-up, refusers, the
+ * inherited links): the program's close of it must not reach the kernel. */
+int eng_owns_fd(int fd);
+
+/* The links this process holds: its own (if any), then those of its ancestors it inherited
+ * (fork, exec), which it keeps open for good so that the registrations it inherited live as
+ * long as it does, even when it closes every descriptor (a daemon). Returns the count. */
+int eng_links(int *fds, int max);
+/* At load after exec: fd is an ancestor's link (checked by the caller): keep it. */
+void eng_adopt_link(int fd);
+
+#endif

@@ -1,0 +1,167 @@
+/* staticexec.c: static programs started by an overlay program join the overlay too (see
+ * staticexec.h). LD_PRELOAD cannot reach a statically linked program, so when a program under
+ * libuvpn.so execs one (timeout, env, nohup, sh -c, srun's step daemon, mpiexec's proxies), the
+ * exec wrappers (fdlife.c) run it through the launcher `uvpn_supervise` instead, which puts it
+ * under the seccomp supervisor and keeps its process id (docs/UVPN.md, "Static programs started
+ * by overlay programs").
+ *
+ * Everything here may run in the child of a vfork: stack only, no locks, no writes to globals
+ * (the launcher's path is found once, at load). */
+#include "uvpn/wrap/staticexec.h"
+#include "common/real.h"
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HEAD 4096          /* the ELF header and program headers must be in the first 4 KiB */
+#define MAX_ARGS 65536     /* more arguments than this: exec unchanged */
+#define PRELOAD_TEXT 4096
+
+static char launcher[PATH_MAX]; /* uvpn_supervise beside libuvpn.so, "" when absent */
+
+/* At load: the launcher beside this library. */
+__attribute__((constructor)) static void find_launcher(void)
+{
+    Dl_info info;
+    if (!dladdr((void *)find_launcher, &info) || !info.dli_fname) return;
+    const char *slash = strrchr(info.dli_fname, '/');
+    if (!slash) return;
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%.*s/uvpn_supervise", (int)(slash - info.dli_fname), info.dli_fname);
+    if (n > 0 && (size_t)n < sizeof path && access(path, X_OK) == 0) memcpy(launcher, path, (size_t)n + 1);
+}
+
+static const char *env_value(char *const envp[], const char *name)
+{
+    size_t n = strlen(name);
+    for (char *const *p = envp; p && *p; p++)
+        if (strncmp(*p, name, n) == 0 && (*p)[n] == '=') return *p + n + 1;
+    return NULL;
+}
+
+/* 1 when path is an ELF executable without PT_INTERP (static, also static-pie), or a script
+ * whose #! interpreter is one (depth: interpreters followed so far). */
+static int is_static(const char *path, int depth)
+{
+    unsigned char h[HEAD];
+    int fd = real.open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = real.read(fd, h, sizeof h);
+    real.close(fd);
+    if (n >= 4 && h[0] == '#' && h[1] == '!' && depth < 2) {
+        char interp[PATH_MAX];
+        ssize_t i = 2, k = 0;
+        while (i < n && (h[i] == ' ' || h[i] == '\t')) i++;
+        while (i < n && h[i] != ' ' && h[i] != '\t' && h[i] != '\n' && k < (ssize_t)sizeof interp - 1)
+            interp[k++] = (char)h[i++];
+        interp[k] = 0;
+        return k > 0 && is_static(interp, depth + 1);
+    }
+    if (n < (ssize_t)sizeof(Elf64_Ehdr) || memcmp(h, ELFMAG, SELFMAG) || h[EI_CLASS] != ELFCLASS64) return 0;
+    Elf64_Ehdr eh;
+    memcpy(&eh, h, sizeof eh);
+    if ((eh.e_type != ET_EXEC && eh.e_type != ET_DYN) || eh.e_phentsize != sizeof(Elf64_Phdr) ||
+        eh.e_phoff + (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr) > (uint64_t)n)
+        return 0; /* unusual: leave it to the kernel */
+    for (int i = 0; i < eh.e_phnum; i++) {
+        Elf64_Phdr ph;
+        memcpy(&ph, h + eh.e_phoff + (size_t)i * sizeof ph, sizeof ph);
+        if (ph.p_type == PT_INTERP) return 0;
+    }
+    return 1;
+}
+
+int se_wanted(const char *path, char *const envp[])
+{
+    if (!launcher[0] || !path) return 0;
+    const char *src = env_value(envp, "UVPN_SRC_ADDR"), *mode = env_value(envp, "UVPN_STATIC");
+    if (!src || !*src || (mode && strcmp(mode, "off") == 0)) return 0;
+    struct stat st;
+    if (stat(path, &st) || !S_ISREG(st.st_mode) || access(path, X_OK)) return 0;
+    return is_static(path, 0);
+}
+
+int se_search(const char *file, char *out, size_t cap)
+{
+    if (!file || !*file) return 0;
+    if (strchr(file, '/')) {
+        if (strlen(file) >= cap) return 0;
+        memcpy(out, file, strlen(file) + 1);
+        return 1;
+    }
+    const char *p = getenv("PATH");
+    if (!p) p = "/bin:/usr/bin";
+    for (;;) {
+        const char *e = strchr(p, ':');
+        size_t dl = e ? (size_t)(e - p) : strlen(p);
+        int n = snprintf(out, cap, "%.*s%s%s", (int)dl, p, dl ? "/" : "", file);
+        struct stat st;
+        if (n > 0 && (size_t)n < cap && stat(out, &st) == 0 && S_ISREG(st.st_mode) && access(out, X_OK) == 0)
+            return 1;
+        if (!e) return 0;
+        p = e + 1;
+    }
+}
+
+/* LD_PRELOAD without libuvpn.so (the launcher and the supervised program need none of it: the
+ * supervisor serves them and their children). */
+static const char *strip_preload(const char *v, char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = 0;
+    while (*v) {
+        size_t n = strcspn(v, ": ");
+        const char *base = v;
+        for (size_t i = 0; i < n; i++)
+            if (v[i] == '/') base = v + i + 1;
+        size_t bl = n - (size_t)(base - v);
+        int ours = bl == strlen("libuvpn.so") && memcmp(base, "libuvpn.so", bl) == 0;
+        if (n && !ours && len + n + 2 < cap) {
+            if (len) buf[len++] = ':';
+            memcpy(buf + len, v, n);
+            len += n;
+            buf[len] = 0;
+        }
+        v += n;
+        while (*v == ':' || *v == ' ') v++;
+    }
+    return buf;
+}
+
+/* Calls fn with the launcher's argv and environment for path/argv/envp (stack only). */
+int se_launch(const char *path, char *const argv[], char *const envp[], se_exec_fn fn, void *ctx)
+{
+    size_t argc = 0, envc = 0;
+    while (argv && argv[argc] && argc <= MAX_ARGS) argc++;
+    while (envp && envp[envc] && envc <= MAX_ARGS) envc++;
+    if (argc > MAX_ARGS || envc > MAX_ARGS) return fn(path, argv, envp, ctx);
+    char *nargv[argc + 6], *nenv[envc + 1], pre[PRELOAD_TEXT + 16];
+    size_t k = 0;
+    nargv[k++] = launcher;
+    nargv[k++] = (char *)"--nested";
+    nargv[k++] = (char *)"exec";
+    nargv[k++] = (char *)"--";
+    nargv[k++] = (char *)path;
+    if (argc == 0) nargv[k++] = (char *)path; /* argv[0] of an empty argv, as the kernel would give */
+    for (size_t i = 0; i < argc; i++) nargv[k++] = argv[i];
+    nargv[k] = NULL;
+    size_t m = 0;
+    for (size_t i = 0; i < envc; i++) {
+        if (strncmp(envp[i], "LD_PRELOAD=", 11) == 0) {
+            memcpy(pre, "LD_PRELOAD=", 11);
+            strip_preload(envp[i] + 11, pre + 11, PRELOAD_TEXT);
+            if (pre[11]) nenv[m++] = pre;
+            continue;
+        }
+        nenv[m++] = envp[i];
+    }
+    nenv[m] = NULL;
+    return fn(launcher, nargv, nenv, ctx);
+}
