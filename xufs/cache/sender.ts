@@ -140,27 +140,33 @@ export class JournalSender {
     return done;
   }
 
-  /** Retries the changes A refused, in order; what still fails is reported and its content kept. */
+  /**
+   * Retries the changes A refused: after each pause, all of them again, in B's order on the one
+   * stream (a batch that failed costs one round of pauses, not one per change; none of them is
+   * based on another's result, as a change waits for the answer it builds on). What still fails
+   * is reported and its content kept.
+   */
   async #retryFailed(link: Remote): Promise<void> {
-    this.#failed.sort((a, b) => a.op.seq - b.op.seq);
-    while (this.#failed.length) {
-      const { op } = this.#failed[0];
-      let error = this.#failed[0].error;
-      for (const ms of RETRY_MS) {
-        await new Promise((r) => setTimeout(r, ms));
-        if (!link.up) throw new LinkDown();
-        try {
-          await this.#send(link, op, op.op === "write" && op.data === "file" ? undefined : await this.#request(op));
-          this.#failed.shift();
-          error = undefined!;
-          break;
-        } catch (e) {
-          if (e instanceof LinkDown || !link.up) throw new LinkDown();
-          error = e instanceof FsError ? e : new FsError("EIO", (e as Error).message);
-        }
+    for (const ms of RETRY_MS) {
+      if (!this.#failed.length) return;
+      await new Promise((r) => setTimeout(r, ms));
+      if (!link.up) throw new LinkDown();
+      const round = this.#failed.splice(0).sort((a, b) => a.op.seq - b.op.seq);
+      const sends: Promise<void>[] = [];
+      for (const f of round) {
+        const ranged = f.op.op === "write" && f.op.data === "file";
+        if (ranged) await Promise.allSettled(sends); // its ranges go over every link: one at a time
+        const sent = this.#send(link, f.op, ranged ? undefined : await this.#request(f.op)).catch((e) => {
+          if (e instanceof LinkDown || !link.up) throw new LinkDown(); // sent again after the re-attach
+          this.#failed.push({ op: f.op, error: e instanceof FsError ? e : new FsError("EIO", (e as Error).message) });
+        });
+        sends.push(sent);
+        if (ranged) await Promise.allSettled([sent]);
       }
-      if (error === undefined) continue;
-      this.#failed.shift();
+      if ((await Promise.allSettled(sends)).some((r) => r.status === "rejected")) throw new LinkDown();
+    }
+    this.#failed.sort((a, b) => a.op.seq - b.op.seq);
+    for (const { op, error } of this.#failed.splice(0)) {
       const content = op.op === "write" ? await this.journal.content(op).catch(() => null) : null;
       const keptAt = await this.o.keep(op, content);
       const what = `${op.op} ${op.path}${op.to ? ` -> ${op.to}` : ""}`;
