@@ -3,12 +3,43 @@
  * is closed (python's os.replace, vim's rename-over-save, sed -i) and B's operations applied on A
  * in B's order (issue 11, case 2); close() returning 0 means durable on B, even for a writer
  * killed with SIGKILL or ending with _exit(), and close() fails with EIO when the change cannot
- * be made durable (case 4); writes through a shared mapping after close() (case 5).
+ * be made durable (case 4); writes through a shared mapping after close() (case 5); a change
+ * A refuses is retried, then reported with B's content kept, and the changes after it go on.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { run } from "../helpers.ts";
 import { conflictRe, namesMatching, TRANSPORTS, usshTest, withHosts } from "./hosts.ts";
+
+Deno.test({
+  ...usshTest,
+  name: "xufs writes: a change A refuses (a full disk) is retried, then reported with B's content kept; later changes go on",
+  async fn() {
+    await withHosts(async (h) => {
+      // A's directory full/ is a file system of 16 KiB: B's 256 KiB file cannot land there.
+      const full = join(h.a, "full");
+      Deno.mkdirSync(full);
+      assert.equal((await run("mount", ["-t", "tmpfs", "-o", "size=16k", "tmpfs", full])).code, 0);
+      try {
+        const r = await h.ussh(
+          "cd ~/xufs-rhome && python3 -c \"open('full/big', 'w').write('B wrote this\\n' * 20000)\" && echo after > after.txt && echo done",
+        );
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout, "done\n");
+        const line = r.stderr.match(/xufs: could not apply a change on host A after 4 attempts: write full\/big: ENOSPC: .*; this host's version is kept in (\S+)/);
+        assert.ok(line, r.stderr);
+        // B's content is whole beside the journal; A has no truncated file, and no temporary one.
+        assert.equal(Deno.readTextFileSync(line[1]), "B wrote this\n".repeat(20000));
+        assert.deepEqual([...Deno.readDirSync(full)], []);
+        assert.equal(Deno.readTextFileSync(join(h.a, "after.txt")), "after\n");
+        const log = (await run("sh", ["-c", `cat ${h.b(".xufs/cache")}/*/log`])).stdout;
+        assert.match(log, /^\S+ could not apply a change on host A after 4 attempts: write full\/big: ENOSPC/m);
+      } finally {
+        await run("umount", [full]);
+      }
+    });
+  },
+});
 
 /** A C program writing through a MAP_SHARED mapping after closing its only fd, then ending as argv[2] says. */
 const MAPPER = String.raw`
