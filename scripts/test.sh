@@ -16,7 +16,10 @@ ensure_deno || exit 1
 "$DENO" install --quiet >/dev/null || { echo "test: cannot fetch the tests' npm packages (deno install)" >&2; echo "0 passed, 1 failed"; exit 1; }
 make -s -C native || { echo "0 passed, 1 failed"; exit 1; }
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# Shared by the run's test files (MyRT installed once for the ussh tests); removed at the end.
+MYRT_TEST_RUN_DIR=$(mktemp -d)
+export MYRT_TEST_RUN_DIR
+trap 'rm -rf "$log" "$MYRT_TEST_RUN_DIR"' EXIT
 in_loopback_netns "$DENO" test --allow-all --no-prompt "${@:-tests/}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(ok|FAILED) \| [0-9]+ passed' | tail -n 1)

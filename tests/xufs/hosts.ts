@@ -4,6 +4,7 @@
  * in either transport — to completion, or in the background with their output followed live —
  * plus bounded waits for the marker files that B's scripts and the tests hand each other.
  */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, Proc, ROOT, run, type RunResult, sleep } from "../helpers.ts";
 import { Sshd } from "./sshd.ts";
@@ -18,16 +19,28 @@ export const TRANSPORTS = [false, true];
 const PATH = "/usr/bin:/bin:/usr/sbin:/sbin";
 
 let installed: Promise<string> | undefined;
-let installDir: string | undefined;
 
-/** MyRT installed for host A (once per test file, removed when the file's tests end). */
+/**
+ * MyRT installed for host A: once per run of scripts/test.sh (in its MYRT_TEST_RUN_DIR, which
+ * it removes at the end), else once per test file (removed when the file's tests end).
+ */
 function prefixA(): Promise<string> {
   installed ??= (async () => {
-    installDir = Deno.makeTempDirSync({ prefix: "myrt-prefix-" });
-    globalThis.addEventListener("unload", () => Deno.removeSync(installDir!, { recursive: true }));
-    const prefix = join(installDir, "prefixA");
-    const r = await run(join(ROOT, "scripts/install.sh"), [prefix], { env: { DENO: Deno.execPath() }, timeoutMs: 120_000 });
-    if (r.code !== 0) throw new Error(`install: ${r.stderr}`);
+    const shared = Deno.env.get("MYRT_TEST_RUN_DIR");
+    let base: string;
+    if (shared) base = shared;
+    else {
+      base = Deno.makeTempDirSync({ prefix: "myrt-prefix-" });
+      globalThis.addEventListener("unload", () => Deno.removeSync(base, { recursive: true }));
+    }
+    const prefix = join(base, "prefixA"), done = join(base, "prefixA.done");
+    using lock = await Deno.open(join(base, "prefixA.lock"), { create: true, write: true });
+    await lock.lock(true);
+    if (!existsSync(done)) {
+      const r = await run(join(ROOT, "scripts/install.sh"), [prefix], { env: { DENO: Deno.execPath() }, timeoutMs: 120_000 });
+      if (r.code !== 0) throw new Error(`install: ${r.stderr}`);
+      Deno.writeTextFileSync(done, "");
+    }
     return prefix;
   })();
   return installed;
@@ -59,11 +72,16 @@ export class Hosts {
     this.bashrc("");
   }
 
-  /** Starts B's sshd in `dir` (with `sshdConfig` added to its config) and installs MyRT for A. */
-  static async start(dir: string, sshdConfig = ""): Promise<Hosts> {
+  /**
+   * Starts B's sshd in `dir` (with `sshdConfig` added to its config) and installs MyRT for A;
+   * unless `freshB`, B's ~/myrt is A's installation (a symlink), so ussh installs nothing.
+   */
+  static async start(dir: string, sshdConfig = "", freshB = false): Promise<Hosts> {
     const sshd = new Sshd(dir, sshdConfig);
     await sshd.start();
-    return new Hosts(dir, sshd, await prefixA());
+    const prefix = await prefixA();
+    if (!freshB) Deno.symlinkSync(prefix, join(sshd.bHome, "myrt"));
+    return new Hosts(dir, sshd, prefix);
   }
 
   /** B's ~/.bashrc: XUFS_PORT_RANGE for --notun, then `extra`. */
@@ -103,14 +121,18 @@ export class Hosts {
 /**
  * Runs `fn` with fresh hosts in a temporary directory, stopping sshd and removing it after.
  * With `inMemory` the directory is a tmpfs of its own (mounted, as root, for this test only):
- * hundreds of thousands of files are made there in seconds, not minutes.
+ * hundreds of thousands of files are made there in seconds, not minutes. With `freshB`, B has
+ * no MyRT and the first ussh installs it there.
  */
-export async function withHosts(fn: (h: Hosts) => Promise<void>, o: { sshdConfig?: string; inMemory?: boolean } = {}): Promise<void> {
+export async function withHosts(
+  fn: (h: Hosts) => Promise<void>,
+  o: { sshdConfig?: string; inMemory?: boolean; freshB?: boolean } = {},
+): Promise<void> {
   const dir = Deno.makeTempDirSync({ prefix: "myrt-test-" });
   const mounted = o.inMemory && (await run("mount", ["-t", "tmpfs", "-o", "size=4g,mode=0755", "tmpfs", dir])).code === 0;
   let h: Hosts | undefined;
   try {
-    h = await Hosts.start(dir, o.sshdConfig);
+    h = await Hosts.start(dir, o.sshdConfig, o.freshB);
     await fn(h);
   } finally {
     await h?.stop();

@@ -70,11 +70,11 @@ export function serve(root: string, dir: string) {
     path,
     logs,
     server,
-    connect: async (secret = SECRET, counter?: Counter, bytesPerSec?: number) => {
+    connect: async (secret = SECRET, counter?: Counter, bytesPerSec?: number, timeoutMs?: number) => {
       let conn: Deno.Conn = await Deno.connect({ transport: "unix", path });
       if (counter) conn = counting(conn, counter);
       if (bytesPerSec) conn = throttled(conn, bytesPerSec);
-      return await Remote.open(conn, secret);
+      return await Remote.open(conn, secret, timeoutMs);
     },
     close() {
       try {

@@ -56,7 +56,7 @@ for (const notun of TRANSPORTS) {
         }
         assertWritten(h.a, "w1", 30);
         assertWritten(h.a, "w2", 30);
-      });
+      }, { freshB: true });
     },
   });
 

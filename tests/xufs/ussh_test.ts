@@ -44,7 +44,7 @@ for (const notun of TRANSPORTS) {
         assert.equal(again.code, 0, again.stderr);
         assert.doesNotMatch(again.stderr, /installing/);
         assert.equal(again.stdout, "written on B\n");
-      });
+      }, { freshB: true });
     },
   });
 }

@@ -92,14 +92,16 @@ Deno.test("xufs striping: random sizes around range boundaries arrive intact, bo
 
 Deno.test("xufs slow link: a fetch longer than any fixed deadline completes while bytes keep coming", opts, async () => {
   using dir = tempDir();
-  // 288 KiB at 24 KiB/s: 12 s, longer than a deadline of 10 s plus 1 s per MB for the request.
-  const data = new Uint8Array(randomBytes(288 << 10));
+  // 96 KiB at 24 KiB/s: 4 s, twice the link's watchdog (2 s here): only progress keeps it alive.
+  const data = new Uint8Array(randomBytes(96 << 10));
   const { srv } = exported(dir.path, { slow: data });
   try {
     const cache = new CacheManager({ dir: join(dir.path, "B"), from: "slow", log: () => {}, precacheMax: 0 });
     await cache.init();
-    cache.attach(await srv.connect(undefined, undefined, 24 << 10));
+    cache.attach(await srv.connect(undefined, undefined, 24 << 10, 2000));
+    const started = Date.now();
     assert.equal(await cache.answer("FETCH\tslow"), "OK\n");
+    assert.ok(Date.now() - started > 3000, "the fetch outlasted the watchdog");
     assert.equal(sha256(Deno.readFileSync(join(cache.tree, "slow"))), sha256(data));
   } finally {
     srv.close();
