@@ -10,8 +10,26 @@ import { join } from "node:path";
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /** The deno running the tests. */
 export const DENO = Deno.execPath();
-/** The preload library, built by `make -C native`. */
-export const LIBUVPN = join(ROOT, "native/build/libuvpn.so");
+/**
+ * Where the native files under test are: native/build (`make -C native`), or $MYRT_LIBDIR — the
+ * sanitizer build when `scripts/test.sh --sanitize` runs the suite.
+ */
+export const NATIVE_BUILD = Deno.env.get("MYRT_LIBDIR") ?? join(ROOT, "native/build");
+/** The UVPN preload library. */
+export const LIBUVPN = join(NATIVE_BUILD, "libuvpn.so");
+/** The XUFS preload library. */
+export const LIBXUFS = join(NATIVE_BUILD, "libxufs.so");
+/** The launcher that runs programs under the seccomp supervisor. */
+export const UVPN_SUPERVISE = join(NATIVE_BUILD, "uvpn_supervise");
+/**
+ * The ASan runtime, in the sanitizer pass of `scripts/test.sh` (MYRT_SANITIZE_RT): preloaded in
+ * front of the instrumented libraries, so that their allocations and libc calls are checked too.
+ */
+export const SANITIZE_RT = Deno.env.get("MYRT_SANITIZE_RT") ?? "";
+/** LD_PRELOAD for a program in the overlay: libuvpn.so (behind the ASan runtime when sanitizing). */
+export const PRELOAD_UVPN = [SANITIZE_RT, LIBUVPN].filter(Boolean).join(":");
+/** LD_PRELOAD for a program under XUFS: libxufs.so (behind the ASan runtime when sanitizing). */
+export const PRELOAD_XUFS = [SANITIZE_RT, LIBXUFS].filter(Boolean).join(":");
 
 /** A fresh temporary directory, removed by `using`. */
 export function tempDir(prefix = "myrt-test-"): { path: string; [Symbol.dispose](): void } {
@@ -154,12 +172,18 @@ export function run(cmd: string, args: string[], opts: SpawnOptions = {}): Promi
 
 /** Runs a MyRT CLI from source with the test deno. */
 export function cli(name: string, args: string[], opts: SpawnOptions = {}): Promise<RunResult> {
-  return run(DENO, ["run", "-A", "--no-prompt", join(ROOT, "cli", `${name}.ts`), ...args], opts);
+  return run(DENO, ["run", "-A", "--no-prompt", join(ROOT, "cli", `${name}.ts`), ...args], sanitizing(opts));
 }
 
 /** Starts a MyRT CLI from source in the background. */
 export function spawnCli(name: string, args: string[], opts: SpawnOptions = {}): Proc {
-  return new Proc(DENO, ["run", "-A", "--no-prompt", join(ROOT, "cli", `${name}.ts`), ...args], opts);
+  return new Proc(DENO, ["run", "-A", "--no-prompt", join(ROOT, "cli", `${name}.ts`), ...args], sanitizing(opts));
+}
+
+/** When sanitizing, a command of ours runs with the ASan runtime preloaded, and passes it on. */
+function sanitizing(opts: SpawnOptions): SpawnOptions {
+  if (!SANITIZE_RT || opts.env?.LD_PRELOAD !== undefined) return opts;
+  return { ...opts, env: { ...opts.env, LD_PRELOAD: SANITIZE_RT } };
 }
 
 /** Waits until something accepts TCP connections at host:port. */
@@ -250,7 +274,7 @@ export class Overlay {
 
   /** Full environment of an overlay program with virtual address `addr` in subnet `s`. */
   env(s: TestSubnet, addr: string): Record<string, string> {
-    return { ...this.homeEnv(s), UVPN_SRC_ADDR: addr, LD_PRELOAD: LIBUVPN, UVPN_DEBUG: "1" };
+    return { ...this.homeEnv(s), UVPN_SRC_ADDR: addr, LD_PRELOAD: PRELOAD_UVPN, UVPN_DEBUG: "1" };
   }
 
   /** Stops both routers by pid. */

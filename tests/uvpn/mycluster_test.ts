@@ -72,14 +72,16 @@ Deno.test({
         sites.spawn(n, "unshare", ["-m", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$0" "$1" && exec slurmd -D -N "$2"', own, tmp, n.name], { env: on(n) });
       }
 
-      await t.step("sinfo shows the four nodes of both sites idle", async () => {
+      /** Waits (bounded: `tries` × 250 ms) until sinfo shows the four nodes idle. */
+      const allIdle = async (tries: number) => {
         let out = "";
-        for (let i = 0; i < 120 && !/^4 idle$/m.test(out); i++) {
+        for (let i = 0; i < tries && !/^4 idle$/m.test(out); i++) {
           out = (await sites.run(a2, "sinfo", ["-h", "-o", "%D %t"], { env: on(a2) })).stdout;
           if (!/^4 idle$/m.test(out)) await new Promise((r) => setTimeout(r, 250));
         }
         assert.match(out, /^4 idle$/m, out + (await Deno.readTextFile(join(conf, "log/slurmctld.log")).catch(() => "")));
-      });
+      };
+      await t.step("sinfo shows the four nodes of both sites idle", () => allIdle(120));
 
       const before = counters(await sites.status());
       await t.step("srun -N4 runs a task on every node, each with its own node's virtual address", async () => {
@@ -125,6 +127,14 @@ Deno.test({
         const st = ended ? await p.done : await p.stop("SIGINT");
         if (ended) assert.equal(st.code, 0, p.stderr + p.stdout);
         ring(p.stdout);
+        if (!ended && cmd === "srun") {
+          // An interrupted srun leaves its job's ranks hung on the nodes, and the next job would
+          // queue behind them: cancel what is left (KILL, no KillWait) and wait for idle nodes.
+          const ids = (await sites.run(n, "squeue", ["-h", "-o", "%i"], { env: on(n) })).stdout.split(/\s+/).filter(Boolean);
+          if (ids.length) await sites.run(n, "scancel", ["-f", "-s", "KILL", ...ids], { env: on(n) });
+          if (ids.length) await sites.run(n, "scancel", ids, { env: on(n) });
+          await allIdle(240);
+        }
       };
 
       await t.step("MPICH (UCX over TCP) under srun --mpi=pmi2", async () => {

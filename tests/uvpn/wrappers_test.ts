@@ -9,13 +9,13 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, Proc, ROOT, run, sleep, tempDir } from "../helpers.ts";
+import { freePort, Proc, ROOT, run, sleep, tempDir, UVPN_SUPERVISE } from "../helpers.ts";
 import { Sshd } from "../xufs/sshd.ts";
 import { BUSYBOX, goBinaries, goServer, inOverlay, leased, withGoServer, withOverlay } from "./static_fixtures.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const esc = (s: string) => s.replaceAll(".", "\\.");
-const SUPERVISE = join(ROOT, "native/build/uvpn_supervise");
+const SUPERVISE = UVPN_SUPERVISE;
 const DAEMON = join(ROOT, "tests/fixtures/daemon.py");
 
 /** Whether process pid is gone (or a zombie nobody reaped yet). */
