@@ -175,7 +175,9 @@ Deno.test({
         strangers.push(big);
         await big.write(concat(be32(1 << 20), be32(0), new Uint8Array(1000).fill(0x7b)));
         const t0 = Date.now();
+        const giveUp = setTimeout(() => closeQuietly(big), 10_000); // bounded: B must close it first
         const got = await big.read(new Uint8Array(1 << 16)).catch(() => null);
+        clearTimeout(giveUp);
         assert.equal(got, null, "B answered an oversized pre-authentication frame");
         assert.ok(Date.now() - t0 < 5000, `B kept an oversized pre-authentication frame for ${Date.now() - t0} ms`);
         const r = await p.result(120_000);
