@@ -6,6 +6,37 @@
  */
 import { join } from "node:path";
 
+/**
+ * Whether the tests run as the real root: uid 0 with the whole uid range mapped. Inside
+ * `unshare -rn` (how scripts/test.sh runs an unprivileged user's suite) the uid also reads 0,
+ * but nothing that needs root (ip netns, sshd's privilege separation) works there.
+ */
+export const IS_ROOT = Deno.uid() === 0 && isInitialUserNamespace();
+
+function isInitialUserNamespace(): boolean {
+  try {
+    return /^\s*0\s+0\s+4294967295\s*$/.test(Deno.readTextFileSync("/proc/self/uid_map"));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The suite refuses to run where a bug could send a packet out: a test (a main module under
+ * tests/) must run in a network namespace whose only interface is loopback, as
+ * scripts/test.sh arranges (virtual 100.64.0.0/10 addresses must never meet a real route).
+ */
+function refuseRealNetwork(): void {
+  if (!new URL(Deno.mainModule).pathname.startsWith(new URL(".", import.meta.url).pathname)) return; // benchmarks and scripts use these fixtures too
+  // /proc/self/net shows this process's namespace (/sys/class/net shows the one sysfs was mounted in).
+  const ifaces = Deno.readTextFileSync("/proc/self/net/dev").split("\n").slice(2)
+    .map((l) => l.split(":")[0].trim()).filter((n) => n && n !== "lo");
+  if (ifaces.length) {
+    throw new Error(`Tests run only in a loopback-only network namespace (./scripts/test.sh); this one has: ${ifaces.sort().join(", ")}`);
+  }
+}
+refuseRealNetwork();
+
 /** The repository root. */
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /** The deno running the tests. */

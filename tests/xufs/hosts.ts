@@ -6,11 +6,11 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { freePort, Proc, ROOT, run, type RunResult, sleep } from "../helpers.ts";
+import { freePort, IS_ROOT, Proc, ROOT, run, type RunResult, sleep } from "../helpers.ts";
 import { Sshd } from "./sshd.ts";
 
-/** Whether the ussh tests can run here (sshd needs root). */
-export const isRoot = Deno.uid() === 0;
+/** Whether the ussh tests can run here (sshd needs root, not uid 0 of a user namespace). */
+export const isRoot = IS_ROOT;
 /** Options of every ussh test: skipped without root; ussh's processes outlive a test's ops. */
 export const usshTest = { ignore: !isRoot, sanitizeOps: false, sanitizeResources: false };
 /** Both transports: the ssh tunnel, then raw TCP (--notun). */
