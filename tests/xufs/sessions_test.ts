@@ -2,7 +2,8 @@
  * Sessions through ussh against a real sshd, in both transports: two sessions to one export on
  * one B writing at once, with A reachable and with A away and coming back (issue 11, case 3); a
  * directory of 200,000 entries listed without harm to the session, and a link that times out or
- * drops re-attached with the queued work going on (case 6).
+ * drops re-attached with the queued work going on (case 6); the end of a session waiting, with a
+ * progress line, until every change reached A.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -61,6 +62,31 @@ for (const notun of TRANSPORTS) {
   });
 
 }
+
+Deno.test({
+  ...usshTest,
+  name: "xufs sessions: when B's shell exits, ussh waits until every change reached A, with a progress line",
+  async fn() {
+    await withHosts(async (h) => {
+      h.bashrc("export XUFS_TIMEOUT=2");
+      const p = h.spawn(`cd ~/xufs-rhome && touch ~/m-ready && ${awaitMarker("m-stopped")} && ${writes("late", 20)}`);
+      await waitForFile(h.b("m-ready"), 60_000, p);
+      // A stops answering; B's shell writes and exits, and the session waits, saying what is left.
+      Deno.kill(p.pid, "SIGSTOP");
+      Deno.writeTextFileSync(h.b("m-stopped"), "");
+      try {
+        await p.waitFor(/xufs: writing back \d+ change\(s\), [0-9.]+ MiB left/, 30_000);
+      } finally {
+        Deno.kill(p.pid, "SIGCONT");
+      }
+      const r = await p.result(120_000);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /xufs: every change reached host A/);
+      assert.doesNotMatch(r.stderr, /not written back/);
+      assertWritten(h.a, "late", 20);
+    });
+  },
+});
 
 /**
  * One session over 200,000 entries in a directory and a subtree of 12,000 (listings far beyond
