@@ -60,7 +60,6 @@ for (const notun of TRANSPORTS) {
       }, { freshB: true });
     },
   });
-
 }
 
 Deno.test({
