@@ -3,12 +3,12 @@
  * one B writing at once, with A reachable and with A away and coming back (issue 11, case 3); a
  * directory of 200,000 entries listed without harm to the session, and a link that times out or
  * drops re-attached with the queued work going on (case 6); the end of a session waiting, with a
- * progress line, until every change reached A.
+ * progress line, until every change reached A, and an interrupt there leaving them for the next.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { run } from "../helpers.ts";
-import { awaitMarker, type Hosts, TRANSPORTS, usshTest, waitForFile, withHosts } from "./hosts.ts";
+import { awaitMarker, conflictRe, type Hosts, namesMatching, TRANSPORTS, usshTest, waitForFile, withHosts } from "./hosts.ts";
 
 /** B writes `n` files named PREFIX-i holding "PREFIX i". */
 const writes = (prefix: string, n: number) => `for i in $(seq ${n}); do echo "${prefix} $i" > ${prefix}-$i; done`;
@@ -83,6 +83,39 @@ Deno.test({
       assert.match(r.stderr, /xufs: every change reached host A/);
       assert.doesNotMatch(r.stderr, /not written back/);
       assertWritten(h.a, "late", 20);
+    });
+  },
+});
+
+Deno.test({
+  ...usshTest,
+  name: "xufs sessions: an interrupt while the session waits leaves the changes for the next session, which sends them",
+  async fn() {
+    await withHosts(async (h) => {
+      h.bashrc("export XUFS_TIMEOUT=2");
+      const p = h.spawn(`cd ~/xufs-rhome && touch ~/m-ready && ${awaitMarker("m-stopped")} && ${writes("left", 10)}`);
+      await waitForFile(h.b("m-ready"), 60_000, p);
+      Deno.kill(p.pid, "SIGSTOP");
+      Deno.writeTextFileSync(h.b("m-stopped"), "");
+      try {
+        await p.waitFor(/xufs: writing back/, 30_000);
+        // ^C in the session on B (as a terminal would send it) while it waits for A.
+        const pids = (await run("pgrep", ["-f", `xufs_session\\.ts .*${h.bHome}/`])).stdout.trim().split("\n").filter(Boolean);
+        assert.equal(pids.length, 1, `B's session: ${pids.join(" ")}`);
+        Deno.kill(Number(pids[0]), "SIGINT");
+        await p.waitFor(/xufs: \d+ change\(s\) not written back yet \(interrupted\); they are kept in \S+\/queue and sent by the next session to this export/, 30_000);
+      } finally {
+        Deno.kill(p.pid, "SIGCONT");
+      }
+      const r = await p.result(60_000);
+      assert.equal(r.code, 0, r.stderr);
+      // (What was already on its way when A stopped may land when A goes on: the next session
+      // sends it again and A answers it without applying it twice.)
+      const next = await h.ussh("true");
+      assert.equal(next.code, 0, next.stderr);
+      assert.match(next.stderr, /xufs: \d+ change\(s\) from an earlier session are queued for host A/);
+      assertWritten(h.a, "left", 10);
+      assert.deepEqual(namesMatching(h.a, conflictRe(".*")), []);
     });
   },
 });
