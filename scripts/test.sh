@@ -120,6 +120,7 @@ sanitize_pass() {
 # of the instrumented libraries, written at each process's exit).
 coverage_check() {
   local gcov=$work/gcov d f update=()
+  "$DENO" run --allow-all scripts/coverage_check.ts --prune "$work/cov"
   "$DENO" coverage --lcov --output="$work/lcov.info" "$work/cov" >/dev/null 2>"$work/cov.err" ||
     { cat "$work/cov.err" >&2; total_failed=$((total_failed + 1)); status=1; return; }
   mkdir -p "$gcov"
