@@ -142,7 +142,8 @@ for (const notun of TRANSPORTS) {
           "    f.close(); print('close returned 0')",
           "except OSError as e: print('close failed:', os.strerror(e.errno))",
         ].join("\n");
-        const second = await h.ussh(`cd ~/xufs-rhome && MGR=$PPID python3 -c "${py}"`, { notun });
+        // (ussh ends with 255 here, B's session having been killed; bounded, as it once took 2 min.)
+        const second = await h.ussh(`cd ~/xufs-rhome && MGR=$PPID python3 -c "${py}"`, { notun, timeoutMs: 60_000 });
         assert.equal(second.stdout, "close failed: Input/output error\n", second.stderr);
         // The next session sends what the crashed one left: the journal, and the cached file.
         const third = await h.ussh("true", { notun });
