@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { run } from "../helpers.ts";
+import { type Proc, run } from "../helpers.ts";
 import { awaitMarker, conflictRe, type Hosts, namesMatching, TRANSPORTS, usshTest, waitForFile, withHosts } from "./hosts.ts";
 
 /** B writes `n` files named PREFIX-i holding "PREFIX i". */
@@ -62,22 +62,32 @@ for (const notun of TRANSPORTS) {
   });
 }
 
+/**
+ * B's shell writes `n` files named PREFIX-i and exits while A is stopped (its ussh SIGSTOPped);
+ * runs `whileWaiting` once the session shows it waits for them, then lets A go on.
+ */
+async function exitWithAStopped(h: Hosts, prefix: string, n: number, whileWaiting: (p: Proc) => Promise<void>): Promise<Proc> {
+  h.bashrc("export XUFS_TIMEOUT=2");
+  const p = h.spawn(`cd ~/xufs-rhome && touch ~/m-ready && ${awaitMarker("m-stopped")} && ${writes(prefix, n)}`);
+  await waitForFile(h.b("m-ready"), 60_000, p);
+  Deno.kill(p.pid, "SIGSTOP");
+  Deno.writeTextFileSync(h.b("m-stopped"), "");
+  try {
+    await p.waitFor(/xufs: writing back \d+ change\(s\), [0-9.]+ MiB left/, 30_000);
+    await whileWaiting(p);
+  } finally {
+    Deno.kill(p.pid, "SIGCONT");
+  }
+  return p;
+}
+
 Deno.test({
   ...usshTest,
   name: "xufs sessions: when B's shell exits, ussh waits until every change reached A, with a progress line",
   async fn() {
     await withHosts(async (h) => {
-      h.bashrc("export XUFS_TIMEOUT=2");
-      const p = h.spawn(`cd ~/xufs-rhome && touch ~/m-ready && ${awaitMarker("m-stopped")} && ${writes("late", 20)}`);
-      await waitForFile(h.b("m-ready"), 60_000, p);
       // A stops answering; B's shell writes and exits, and the session waits, saying what is left.
-      Deno.kill(p.pid, "SIGSTOP");
-      Deno.writeTextFileSync(h.b("m-stopped"), "");
-      try {
-        await p.waitFor(/xufs: writing back \d+ change\(s\), [0-9.]+ MiB left/, 30_000);
-      } finally {
-        Deno.kill(p.pid, "SIGCONT");
-      }
+      const p = await exitWithAStopped(h, "late", 20, async () => {});
       const r = await p.result(120_000);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stderr, /xufs: every change reached host A/);
@@ -92,21 +102,13 @@ Deno.test({
   name: "xufs sessions: an interrupt while the session waits leaves the changes for the next session, which sends them",
   async fn() {
     await withHosts(async (h) => {
-      h.bashrc("export XUFS_TIMEOUT=2");
-      const p = h.spawn(`cd ~/xufs-rhome && touch ~/m-ready && ${awaitMarker("m-stopped")} && ${writes("left", 10)}`);
-      await waitForFile(h.b("m-ready"), 60_000, p);
-      Deno.kill(p.pid, "SIGSTOP");
-      Deno.writeTextFileSync(h.b("m-stopped"), "");
-      try {
-        await p.waitFor(/xufs: writing back/, 30_000);
+      const p = await exitWithAStopped(h, "left", 10, async (waiting) => {
         // ^C in the session on B (as a terminal would send it) while it waits for A.
         const pids = (await run("pgrep", ["-f", `xufs_session\\.ts .*${h.bHome}/`])).stdout.trim().split("\n").filter(Boolean);
         assert.equal(pids.length, 1, `B's session: ${pids.join(" ")}`);
         Deno.kill(Number(pids[0]), "SIGINT");
-        await p.waitFor(/xufs: \d+ change\(s\) not written back yet \(interrupted\); they are kept in \S+\/queue and sent by the next session to this export/, 30_000);
-      } finally {
-        Deno.kill(p.pid, "SIGCONT");
-      }
+        await waiting.waitFor(/xufs: \d+ change\(s\) not written back yet \(interrupted\); they are kept in \S+\/queue and sent by the next session to this export/, 30_000);
+      });
       const r = await p.result(60_000);
       assert.equal(r.code, 0, r.stderr);
       // (What was already on its way when A stopped may land when A goes on: the next session
