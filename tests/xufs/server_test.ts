@@ -34,7 +34,7 @@ async function attachedCache(dir: string) {
   return { a, srv, cache, logs };
 }
 
-Deno.test("xufs server: nothing outside the export is reachable; bad frames are logged, not fatal", opts, async () => {
+Deno.test("xufs server: nothing outside the export is reachable; bad frames before authentication are logged, not fatal (after it: notun_test)", opts, async () => {
   using dir = tempDir();
   const a = setup(dir.path);
   const srv = serve(a, dir.path);
@@ -94,7 +94,7 @@ Deno.test("xufs cache: write-back is compare-and-swap; a concurrent change on A 
   }
 });
 
-Deno.test("xufs cache: with A gone, cached files read, uncached fail fast with EIO, queued write-backs survive a crash", opts, async () => {
+Deno.test("xufs cache: with A gone, cached files read, uncached fail fast with EIO, queued write-backs pass to a new manager on the same cache (SIGKILL: writes_test)", opts, async () => {
   using dir = tempDir();
   const a = setup(dir.path);
   let srv = serve(a, dir.path);

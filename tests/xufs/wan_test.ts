@@ -203,9 +203,11 @@ Deno.test("xufs two B caches: one's write-back reaches the other; concurrent edi
     await sleep(20);
     Deno.writeTextFileSync(join(b2.tree, "shared"), "B2 was here\n");
     Deno.writeTextFileSync(join(b1.tree, "shared"), "B1 again\n");
+    const relisted = b2.callbacks.relisted;
     assert.equal(await b1.answer("CLOSED\tshared"), "OK\n");
     assert.equal(await b1.flush(5000), 0);
-    await sleep(300); // the callback reaches B2 and must not undo its open edit
+    // The callback reaches B2 (B2 relists the directory) and must not undo its edit.
+    assert.ok(await until(() => b2.callbacks.relisted > relisted), "B2 relisted after B1's write-back");
     assert.equal(Deno.readTextFileSync(join(b2.tree, "shared")), "B2 was here\n");
     assert.equal(await b2.answer("CLOSED\tshared"), "OK\n");
     assert.equal(await b2.flush(5000), 0);

@@ -15,6 +15,8 @@ const GATHER_MS = 20;
 export class ChangeCallbacks {
   #stale = new Set<string>();
   #timer?: ReturnType<typeof setTimeout>;
+  /** Directories relisted because of A's notices so far (for tests and diagnostics). */
+  relisted = 0;
 
   constructor(private readonly state: CacheState, private readonly listings: Listings, private readonly precacher: Precacher) {}
 
@@ -40,7 +42,9 @@ export class ChangeCallbacks {
         this.#timer = undefined;
         const dirs = [...this.#stale];
         this.#stale.clear();
-        for (const d of dirs) this.listings.list(d).catch(() => {}); // gone on A: its parent's relist drops it
+        for (const d of dirs) {
+          this.listings.list(d).then(() => this.relisted++, () => {}); // gone on A: its parent's relist drops it
+        }
       }, GATHER_MS);
     }
   }
