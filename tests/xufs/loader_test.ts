@@ -1,8 +1,9 @@
 /**
  * Libraries under the mount reach the dynamic loader (libxufs_audit.so, LD_AUDIT): python3's
- * ctypes loads a shared object built into A's export by a relative path and by its path under
- * ~/xufs-rhome; a program in the export finds its library through RUNPATH $ORIGIN/lib.
- * (LD_LIBRARY_PATH into the mount does not work yet: docs/XUFS.md.) Without the audit library (XUFS_AUDIT=none)
+ * ctypes loads a shared object built into A's export by a relative path, by its path under
+ * ~/xufs-rhome and through LD_LIBRARY_PATH pointing into the mount (the shell's exec gives
+ * python3 the cache directory instead); a program in the export finds its library through
+ * RUNPATH $ORIGIN/lib. Without the audit library (XUFS_AUDIT=none)
  * the same loads read the cache's unfetched placeholders and fail, which shows what the test
  * checks. Uses `xufs_session --local-export` (the file server in-process, no ssh).
  */
@@ -32,6 +33,7 @@ const SCRIPT = [
   `python3 -c "import ctypes; print('relative', ctypes.CDLL('./ext.so').answer())"`,
   `python3 -c "import ctypes, os; print('absolute', ctypes.CDLL(os.environ['XUFS_MOUNT'] + '/ext.so').answer())"`,
   `./prog`,
+  `LD_LIBRARY_PATH="/usr/lib:$XUFS_MOUNT/lib" python3 -c "import ctypes; print('library path', ctypes.CDLL('libdep.so').dep())"`,
 ].map((l) => `${l} 2>&1`).join("; ");
 
 async function session(exported: string, home: string, env: Record<string, string> = {}) {
@@ -42,16 +44,16 @@ async function session(exported: string, home: string, env: Record<string, strin
   });
 }
 
-Deno.test("xufs loader: dlopen by relative and mount paths and RUNPATH $ORIGIN load libraries of the export", opts, async () => {
+Deno.test("xufs loader: dlopen by relative and mount paths, LD_LIBRARY_PATH into the mount and RUNPATH $ORIGIN load libraries of the export", opts, async () => {
   using dir = tempDir();
   const exported = join(dir.path, "exported");
   await buildExport(exported);
   const r = await session(exported, join(dir.path, "home1"));
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.equal(r.stdout, "relative 42\nabsolute 42\ndep=7\n", r.stderr);
+  assert.equal(r.stdout, "relative 42\nabsolute 42\ndep=7\nlibrary path 7\n", r.stderr);
   // Without the loader's half, the loader reads placeholders: every one of them fails.
   const without = await session(exported, join(dir.path, "home2"), { XUFS_AUDIT: "none" });
-  for (const line of ["relative 42", "absolute 42", "dep=7"]) {
+  for (const line of ["relative 42", "absolute 42", "dep=7", "library path 7"]) {
     assert.ok(!without.stdout.includes(line), `${line} without libxufs_audit.so:\n${without.stdout}`);
   }
 });
