@@ -23,9 +23,10 @@ export const TOOLS: Tool[] = [
     entry: "cli/uvpn_proxy.ts",
     // The router reads its route file and key and writes its key, lease state and spool files,
     // wherever the user's flags put them; it runs nothing.
-    // FFI: libc's setsockopt, to end a session with a reset (router/reset.ts).
-    permissions: ["--allow-net", `--allow-env=${KEY_ENV},TMPDIR`, "--allow-read", "--allow-write", "--allow-ffi"],
-    include: [],
+    // FFI: its data plane, libuvpnrouter.so (ffi/librouter.ts), found like the other native
+    // libraries (MYRT_LIBDIR, beside the command); libc's setsockopt (router/reset.ts).
+    permissions: ["--allow-net", `--allow-env=${KEY_ENV},TMPDIR,MYRT_LIBDIR`, "--allow-read", "--allow-write", "--allow-ffi"],
+    include: ["native/build/libuvpnrouter.so"],
   },
   {
     name: "uvpn_register",
@@ -69,6 +70,7 @@ export const NATIVE_LIBS = [
   "native/build/libmyrt.so",
   "native/build/uvpn_supervise",
   "native/build/libxufs.so",
+  "native/build/libuvpnrouter.so",
   "native/build/libxufs_audit.so",
 ];
 

@@ -9,6 +9,7 @@ import { keyPath, readKey, readOrCreateKey } from "../router/key.ts";
 import { requestOk } from "../router/client.ts";
 import { FrameType } from "../router/wire.ts";
 import { Router } from "../router/router.ts";
+import { serveMetrics } from "../router/metrics.ts";
 import { loadRoutes, parseHostPort, type Route } from "../router/routes.ts";
 import { intFlag, parseCli, runMain } from "./common.ts";
 
@@ -33,11 +34,19 @@ Runs the UVPN subnet router of one subnet of your private network.
                       applications get a reset (default 300)
   --retry-max SECONDS longest wait between reconnect attempts (default 10; the first is 0.5)
   --dead-after SECONDS  a link with nothing received for this long is declared down (default 4)
-  --spool-limit MIB   unacknowledged bytes kept per session and direction, in memory then on
-                      disk, before the sending application is slowed down (default 256)
+  --session-window MIB  bytes a router buffers per session and direction for a program that
+                      reads slowly; its writer is slowed down beyond that (default 4)
+  --memory-limit MIB  session bytes the router holds in memory, in all (default 1024)
+  --spool-limit MIB   bytes spooled to disk per session and direction while the link between
+                      the routers is down, before the sending program is slowed down (default 256)
+  --spool-limit-total MIB  the same for the whole router (default 4096)
   --spool-dir DIR     where spool files go (default $TMPDIR or /tmp)
+  --encrypt           encrypt the sessions this router opens and answers (AES-256-GCM); they are
+                      always authenticated (a route line's "encrypt" does it for one subnet)
+  --metrics ADDR:PORT serve Prometheus metrics at http://ADDR:PORT/metrics
   --status            ask the running router of this entry (all entries without --subnet or
                       --listen) for its sessions and counters, then exit
+  --json              with --status: print them as JSON
   -h, --help          this text
   -V, --version       the version
 `;
@@ -65,19 +74,25 @@ async function chooseEntry(routes: Route[], subnetFlag: string | undefined, file
   throw new ConfigError(`No entry of ${file} can be bound on this machine; choose one with --subnet`);
 }
 
-/** --status without --subnet: every router of the route file, each under a heading. */
-async function statusOfAll(routes: Route[], keyFile: string): Promise<number> {
+/** --status without --subnet: every router of the route file, each under a heading (or in one JSON array). */
+async function statusOfAll(routes: Route[], keyFile: string, json: boolean): Promise<number> {
   const key = await readKey(keyFile);
   let failures = 0;
+  const all: unknown[] = [];
   for (const r of routes) {
-    console.log(`== ${formatSubnet(r.subnet)} ${r.host}:${r.port}`);
+    const where = { subnet: formatSubnet(r.subnet), router: `${r.host}:${r.port}` };
+    if (!json) console.log(`== ${where.subnet} ${where.router}`);
     try {
-      await Deno.stdout.write(await requestOk(r, key, FrameType.STATUS, new Uint8Array(0), "the status"));
+      const text = await requestOk(r, key, FrameType.STATUS, new Uint8Array(json ? [1] : []), "the status");
+      if (json) all.push({ ...where, status: JSON.parse(new TextDecoder().decode(text)) });
+      else await Deno.stdout.write(text);
     } catch (e) {
       failures++;
-      console.log(`unreachable: ${(e as Error).message}`);
+      if (json) all.push({ ...where, error: (e as Error).message });
+      else console.log(`unreachable: ${(e as Error).message}`);
     }
   }
+  if (json) console.log(JSON.stringify(all, null, 2));
   return failures === routes.length ? 5 : 0;
 }
 
@@ -98,13 +113,20 @@ await runMain("uvpn_proxy", async () => {
     "retry-max": { type: "string" },
     "dead-after": { type: "string" },
     "spool-limit": { type: "string" },
+    "spool-limit-total": { type: "string" },
+    "session-window": { type: "string" },
+    "memory-limit": { type: "string" },
     "spool-dir": { type: "string" },
+    encrypt: { type: "boolean" },
+    metrics: { type: "string" },
     status: { type: "boolean" },
+    json: { type: "boolean" },
   });
+  if (values.json && !values.status) throw new UsageError("--json goes with --status");
   const routesFile = values.routes ?? join(homeDir(), ".uvpn_route");
   const routes = await loadRoutes(routesFile);
   if (values.status && values.subnet === undefined && values.listen === undefined) {
-    return await statusOfAll(routes, keyPath(values.key));
+    return await statusOfAll(routes, keyPath(values.key), values.json === true);
   }
   const self = await chooseEntry(routes, values.subnet, routesFile);
   let listen = { hostname: "0.0.0.0", port: self.port };
@@ -119,8 +141,10 @@ await runMain("uvpn_proxy", async () => {
   const keyFile = keyPath(values.key);
   if (values.status) {
     const host = listen.hostname === "0.0.0.0" ? self.host : listen.hostname;
-    const text = await requestOk({ host, port: listen.port }, await readKey(keyFile), FrameType.STATUS, new Uint8Array(0), "the status");
-    await Deno.stdout.write(text);
+    const body = new Uint8Array(values.json ? [1] : []);
+    const text = await requestOk({ host, port: listen.port }, await readKey(keyFile), FrameType.STATUS, body, "the status");
+    if (values.json) console.log(JSON.stringify(JSON.parse(new TextDecoder().decode(text)), null, 2));
+    else await Deno.stdout.write(text);
     return;
   }
   const { key, created } = await readOrCreateKey(keyFile);
@@ -131,16 +155,29 @@ await runMain("uvpn_proxy", async () => {
     join(homeDir(), ".uvpn", `router-${formatSubnet(self.subnet).replace("/", "-")}.json`);
   const timeoutMs = intFlag("timeout", values.timeout, 10, 1, 3600) * 1000;
   const spoolDir = values["spool-dir"] ?? Deno.env.get("TMPDIR") ?? "/tmp";
+  const MIB = 1024 * 1024;
   const session = {
     outageLimitMs: intFlag("outage-limit", values["outage-limit"], 300, 1, 86400 * 7) * 1000,
     retryMaxMs: intFlag("retry-max", values["retry-max"], 10, 1, 3600) * 1000,
     deadMs: intFlag("dead-after", values["dead-after"], 4, 1, 3600) * 1000,
+    windowBytes: intFlag("session-window", values["session-window"], 4, 1, 1024) * MIB,
+    memoryLimit: intFlag("memory-limit", values["memory-limit"], 1024, 16, 1024 * 1024) * MIB,
     spool: {
-      memoryBytes: 8 * 1024 * 1024,
-      totalBytes: intFlag("spool-limit", values["spool-limit"], 256, 1, 1024 * 1024) * 1024 * 1024,
+      limitBytes: intFlag("spool-limit", values["spool-limit"], 256, 1, 1024 * 1024) * MIB,
+      totalBytes: intFlag("spool-limit-total", values["spool-limit-total"], 4096, 1, 1024 * 1024 * 1024) * MIB,
       dir: spoolDir,
     },
+    encrypt: values.encrypt === true,
   };
+  let metrics: { hostname: string; port: number } | undefined;
+  if (values.metrics !== undefined) {
+    try {
+      const hp = parseHostPort(values.metrics);
+      metrics = { hostname: hp.host, port: hp.port };
+    } catch (e) {
+      throw new UsageError(`--metrics: ${(e as Error).message}`);
+    }
+  }
   const limits = {
     handshakeMs: intFlag("handshake-timeout", values["handshake-timeout"], 3, 1, 600) * 1000,
     total: intFlag("max-unauthenticated", values["max-unauthenticated"], 4096, 1, 1_000_000),
@@ -158,6 +195,14 @@ await runMain("uvpn_proxy", async () => {
       throw new ConfigError(`Cannot listen on ${listen.hostname}:${listen.port}: ${(e as Error).message}`);
     }
     throw e;
+  }
+  if (metrics) {
+    try {
+      serveMetrics(metrics, () => router.status());
+    } catch (e) {
+      router.close();
+      throw new ConfigError(`Cannot serve metrics on ${metrics.hostname}:${metrics.port}: ${(e as Error).message}`);
+    }
   }
   const stop = () => {
     router.close();

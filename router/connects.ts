@@ -1,33 +1,23 @@
 /**
  * Virtual TCP connections through a router (docs/PROTOCOL.md, "Connections"): CONNECT on a
  * client link (a virtual source port assigned when asked, the far end reached first: the local
- * listener, with a RELAYED ticket written to it, or a session to the peer router of the
- * destination), the DATA ticket issued in the answer and kept for 10 s, the data connection
+ * listener, dialed by the data plane with its RELAYED ticket, or a session to the peer router of
+ * the destination), the DATA ticket issued in the answer and kept for 10 s, the data connection
  * that presents it (checked: MAC, issued here to that host, bound to the connection's port,
- * single use), and the join of the two; and on a router link, a peer's SESSION toward one of our
- * listeners. The relays themselves are router/relay.ts and router/session.ts.
+ * single use), and its handover to the data plane, which joins it to the far end. The bytes
+ * themselves move in the data plane (router/dataplane.ts); sessions are router/sessions.ts.
  */
 import { hex, unhex } from "../common/bytes.ts";
-import { type ConnSet, TimeoutError, withTimeout, writeAll } from "../common/io.ts";
+import { type ConnSet } from "../common/io.ts";
 import type { RouterCounters } from "./counters.ts";
+import type { DataPlane, DataPlaneEvent } from "./dataplane.ts";
+import { RstReason } from "./dataplane.ts";
 import { contains, formatIp, parseIp, type Subnet } from "./ipv4.ts";
 import type { LeaseTable } from "./leases.ts";
 import type { Link } from "./link.ts";
-import { type Hop, type Refusal, relayLocal } from "./relay.ts";
+import type { Refusal } from "./relay.ts";
 import type { PeerHop, SessionTable } from "./sessions.ts";
-import {
-  type ConnectBody,
-  decodeConnect,
-  encodeConnectAnswer,
-  encodeTicket,
-  type Frame,
-  FrameError,
-  randomId,
-  Status,
-  statusName,
-  type Ticket,
-  TicketKind,
-} from "./wire.ts";
+import { type ConnectBody, encodeConnectAnswer, randomId, Status, statusName, type Ticket, TicketKind } from "./wire.ts";
 
 /** How long an issued DATA ticket waits for its data connection, ms. */
 export const DATA_TICKET_MS = 10_000;
@@ -35,10 +25,10 @@ export const DATA_TICKET_MS = 10_000;
 /** What the connections of a router need from it. */
 export interface ConnectsOptions {
   subnet: Subnet;
-  key: Uint8Array;
   timeoutMs: number;
   table: () => LeaseTable;
   sessions: SessionTable;
+  dp: () => DataPlane;
   counters: RouterCounters;
   conns: ConnSet;
   log: (line: string) => void;
@@ -46,8 +36,11 @@ export interface ConnectsOptions {
   refuse: (peer: string, why: string) => void;
 }
 
+/** The far end of a virtual connection, reached: a local relay or a session to a peer router. */
+type Hop = { relay: number; via: string } | PeerHop;
+
 interface Pending {
-  hop: Hop | PeerHop;
+  hop: Hop;
   c: ConnectBody;
   host: string;
   issued: number;
@@ -56,13 +49,18 @@ interface Pending {
 }
 
 const ZERO_ID = new Uint8Array(8);
-const SESSION_RST = new Uint8Array([4, 0, 0, 0, 0]); // router/session.ts framing: RST, length 0
 
 /** The virtual connections of one router. */
 export class Connects {
   #pending = new Map<string, Pending>();
   /** Virtual source ports in use, per virtual source address (ports may repeat: counted). */
   #ports = new Map<number, Map<number, number>>();
+  /** Local relays waiting for their listener's dial. */
+  #dialing = new Map<number, (r: { status: number; errno: number }) => void>();
+  /** Relays and sessions joined: id -> what and its port, for the end. */
+  #live = new Map<number, { what: string; c: ConnectBody }>();
+  /** Sessions whose DATA ticket is out: session id -> ticket id. */
+  #bySession = new Map<number, string>();
 
   constructor(private readonly o: ConnectsOptions) {}
 
@@ -103,16 +101,17 @@ export class Connects {
    * with a DATA ticket for the client's data connection, or with the failure.
    */
   async connect(link: Link, reqId: number, req: ConnectBody): Promise<void> {
+    const started = performance.now();
     const c = { ...req, srcPort: this.#takePort(req.srcIp, req.srcPort) };
     const what = `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
-    const hop = await this.#nextHop(c).catch((e): Refusal => ({ status: Status.ENETUNREACH, why: (e as Error).message }));
+    const hop = await this.#nextHop(c, what).catch((e): Refusal => ({ status: Status.ENETUNREACH, why: (e as Error).message }));
     if ("why" in hop) {
       this.#putPort(c.srcIp, c.srcPort);
       this.o.log(`connect ${what} from ${link.peer}: ${statusName(hop.status)} (${hop.why})`);
+      this.o.counters.connectAnswered(performance.now() - started, false);
       await link.reply(reqId, hop.status);
       return;
     }
-    this.o.conns.add(hop.conn);
     const ticketId = randomId();
     const issued = Date.now();
     const id = hex(ticketId);
@@ -126,6 +125,7 @@ export class Connects {
       what,
       timer: setTimeout(() => this.#expire(id), DATA_TICKET_MS),
     });
+    if ("session" in hop) this.#bySession.set(hop.session, id);
     const answer = encodeConnectAnswer({
       kind: TicketKind.DATA,
       realIp,
@@ -135,23 +135,27 @@ export class Connects {
       issued,
       ticketId,
     });
+    this.o.counters.connectAnswered(performance.now() - started, true);
     await link.reply(reqId, Status.OK, answer).catch(() => this.#expire(id));
   }
 
   /** A DATA ticket nobody used in time: the far end is dropped. */
-  #expire(id: string): void {
+  #expire(id: string, why = `no data connection within ${DATA_TICKET_MS / 1000} s`): void {
     const p = this.#pending.get(id);
     if (!p) return;
     this.#pending.delete(id);
     clearTimeout(p.timer);
     this.#putPort(p.c.srcIp, p.c.srcPort);
-    this.o.log(`connect ${p.what}: no data connection within ${DATA_TICKET_MS / 1000} s; dropped`);
-    if ("session" in p.hop) p.hop.conn.write(SESSION_RST).catch(() => {}).finally(() => this.o.conns.close(p.hop.conn));
-    else this.o.conns.close(p.hop.conn);
+    this.o.log(`connect ${p.what}: ${why}; dropped`);
+    if ("relay" in p.hop) this.o.dp().relayAbort(p.hop.relay);
+    else {
+      this.#bySession.delete(p.hop.session);
+      this.o.sessions.abort(p.hop.session, RstReason.NOAPP);
+    }
   }
 
-  /** A connection that began with a DATA ticket: checked, then joined to its far end. */
-  async dataConnection(conn: Deno.TcpConn, t: Ticket, peer: string): Promise<void> {
+  /** A connection that began with a DATA ticket: checked, then handed to the data plane. */
+  dataConnection(conn: Deno.TcpConn, t: Ticket, peer: string): void {
     const id = hex(t.ticketId);
     const p = this.#pending.get(id);
     const remote = conn.remoteAddr as Deno.NetAddr;
@@ -175,25 +179,60 @@ export class Connects {
     clearTimeout(p.timer);
     this.o.counters.relayOpened();
     this.o.log(`relay ${p.what} open via ${p.hop.via}`);
+    const key = "relay" in p.hop ? p.hop.relay : p.hop.session;
+    this.#live.set(key, { what: p.what, c: p.c });
+    if ("session" in p.hop) this.#bySession.delete(p.hop.session);
     try {
-      if ("session" in p.hop) await this.o.sessions.initiate(p.hop, conn, p.what);
-      else await relayLocal(conn, p.hop.conn, p.what, this.o.counters, this.o.log);
-    } finally {
-      this.o.counters.relayClosed();
-      this.#putPort(p.c.srcIp, p.c.srcPort);
-      this.o.conns.close(conn, p.hop.conn);
+      const dp = this.o.dp();
+      if ("relay" in p.hop) dp.relayAttach(p.hop.relay, dp.adopt(conn));
+      else this.o.sessions.attach(p.hop.session, conn);
+    } catch (e) {
+      this.o.log(`relay ${p.what}: ${(e as Error).message}`);
     }
+    this.o.conns.close(conn); // closed already by the handover (or now, if it failed): leaves the set
+  }
+
+  /** An event of the data plane about local relays and joined connections; false when not one. */
+  event(e: DataPlaneEvent): boolean {
+    if (e.type === "relay_ready") {
+      this.#dialing.get(e.id)?.({ status: e.status, errno: e.errno });
+      this.#dialing.delete(e.id);
+      return true;
+    }
+    if (e.type === "relay_end") {
+      const l = this.#live.get(e.id);
+      if (!l) return true;
+      this.#ended(e.id);
+      if (e.reset) this.o.log(`relay ${l.what} reset: ${e.why}`);
+      else this.o.log(this.o.counters.relayFinished(l.what, e.up, e.down));
+      return true;
+    }
+    if (e.type === "end") {
+      const ticket = this.#bySession.get(e.id);
+      if (ticket) this.#expire(ticket, "the session ended before its data connection came");
+      this.#ended(e.id);
+      return false; // the session table logs it
+    }
+    return false;
+  }
+
+  #ended(id: number): void {
+    const l = this.#live.get(id);
+    if (!l) return;
+    this.#live.delete(id);
+    this.o.counters.relayClosed();
+    this.#putPort(l.c.srcIp, l.c.srcPort);
   }
 
   /** The far end: our own listener, or a session to the peer router responsible for the destination. */
-  #nextHop(c: ConnectBody): Promise<Hop | PeerHop | Refusal> {
+  #nextHop(c: ConnectBody, what: string): Promise<Hop | Refusal> {
     if (contains(this.o.subnet, c.dstIp)) return this.#dialListener(c);
-    return this.o.sessions.dial(c);
+    return this.o.sessions.open(c, what);
   }
 
   /**
-   * Dials the real listener registered for the destination (in our subnet) and writes a RELAYED
-   * ticket to it. A listener refusing the connection is forgotten.
+   * Has the data plane dial the real listener registered for the destination (in our subnet) and
+   * write a RELAYED ticket to it. A listener refusing the connection is forgotten.
    */
   async #dialListener(c: ConnectBody): Promise<Hop | Refusal> {
     const table = this.o.table();
@@ -203,83 +242,16 @@ export class Connects {
         ? { status: Status.ECONNREFUSED, why: "no listener on that port" }
         : { status: Status.EHOSTUNREACH, why: "address not leased" };
     }
-    let conn: Deno.TcpConn;
-    try {
-      conn = await withTimeout(
-        Deno.connect({ hostname: l.realHost, port: l.realPort }),
-        this.o.timeoutMs,
-        `connecting to ${l.realHost}:${l.realPort}`,
-      );
-    } catch (e) {
-      if (e instanceof TimeoutError) return { status: Status.ETIMEDOUT, why: e.message };
+    const id = this.o.sessions.nextId();
+    const ready = new Promise<{ status: number; errno: number }>((r) => this.#dialing.set(id, r));
+    this.o.dp().relayDial(id, l.realHost, l.realPort, unhex(l.id), c);
+    const r = await ready;
+    if (r.status === Status.ETIMEDOUT) return { status: Status.ETIMEDOUT, why: `connecting to ${l.realHost}:${l.realPort} timed out` };
+    if (r.status !== Status.OK) {
       table.forget(c.dstIp, c.dstPort);
-      return { status: Status.ECONNREFUSED, why: `listener gone at ${l.realHost}:${l.realPort}: ${(e as Error).message}` };
+      return { status: Status.ECONNREFUSED, why: `listener gone at ${l.realHost}:${l.realPort}: errno ${r.errno}` };
     }
-    conn.setNoDelay(true);
-    const ticket = encodeTicket(this.o.key, {
-      kind: TicketKind.RELAYED,
-      srcIp: c.srcIp,
-      srcPort: c.srcPort,
-      dstIp: c.dstIp,
-      dstPort: c.dstPort,
-      listenerId: unhex(l.id),
-      boundPort: (conn.localAddr as Deno.NetAddr).port,
-      issued: Date.now(),
-      ticketId: randomId(),
-    });
-    try {
-      await writeAll(conn, ticket);
-    } catch (e) {
-      conn.close();
-      return { status: Status.ECONNREFUSED, why: (e as Error).message };
-    }
-    return { conn, via: `listener ${l.realHost}:${l.realPort}` };
-  }
-
-  /**
-   * SESSION from a peer router on its link: our listener is dialed; after an OK answer the link
-   * carries the session (router/session.ts) until it ends.
-   */
-  async peerSession(link: Link, f: Frame, peer: string): Promise<void> {
-    let c: ConnectBody, sessionId: Uint8Array;
-    try {
-      if (f.body.length !== 30) throw new FrameError(`SESSION body must be 30 bytes: ${f.body.length}`);
-      sessionId = f.body.slice(0, 16);
-      c = decodeConnect(f.body.subarray(16));
-      if (c.proto !== 6) throw new FrameError(`Unsupported protocol: ${c.proto}`);
-    } catch (e) {
-      this.o.log(`bad SESSION from ${peer}: ${(e as Error).message}`);
-      await link.reply(f.reqId, Status.EINVAL).catch(() => {});
-      link.close();
-      return;
-    }
-    const what = `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
-    const hop = contains(this.o.subnet, c.dstIp)
-      ? await this.#dialListener(c)
-      : { status: Status.ENETUNREACH, why: "not in this router's subnet" };
-    if ("why" in hop) {
-      this.o.log(`connect ${what} from ${peer}: ${statusName(hop.status)} (${hop.why})`);
-      await link.reply(f.reqId, hop.status).catch(() => {});
-      link.close();
-      return;
-    }
-    this.o.conns.add(hop.conn);
-    this.o.conns.add(link.conn);
-    try {
-      await link.reply(f.reqId, Status.OK);
-    } catch (e) {
-      this.o.log(`connect ${what}: peer router went away (${(e as Error).message})`);
-      this.o.conns.close(link.conn, hop.conn);
-      return;
-    }
-    this.o.counters.relayOpened();
-    this.o.log(`relay ${what} open via ${hop.via}`);
-    try {
-      await this.o.sessions.respond(sessionId, link.conn, hop.conn, what);
-    } finally {
-      this.o.counters.relayClosed();
-      this.o.conns.close(link.conn, hop.conn);
-    }
+    return { relay: id, via: `listener ${l.realHost}:${l.realPort}` };
   }
 
   /** Drops every issued ticket (router shutdown). */

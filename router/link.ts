@@ -52,11 +52,21 @@ export class Link {
 
   constructor(
     readonly conn: Deno.TcpConn,
-    private readonly sendKey: Uint8Array,
-    private readonly recvKey: Uint8Array,
+    /** This side's direction key for what it sends, and the other's. */
+    readonly sendKey: Uint8Array,
+    readonly recvKey: Uint8Array,
     /** The HELLO of the client side (the router's view) or the one we sent (the client's). */
     readonly hello: Hello,
   ) {}
+
+  /** The seq of the next frame sent, and of the next one expected (a data-plane handover). */
+  get sendSeq(): number {
+    return this.#sendSeq;
+  }
+
+  get recvSeq(): number {
+    return this.#recvSeq;
+  }
 
   /** The peer's address, `host:port`. */
   get peer(): string {

@@ -3,22 +3,24 @@
  * (HELLO first, router/link.ts) or a data connection (a DATA ticket first); nothing else gets in,
  * and unauthenticated connections are bounded (router/guard.ts). On client links it answers the
  * control requests (leases and their holders, listeners, UDP endpoints, names, status) and
- * CONNECT; on router links a peer's SESSION, RESUME, carrier CONNECT and name queries. Virtual
- * connections themselves are router/connects.ts; the links' state is kept here.
+ * CONNECT; on router links a peer's MUX (the link then carries sessions and goes to the data
+ * plane), carrier CONNECT and name queries. Virtual connections are router/connects.ts and
+ * router/sessions.ts, their bytes the data plane's (router/dataplane.ts); the links' state is
+ * kept here.
  */
 import { hex, u16, u32 } from "../common/bytes.ts";
 import { closeQuietly, ConnSet } from "../common/io.ts";
 import { acceptCarrier } from "./carrier.ts";
 import { Connects } from "./connects.ts";
-import { RouterCounters, type RouterStats } from "./counters.ts";
+import { RouterCounters, type RouterStats, statusText, type StatusReport } from "./counters.ts";
+import { DataPlane, type DataPlaneEvent } from "./dataplane.ts";
 import { DEFAULT_LIMITS, type GuardLimits, PreAuthGuard, RefusalLog } from "./guard.ts";
 import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
 import { type Holder, LeaseTable } from "./leases.ts";
 import { acceptLink, type Link, readPart } from "./link.ts";
 import { NameService } from "./names.ts";
 import type { Route } from "./routes.ts";
-import { defaultSessionConfig, type SessionConfig } from "./session.ts";
-import { SessionTable } from "./sessions.ts";
+import { defaultSessionConfig, type SessionConfig, SessionTable } from "./sessions.ts";
 import { UdpRelay } from "./udp.ts";
 import {
   decodeConnect,
@@ -49,7 +51,7 @@ export interface RouterOptions {
   /** Lifetime of a lease whose LEASE named none: with `-- CMD` (exclusive) and without, ms. */
   leaseTtlMs?: { exclusive: number; open: number };
   log?: (line: string) => void;
-  /** Resumable-session knobs (outage limit, retries, spool); defaults from defaultSessionConfig. */
+  /** Resumable-session knobs (outage limit, retries, window, budgets); defaults from defaultSessionConfig. */
   session?: Partial<SessionConfig>;
 }
 
@@ -78,6 +80,8 @@ export class Router {
   #nextLink = 1;
   #connects: Connects;
   #ttl: { exclusive: number; open: number };
+  #dp?: DataPlane;
+  #cfg: SessionConfig;
 
   constructor(private readonly opts: RouterOptions) {
     this.subnet = opts.self.subnet;
@@ -88,21 +92,25 @@ export class Router {
     this.#ttl = opts.leaseTtlMs ?? { exclusive: 60_000, open: 43_200_000 };
     this.#names = new NameService(() => this.#table, opts.routes, opts.key, this.#timeoutMs, this.#log);
     this.#udp = new UdpRelay(opts.key, this.subnet, opts.routes, this.#timeoutMs, this.#log, this.counters.udp);
+    this.#cfg = { ...defaultSessionConfig(Deno.env.get("TMPDIR") ?? "/tmp"), ...opts.session };
+    const dp = () => this.#dp!;
     this.#sessions = new SessionTable({
       routes: opts.routes,
+      self: this.subnet,
       key: opts.key,
       timeoutMs: this.#timeoutMs,
-      cfg: { ...defaultSessionConfig(Deno.env.get("TMPDIR") ?? "/tmp"), ...opts.session },
+      cfg: this.#cfg,
       counters: this.counters,
-      conns: this.#conns,
+      table: () => this.#table,
+      dp,
       log: this.#log,
     });
     this.#connects = new Connects({
       subnet: this.subnet,
-      key: opts.key,
       timeoutMs: this.#timeoutMs,
       table: () => this.#table,
       sessions: this.#sessions,
+      dp,
       counters: this.counters,
       conns: this.#conns,
       log: this.#log,
@@ -110,9 +118,25 @@ export class Router {
     });
   }
 
-  /** Loads state, binds the port and starts serving in the background. */
+  /** Loads state, starts the data plane, binds the port and starts serving in the background. */
   async start(): Promise<void> {
     this.#table = await LeaseTable.open(this.subnet, this.opts.stateFile, this.#log);
+    const c = this.#cfg;
+    this.#dp = DataPlane.start({
+      key: this.opts.key,
+      windowBytes: c.windowBytes,
+      memoryLimit: c.memoryLimit,
+      spoolLimit: c.spool.limitBytes,
+      spoolTotal: c.spool.totalBytes,
+      deadMs: c.deadMs,
+      keepaliveMs: Math.max(50, Math.floor(c.deadMs / 4)),
+      dialMs: this.#timeoutMs,
+      outageMs: c.outageLimitMs,
+      bdpMax: 64 << 20,
+      encrypt: c.encrypt,
+      spoolDir: c.spool.dir,
+    }, (e) => this.#dataPlaneEvent(e));
+    this.counters.dp = () => this.#dp!.stats();
     this.#listener = Deno.listen({ ...this.opts.listen, transport: "tcp" });
     try {
       await this.#udp.start(this.opts.listen.hostname, this.opts.listen.port);
@@ -125,6 +149,17 @@ export class Router {
         `${this.opts.listen.hostname}:${this.opts.listen.port}; ${this.#table.leases.size} lease(s) restored`,
     );
     this.#serve(this.#listener);
+  }
+
+  #dataPlaneEvent(e: DataPlaneEvent): void {
+    if (this.#connects.event(e)) return;
+    if (this.#sessions.event(e)) return;
+    if (e.type === "log") this.#log(e.text);
+  }
+
+  /** The data plane (once started). */
+  get dataPlane(): DataPlane | undefined {
+    return this.#dp;
   }
 
   /** The relay and refusal counters (the same object as `counters`). */
@@ -150,8 +185,9 @@ export class Router {
   /** Stops listening and closes every connection. */
   close(): void {
     closeQuietly(this.#listener);
-    this.#sessions.abortAll("router shutting down");
+    this.#sessions.close();
     this.#connects.close();
+    this.#dp?.stop();
     this.#udp.close();
     for (const l of this.#links.values()) l.link.close();
     this.#conns.closeAll();
@@ -208,7 +244,7 @@ export class Router {
         const ticket = decodeTicket(this.opts.key, whole);
         clearTimeout(timer);
         release();
-        await this.#connects.dataConnection(conn, ticket, peer);
+        this.#connects.dataConnection(conn, ticket, peer);
         return;
       }
       throw new FrameError("Bad magic: not a UVPN frame or ticket");
@@ -232,7 +268,7 @@ export class Router {
     let handedOver = false;
     try {
       while (f) {
-        if (ctx.role === Role.ROUTER && (f.type === FrameType.SESSION || f.type === FrameType.RESUME || f.type === FrameType.CONNECT)) {
+        if (ctx.role === Role.ROUTER && (f.type === FrameType.MUX || f.type === FrameType.CONNECT)) {
           handedOver = true;
           this.#links.delete(ctx.id);
           await this.#routerStream(link, f);
@@ -259,34 +295,41 @@ export class Router {
     this.#udp.dropLink(ctx.id);
   }
 
-  /** The stream of a peer router's SESSION or RESUME, or a UDP carrier link: handed over for good. */
+  /** A peer router's link that carries sessions (MUX), or a UDP carrier link: handed over for good. */
   async #routerStream(link: Link, f: Frame): Promise<void> {
     const peer = link.peer;
-    if (f.type === FrameType.RESUME) {
-      await this.#sessions.resume(link, f, peer);
-      return;
-    }
-    if (f.type === FrameType.CONNECT) {
-      let c;
+    if (f.type === FrameType.MUX) {
+      if (f.body.length !== 6 || f.body[0] !== 0) {
+        this.#refuse(peer, "bad MUX frame");
+        link.close();
+        return;
+      }
       try {
-        c = decodeConnect(f.body);
+        this.#sessions.accept(link);
       } catch (e) {
-        this.#log(`bad CONNECT from ${peer}: ${(e as Error).message}`);
+        this.#log(`link from peer router ${peer}: ${(e as Error).message}`);
         link.close();
-        return;
       }
-      if (c.proto !== 17) {
-        this.#log(`bad CONNECT from peer router ${peer}: protocol ${c.proto}`);
-        await link.reply(f.reqId, Status.EINVAL).catch(() => {});
-        link.close();
-        return;
-      }
-      this.#conns.add(link.conn);
-      await acceptCarrier(link, f, peer, (d, from) => this.#udp.fromCarrier(d, from), this.#log);
-      this.#conns.close(link.conn);
       return;
     }
-    await this.#connects.peerSession(link, f, peer);
+    // A UDP carrier link (the first frame was CONNECT).
+    let c;
+    try {
+      c = decodeConnect(f.body);
+    } catch (e) {
+      this.#log(`bad CONNECT from ${peer}: ${(e as Error).message}`);
+      link.close();
+      return;
+    }
+    if (c.proto !== 17) {
+      this.#log(`bad CONNECT from peer router ${peer}: protocol ${c.proto}`);
+      await link.reply(f.reqId, Status.EINVAL).catch(() => {});
+      link.close();
+      return;
+    }
+    this.#conns.add(link.conn);
+    await acceptCarrier(link, f, peer, (d, from) => this.#udp.fromCarrier(d, from), this.#log);
+    this.#conns.close(link.conn);
   }
 
   /** Answers one request of a link. */
@@ -410,8 +453,12 @@ export class Router {
         const r = await this.#names.reply(b);
         return [r[0], r.subarray(1)];
       }
-      case FrameType.STATUS:
-        return [Status.OK, new TextEncoder().encode(this.statusText()).subarray(0, 0xfffe)];
+      case FrameType.STATUS: {
+        if (b.length > 1 || (b.length === 1 && (b[0] & ~1) !== 0)) throw new FrameError("Bad STATUS body");
+        const r = await this.status();
+        const text = b[0] === 1 ? JSON.stringify(r) : statusText(r);
+        return [Status.OK, new TextEncoder().encode(text).subarray(0, 0xfffe)];
+      }
       case FrameType.PING:
         await ctx.link.send(FrameType.PONG, f.reqId);
         return null;
@@ -433,17 +480,23 @@ export class Router {
     }
   }
 
-  /** Text for `uvpn_proxy --status`: totals, then one line per live session. */
-  statusText(): string {
+  /** Everything `uvpn_proxy --status` (text or JSON) and `--metrics` report. */
+  async status(): Promise<StatusReport> {
     let clients = 0, routers = 0;
     for (const l of this.#links.values()) l.role === Role.ROUTER ? routers++ : clients++;
-    return this.counters.statusText(this.subnet, this.#table.leases.size, this.#udp.bindings, {
+    const list = this.#dp ? await this.#dp.snapshot() : "";
+    return this.counters.report(this.subnet, this.#table.leases.size, this.#udp.bindings, {
       clients,
-      routers,
+      routers: routers + this.#sessions.links,
       unauthenticated: this.#guard.pending,
       listeners: this.#table.listeners.size,
       pending: this.#connects.pending,
-    });
+    }, list, this.#dp?.info() ?? "");
+  }
+
+  /** Text for `uvpn_proxy --status`: totals, then one line per live session. */
+  async statusText(): Promise<string> {
+    return statusText(await this.status());
   }
 }
 

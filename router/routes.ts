@@ -1,7 +1,9 @@
 /**
  * The route table file (default ~/.uvpn_route): one subnet router per line, `PREFIX host:port`,
- * optionally followed by `udp=udp` (the default) or `udp=tcp`: how other routers carry UDP
- * datagrams to this line's router (docs/PROTOCOL.md, "Datagrams"). Owns parsing, validation (with `FILE:LINE: why` errors) and subnet lookup.
+ * optionally followed by `udp=udp` (the default) or `udp=tcp` (how other routers carry UDP
+ * datagrams to this line's router, docs/PROTOCOL.md, "Datagrams") and by `encrypt` (sessions to
+ * this line's router are encrypted, not only authenticated). Owns parsing, validation (with
+ * `FILE:LINE: why` errors) and subnet lookup.
  */
 import { ConfigError } from "../common/errors.ts";
 import { contains, formatSubnet, overlaps, parseSubnet, type Subnet } from "./ipv4.ts";
@@ -13,6 +15,8 @@ export interface Route {
   port: number;
   /** How peer routers carry UDP to this router: as UDP, or inside a TCP carrier link. */
   udp: "udp" | "tcp";
+  /** Sessions to this router are encrypted (AES-256-GCM), not only authenticated. */
+  encrypt?: boolean;
   /** Line number in the file, for messages. */
   line: number;
 }
@@ -38,11 +42,22 @@ export function parseRoutes(text: string, file: string): Route[] {
     const fail = (why: string): never => {
       throw new ConfigError(`${file}:${lineNo}: ${why}`);
     };
-    if (fields.length !== 2 && fields.length !== 3) {
-      fail(`expected "PREFIX host:port [udp=udp|udp=tcp]", found ${fields.length} field(s): ${content}`);
+    if (fields.length < 2 || fields.length > 4) {
+      fail(`expected "PREFIX host:port [udp=udp|udp=tcp] [encrypt]", found ${fields.length} field(s): ${content}`);
     }
-    const udp = fields[2] === undefined ? "udp" : /^udp=(udp|tcp)$/.exec(fields[2])?.[1] as "udp" | "tcp" | undefined;
-    if (!udp) fail(`expected udp=udp or udp=tcp: ${fields[2]}`);
+    let udp: "udp" | "tcp" | undefined = "udp";
+    let encrypt = false;
+    const seen = new Set<string>();
+    for (const opt of fields.slice(2)) {
+      const name = opt.replace(/=.*/, "");
+      if (seen.has(name)) fail(`option given twice: ${opt}`);
+      seen.add(name);
+      if (opt === "encrypt") encrypt = true;
+      else if (name === "udp") {
+        udp = /^udp=(udp|tcp)$/.exec(opt)?.[1] as "udp" | "tcp" | undefined;
+        if (!udp) fail(`expected udp=udp or udp=tcp: ${opt}`);
+      } else fail(`expected udp=udp, udp=tcp or encrypt: ${opt}`);
+    }
     let subnet: Subnet;
     let hostPort: { host: string; port: number };
     try {
@@ -60,7 +75,7 @@ export function parseRoutes(text: string, file: string): Route[] {
         fail(`subnet ${formatSubnet(subnet)} overlaps ${formatSubnet(r.subnet)} from line ${r.line}`);
       }
     }
-    routes.push({ subnet, ...hostPort, udp: udp!, line: lineNo });
+    routes.push({ subnet, ...hostPort, udp: udp!, ...(encrypt ? { encrypt } : {}), line: lineNo });
   }
   if (routes.length === 0) throw new ConfigError(`${file}: no routes in the file`);
   return routes;

@@ -1,163 +1,262 @@
 /**
- * The resumable sessions of one router with its peer routers (the byte stream of one session is
- * router/session.ts): opening one to the peer router of a destination (a router link, HELLO and
- * CHALLENGE, then SESSION on it: no replay cache needed),
- * carrying a virtual connection in one as initiator or responder, the table of live sessions and
- * of those that ended cleanly (for a RESUME that comes late), answering a peer's RESUME, and
- * redialing the peer when our link breaks.
+ * The resumable sessions of one router with its peer routers (docs/PROTOCOL.md, "Sessions
+ * between routers"), control side: the bytes move in the data plane (router/dataplane.ts, C).
+ * Owns the router links to each peer (a small pool, dialed on demand with HELLO/CHALLENGE and
+ * MUX, redialed with backoff while sessions wait for one, then handed to the data plane), links
+ * peer routers dial to us (handed over at their MUX), opening a session for a CONNECT whose
+ * destination is a peer's subnet, answering a peer's OPEN (our listener dialed by the data plane
+ * with its RELAYED ticket), and the log lines and counters of sessions and links.
  */
-import { be64, concat, hex, u64 } from "../common/bytes.ts";
-import { type ConnSet, TimeoutError } from "../common/io.ts";
+import { hex, unhex } from "../common/bytes.ts";
 import type { RouterCounters } from "./counters.ts";
-import { exchange, type Link, LinkError, openLink } from "./link.ts";
-import type { Hop, Refusal } from "./relay.ts";
+import type { DataPlane, DataPlaneEvent } from "./dataplane.ts";
+import { formatIp, type Subnet } from "./ipv4.ts";
+import type { LeaseTable } from "./leases.ts";
+import { type Link, LinkError, openLink } from "./link.ts";
+import type { Refusal } from "./relay.ts";
 import { type Route, routeFor } from "./routes.ts";
-import { type Redial, Session, type SessionConfig, SessionGone } from "./session.ts";
-import { type ConnectBody, encodeConnect, type Frame, FrameError, FrameType, randomId, Role, Status, statusName } from "./wire.ts";
+import { type ConnectBody, FrameType, ipBytes, randomId, Role, Status, statusName } from "./wire.ts";
 
-/** How long a session that ended cleanly is remembered for a late RESUME, ms. */
-const COMPLETED_KEEP_MS = 600_000;
+/** Knobs of sessions between routers. */
+export interface SessionConfig {
+  /** A link with nothing received for this long is declared dead. */
+  deadMs: number;
+  /** First reconnect delay, doubled up to `retryMaxMs`. */
+  retryFirstMs: number;
+  retryMaxMs: number;
+  /** An outage longer than this resets both applications. */
+  outageLimitMs: number;
+  /** Bytes a receiver buffers per session direction. */
+  windowBytes: number;
+  /** Session bytes in memory, router-wide. */
+  memoryLimit: number;
+  /** Spool per session and direction, and for the router, while a link is down. */
+  spool: { limitBytes: number; totalBytes: number; dir: string };
+  /** Encrypt sessions (to every peer; a route line's `encrypt` does it for one). */
+  encrypt: boolean;
+}
 
-/** A hop to a peer router: the connection is the first link of a new session. */
-export interface PeerHop extends Hop {
-  session: { id: Uint8Array; redial: Redial };
+/** Defaults: first retry after 0.5 s, capped at 10 s; outages up to 5 minutes survive. */
+export function defaultSessionConfig(dir: string): SessionConfig {
+  return {
+    deadMs: 4000,
+    retryFirstMs: 500,
+    retryMaxMs: 10_000,
+    outageLimitMs: 300_000,
+    windowBytes: 4 << 20,
+    memoryLimit: 1 << 30,
+    spool: { limitBytes: 256 << 20, totalBytes: 4 << 30, dir },
+    encrypt: false,
+  };
+}
+
+/** An open session toward a peer router, waiting for the program's data connection. */
+export interface PeerHop {
+  session: number;
+  via: string;
 }
 
 /** What the sessions of a router need from it. */
 export interface SessionTableOptions {
   routes: Route[];
+  self: Subnet;
   key: Uint8Array;
   timeoutMs: number;
   cfg: SessionConfig;
   counters: RouterCounters;
-  /** The router's open connections: new links join them. */
-  conns: ConnSet;
+  table: () => LeaseTable;
+  dp: () => DataPlane;
   log: (line: string) => void;
+}
+
+interface Peer {
+  route: Route;
+  id: number;
+  dialing: boolean;
+  failures: number;
+  retryAt: number;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
+interface Known {
+  what: string;
+  sid: string;
+  opener: boolean;
+  opened?: (r: { status: number }) => void;
 }
 
 /** The sessions of one router. */
 export class SessionTable {
-  #live = new Map<string, Session>();
-  /** Sessions that ended cleanly, by id: their final r_bytes, for a RESUME that comes late. */
-  #completed = new Map<string, { recv: number; at: number }>();
+  #peers = new Map<number, Peer>();
+  #peerOf = new Map<Route, Peer>();
+  #links = new Map<number, { peer: number; via: string }>();
+  #nextLink = 1;
+  #sessions = new Map<number, Known>();
+  #nextId = 1;
 
-  constructor(private readonly o: SessionTableOptions) {}
+  constructor(private readonly o: SessionTableOptions) {
+    o.routes.forEach((route, i) => {
+      const p: Peer = { route, id: i + 1, dialing: false, failures: 0, retryAt: 0 };
+      this.#peers.set(p.id, p);
+      this.#peerOf.set(route, p);
+    });
+  }
+
+  /** Ids of sessions and local relays (shared by router/connects.ts: one space). */
+  nextId(): number {
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0x7fffffff ? 1 : this.#nextId + 1;
+    return id;
+  }
+
+  /** Router links in the data plane now. */
+  get links(): number {
+    return this.#links.size;
+  }
 
   /**
-   * Opens the first link of a session to the peer router responsible for the destination; the
-   * peer must answer OK (it has reached the real listener) first.
+   * Opens a session to the peer router responsible for the destination; resolves once the peer
+   * reached its listener (or refused).
    */
-  async dial(c: ConnectBody): Promise<PeerHop | Refusal> {
-    const { key, timeoutMs } = this.o;
+  async open(c: ConnectBody, what: string): Promise<PeerHop | Refusal> {
     const route = routeFor(this.o.routes, c.dstIp);
-    if (!route) return { status: Status.ENETUNREACH, why: "no route to its subnet" };
-    const via = `${route.host}:${route.port}`;
-    let link: Link;
-    try {
-      link = await openLink(route, key, { role: Role.ROUTER, timeoutMs });
-    } catch (e) {
-      const status = e instanceof LinkError && e.kind === "timeout" ? Status.ETIMEDOUT : Status.ENETUNREACH;
-      return { status, why: (e as Error).message };
-    }
-    const id = randomId(); // a fresh random session id
-    try {
-      const reply = await exchange(link, FrameType.SESSION, concat(id, encodeConnect(c)), timeoutMs);
-      if (reply.status !== Status.OK) {
-        link.close();
-        return { status: reply.status, why: `peer router ${via} answered ${statusName(reply.status)}` };
+    const peer = route && this.#peerOf.get(route);
+    if (!route || !peer) return { status: Status.ENETUNREACH, why: "no route to its subnet" };
+    const id = this.nextId();
+    const sid = randomId();
+    const answer = new Promise<{ status: number }>((resolve) => {
+      this.#sessions.set(id, { what, sid: hex(sid).slice(0, 12), opener: true, opened: resolve });
+    });
+    this.o.dp().open(id, peer.id, sid, c, this.o.cfg.encrypt || route.encrypt === true);
+    const r = await answer;
+    const via = `peer router ${route.host}:${route.port}`;
+    if (r.status !== Status.OK) return { status: r.status, why: `${via} answered ${statusName(r.status)}` };
+    return { session: id, via };
+  }
+
+  /** The program's data connection for opened session `id`: handed to the data plane. */
+  attach(id: number, conn: Deno.TcpConn): void {
+    const dp = this.o.dp();
+    dp.attach(id, dp.adopt(conn));
+  }
+
+  /** Ends opened session `id` (its data connection never came, or the router stops). */
+  abort(id: number, reason: number): void {
+    this.o.dp().abort(id, reason);
+  }
+
+  /** A link a peer router opened to us, at its MUX frame: handed to the data plane. */
+  accept(link: Link): void {
+    const dp = this.o.dp();
+    const id = this.#nextLink++;
+    const fd = dp.adopt(link.conn);
+    this.#links.set(id, { peer: 0, via: `peer router ${link.peer}` });
+    dp.addLink(fd, id, 0, link.sendKey, link.recvKey, link.sendSeq, link.recvSeq);
+  }
+
+  /** An event of the data plane about sessions or links; false when it is not one. */
+  event(e: DataPlaneEvent): boolean {
+    switch (e.type) {
+      case "opened": {
+        const s = this.#sessions.get(e.id);
+        s?.opened?.({ status: e.status });
+        if (s) s.opened = undefined;
+        return true;
       }
-      return { conn: link.conn, via: `peer router ${via}`, session: { id, redial: () => this.#redial(route, id) } };
-    } catch (e) {
-      link.close(); // may be closed by the deadline already
-      const status = e instanceof TimeoutError ? Status.ETIMEDOUT : Status.ENETUNREACH;
-      return { status, why: `peer router ${via}: ${(e as Error).message}` };
-    }
-  }
-
-  /** Carries a virtual connection as the initiator: `app` is our client, `hop` the first link. */
-  async initiate(hop: PeerHop, app: Deno.TcpConn, what: string): Promise<void> {
-    const session = new Session(hop.session.id, "initiator", app, this.o.cfg, this.o.log, hop.session.redial);
-    session.attach(hop.conn, 0);
-    await this.#run(session, what);
-  }
-
-  /** Carries a virtual connection as the responder: `link` is the initiating router's, `app` the server. */
-  async respond(id: Uint8Array, link: Deno.TcpConn, app: Deno.TcpConn, what: string): Promise<void> {
-    const session = new Session(id, "responder", app, this.o.cfg, this.o.log);
-    session.attach(link, 0);
-    await this.#run(session, what);
-  }
-
-  /** Resets every live session (router shutdown). */
-  abortAll(why: string): void {
-    for (const s of this.#live.values()) s.abort(why);
-  }
-
-  async #run(session: Session, what: string): Promise<void> {
-    const key = hex(session.id);
-    this.#live.set(key, session);
-    this.o.counters.sessionStarted(session);
-    const clean = await session.finished;
-    this.#live.delete(key);
-    if (clean) this.#completed.set(key, { recv: session.recv, at: Date.now() });
-    for (const [k, v] of this.#completed) if (Date.now() - v.at > COMPLETED_KEEP_MS) this.#completed.delete(k);
-    for (const line of this.o.counters.sessionEnded(session, clean, what)) this.o.log(line);
-  }
-
-  /** RESUME from the initiating router on a router link: reattach the session's new link. */
-  async resume(link: Link, frame: Frame, peer: string): Promise<void> {
-    const { conns, log } = this.o;
-    if (frame.body.length !== 24) {
-      log(`bad RESUME from ${peer}`);
-      await link.reply(frame.reqId, Status.EINVAL).catch(() => {});
-      link.close();
-      return;
-    }
-    const key = hex(frame.body.subarray(0, 16));
-    const peerRecv = u64(frame.body, 16);
-    const session = this.#live.get(key);
-    const done = this.#completed.get(key);
-    if (!session) {
-      const status = done ? Status.OK : Status.ENOENT;
-      log(`resume of ${done ? "finished" : "unknown"} session ${key.slice(0, 12)} from ${peer}`);
-      const data = done ? concat(be64(done.recv), new Uint8Array([1])) : undefined;
-      await link.reply(frame.reqId, status, data).catch(() => {});
-      await link.flushed();
-      link.close();
-      return;
-    }
-    const recv = session.detach(); // the old link delivers nothing more once we answer
-    try {
-      await link.reply(frame.reqId, Status.OK, concat(be64(recv), new Uint8Array([0])));
-    } catch {
-      link.close();
-      return;
-    }
-    conns.add(link.conn);
-    session.reconnects++;
-    session.attach(link.conn, peerRecv);
-  }
-
-  /** Reconnects to the peer router for a session (a new router link) and resumes it. */
-  async #redial(route: Route, id: Uint8Array): Promise<{ link: Deno.TcpConn; peerRecv: number }> {
-    const session = this.#live.get(hex(id));
-    if (!session) throw new SessionGone("Session already ended");
-    const link = await openLink(route, this.o.key, { role: Role.ROUTER, timeoutMs: this.o.timeoutMs });
-    try {
-      const reply = await exchange(link, FrameType.RESUME, concat(id, be64(session.recv)), this.o.timeoutMs);
-      if (reply.status === Status.ENOENT) throw new SessionGone("Peer router lost the session");
-      if (reply.status !== Status.OK || reply.data.length !== 9) throw new FrameError(`RESUME refused: ${statusName(reply.status)}`);
-      const peerRecv = u64(reply.data, 0);
-      if (reply.data[8] === 1) {
-        link.close();
-        if (peerRecv === session.sent) throw new SessionGone("Peer finished the session cleanly meanwhile");
-        throw new SessionGone("Peer finished the session without all our bytes");
+      case "open_req":
+        this.#answer(e.id, e.connect, e.sid, e.link);
+        return true;
+      case "dial_fail": {
+        const s = this.#sessions.get(e.id);
+        if (s) this.o.log(`connect ${s.what}: ${statusName(e.status)} (listener unreachable: errno ${e.errno})`);
+        return true;
       }
-      this.o.conns.add(link.conn);
-      return { link: link.conn, peerRecv };
-    } catch (e) {
-      link.close();
-      throw e;
+      case "end": {
+        const s = this.#sessions.get(e.id);
+        this.#sessions.delete(e.id);
+        s?.opened?.({ status: Status.ENETUNREACH });
+        if (!e.opened || !s) return true;
+        for (const line of this.o.counters.sessionEnded(s.sid, e, s.what)) this.o.log(line);
+        return true;
+      }
+      case "link_down": {
+        const l = this.#links.get(e.link);
+        this.#links.delete(e.link);
+        this.o.log(`${l?.via ?? "peer router"}: link down (${e.why}); ${e.sessions} session(s), ${e.unacked} unacknowledged byte(s) kept`);
+        return true;
+      }
+      case "need_link": {
+        const p = this.#peers.get(e.peer);
+        if (p) this.#dial(p);
+        return true;
+      }
+      default:
+        return false;
     }
+  }
+
+  /** A peer's OPEN: our listener for the destination, dialed by the data plane, or a refusal. */
+  #answer(id: number, c: ConnectBody, sid: Uint8Array, link: number): void {
+    const what = `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
+    const via = this.#links.get(link)?.via ?? "a peer router";
+    const table = this.o.table();
+    const l = c.proto === 6 ? table.listener(c.dstIp, c.dstPort) : undefined;
+    if (!l) {
+      const status = c.proto !== 6 ? Status.EINVAL : table.leases.has(c.dstIp) ? Status.ECONNREFUSED : Status.EHOSTUNREACH;
+      this.o.log(`connect ${what} from ${via}: ${statusName(status)} (${status === Status.ECONNREFUSED ? "no listener on that port" : "address not leased"})`);
+      this.o.dp().answerRefuse(id, status);
+      return;
+    }
+    this.#sessions.set(id, { what, sid: hex(sid).slice(0, 12), opener: false });
+    this.o.log(`relay ${what} open via listener ${l.realHost}:${l.realPort}`);
+    this.o.dp().answerDial(id, l.realHost, l.realPort, unhex(l.id));
+  }
+
+  /** Opens a link to a peer (unless one is being opened); on failure retries later if needed. */
+  #dial(p: Peer): void {
+    if (p.dialing || p.timer) return;
+    const wait = p.retryAt - Date.now();
+    if (wait > 0) {
+      p.timer = setTimeout(() => {
+        p.timer = undefined;
+        this.#dial(p);
+      }, wait);
+      return;
+    }
+    p.dialing = true;
+    const via = `peer router ${p.route.host}:${p.route.port}`;
+    (async () => {
+      let link: Link | undefined;
+      try {
+        link = await openLink(p.route, this.o.key, { role: Role.ROUTER, timeoutMs: this.o.timeoutMs });
+        const mux = new Uint8Array(6);
+        mux.set(ipBytes(this.o.self.net), 1);
+        mux[5] = this.o.self.len;
+        await link.send(FrameType.MUX, 0, mux);
+        const dp = this.o.dp();
+        const id = this.#nextLink++;
+        const fd = dp.adopt(link.conn);
+        this.#links.set(id, { peer: p.id, via });
+        dp.addLink(fd, id, p.id, link.sendKey, link.recvKey, link.sendSeq, link.recvSeq);
+        if (p.failures > 0) this.o.log(`link to ${via} up again after ${p.failures} failed attempt(s)`);
+        p.failures = 0;
+        p.retryAt = 0;
+      } catch (e) {
+        link?.close();
+        const delay = Math.min(this.o.cfg.retryFirstMs * 2 ** p.failures, this.o.cfg.retryMaxMs);
+        p.failures++;
+        p.retryAt = Date.now() + delay;
+        if (p.failures === 1) this.o.log(`cannot open a link to ${via}: ${(e as Error).message}; retrying`);
+        const status = e instanceof LinkError && e.kind === "timeout" ? Status.ETIMEDOUT : Status.ENETUNREACH;
+        this.o.dp().linkFail(p.id, status);
+      } finally {
+        p.dialing = false;
+      }
+    })();
+  }
+
+  /** Stops retrying (router shutdown). */
+  close(): void {
+    for (const p of this.#peers.values()) clearTimeout(p.timer);
   }
 }

@@ -45,8 +45,13 @@ export const FrameType = {
   USE: 14,
   PING: 16,
   PONG: 17,
-  SESSION: 20,
+  /** Router links (docs/PROTOCOL.md, "Sessions between routers"); frames after MUX are the
+   * data plane's (native/router/core/frame.h). */
+  OPEN: 20,
+  OPENED: 21,
   RESUME: 26,
+  RESUMED: 27,
+  MUX: 28,
 } as const;
 /** A frame type code. */
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType];

@@ -13,9 +13,11 @@
  *           `up frame 3 blackhole`, `down after 0 inject 5556504e`; `events` prints what fired.
  *
  * Frames are recognised only on connections whose stream starts with a UVPN frame ("UVPN") or a
- * ticket ("UVPT"): frame by frame (64 + body length bytes; a ticket is 88) until the first byte
- * that is neither, after which the rest of that direction is raw bytes. Offsets count from the
- * start of each connection's direction.
+ * ticket ("UVPT"): frame by frame (64 + body length bytes; a session frame between routers, types
+ * 22-25 and 29, is 48 + body length; a ticket is 88) until the first byte that is neither, after
+ * which the rest of that direction is raw bytes. Offsets count from the start of each
+ * connection's direction. `forge` makes the injected bytes from the head of the frame at the
+ * firing point (a forged frame that names the same session and stream position).
  */
 import { concat, unhex } from "../common/bytes.ts";
 import { resetConn } from "../router/reset.ts";
@@ -40,6 +42,8 @@ export interface Fault {
   count?: number;
   /** inject: the bytes to insert at the firing point. */
   bytes?: Uint8Array;
+  /** inject: makes the bytes to insert from the 32-byte head of the frame at the firing point. */
+  forge?: (head: Uint8Array) => Uint8Array;
 }
 
 /** Where a fault fired. */
@@ -54,14 +58,19 @@ export interface FaultEvent {
 export interface FaultRelayOptions {
   listen: { hostname: string; port: number };
   target: { hostname: string; port: number };
+  /** Called with the bytes of each direction of each connection as they are read (a capture). */
+  tap?: (conn: number, dir: Dir, bytes: Uint8Array) => void;
 }
 
-const HEAD = 32, MAC = 32, TICKET = 88;
+const HEAD = 32, MAC = 32, TICKET = 88, SESSION_TAG = 16;
+/** Session frames between routers (DATA, ACK, FIN, RST, CLOSE): a 16-byte AES-GCM tag, no HMAC. */
+const SESSION_TYPES = new Set([22, 23, 24, 25, 29]);
 
 /** The type of the frame starting at data[i] (8 bytes available), or null when it is no frame. */
 function frameAt(data: Uint8Array, i: number): { type: number; length: number } | null {
   const magic = String.fromCharCode(data[i], data[i + 1], data[i + 2], data[i + 3]);
-  if (magic === "UVPN") return { type: data[i + 5], length: HEAD + ((data[i + 6] << 8) | data[i + 7]) + MAC };
+  const type = data[i + 5], body = (data[i + 6] << 8) | data[i + 7];
+  if (magic === "UVPN") return { type, length: HEAD + body + (SESSION_TYPES.has(type) ? SESSION_TAG : MAC) };
   if (magic === "UVPT") return { type: 256 + data[i + 5], length: TICKET };
   return null;
 }
@@ -94,6 +103,7 @@ class Pipe {
       while (!this.relay.isGone(this.conn)) {
         const n = await this.from.read(buf);
         if (n === null) break;
+        this.relay.opts.tap?.(this.conn, this.dir, buf.slice(0, n));
         await this.#forward(buf.subarray(0, n));
       }
       await this.#send(this.#held);
@@ -119,6 +129,11 @@ class Pipe {
         else {
           this.#left = frame.length;
           const f = this.relay.pending(this.conn, this.dir).find((f) => f.onFrameType === frame.type);
+          if (f?.forge && data.length - i < HEAD) {
+            this.#left = 0;
+            this.#held = data.slice(i); // the forgery needs the whole head
+            return;
+          }
           if (f) {
             data = await this.#apply(f, data, i);
             continue;
@@ -175,7 +190,7 @@ class Pipe {
         return copy;
       }
       case "inject":
-        await this.#send(fault.bytes ?? new Uint8Array(0));
+        await this.#send(fault.forge ? fault.forge(data.slice(i, i + HEAD)) : fault.bytes ?? new Uint8Array(0));
         return data;
       case "close":
         await this.to.closeWrite().catch(() => {});

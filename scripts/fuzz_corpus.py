@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the libFuzzer harnesses (native/fuzz/) into tests/fuzz/corpus/NAME/:
-frames and datagrams from the shared wire vectors (tests/vectors/wire.txt), DNS queries as
+frames and datagrams from the shared wire vectors (tests/vectors/wire.txt), the frames of a
+router link that carries sessions (session frames and MUX, OPEN, ... link frames, alone and as
+one stream) from the same vectors, DNS queries as
 resolvers send them, key files, cache-manager replies and socket addresses. Files are named by
 the SHA-1 of their content, as libFuzzer names its own, so running this again changes nothing.
 Regression inputs (a crash found once) live in the same folders under names starting with
@@ -32,6 +34,25 @@ def wire():
             # bit 0: the harness fixes the MAC first; bit 1: judged as on an authenticated link
             for mode in range(4):
                 put("wire", bytes([mode]) + raw)
+
+
+def frame():
+    """Router-link frames for fuzz/frame.c: mode byte (bit 0 seal/MAC, bit 1 encrypt, bits 2-3
+    the GCM implementation), then one frame or all of them as one stream."""
+    frames = []
+    with open(os.path.join(ROOT, "tests", "vectors", "wire.txt")) as f:
+        for line in f:
+            p = line.split()
+            if p and p[0] == "sframe":
+                frames.append(bytes.fromhex(p[-1]))
+            elif p and p[0] == "frame" and p[1] in ("mux", "open", "opened", "resume", "resumed", "ping", "pong"):
+                frames.append(bytes.fromhex(p[-1]))
+    for raw in frames:
+        for mode in (0, 1, 3):
+            put("frame", bytes([mode]) + raw)
+    stream = b"".join(frames)
+    for mode in range(12):
+        put("frame", bytes([mode]) + stream)
 
 
 def dns_query(qid, name, qtype, qclass=1, flags=0x0100):
@@ -70,5 +91,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         sys.exit(__doc__)
     wire()
+    frame()
     dns()
     simple()

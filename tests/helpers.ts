@@ -310,6 +310,13 @@ export class Overlay {
 
   /** Stops both routers by pid. */
   async stop(): Promise<void> {
-    for (const s of [this.a, this.b]) await s.router?.stop();
+    for (const s of [this.a, this.b]) {
+      await s.router?.stop();
+      // In the sanitizer pass a router's report (its data plane is instrumented) goes to the
+      // test's output, where scripts/test.sh counts reports.
+      if (SANITIZE_RT && s.router && /ERROR: (Address|Leak)Sanitizer|runtime error:/.test(s.router.stderr)) {
+        console.error(`router ${s.prefix}:\n${s.router.stderr}`);
+      }
+    }
   }
 }

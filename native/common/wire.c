@@ -19,7 +19,7 @@
 static int known_type(int type)
 {
     return (type >= UVPN_T_HELLO && type <= UVPN_T_USE) || type == UVPN_T_PING || type == UVPN_T_PONG ||
-           type == UVPN_T_SESSION || type == UVPN_T_RESUME;
+           type == UVPN_T_OPEN || type == UVPN_T_OPENED || (type >= UVPN_T_RESUME && type <= UVPN_T_MUX);
 }
 
 size_t uvpn_max_body(int type, int authenticated)

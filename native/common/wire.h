@@ -47,8 +47,13 @@ enum {
     UVPN_T_USE = 14,       /* ip: this link uses the address (keeps its lease held) */
     UVPN_T_PING = 16,
     UVPN_T_PONG = 17,
-    UVPN_T_SESSION = 20,   /* router to router */
-    UVPN_T_RESUME = 26,    /* router to router */
+    /* Router links (docs/PROTOCOL.md, "Sessions between routers"): link frames, MACed as
+     * above; the session frames 22-25 and 29 have their own layout (router/core/frame.h). */
+    UVPN_T_OPEN = 20,
+    UVPN_T_OPENED = 21,
+    UVPN_T_RESUME = 26,
+    UVPN_T_RESUMED = 27,
+    UVPN_T_MUX = 28,
 };
 
 #define UVPN_ROLE_CLIENT 1

@@ -166,3 +166,72 @@ Deno.test("edges: after authentication, a bad MAC, a skipped seq, an oversized o
     await o.stop();
   }
 });
+
+Deno.test("edges: on a router link in the data plane (after MUX), garbage, a bad MAC, a skipped seq, an oversized, unknown or unexpected frame end that link only, counted by reason", opts, async () => {
+  using dir = tempDir();
+  const o = new Overlay(dir.path);
+  await o.startRouter(o.a);
+  try {
+    const key = await readKey(o.keyFile);
+    /** A router link done by hand and handed to the data plane: MUX (seq 1) sent, next seq 2. */
+    const routerLink = async () => {
+      const c = await Deno.connect({ hostname: o.a.host, port: o.a.port });
+      const nc = randomId();
+      await c.write(encodeFrame(key, FrameType.HELLO, 0, 0, encodeHello({ role: 2, flags: 0, nc, holder: new Uint8Array(16) })));
+      const challenge = decodeFrame(key, await readN(c, HEAD_LEN + 32 + MAC_LEN), false);
+      const k = linkKeys(key, nc, challenge.body.subarray(0, 16));
+      await c.write(encodeFrame(k.up, FrameType.MUX, 1, 0, new Uint8Array([0, 100, 65, 0, 0, 16])));
+      return { c, up: k.up, down: k.down };
+    };
+    const ping = (up: Uint8Array, seq: number) => encodeFrame(up, FrameType.PING, seq, 0, new Uint8Array(8).fill(7));
+    const status = async () => {
+      const r = await cli("uvpn_proxy", ["--status", "--json", "--routes", o.routes, "--subnet", o.a.prefix, "--listen", `${o.a.host}:${o.a.port}`], { env: o.baseEnv });
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout).frames.refused as Record<string, number>;
+    };
+    const before = await status();
+    const cases: [string, (up: Uint8Array) => Uint8Array, string, RegExp][] = [
+      ["garbage", () => new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"), "malformed", /link down \(a malformed frame/],
+      ["bad MAC", (up) => {
+        const f = ping(up, 2);
+        f[f.length - 1] ^= 1;
+        return f;
+      }, "bad_mac", /link down \(a link frame failed its MAC/],
+      ["skipped seq", (up) => ping(up, 5), "out_of_sequence", /link down \(a link frame out of sequence/],
+      ["oversized link frame", (up) => encodeFrame(up, FrameType.PING, 2, 0, new Uint8Array(1025)), "malformed", /link down \(a malformed frame/],
+      ["unknown type", (up) => {
+        const f = ping(up, 2);
+        f[5] = 99;
+        return f;
+      }, "malformed", /link down \(a malformed frame/],
+      ["answer on the answerer's side", (up) => encodeFrame(up, FrameType.OPENED, 2, 1, new Uint8Array(22)), "protocol", /link down \(an unexpected link frame/],
+    ];
+    const expect = { ...before };
+    for (const [what, make, reason, why] of cases) {
+      const l = await routerLink();
+      await l.c.write(make(l.up));
+      const r = await drain(l.c, 5000);
+      l.c.close();
+      assert.equal(r.bytes, 0, `${what}: answered`);
+      assert.ok(r.closed, `${what}: link not closed`);
+      await o.a.router!.waitFor(why, 5000);
+      expect[reason]++;
+    }
+    // A session frame of a session that is not (or no longer) on this link is ignored; the link
+    // lives on and answers a PING.
+    const l = await routerLink();
+    const stray = new Uint8Array(HEAD_LEN + 1 + 16);
+    stray.set(new TextEncoder().encode("UVPN"), 0);
+    stray[4] = 2, stray[5] = 22, stray[7] = 1, stray[19] = 7; // DATA, 1 byte, session 7
+    await l.c.write(stray);
+    await l.c.write(ping(l.up, 2));
+    const pong = decodeFrame(l.down, await readN(l.c, HEAD_LEN + 8 + MAC_LEN));
+    assert.equal(pong.type, FrameType.PONG);
+    l.c.close();
+    expect.ended_session++;
+    assert.deepEqual(await status(), expect);
+    assert.ok(await legitMs(o) < 10_000);
+  } finally {
+    await o.stop();
+  }
+});

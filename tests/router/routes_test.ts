@@ -24,9 +24,11 @@ Deno.test("routes: every bad line names FILE:LINE and why", () => {
     ["300.1.0.0 h:1\n", /^f:1: bad IPv4 address: 300\.1\.0\.0$/],
     ["100.64.0.0/33 h:1\n", /^f:1: bad prefix length .*: 33$/],
     ["100.64.0.1/16 h:1\n", /^f:1: host bits set in subnet: 100\.64\.0\.1\/16/],
-    ["100.64.0.0/16 h:1 extra\n", /^f:1: expected udp=udp or udp=tcp: extra$/],
+    ["100.64.0.0/16 h:1 extra\n", /^f:1: expected udp=udp, udp=tcp or encrypt: extra$/],
     ["100.64.0.0/16 h:1 udp=sctp\n", /^f:1: expected udp=udp or udp=tcp: udp=sctp$/],
-    ["100.64.0.0/16 h:1 udp=tcp x\n", /^f:1: expected "PREFIX host:port \[udp=udp\|udp=tcp\]", found 4 field/],
+    ["100.64.0.0/16 h:1 udp=tcp x\n", /^f:1: expected udp=udp, udp=tcp or encrypt: x$/],
+    ["100.64.0.0/16 h:1 encrypt encrypt\n", /^f:1: option given twice: encrypt$/],
+    ["100.64.0.0/16 h:1 udp=tcp encrypt x\n", /^f:1: expected "PREFIX host:port \[udp=udp\|udp=tcp\] \[encrypt\]", found 5 field/],
     ["100.64.0.0/16 h:1\n100.64.128.0/17 h:2\n", /^f:2: subnet 100\.64\.128\.0\/17 overlaps 100\.64\.0\.0\/16 from line 1$/],
     ["# only a comment\n", /^f: no routes in the file$/],
   ];
@@ -38,4 +40,9 @@ Deno.test("routes: every bad line names FILE:LINE and why", () => {
 Deno.test("routes: an optional udp=udp|udp=tcp third field, udp by default", () => {
   const routes = parseRoutes("100.64.0.0/16 a:1\n100.65.0.0/16 b:2 udp=tcp\n100.66.0.0/16 c:3 udp=udp # x\n", "r");
   assert.deepEqual(routes.map((r) => r.udp), ["udp", "tcp", "udp"]);
+});
+
+Deno.test("routes: an optional encrypt option, in any order with udp=", () => {
+  const routes = parseRoutes("100.64.0.0/16 a:1 encrypt\n100.65.0.0/16 b:2 encrypt udp=tcp\n100.66.0.0/16 c:3 udp=tcp\n", "r");
+  assert.deepEqual(routes.map((r) => [r.udp, r.encrypt === true]), [["udp", true], ["tcp", true], ["tcp", false]]);
 });

@@ -1,0 +1,434 @@
+/**
+ * UVPN's data plane between routers (issue 13), with real programs and real routers: forged
+ * session frames injected on the link between the routers are refused and the transfer ends
+ * intact; a captured RESUME replayed on another connection is refused; a reader that stops
+ * keeps the routers' memory within the per-session bound without any spool file while the link
+ * is up; `--metrics` and `--status --json` count a known transfer exactly; 1,000 short sessions
+ * across the WAN emulator end cleanly, none reset.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { readKey } from "../../router/key.ts";
+import { encodeFrame, encodeHello, FrameType, HEAD_LEN, linkKeys, MAC_LEN, randomId, decodeFrame } from "../../router/wire.ts";
+import { FaultRelay } from "../../scripts/fault_relay.ts";
+import { WanEmulator } from "../../scripts/wan_emulator.ts";
+import { cli, freePort, Overlay, Proc, ROOT, sleep, tempDir } from "../helpers.ts";
+import { assertIntact, bulkPeers, report } from "./bulk.ts";
+import type { StatusReport } from "../../router/counters.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+const PEER = join(ROOT, "tests/fixtures/bulk_peer.py");
+const MIB = 1024 * 1024;
+
+/** Session frame types and offsets of their 32-byte head (docs/PROTOCOL.md). */
+const DATA = 22, ACK = 23, RST = 25;
+
+/** An overlay whose A -> B router link runs through a fault relay the test holds. */
+async function relayedOverlay(dir: string, routerArgs: string[] = [], tap?: (conn: number, dir: "up" | "down", b: Uint8Array) => void) {
+  const viaPort = freePort("127.0.0.4");
+  const o = new Overlay(dir, { bVia: { host: "127.0.0.4", port: viaPort }, routerArgs });
+  const relay = new FaultRelay({ listen: { hostname: "127.0.0.4", port: viaPort }, target: { hostname: o.b.host, port: o.b.port }, tap });
+  relay.start();
+  await o.start();
+  return { o, relay };
+}
+
+/** A bulk peer pair (tests/uvpn/bulk.ts), both started. */
+async function bulk(o: Overlay, addrA: string, addrB: string, nbytes: number) {
+  const p = bulkPeers(o, addrA, addrB, nbytes);
+  return { server: p.server, client: await p.client() };
+}
+
+/** `uvpn_proxy --status --json` of one router. */
+async function statusJson(o: Overlay, s: Overlay["a"]): Promise<StatusReport> {
+  const r = await cli("uvpn_proxy", ["--status", "--json", "--routes", o.routes, "--subnet", s.prefix, "--listen", `${s.host}:${s.port}`], { env: o.baseEnv });
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+/** A forged session frame: the head of a real one (same session, same stream position) with another type, body and a random tag. */
+function forged(head: Uint8Array, type: number, body: Uint8Array, ack?: bigint): Uint8Array {
+  const f = new Uint8Array(32 + body.length + 16);
+  f.set(head.subarray(0, 32));
+  f[5] = type;
+  new DataView(f.buffer).setUint16(6, body.length);
+  if (ack !== undefined) new DataView(f.buffer).setBigUint64(20, ack);
+  f.set(body, 32);
+  crypto.getRandomValues(f.subarray(32 + body.length));
+  return f;
+}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([p, new Promise<T>((_, rej) => (t = setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms)))]).finally(() => clearTimeout(t));
+}
+
+Deno.test("dataplane: forged DATA, ACK and RST frames on the link between routers are refused; the transfer completes intact", opts, async () => {
+  using dir = tempDir();
+  const { o, relay } = await relayedOverlay(dir.path, ["--dead-after", "1", "--retry-max", "1"]);
+  const N = 48 * MIB;
+  let p: { server: Proc; client: Proc } | undefined;
+  try {
+    const addrA = await o.register(o.a), addrB = await o.register(o.b);
+    p = await bulk(o, addrA, addrB, N);
+    // Each forgery names the session and stream position of the real frame it precedes; each
+    // ends its link, the session resumes on a new one, and the next forgery waits for that.
+    const body = crypto.getRandomValues(new Uint8Array(1024));
+    await within(relay.arm({ dir: "up", onFrameType: DATA, action: "inject", forge: (h) => forged(h, DATA, body) }), 30_000, "forged DATA");
+    await o.b.router!.waitFor(/link down \(a session frame \(type 22\) failed its MAC\)/);
+    await within(relay.arm({ dir: "down", onFrameType: DATA, action: "inject", forge: (h) => forged(h, ACK, new Uint8Array(0), 1n << 40n) }), 30_000, "forged ACK");
+    await o.a.router!.waitFor(/link down \(a session frame \(type 23\) failed its MAC\)/);
+    await within(relay.arm({ dir: "up", onFrameType: DATA, action: "inject", forge: (h) => forged(h, RST, new Uint8Array([1])) }), 30_000, "forged RST");
+    await o.b.router!.waitFor(/link down \(a session frame \(type 25\) failed its MAC\)/);
+    await assertIntact(p.server, p.client, N, 120_000);
+    const [a, b] = [await statusJson(o, o.a), await statusJson(o, o.b)];
+    assert.equal(a.frames.refused.bad_mac, 1, JSON.stringify(a.frames));
+    assert.equal(b.frames.refused.bad_mac, 2, JSON.stringify(b.frames));
+    for (const s of [a, b]) {
+      assert.equal(s.sessions.resets, 0);
+      assert.equal(s.sessions.reconnects, 3, JSON.stringify(s.sessions));
+      assert.equal(s.spool.used, 0, "whatever went to the spool while a link was down is gone");
+      assert.equal(s.memory.used, 0);
+    }
+  } finally {
+    await p?.client.stop();
+    await p?.server.stop();
+    await o.stop();
+    relay.close();
+  }
+});
+
+/** Frames of a captured byte stream, up to and including the first of `type`. */
+function upTo(stream: Uint8Array, type: number): Uint8Array | undefined {
+  let i = 0;
+  while (i + 8 <= stream.length) {
+    const t = stream[i + 5], len = (stream[i + 6] << 8) | stream[i + 7];
+    const end = i + HEAD_LEN + len + ((t >= 22 && t <= 25) || t === 29 ? 16 : MAC_LEN);
+    if (t === type) return end <= stream.length ? stream.slice(0, end) : undefined;
+    i = end;
+  }
+  return undefined;
+}
+
+async function readAll(c: Deno.Conn, ms: number): Promise<{ bytes: number; closed: boolean }> {
+  const buf = new Uint8Array(4096);
+  let bytes = 0;
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const n = await Promise.race([c.read(buf).catch(() => null), sleep(Math.max(1, deadline - Date.now())).then(() => "wait" as const)]);
+    if (n === "wait") return { bytes, closed: false };
+    if (n === null) return { bytes, closed: true };
+    bytes += n;
+  }
+  return { bytes, closed: false };
+}
+
+Deno.test("dataplane: a captured RESUME replayed on another connection is refused", opts, async () => {
+  using dir = tempDir();
+  const captured = new Map<number, Uint8Array[]>();
+  const { o, relay } = await relayedOverlay(dir.path, ["--dead-after", "1", "--retry-max", "1"], (conn, d, b) => {
+    if (d === "up" && conn > 0) captured.set(conn, [...(captured.get(conn) ?? []), b]);
+  });
+  const N = 16 * MIB;
+  let p: { server: Proc; client: Proc } | undefined;
+  try {
+    const addrA = await o.register(o.a), addrB = await o.register(o.b);
+    p = await bulk(o, addrA, addrB, N);
+    await within(relay.arm({ dir: "up", afterBytes: 2 * MIB, action: "rst", connection: 0 }), 30_000, "the cut");
+    // The first link after the cut carried the RESUME: its opening bytes, verbatim.
+    let replay: Uint8Array | undefined;
+    for (let i = 0; i < 100 && !replay; i++) {
+      for (const chunks of captured.values()) {
+        const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+        let off = 0;
+        for (const c of chunks) all.set(c, (off += c.length) - c.length);
+        replay ??= upTo(all, FrameType.RESUME);
+      }
+      if (!replay) await sleep(100);
+    }
+    assert.ok(replay, "a RESUME crossed the relay");
+    const before = await statusJson(o, o.b);
+    // 1. The whole captured opening (HELLO, MUX, RESUME) on a new connection: the router's
+    // fresh challenge makes every frame after HELLO fail its MAC.
+    const c1 = await Deno.connect({ hostname: o.b.host, port: o.b.port });
+    await c1.write(replay);
+    const r1 = await readAll(c1, 5_000);
+    c1.close();
+    assert.ok(r1.closed, "the router closed the replaying connection");
+    assert.ok(r1.bytes <= HEAD_LEN + 32 + MAC_LEN, `nothing but a CHALLENGE answered: ${r1.bytes} bytes`);
+    // 2. The captured RESUME alone, on a link a key holder opened itself: its MAC is of another link.
+    const key = await readKey(o.keyFile);
+    const c2 = await Deno.connect({ hostname: o.b.host, port: o.b.port });
+    const nc = randomId();
+    await c2.write(encodeFrame(key, FrameType.HELLO, 0, 0, encodeHello({ role: 2, flags: 0, nc, holder: new Uint8Array(16) })));
+    const ch = new Uint8Array(HEAD_LEN + 32 + MAC_LEN);
+    for (let got = 0; got < ch.length;) {
+      const n = await c2.read(ch.subarray(got));
+      if (n === null) throw new Error("closed before CHALLENGE");
+      got += n;
+    }
+    const k = linkKeys(key, nc, decodeFrame(key, ch, false).body.subarray(0, 16));
+    // A valid MUX under this link's key (seq 1): the link goes to the data plane, which then
+    // gets the captured RESUME renumbered to seq 2, so that only its MAC can refuse it.
+    await c2.write(encodeFrame(k.up, FrameType.MUX, 1, 0, new Uint8Array([0, 100, 64, 0, 0, 16])));
+    let start = 0;
+    for (let i = 0; i < replay.length; i += HEAD_LEN + ((replay[i + 6] << 8) | replay[i + 7]) + MAC_LEN) start = i;
+    const frame = replay.slice(start);
+    assert.equal(frame[5], FrameType.RESUME);
+    new DataView(frame.buffer).setBigUint64(8, 2n);
+    await c2.write(frame);
+    const r2 = await readAll(c2, 5_000);
+    c2.close();
+    assert.ok(r2.closed, "the router closed the link with the replayed RESUME");
+    assert.equal(r2.bytes, 0, "no answer to the replayed RESUME");
+    await o.b.router!.waitFor(/a link frame failed its MAC/);
+    await assertIntact(p.server, p.client, N, 120_000);
+    const after = await statusJson(o, o.b);
+    assert.equal(after.sessions.reconnects, before.sessions.reconnects, "the replays resumed nothing");
+    assert.equal(after.sessions.resets, 0);
+    assert.equal(after.frames.refused.bad_mac, before.frames.refused.bad_mac + 1, "the RESUME failed its MAC");
+  } finally {
+    await p?.client.stop();
+    await p?.server.stop();
+    await o.stop();
+    relay.close();
+  }
+});
+
+/** A server that accepts one connection, reads nothing for `stall` seconds, then reads all and reports. */
+const STALLED_READER = `
+import hashlib, json, socket, sys, time
+addr, port, stall = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((addr, port)); srv.listen(1)
+print("listening", file=sys.stderr, flush=True)
+c, _ = srv.accept()
+print("accepted", file=sys.stderr, flush=True)
+time.sleep(stall)
+h, n = hashlib.sha256(), 0
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    h.update(b); n += len(b)
+print(json.dumps({"received": n, "sha": h.hexdigest()}), flush=True)
+`;
+
+/** A client that writes N pseudo-random bytes as fast as it may, printing its progress every 0.5 s. */
+const EAGER_WRITER = `
+import hashlib, json, random, socket, sys, threading, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((addr, port))
+sent = [0]
+h = hashlib.sha256()
+def tick():
+    while True:
+        print(json.dumps({"written": sent[0]}), flush=True); time.sleep(0.5)
+threading.Thread(target=tick, daemon=True).start()
+rng = random.Random(7)
+while sent[0] < n:
+    b = rng.randbytes(min(1 << 18, n - sent[0]))
+    s.sendall(b); h.update(b); sent[0] += len(b)
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+print(json.dumps({"done": sent[0], "sha": h.hexdigest()}), flush=True)
+`;
+
+Deno.test("dataplane: a reader that stops for 30 s slows its writer; router memory stays within the session's bound, no spool file while the link is up", opts, async () => {
+  using dir = tempDir();
+  const spoolDir = join(dir.path, "spool");
+  Deno.mkdirSync(spoolDir);
+  const window = 4 * MIB;
+  const o = new Overlay(dir.path, { routerArgs: ["--spool-dir", spoolDir, "--session-window", "4"] });
+  await o.start();
+  const N = 96 * MIB;
+  let server: Proc | undefined, client: Proc | undefined;
+  try {
+    const addrA = await o.register(o.a), addrB = await o.register(o.b);
+    server = new Proc("python3", ["-c", STALLED_READER, addrB, "9200", "30"], { env: o.env(o.b, addrB) });
+    await server.waitFor(/listening/);
+    await o.b.router!.waitFor(/listener .*:9200 is at/);
+    client = new Proc("python3", ["-c", EAGER_WRITER, addrB, "9200", String(N)], { env: o.env(o.a, addrA) });
+    await server.waitFor(/accepted/);
+    const t0 = Date.now();
+    let peak = 0, spoolSeen = 0;
+    const written = () => Math.max(0, ...[...client!.stdout.matchAll(/"written": (\d+)/g)].map((m) => Number(m[1])));
+    let at5 = 0;
+    while (Date.now() - t0 < 28_000) {
+      const [a, b] = [await statusJson(o, o.a), await statusJson(o, o.b)];
+      peak = Math.max(peak, a.memory.used + b.memory.used, a.memory.peak, b.memory.peak);
+      spoolSeen += [...Deno.readDirSync(spoolDir)].length + a.spool.peak + b.spool.peak;
+      if (!at5 && Date.now() - t0 > 5_000) at5 = written();
+      await sleep(1_000);
+    }
+    const stalled = written();
+    // The writer was held back: nothing more got through after the first seconds than the
+    // window and the sockets' own buffers on both ends.
+    assert.ok(stalled < 48 * MIB, `the writer wrote ${stalled} bytes to a stalled reader`);
+    assert.ok(stalled - at5 < 2 * MIB, `the writer kept writing while the reader stalled: ${at5} at 5 s, ${stalled} at 28 s`);
+    assert.ok(peak <= 2 * window + 2 * MIB, `router memory ${peak} bytes for one session (window ${window})`);
+    assert.equal(spoolSeen, 0, "no spool file while the link is up");
+    const [c, s] = [await client.result(120_000), await server.result(120_000)];
+    assert.equal(c.code, 0, c.stderr);
+    assert.equal(s.code, 0, s.stderr);
+    const done = JSON.parse(c.stdout.trim().split("\n").pop()!), got = JSON.parse(s.stdout.trim().split("\n").pop()!);
+    assert.equal(got.received, N);
+    assert.equal(got.sha, done.sha);
+    const [a, b] = [await statusJson(o, o.a), await statusJson(o, o.b)];
+    assert.equal(a.sessions.spooled + b.sessions.spooled, 0);
+    console.log(`stalled reader: writer held at ${stalled} bytes, router memory peak ${peak} bytes`);
+  } finally {
+    await client?.stop();
+    await server?.stop();
+    await o.stop();
+  }
+});
+
+/** Value of one sample of a Prometheus text exposition. */
+function sample(text: string, name: string, labels = ""): number {
+  const re = new RegExp(`^${name}${labels.replace(/[{}"]/g, (c) => "\\" + c)} (\\S+)$`, "m");
+  const m = re.exec(text);
+  if (!m) throw new Error(`no ${name}${labels} in\n${text}`);
+  return Number(m[1]);
+}
+
+Deno.test("dataplane: --metrics and --status --json count a known transfer exactly", opts, async () => {
+  using dir = tempDir();
+  const port = freePort("127.0.0.2");
+  // Only router A serves metrics.
+  const o = new Overlay(dir.path, { routerArgs: ["--metrics", `127.0.0.2:${port}`] });
+  await o.startRouter(o.a);
+  o.opts.routerArgs = [];
+  await o.startRouter(o.b);
+  const UP = 3 * MIB + 12345, DOWN = 1 * MIB + 777;
+  let server: Proc | undefined, client: Proc | undefined;
+  try {
+    const addrA = await o.register(o.a), addrB = await o.register(o.b);
+    // bulk_peer sends the same count each way: two transfers, one each way, of known sizes.
+    for (const [n, p] of [[UP, 9301], [DOWN, 9302]] as const) {
+      server = new Proc("python3", [PEER, "listen", addrB, String(p), String(n === UP ? 0 : DOWN), "1"], { env: o.env(o.b, addrB) });
+      await server.waitFor(/listening/);
+      await o.b.router!.waitFor(new RegExp(`listener .*:${p} is at`));
+      client = new Proc("python3", [PEER, "connect", addrB, String(p), String(n === UP ? UP : 0), "2"], { env: o.env(o.a, addrA) });
+      const [c, s] = [await client.result(60_000), await server.result(60_000)];
+      assert.equal(c.code, 0, c.stderr);
+      assert.equal(s.code, 0, s.stderr);
+      assert.equal(report(c).received + report(s).received, n);
+    }
+    await o.a.router!.waitFor(/totals: 2 session\(s\), 0 live/, 10_000);
+    const text = await (await fetch(`http://127.0.0.2:${port}/metrics`)).text();
+    const js = await statusJson(o, o.a);
+    const expect = {
+      sent: UP,
+      received: DOWN,
+      total: 2,
+      clean: 2,
+      resets: 0,
+      live: 0,
+    };
+    assert.deepEqual({
+      sent: sample(text, "uvpn_session_bytes_total", '{direction="sent"}'),
+      received: sample(text, "uvpn_session_bytes_total", '{direction="received"}'),
+      total: sample(text, "uvpn_sessions_total"),
+      clean: sample(text, "uvpn_sessions_ended_total", '{end="clean"}'),
+      resets: sample(text, "uvpn_sessions_ended_total", '{end="reset"}'),
+      live: sample(text, "uvpn_sessions_live"),
+    }, expect);
+    const s = js.sessions;
+    assert.deepEqual({ sent: s.sent, received: s.received, total: s.total, clean: s.clean, resets: s.resets, live: s.live }, expect);
+    assert.equal(sample(text, "uvpn_resumes_total"), 0);
+    assert.equal(sample(text, "uvpn_spooled_bytes_total"), 0);
+    assert.equal(sample(text, "uvpn_link_losses_total"), js.links.losses);
+    assert.equal(sample(text, "uvpn_frames_total", '{direction="in"}'), js.frames.in);
+    assert.equal(sample(text, "uvpn_connects_total", '{result="ok"}'), js.connects.ok);
+    assert.equal(sample(text, "uvpn_connect_latency_seconds_count"), js.connects.ok + js.connects.failed);
+    for (const [reason, n] of Object.entries(js.frames.refused)) assert.equal(sample(text, "uvpn_frames_refused_total", `{reason="${reason}"}`), n);
+    assert.equal(sample(text, "uvpn_memory_bytes", '{kind="used"}'), 0);
+  } finally {
+    await client?.stop();
+    await server?.stop();
+    await o.stop();
+  }
+});
+
+/** 1,000 short request/answer connections, 8 at a time; prints {"ok": n, "errors": [...]}. */
+const SHORT_CLIENT = `
+import json, socket, sys, threading
+addr, port, total, par = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), 8
+ok, errors, lock = [0], [], threading.Lock()
+def worker(k):
+    for i in range(k, total, par):
+        try:
+            s = socket.create_connection((addr, port), timeout=30)
+            msg = b"%06d" % i * 20
+            s.sendall(msg); s.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                b = s.recv(65536)
+                if not b: break
+                got += b
+            s.close()
+            with lock:
+                if got == msg[::-1]: ok[0] += 1
+                else: errors.append("short answer %d" % len(got))
+        except OSError as e:
+            with lock: errors.append(repr(e))
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(par)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(json.dumps({"ok": ok[0], "errors": errors[:5], "nerrors": len(errors)}), flush=True)
+`;
+
+/** Answers each connection with its request reversed, after the client's FIN. */
+const REVERSER = `
+import socket, sys, threading
+addr, port = sys.argv[1], int(sys.argv[2])
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((addr, port)); srv.listen(512)
+print("listening", file=sys.stderr, flush=True)
+def serve(c):
+    got = b""
+    while True:
+        b = c.recv(65536)
+        if not b: break
+        got += b
+    c.sendall(got[::-1]); c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+`;
+
+Deno.test("dataplane: 1,000 short sessions across the WAN emulator end cleanly on both sides, none reset", opts, async () => {
+  using dir = tempDir();
+  const viaPort = freePort("127.0.0.4");
+  const o = new Overlay(dir.path, { bVia: { host: "127.0.0.4", port: viaPort } });
+  const emu = new WanEmulator({ listen: { hostname: "127.0.0.4", port: viaPort }, target: { hostname: o.b.host, port: o.b.port }, delayMs: 2 });
+  emu.start();
+  await o.start();
+  let server: Proc | undefined, client: Proc | undefined;
+  try {
+    const addrA = await o.register(o.a), addrB = await o.register(o.b);
+    server = new Proc("python3", ["-c", REVERSER, addrB, "9400"], { env: { ...o.env(o.b, addrB), UVPN_DEBUG: "" } });
+    await server.waitFor(/listening/);
+    await o.b.router!.waitFor(/listener .*:9400 is at/);
+    client = new Proc("python3", ["-c", SHORT_CLIENT, addrB, "9400", "1000"], { env: { ...o.env(o.a, addrA), UVPN_DEBUG: "" } });
+    const c = await client.result(120_000);
+    assert.equal(c.code, 0, c.stderr);
+    const r = JSON.parse(c.stdout.trim().split("\n").pop()!);
+    assert.deepEqual(r, { ok: 1000, errors: [], nerrors: 0 });
+    // Both routers saw every session end cleanly (the answerer's CLOSE confirmed), none reset.
+    const deadline = Date.now() + 15_000;
+    let a = await statusJson(o, o.a), b = await statusJson(o, o.b);
+    while ((a.sessions.live || b.sessions.live) && Date.now() < deadline) {
+      await sleep(200);
+      [a, b] = [await statusJson(o, o.a), await statusJson(o, o.b)];
+    }
+    for (const s of [a, b]) {
+      assert.deepEqual({ total: s.sessions.total, clean: s.sessions.clean, resets: s.sessions.resets, live: s.sessions.live }, { total: 1000, clean: 1000, resets: 0, live: 0 });
+    }
+    assert.doesNotMatch(o.a.router!.stderr + o.b.router!.stderr, /session \w+ .* reset:/);
+  } finally {
+    await client?.stop();
+    await server?.stop();
+    await o.stop();
+    emu.close();
+  }
+});
