@@ -33,6 +33,12 @@ int read_addr(const struct seccomp_notif *q, uint64_t addr, uint64_t len, struct
     return 0;
 }
 
+void job_drop_dup(job *j)
+{
+    if (j->dup >= 0) close(j->dup);
+    j->dup = -1;
+}
+
 /* The worker thread: runs j->work, then releases the job. */
 static void *run_job(void *arg)
 {

@@ -32,6 +32,10 @@ int read_addr(const struct seccomp_notif *q, uint64_t addr, uint64_t len, struct
               socklen_t *sl);
 /* A job for the stopped call q (dup: a duplicate of the program's socket, or -1). NULL: no memory. */
 job *new_job(int nfd, const struct seccomp_notif *q, int dup);
+/* Closes the job's duplicate of the program's socket. Workers call it before they answer: once
+ * the program runs on, its close() must really close the socket (a listener the program closed
+ * must refuse the next connection, not take it into the backlog of our duplicate). */
+void job_drop_dup(job *j);
 /* Hands j to a detached worker thread running work, which releases j. On failure answers EAGAIN. */
 void start_worker(job *j, void (*work)(job *));
 /* How many worker threads are running. */

@@ -33,22 +33,23 @@
 
 /* ---- connect ----------------------------------------------------------------------------- */
 
-/* connect of the program's socket fd (a duplicate) to the virtual destination in ss: the answer
- * to the stopped call, given here (in a worker). A non-blocking TCP socket gets EINPROGRESS after
- * at most pol_park_ms (the engine finishes the connect outside the program); a blocking one
- * waits for the whole connect. */
-static void virtual_connect(int nfd, const struct seccomp_notif *q, int fd, const struct sockaddr_storage *ss,
-                            socklen_t sl)
+/* connect of the program's socket (the duplicate j->dup) to the virtual destination j->ss: the
+ * answer to the stopped call, given here (in a worker). A non-blocking TCP socket gets
+ * EINPROGRESS after at most pol_park_ms (the engine finishes the connect outside the program); a
+ * blocking one waits for the whole connect. */
+static void virtual_connect(job *j)
 {
+    const struct seccomp_notif *q = &j->req;
     uint32_t ip;
     uint16_t port;
-    sa_get_v4((const struct sockaddr *)ss, sl, &ip, &port);
-    ino_t ino = inode_of(fd);
+    sa_get_v4((const struct sockaddr *)&j->ss, j->sl, &ip, &port);
+    ino_t ino = inode_of(j->dup);
     vinfo st, n;
     int has = ss_get(ino, &st) && st.kind != VS_DNS; /* a resolver's socket may connect anew */
-    int r = pol_connect(fd, ss->ss_family, ip, port, has, &st, &n);
+    int r = pol_connect(j->dup, j->ss.ss_family, ip, port, has, &st, &n);
     if (r == 0 || r == -EINPROGRESS || (r == -EISCONN && has && st.kind == VS_CONNECTING)) ss_set(ino, &n);
-    tg_reply(nfd, q->id, 0, -r);
+    job_drop_dup(j);
+    tg_reply(j->nfd, q->id, 0, -r);
 }
 
 static void connect_work(job *j)
@@ -60,7 +61,7 @@ static void connect_work(job *j)
         return;
     }
     j->dup = fd;
-    virtual_connect(j->nfd, q, fd, &j->ss, j->sl);
+    virtual_connect(j);
 }
 
 /* A connect to port 53 of a real address: a UDP socket goes to the DNS stub instead (done here,
@@ -200,11 +201,14 @@ void on_bind(int nfd, const struct seccomp_notif *q)
 static void listen_work(job *j)
 {
     if (listen(j->dup, pol_backlog(1, &j->st, (int)j->req.data.args[1]))) {
-        tg_reply(j->nfd, j->req.id, 0, errno);
+        int e = errno;
+        job_drop_dup(j);
+        tg_reply(j->nfd, j->req.id, 0, e);
         return;
     }
     int r = pol_listen(j->dup, &j->st);
     if (r > 0) ss_set(j->ino, &j->st);
+    job_drop_dup(j);
     tg_reply(j->nfd, j->req.id, 0, r < 0 ? -r : 0);
 }
 
@@ -251,7 +255,9 @@ static void accept_work(job *j)
         int c = accept4(j->dup, (struct sockaddr *)&peer, &pl, (flags & SOCK_NONBLOCK) | SOCK_CLOEXEC);
         if (c < 0) {
             if (!nonblocking && (errno == EAGAIN || errno == EINTR)) continue; /* raced */
-            tg_reply(j->nfd, q->id, 0, errno);
+            int e = errno;
+            job_drop_dup(j);
+            tg_reply(j->nfd, q->id, 0, e);
             return;
         }
         vinfo n;
@@ -261,6 +267,7 @@ static void accept_work(job *j)
             continue;
         }
         if (r > 0) ss_set(inode_of(c), &n);
+        job_drop_dup(j); /* the listener: the program may close it as soon as accept returns */
         int w = tg_valid(j->nfd, q->id)
                     ? tg_put_sockaddr((pid_t)q->pid, q->data.args[1], q->data.args[2],
                                       r > 0 ? (void *)&vpeer : (void *)&peer, r > 0 ? vl : pl)
