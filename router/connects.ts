@@ -6,6 +6,8 @@
  * that presents it (checked: MAC, issued here to that host, bound to the connection's port,
  * single use), and its handover to the data plane, which joins it to the far end. The bytes
  * themselves move in the data plane (router/dataplane.ts); sessions are router/sessions.ts.
+ * A CONNECT inside the site may instead be brokered (router/direct.ts): answered with the
+ * listener's real address and a DIRECT ticket's id, the router then holding nothing.
  */
 import { hex, unhex } from "../common/bytes.ts";
 import { type ConnSet } from "../common/io.ts";
@@ -15,9 +17,10 @@ import { RstReason } from "./dataplane.ts";
 import { contains, formatIp, parseIp, type Subnet } from "./ipv4.ts";
 import type { LeaseTable } from "./leases.ts";
 import type { Link } from "./link.ts";
+import type { DirectPaths } from "./direct.ts";
 import type { Refusal } from "./relay.ts";
 import type { PeerHop, SessionTable } from "./sessions.ts";
-import { type ConnectBody, encodeConnectAnswer, randomId, Status, statusName, type Ticket, TicketKind } from "./wire.ts";
+import { type ConnectBody, ConnectFlag, encodeConnectAnswer, randomId, Status, statusName, type Ticket, TicketKind } from "./wire.ts";
 
 /** How long an issued DATA ticket waits for its data connection, ms. */
 export const DATA_TICKET_MS = 10_000;
@@ -31,6 +34,8 @@ export interface ConnectsOptions {
   dp: () => DataPlane;
   counters: RouterCounters;
   conns: ConnSet;
+  /** The direct paths: policy and failures. */
+  direct: DirectPaths;
   log: (line: string) => void;
   /** Counts and logs (rate-limited) a refused connection. */
   refuse: (peer: string, why: string) => void;
@@ -102,6 +107,7 @@ export class Connects {
    */
   async connect(link: Link, reqId: number, req: ConnectBody): Promise<void> {
     const started = performance.now();
+    if (await this.#broker(link, reqId, req, started)) return;
     const c = { ...req, srcPort: this.#takePort(req.srcIp, req.srcPort) };
     const what = `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
     const hop = await this.#nextHop(c, what).catch((e): Refusal => ({ status: Status.ENETUNREACH, why: (e as Error).message }));
@@ -137,6 +143,41 @@ export class Connects {
     });
     this.o.counters.connectAnswered(performance.now() - started, true);
     await link.reply(reqId, Status.OK, answer).catch(() => this.#expire(id));
+  }
+
+  /**
+   * Answers a CONNECT with a DIRECT ticket when it may go direct (router/direct.ts); notes a
+   * client's failed direct attempt. True when answered.
+   */
+  async #broker(link: Link, reqId: number, req: ConnectBody, started: number): Promise<boolean> {
+    if (!contains(this.o.subnet, req.dstIp)) return false;
+    const l = this.o.table().listener(req.dstIp, req.dstPort);
+    if (!l) return false;
+    const routerHost = (link.conn.localAddr as Deno.NetAddr).hostname;
+    const what = `${formatIp(req.srcIp)} -> ${formatIp(req.dstIp)}:${req.dstPort}`;
+    if (req.flags & ConnectFlag.DIRECT_FAILED) {
+      const f = this.o.direct.failed(link.peerHost, routerHost, l);
+      this.o.counters.directFailed();
+      this.o.log(`direct path ${f.path} failed for ${what}: relayed, not offered for ${f.holdMs / 1000} s`);
+      return false;
+    }
+    if (!(req.flags & ConnectFlag.DIRECT)) return false;
+    const to = this.o.direct.target(link.peerHost, routerHost, l);
+    if (!to) return false;
+    const srcPort = req.srcPort || 32768 + Math.floor(Math.random() * 28232);
+    const answer = encodeConnectAnswer({
+      kind: TicketKind.DIRECT,
+      realIp: to.ip,
+      realPort: to.port,
+      srcPort,
+      listenerId: unhex(l.id),
+      issued: Date.now(),
+      ticketId: randomId(),
+    });
+    this.o.counters.directOffered();
+    this.o.counters.connectAnswered(performance.now() - started, true);
+    await link.reply(reqId, Status.OK, answer).catch(() => {});
+    return true;
   }
 
   /** A DATA ticket nobody used in time: the far end is dropped. */

@@ -12,6 +12,7 @@ import { hex, u16, u32 } from "../common/bytes.ts";
 import { closeQuietly, ConnSet } from "../common/io.ts";
 import { acceptCarrier } from "./carrier.ts";
 import { Connects } from "./connects.ts";
+import { DirectPaths, type DirectPolicy } from "./direct.ts";
 import { RouterCounters, type RouterStats, statusText, type StatusReport } from "./counters.ts";
 import { DataPlane, type DataPlaneEvent } from "./dataplane.ts";
 import { DEFAULT_LIMITS, type GuardLimits, PreAuthGuard, RefusalLog } from "./guard.ts";
@@ -29,6 +30,7 @@ import {
   FrameError,
   FrameType,
   ipBytes,
+  ListenFlag,
   MAGIC,
   Role,
   Status,
@@ -51,6 +53,8 @@ export interface RouterOptions {
   /** Lifetime of a lease whose LEASE named none: with `-- CMD` (exclusive) and without, ms. */
   leaseTtlMs?: { exclusive: number; open: number };
   log?: (line: string) => void;
+  /** Whether CONNECTs inside the site may be brokered to a direct connection (default auto). */
+  direct?: DirectPolicy;
   /** Resumable-session knobs (outage limit, retries, window, budgets); defaults from defaultSessionConfig. */
   session?: Partial<SessionConfig>;
 }
@@ -113,6 +117,7 @@ export class Router {
       dp,
       counters: this.counters,
       conns: this.#conns,
+      direct: new DirectPaths(opts.direct ?? "auto"),
       log: this.#log,
       refuse: (peer, why) => this.#refuse(peer, why),
     });
@@ -411,11 +416,13 @@ export class Router {
         return [Status.OK, new TextEncoder().encode(text).subarray(0, 0xfffe)];
       }
       case FrameType.LISTEN: {
-        if (b.length !== 16) throw new FrameError("Bad LISTEN body");
+        if ((b.length !== 16 && b.length !== 17) || (b.length === 17 && (b[16] & ~ListenFlag.DIRECT) !== 0)) {
+          throw new FrameError("Bad LISTEN body");
+        }
         const ip = u32(b, 0), vport = u16(b, 4), realPort = u16(b, 6), id = hex(b.subarray(8, 16));
         const bad = held(ip);
         if (bad !== null) return [bad];
-        if (table.listen(ctx, ip, vport, host, realPort, id)) {
+        if (table.listen(ctx, ip, vport, host, realPort, id, b.length === 17 && (b[16] & ListenFlag.DIRECT) !== 0)) {
           this.#log(`refused LISTEN of ${formatIp(ip)}:${vport} from ${ctx.link.peer}: another process listens there`);
           return [Status.EADDRINUSE];
         }

@@ -245,6 +245,14 @@ export interface ConnectBody {
   dstPort: number;
 }
 
+/** CONNECT flags: the client may connect directly (bit 0); its direct attempt to this
+ * destination failed, relay it (bit 1). docs/PROTOCOL.md, "Connections". */
+export const ConnectFlag = { DIRECT: 1, DIRECT_FAILED: 2 } as const;
+
+/** LISTEN flags (an optional 17th byte): the listener checks every connection's ticket, so it
+ * may be reached directly (bit 0). docs/PROTOCOL.md, "Listeners". */
+export const ListenFlag = { DIRECT: 1 } as const;
+
 /** CONNECT body length. */
 export const CONNECT_LEN = 14;
 

@@ -78,6 +78,14 @@ enum {
 #define UVPN_PROTO_TCP 6
 #define UVPN_PROTO_UDP 17
 
+/* CONNECT flags: the client may connect directly (DIRECT); its direct attempt failed, relay it
+ * (DIRECT_FAILED). LISTEN's optional 17th byte: the listener checks every connection's ticket,
+ * so it may be reached directly (docs/PROTOCOL.md, "Connections", "Listeners"). */
+#define UVPN_CF_DIRECT 1
+#define UVPN_CF_DIRECT_FAILED 2
+#define UVPN_LF_DIRECT 1
+#define UVPN_LISTEN_LEN 17
+
 /* Ticket kinds */
 #define UVPN_TK_DATA 1
 #define UVPN_TK_RELAYED 2

@@ -51,7 +51,8 @@ typedef struct econn {
     uint32_t id;
     int dup;             /* the program's socket (non-blocking connects), -1 once let go */
     int family, blocking, phase, err, saved_defer, in_epoll;
-    int64_t deadline;
+    int direct;          /* joining: the answer was a brokered, direct one */
+    int64_t deadline, direct_until;
     uvpn_connect req;
     uvpn_answer ans;
     struct econn *next;
@@ -71,7 +72,7 @@ typedef struct ereq {
 
 typedef struct {
     int type;
-    uint8_t body[16];
+    uint8_t body[UVPN_LISTEN_LEN];
     size_t len;
 } keep;
 
@@ -313,7 +314,44 @@ static void fail_conn(econn *c, int err)
     pthread_cond_broadcast(&E.cond);
 }
 
-/* A joining connect whose socket may now be connected to the router: writes the DATA ticket. */
+int eng_ticket(const uvpn_connect *c, const uvpn_answer *a, uint16_t bound_port, uint8_t out[UVPN_TICKET_LEN],
+               char *why, size_t why_len)
+{
+    uint8_t key[UVPN_KEY_LEN];
+    if (cfg_key(key, why, why_len)) return -1;
+    uvpn_ticket tk = {a->kind == UVPN_TK_DIRECT ? UVPN_TK_DIRECT : UVPN_TK_DATA, c->src_ip, c->dst_ip, a->src_port,
+                      c->dst_port, {0}, bound_port, a->issued, {0}};
+    if (a->kind == UVPN_TK_DIRECT) memcpy(tk.lid, a->lid, sizeof tk.lid);
+    memcpy(tk.tid, a->tid, sizeof tk.tid);
+    uvpn_ticket_pack(key, &tk, out);
+    memset(key, 0, sizeof key);
+    return 0;
+}
+
+static void send_connect(econn *x);
+
+/* The direct attempt of c failed (why): the socket is parked again (listening: no readiness)
+ * and the connect asks the router for the relay, saying the direct path failed. */
+static void fall_back(econn *c, const char *why)
+{
+    char d[24];
+    dbg("connect %s: direct attempt failed (%s): through the home router", fmt_addr(c->req.dst_ip, c->req.dst_port, d), why);
+    if (c->in_epoll) real.epoll_ctl(E.ep, EPOLL_CTL_DEL, c->dup, NULL);
+    c->in_epoll = 0;
+    c->direct = 0;
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    real.connect(c->dup, &unspec, sizeof unspec);
+    if (eng_park(c->dup)) {
+        fail_conn(c, ENETUNREACH);
+        return;
+    }
+    c->req.flags = UVPN_CF_DIRECT_FAILED;
+    c->phase = C_QUEUED;
+    send_connect(c);
+}
+
+/* A joining connect whose socket may now be connected (to the router, or directly to the
+ * listener): writes the ticket. */
 static void settle(econn *c)
 {
     if (c->phase != C_JOINING || c->dup < 0) return;
@@ -323,31 +361,29 @@ static void settle(econn *c)
     socklen_t el = sizeof e;
     real.getsockopt(c->dup, SOL_SOCKET, SO_ERROR, &e, &el);
     if (e) {
-        fail_conn(c, ENETUNREACH);
+        if (c->direct) fall_back(c, strerror(e));
+        else fail_conn(c, ENETUNREACH);
         return;
     }
-    uint8_t key[UVPN_KEY_LEN], t[UVPN_TICKET_LEN];
+    uint8_t t[UVPN_TICKET_LEN];
     char why[160];
-    if (cfg_key(key, why, sizeof why)) {
+    if (eng_ticket(&c->req, &c->ans, local_port(c->dup), t, why, sizeof why)) {
         fail_conn(c, EACCES);
         return;
     }
-    uvpn_ticket tk = {UVPN_TK_DATA, c->req.src_ip, c->req.dst_ip, c->ans.src_port, c->req.dst_port, {0},
-                      local_port(c->dup), c->ans.issued, {0}};
-    memcpy(tk.tid, c->ans.tid, sizeof tk.tid);
-    uvpn_ticket_pack(key, &tk, t);
-    memset(key, 0, sizeof key);
     ssize_t w = real.send(c->dup, t, sizeof t, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w != (ssize_t)sizeof t) {
-        fail_conn(c, ENETUNREACH);
+        if (c->direct) fall_back(c, "the ticket could not be written");
+        else fail_conn(c, ENETUNREACH);
         return;
     }
     unpend(c);
     c->phase = C_DONE;
     c->req.src_port = c->ans.src_port;
+    c->req.flags = c->direct ? UVPN_CF_DIRECT : 0;
     char d[24];
-    dbg("connect %s: connected through the home router (virtual port %u)", fmt_addr(c->req.dst_ip, c->req.dst_port, d),
-        c->ans.src_port);
+    dbg("connect %s: connected %s (virtual port %u)", fmt_addr(c->req.dst_ip, c->req.dst_port, d),
+        c->direct ? "directly to the listener" : "through the home router", c->ans.src_port);
     let_go(c);
     pthread_cond_broadcast(&E.cond);
 }
@@ -360,7 +396,8 @@ static void answered(econn *c, int status, const uint8_t *data, size_t len)
         fail_conn(c, uvpn_status_to_errno(status));
         return;
     }
-    if (uvpn_answer_unpack(data, len, &c->ans) || c->ans.kind != UVPN_TK_DATA) {
+    if (uvpn_answer_unpack(data, len, &c->ans) ||
+        (c->ans.kind != UVPN_TK_DATA && !(c->ans.kind == UVPN_TK_DIRECT && (c->req.flags & UVPN_CF_DIRECT)))) {
         fail_conn(c, EPROTO);
         return;
     }
@@ -376,13 +413,30 @@ static void answered(econn *c, int status, const uint8_t *data, size_t len)
     setsockopt(c->dup, IPPROTO_TCP, TCP_DEFER_ACCEPT, &c->saved_defer, sizeof c->saved_defer);
     real.connect(c->dup, &unspec, sizeof unspec); /* out of the listening state, same socket */
     c->phase = C_JOINING;
+    c->direct = c->ans.kind == UVPN_TK_DIRECT;
+    c->direct_until = mono_ms() + ENG_DIRECT_MS;
     if (real.connect(c->dup, (struct sockaddr *)&ss, sl) && errno != EINPROGRESS) {
-        fail_conn(c, ENETUNREACH);
+        if (c->direct) fall_back(c, strerror(errno));
+        else fail_conn(c, ENETUNREACH);
         return;
     }
     struct epoll_event ev = {EPOLLOUT, {.u32 = c->id}};
     c->in_epoll = real.epoll_ctl(E.ep, EPOLL_CTL_ADD, c->dup, &ev) == 0;
     settle(c);
+}
+
+/* Sends the CONNECT of x now when the link is up, else wakes the engine to bring it up (the
+ * CONNECT goes out with the queued work). Lock held. */
+static void send_connect(econn *x)
+{
+    if (E.state != L_UP) {
+        wake_engine();
+        return;
+    }
+    uint8_t b[UVPN_CONNECT_BODY_LEN];
+    uvpn_connect_pack(&x->req, b);
+    x->phase = C_SENT;
+    send_frame(UVPN_T_CONNECT, x->id, b, sizeof b);
 }
 
 /* ---- the link ---------------------------------------------------------------------------------- */
@@ -487,12 +541,7 @@ static void send_queued(void)
             send_frame(r->type, r->id, r->body, r->len);
         }
     for (econn *c = E.conns; c; c = c->next)
-        if (c->phase == C_QUEUED) {
-            uint8_t b[UVPN_CONNECT_BODY_LEN];
-            uvpn_connect_pack(&c->req, b);
-            c->phase = C_SENT;
-            send_frame(UVPN_T_CONNECT, c->id, b, sizeof b);
-        }
+        if (c->phase == C_QUEUED) send_connect(c);
 }
 
 /* CHALLENGE verified: the link is up. Declares the source address, registers again what was
@@ -642,6 +691,11 @@ static int run_timers(void)
         if (c->phase >= C_DONE || c->phase == C_ANSWERED) continue;
         if (now >= c->deadline) fail_conn(c, ETIMEDOUT);
         else NEXT(c->deadline);
+        if (c->phase == C_JOINING && c->direct) {
+            settle(c);
+            if (c->phase == C_JOINING && c->direct && now >= c->direct_until) fall_back(c, "no answer in time");
+            else if (c->phase == C_JOINING && c->direct) NEXT(c->direct_until);
+        }
     }
     if (E.state != L_DOWN && E.state != L_UP) {
         if (now >= E.link_deadline) link_down(ETIMEDOUT, "no answer from the home router");
@@ -912,14 +966,7 @@ static econn *new_conn(int dup, int family, const uvpn_connect *c, int blocking,
     if (!blocking) __atomic_fetch_add(&pending_count, 1, __ATOMIC_RELAXED);
     x->next = E.conns;
     E.conns = x;
-    if (E.state == L_UP) {
-        uint8_t b[UVPN_CONNECT_BODY_LEN];
-        uvpn_connect_pack(c, b);
-        x->phase = C_SENT;
-        send_frame(UVPN_T_CONNECT, x->id, b, sizeof b);
-    } else {
-        wake_engine();
-    }
+    send_connect(x);
     return x;
 }
 
@@ -949,10 +996,12 @@ int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err)
         /* The router answered and the socket is on its way to the data port (a LAN round trip):
          * the caller waits for it, briefly, so that what it reads next is the truth. */
         int d = real.fcntl(x->dup, F_DUPFD_CLOEXEC, 0);
+        int64_t wait = JOIN_WAIT_MS;
+        if (x->direct && x->direct_until - mono_ms() < wait) wait = x->direct_until - mono_ms();
         pthread_mutex_unlock(&E.lock);
         if (d >= 0) {
             struct pollfd p = {d, POLLOUT, 0};
-            real.poll(&p, 1, JOIN_WAIT_MS);
+            real.poll(&p, 1, wait > 0 ? (int)wait : 0);
             real.close(d);
         }
         pthread_mutex_lock(&E.lock);

@@ -6,9 +6,11 @@
  *   - control requests (LISTEN, UDPBIND, NAME, ...): eng_request, answered on the link;
  *   - non-blocking connects: eng_connect_async takes a duplicate of the program's socket (put in
  *     the listening state by the caller, so it shows no readiness), sends CONNECT, and when the
- *     answer comes moves that same socket to the router's data port and writes the DATA ticket
- *     (or, on failure, connects it to a refusing local port so it reports POLLERR); the
- *     program's calls ask eng_conn_state where it stands;
+ *     answer comes moves that same socket to the router's data port and writes the DATA ticket,
+ *     or, for a brokered connection, to the listener's real port with the DIRECT ticket (parked
+ *     again and relayed when that fails or takes longer than ENG_DIRECT_MS), or, on failure,
+ *     connects it to a refusing local port so it reports POLLERR; the program's calls ask
+ *     eng_conn_state where it stands;
  *   - blocking connects: eng_connect_wait returns the answer; the caller connects and writes.
  * Listeners and UDP endpoints registered through it are registered again on every new link
  * (a router restart), and USE of UVPN_SRC_ADDR is declared on each. Errors are -errno with a
@@ -20,6 +22,17 @@
 #include <stdint.h>
 
 #include "common/wire.h"
+
+/* A direct attempt (the router brokered the connection: its answer is of kind DIRECT, with the
+ * listener's real address) gets this long to connect before the connect falls back to the relay
+ * (CONNECT again with flag DIRECT_FAILED, so the router does not offer that path for a while). */
+#define ENG_DIRECT_MS 250
+
+/* The ticket for connection c answered with a (DATA for the home router, DIRECT for the
+ * listener), bound to the real source port bound_port, MACed with the network key. 0, or -1
+ * when the key cannot be read (the reason in why). */
+int eng_ticket(const uvpn_connect *c, const uvpn_answer *a, uint16_t bound_port, uint8_t out[UVPN_TICKET_LEN],
+               char *why, size_t why_len);
 
 /* One request on the link; waits for its answer (at most timeout_ms). Returns the answer's
  * status (>= 0) with its data copied into data (at most cap bytes, *data_len set), or -errno:
@@ -53,14 +66,14 @@ int eng_park(int fd);
  * lock, so the answer cannot slip in between. Otherwise the engine has moved it on. */
 int eng_conn_wait_answer(uint32_t id, int64_t until);
 /* Settles it if it can (the ticket is written the moment its socket is connected) and returns
- * its state: DONE with *c (src_port as assigned) filled; FAILED with *err (the overlay's errno;
+ * its state: DONE with *c (src_port as assigned; flags UVPN_CF_DIRECT when it went direct) filled; FAILED with *err (the overlay's errno;
  * with consume, reported only once: later calls say UNKNOWN); PENDING. */
 int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err);
 /* The program closed the socket: the engine drops the connect (and its duplicate). */
 void eng_conn_release(uint32_t id);
 
-/* A blocking overlay connect: sends CONNECT and waits until the answer or the deadline. 0 with
- * *a (and c->src_port as assigned), or -errno (the overlay's status as errno, ETIMEDOUT,
+/* A blocking overlay connect: sends CONNECT (c->flags as given) and waits until the answer or the
+ * deadline. 0 with *a (of kind DATA or DIRECT; c->src_port as assigned), or -errno (the overlay's status as errno, ETIMEDOUT,
  * ENETUNREACH). */
 int eng_connect_wait(uvpn_connect *c, int64_t deadline, uvpn_answer *a, char *why, size_t why_len);
 

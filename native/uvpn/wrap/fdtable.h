@@ -35,6 +35,8 @@ typedef struct {
                              WILD_V4 (registered; getsockname shows the wildcard), WILD_V6ONLY
                              (an IPV6_V6ONLY socket no IPv4 overlay connection can reach: not
                              registered) */
+    uint8_t direct;       /* VS_CONNECTED: the connection went straight to the listener (the
+                             connecting side; its bytes are reported to the router at close) */
 } vinfo;
 
 enum { WILD_NONE, WILD_V4, WILD_V6ONLY };

@@ -1,0 +1,154 @@
+/**
+ * The direct path (issue 17, docs/UVPN.md "The direct path"), root only, in the two-site
+ * topology of tests/uvpn/sites.ts: inside site A the home router brokers a connection from a1 to
+ * a listener on a2 (the listener's real address and a DIRECT ticket) and carries none of its
+ * bytes, while a1 → b1 crosses the routers; `UVPN_DIRECT=never` and `uvpn_proxy --direct never`
+ * keep everything relayed. With the direct path blackholed one way (`ip route add blackhole`
+ * inside a2's namespace: a2's answers to a1 vanish), a connection falls back to the relay within
+ * 300 ms and the path is not tried again for the next 60 s (no flapping). Real programs: python3
+ * peers (tests/fixtures/direct_peer.py: blocking and non-blocking connects, virtual names on both
+ * sides checked), curl against python3's http.server, iperf3. One topology for the whole file.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Proc, ROOT, run, tempDir } from "../helpers.ts";
+import { Node, Sites } from "./sites.ts";
+
+const isRoot = Deno.uid() === 0;
+const have = (cmd: string) => new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null", stderr: "null" }).outputSync().success;
+const PEER = join(ROOT, "tests/fixtures/direct_peer.py");
+
+/** The `paths` counters of one router. */
+interface Paths {
+  direct_offered: number;
+  direct_failed: number;
+  direct: number;
+  direct_bytes: number;
+  relayed: number;
+  relayed_bytes: number;
+}
+
+/** The `paths` line of each router (a, then b), from `uvpn_proxy --status` of the route file. */
+function paths(status: string): Paths[] {
+  return [...status.matchAll(/^paths (.*)$/gm)].map((m) =>
+    Object.fromEntries(m[1].split(" ").map((kv) => [kv.split("=")[0], Number(kv.split("=")[1])])) as unknown as Paths
+  );
+}
+
+function delta(a: Paths, b: Paths): Paths {
+  return Object.fromEntries(Object.entries(b).map(([k, v]) => [k, v - a[k as keyof Paths]])) as unknown as Paths;
+}
+
+Deno.test({
+  name: "direct: brokered connections inside a site, relayed across, fallback without flapping",
+  ignore: !isRoot || !have("python3"),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    using dir = tempDir("myrt-direct-");
+    const sites = new Sites(dir.path);
+    const counters = async () => paths(await sites.status());
+    try {
+      await sites.start();
+      const [a1, a2, b1] = ["a1", "a2", "b1"].map((n) => sites.node(n));
+      const serve = async (n: Node, port: number): Promise<Proc> => {
+        const p = sites.spawn(n, "python3", [PEER, "serve", n.addr, String(port)]);
+        await p.waitFor(/listening/);
+        return p;
+      };
+      const connect = async (from: Node, to: Node, port: number, args: string[], env: Record<string, string> = {}) => {
+        const r = await sites.run(from, "python3", [PEER, "connect", to.addr, String(port), ...args], {
+          env: { ...sites.env(from), UVPN_DEBUG: "1", ...env },
+          timeoutMs: 90_000,
+        });
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.match(r.stdout, /^done$/m);
+        return { lines: r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)), stderr: r.stderr };
+      };
+      await serve(a2, 7100);
+      await serve(b1, 7100);
+
+      await t.step("a1 -> a2 goes direct: no relayed connection or byte at either router; virtual names on both sides", async () => {
+        const before = await counters();
+        for (const mode of ["blocking", "nonblocking"]) {
+          const r = await connect(a1, a2, 7100, ["5", "0", "200000", mode]);
+          assert.equal(r.lines.length, 6);
+          for (const l of r.lines) assert.match(l.local, new RegExp(`^${a1.addr.replaceAll(".", "\\.")}:\\d+$`));
+          assert.match(r.stderr, /connected directly to the listener/);
+          assert.doesNotMatch(r.stderr, /through the home router/);
+        }
+        const d = delta(before[0], (await counters())[0]);
+        assert.equal(d.direct_offered, 12);
+        assert.equal(d.relayed, 0);
+        assert.equal(d.relayed_bytes, 0);
+        assert.equal(d.direct_failed, 0);
+      });
+
+      await t.step("a1 -> b1 crosses the routers: relayed, never brokered", async () => {
+        const before = await counters();
+        await connect(a1, b1, 7100, ["2", "0", "100000"]);
+        const after = await counters();
+        const da = delta(before[0], after[0]), db = delta(before[1], after[1]);
+        assert.equal(da.direct_offered + db.direct_offered, 0);
+        assert.equal(da.relayed, 3);
+        assert.ok(da.relayed_bytes >= 2 * 3 * 1000, JSON.stringify(da));
+      });
+
+      await t.step("UVPN_DIRECT=never keeps a1 -> a2 relayed", async () => {
+        const before = await counters();
+        const r = await connect(a1, a2, 7100, ["2", "0", "100000"], { UVPN_DIRECT: "never" });
+        assert.doesNotMatch(r.stderr, /directly/);
+        const d = delta(before[0], (await counters())[0]);
+        assert.equal(d.direct_offered, 0);
+        assert.equal(d.relayed, 3);
+        assert.ok(d.relayed_bytes >= 2 * 2 * 100_000, JSON.stringify(d));
+      });
+
+      await t.step("curl and python3's http.server, iperf3: direct with real programs", async () => {
+        Deno.writeTextFileSync(join(dir.path, "file.bin"), "x".repeat(1 << 20));
+        const web = sites.spawn(a2, "python3", ["-m", "http.server", "--bind", a2.addr, "8080", "--directory", dir.path]);
+        await web.waitFor(/Serving HTTP/);
+        const before = await counters();
+        const r = await sites.run(a1, "curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", `http://${a2.addr}:8080/file.bin`]);
+        assert.equal(r.stdout, `200 ${1 << 20}`, r.stderr);
+        if (have("iperf3")) {
+          sites.spawn(a2, "iperf3", ["-s", "-B", a2.addr, "-p", "5201"]);
+          let ok = false;
+          for (let i = 0; i < 20 && !ok; i++) {
+            const c = await sites.run(a1, "iperf3", ["-c", a2.addr, "-p", "5201", "-t", "1", "-J"], { timeoutMs: 20_000 });
+            ok = c.code === 0;
+            if (ok) assert.ok(JSON.parse(c.stdout).end.sum_received.bytes > 0);
+            else await new Promise((res) => setTimeout(res, 200));
+          }
+          assert.ok(ok, "iperf3 through the direct path");
+        }
+        const d = delta(before[0], (await counters())[0]);
+        assert.ok(d.direct_offered >= 1, JSON.stringify(d));
+        assert.equal(d.relayed, 0);
+        assert.equal(d.relayed_bytes, 0);
+      });
+
+      await t.step("blackholed one way: relayed within 300 ms, and no flapping over 60 s", async () => {
+        const r1 = await run("ip", ["-n", a2.ns, "route", "add", "blackhole", `${a1.lanAddr}/32`]);
+        assert.equal(r1.code, 0, r1.stderr);
+        try {
+          const before = await counters();
+          // One connection kept open, then one every 2 s for 60 s, all checked end to end.
+          const r = await connect(a1, a2, 7100, ["30", "2", "20000", "nonblocking"]);
+          assert.equal(r.lines.length, 31);
+          assert.ok(r.lines[0].ms < 300, `the first connect took ${r.lines[0].ms} ms`);
+          for (const l of r.lines.slice(1)) assert.ok(l.ms < 100, `a later connect took ${l.ms} ms: ${JSON.stringify(r.lines)}`);
+          assert.equal([...r.stderr.matchAll(/direct attempt failed/g)].length, 1, r.stderr);
+          const d = delta(before[0], (await counters())[0]);
+          assert.equal(d.direct_offered, 1, JSON.stringify(d));
+          assert.equal(d.direct_failed, 1);
+          assert.equal(d.relayed, 31);
+        } finally {
+          await run("ip", ["-n", a2.ns, "route", "del", "blackhole", `${a1.lanAddr}/32`]);
+        }
+      });
+    } finally {
+      await sites.stop();
+    }
+  },
+});
