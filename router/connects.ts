@@ -17,17 +17,40 @@ import { RstReason } from "./dataplane.ts";
 import { contains, formatIp, parseIp, type Subnet } from "./ipv4.ts";
 import type { LeaseTable } from "./leases.ts";
 import type { Link } from "./link.ts";
-import type { DirectPaths } from "./direct.ts";
+import { request } from "./client.ts";
+import type { DirectPaths, DirectTarget } from "./direct.ts";
 import type { Refusal } from "./relay.ts";
 import type { PeerHop, SessionTable } from "./sessions.ts";
-import { type ConnectBody, ConnectFlag, encodeConnectAnswer, randomId, Status, statusName, type Ticket, TicketKind } from "./wire.ts";
+import { type Route, routeFor, sameSite } from "./routes.ts";
+import {
+  type ConnectAnswer,
+  type ConnectBody,
+  ConnectFlag,
+  decodeConnectAnswer,
+  encodeConnect,
+  encodeConnectAnswer,
+  FrameType,
+  randomId,
+  Role,
+  Status,
+  statusName,
+  type Ticket,
+  TicketKind,
+} from "./wire.ts";
 
 /** How long an issued DATA ticket waits for its data connection, ms. */
 export const DATA_TICKET_MS = 10_000;
 
+/** How long a router waits for a router of its site to broker a direct connection, ms. */
+export const DIRECT_ASK_MS = 2000;
+
 /** What the connections of a router need from it. */
 export interface ConnectsOptions {
   subnet: Subnet;
+  /** The route table, the router's own line and the network key (to ask the routers of its site). */
+  routes: Route[];
+  self: Route;
+  key: Uint8Array;
   timeoutMs: number;
   table: () => LeaseTable;
   sessions: SessionTable;
@@ -55,6 +78,16 @@ interface Pending {
 
 const ZERO_ID = new Uint8Array(8);
 
+/** A virtual source port for a connection whose program bound none and that the router does not hold. */
+function randomPort(): number {
+  return 32768 + Math.floor(Math.random() * 28232);
+}
+
+/** The host part of a socket address. */
+function hostOf(a: Deno.Addr): string {
+  return (a as Deno.NetAddr).hostname;
+}
+
 /** The virtual connections of one router. */
 export class Connects {
   #pending = new Map<string, Pending>();
@@ -66,6 +99,8 @@ export class Connects {
   #live = new Map<number, { what: string; c: ConnectBody }>();
   /** Sessions whose DATA ticket is out: session id -> ticket id. */
   #bySession = new Map<number, string>();
+  /** Direct paths brokered lately: "client host dst:port" -> the listener's real address. */
+  #brokered = new Map<string, DirectTarget>();
 
   constructor(private readonly o: ConnectsOptions) {}
 
@@ -150,34 +185,71 @@ export class Connects {
    * client's failed direct attempt. True when answered.
    */
   async #broker(link: Link, reqId: number, req: ConnectBody, started: number): Promise<boolean> {
-    if (!contains(this.o.subnet, req.dstIp)) return false;
-    const l = this.o.table().listener(req.dstIp, req.dstPort);
-    if (!l) return false;
-    const routerHost = (link.conn.localAddr as Deno.NetAddr).hostname;
-    const what = `${formatIp(req.srcIp)} -> ${formatIp(req.dstIp)}:${req.dstPort}`;
+    const clientHost = link.peerHost;
+    const key = `${clientHost} ${formatIp(req.dstIp)}:${req.dstPort}`;
     if (req.flags & ConnectFlag.DIRECT_FAILED) {
-      const f = this.o.direct.failed(link.peerHost, routerHost, l);
-      this.o.counters.directFailed();
-      this.o.log(`direct path ${f.path} failed for ${what}: relayed, not offered for ${f.holdMs / 1000} s`);
+      const to = this.#brokered.get(key);
+      if (to) {
+        const f = this.o.direct.failed(clientHost, to);
+        this.o.counters.directFailed();
+        this.o.log(`direct path ${f.path} failed for ${formatIp(req.srcIp)} -> ${formatIp(req.dstIp)}:${req.dstPort}: relayed, not offered for ${f.holdMs / 1000} s`);
+      }
       return false;
     }
-    if (!(req.flags & ConnectFlag.DIRECT)) return false;
-    const to = this.o.direct.target(link.peerHost, routerHost, l);
-    if (!to) return false;
-    const srcPort = req.srcPort || 32768 + Math.floor(Math.random() * 28232);
-    const answer = encodeConnectAnswer({
+    if (!(req.flags & ConnectFlag.DIRECT) || this.o.direct.policy === "never") return false;
+    const a = await this.#directAnswer({ ...req, srcPort: req.srcPort || randomPort() }, hostOf(link.conn.localAddr));
+    if (!a) return false;
+    const to = { ip: a.realIp, port: a.realPort };
+    if (this.o.direct.held(clientHost, to)) return false;
+    this.#brokered.delete(key);
+    this.#brokered.set(key, to);
+    if (this.#brokered.size > 4096) this.#brokered.delete(this.#brokered.keys().next().value!);
+    this.o.counters.directOffered();
+    this.o.counters.connectAnswered(performance.now() - started, true);
+    await link.reply(reqId, Status.OK, encodeConnectAnswer(a)).catch(() => {});
+    return true;
+  }
+
+  /**
+   * The DIRECT answer for connection c (its source port chosen): from our own listener, or
+   * asked of the router of the destination when it is of our site. null: relay it.
+   */
+  async #directAnswer(c: ConnectBody, routerHost: string): Promise<ConnectAnswer | null> {
+    if (contains(this.o.subnet, c.dstIp)) return this.directFor(c, routerHost);
+    const route = routeFor(this.o.routes, c.dstIp);
+    if (!route || !sameSite(this.o.self, route)) return null;
+    try {
+      const r = await request(route, this.o.key, FrameType.CONNECT, encodeConnect({ ...c, flags: ConnectFlag.DIRECT }), {
+        timeoutMs: Math.min(this.o.timeoutMs, DIRECT_ASK_MS),
+        role: Role.ROUTER,
+      });
+      if (r.status !== Status.OK) return null;
+      const a = decodeConnectAnswer(r.data);
+      return a.kind === TicketKind.DIRECT ? a : null;
+    } catch (e) {
+      this.o.log(`direct query to router ${route.host}:${route.port} of site ${route.site} failed: ${(e as Error).message}`);
+      return null;
+    }
+  }
+
+  /**
+   * A DIRECT answer for connection c to a listener of our own subnet, reached by the asker at
+   * our address `routerHost`: for our clients, and for the routers of our site that ask. null
+   * when there is no such listener or it may not be reached directly.
+   */
+  directFor(c: ConnectBody, routerHost: string): ConnectAnswer | null {
+    const l = this.o.table().listener(c.dstIp, c.dstPort);
+    const to = l && this.o.direct.target(routerHost, l);
+    if (!l || !to) return null;
+    return {
       kind: TicketKind.DIRECT,
       realIp: to.ip,
       realPort: to.port,
-      srcPort,
+      srcPort: c.srcPort || randomPort(),
       listenerId: unhex(l.id),
       issued: Date.now(),
       ticketId: randomId(),
-    });
-    this.o.counters.directOffered();
-    this.o.counters.connectAnswered(performance.now() - started, true);
-    await link.reply(reqId, Status.OK, answer).catch(() => {});
-    return true;
+    };
   }
 
   /** A DATA ticket nobody used in time: the far end is dropped. */

@@ -2,9 +2,11 @@
  * The direct path (docs/UVPN.md, "The direct path"; docs/PROTOCOL.md, "Connections"): whether a
  * CONNECT is brokered — answered with the listener's real address and the id of a DIRECT ticket,
  * the router then out of the data path — or relayed. Brokered only when the client allows it
- * (CONNECT flag DIRECT), the router's policy (`--direct auto|never`) does, the listener is one of
- * this router's (its nodes are one site) and checks the ticket of every connection it accepts,
- * and the path from the client's host to the listener's has not failed lately. A client whose
+ * (CONNECT flag DIRECT), the router's policy (`--direct auto|never`) does, the listener is in
+ * the client's site — one of this router's (its nodes are one site), or of a router of the same
+ * `site=` in the route file, which is asked (CONNECT on a router link) — and checks the ticket of
+ * every connection it accepts, and the path from the client's host to the listener's has not
+ * failed lately. A client whose
  * direct attempt failed asks again with flag DIRECT_FAILED: that path (one direction, client host
  * to listener host) is then not offered for a while, doubling on each failure, so a path blocked
  * one way never flaps between direct and relayed.
@@ -44,23 +46,25 @@ export class DirectPaths {
   constructor(readonly policy: DirectPolicy, private readonly now: () => number = Date.now) {}
 
   /**
-   * The listener's address as the client reaches it, when this connection may go direct:
-   * `clientHost` is the client link's peer, `routerHost` the router's own address as that link
-   * reached it (which replaces a listener's loopback address: the listener runs on the router's
-   * host).
+   * The listener's address as a client of `routerHost` reaches it, when the policy allows a
+   * direct connection to it: `routerHost` is this router's own address as the asking link
+   * reached it, and replaces a listener's loopback address (the listener runs on this host).
    */
-  target(clientHost: string, routerHost: string, l: Listener): DirectTarget | null {
+  target(routerHost: string, l: Listener): DirectTarget | null {
     if (this.policy === "never" || !l.direct) return null;
-    const host = isLoopback(l.realHost) ? routerHost : l.realHost;
-    const ip = parseIp(unmapped(host));
-    if (ip === null || this.#held(unmapped(clientHost), unmapped(host))) return null;
-    return { ip, port: l.realPort };
+    const ip = parseIp(unmapped(isLoopback(l.realHost) ? routerHost : l.realHost));
+    return ip === null ? null : { ip, port: l.realPort };
   }
 
-  /** The client's direct attempt to listener `l` failed: holds that path; returns the hold, ms. */
-  failed(clientHost: string, routerHost: string, l: Listener): { path: string; holdMs: number } {
-    const to = unmapped(isLoopback(l.realHost) ? routerHost : l.realHost);
-    const path = `${unmapped(clientHost)} -> ${to}`;
+  /** True while the path from the client's host to the target's has failed lately. */
+  held(clientHost: string, to: DirectTarget): boolean {
+    const f = this.#failed.get(`${unmapped(clientHost)} -> ${formatIp(to.ip)}`);
+    return f !== undefined && f.until > this.now();
+  }
+
+  /** The client's direct attempt to `to` failed: holds that path; returns it and the hold, ms. */
+  failed(clientHost: string, to: DirectTarget): { path: string; holdMs: number } {
+    const path = `${unmapped(clientHost)} -> ${formatIp(to.ip)}`;
     const prev = this.#failed.get(path);
     const holdMs = prev ? Math.min(prev.holdMs * 2, DIRECT_HOLD_MAX_MS) : DIRECT_HOLD_FIRST_MS;
     this.#failed.set(path, { until: this.now() + holdMs, holdMs });
@@ -69,14 +73,9 @@ export class DirectPaths {
   }
 
   /** Paths held now. */
-  get held(): number {
+  get holds(): number {
     this.#sweep();
     return this.#failed.size;
-  }
-
-  #held(from: string, to: string): boolean {
-    const f = this.#failed.get(`${from} -> ${to}`);
-    return f !== undefined && f.until > this.now();
   }
 
   /** Forgets holds that ran out long ago (a path that failed again within its hold doubles it). */

@@ -24,7 +24,9 @@ import type { Route } from "./routes.ts";
 import { defaultSessionConfig, type SessionConfig, SessionTable } from "./sessions.ts";
 import { UdpRelay } from "./udp.ts";
 import {
+  ConnectFlag,
   decodeConnect,
+  encodeConnectAnswer,
   decodeTicket,
   type Frame,
   FrameError,
@@ -111,6 +113,9 @@ export class Router {
     });
     this.#connects = new Connects({
       subnet: this.subnet,
+      routes: opts.routes,
+      self: opts.self,
+      key: opts.key,
       timeoutMs: this.#timeoutMs,
       table: () => this.#table,
       sessions: this.#sessions,
@@ -273,7 +278,7 @@ export class Router {
     let handedOver = false;
     try {
       while (f) {
-        if (ctx.role === Role.ROUTER && (f.type === FrameType.MUX || f.type === FrameType.CONNECT)) {
+        if (ctx.role === Role.ROUTER && (f.type === FrameType.MUX || (f.type === FrameType.CONNECT && !isDirectQuery(f)))) {
           handedOver = true;
           this.#links.delete(ctx.id);
           await this.#routerStream(link, f);
@@ -357,7 +362,8 @@ export class Router {
     const b = f.body;
     const table = this.#table;
     const host = ctx.link.peerHost;
-    const routerOk = f.type === FrameType.NAME || f.type === FrameType.STATUS || f.type === FrameType.INFO || f.type === FrameType.PING;
+    const routerOk = f.type === FrameType.NAME || f.type === FrameType.STATUS || f.type === FrameType.INFO || f.type === FrameType.PING ||
+      isDirectQuery(f);
     if (ctx.role === Role.ROUTER && !routerOk) throw new FrameError(`Type ${f.type} is not for router links`);
     const held = (ip: number): number | null => {
       if (!contains(this.subnet, ip)) return Status.EINVAL;
@@ -472,6 +478,11 @@ export class Router {
       case FrameType.CONNECT: {
         const c = decodeConnect(b);
         if (c.proto !== 6) throw new FrameError(`Unsupported protocol: ${c.proto}`);
+        if (ctx.role === Role.ROUTER) {
+          // A router of our site asks to broker a direct connection to one of our listeners.
+          const a = this.#connects.directFor(c, (ctx.link.conn.localAddr as Deno.NetAddr).hostname);
+          return a ? [Status.OK, encodeConnectAnswer(a)] : [Status.ENOENT];
+        }
         const bad = contains(this.subnet, c.srcIp) ? held(c.srcIp) : Status.EPERM;
         if (bad !== null) {
           if (bad === Status.EPERM && !contains(this.subnet, c.srcIp)) {
@@ -508,6 +519,12 @@ export class Router {
 }
 
 const FrameName: Record<number, string> = Object.fromEntries(Object.entries(FrameType).map(([k, v]) => [v, k]));
+
+/** A router's CONNECT of a TCP connection with flag DIRECT: a query to broker a direct connection
+ * (router/connects.ts), answered like a request (a UDP carrier's CONNECT has proto 17). */
+function isDirectQuery(f: Frame): boolean {
+  return f.type === FrameType.CONNECT && f.body.length === 14 && f.body[0] === 6 && (f.body[1] & ConnectFlag.DIRECT) !== 0;
+}
 
 function sameMagic(a: Uint8Array, m: Uint8Array): boolean {
   return a[0] === m[0] && a[1] === m[1] && a[2] === m[2] && a[3] === m[3];

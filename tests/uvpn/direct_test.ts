@@ -8,10 +8,12 @@
  * 300 ms and the path is not tried again for the next 60 s (no flapping). Real programs: python3
  * peers (tests/fixtures/direct_peer.py: blocking and non-blocking connects, virtual names on both
  * sides checked), curl against python3's http.server, iperf3. One topology for the whole file.
+ * And on loopback (no root): two routers whose route lines say `site=lo` broker connections
+ * between their subnets too.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Proc, ROOT, run, tempDir } from "../helpers.ts";
+import { cli, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
 import { Node, Sites } from "./sites.ts";
 
 const isRoot = Deno.uid() === 0;
@@ -149,6 +151,42 @@ Deno.test({
       });
     } finally {
       await sites.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "direct: routers of one site (site= on their route lines) broker connections between their subnets",
+  ignore: !have("python3"),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    using dir = tempDir("myrt-direct-site-");
+    const o = new Overlay(dir.path);
+    Deno.writeTextFileSync(o.routes, Deno.readTextFileSync(o.routes).replace(/^(100\.\S+ \S+)$/gm, "$1 site=lo"));
+    await o.start();
+    const procs: Proc[] = [];
+    try {
+      const [addrA, addrB] = [await o.register(o.a), await o.register(o.b)];
+      const server = new Proc("python3", [PEER, "serve", addrB, "7300"], { env: o.env(o.b, addrB) });
+      procs.push(server);
+      await server.waitFor(/listening/);
+      await o.b.router!.waitFor(/listener .*:7300 is at/);
+      const status = async (s: typeof o.a) => {
+        const r = await cli("uvpn_proxy", ["--status", "--routes", o.routes, "--subnet", s.prefix], { env: o.baseEnv });
+        return paths(r.stdout)[0];
+      };
+      const [a0, b0] = [await status(o.a), await status(o.b)];
+      const r = await run("python3", [PEER, "connect", addrB, "7300", "3", "0", "100000", "nonblocking"], { env: o.env(o.a, addrA) });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stderr, /connected directly to the listener/);
+      const [da, db] = [delta(a0, await status(o.a)), delta(b0, await status(o.b))];
+      assert.equal(da.direct_offered, 4, JSON.stringify(da));
+      assert.equal(da.relayed + db.relayed, 0);
+      assert.equal(da.relayed_bytes + db.relayed_bytes, 0);
+    } finally {
+      for (const p of procs) await p.stop();
+      await o.stop();
     }
   },
 });
