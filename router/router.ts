@@ -26,6 +26,7 @@ import { UdpRelay } from "./udp.ts";
 import {
   ConnectFlag,
   decodeConnect,
+  decodePaths,
   encodeConnectAnswer,
   decodeTicket,
   type Frame,
@@ -471,6 +472,11 @@ export class Router {
         const r = await this.status();
         const text = b[0] === 1 ? JSON.stringify(r) : statusText(r);
         return [Status.OK, new TextEncoder().encode(text).subarray(0, 0xfffe)];
+      }
+      case FrameType.PATHS: {
+        const p = decodePaths(b);
+        this.counters.directReported(p.conns, p.sent + p.received);
+        return [Status.OK];
       }
       case FrameType.PING:
         await ctx.link.send(FrameType.PONG, f.reqId);

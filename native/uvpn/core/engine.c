@@ -102,6 +102,8 @@ static struct {
     int wanted;                  /* eng_start: keep a link up even without other work */
     int inherited[MAX_INHERITED]; /* links of ancestors (fork, exec): kept open, never used */
     int n_inherited;
+    uvpn_paths paths;            /* direct connections that ended, not reported yet */
+    int64_t paths_due;           /* when to report them (0: nothing to report) */
 } E = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .ep = -1, .wake = -1,
        .link = -1, .state = L_DOWN, .retry_ms = RETRY_FIRST_MS, .next_id = 1, .refuser = {-1, -1, -1, -1}};
 
@@ -544,6 +546,18 @@ static void send_queued(void)
         if (c->phase == C_QUEUED) send_connect(c);
 }
 
+/* Reports the direct connections that ended (lock held, link up): a PATHS request whose answer
+ * nobody waits for. */
+static void send_paths(void)
+{
+    if (!E.paths.conns || E.state != L_UP) return;
+    uint8_t b[UVPN_PATHS_LEN];
+    uvpn_paths_pack(&E.paths, b);
+    send_frame(UVPN_T_PATHS, E.next_id++, b, sizeof b);
+    memset(&E.paths, 0, sizeof E.paths);
+    E.paths_due = 0;
+}
+
 /* CHALLENGE verified: the link is up. Declares the source address, registers again what was
  * registered, asks INFO (also the first frame the router must see within its deadline). */
 static void link_up(const uint8_t nr[UVPN_NONCE_LEN])
@@ -700,6 +714,10 @@ static int run_timers(void)
     if (E.state != L_DOWN && E.state != L_UP) {
         if (now >= E.link_deadline) link_down(ETIMEDOUT, "no answer from the home router");
         else NEXT(E.link_deadline);
+    }
+    if (E.paths_due && E.state == L_UP) {
+        if (now >= E.paths_due) send_paths();
+        else NEXT(E.paths_due);
     }
     if (E.state == L_DOWN && has_work()) {
         if (now >= E.retry_at) link_start();
@@ -911,6 +929,27 @@ int ov_control(int type, const uint8_t *body, size_t len, uint8_t *data, size_t 
     snprintf(why, why_len, "%s", q->why);
     free(q);
     return r;
+}
+
+void eng_report_direct(uint64_t sent, uint64_t received)
+{
+    if (engine_lock()) return;
+    E.paths.conns++;
+    E.paths.sent = E.paths.sent + sent > UVPN_MAX_U53 ? UVPN_MAX_U53 : E.paths.sent + sent;
+    E.paths.received = E.paths.received + received > UVPN_MAX_U53 ? UVPN_MAX_U53 : E.paths.received + received;
+    if (!E.paths_due) {
+        E.paths_due = mono_ms() + ENG_PATHS_MS;
+        wake_engine();
+    }
+    pthread_mutex_unlock(&E.lock);
+}
+
+/* At exit: what is left to report goes now (the frame is written before the process ends). */
+__attribute__((destructor)) static void paths_at_exit(void)
+{
+    if (!E.running || pthread_mutex_trylock(&E.lock)) return;
+    send_paths();
+    pthread_mutex_unlock(&E.lock);
 }
 
 void eng_start(void)

@@ -77,6 +77,11 @@ void eng_conn_release(uint32_t id);
  * ENETUNREACH). */
 int eng_connect_wait(uvpn_connect *c, int64_t deadline, uvpn_answer *a, char *why, size_t why_len);
 
+/* A direct connection of this process ended with these bytes: counted, and reported to the home
+ * router (PATHS) within ENG_PATHS_MS, or at exit. */
+#define ENG_PATHS_MS 100
+void eng_report_direct(uint64_t sent, uint64_t received);
+
 /* Non-blocking connects in progress now (a cheap test: 0 means no socket can be pending). */
 int eng_pending(void);
 

@@ -243,7 +243,8 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
         return r;
     }
     vinfo n = {.kind = VS_CONNECTED, .family = family, .lip = c->src, .lport = req.src_port,
-               .pip = ip, .pport = port, .direct = req.flags == UVPN_CF_DIRECT};
+               .pip = ip, .pport = port, .direct = req.flags == UVPN_CF_DIRECT,
+               .owner = req.flags == UVPN_CF_DIRECT ? getpid() : 0};
     *out = n;
     dbg("connect %s: connected %s (virtual port %u)", d, n.direct ? "directly to the listener" : "through the home router",
         req.src_port);
@@ -259,7 +260,8 @@ int pol_settle(vinfo *st, int consume)
     case ENG_PENDING: return 0;
     case ENG_DONE: {
         vinfo n = {.kind = VS_CONNECTED, .family = st->family, .lip = c.src_ip, .lport = c.src_port,
-                   .pip = st->pip, .pport = st->pport, .direct = c.flags == UVPN_CF_DIRECT};
+                   .pip = st->pip, .pport = st->pport, .direct = c.flags == UVPN_CF_DIRECT,
+                   .owner = c.flags == UVPN_CF_DIRECT ? getpid() : 0};
         eng_conn_release(st->conn);
         *st = n;
         return 1;
