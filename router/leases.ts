@@ -61,6 +61,34 @@ interface LeaseRecord {
   exclusive: boolean;
 }
 
+/** The configuration error for a state file (or FILE:LINE) that cannot be loaded. */
+function corrupt(where: string, why: string): ConfigError {
+  return new ConfigError(`${where}: corrupt router state (${why}); move it away to start empty`);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Checks one lease record of a state file field by field (types, not only presence). */
+function leaseRecord(v: unknown, where: string): LeaseRecord {
+  if (!isObject(v)) throw corrupt(where, `lease is not an object: ${JSON.stringify(v)}`);
+  const want = (k: string, type: string, optional: boolean) => {
+    if (v[k] === undefined && optional) return;
+    if (typeof v[k] !== type) throw corrupt(where, `lease field ${k} is not a ${type}: ${JSON.stringify(v[k])}`);
+  };
+  want("ip", "string", false);
+  want("holder", "string", false);
+  want("since", "number", false);
+  want("name", "string", true);
+  want("ttl", "number", true);
+  want("token", "string", true);
+  want("exclusive", "boolean", true);
+  if (v.ttl !== undefined && !(Number.isFinite(v.ttl) && (v.ttl as number) >= 0)) throw corrupt(where, `lease ttl out of range: ${v.ttl}`);
+  if (v.token !== undefined && !/^([0-9a-f]{2})*$/.test(v.token as string)) throw corrupt(where, `lease token is not hex: ${JSON.stringify(v.token)}`);
+  return v as unknown as LeaseRecord;
+}
+
 /** Why a holder may not act on an address. */
 export type Refused = "EPERM" | "ENOENT";
 
@@ -107,7 +135,8 @@ export class LeaseTable {
     if (!text.trim()) return false;
     const subnetText = `${formatIp(this.subnet.net)}/${this.subnet.len}`;
     const now = Date.now();
-    const addLease = (r: LeaseRecord, where: string) => {
+    const addLease = (v: unknown, where: string) => {
+      const r = leaseRecord(v, where);
       const ip = parseIp(r.ip);
       if (ip === null || !contains(this.subnet, ip)) {
         throw new ConfigError(`${where}: lease outside subnet ${subnetText}: ${r.ip}`);
@@ -127,17 +156,20 @@ export class LeaseTable {
     };
     if (text.trimStart().startsWith("{\n") || /^\s*\{\s*"version":\s*1/.test(text)) {
       // Version 1: one JSON document, rewritten at every change.
-      let state: { version: number; subnet: string; cursor: number; leases: LeaseRecord[] };
+      let state: { version?: unknown; subnet?: unknown; cursor?: unknown; leases?: unknown };
       try {
         state = JSON.parse(text);
       } catch (e) {
-        throw new ConfigError(`${this.file}: corrupt router state (${(e as Error).message}); move it away to start empty`);
+        throw corrupt(this.file, (e as Error).message);
       }
+      if (!isObject(state)) throw corrupt(this.file, "not an object");
       if (state.version === 1) {
         if (state.subnet !== subnetText) {
           throw new ConfigError(`${this.file}: state belongs to subnet ${state.subnet}, not ${subnetText}`);
         }
-        this.#cursor = state.cursor >>> 0;
+        if (!Array.isArray(state.leases)) throw corrupt(this.file, "no list of leases");
+        if (state.cursor !== undefined && typeof state.cursor !== "number") throw corrupt(this.file, `cursor is not a number: ${JSON.stringify(state.cursor)}`);
+        this.#cursor = (state.cursor ?? 0) >>> 0;
         for (const l of state.leases) addLease(l, this.file);
         return true;
       }
@@ -146,20 +178,23 @@ export class LeaseTable {
     try {
       parsed = parseJournal(text);
     } catch (e) {
-      throw new ConfigError(`${this.file}: corrupt router state (${(e as Error).message}); move it away to start empty`);
+      throw corrupt(this.file, (e as Error).message);
     }
     for (const { line, value } of parsed.records) {
       const where = `${this.file}:${line}`;
-      const r = value as { uvpn_state?: number; subnet?: string; lease?: LeaseRecord; cursor?: number; release?: string };
+      if (!isObject(value)) throw corrupt(where, `not a record: ${JSON.stringify(value)}`);
+      const r = value as { uvpn_state?: unknown; subnet?: unknown; lease?: unknown; cursor?: unknown; release?: unknown };
+      if (r.cursor !== undefined && typeof r.cursor !== "number") throw corrupt(where, `cursor is not a number: ${JSON.stringify(r.cursor)}`);
       if (r.uvpn_state !== undefined) {
         if (r.subnet !== subnetText) throw new ConfigError(`${this.file}: state belongs to subnet ${r.subnet}, not ${subnetText}`);
-      } else if (r.lease) {
+      } else if (r.lease !== undefined) {
         addLease(r.lease, where);
       } else if (r.release !== undefined) {
-        const ip = parseIp(r.release);
-        if (ip !== null) this.leases.delete(ip);
+        const ip = typeof r.release === "string" ? parseIp(r.release) : null;
+        if (ip === null) throw corrupt(where, `release of a bad address: ${JSON.stringify(r.release)}`);
+        this.leases.delete(ip);
       } else if (r.cursor === undefined) {
-        throw new ConfigError(`${where}: corrupt router state (unknown record); move it away to start empty`);
+        throw corrupt(where, "unknown record");
       }
       if (typeof r.cursor === "number") this.#cursor = r.cursor >>> 0;
     }

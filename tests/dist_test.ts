@@ -9,12 +9,12 @@
  */
 import assert from "node:assert/strict";
 import { basename, join } from "node:path";
-import { ROOT, run, type RunResult, tempDir } from "./helpers.ts";
+import { IS_ROOT, ROOT, run, type RunResult, tempDir } from "./helpers.ts";
 import { Sshd } from "./xufs/sshd.ts";
 import { VERSION } from "../cli/common.ts";
 import { NATIVE_LIBS, SOURCE_DIRS, TOOLS } from "../cli/tools.ts";
 
-const isRoot = Deno.uid() === 0;
+const isRoot = IS_ROOT;
 const base = { sanitizeOps: false, sanitizeResources: false };
 const asRoot = { ...base, ignore: !isRoot };
 const PATH = "/usr/bin:/bin:/usr/sbin:/sbin";

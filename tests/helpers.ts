@@ -6,12 +6,61 @@
  */
 import { join } from "node:path";
 
+/**
+ * Whether the tests run as the real root: uid 0 with the whole uid range mapped. Inside
+ * `unshare -rn` (how scripts/test.sh runs an unprivileged user's suite) the uid also reads 0,
+ * but nothing that needs root (ip netns, sshd's privilege separation) works there.
+ */
+export const IS_ROOT = Deno.uid() === 0 && isInitialUserNamespace();
+
+function isInitialUserNamespace(): boolean {
+  try {
+    return /^\s*0\s+0\s+4294967295\s*$/.test(Deno.readTextFileSync("/proc/self/uid_map"));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The suite refuses to run where a bug could send a packet out: a test (a main module under
+ * tests/) must run in a network namespace whose only interface is loopback, as
+ * scripts/test.sh arranges (virtual 100.64.0.0/10 addresses must never meet a real route).
+ */
+function refuseRealNetwork(): void {
+  if (!new URL(Deno.mainModule).pathname.startsWith(new URL(".", import.meta.url).pathname)) return; // benchmarks and scripts use these fixtures too
+  // /proc/self/net shows this process's namespace (/sys/class/net shows the one sysfs was mounted in).
+  const ifaces = Deno.readTextFileSync("/proc/self/net/dev").split("\n").slice(2)
+    .map((l) => l.split(":")[0].trim()).filter((n) => n && n !== "lo");
+  if (ifaces.length) {
+    throw new Error(`Tests run only in a loopback-only network namespace (./scripts/test.sh); this one has: ${ifaces.sort().join(", ")}`);
+  }
+}
+refuseRealNetwork();
+
 /** The repository root. */
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /** The deno running the tests. */
 export const DENO = Deno.execPath();
-/** The preload library, built by `make -C native`. */
-export const LIBUVPN = join(ROOT, "native/build/libuvpn.so");
+/**
+ * Where the native files under test are: native/build (`make -C native`), or $MYRT_LIBDIR — the
+ * sanitizer build when `scripts/test.sh --sanitize` runs the suite.
+ */
+export const NATIVE_BUILD = Deno.env.get("MYRT_LIBDIR") ?? join(ROOT, "native/build");
+/** The UVPN preload library. */
+export const LIBUVPN = join(NATIVE_BUILD, "libuvpn.so");
+/** The XUFS preload library. */
+export const LIBXUFS = join(NATIVE_BUILD, "libxufs.so");
+/** The launcher that runs programs under the seccomp supervisor. */
+export const UVPN_SUPERVISE = join(NATIVE_BUILD, "uvpn_supervise");
+/**
+ * The ASan runtime, in the sanitizer pass of `scripts/test.sh` (MYRT_SANITIZE_RT): preloaded in
+ * front of the instrumented libraries, so that their allocations and libc calls are checked too.
+ */
+export const SANITIZE_RT = Deno.env.get("MYRT_SANITIZE_RT") ?? "";
+/** LD_PRELOAD for a program in the overlay: libuvpn.so (behind the ASan runtime when sanitizing). */
+export const PRELOAD_UVPN = [SANITIZE_RT, LIBUVPN].filter(Boolean).join(":");
+/** LD_PRELOAD for a program under XUFS: libxufs.so (behind the ASan runtime when sanitizing). */
+export const PRELOAD_XUFS = [SANITIZE_RT, LIBXUFS].filter(Boolean).join(":");
 
 /** A fresh temporary directory, removed by `using`. */
 export function tempDir(prefix = "myrt-test-"): { path: string; [Symbol.dispose](): void } {
@@ -144,12 +193,18 @@ export function run(cmd: string, args: string[], opts: SpawnOptions = {}): Promi
 
 /** Runs a MyRT CLI from source with the test deno. */
 export function cli(name: string, args: string[], opts: SpawnOptions = {}): Promise<RunResult> {
-  return run(DENO, ["run", "-A", "--no-prompt", join(ROOT, "cli", `${name}.ts`), ...args], opts);
+  return run(DENO, ["run", "-A", "--no-prompt", join(ROOT, "cli", `${name}.ts`), ...args], sanitizing(opts));
 }
 
 /** Starts a MyRT CLI from source in the background. */
 export function spawnCli(name: string, args: string[], opts: SpawnOptions = {}): Proc {
-  return new Proc(DENO, ["run", "-A", "--no-prompt", join(ROOT, "cli", `${name}.ts`), ...args], opts);
+  return new Proc(DENO, ["run", "-A", "--no-prompt", join(ROOT, "cli", `${name}.ts`), ...args], sanitizing(opts));
+}
+
+/** When sanitizing, a command of ours runs with the ASan runtime preloaded, and passes it on. */
+function sanitizing(opts: SpawnOptions): SpawnOptions {
+  if (!SANITIZE_RT || opts.env?.LD_PRELOAD !== undefined) return opts;
+  return { ...opts, env: { ...opts.env, LD_PRELOAD: SANITIZE_RT } };
 }
 
 /** Waits until something accepts TCP connections at host:port. */
@@ -240,11 +295,18 @@ export class Overlay {
 
   /** Full environment of an overlay program with virtual address `addr` in subnet `s`. */
   env(s: TestSubnet, addr: string): Record<string, string> {
-    return { ...this.homeEnv(s), UVPN_SRC_ADDR: addr, LD_PRELOAD: LIBUVPN, UVPN_DEBUG: "1" };
+    return { ...this.homeEnv(s), UVPN_SRC_ADDR: addr, LD_PRELOAD: PRELOAD_UVPN, UVPN_DEBUG: "1" };
   }
 
   /** Stops both routers by pid. */
   async stop(): Promise<void> {
-    for (const s of [this.a, this.b]) await s.router?.stop();
+    for (const s of [this.a, this.b]) {
+      await s.router?.stop();
+      // In the sanitizer pass a router's report (its data plane is instrumented) goes to the
+      // test's output, where scripts/test.sh counts reports.
+      if (SANITIZE_RT && s.router && /ERROR: (Address|Leak)Sanitizer|runtime error:/.test(s.router.stderr)) {
+        console.error(`router ${s.prefix}:\n${s.router.stderr}`);
+      }
+    }
   }
 }

@@ -134,7 +134,7 @@ static void ticket_vector(const uint8_t key[32], const char *line)
     unsigned long long issued;
     uvpn_ticket t, got;
     uint8_t want[UVPN_TICKET_LEN], out[UVPN_TICKET_LEN];
-    if (sscanf(line, "ticket %63s %u %31s %31s %31s %u %llu %63s %191s", name, &kind, src, dst, lid,
+    if (sscanf(line, "ticket %63s %u %31s %31s %31s %u %llu %63s %183s", name, &kind, src, dst, lid,
                &bound, &issued, tid, want_hex) != 9 ||
         parse_ep(src, &t.src_ip, &t.src_port) || parse_ep(dst, &t.dst_ip, &t.dst_port) ||
         unhex(lid, t.lid, 8) != 8 || unhex(tid, t.tid, 16) != 16 ||

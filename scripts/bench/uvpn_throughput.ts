@@ -12,13 +12,15 @@
  * way, close: python3). Prints a table, then the ratios the issue's goals name.
  */
 import { join } from "node:path";
-import { Overlay, Proc, run, spawnCli, tempDir } from "../../tests/helpers.ts";
+import { Overlay, Proc, spawnCli, tempDir } from "../../tests/helpers.ts";
 
 const seconds = Number(Deno.args[0] ?? 5);
 const connects = Number(Deno.args[1] ?? 2000);
 type Path = "native" | "socat" | "preload" | "seccomp";
 const PATHS: Path[] = ["native", "socat", "preload", "seccomp"];
 const SERVER_PORT = 5201, ECHO_PORT = 5301, CONNECT_PORT = 5401;
+/** A client that hangs is reported as failed after this, and the run goes on. */
+const CLIENT_TIMEOUT_MS = Math.max(60, seconds * 6) * 1000;
 
 const ECHO_SERVER = `
 import socket, sys
@@ -107,14 +109,51 @@ async function server(o: Overlay, path: Path, argv: string[], port: number, read
   return { addr, port };
 }
 
+/** Pids of the descendants of `pid` (from /proc). */
+function descendants(pid: number): number[] {
+  const kids = new Map<number, number[]>();
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      kids.set(ppid, [...(kids.get(ppid) ?? []), Number(e.name)]);
+    } catch { /* gone */ }
+  }
+  const out: number[] = [];
+  for (let todo = [pid]; todo.length;) {
+    const next = kids.get(todo.pop()!) ?? [];
+    out.push(...next);
+    todo.push(...next);
+  }
+  return out;
+}
+
+/** Runs a command to completion; past CLIENT_TIMEOUT_MS kills it and its descendants (by pid). */
+async function bounded(cmd: string, args: string[], env?: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  const p = new Proc(cmd, args, { env });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = await Promise.race([
+    p.done.then(() => false),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(true), CLIENT_TIMEOUT_MS))),
+  ]);
+  clearTimeout(timer);
+  if (timedOut) {
+    for (const pid of descendants(p.pid)) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  }
+  const st = await p.stop("SIGKILL");
+  return { code: timedOut ? 124 : st.code, stdout: p.stdout, stderr: timedOut ? `timed out after ${CLIENT_TIMEOUT_MS} ms\n${p.stderr}` : p.stderr };
+}
+
 /** Runs argv as a client on `path` to completion; returns stdout. */
 async function client(o: Overlay, path: Path, argv: string[]): Promise<string> {
   const r = path === "native" || path === "socat"
-    ? await run(argv[0], argv.slice(1), { timeoutMs: 300_000 })
-    : await run(Deno.execPath(), ["run", "-A", "--no-prompt", join(import.meta.dirname!, "../../cli/uvpn_register.ts"), "-r", "-s", "--mode", path, "--", ...argv], {
-      env: o.homeEnv(o.a),
-      timeoutMs: 300_000,
-    });
+    ? await bounded(argv[0], argv.slice(1))
+    : await bounded(Deno.execPath(), ["run", "-A", "--no-prompt", join(import.meta.dirname!, "../../cli/uvpn_register.ts"), "-r", "-s", "--mode", path, "--", ...argv], o.homeEnv(o.a));
   if (r.code !== 0) throw new Error(`${argv.join(" ")} (${path}) failed: ${r.stderr}`);
   return r.stdout;
 }
@@ -141,24 +180,36 @@ const procs: Proc[] = [];
 try {
   for (const path of PATHS) {
     try {
-      const s = await server(o, path, ["iperf3", "-s", "-p", String(SERVER_PORT), "--forceflush"], SERVER_PORT, /Server listening/, procs);
+      // One iperf3 server per path, started again after a run that failed (a hung server
+      // serves no one after it); a failed run is reported and the others go on.
+      let s: { addr: string; port: number } | undefined;
       for (const [label, len, streams] of [
         ["iperf3 128 KiB, 1 stream", "128K", "1"],
         ["iperf3 128 KiB, 8 streams", "128K", "8"],
         ["iperf3 100 B, 1 stream", "100", "1"],
         ["iperf3 100 B, 8 streams", "100", "8"],
       ] as [Label, string, string][]) {
-        const out = await client(o, path, ["iperf3", "-c", s.addr, "-p", String(s.port), "-t", String(seconds), "-l", len, "-P", streams, "-J"]);
-        const j = JSON.parse(out);
-        if (j.error) throw new Error(`iperf3 ${len} x ${streams}: ${j.error}`);
-        result[label][path] = j.end.sum_received.bits_per_second / 1e9;
+        try {
+          s ??= await server(o, path, ["iperf3", "-s", "-p", String(SERVER_PORT), "--forceflush"], SERVER_PORT, /Server listening/, procs);
+          const out = await client(o, path, ["iperf3", "-c", s.addr, "-p", String(s.port), "-t", String(seconds), "-l", len, "-P", streams, "-J"]);
+          const j = JSON.parse(out);
+          if (j.error) throw new Error(`iperf3 ${len} x ${streams}: ${j.error}`);
+          result[label][path] = j.end.sum_received.bits_per_second / 1e9;
+          console.error(`uvpn_throughput: ${path}: ${label}: ${result[label][path]!.toFixed(2)} Gbit/s`);
+        } catch (e) {
+          console.error(`uvpn_throughput: ${path}: ${label}: failed: ${(e as Error).message.slice(0, 300)}`);
+          await stopAll(procs);
+          s = undefined;
+        }
       }
       await stopAll(procs);
       const e = await server(o, path, ["python3", "-c", ECHO_SERVER, String(ECHO_PORT)], ECHO_PORT, /ready/, procs);
       result["64 MiB echo"][path] = Number(await client(o, path, ["python3", "-c", ECHO_CLIENT, e.addr, String(e.port), "64"]));
+      console.error(`uvpn_throughput: ${path}: 64 MiB echo: ${result["64 MiB echo"][path]!.toFixed(2)} Gbit/s`);
       await stopAll(procs);
       const c = await server(o, path, ["python3", "-c", CONNECT_SERVER, String(CONNECT_PORT)], CONNECT_PORT, /ready/, procs);
       result["connects/s"][path] = Number(await client(o, path, ["python3", "-c", CONNECT_CLIENT, c.addr, String(c.port), String(connects)]));
+      console.error(`uvpn_throughput: ${path}: connects/s: ${result["connects/s"][path]!.toFixed(0)}`);
     } catch (e) {
       console.error(`uvpn_throughput: ${path}: ${(e as Error).message}`);
     } finally {

@@ -1,10 +1,13 @@
 /**
  * The lease table: unique addresses, holders and lifetimes (held, grace, expiry), who may act on
  * an address, listeners that belong to links, the append-only journal (reopen, compaction, a
- * torn last record, a version-1 state file converted), corrupt state refused.
+ * torn last record, a version-1 state file converted), corrupt state refused: wrong shapes and
+ * random JSON records are ConfigErrors naming FILE:LINE (fast-check), never TypeErrors.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import fc from "fast-check";
+import { ConfigError } from "../../common/errors.ts";
 import { formatIp } from "../../router/ipv4.ts";
 import { type Holder, LeaseTable } from "../../router/leases.ts";
 import { tempDir } from "../helpers.ts";
@@ -115,4 +118,52 @@ Deno.test("leases: a version-1 state file is converted; corrupt or foreign state
   assert.equal(await Deno.readTextFile(file), "{not json");
   await Deno.writeTextFile(file, JSON.stringify({ version: 1, subnet: "100.99.0.0/16", cursor: 0, leases: [], listeners: [] }));
   await assert.rejects(LeaseTable.open(subnet, file), /belongs to subnet 100\.99\.0\.0\/16/);
+});
+
+Deno.test("leases: state files of the wrong shape are configuration errors naming FILE:LINE, never TypeErrors, and stay untouched", async () => {
+  using dir = tempDir();
+  const file = join(dir.path, "s.json");
+  const head = JSON.stringify({ uvpn_state: 2, subnet: "100.64.0.0/24" });
+  const lease = { ip: "100.64.0.7", holder: "10.0.0.1", name: "n", since: 1, ttl: 60, token: "00ff", exclusive: false };
+  const cases: [string, RegExp][] = [
+    ["null\n", /corrupt router state/],
+    ['{"version": 1, "subnet": "100.64.0.0/24", "cursor": 0}', /s\.json: corrupt router state \(no list of leases\)/],
+    ['{"version": 1, "subnet": "100.64.0.0/24", "leases": [null]}', /lease is not an object: null/],
+    ['{"version": 1, "subnet": "100.64.0.0/24", "leases": [{"ip": "garbage", "holder": "h", "since": 1}]}', /lease outside subnet 100\.64\.0\.0\/24: garbage/],
+    [`${head}\n{"lease": null}\n`, /s\.json:2: corrupt router state \(lease is not an object: null\)/],
+    [`${head}\n${JSON.stringify({ lease: { ...lease, holder: 5 } })}\n`, /s\.json:2: .*lease field holder is not a string: 5/],
+    [`${head}\n${JSON.stringify({ lease: { ...lease, token: "zz" } })}\n`, /s\.json:2: .*lease token is not hex/],
+    [`${head}\n${JSON.stringify({ lease: { ...lease, ttl: -1 } })}\n`, /s\.json:2: .*lease ttl out of range: -1/],
+    [`${head}\n{"release": "garbage"}\n`, /s\.json:2: .*release of a bad address: "garbage"/],
+    [`${head}\n{"cursor": "x"}\n`, /s\.json:2: .*cursor is not a number/],
+    [`${head}\n[1, 2]\n`, /s\.json:2: .*not a record/],
+  ];
+  for (const [text, why] of cases) {
+    await Deno.writeTextFile(file, text);
+    await assert.rejects(LeaseTable.open(subnet, file), (e: Error) => e instanceof ConfigError && why.test(e.message), text);
+    assert.equal(await Deno.readTextFile(file), text, "a refused state file is left as it was");
+  }
+});
+
+Deno.test("leases: any JSON records in a state file load or fail with ConfigError only (fast-check)", async () => {
+  using dir = tempDir();
+  const file = join(dir.path, "s.json");
+  const head = JSON.stringify({ uvpn_state: 2, subnet: "100.64.0.0/24" });
+  const field = fc.oneof(fc.jsonValue(), fc.constantFrom("100.64.0.9", "00ff", 1, true));
+  const record = fc.oneof(
+    fc.jsonValue(),
+    fc.record({ lease: fc.dictionary(fc.constantFrom("ip", "holder", "name", "since", "ttl", "token", "exclusive"), field) }, { requiredKeys: [] }),
+    fc.record({ release: field, cursor: field }, { requiredKeys: [] }),
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.array(record, { maxLength: 6 }), async (records) => {
+      await Deno.writeTextFile(file, [head, ...records.map((r) => JSON.stringify(r))].join("\n") + "\n");
+      try {
+        (await LeaseTable.open(subnet, file)).close();
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+      }
+    }),
+    { numRuns: Number(Deno.env.get("MYRT_PROPERTY_RUNS") ?? 100_000) / 50 },
+  );
 });

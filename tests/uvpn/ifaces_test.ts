@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cli, LIBUVPN, Overlay, ROOT, run, tempDir } from "../helpers.ts";
+import { cli, Overlay, PRELOAD_UVPN, ROOT, run, tempDir } from "../helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const esc = (s: string) => s.replaceAll(".", "\\.");
@@ -140,7 +140,7 @@ Deno.test("ifaces: without a virtual address nothing changes; the real answer of
   await withNode("ifnode", async (o) => {
     const native = await run(bins.dyn, [], {});
     const { UVPN_SRC_ADDR: _, ...noSrc } = o.env(o.a, "");
-    const preloaded = await run(bins.dyn, [], { env: { ...noSrc, LD_PRELOAD: LIBUVPN } });
+    const preloaded = await run(bins.dyn, [], { env: { ...noSrc, LD_PRELOAD: PRELOAD_UVPN } });
     assert.equal(native.code, 0, native.stderr);
     assert.equal(preloaded.stdout, native.stdout);
     assert.doesNotMatch(native.stdout, /uvpn0/);

@@ -9,10 +9,10 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ROOT, run, tempDir } from "../helpers.ts";
+import { IS_ROOT, ROOT, run, tempDir } from "../helpers.ts";
 import { Node, Sites } from "./sites.ts";
 
-const isRoot = Deno.uid() === 0;
+const isRoot = IS_ROOT;
 const have = (cmd: string) => new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null", stderr: "null" }).outputSync().success;
 const slurm = ["slurmctld", "slurmd", "srun", "mpicc.mpich", "mpicc.openmpi", "sshd"].every(have);
 const esc = (s: string) => s.replaceAll(".", "\\.");
@@ -72,14 +72,16 @@ Deno.test({
         sites.spawn(n, "unshare", ["-m", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$0" "$1" && exec slurmd -D -N "$2"', own, tmp, n.name], { env: on(n) });
       }
 
-      await t.step("sinfo shows the four nodes of both sites idle", async () => {
+      /** Waits (bounded: `tries` × 250 ms) until sinfo shows the four nodes idle. */
+      const allIdle = async (tries: number) => {
         let out = "";
-        for (let i = 0; i < 120 && !/^4 idle$/m.test(out); i++) {
+        for (let i = 0; i < tries && !/^4 idle$/m.test(out); i++) {
           out = (await sites.run(a2, "sinfo", ["-h", "-o", "%D %t"], { env: on(a2) })).stdout;
           if (!/^4 idle$/m.test(out)) await new Promise((r) => setTimeout(r, 250));
         }
         assert.match(out, /^4 idle$/m, out + (await Deno.readTextFile(join(conf, "log/slurmctld.log")).catch(() => "")));
-      });
+      };
+      await t.step("sinfo shows the four nodes of both sites idle", () => allIdle(120));
 
       const before = counters(await sites.status());
       await t.step("srun -N4 runs a task on every node, each with its own node's virtual address", async () => {
@@ -125,7 +127,41 @@ Deno.test({
         const st = ended ? await p.done : await p.stop("SIGINT");
         if (ended) assert.equal(st.code, 0, p.stderr + p.stdout);
         ring(p.stdout);
+        if (!ended && cmd === "srun") {
+          // An interrupted srun leaves its job's ranks hung on the nodes (the nodes stay
+          // "completing" a while even after this): cancel what is left. This is why the MPICH
+          // srun job is the last Slurm job of the test.
+          const ids = (await sites.run(n, "squeue", ["-h", "-o", "%i"], { env: on(n) })).stdout.split(/\s+/).filter(Boolean);
+          if (ids.length) await sites.run(n, "scancel", ["-f", "-s", "KILL", ...ids], { env: on(n) });
+        }
       };
+
+      const ompiEnv = {
+        OMPI_ALLOW_RUN_AS_ROOT: "1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "1",
+        OMPI_MCA_btl: "tcp,self",
+        OMPI_MCA_pml: "ob1",
+        OMPI_MCA_btl_tcp_if_include: "uvpn0",
+        OMPI_MCA_oob_tcp_if_include: "uvpn0",
+      };
+
+      await t.step("Open MPI (btl tcp) under srun --mpi=pmix", async () => {
+        await mpi(a1, "srun", ["--mpi=pmix", "-N4", "-n4", ompi], { ...on(a1), ...ompiEnv });
+      });
+
+      // Wrappers: static programs that srun and mpiexec start join the overlay (the supervisor
+      // takes them over at their execve), so busybox's wget finds a1.uvpn and reaches it.
+      const web = join(dir.path, "web");
+      Deno.mkdirSync(web);
+      Deno.writeTextFileSync(join(web, "marker"), "served by a1\n");
+      const http = sites.spawn(a1, "python3", ["-m", "http.server", "-d", web, "8088"], { env: sites.env(a1) });
+      await http.waitFor(/Serving HTTP/, 15_000);
+      const wget = ["/bin/busybox", "wget", "-q", "-O", "-", "http://a1.uvpn:8088/marker"];
+      await t.step("static programs started by srun join the overlay (busybox wget on every node)", async () => {
+        const r = await sites.run(b1, "srun", ["-N4", "-n4", ...wget], { env: on(b1), timeoutMs: 60_000 });
+        assert.equal(r.code, 0, r.stderr);
+        assert.deepEqual(r.stdout.trim().split("\n"), Array(4).fill("served by a1"), r.stdout + r.stderr);
+      });
 
       await t.step("MPICH (UCX over TCP) under srun --mpi=pmi2", async () => {
         await mpi(a1, "srun", ["--mpi=pmi2", "-N4", "-n4", mpich], { ...on(a1), ...ucx });
@@ -177,21 +213,16 @@ Deno.test({
         await mpi(a1, "mpiexec.mpich", ["-launcher", "ssh", "-launcher-exec", agent, "-hosts", "a1,a2,b1,b2", "-n", "4", "-ppn", "1", "-genvnone", ...genv, mpich], { ...on(a1), ...ucx });
       });
 
-      const ompiEnv = {
-        OMPI_ALLOW_RUN_AS_ROOT: "1",
-        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: "1",
-        OMPI_MCA_btl: "tcp,self",
-        OMPI_MCA_pml: "ob1",
-        OMPI_MCA_btl_tcp_if_include: "uvpn0",
-        OMPI_MCA_oob_tcp_if_include: "uvpn0",
-      };
       await t.step("Open MPI (btl tcp) under mpirun, its rsh launcher over ssh", async () => {
         await mpi(a1, "mpirun.openmpi", ["--mca", "plm_rsh_agent", agent, "--host", "a1:1,a2:1,b1:1,b2:1", "-n", "4", ompi], { ...on(a1), ...ompiEnv });
       });
 
-      await t.step("Open MPI (btl tcp) under srun --mpi=pmix", async () => {
-        await mpi(a1, "srun", ["--mpi=pmix", "-N4", "-n4", ompi], { ...on(a1), ...ompiEnv });
+      await t.step("static programs started by mpiexec over ssh join the overlay", async () => {
+        const r = await sites.run(a1, "mpiexec.mpich", ["-launcher", "ssh", "-launcher-exec", agent, "-hosts", "a1,a2,b1,b2", "-n", "4", "-ppn", "1", "-genvnone", ...wget], { env: on(a1), timeoutMs: 60_000 });
+        assert.equal(r.code, 0, r.stderr);
+        assert.deepEqual(r.stdout.trim().split("\n"), Array(4).fill("served by a1"), r.stdout + r.stderr);
       });
+      await http.stop();
 
       const after = counters(await sites.status());
       assert.ok(after.sessions > before.sessions && after.sent > before.sent, `routers carried nothing new: ${JSON.stringify({ before, after })}`);

@@ -7,10 +7,10 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { run, tempDir } from "../helpers.ts";
+import { IS_ROOT, run, tempDir } from "../helpers.ts";
 import { Sites } from "./sites.ts";
 
-const isRoot = Deno.uid() === 0;
+const isRoot = IS_ROOT;
 
 Deno.test({
   name: "uvpn netns: nodes of two private LANs reach each other through routers on their head nodes",

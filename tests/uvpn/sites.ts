@@ -8,7 +8,7 @@
  * a failure; processes are stopped by pid.
  */
 import { join } from "node:path";
-import { DENO, LIBUVPN, Proc, ROOT, run, SpawnOptions } from "../helpers.ts";
+import { DENO, PRELOAD_UVPN, Proc, ROOT, run, SpawnOptions } from "../helpers.ts";
 
 /** A compute node: its namespace, overlay name, site and virtual address. */
 export interface Node {
@@ -58,7 +58,7 @@ export class Sites {
 
   /** The full overlay environment of a program on node n (libuvpn.so, its virtual address). */
   env(n: Node): Record<string, string> {
-    return { ...this.siteEnv(n.site), UVPN_SRC_ADDR: n.addr, LD_PRELOAD: LIBUVPN };
+    return { ...this.siteEnv(n.site), UVPN_SRC_ADDR: n.addr, LD_PRELOAD: PRELOAD_UVPN };
   }
 
   node(name: string): Node {

@@ -9,13 +9,13 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, Proc, ROOT, run, sleep, tempDir } from "../helpers.ts";
+import { IS_ROOT, Proc, ROOT, run, sleep, tempDir, UVPN_SUPERVISE } from "../helpers.ts";
 import { Sshd } from "../xufs/sshd.ts";
 import { BUSYBOX, goBinaries, goServer, inOverlay, leased, withGoServer, withOverlay } from "./static_fixtures.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const esc = (s: string) => s.replaceAll(".", "\\.");
-const SUPERVISE = join(ROOT, "native/build/uvpn_supervise");
+const SUPERVISE = UVPN_SUPERVISE;
 const DAEMON = join(ROOT, "tests/fixtures/daemon.py");
 
 /** Whether process pid is gone (or a zombie nobody reaped yet). */
@@ -193,7 +193,7 @@ Deno.test("bind any: two static Go servers bind 0.0.0.0:9090 on one machine with
 
 Deno.test({
   name: "bind any: two real sshd on port 22 of one machine, each at its own virtual address (UVPN_BIND_ANY=virtual); by default they collide",
-  ignore: Deno.uid() !== 0,
+  ignore: !IS_ROOT,
   ...opts,
   fn: () =>
     withOverlay(async (o) => {
@@ -242,7 +242,7 @@ Deno.test({
 Deno.test("supervisor: a UDP registration waiting for a silent home router stalls no other call of the tree", opts, async () => {
   using dir = tempDir();
   // A home router that accepts and never answers: the engine's link waits up to 5 s for it.
-  const silent = Deno.listen({ hostname: "127.0.0.1", port: freePort() });
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const held: Deno.Conn[] = [];
   const accepting = (async () => {
     try {

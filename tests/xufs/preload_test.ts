@@ -5,9 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ROOT, run, tempDir } from "../helpers.ts";
+import { PRELOAD_XUFS, ROOT, run, tempDir } from "../helpers.ts";
 
-const LIBXUFS = join(ROOT, "native/build/libxufs.so");
 
 function layout(dir: string) {
   const mount = join(dir, "xufs-rhome");
@@ -16,7 +15,7 @@ function layout(dir: string) {
   Deno.mkdirSync(join(cache, "sub"), { recursive: true });
   Deno.writeTextFileSync(join(cache, "sub/f.txt"), "cached\n");
   Deno.writeTextFileSync(join(dir, "outside.txt"), "outside\n");
-  const env = { LD_PRELOAD: LIBXUFS, XUFS_MOUNT: mount, XUFS_CACHE: cache, XUFS_SOCK: join(dir, "no-manager.sock") };
+  const env = { LD_PRELOAD: PRELOAD_XUFS, XUFS_MOUNT: mount, XUFS_CACHE: cache, XUFS_SOCK: join(dir, "no-manager.sock") };
   return { mount, cache, env };
 }
 
@@ -24,7 +23,7 @@ Deno.test("xufs preload: inert without XUFS_MOUNT/XUFS_CACHE/XUFS_SOCK", async (
   using d = tempDir();
   Deno.writeTextFileSync(join(d.path, "f"), "plain\n");
   const r = await run("/bin/sh", ["-c", `cd ${d.path} && /bin/pwd && cat f && ls`], {
-    env: { LD_PRELOAD: LIBXUFS, XUFS_MOUNT: "", XUFS_CACHE: "", XUFS_SOCK: "" },
+    env: { LD_PRELOAD: PRELOAD_XUFS, XUFS_MOUNT: "", XUFS_CACHE: "", XUFS_SOCK: "" },
   });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, `${d.path}\nplain\nf\n`);

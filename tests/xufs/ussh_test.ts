@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, ROOT, run, tempDir } from "../helpers.ts";
+import { freePort, IS_ROOT, ROOT, run, tempDir } from "../helpers.ts";
 import { Sshd } from "./sshd.ts";
 
-const isRoot = Deno.uid() === 0;
+const isRoot = IS_ROOT;
 const base = { ignore: !isRoot, sanitizeOps: false, sanitizeResources: false };
 
 /** Installs MyRT into dir/prefixA, as the user on host A would. */

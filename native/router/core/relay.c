@@ -207,7 +207,7 @@ void relay_close(dp *d, relay *r, int reset, const char *why)
         sf_put64(ev + 13, r->down);
         size_t wl = why ? strlen(why) : 0;
         if (wl > 127) wl = 127;
-        memcpy(ev + 21, why, wl);
+        if (wl) memcpy(ev + 21, why, wl);
         dp_event(d, EV_RELAY_END, ev, 21 + wl);
         dp_stat(&d->n.relays_live, -1);
         dp_stat(&d->n.local_up, (int64_t)r->up);

@@ -303,7 +303,7 @@ static void end_event(dp *d, sess *s, int clean, const char *why)
     sf_put64(ev + 35, s->spooled);
     size_t wl = why ? strlen(why) : 0;
     if (wl > 255) wl = 255;
-    memcpy(ev + 43, why, wl);
+    if (wl) memcpy(ev + 43, why, wl);
     if (s->opened) { /* counted before the event, so the control plane sees them together */
         dp_stat(&d->n.sessions_live, -1);
         dp_stat(clean ? &d->n.sessions_clean : &d->n.sessions_reset, 1);

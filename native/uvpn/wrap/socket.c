@@ -8,6 +8,7 @@
  * untouched; a successful call leaves errno as the program had it; every failure inside the
  * overlay becomes -1 with a meaningful errno and, with UVPN_DEBUG, one "uvpn: " line. */
 #include "uvpn/wrap/wrap.h"
+#include "common/fcntl_arg.h"
 #include "uvpn/core/config.h"
 #include "uvpn/wrap/fdlife.h"
 #include "uvpn/wrap/fdtable.h"
@@ -365,7 +366,7 @@ EXPORT int fcntl(int fd, int cmd, ...)
 {
     va_list ap;
     va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
+    void *arg = fcntl_takes_arg(cmd) ? va_arg(ap, void *) : NULL;
     va_end(ap);
     NEED(fcntl);
     return fcntl_common(real.fcntl, fd, cmd, arg);
@@ -375,7 +376,7 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 {
     va_list ap;
     va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
+    void *arg = fcntl_takes_arg(cmd) ? va_arg(ap, void *) : NULL;
     va_end(ap);
     NEED(fcntl64);
     return fcntl_common(real.fcntl64, fd, cmd, arg);

@@ -3,6 +3,7 @@
  * fcloseall, close_range) that drive the CLOSED write-back. Paths are prepared by
  * xufs/core/prepare.c. */
 #include "xufs/core/prepare.h"
+#include "common/fcntl_arg.h"
 #include "xufs/core/client.h"
 #include "xufs/core/fdtrack.h"
 #include "xufs/core/xreal.h"
@@ -226,7 +227,7 @@ XUFS_API int fcntl(int fd, int cmd, ...)
 {
     va_list ap;
     va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
+    void *arg = fcntl_takes_arg(cmd) ? va_arg(ap, void *) : NULL;
     va_end(ap);
     return fcntl_common(0, fd, cmd, arg);
 }
@@ -235,7 +236,7 @@ XUFS_API int fcntl64(int fd, int cmd, ...)
 {
     va_list ap;
     va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
+    void *arg = fcntl_takes_arg(cmd) ? va_arg(ap, void *) : NULL;
     va_end(ap);
     return fcntl_common(1, fd, cmd, arg);
 }
