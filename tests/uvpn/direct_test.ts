@@ -13,10 +13,10 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cli, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
+import { cli, IS_ROOT, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
 import { Node, Sites } from "./sites.ts";
 
-const isRoot = Deno.uid() === 0;
+const isRoot = IS_ROOT;
 const have = (cmd: string) => new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null", stderr: "null" }).outputSync().success;
 const PEER = join(ROOT, "tests/fixtures/direct_peer.py");
 
