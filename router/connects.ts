@@ -252,6 +252,18 @@ export class Connects {
     };
   }
 
+  /**
+   * The brokered answer for UDP from c.src (on `link`) to c.dst, an endpoint of our subnet
+   * registered at `at` that takes datagrams directly (null: send through the router): its real
+   * address.
+   */
+  udpDirectFor(link: Link, c: ConnectBody, at: { host: string; port: number } | null): ConnectAnswer | null {
+    if (!at || !(c.flags & ConnectFlag.DIRECT) || !contains(this.o.subnet, c.dstIp) || !contains(this.o.subnet, c.srcIp)) return null;
+    const to = this.o.direct.target(hostOf(link.conn.localAddr), { realHost: at.host, realPort: at.port, direct: true });
+    if (!to || this.o.direct.held(link.peerHost, to)) return null; // a path TCP found blocked carries no UDP either
+    return { kind: TicketKind.DIRECT, realIp: to.ip, realPort: to.port, srcPort: c.srcPort, listenerId: ZERO_ID, issued: Date.now(), ticketId: randomId() };
+  }
+
   /** A DATA ticket nobody used in time: the far end is dropped. */
   #expire(id: string, why = `no data connection within ${DATA_TICKET_MS / 1000} s`): void {
     const p = this.#pending.get(id);

@@ -50,7 +50,7 @@ export class DirectPaths {
    * direct connection to it: `routerHost` is this router's own address as the asking link
    * reached it, and replaces a listener's loopback address (the listener runs on this host).
    */
-  target(routerHost: string, l: Listener): DirectTarget | null {
+  target(routerHost: string, l: Pick<Listener, "realHost" | "realPort" | "direct">): DirectTarget | null {
     if (this.policy === "never" || !l.direct) return null;
     const ip = parseIp(unmapped(isLoopback(l.realHost) ? routerHost : l.realHost));
     return ip === null ? null : { ip, port: l.realPort };

@@ -446,12 +446,14 @@ export class Router {
         return [r === null ? Status.OK : Status[r]];
       }
       case FrameType.UDPBIND: {
-        if (b.length !== 8) throw new FrameError("Bad UDPBIND body");
+        if ((b.length !== 8 && b.length !== 9) || (b.length === 9 && (b[8] & ~ListenFlag.DIRECT) !== 0)) {
+          throw new FrameError("Bad UDPBIND body");
+        }
         const ip = u32(b, 0), vport = u16(b, 4), realPort = u16(b, 6);
         const bad = held(ip);
         if (bad !== null) return [bad];
         if (realPort === 0) return [this.#udp.bind(ip, vport, host, 0, ctx.id) ? Status.OK : Status.ENOENT];
-        this.#udp.bind(ip, vport, host, realPort, ctx.id);
+        this.#udp.bind(ip, vport, host, realPort, ctx.id, b.length === 9 && (b[8] & ListenFlag.DIRECT) !== 0);
         return [Status.OK];
       }
       case FrameType.INFO: {
@@ -483,6 +485,11 @@ export class Router {
         return null;
       case FrameType.CONNECT: {
         const c = decodeConnect(b);
+        if (c.proto === 17 && ctx.role === Role.CLIENT) {
+          // Where a UDP endpoint of our site really is, for a program that sends to it directly.
+          const a = this.#connects.udpDirectFor(ctx.link, c, this.#udp.endpoint(c.dstIp, c.dstPort));
+          return a ? [Status.OK, encodeConnectAnswer(a)] : [Status.ENOENT];
+        }
         if (c.proto !== 6) throw new FrameError(`Unsupported protocol: ${c.proto}`);
         if (ctx.role === Role.ROUTER) {
           // A router of our site asks to broker a direct connection to one of our listeners.

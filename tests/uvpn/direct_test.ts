@@ -147,6 +147,24 @@ Deno.test({
         assert.equal(d.relayed_bytes, 0);
       });
 
+      await t.step("UDP inside the site goes direct after the first datagrams; across sites through the routers", async () => {
+        const udpReceived = async () => [...(await sites.status()).matchAll(/^udp endpoints=\d+ received=(\d+)/gm)].map((m) => Number(m[1]));
+        for (const n of [a2, b1]) {
+          const p = sites.spawn(n, "python3", [PEER, "udpecho", n.addr, "7400"]);
+          await p.waitFor(/listening/);
+        }
+        const before = await udpReceived();
+        const r = await sites.run(a1, "python3", [PEER, "udp", a2.addr, "7400", "40"]);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        const mid = await udpReceived();
+        // The router saw the first datagram each way (asked about the path meanwhile), not 80.
+        assert.ok(mid[0] - before[0] <= 6, `router A received ${mid[0] - before[0]} of 80 datagrams`);
+        const x = await sites.run(a1, "python3", [PEER, "udp", b1.addr, "7400", "10"]);
+        assert.equal(x.code, 0, x.stdout + x.stderr);
+        const after = await udpReceived();
+        assert.ok(after[0] - mid[0] >= 10 && after[1] - mid[1] >= 10, JSON.stringify([mid, after]));
+      });
+
       await t.step("blackholed one way: relayed within 300 ms, and no flapping over 60 s", async () => {
         const r1 = await run("ip", ["-n", a2.ns, "route", "add", "blackhole", `${a1.lanAddr}/32`]);
         assert.equal(r1.code, 0, r1.stderr);
@@ -162,6 +180,14 @@ Deno.test({
           assert.equal(d.direct_offered, 1, JSON.stringify(d));
           assert.equal(d.direct_failed, 1);
           assert.equal(d.relayed, 31);
+          // The other way round the blackhole is a local route: a blocking connect from a2 to a
+          // listener on a1 fails at once and takes the relay.
+          await serve(a1, 7101);
+          const back = await connect(a2, a1, 7101, ["2", "0", "1000"]);
+          assert.ok(back.lines.every((l) => l.ms < 300), JSON.stringify(back.lines));
+          assert.match(back.stderr, /direct attempt failed/);
+          const d2 = delta(before[0], (await counters())[0]);
+          assert.deepEqual([d2.direct_failed, d2.relayed], [2, 34]);
         } finally {
           await run("ip", ["-n", a2.ns, "route", "del", "blackhole", `${a1.lanAddr}/32`]);
         }

@@ -76,6 +76,18 @@ typedef struct {
     size_t len;
 } keep;
 
+/* What the home router said of UDP to one virtual endpoint (eng_udp_path). */
+#define UDP_PATHS 64
+typedef struct {
+    uint32_t dip;
+    uint16_t dport;
+    uint32_t reqid;              /* the question in flight (0: none) */
+    int direct;                  /* the answer: direct, at real_ip:real_port */
+    uint32_t real_ip;
+    uint16_t real_port;
+    int64_t asked, until;        /* when asked; the answer holds until */
+} udp_path;
+
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -103,6 +115,7 @@ static struct {
     int inherited[MAX_INHERITED]; /* links of ancestors (fork, exec): kept open, never used */
     int n_inherited;
     uvpn_paths paths;            /* direct connections that ended, not reported yet */
+    udp_path udp[UDP_PATHS];
     int64_t paths_due;           /* when to report them (0: nothing to report) */
 } E = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .ep = -1, .wake = -1,
        .link = -1, .state = L_DOWN, .retry_ms = RETRY_FIRST_MS, .next_id = 1, .refuser = {-1, -1, -1, -1}};
@@ -341,8 +354,7 @@ static void fall_back(econn *c, const char *why)
     if (c->in_epoll) real.epoll_ctl(E.ep, EPOLL_CTL_DEL, c->dup, NULL);
     c->in_epoll = 0;
     c->direct = 0;
-    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
-    real.connect(c->dup, &unspec, sizeof unspec);
+    eng_abandon(c->dup);
     if (eng_park(c->dup)) {
         fail_conn(c, ENETUNREACH);
         return;
@@ -611,6 +623,16 @@ static void on_frame(const uvpn_head *h, const uint8_t *body)
         if (r->data) memcpy(r->data, body + 1, r->dlen);
         if (status) snprintf(r->why, sizeof r->why, "home router answered %s", errno_name(uvpn_status_to_errno(status)));
         pthread_cond_broadcast(&E.cond);
+        return;
+    }
+    for (int i = 0; i < UDP_PATHS; i++) {
+        udp_path *u = &E.udp[i];
+        if (!u->reqid || u->reqid != h->reqid) continue;
+        uvpn_answer a;
+        u->reqid = 0;
+        u->direct = status == 0 && uvpn_answer_unpack(body + 1, h->len - 1u, &a) == 0 && a.kind == UVPN_TK_DIRECT;
+        if (u->direct) u->real_ip = a.real_ip, u->real_port = a.real_port;
+        u->until = mono_ms() + ENG_UDP_PATH_MS;
         return;
     }
     econn *c = find_conn(h->reqid);
@@ -944,6 +966,38 @@ void eng_report_direct(uint64_t sent, uint64_t received)
     pthread_mutex_unlock(&E.lock);
 }
 
+int eng_udp_path(uint32_t lip, uint16_t lport, uint32_t dip, uint16_t dport, uint32_t *real_ip, uint16_t *real_port)
+{
+    if (engine_lock()) return 0;
+    int64_t now = mono_ms();
+    udp_path *u = NULL, *oldest = &E.udp[0];
+    for (int i = 0; i < UDP_PATHS && !u; i++) {
+        if (E.udp[i].dip == dip && E.udp[i].dport == dport) u = &E.udp[i];
+        else if (E.udp[i].until < oldest->until) oldest = &E.udp[i];
+    }
+    int direct = 0;
+    if (u && now < u->until) {
+        direct = u->direct;
+        *real_ip = u->real_ip;
+        *real_port = u->real_port;
+    } else if (E.state == L_UP && (!u || !u->reqid || now - u->asked > ENG_UDP_PATH_MS)) {
+        if (!u) {
+            u = oldest;
+            memset(u, 0, sizeof *u);
+            u->dip = dip;
+            u->dport = dport;
+        }
+        uvpn_connect c = {UVPN_PROTO_UDP, UVPN_CF_DIRECT, lip, lport, dip, dport};
+        uint8_t b[UVPN_CONNECT_BODY_LEN];
+        uvpn_connect_pack(&c, b);
+        u->reqid = E.next_id++;
+        u->asked = now;
+        send_frame(UVPN_T_CONNECT, u->reqid, b, sizeof b);
+    }
+    pthread_mutex_unlock(&E.lock);
+    return direct;
+}
+
 /* At exit: what is left to report goes now (the frame is written before the process ends). */
 __attribute__((destructor)) static void paths_at_exit(void)
 {
@@ -1061,6 +1115,15 @@ int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err)
     }
     pthread_mutex_unlock(&E.lock);
     return st;
+}
+
+void eng_abandon(int fd)
+{
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    real.connect(fd, &unspec, sizeof unspec);
+    int e;
+    socklen_t el = sizeof e;
+    real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el); /* the ECONNRESET of a disconnect in SYN_SENT */
 }
 
 int eng_park(int fd)

@@ -58,6 +58,10 @@ uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved
 /* Where a connect started with eng_connect_async stands. */
 enum { ENG_PENDING = 0, ENG_DONE = 1, ENG_FAILED = 2, ENG_UNKNOWN = 3 };
 
+/* Abandons fd's direct attempt: disconnected (AF_UNSPEC), and the error that leaves pending
+ * (ECONNRESET from SYN_SENT) cleared, so the program never sees it. */
+void eng_abandon(int fd);
+
 /* Puts the socket fd into the listening state (with TCP_DEFER_ACCEPT), where it shows no
  * readiness while its connect is pending. 0 or -errno. */
 int eng_park(int fd);
@@ -81,6 +85,13 @@ int eng_connect_wait(uvpn_connect *c, int64_t deadline, uvpn_answer *a, char *wh
  * router (PATHS) within ENG_PATHS_MS, or at exit. */
 #define ENG_PATHS_MS 100
 void eng_report_direct(uint64_t sent, uint64_t received);
+
+/* UDP from lip:lport to the virtual dip:dport: 1 with the endpoint's real address when the home
+ * router said it takes datagrams directly (an answer at most ENG_UDP_PATH_MS old), else 0 — then
+ * the datagram goes through the router, and the router is asked (CONNECT of proto 17 with flag
+ * DIRECT, not waited for). */
+#define ENG_UDP_PATH_MS 3000
+int eng_udp_path(uint32_t lip, uint16_t lport, uint32_t dip, uint16_t dport, uint32_t *real_ip, uint16_t *real_port);
 
 /* Non-blocking connects in progress now (a cheap test: 0 means no socket can be pending). */
 int eng_pending(void);

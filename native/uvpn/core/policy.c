@@ -141,8 +141,7 @@ static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size
         }
         char d[24];
         dbg("connect %s: direct attempt failed (%s): through the home router", fmt_addr(c->dst_ip, c->dst_port, d), why);
-        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
-        real.connect(fd, &unspec, sizeof unspec);
+        eng_abandon(fd);
         c->flags = UVPN_CF_DIRECT_FAILED;
         c->src_port = 0;
         r = eng_connect_wait(c, deadline, &a, why, why_len);
