@@ -192,6 +192,8 @@ cases = [
     ("listen_direct", "up", 7, 14, 22, ip("100.64.0.9") + struct.pack(">HH", 7100, 41234) + LID + bytes([1])),
     ("connect_direct_failed", "up", 13, 15, 23, connect_body(6, 2, "100.64.0.1", 0, "100.64.0.9", 7100)),
     ("paths", "up", 15, 16, 24, struct.pack(">IQQ", 3, 123456789, 9876543210)),
+    ("udpbind_direct", "up", 11, 17, 25, ip("100.64.0.9") + struct.pack(">HH", 7400, 40002) + bytes([1])),
+    ("connect_udp_direct", "up", 13, 18, 26, connect_body(17, 1, "100.64.0.1", 40003, "100.64.0.9", 7400)),
     ("reply_refused", "down", 3, 4, 13, b"\x01"),
     ("reply_eperm", "down", 3, 5, 12, b"\x0a"),
     ("ping", "up", 16, 2, 14, b""),

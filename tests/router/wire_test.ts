@@ -93,6 +93,10 @@ Deno.test("wire: the direct path's CONNECT flags, brokered answer, LISTEN flag a
   assert.equal(hex(encodeConnectAnswer(a)), hex(byName("reply_connect_direct").body.subarray(1)));
   const l = byName("listen_direct").body;
   assert.deepEqual([l.length, l[16]], [17, ListenFlag.DIRECT]);
+  const u = byName("udpbind_direct").body;
+  assert.deepEqual([u.length, u[8]], [9, ListenFlag.DIRECT]);
+  const cu = decodeConnect(byName("connect_udp_direct").body);
+  assert.deepEqual([cu.proto, cu.flags], [17, ConnectFlag.DIRECT]);
   const p = decodePaths(byName("paths").body);
   assert.deepEqual(p, { conns: 3, sent: 123456789, received: 9876543210 });
   assert.equal(hex(encodePaths(p)), hex(byName("paths").body));
