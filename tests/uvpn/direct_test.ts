@@ -95,7 +95,9 @@ Deno.test({
           await new Promise((res) => setTimeout(res, 50));
           d = delta(before[0], (await counters())[0]);
         }
-        assert.equal(d.direct_offered, 12);
+        // Brokered at least once per client process; the connects that follow within a second
+        // mint their own tickets from what the router said.
+        assert.ok(d.direct_offered >= 2 && d.direct_offered <= 12, JSON.stringify(d));
         assert.equal(d.direct, 12, JSON.stringify(d));
         assert.ok(d.direct_bytes >= 4 * 1_000_000, JSON.stringify(d));
         assert.equal(d.relayed, 0);
@@ -223,8 +225,13 @@ Deno.test({
       const r = await run("python3", [PEER, "connect", addrB, "7300", "3", "0", "100000", "nonblocking"], { env: o.env(o.a, addrA) });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.match(r.stderr, /connected directly to the listener/);
-      const [da, db] = [delta(a0, await status(o.a)), delta(b0, await status(o.b))];
-      assert.equal(da.direct_offered, 4, JSON.stringify(da));
+      let [da, db] = [delta(a0, await status(o.a)), delta(b0, await status(o.b))];
+      for (let i = 0; i < 40 && da.direct < 4; i++) {
+        await new Promise((res) => setTimeout(res, 50));
+        [da, db] = [delta(a0, await status(o.a)), delta(b0, await status(o.b))];
+      }
+      assert.ok(da.direct_offered >= 1, JSON.stringify(da));
+      assert.equal(da.direct, 4, JSON.stringify(da));
       assert.equal(da.relayed + db.relayed, 0);
       assert.equal(da.relayed_bytes + db.relayed_bytes, 0);
     } finally {

@@ -52,6 +52,7 @@ typedef struct econn {
     int dup;             /* the program's socket (non-blocking connects), -1 once let go */
     int family, blocking, phase, err, saved_defer, in_epoll;
     int direct;          /* joining: the answer was a brokered, direct one */
+    int fell_back;       /* its direct attempt failed: waiting for the relay's answer */
     int64_t deadline, direct_until;
     uvpn_connect req;
     uvpn_answer ans;
@@ -75,6 +76,18 @@ typedef struct {
     uint8_t body[UVPN_LISTEN_LEN];
     size_t len;
 } keep;
+
+/* Direct paths the home router brokered lately, by virtual destination: a connect to the same
+ * listener within ENG_DIRECT_CACHE_MS mints its own DIRECT ticket instead of asking again. */
+#define DIRECT_CACHE 64
+typedef struct {
+    uint32_t dip;
+    uint16_t dport;
+    uint32_t real_ip;
+    uint16_t real_port;
+    uint8_t lid[UVPN_LID_LEN];
+    int64_t until;
+} brokered;
 
 /* What the home router said of UDP to one virtual endpoint (eng_udp_path). */
 #define UDP_PATHS 64
@@ -116,11 +129,13 @@ static struct {
     int n_inherited;
     uvpn_paths paths;            /* direct connections that ended, not reported yet */
     udp_path udp[UDP_PATHS];
+    brokered direct[DIRECT_CACHE];
     int64_t paths_due;           /* when to report them (0: nothing to report) */
 } E = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .ep = -1, .wake = -1,
        .link = -1, .state = L_DOWN, .retry_ms = RETRY_FIRST_MS, .next_id = 1, .refuser = {-1, -1, -1, -1}};
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void init_once(void);
 
 /* ---- descriptors ----------------------------------------------------------------------------- */
 
@@ -345,9 +360,66 @@ int eng_ticket(const uvpn_connect *c, const uvpn_answer *a, uint16_t bound_port,
 
 static void send_connect(econn *x);
 
+/* The cache entry for dip:dport, or NULL (lock held). */
+static brokered *cached(uint32_t dip, uint16_t dport)
+{
+    for (int i = 0; i < DIRECT_CACHE; i++)
+        if (E.direct[i].dip == dip && E.direct[i].dport == dport) return &E.direct[i];
+    return NULL;
+}
+
+/* Remembers the brokered answer a for dip:dport (lock held). */
+static void remember(uint32_t dip, uint16_t dport, const uvpn_answer *a)
+{
+    brokered *b = cached(dip, dport);
+    for (int i = 0; i < DIRECT_CACHE && !b; i++)
+        if (E.direct[i].until < mono_ms()) b = &E.direct[i];
+    if (!b) b = &E.direct[a->tid[0] % DIRECT_CACHE];
+    brokered n = {dip, dport, a->real_ip, a->real_port, {0}, mono_ms() + ENG_DIRECT_CACHE_MS};
+    memcpy(n.lid, a->lid, sizeof n.lid);
+    *b = n;
+}
+
+/* A connect allowed to go direct to a listener brokered lately gets its answer here, at once:
+ * the listener's address and registration from the cache, a fresh ticket id and issue time of
+ * its own (the listener checks them as any: MAC, registration, bound port, time, once). 1 when
+ * *a was filled (lock held). */
+static int mint(const uvpn_connect *c, uvpn_answer *a)
+{
+    brokered *b = (c->flags & UVPN_CF_DIRECT) ? cached(c->dst_ip, c->dst_port) : NULL;
+    if (!b || b->until < mono_ms()) return 0;
+    uint16_t port = 0;
+    random_bytes(&port, sizeof port);
+    uvpn_answer n = {UVPN_TK_DIRECT, b->real_ip, b->real_port, c->src_port ? c->src_port : (uint16_t)(32768 + port % 28232),
+                     {0}, now_real_ms(), {0}};
+    memcpy(n.lid, b->lid, sizeof n.lid);
+    random_bytes(n.tid, sizeof n.tid);
+    *a = n;
+    return 1;
+}
+
+/* What a direct attempt's failure asks of the router next: err ECONNREFUSED means the path
+ * works and the listener is gone: an ordinary relayed connect (which reports the refusal), the
+ * path not held; anything else: relayed, saying the path failed. The cache forgets it. */
+static uint8_t after_direct(const uvpn_connect *c, int err)
+{
+    brokered *b = cached(c->dst_ip, c->dst_port);
+    if (b) b->until = 0;
+    return err == ECONNREFUSED ? 0 : UVPN_CF_DIRECT_FAILED;
+}
+
+uint8_t eng_direct_failed(const uvpn_connect *c, int err)
+{
+    pthread_once(&once, init_once);
+    pthread_mutex_lock(&E.lock);
+    uint8_t f = after_direct(c, err);
+    pthread_mutex_unlock(&E.lock);
+    return f;
+}
+
 /* The direct attempt of c failed (why): the socket is parked again (listening: no readiness)
  * and the connect asks the router for the relay, saying the direct path failed. */
-static void fall_back(econn *c, const char *why)
+static void fall_back(econn *c, int err, const char *why)
 {
     char d[24];
     dbg("connect %s: direct attempt failed (%s): through the home router", fmt_addr(c->req.dst_ip, c->req.dst_port, d), why);
@@ -359,7 +431,8 @@ static void fall_back(econn *c, const char *why)
         fail_conn(c, ENETUNREACH);
         return;
     }
-    c->req.flags = UVPN_CF_DIRECT_FAILED;
+    c->req.flags = after_direct(&c->req, err);
+    c->fell_back = 1;
     c->phase = C_QUEUED;
     send_connect(c);
 }
@@ -375,7 +448,7 @@ static void settle(econn *c)
     socklen_t el = sizeof e;
     real.getsockopt(c->dup, SOL_SOCKET, SO_ERROR, &e, &el);
     if (e) {
-        if (c->direct) fall_back(c, strerror(e));
+        if (c->direct) fall_back(c, e, strerror(e));
         else fail_conn(c, ENETUNREACH);
         return;
     }
@@ -387,7 +460,7 @@ static void settle(econn *c)
     }
     ssize_t w = real.send(c->dup, t, sizeof t, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w != (ssize_t)sizeof t) {
-        if (c->direct) fall_back(c, "the ticket could not be written");
+        if (c->direct) fall_back(c, EPIPE, "the ticket could not be written");
         else fail_conn(c, ENETUNREACH);
         return;
     }
@@ -402,6 +475,8 @@ static void settle(econn *c)
     pthread_cond_broadcast(&E.cond);
 }
 
+static void take_answer(econn *c);
+
 /* The answer to a CONNECT. */
 static void answered(econn *c, int status, const uint8_t *data, size_t len)
 {
@@ -415,6 +490,13 @@ static void answered(econn *c, int status, const uint8_t *data, size_t len)
         fail_conn(c, EPROTO);
         return;
     }
+    if (c->ans.kind == UVPN_TK_DIRECT) remember(c->req.dst_ip, c->req.dst_port, &c->ans);
+    take_answer(c);
+}
+
+/* Goes on with the answer in c->ans (the router's, or minted from the cache). */
+static void take_answer(econn *c)
+{
     if (c->blocking) {
         c->phase = C_ANSWERED;
         pthread_cond_broadcast(&E.cond);
@@ -430,7 +512,7 @@ static void answered(econn *c, int status, const uint8_t *data, size_t len)
     c->direct = c->ans.kind == UVPN_TK_DIRECT;
     c->direct_until = mono_ms() + ENG_DIRECT_MS;
     if (real.connect(c->dup, (struct sockaddr *)&ss, sl) && errno != EINPROGRESS) {
-        if (c->direct) fall_back(c, strerror(errno));
+        if (c->direct) fall_back(c, errno, strerror(errno));
         else fail_conn(c, ENETUNREACH);
         return;
     }
@@ -729,7 +811,7 @@ static int run_timers(void)
         else NEXT(c->deadline);
         if (c->phase == C_JOINING && c->direct) {
             settle(c);
-            if (c->phase == C_JOINING && c->direct && now >= c->direct_until) fall_back(c, "no answer in time");
+            if (c->phase == C_JOINING && c->direct && now >= c->direct_until) fall_back(c, ETIMEDOUT, "no answer in time");
             else if (c->phase == C_JOINING && c->direct) NEXT(c->direct_until);
         }
     }
@@ -1059,7 +1141,12 @@ static econn *new_conn(int dup, int family, const uvpn_connect *c, int blocking,
     if (!blocking) __atomic_fetch_add(&pending_count, 1, __ATOMIC_RELAXED);
     x->next = E.conns;
     E.conns = x;
-    send_connect(x);
+    if (mint(c, &x->ans)) {
+        x->phase = C_SENT;
+        take_answer(x);
+    } else {
+        send_connect(x);
+    }
     return x;
 }
 
@@ -1085,19 +1172,35 @@ int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err)
     pthread_mutex_lock(&E.lock);
     econn *x = find_conn(id);
     int st = ENG_UNKNOWN;
-    if (x && x->phase == C_JOINING && x->dup >= 0) {
-        /* The router answered and the socket is on its way to the data port (a LAN round trip):
-         * the caller waits for it, briefly, so that what it reads next is the truth. */
-        int d = real.fcntl(x->dup, F_DUPFD_CLOEXEC, 0);
-        int64_t wait = JOIN_WAIT_MS;
-        if (x->direct && x->direct_until - mono_ms() < wait) wait = x->direct_until - mono_ms();
-        pthread_mutex_unlock(&E.lock);
-        if (d >= 0) {
-            struct pollfd p = {d, POLLOUT, 0};
-            real.poll(&p, 1, wait > 0 ? (int)wait : 0);
-            real.close(d);
+    /* The router answered and the socket is on its way to the data port (a LAN round trip), or
+     * to the listener (a direct attempt, which may yet fall back to the relay): the caller waits
+     * for it, briefly — up to JOIN_WAIT_MS, and for a direct attempt also through its race and
+     * the relay's answer — so that what it reads next is the truth (unwrapped select may have
+     * seen the socket look closed for an instant while it moved). */
+    int64_t until = mono_ms() + JOIN_WAIT_MS;
+    if (x && x->direct && x->direct_until + JOIN_WAIT_MS > until) until = x->direct_until + JOIN_WAIT_MS;
+    for (int joined = 0; x && !joined && mono_ms() < until;) {
+        if (x->fell_back && (x->phase == C_QUEUED || x->phase == C_SENT)) {
+            wait_once(until);
+        } else if (x->phase == C_JOINING && x->dup >= 0) {
+            int d = real.fcntl(x->dup, F_DUPFD_CLOEXEC, 0);
+            int64_t wait = (x->direct ? x->direct_until + 1 : until) - mono_ms();
+            joined = !x->direct;
+            pthread_mutex_unlock(&E.lock);
+            if (d >= 0) {
+                struct pollfd p = {d, POLLOUT, 0};
+                real.poll(&p, 1, wait > 0 ? (int)wait : 0);
+                real.close(d);
+            }
+            pthread_mutex_lock(&E.lock);
+            if ((x = find_conn(id))) {
+                settle(x);
+                if (x->phase == C_JOINING && x->direct && mono_ms() >= x->direct_until) fall_back(x, ETIMEDOUT, "no answer in time");
+            }
+            continue;
+        } else {
+            break;
         }
-        pthread_mutex_lock(&E.lock);
         x = find_conn(id);
     }
     if (x) {

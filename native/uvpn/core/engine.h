@@ -27,6 +27,14 @@
  * listener's real address) gets this long to connect before the connect falls back to the relay
  * (CONNECT again with flag DIRECT_FAILED, so the router does not offer that path for a while). */
 #define ENG_DIRECT_MS 250
+/* A brokered direct path is remembered this long: connects to the same listener meanwhile mint
+ * their own DIRECT tickets (no round trip to the router); a failed attempt forgets it. */
+#define ENG_DIRECT_CACHE_MS 1000
+
+/* A blocking connect's direct attempt failed with err: the CONNECT flags to ask the relay with
+ * (DIRECT_FAILED, or 0 for ECONNREFUSED: the path works, the listener is gone); the brokered
+ * path is forgotten. */
+uint8_t eng_direct_failed(const uvpn_connect *c, int err);
 
 /* The ticket for connection c answered with a (DATA for the home router, DIRECT for the
  * listener), bound to the real source port bound_port, MACed with the network key. 0, or -1

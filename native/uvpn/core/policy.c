@@ -113,13 +113,13 @@ static int join_blocking(int fd, int family, const uvpn_connect *c, const uvpn_a
     int r = connect_deadline(fd, (struct sockaddr *)&ss, sl, deadline);
     if (r) {
         snprintf(why, why_len, "%s: %s", to, strerror(-r));
-        return r == -ETIMEDOUT ? r : -ENETUNREACH;
+        return r;
     }
     uint8_t t[UVPN_TICKET_LEN];
     if (eng_ticket(c, a, pol_real_port(fd), t, why, why_len)) return -EACCES;
     r = send_all(fd, t, sizeof t, deadline);
     if (r) snprintf(why, why_len, "writing the ticket to %s: %s", to, strerror(-r));
-    return r ? -ENETUNREACH : 0;
+    return r ? -EPIPE : 0;
 }
 
 /* A blocking overlay connect in the caller's thread: CONNECT on the link, then the socket to the
@@ -142,7 +142,7 @@ static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size
         char d[24];
         dbg("connect %s: direct attempt failed (%s): through the home router", fmt_addr(c->dst_ip, c->dst_port, d), why);
         eng_abandon(fd);
-        c->flags = UVPN_CF_DIRECT_FAILED;
+        c->flags = eng_direct_failed(c, -r);
         c->src_port = 0;
         r = eng_connect_wait(c, deadline, &a, why, why_len);
         if (r) return r;
@@ -152,7 +152,8 @@ static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size
         }
     }
     c->flags = 0;
-    return join_blocking(fd, family, c, &a, deadline, why, why_len);
+    r = join_blocking(fd, family, c, &a, deadline, why, why_len);
+    return r == 0 || r == -ETIMEDOUT || r == -EACCES ? r : -ENETUNREACH;
 }
 
 /* A non-blocking overlay connect: the socket listens (so it shows no readiness, as a connect in
