@@ -15,6 +15,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cli, IS_ROOT, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
 import { Node, Sites } from "./sites.ts";
+import { ask, connectRouter } from "../../router/client.ts";
+import { parseIp } from "../../router/ipv4.ts";
+import { readKey } from "../../router/key.ts";
+import { ConnectFlag, decodeConnectAnswer, encodeConnect, encodeTicket, FrameType, Status, TicketKind } from "../../router/wire.ts";
 
 const isRoot = IS_ROOT;
 const have = (cmd: string) => new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null", stderr: "null" }).outputSync().success;
@@ -234,6 +238,67 @@ Deno.test({
       assert.equal(da.direct, 4, JSON.stringify(da));
       assert.equal(da.relayed + db.relayed, 0);
       assert.equal(da.relayed_bytes + db.relayed_bytes, 0);
+    } finally {
+      for (const p of procs) await p.stop();
+      await o.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "direct: the listener refuses a forged, replayed or misbound DIRECT ticket, and logs it; the brokered one works once",
+  ignore: !have("python3"),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    using dir = tempDir("myrt-direct-ticket-");
+    const o = new Overlay(dir.path);
+    await o.start();
+    const procs: Proc[] = [];
+    try {
+      const [addrA, addrB] = [await o.register(o.a), await o.register(o.a)];
+      const server = new Proc("python3", [PEER, "serve", addrB, "7500"], { env: o.env(o.a, addrB) }); // UVPN_DEBUG: refusals logged
+      procs.push(server);
+      await server.waitFor(/listening/);
+      await o.a.router!.waitFor(/listener .*:7500 is at/);
+      // Broker a connection as a client of router A would (a link that uses addrA).
+      const key = await readKey(o.keyFile);
+      const link = await connectRouter({ host: o.a.host, port: o.a.port }, key);
+      const src = parseIp(addrA)!, dst = parseIp(addrB)!;
+      const use = await ask(link, FrameType.USE, new Uint8Array([src >>> 24, (src >> 16) & 255, (src >> 8) & 255, src & 255]));
+      assert.equal(use.status, Status.OK);
+      const r = await ask(link, FrameType.CONNECT, encodeConnect({ proto: 6, flags: ConnectFlag.DIRECT, srcIp: src, srcPort: 0, dstIp: dst, dstPort: 7500 }));
+      link.close();
+      assert.equal(r.status, Status.OK);
+      const a = decodeConnectAnswer(r.data);
+      assert.equal(a.kind, TicketKind.DIRECT);
+      const ticket = (boundPort: number, k = key) =>
+        encodeTicket(k, { kind: TicketKind.DIRECT, srcIp: src, srcPort: a.srcPort, dstIp: dst, dstPort: 7500, listenerId: a.listenerId, boundPort, issued: a.issued, ticketId: a.ticketId });
+      /** Connects to the listener's real port, writes bytes(local port), reads what comes back. */
+      const attempt = async (bytes: (port: number) => Uint8Array): Promise<string> => {
+        const c = await Deno.connect({ hostname: `${a.realIp >>> 24}.${(a.realIp >> 16) & 255}.${(a.realIp >> 8) & 255}.${a.realIp & 255}`, port: a.realPort });
+        try {
+          await c.write(bytes((c.localAddr as Deno.NetAddr).port));
+          const buf = new Uint8Array(256);
+          const n = await Promise.race([c.read(buf), new Promise<null>((res) => setTimeout(() => res(null), 3000))]);
+          return n ? new TextDecoder().decode(buf.subarray(0, n)) : "";
+        } catch {
+          return ""; // reset
+        } finally {
+          try {
+            c.close();
+          } catch { /* closed */ }
+        }
+      };
+      assert.equal(await attempt((p) => ticket(p, new Uint8Array(32))), "", "a ticket MACed with another key");
+      assert.equal(await attempt((p) => ticket(p + 1)), "", "a ticket bound to another port");
+      assert.equal(await attempt(() => new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n")), "", "no ticket");
+      const ok = await attempt((p) => ticket(p));
+      assert.match(ok, new RegExp(`^peer=${addrA.replaceAll(".", "\\.")}:${a.srcPort} local=${addrB.replaceAll(".", "\\.")}:7500\n`));
+      assert.equal(await attempt((p) => ticket(p)), "", "the same ticket again");
+      await server.waitFor(/bad ticket: .*MAC|ticket refused.*MAC/i);
+      await server.waitFor(/bound to port \d+, not the connection's/);
+      await server.waitFor(/ticket refused: ticket already used/);
     } finally {
       for (const p of procs) await p.stop();
       await o.stop();
