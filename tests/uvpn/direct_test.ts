@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cli, IS_ROOT, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
-import { Node, Sites } from "./sites.ts";
+import { type Node, Sites } from "./sites.ts";
 import { ask, connectRouter } from "../../router/client.ts";
 import { parseIp } from "../../router/ipv4.ts";
 import { readKey } from "../../router/key.ts";
@@ -39,6 +39,34 @@ function paths(status: string): Paths[] {
   return [...status.matchAll(/^paths (.*)$/gm)].map((m) =>
     Object.fromEntries(m[1].split(" ").map((kv) => [kv.split("=")[0], Number(kv.split("=")[1])])) as unknown as Paths
   );
+}
+
+/**
+ * Runs body on a loopback overlay (its route file rewritten by `routes`) with a client address
+ * of subnet A and direct_peer.py's echo server on a fresh address of subnet `side` at `port`
+ * (under UVPN_DEBUG, so that its refusals are logged).
+ */
+async function withLoopbackPeers(
+  port: number,
+  side: "a" | "b",
+  routes: (text: string) => string,
+  body: (o: Overlay, addrA: string, addrServer: string, server: Proc) => Promise<void>,
+): Promise<void> {
+  using dir = tempDir("myrt-direct-lo-");
+  const o = new Overlay(dir.path);
+  Deno.writeTextFileSync(o.routes, routes(Deno.readTextFileSync(o.routes)));
+  await o.start();
+  let server: Proc | undefined;
+  try {
+    const [addrA, addrS] = [await o.register(o.a), await o.register(o[side])];
+    server = new Proc("python3", [PEER, "serve", addrS, String(port)], { env: o.env(o[side], addrS) });
+    await server.waitFor(/listening/);
+    await o[side].router!.waitFor(new RegExp(`listener .*:${port} is at`));
+    await body(o, addrA, addrS, server);
+  } finally {
+    await server?.stop();
+    await o.stop();
+  }
 }
 
 // deno-lint-ignore no-explicit-any
@@ -210,17 +238,8 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    using dir = tempDir("myrt-direct-site-");
-    const o = new Overlay(dir.path);
-    Deno.writeTextFileSync(o.routes, Deno.readTextFileSync(o.routes).replace(/^(100\.\S+ \S+)$/gm, "$1 site=lo"));
-    await o.start();
-    const procs: Proc[] = [];
-    try {
-      const [addrA, addrB] = [await o.register(o.a), await o.register(o.b)];
-      const server = new Proc("python3", [PEER, "serve", addrB, "7300"], { env: o.env(o.b, addrB) });
-      procs.push(server);
-      await server.waitFor(/listening/);
-      await o.b.router!.waitFor(/listener .*:7300 is at/);
+    const siteLo = (routes: string) => routes.replace(/^(100\.\S+ \S+)$/gm, "$1 site=lo");
+    await withLoopbackPeers(7300, "b", siteLo, async (o, addrA, addrB) => {
       const status = async (s: typeof o.a) => {
         const r = await cli("uvpn_proxy", ["--status", "--routes", o.routes, "--subnet", s.prefix], { env: o.baseEnv });
         return paths(r.stdout)[0];
@@ -238,10 +257,7 @@ Deno.test({
       assert.equal(da.direct, 4, JSON.stringify(da));
       assert.equal(da.relayed + db.relayed, 0);
       assert.equal(da.relayed_bytes + db.relayed_bytes, 0);
-    } finally {
-      for (const p of procs) await p.stop();
-      await o.stop();
-    }
+    });
   },
 });
 
@@ -251,16 +267,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    using dir = tempDir("myrt-direct-ticket-");
-    const o = new Overlay(dir.path);
-    await o.start();
-    const procs: Proc[] = [];
-    try {
-      const [addrA, addrB] = [await o.register(o.a), await o.register(o.a)];
-      const server = new Proc("python3", [PEER, "serve", addrB, "7500"], { env: o.env(o.a, addrB) }); // UVPN_DEBUG: refusals logged
-      procs.push(server);
-      await server.waitFor(/listening/);
-      await o.a.router!.waitFor(/listener .*:7500 is at/);
+    await withLoopbackPeers(7500, "a", (routes) => routes, async (o, addrA, addrB, server) => {
       // Broker a connection as a client of router A would (a link that uses addrA).
       const key = await readKey(o.keyFile);
       const link = await connectRouter({ host: o.a.host, port: o.a.port }, key);
@@ -299,9 +306,6 @@ Deno.test({
       await server.waitFor(/bad ticket: .*MAC|ticket refused.*MAC/i);
       await server.waitFor(/bound to port \d+, not the connection's/);
       await server.waitFor(/ticket refused: ticket already used/);
-    } finally {
-      for (const p of procs) await p.stop();
-      await o.stop();
-    }
+    });
   },
 });
