@@ -48,16 +48,17 @@ export const TOOLS: Tool[] = [
   {
     name: "ussh",
     entry: "cli/ussh.ts",
-    // ussh serves the export (read/write inside it, enforced by xufs/confine.ts), runs ssh and
-    // tar, and connects out for --notun.
-    permissions: ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run=ssh,tar", "--allow-sys=hostname"],
+    // ussh serves the export (read/write inside it, enforced by xufs/confine.ts with libc's
+    // openat2, renameat2 and flock: FFI), runs ssh and tar, and connects out for --notun.
+    permissions: ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run=ssh,tar", "--allow-sys=hostname", "--allow-ffi"],
     include: [],
   },
   {
     name: "xufs_session",
     entry: "cli/xufs_session.ts",
-    // Host B's half: the cache under ~/.xufs, the mount point, the user's shell, a port for --notun.
-    permissions: ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "--allow-sys=hostname"],
+    // Host B's half: the cache under ~/.xufs, the mount point, the user's shell, a port for --notun;
+    // FFI for the in-process file server of --local-export (xufs/confine.ts).
+    permissions: ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "--allow-sys=hostname", "--allow-ffi"],
     include: ["native/build/libxufs.so"],
   },
 ];

@@ -1,6 +1,7 @@
 /**
- * The user's files: locating the home directory, and replacing a file crash-safely (write to a
- * temporary file, fsync, rename, fsync the directory) so a crash leaves the old or the new content.
+ * The user's files: locating the home directory, replacing a file crash-safely (write to a
+ * temporary file, fsync, rename, fsync the directory) so a crash leaves the old or the new
+ * content, and fsyncing a directory.
  */
 import { dirname } from "node:path";
 import { KeyError } from "./errors.ts";
@@ -26,10 +27,27 @@ export async function writeFileAtomic(file: string, text: string): Promise<void>
     f.close();
   }
   await Deno.rename(tmp, file);
+  await syncDir(dir);
+}
+
+/** fsyncs a directory (its new and removed names), where the file system allows. */
+export async function syncDir(dir: string): Promise<void> {
   try {
     const d = await Deno.open(dir, { read: true });
     try {
       await d.sync();
+    } finally {
+      d.close();
+    }
+  } catch { /* some file systems cannot fsync a directory */ }
+}
+
+/** fsyncs a directory now (see syncDir). */
+export function syncDirSync(dir: string): void {
+  try {
+    const d = Deno.openSync(dir, { read: true });
+    try {
+      d.syncSync();
     } finally {
       d.close();
     }

@@ -9,6 +9,7 @@
 import { routerLib, type RouterLib } from "../ffi/librouter.ts";
 import { closeQuietly } from "../common/io.ts";
 import { type ConnectBody, decodeConnect, encodeConnect } from "./wire.ts";
+import type { SessionEnd } from "./counters.ts";
 
 /** What the data plane is started with (uvpn_proxy's flags). */
 export interface DataPlaneConfig {
@@ -39,19 +40,7 @@ export type DataPlaneEvent =
   | { type: "opened"; id: number; status: number; encrypt: boolean }
   | { type: "dial_fail"; id: number; status: number; errno: number }
   | { type: "relay_ready"; id: number; status: number; errno: number }
-  | {
-    type: "end";
-    id: number;
-    clean: boolean;
-    opener: boolean;
-    opened: boolean;
-    sent: number;
-    received: number;
-    reconnects: number;
-    replayed: number;
-    spooled: number;
-    why: string;
-  }
+  | SessionEnd & { type: "end"; id: number; opened: boolean }
   | { type: "relay_end"; id: number; reset: boolean; up: number; down: number; why: string }
   | { type: "link_down"; link: number; peer: number; sessions: number; unacked: number; why: string }
   | { type: "need_link"; peer: number }

@@ -34,7 +34,7 @@ esac
 
 ensure_packages cc:gcc make:make curl:curl python3:python3 socat:socat strace:strace ip:iproute2 \
   unshare:util-linux go:golang-go busybox:busybox-static sshd:openssh-server ssh:openssh-client \
-  git:git pgrep:procps tar:tar iperf3:iperf3 objdump:binutils gzip:gzip mpicc.mpich:mpich mpicc.mpich:libmpich-dev \
+  git:git pgrep:procps tar:tar iperf3:iperf3 objdump:binutils gzip:gzip vi:vim-tiny mpicc.mpich:mpich mpicc.mpich:libmpich-dev \
   mpicc.openmpi:openmpi-bin mpicc.openmpi:libopenmpi-dev slurmctld:slurmctld slurmd:slurmd \
   srun:slurm-client || exit 1
 ensure_libfuzzer || exit 1
@@ -47,6 +47,9 @@ make -s -C native || { echo "0 passed, 1 failed"; exit 1; }
 total_passed=0 total_failed=0 status=0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# Shared by the run's test files (MyRT installed once for the ussh tests, tests/xufs/hosts.ts).
+export MYRT_TEST_RUN_DIR=$work/run
+mkdir -p "$MYRT_TEST_RUN_DIR"
 coverage=${MYRT_COVERAGE:-1}
 [ "$mode" = both ] || coverage=0
 cov_args=()
@@ -117,6 +120,7 @@ sanitize_pass() {
 # of the instrumented libraries, written at each process's exit).
 coverage_check() {
   local gcov=$work/gcov d f update=()
+  "$DENO" run --allow-all scripts/coverage_check.ts --prune "$work/cov"
   "$DENO" coverage --lcov --output="$work/lcov.info" "$work/cov" >/dev/null 2>"$work/cov.err" ||
     { cat "$work/cov.err" >&2; total_failed=$((total_failed + 1)); status=1; return; }
   mkdir -p "$gcov"

@@ -141,7 +141,7 @@ export class Proc {
       const m = (this.stdout + this.stderr).match(re);
       if (m) return m;
       if (exited) {
-        await Promise.all(this.#readers);
+        await this.#outputs();
         const m2 = (this.stdout + this.stderr).match(re);
         if (m2) return m2;
         break;
@@ -149,6 +149,16 @@ export class Proc {
       await sleep(25);
     }
     throw new Error(`${this.cmd}: no ${re} within ${timeoutMs} ms; output:\n${this.stdout}\n${this.stderr}`);
+  }
+
+  /**
+   * The output readers, given at most 5 s after the process ended: a grandchild left running
+   * (an ssh a killed ussh started) may hold the pipes open forever.
+   */
+  async #outputs(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([Promise.all(this.#readers), new Promise((r) => (timer = setTimeout(r, 5000)))]);
+    clearTimeout(timer);
   }
 
   /** Sends `signal` to the pid, escalating to SIGKILL after 3 s; waits for exit and output. */
@@ -163,7 +173,7 @@ export class Proc {
     }, 3000);
     const status = await this.done;
     clearTimeout(timer);
-    await Promise.all(this.#readers);
+    await this.#outputs();
     return status;
   }
 
@@ -176,7 +186,7 @@ export class Proc {
     }, timeoutMs);
     const status = await this.done;
     clearTimeout(timer);
-    await Promise.all(this.#readers);
+    await this.#outputs();
     return { code: status.code, stdout: this.stdout, stderr: this.stderr };
   }
 }

@@ -48,3 +48,34 @@ export class Progress {
     if (this.#shown) this.write("\r\x1b[K");
   }
 }
+
+/**
+ * The line shown while the end of a session waits for its changes to reach host A ("xufs:
+ * writing back 1234 change(s), 12.3 MiB left"): rewritten in place on a terminal, else printed
+ * every few seconds; shown only when the wait lasts.
+ */
+export class DrainProgress {
+  #start = Date.now();
+  #last = 0;
+  #shown = false;
+  readonly #tty = Deno.stderr.isTerminal();
+
+  constructor(private readonly write = (s: string) => Deno.stderr.writeSync(enc.encode(s))) {}
+
+  /** What is left now. */
+  show(changes: number, bytes: number): void {
+    const now = Date.now();
+    if (now - this.#start < 300 || now - this.#last < (this.#tty ? 200 : 5000)) return;
+    this.#last = now;
+    const line = `xufs: writing back ${changes} change(s), ${(bytes / 1048576).toFixed(1)} MiB left`;
+    this.write(this.#tty ? `\r\x1b[K${line}` : `${line}\n`);
+    this.#shown = true;
+  }
+
+  /** The wait is over (`done`: nothing is left). */
+  end(done: boolean): void {
+    if (!this.#shown) return;
+    if (this.#tty) this.write("\r\x1b[K");
+    if (done) this.write("xufs: every change reached host A\n");
+  }
+}

@@ -1,20 +1,38 @@
 /**
  * The XUFS file server on host A: serves the export to authenticated cache managers over any
- * stream (docs/XUFS.md). Owns the connection: the handshake, the request loop (errors become
- * `error` replies), the dispatch of each request to the read side (xufs/reads.ts) or the write
- * side (xufs/writes.ts), and change callbacks pushed to the caches that asked for them.
+ * stream (docs/XUFS.md). Owns the connection: the handshake and the sealed link after it, the
+ * request loop (errors become `error` replies; a long request sends `busy` notices so the cache
+ * sees progress; listings stream in parts), the dispatch of each request to the read side
+ * (xufs/reads.ts) or the write side (xufs/writes.ts), the journal's exactly-once bookkeeping (a
+ * change B sends again after a lost link is answered, not applied twice), and change callbacks
+ * pushed to the caches that asked for them.
  */
 import { relative } from "node:path";
-import { closeQuietly, writeAll } from "../common/io.ts";
-import { FsError } from "./confine.ts";
-import { encodeMessage, ProtocolError, readMessage, serverHandshake } from "./messages.ts";
-import { ExportReader } from "./reads.ts";
+import { closeQuietly, withTimeout } from "../common/io.ts";
+import { ExportRoot, statAt } from "./confine.ts";
+import { FsError } from "./fserror.ts";
+import { AuthFailure, encodeMessage, ProtocolError, readMessage, serverHandshake } from "./messages.ts";
+import { ExportReader, type Parts, versionString } from "./reads.ts";
+import { type RawConn, SealError } from "./seal.ts";
 import { ExportWriter, isTempFile } from "./writes.ts";
+import { writeAll } from "../common/io.ts";
+
+/** A request running longer than this sends `busy` notices, this often. */
+const BUSY_EVERY_MS = 2000;
+/** Deadline of a handshake. */
+const HANDSHAKE_MS = 10_000;
+/** How long the server tells its own changes from A's in change callbacks. */
+const OWN_MS = 10_000;
+/** Answers of journaled changes kept per journal, to answer a change sent again. */
+const JOURNAL_REPLIES = 20_000;
+
+/** A handler's answer: a header and payload, or a stream of parts. */
+type Reply = { head: Record<string, unknown>; payload?: Uint8Array } | { parts: Parts };
 
 /** One served connection: replies and pushed notices go out one whole message at a time. */
 class Peer {
   #writing: Promise<void> = Promise.resolve();
-  constructor(readonly conn: Deno.Conn) {}
+  constructor(readonly conn: RawConn) {}
   /** Queues one message behind those already being written. */
   send(head: Record<string, unknown>, payload?: Uint8Array): Promise<void> {
     const bytes = encodeMessage(head, payload);
@@ -24,63 +42,157 @@ class Peer {
   }
 }
 
+/** What the server knows of one cache's journal: the answers of the changes it applied. */
+interface JournalSeen {
+  replies: Map<number, Record<string, unknown>>;
+  tail: Promise<unknown>;
+}
+
 /** Serves one export. */
 export class FileServer {
+  #root: ExportRoot;
   #reads: ExportReader;
   #writes: ExportWriter;
+  #journals = new Map<string, JournalSeen>();
   #watchers = new Set<Peer>();
   #watch?: Deno.FsWatcher;
   #changed = new Set<string>();
   #changeTimer?: ReturnType<typeof setTimeout>;
+  /** What the server's own recent changes left at each path (a version, or null: gone), to tell them from A's. */
+  #own = new Map<string, { version: string | null; at: number }>();
 
   constructor(
     readonly root: string,
     readonly secret: string,
     private readonly log: (line: string) => void = (l) => console.error(`xufs server: ${l}`),
   ) {
-    this.#reads = new ExportReader(root);
-    this.#writes = new ExportWriter(root, log);
+    this.#root = new ExportRoot(root);
+    this.#reads = new ExportReader(this.#root);
+    this.#writes = new ExportWriter(this.#root, log);
   }
 
   /** Serves one connection until it closes; never throws. */
-  async serve(conn: Deno.Conn): Promise<void> {
-    const peer = new Peer(conn);
+  async serve(conn: RawConn): Promise<void> {
+    let peer: Peer | undefined;
     try {
-      if (!(await serverHandshake(conn, this.secret))) {
-        this.log("refused a connection: wrong session secret");
-        return;
-      }
+      const sealed = await withTimeout(serverHandshake(conn, this.secret), HANDSHAKE_MS, "handshake", () => closeQuietly(conn));
+      if (!sealed) return; // the peer left before it said anything
+      peer = new Peer(sealed);
       while (true) {
-        const m = await readMessage(conn);
+        const m = await readMessage(sealed);
         if (!m) return;
-        const id = m.head.id;
-        let reply: Record<string, unknown>, payload: Uint8Array | undefined;
-        try {
-          if (m.head.op === "watch") {
-            this.#subscribe(peer);
-            [reply, payload] = [{}, undefined];
-          } else [reply, payload] = await this.handle(m.head, m.payload);
-        } catch (e) {
-          if (e instanceof FsError) reply = { error: e.code, message: e.message };
-          else {
-            const code = (e as NodeJS.ErrnoException).code;
-            reply = { error: typeof code === "string" ? code : "EIO", message: (e as Error).message };
-          }
+        if (m.head.op === "watch") {
+          this.#subscribe(peer);
+          await peer.send({ id: m.head.id });
+          continue;
         }
-        await peer.send({ id, ...reply }, payload);
+        await this.#answer(peer, m.head, m.payload);
       }
     } catch (e) {
-      if (e instanceof ProtocolError) this.log(`malformed message, connection closed: ${e.message}`);
-      else if (!(e instanceof Deno.errors.BadResource || e instanceof Deno.errors.ConnectionReset)) {
+      if (e instanceof AuthFailure) this.log(`refused a connection: ${e.message}`);
+      else if (e instanceof SealError) this.log(`rejected a connection: a frame failed authentication (${e.message})`);
+      else if (e instanceof ProtocolError) this.log(`malformed message, connection closed: ${e.message}`);
+      else if (!(e instanceof Deno.errors.BadResource || e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BrokenPipe)) {
         this.log(`connection ended: ${(e as Error).message}`);
       }
     } finally {
-      this.#unsubscribe(peer);
+      if (peer) this.#unsubscribe(peer);
       closeQuietly(conn);
     }
   }
 
+  /** Runs one request and sends its answer (parts first, for a stream), with `busy` notices while it runs. */
+  // deno-lint-ignore no-explicit-any
+  async #answer(peer: Peer, h: Record<string, any>, payload: Uint8Array): Promise<void> {
+    const id = h.id;
+    const busy = setInterval(() => peer.send({ op: "busy", id }).catch(() => {}), BUSY_EVERY_MS);
+    try {
+      const reply = await this.#journaled(h, payload);
+      if ("parts" in reply) {
+        const it = reply.parts;
+        for (let r = await it.next(); ; r = await it.next()) {
+          if (r.done) {
+            await peer.send({ id, ...r.value });
+            break;
+          }
+          await peer.send({ id, part: true, ...r.value });
+        }
+      } else await peer.send({ id, ...reply.head }, reply.payload);
+    } catch (e) {
+      if (e instanceof ProtocolError) throw e;
+      const code = e instanceof FsError ? e.code : (e as NodeJS.ErrnoException).code;
+      await peer.send({ id, error: typeof code === "string" ? code : "EIO", message: (e as Error).message });
+    } finally {
+      clearInterval(busy);
+    }
+  }
+
+  /**
+   * A change from a cache's journal (`j`, `seq`) is applied once: sent again (after a lost
+   * link), it gets the answer it got the first time. Changes of one journal run in order, across
+   * connections.
+   */
+  // deno-lint-ignore no-explicit-any
+  #journaled(h: Record<string, any>, payload: Uint8Array): Promise<Reply> {
+    if (typeof h.j !== "string" || !Number.isSafeInteger(h.seq)) return this.handle(h, payload);
+    let seen = this.#journals.get(h.j);
+    if (!seen) this.#journals.set(h.j, (seen = { replies: new Map(), tail: Promise.resolve() }));
+    const s = seen;
+    const run = s.tail.then(async (): Promise<Reply> => {
+      const before = s.replies.get(h.seq);
+      if (before) return { head: { ...before, again: true } };
+      const r = await this.handle(h, payload);
+      if ("head" in r) {
+        this.#noteOwn(h, r.head);
+        s.replies.set(h.seq, r.head);
+        if (s.replies.size > JOURNAL_REPLIES) s.replies.delete(s.replies.keys().next().value!);
+      }
+      return r;
+    });
+    s.tail = run.catch(() => {});
+    return run;
+  }
+
   // ---- change callbacks ----
+
+  /** Remembers what a change of a cache left on A, so its own echo is not pushed back to it. */
+  // deno-lint-ignore no-explicit-any
+  #noteOwn(h: Record<string, any>, reply: Record<string, unknown>): void {
+    const at = Date.now();
+    const version = typeof reply.version === "string" ? reply.version : null;
+    if (h.op === "rename") {
+      this.#own.set(String(h.path), { version: null, at });
+      if (!reply.conflict) this.#own.set(String(h.to), { version, at });
+    } else if (h.op === "unlink" || h.op === "rmdir") {
+      if (!reply.conflict) this.#own.set(String(h.path), { version: null, at });
+    } else if (!reply.conflict && version !== null) this.#own.set(String(h.op === "link" ? h.to : h.path), { version, at });
+    if (this.#own.size > 50_000) {
+      for (const [k, v] of this.#own) if (at - v.at > OWN_MS) this.#own.delete(k);
+    }
+  }
+
+  /**
+   * Whether what is at `rel` now is what a cache's own recent change left there (an echo, not
+   * news): a file of that very version, a directory of that inode (its times move with every
+   * name made in it), or nothing where it removed something.
+   */
+  #isOwn(rel: string): boolean {
+    const own = this.#own.get(rel);
+    if (!own) return false;
+    if (Date.now() - own.at > OWN_MS) {
+      this.#own.delete(rel);
+      return false;
+    }
+    try {
+      const { dir, name } = this.#root.parent(rel);
+      using _ = dir;
+      const st = statAt(dir, name);
+      if (!st || own.version === null) return !st && own.version === null;
+      return st.type === "d" ? String(st.ino) === own.version.split("-")[2] : versionString(st) === own.version;
+    } catch {
+      return false;
+    }
+  }
 
   /** Starts pushing `{op:"changed", paths}` to `peer` whenever something in the export changes. */
   #subscribe(peer: Peer): void {
@@ -96,8 +208,9 @@ export class FileServer {
       for await (const ev of this.#watch!) {
         for (const p of ev.paths) {
           const rel = relative(this.root, p);
-          // Our own temporary files come and go with every write-back: not news.
-          if (rel.startsWith("..") || isTempFile(rel)) continue;
+          // Our own temporary files come and go with every write-back, and what a cache changed
+          // itself it knows: not news. What A changed since is (its version is another).
+          if (rel.startsWith("..") || isTempFile(rel) || this.#isOwn(rel)) continue;
           this.#changed.add(rel === "" ? "." : rel);
         }
         if (this.#changed.size && !this.#changeTimer) this.#changeTimer = setTimeout(() => this.#pushChanges(), 50);
@@ -120,47 +233,58 @@ export class FileServer {
     for (const peer of this.#watchers) peer.send({ op: "changed", paths }).catch(() => {});
   }
 
-  /** Answers one request (any op but `watch`): the reply header and, for reads, the payload. */
+  /** Answers one request (any op but `watch`). */
   // deno-lint-ignore no-explicit-any
-  async handle(h: Record<string, any>, payload: Uint8Array): Promise<[Record<string, unknown>, Uint8Array?]> {
+  async handle(h: Record<string, any>, payload: Uint8Array): Promise<Reply> {
     const r = this.#reads, w = this.#writes;
+    const one = async (head: Promise<Record<string, unknown>> | Record<string, unknown>): Promise<Reply> => ({ head: await head });
     switch (h.op) {
       case "list":
-        return [{ entries: await r.list(h.path) }];
-      case "stat":
-        return [{ entry: await r.stat(h.path) }];
-      case "read":
-        return await r.read(h);
-      case "readmany":
-        return await r.readMany(h.paths);
+        return { parts: r.list(h.path) };
       case "tree":
-        return [await r.tree(h.path)];
+        return { parts: r.tree(h.path) };
+      case "stat":
+        return one(r.stat(h.path, h.hash === true));
+      case "read": {
+        const [head, data] = await r.read(h);
+        return { head, payload: data };
+      }
+      case "readmany": {
+        const [head, data] = await r.readMany(h.paths);
+        return { head, payload: data };
+      }
       case "wbegin":
-        return [await w.beginUpload(h)];
+        return one(w.beginUpload(h));
       case "wpart":
-        return [await w.part(h, payload)];
+        return one(w.part(h, payload));
       case "write":
-        return [await w.write(h, payload)];
+        return one(w.write(h, payload));
       case "mkdir":
-        return [await w.mkdir(h)];
+        return one(w.mkdir(h));
       case "rmdir":
-        return [await w.rmdir(h)];
+        return one(w.rmdir(h));
       case "unlink":
-        return [await w.unlink(h)];
+        return one(w.unlink(h));
       case "rename":
-        return [await w.rename(h)];
+        return one(w.rename(h));
       case "symlink":
-        return [await w.symlink(h)];
+        return one(w.symlink(h));
       case "link":
-        return [await w.link(h)];
+        return one(w.link(h));
       case "chmod":
-        return [await w.chmod(h)];
+        return one(w.chmod(h));
       case "truncate":
-        return [await w.truncate(h)];
+        return one(w.truncate(h));
       case "utimes":
-        return [await w.utimes(h)];
+        return one(w.utimes(h));
       default:
         throw new ProtocolError(`Unknown op: ${String(h.op).slice(0, 40)}`);
     }
+  }
+
+  /** Releases the export's descriptor (the server serves nothing after). */
+  close(): void {
+    this.#watch?.close();
+    this.#root.close();
   }
 }

@@ -1,16 +1,18 @@
 /**
- * An XUFS session on host B: connects to A's file server (through the ssh-forwarded Unix socket,
- * or raw TCP with --notun, or an in-process export for local use), runs the cache manager,
- * creates the mount point, runs the shell or command under libxufs.so inside the mount, then
- * writes back everything, unmounts and returns the shell's exit status.
+ * An XUFS session on host B: connects to A's file server (through the ssh-forwarded Unix
+ * sockets, or raw TCP with --notun, or an in-process export for local use) and keeps connecting
+ * as links are lost, runs the cache manager on a cache directory no other session holds, creates
+ * the mount point, runs the shell or command under libxufs.so inside the mount, then waits until
+ * every change reached A (with a progress line; an interrupt or a lost link leaves them for the
+ * next session, which it says), unmounts and returns the shell's exit status.
  */
 import { dirname, join } from "node:path";
 import { sha256 } from "../common/bytes.ts";
 import { ConfigError, NetworkError } from "../common/errors.ts";
 import { closeQuietly, withTimeout } from "../common/io.ts";
-import { CacheManager, type CacheOptions, TRANSFER_DEFAULTS } from "./cache.ts";
-import { progressWanted } from "./progress.ts";
-import { Remote } from "./remote.ts";
+import { CacheManager, type CacheOptions, lockCache, TRANSFER_DEFAULTS } from "./cache/mod.ts";
+import { DrainProgress, progressWanted } from "./progress.ts";
+import { DEFAULT_TIMEOUT_MS, Remote } from "./remote.ts";
 import { FileServer } from "./server.ts";
 import { shortHost } from "./writes.ts";
 
@@ -36,6 +38,8 @@ export interface SessionOptions {
 
 /** Default number of connections per session (XUFS_STRIPES on host A). */
 export const DEFAULT_STRIPES = 4;
+/** Handshakes with strangers on the --notun port wait at most this long, this many at once. */
+const NOTUN_HANDSHAKE_MS = 5000, NOTUN_HANDSHAKES = 64;
 
 /** A positive integer from the environment, or `fallback` when unset. */
 export function envCount(name: string, fallback: number, min = 1): number {
@@ -57,6 +61,11 @@ export function transferOptions(): Partial<CacheOptions> {
     precacheBytes: envCount("XUFS_PRECACHE_BYTES", d.precacheBytes, 0),
     progress: progressWanted(),
   };
+}
+
+/** Milliseconds without progress before a link to A counts as lost (XUFS_TIMEOUT, in seconds). */
+export function linkTimeoutMs(): number {
+  return envCount("XUFS_TIMEOUT", DEFAULT_TIMEOUT_MS / 1000) * 1000;
 }
 
 /** Stable cache id of an export: A's host and the export path. */
@@ -87,105 +96,132 @@ export function portRange(text: string | undefined): [number, number] {
   return [lo, hi];
 }
 
-/** Connects to a Unix socket that ssh may not have made yet; retries for `ms`. */
-async function connectUnix(path: string, secret: string, ms: number): Promise<Remote> {
-  const deadline = Date.now() + ms;
-  while (true) {
-    try {
-      return await Remote.open(await Deno.connect({ transport: "unix", path }), secret);
-    } catch (e) {
-      if (Date.now() > deadline) throw new NetworkError(`Cannot reach host A through the ssh tunnel: ${path} (${(e as Error).message})`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
 /** The socket of extra link `i` (1 ≤ i < stripes) beside the main tunnel socket. */
 export function stripeSocket(main: string, i: number): string {
   return `${main}-${i}`;
 }
 
-/**
- * Connects the main link to A, then (in the background) up to `stripes - 1` further links, each
- * its own TCP connection to A, handed to `extra` as they come up.
- */
-async function connectLink(
-  link: Link,
-  secret: string,
-  log: (l: string) => void,
-  stripes: number,
-  extra: (r: Remote) => void,
-): Promise<{ remote: Remote; cleanup: () => void }> {
-  if (link.kind === "unix") {
-    const remote = await connectUnix(link.path, secret, 15_000);
-    for (let i = 1; i < stripes; i++) {
-      // ussh on A says so when an extra ssh connection cannot be made; then this one never comes.
-      connectUnix(stripeSocket(link.path, i), secret, 20_000).then(extra, () => {});
-    }
-    return { remote, cleanup: () => {} };
-  }
-  if (link.kind === "notun") {
-    const [lo, hi] = portRange(Deno.env.get("XUFS_PORT_RANGE"));
-    let listener: Deno.TcpListener | undefined;
-    for (let port = lo; port <= hi && !listener; port++) {
-      try {
-        listener = Deno.listen({ hostname: "0.0.0.0", port });
-      } catch { /* in use */ }
-    }
-    if (!listener) throw new NetworkError(`No free port in XUFS_PORT_RANGE: ${lo},${hi}`);
-    const port = (listener.addr as Deno.NetAddr).port;
-    await Deno.writeTextFile(link.portFile, `${port}\n`, { mode: 0o600 });
-    // Only a peer that proves the session secret is served; anyone else is dropped.
-    const deadline = Date.now() + 30_000;
-    const accept = async (): Promise<Remote> => {
-      while (true) {
-        const conn = await withTimeout(listener.accept(), Math.max(1, deadline - Date.now()), "waiting for host A to connect");
-        try {
-          (conn as Deno.TcpConn).setNoDelay(true);
-          return await withTimeout(Remote.open(conn, secret), 10_000, "session handshake");
-        } catch (e) {
-          log(`dropped a connection that did not prove the session secret: ${(e as Error).message}`);
-          closeQuietly(conn);
-        }
-      }
-    };
-    let remote: Remote;
+/** Dials a Unix socket that ssh (or the local server) may not have made yet, for `ms`. */
+async function dialUnix(path: string, secret: string, timeoutMs: number, ms: number): Promise<Remote> {
+  const deadline = Date.now() + ms;
+  for (;;) {
     try {
-      remote = await accept();
+      const conn = await Deno.connect({ transport: "unix", path });
+      return await withTimeout(Remote.open(conn, secret, timeoutMs), timeoutMs, "session handshake", () => closeQuietly(conn));
     } catch (e) {
-      listener.close();
-      throw e;
+      if (Date.now() > deadline) throw new NetworkError(`Cannot reach host A through ${path}: ${(e as Error).message}`);
+      await new Promise((r) => setTimeout(r, 100));
     }
-    log(`host A connected on port ${port}`);
-    // Host A opens its further connections to the same port: accepted until all came or 30 s.
-    (async () => {
-      for (let i = 1; i < stripes; i++) extra(await accept());
-    })().catch(() => {}).finally(() => listener.close());
-    return { remote, cleanup: () => {} };
   }
-  // Local export: the file server runs in this process behind a private Unix socket.
-  const dir = await Deno.makeTempDir({ prefix: "xufs-local-" });
-  const path = join(dir, "s");
-  const l = Deno.listen({ transport: "unix", path });
-  const server = new FileServer(await Deno.realPath(link.exportDir), secret);
+}
+
+/** The links of a session: the first one, and how the rest (and replacements) come. */
+interface Links {
+  first: Remote;
+  /** Dials link `slot` again (when this side dials). */
+  dial?: (slot: number) => Promise<Remote>;
+  /** Starts bringing the further links (and, for --notun, every link A opens later) to `add`. */
+  more: (add: (r: Remote, slot?: number) => void) => void;
+  cleanup: () => void;
+}
+
+/**
+ * --notun: listens on a free port of XUFS_PORT_RANGE for the whole session and writes it to the
+ * port file; every connection gets its own short handshake (several at once, bounded), so idle
+ * strangers cannot hold up host A's connections, and only peers that prove the secret are kept.
+ */
+async function notunLinks(portFile: string, secret: string, timeoutMs: number, log: (l: string) => void): Promise<Links> {
+  const [lo, hi] = portRange(Deno.env.get("XUFS_PORT_RANGE"));
+  let listener: Deno.TcpListener | undefined;
+  for (let port = lo; port <= hi && !listener; port++) {
+    try {
+      listener = Deno.listen({ hostname: "0.0.0.0", port });
+    } catch { /* in use */ }
+  }
+  if (!listener) throw new NetworkError(`No free port in XUFS_PORT_RANGE: ${lo},${hi}`);
+  const l = listener;
+  const port = (l.addr as Deno.NetAddr).port;
+  await Deno.writeTextFile(portFile, `${port}\n`, { mode: 0o600 });
+  let add: ((r: Remote) => void) | undefined;
+  const early: Remote[] = [];
+  let first: ((r: Remote) => void) | undefined;
+  const firstLink = new Promise<Remote>((r) => (first = r));
+  let handshaking = 0;
+  let dropped = 0;
   (async () => {
-    for await (const c of l) server.serve(c);
+    for await (const conn of l) {
+      if (handshaking >= NOTUN_HANDSHAKES) {
+        closeQuietly(conn);
+        continue;
+      }
+      handshaking++;
+      (conn as Deno.TcpConn).setNoDelay(true);
+      withTimeout(Remote.open(conn, secret, timeoutMs), NOTUN_HANDSHAKE_MS, "session handshake", () => closeQuietly(conn)).then((r) => {
+        if (first) {
+          first(r);
+          first = undefined;
+          log(`host A connected on port ${port}`);
+        } else if (add) add(r);
+        else early.push(r);
+      }, (e) => {
+        if (dropped++ < 3) log(`dropped a connection that did not prove the session secret: ${(e as Error).message}`);
+      }).finally(() => handshaking--);
+    }
   })().catch(() => {});
-  for (let i = 1; i < stripes; i++) extra(await Remote.open(await Deno.connect({ transport: "unix", path }), secret));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const r = await Promise.race([
+    firstLink,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new NetworkError("Host A did not connect within 30 s")), 30_000))),
+  ]).catch((e) => {
+    l.close();
+    throw e;
+  }).finally(() => clearTimeout(timer));
   return {
-    remote: await Remote.open(await Deno.connect({ transport: "unix", path }), secret),
-    cleanup: () => {
-      closeQuietly(l);
-      Deno.removeSync(dir, { recursive: true });
+    first: r,
+    more: (a) => {
+      add = a;
+      for (const x of early.splice(0)) a(x);
     },
+    cleanup: () => closeQuietly(l),
+  };
+}
+
+/** Connects the first link to A and says how the others come. */
+async function connectLinks(link: Link, secret: string, stripes: number, timeoutMs: number, log: (l: string) => void): Promise<Links> {
+  if (link.kind === "notun") return await notunLinks(link.portFile, secret, timeoutMs, log);
+  let path: string, cleanup = () => {};
+  if (link.kind === "unix") path = link.path;
+  else {
+    // Local export: the file server runs in this process behind a private Unix socket.
+    const dir = await Deno.makeTempDir({ prefix: "xufs-local-" });
+    path = join(dir, "s");
+    const l = Deno.listen({ transport: "unix", path });
+    const server = new FileServer(await Deno.realPath(link.exportDir), secret);
+    (async () => {
+      for await (const c of l) server.serve(c);
+    })().catch(() => {});
+    cleanup = () => {
+      closeQuietly(l);
+      server.close();
+      Deno.removeSync(dir, { recursive: true });
+    };
+  }
+  const sock = (slot: number) => (slot === 0 ? path : stripeSocket(path, slot));
+  const dial = (slot: number) => dialUnix(sock(slot), secret, timeoutMs, 0);
+  return {
+    first: await dialUnix(path, secret, timeoutMs, 15_000),
+    dial,
+    // ussh on A says so when an extra ssh connection cannot be made; then that one never comes.
+    more: (add) => {
+      for (let i = 1; i < stripes; i++) dialUnix(sock(i), secret, timeoutMs, 20_000).then((r) => add(r, i), () => {});
+    },
+    cleanup,
   };
 }
 
 /** Runs a session to the end; returns the exit status of the shell or command. */
 export async function runSession(o: SessionOptions): Promise<number> {
-  const log = (l: string) => console.error(`xufs: ${l}`);
   const mount = join(o.home, o.mount);
-  const cacheDir = join(o.home, ".xufs", "cache", o.id);
   const runDir = join(o.home, ".xufs", "run", `session-${Deno.pid}`);
   await Deno.mkdir(runDir, { recursive: true, mode: 0o700 });
   let createdMount = false;
@@ -197,17 +233,19 @@ export async function runSession(o: SessionOptions): Promise<number> {
     Deno.mkdirSync(mount, { mode: 0o700 });
     createdMount = true;
   }
-  const cache = new CacheManager({ dir: cacheDir, from: shortHost(), log, ...transferOptions() });
-  const extras: Remote[] = [];
-  let attached = false;
-  const { remote, cleanup } = await connectLink(o.link, o.secret, log, o.stripes ?? 1, (r) => {
-    extras.push(r);
-    if (attached) cache.addLink(r);
-  });
+  const held = await lockCache(join(o.home, ".xufs", "cache"), o.id);
+  const logFile = join(held.dir, "log");
+  const log = (l: string) => {
+    console.error(`xufs: ${l}`);
+    appendLog(logFile, l);
+  };
+  if (!held.dir.endsWith(o.id)) log(`another session uses the cache of this export; this one uses ${held.dir}`);
+  const timeoutMs = linkTimeoutMs();
+  const links = await connectLinks(o.link, o.secret, o.stripes ?? 1, timeoutMs, log);
+  const cache = new CacheManager({ dir: held.dir, from: shortHost(), log, dial: links.dial, ...transferOptions() });
   await cache.init();
-  cache.attach(remote);
-  attached = true;
-  for (const r of extras) cache.addLink(r);
+  cache.attach(links.first);
+  links.more((r, slot) => cache.addLink(r, slot));
   const sock = join(runDir, "manager.sock");
   const listener = Deno.listen({ transport: "unix", path: sock });
   Deno.chmodSync(sock, 0o600);
@@ -246,16 +284,49 @@ export async function runSession(o: SessionOptions): Promise<number> {
     Deno.removeSignalListener("SIGINT", ignore);
     code = status.signal ? 128 + (Deno.build.os === "linux" ? signalNumber(status.signal) : 1) : status.code;
   } finally {
-    const left = await cache.flush(remote.up ? 60_000 : 0);
-    if (left > 0) log(`${left} change(s) could not be written back yet; they are kept in ${cacheDir}/queue and sent by the next session to this export`);
+    await drain(cache, join(held.dir, "queue"), log);
     listener.close();
-    remote.close();
-    for (const r of extras) r.close();
-    cleanup();
+    await cache.close();
+    links.cleanup();
+    held.release();
     if (createdMount) Deno.removeSync(mount);
     Deno.removeSync(runDir, { recursive: true });
   }
   return code;
+}
+
+/**
+ * The end of a session: waits until every change reached A, with a progress line; ^C (or a link
+ * lost for good) leaves what is left for the next session, and says so.
+ */
+async function drain(cache: CacheManager, queue: string, log: (l: string) => void): Promise<void> {
+  let interrupted = false;
+  const stop = () => (interrupted = true);
+  Deno.addSignalListener("SIGINT", stop);
+  const progress = new DrainProgress();
+  try {
+    const left = await cache.drain({ stop: () => interrupted, progress: (n, bytes) => progress.show(n, bytes) });
+    progress.end(left === 0);
+    if (left > 0) {
+      const why = interrupted ? "interrupted" : "host A is unreachable";
+      log(`${left} change(s) not written back yet (${why}); they are kept in ${queue} and sent by the next session to this export`);
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", stop);
+  }
+}
+
+/** Past this size the log is moved to `log.1` (one older log kept). */
+const LOG_MAX = 1 << 20;
+
+/** Appends a line of the session's stderr, with the time, to the cache's log (best effort). */
+function appendLog(file: string, line: string): void {
+  try {
+    if ((Deno.statSync(file).size ?? 0) > LOG_MAX) Deno.renameSync(file, `${file}.1`);
+  } catch { /* no log yet */ }
+  try {
+    Deno.writeTextFileSync(file, `${new Date().toISOString()} ${line}\n`, { append: true, mode: 0o600 });
+  } catch { /* stderr has it */ }
 }
 
 function signalNumber(sig: Deno.Signal): number {

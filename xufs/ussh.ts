@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { dirname, join, relative, resolve } from "node:path";
 import { ConfigError, NetworkError } from "../common/errors.ts";
+import { closeQuietly } from "../common/io.ts";
 import { homeDir } from "../common/fs.ts";
 import { VERSION } from "../common/version.ts";
 import { FileServer } from "./server.ts";
@@ -172,6 +173,9 @@ class Ssh {
  * `myrt install` copies itself there): it travels alone and installs itself on B after checking
  * itself and B (size, SHA-256, architecture, glibc). Only a PREFIX without it (copied from an
  * install older than the one-file distribution) still travels as a tar stream of its tree.
+ * Sessions that start at once on a fresh B take turns (a directory made atomically is the lock;
+ * one older than 10 minutes is a crashed install's), and the second finds the first one's
+ * install; files are replaced, never rewritten in place, so a running MyRT keeps its old ones.
  */
 async function installOnB(ssh: Ssh, prefix: string): Promise<void> {
   const dist = join(prefix, "bin", "myrt");
@@ -187,15 +191,17 @@ async function installOnB(ssh: Ssh, prefix: string): Promise<void> {
       args: ["-C", prefix, "--exclude=./lib/myrt/cache", "-cf", "-", "./bin", "./lib/myrt"],
       stdout: "piped",
     }).spawn();
-    unpack = 'mkdir -p "$HOME/myrt" && tar -C "$HOME/myrt" -xf -';
+    unpack = 'tar -C "$HOME/myrt" --unlink-first -xf -';
     payload = tar.stdout;
   }
-  const remote = new Deno.Command("ssh", {
-    args: ssh.args(["-T"], `${unpack} && "$HOME/myrt/bin/xufs_session" --version >/dev/null`),
-    stdin: "piped",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
+  const lock = '"$HOME/myrt/.installing"';
+  const script = [
+    'mkdir -p "$HOME/myrt"',
+    `for i in $(seq 1200); do mkdir ${lock} 2>/dev/null && break; [ -n "$(find ${lock} -maxdepth 0 -mmin +10 2>/dev/null)" ] && rmdir ${lock}; sleep 0.1; done`,
+    `if [ "$(cat "$HOME/myrt/lib/myrt/VERSION" 2>/dev/null)" = ${shq(VERSION)} ]; then cat >/dev/null; else ${unpack}; fi`,
+    `rc=$?; rmdir ${lock}; [ $rc = 0 ] && "$HOME/myrt/bin/xufs_session" --version >/dev/null`,
+  ].join("; ");
+  const remote = new Deno.Command("ssh", { args: ssh.args(["-T"], script), stdin: "piped", stdout: "null", stderr: "inherit" }).spawn();
   await payload.pipeTo(remote.stdin).catch(() => {}); // a failure on B shows in its status
   const [t, r] = await Promise.all([tar?.status, remote.status]);
   if ((t && !t.success) || !r.success) throw new NetworkError(`Installing MyRT on ${ssh.o.host} failed`);
@@ -217,8 +223,8 @@ export async function ussh(o: UsshOptions): Promise<number> {
   const server = new FileServer(exportDir, secret);
   const ssh = new Ssh(o, runDir);
   let listener: Deno.Listener | undefined;
-  let stripeLinks: Promise<Deno.ChildProcess[]> | undefined;
-  const stopStripes = new AbortController();
+  let links: Promise<void> | undefined;
+  const stopLinks = new AbortController();
   const ignore = () => {};
   Deno.addSignalListener("SIGINT", ignore); // ssh owns the terminal; we clean up after it
   try {
@@ -251,7 +257,7 @@ export async function ussh(o: UsshOptions): Promise<number> {
       })().catch(() => {});
       ttyFlag.push("-R", `${bRun}/xufs.sock:${aSock}`);
       sessionArgs = [...common, "--socket", `${bRun}/xufs.sock`];
-      stripeLinks = openStripes(ssh, stripes, `${bRun}/xufs.sock`, aSock, stopStripes.signal);
+      links = openStripes(ssh, stripes, `${bRun}/xufs.sock`, aSock, stopLinks.signal);
     }
     const remoteCmd = [`"$HOME/myrt/bin/xufs_session"`, ...sessionArgs.map(shq), "--", ...o.command.map(shq)].join(" ");
     console.error(`XUFS mounting ${o.mount} …`);
@@ -261,18 +267,15 @@ export async function ussh(o: UsshOptions): Promise<number> {
       stdout: "inherit",
       stderr: "inherit",
     }).spawn();
-    if (portFile) connectNotun(ssh, o.host, portFile, server, stripes).catch((e) => console.error(`ussh: ${(e as Error).message}`));
+    if (portFile) {
+      links = connectNotun(ssh, o.host, portFile, server, stripes, stopLinks.signal).catch((e) => console.error(`ussh: ${(e as Error).message}`));
+    }
     const status = await session.status;
     await ssh.run(`rm -rf ${shq(bRun)}`).catch(() => {});
     return status.code;
   } finally {
-    stopStripes.abort();
-    for (const p of (await stripeLinks) ?? []) {
-      try {
-        p.kill("SIGTERM");
-      } catch { /* gone */ }
-      await p.status;
-    }
+    stopLinks.abort();
+    await links;
     Deno.removeSignalListener("SIGINT", ignore);
     try {
       listener?.close();
@@ -282,44 +285,100 @@ export async function ussh(o: UsshOptions): Promise<number> {
   }
 }
 
-/**
- * The further ssh connections of a tunnel session, one per stripe beyond the main one, opened
- * side by side. The first that cannot be opened without asking (a password-only login) is
- * reported, and the session goes on with the connections it has.
- */
-async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSock: string, stop: AbortSignal): Promise<Deno.ChildProcess[]> {
-  const results = await Promise.all(Array.from({ length: stripes - 1 }, (_, k) => {
-    const remote = stripeSocket(bSock, k + 1);
-    return ssh.stripe(remote, aSock, async () => (await ssh.run(`test -S ${shq(remote)} && echo up`).catch(() => "")).trim() === "up", stop);
-  }));
-  const up = results.filter((r): r is Deno.ChildProcess => typeof r !== "string");
-  const failed = results.find((r): r is string => typeof r === "string");
-  if (failed !== undefined && !stop.aborted) {
-    console.error(`ussh: striping over ${stripes} connections needs ssh logins that do not ask (keys or an agent); ` +
-      `using ${up.length + 1}: ${failed}`);
-  }
-  return up;
+/** Backoff of re-opening a lost connection of the file protocol. */
+const RETRY_FIRST_MS = 200, RETRY_MAX_MS = 5000;
+
+/** Waits `ms`, or less when `stop` is aborted first. */
+function pause(ms: number, stop: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    stop.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
 }
 
-/** --notun: waits for B's port, then connects to it directly (`stripes` times) and serves the export there. */
-async function connectNotun(ssh: Ssh, host: string, portFile: string, server: FileServer, stripes: number): Promise<void> {
+/**
+ * The further ssh connections of a tunnel session, one per stripe beyond the main one, opened
+ * side by side and opened again whenever one drops, until `stop`. The first that cannot be opened
+ * without asking (a password-only login) is reported, and the session goes on with the
+ * connections it has. Resolves when every one has ended after `stop`.
+ */
+async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSock: string, stop: AbortSignal): Promise<void> {
+  const first: Promise<boolean>[] = [];
+  const loops: Promise<void>[] = [];
+  const failures: string[] = [];
+  for (let k = 1; k < stripes; k++) {
+    const remote = stripeSocket(bSock, k);
+    const isUp = async () => (await ssh.run(`test -S ${shq(remote)} && echo up`).catch(() => "")).trim() === "up";
+    let reportFirst: (up: boolean) => void = () => {};
+    first.push(new Promise<boolean>((r) => (reportFirst = r)));
+    loops.push((async () => {
+      for (let attempt = 0, wait = RETRY_FIRST_MS; !stop.aborted; attempt++) {
+        const r = await ssh.stripe(remote, aSock, isUp, stop);
+        if (typeof r === "string") {
+          if (attempt === 0) {
+            failures.push(r);
+            reportFirst(false);
+            return; // this login cannot be made without asking
+          }
+          await pause(wait, stop);
+          wait = Math.min(RETRY_MAX_MS, wait * 2);
+          continue;
+        }
+        if (attempt === 0) reportFirst(true);
+        wait = RETRY_FIRST_MS;
+        const onStop = () => r.kill("SIGTERM");
+        stop.addEventListener("abort", onStop, { once: true });
+        await r.status; // dropped: opened again (B dials the socket again when it is back)
+        stop.removeEventListener("abort", onStop);
+      }
+    })());
+  }
+  const ups = await Promise.all(first);
+  if (failures.length && !stop.aborted) {
+    console.error(`ussh: striping over ${stripes} connections needs ssh logins that do not ask (keys or an agent); ` +
+      `using ${ups.filter(Boolean).length + 1}: ${failures[0]}`);
+  }
+  await Promise.all(loops);
+}
+
+/**
+ * --notun: waits for B's port, then keeps `stripes` TCP connections to it and serves the export
+ * on each; a connection that ends while the session runs is made again, with backoff, until
+ * `stop` (B re-attaches it).
+ */
+async function connectNotun(ssh: Ssh, host: string, portFile: string, server: FileServer, stripes: number, stop: AbortSignal): Promise<void> {
   const g = await new Deno.Command("ssh", { args: ["-G", ...ssh.o.sshOptions, host], stdout: "piped", stderr: "null" }).output();
   const hostname = new TextDecoder().decode(g.stdout).match(/^hostname (\S+)$/m)?.[1] ?? host;
   const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    const text = await ssh.run(`cat ${shq(portFile)} 2>/dev/null || true`).catch(() => "");
-    const port = Number(text.trim());
-    if (port > 0) {
-      const serving: Promise<void>[] = [];
-      for (let i = 0; i < stripes; i++) {
-        const conn = await Deno.connect({ hostname, port });
-        conn.setNoDelay(true);
-        serving.push(server.serve(conn));
-      }
-      await Promise.all(serving);
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 200));
+  let port = 0;
+  while (!port && !stop.aborted) {
+    if (Date.now() > deadline) throw new NetworkError(`host_B did not open a port in XUFS_PORT_RANGE within 30 s`);
+    port = Number((await ssh.run(`cat ${shq(portFile)} 2>/dev/null || true`).catch(() => "")).trim());
+    if (!port) await pause(200, stop);
   }
-  throw new NetworkError(`host_B did not open a port in XUFS_PORT_RANGE within 30 s`);
+  const keep = async () => {
+    for (let wait = RETRY_FIRST_MS; !stop.aborted;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await Deno.connect({ hostname, port });
+      } catch {
+        await pause(wait, stop);
+        wait = Math.min(RETRY_MAX_MS, wait * 2);
+        continue;
+      }
+      conn.setNoDelay(true);
+      const onStop = () => closeQuietly(conn);
+      stop.addEventListener("abort", onStop, { once: true });
+      const t0 = Date.now();
+      await server.serve(conn);
+      stop.removeEventListener("abort", onStop);
+      if (Date.now() - t0 > 5000) wait = RETRY_FIRST_MS;
+      await pause(wait, stop);
+      wait = Math.min(RETRY_MAX_MS, wait * 2);
+    }
+  };
+  await Promise.all(Array.from({ length: stripes }, keep));
 }

@@ -1,20 +1,29 @@
 /**
- * The write side of the XUFS file server (docs/XUFS.md): write-backs as a compare-and-swap on
- * the version B started from (whole in one message, or a ranged upload assembled in a temporary
- * file beside its target), and metadata changes (mkdir, rmdir, unlink, rename, symlink, link,
- * chmod, truncate, utimes). A change that would lose an edit made on A keeps both copies
- * (a clearly named conflict copy) or leaves A's file alone. Every path is resolved inside the
- * export (xufs/confine.ts).
+ * The write side of the XUFS file server (docs/XUFS.md): write-backs as an atomic
+ * compare-and-swap on the version B started from (whole in one message, or a ranged upload
+ * assembled in a temporary file beside its target), and metadata changes (mkdir, rmdir, unlink,
+ * rename, symlink, link, chmod, truncate, utimes). The check of A's version and the replacement
+ * happen under one lock — in this process and, with flock on the directory, against every other
+ * XUFS server on A — and the replacement is a renameat2(RENAME_EXCHANGE) whose result is checked
+ * again, so an edit slipped in between is never overwritten. A change that would lose an edit
+ * made on A keeps both copies (a conflict copy NAME.conflict-HOST-YYYYMMDD-HHMMSS-N) or leaves
+ * A's file alone. A change A already has (a request sent again after a link was lost) succeeds
+ * without being applied twice. Every path is resolved beneath the export (xufs/confine.ts).
  */
-import { chmod, type FileHandle, link, lstat, mkdir, open, rename, rmdir, symlink, truncate, unlink, utimes } from "node:fs/promises";
 import { hostname } from "node:os";
-import { basename, dirname, join } from "node:path";
 import { sha256 } from "../common/bytes.ts";
-import { FsError, resolveInExport } from "./confine.ts";
-import { versionOf } from "./reads.ts";
+import { AT, AT_FDCWD, cstr, E, errno, libc, LOCK, O, RENAME } from "../ffi/libc.ts";
+import { components, type ExportRoot, type Fd, type FileStat, type Named, statAt } from "./confine.ts";
+import { errnoName, errnoOf, FsError } from "./fserror.ts";
+import { chmodFd, fchmodFd, fsync, ftruncateFd, mkdirAt, openAt, readlinkAt, symlinkAt, truncateFd, unlinkAt, utimesFd, writeAt } from "./fdio.ts";
+import { hashFd, isRacy, versionString } from "./reads.ts";
 
 /** An upload that sees no part for this long is dropped with its temporary file. */
 const UPLOAD_IDLE_MS = 10 * 60_000;
+/** How long a compare-and-swap waits for another XUFS server's lock on the same directory. */
+const LOCK_WAIT_MS = 10_000;
+/** Racy versions of files up to this size come with their content's SHA-256. */
+const HASH_RACY_MAX = 16 << 20;
 
 /** A request header (JSON) as it came from the peer. */
 // deno-lint-ignore no-explicit-any
@@ -24,41 +33,118 @@ type Head = Record<string, any>;
 interface Upload {
   path: string;
   tmp: string;
-  file: FileHandle;
+  dir: Fd;
+  file: Fd;
   size: number;
   parts: [number, number][];
   timer: ReturnType<typeof setTimeout>;
 }
 
-/** Writes all of `data` to `f`, at file offset `at` (or at the current position when omitted). */
-async function writeInto(f: FileHandle, data: Uint8Array, at?: number): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    off += (await f.write(data, off, data.length - off, at === undefined ? undefined : at + off)).bytesWritten;
+/** The stat of a name in a directory (not following a symlink), or null when there is none. */
+function lstatAt(n: Named): FileStat | null {
+  return statAt(n.dir, n.name);
+}
+
+/**
+ * Whether `now` is the file `was` described, untouched (a rename changes ctime, so mtime, size
+ * and inode are compared): the check after a RENAME_EXCHANGE.
+ */
+function sameFile(now: FileStat | null, was: FileStat): boolean {
+  return now !== null && now.ino === was.ino && now.size === was.size && now.mtimeNs === was.mtimeNs;
+}
+
+/** renameat2 within and between directories; throws FsError. */
+function renameAt(from: Named, to: Named, flags = 0): void {
+  if (libc().renameat2(from.dir.fd, cstr(from.name), to.dir.fd, cstr(to.name), flags) !== 0) {
+    const code = errnoName(errno());
+    throw new FsError(code, `${code}: rename ${from.name} to ${to.name}`);
+  }
+}
+
+/** The SHA-256 of the regular file `n` (for a content comparison). */
+async function hashAt(n: Named): Promise<string> {
+  using fd = openAt(n, O.RDONLY | O.NONBLOCK);
+  return await hashFd(fd);
+}
+
+/** Runs `work` under the in-process lock of compare-and-swaps. */
+class Mutex {
+  #tail: Promise<void> = Promise.resolve();
+  run<T>(work: () => Promise<T>): Promise<T> {
+    const p = this.#tail.then(work);
+    this.#tail = p.then(() => {}, () => {});
+    return p;
   }
 }
 
 /** Answers the write and metadata requests of one export. */
 export class ExportWriter {
   #uploads = new Map<string, Upload>();
+  #cas = new Mutex();
 
-  constructor(readonly root: string, private readonly log: (line: string) => void) {}
+  constructor(readonly root: ExportRoot, private readonly log: (line: string) => void) {}
 
-  #at(rel: unknown, lastMayBeLink = false): Promise<string> {
-    return resolveInExport(this.root, rel, lastMayBeLink);
+  /**
+   * Runs `work` with the directory of `n` locked against every XUFS server on A (flock) and the
+   * other compare-and-swaps of this one.
+   */
+  #locked<T>(dir: Fd, work: () => Promise<T>): Promise<T> {
+    return this.#cas.run(async () => {
+      const end = Date.now() + LOCK_WAIT_MS;
+      while (libc().flock(dir.fd, LOCK.EX | LOCK.NB) !== 0) {
+        const e = errno();
+        if (e !== E.EAGAIN && e !== E.EINTR) throw new FsError(errnoName(e), "Cannot lock a directory of the export");
+        if (Date.now() > end) throw new FsError("EAGAIN", "Another XUFS server keeps a directory of the export locked");
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      try {
+        return await work();
+      } finally {
+        libc().flock(dir.fd, LOCK.UN);
+      }
+    });
+  }
+
+  /** The reply fields of a file's version: racy ones carry their content's SHA-256 (`known`, or computed when small). */
+  async #versionOf(n: Named, known?: string): Promise<Record<string, unknown>> {
+    const st = lstatAt(n);
+    if (!st) throw new FsError("ENOENT", `Gone from A meanwhile: ${n.name}`);
+    const out: Record<string, unknown> = { version: versionString(st) };
+    if (st.type === "f" && isRacy(st)) {
+      out.racy = true;
+      if (known) out.contentSha256 = known;
+      else if (st.size <= HASH_RACY_MAX) out.contentSha256 = await hashAt(n);
+    }
+    return out;
+  }
+
+  /** Whether A's file `n` (stat `st`) is still the version B based its change on (`base`, and for a racy base its content). */
+  async #isBase(n: Named, st: FileStat | null, base: unknown, baseSha256: unknown): Promise<boolean> {
+    if (st === null) return base === null || base === undefined;
+    if (versionString(st) !== base) return false;
+    return typeof baseSha256 !== "string" || st.type !== "f" || (await hashAt(n)) === baseSha256;
   }
 
   /** `wbegin`: starts a ranged write-back, a temporary file of `size` bytes beside the target. */
-  async beginUpload(h: Head): Promise<Record<string, unknown>> {
-    const path = await this.#at(h.path);
+  beginUpload(h: Head): Record<string, unknown> {
+    const { dir, name } = this.root.parent(h.path);
     const size = Number(h.size);
-    if (!Number.isSafeInteger(size) || size < 0) throw new FsError("EINVAL", `Bad upload size: ${h.size}`);
-    const tmp = tmpName(path);
-    const file = await open(tmp, "wx", 0o600);
-    await file.truncate(size);
+    if (!Number.isSafeInteger(size) || size < 0) {
+      dir.close();
+      throw new FsError("EINVAL", `Bad upload size: ${h.size}`);
+    }
+    const tmp = tmpName(name);
+    let file: Fd;
+    try {
+      file = openAt({ dir, name: tmp }, O.RDWR | O.CREAT | O.EXCL, 0o600);
+      ftruncateFd(file, size);
+    } catch (e) {
+      dir.close();
+      throw e;
+    }
     const upload = crypto.randomUUID();
     const timer = setTimeout(() => this.#dropUpload(upload), UPLOAD_IDLE_MS);
-    this.#uploads.set(upload, { path: String(h.path), tmp, file, size, parts: [], timer });
+    this.#uploads.set(upload, { path: String(h.path), tmp, dir, file, size, parts: [], timer });
     return { upload };
   }
 
@@ -71,155 +157,267 @@ export class ExportWriter {
       throw new FsError("EINVAL", `Range outside the upload of ${u.size} bytes: ${h.offset}+${payload.length}`);
     }
     if (sha256(payload) !== h.sha256) throw new FsError("EIO", `Range ${offset}+${payload.length} of ${u.path} arrived corrupted`);
-    await writeInto(u.file, payload, offset);
+    await writeAt(u.file, payload, offset);
     u.parts.push([offset, payload.length]);
     clearTimeout(u.timer);
     u.timer = setTimeout(() => this.#dropUpload(String(h.upload)), UPLOAD_IDLE_MS);
     return {};
   }
 
-  async #dropUpload(id: string): Promise<void> {
+  #dropUpload(id: string): void {
     const u = this.#uploads.get(id);
     if (!u) return;
     this.#uploads.delete(id);
     clearTimeout(u.timer);
-    await u.file.close().catch(() => {});
-    await unlink(u.tmp).catch(() => {});
+    u.file.close();
+    try {
+      unlinkAt({ dir: u.dir, name: u.tmp });
+    } catch { /* gone */ }
+    u.dir.close();
   }
 
   /**
-   * `write`: a write-back as a compare-and-swap on `base`: if A's file is not the version B
-   * started from, the upload is kept beside it as a conflict copy and A's file is untouched. The
-   * content is the payload (whole file) or a finished ranged upload (`upload`, every byte
-   * received and checked). It lands atomically (temporary file, fsync, rename): never truncated.
+   * `write`: a write-back as a compare-and-swap on `base` (`baseSha256` for a racy base): if A's
+   * file is not the version B started from, the upload is kept beside it as a conflict copy and
+   * A's file is untouched; if A's file already holds exactly this content (`sha256`), nothing is
+   * written. The content is the payload (whole file) or a finished ranged upload (`upload`, every
+   * byte received and checked). It lands atomically (temporary file, fsync, exchange): never
+   * truncated.
    */
   async write(h: Head, payload: Uint8Array): Promise<Record<string, unknown>> {
-    const path = await this.#at(h.path);
-    let tmp: string, f: FileHandle;
+    let tmp: string, f: Fd, dir: Fd, name: string;
     if (h.upload !== undefined) {
       const u = this.#uploads.get(String(h.upload));
       if (!u || u.path !== h.path) throw new FsError("ENOENT", `No such upload for ${h.path}: ${String(h.upload).slice(0, 40)}`);
       this.#uploads.delete(String(h.upload));
       clearTimeout(u.timer);
-      ({ tmp, file: f } = u);
+      ({ tmp, file: f, dir } = u);
+      name = components(h.path).at(-1)!;
       let covered = 0;
       for (const [off, len] of u.parts.sort((x, y) => x[0] - y[0])) {
         if (off !== covered) break;
         covered += len;
       }
       if (covered !== u.size) {
-        await f.close();
-        await unlink(tmp).catch(() => {});
+        f.close();
+        try {
+          unlinkAt({ dir, name: tmp });
+        } catch { /* gone */ }
+        dir.close();
         throw new FsError("EIO", `Upload of ${h.path} is incomplete: ${covered} of ${u.size} bytes in order`);
       }
     } else {
-      tmp = tmpName(path);
-      f = await open(tmp, "wx", Number(h.mode ?? 0o644) & 0o7777);
-    }
-    try {
-      await writeInto(f, payload);
-      await f.chmod(Number(h.mode ?? 0o644) & 0o7777);
-      if (typeof h.mtimeMs === "number") await f.utimes(Number(h.atimeMs ?? h.mtimeMs) / 1000, h.mtimeMs / 1000);
-      await f.sync();
-    } catch (e) {
-      await f.close();
-      await unlink(tmp).catch(() => {});
-      throw e;
-    }
-    await f.close();
-    let current: string | null = null;
-    try {
-      const st = await lstat(path);
-      if (!st.isFile()) throw new FsError("EISDIR", `Not a regular file: ${h.path}`);
-      current = await versionOf(path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") {
-        await unlink(tmp).catch(() => {});
+      if (typeof h.sha256 === "string" && sha256(payload) !== h.sha256) throw new FsError("EIO", `Write-back of ${h.path} arrived corrupted`);
+      ({ dir, name } = this.root.parent(h.path));
+      tmp = tmpName(name);
+      try {
+        f = openAt({ dir, name: tmp }, O.WRONLY | O.CREAT | O.EXCL, 0o600);
+      } catch (e) {
+        dir.close();
         throw e;
       }
     }
-    let target = path;
-    let conflict: string | undefined;
-    if (current !== null && current !== (h.base ?? null)) {
-      conflict = conflictName(path, h.from);
-      target = join(dirname(path), conflict);
+    const tmpAt = { dir, name: tmp }, target = { dir, name };
+    try {
+      try {
+        if (h.upload === undefined) await writeAt(f, payload, 0);
+        fchmodFd(f, Number(h.mode ?? 0o644));
+        if (typeof h.mtimeMs === "number") utimesFd(f, Number(h.atimeMs ?? h.mtimeMs), h.mtimeMs);
+        await fsync(f);
+      } finally {
+        f.close();
+      }
+      return await this.#locked(dir, () => this.#swap(h, tmpAt, target));
+    } catch (e) {
+      try {
+        unlinkAt(tmpAt);
+      } catch { /* moved or gone */ }
+      throw e;
+    } finally {
+      dir.close();
     }
-    await rename(tmp, target);
-    if (conflict) {
-      this.log(`conflict on ${h.path}: A's copy changed since ${h.from ?? "the remote"} fetched it; upload kept as ${conflict}`);
-      return { version: current, conflict };
-    }
-    return { version: await versionOf(path) };
   }
 
-  /** `mkdir`. */
-  async mkdir(h: Head): Promise<Record<string, unknown>> {
-    await mkdir(await this.#at(h.path), { mode: Number(h.mode ?? 0o755) });
-    return {};
+  /** The compare-and-swap of a write-back (lock held): the temporary file `tmp` replaces `target`, or becomes a conflict copy. */
+  async #swap(h: Head, tmp: Named, target: Named): Promise<Record<string, unknown>> {
+    const known = typeof h.sha256 === "string" ? h.sha256 : undefined;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const st = lstatAt(target);
+      if (st?.type === "l") throw new FsError("EACCES", `Symlink not followed: ${h.path}`);
+      if (st && st.type !== "f") throw new FsError("EISDIR", `Not a regular file: ${h.path}`);
+      if (!(await this.#isBase(target, st, h.base ?? null, h.baseSha256))) {
+        if (st && known && (await hashAt(target)) === known) {
+          unlinkAt(tmp); // A already has exactly this content
+          return { ...(await this.#versionOf(target, known)), same: true };
+        }
+        const conflict = this.#keepAside(tmp, target, h.from);
+        this.log(`conflict on ${h.path}: A's copy changed since ${h.from ?? "the remote"} opened it; upload kept as ${conflict}`);
+        return { ...(await this.#versionOf(target)), conflict };
+      }
+      if (st === null) {
+        try {
+          renameAt(tmp, target, RENAME.NOREPLACE);
+        } catch (e) {
+          if (errnoOf(e) === "EEXIST") continue; // made on A meanwhile: compare again
+          throw e;
+        }
+        return await this.#versionOf(target, known);
+      }
+      // Exchange, then check that what left is what was compared; if not, undo and compare again.
+      renameAt(tmp, target, RENAME.EXCHANGE);
+      if (sameFile(lstatAt(tmp), st)) {
+        unlinkAt(tmp);
+        return await this.#versionOf(target, known);
+      }
+      renameAt(tmp, target, RENAME.EXCHANGE);
+    }
+    throw new FsError("EAGAIN", `${h.path} keeps changing on A`);
   }
 
-  /** `rmdir`. */
-  async rmdir(h: Head): Promise<Record<string, unknown>> {
-    await rmdir(await this.#at(h.path));
+  /** Moves `from` beside `beside` under a conflict name not taken yet; returns the name. */
+  #keepAside(from: Named, beside: Named, host: unknown): string {
+    const stem = conflictStem(beside.name, host);
+    for (let n = 1;; n++) {
+      try {
+        renameAt(from, { dir: beside.dir, name: `${stem}-${n}` }, RENAME.NOREPLACE);
+        return `${stem}-${n}`;
+      } catch (e) {
+        if (errnoOf(e) !== "EEXIST" || n >= 10_000) throw e;
+      }
+    }
+  }
+
+  /** `mkdir`; a directory that is already there counts (a request sent again). */
+  mkdir(h: Head): Record<string, unknown> {
+    const n = this.root.parent(h.path);
+    using _ = n.dir;
+    try {
+      mkdirAt(n, Number(h.mode ?? 0o755) & 0o7777);
+    } catch (e) {
+      if (errnoOf(e) !== "EEXIST" || lstatAt(n)?.type !== "d") throw e;
+    }
+    return { version: versionString(lstatAt(n)!) };
+  }
+
+  /** `rmdir`; a directory already gone counts. */
+  rmdir(h: Head): Record<string, unknown> {
+    const n = this.root.parent(h.path);
+    using _ = n.dir;
+    try {
+      unlinkAt(n, true);
+    } catch (e) {
+      if (errnoOf(e) !== "ENOENT") throw e;
+    }
     return {};
   }
 
   /** `unlink`; with `base`, only if A's file is still that version (else a conflict, nothing removed). */
   async unlink(h: Head): Promise<Record<string, unknown>> {
-    const p = await this.#at(h.path, true);
-    if (h.base !== undefined && (await fileVersion(p)) !== h.base) {
-      this.log(`conflict on ${h.path}: changed on A since ${h.from ?? "the remote"} saw it; not removed`);
-      return { conflict: h.path };
-    }
-    await unlink(p);
-    return {};
+    const n = this.root.parent(h.path);
+    using _ = n.dir;
+    return await this.#locked(n.dir, async () => {
+      const st = lstatAt(n);
+      if (st === null) return {}; // gone already
+      if (h.base !== undefined && st.type === "f" && !(await this.#isBase(n, st, h.base, h.baseSha256))) {
+        this.log(`conflict on ${h.path}: changed on A since ${h.from ?? "the remote"} saw it; not removed`);
+        return { conflict: h.path };
+      }
+      unlinkAt(n);
+      return {};
+    });
   }
 
-  /** `rename`; with `toBase`, a target that changed on A since is kept and B's file lands as a conflict copy. */
+  /**
+   * `rename`; with `toBase`, a target file that changed on A since B saw it is kept and B's file
+   * lands beside it as a conflict copy. A source already gone while the target is there counts
+   * as done (a request sent again).
+   */
   async rename(h: Head): Promise<Record<string, unknown>> {
-    const from = await this.#at(h.path, true), to = await this.#at(h.to, true);
-    // Replacing a file that changed on A since B saw it would lose A's edit: keep both.
-    if (h.toBase !== undefined && (await fileVersion(to)) !== h.toBase) {
-      const conflict = conflictName(to, h.from);
-      await rename(from, join(dirname(to), conflict));
-      this.log(`conflict on ${h.to}: changed on A since ${h.from ?? "the remote"} saw it; B's version kept as ${conflict}`);
-      return { conflict };
-    }
-    await rename(from, to);
-    return {};
+    const from = this.root.parent(h.path);
+    using _f = from.dir;
+    const to = this.root.parent(h.to);
+    using _t = to.dir;
+    return await this.#locked(to.dir, async () => {
+      const src = lstatAt(from);
+      const dst = lstatAt(to);
+      if (src === null) {
+        if (dst !== null) return { version: versionString(dst), same: true };
+        throw new FsError("ENOENT", `No such file or directory: ${h.path}`);
+      }
+      if (h.toBase !== undefined && dst !== null && dst.type === "f" && !(await this.#isBase(to, dst, h.toBase, h.toBaseSha256))) {
+        const conflict = this.#keepAside(from, to, h.from);
+        this.log(`conflict on ${h.to}: changed on A since ${h.from ?? "the remote"} saw it; B's version kept as ${conflict}`);
+        return { conflict };
+      }
+      if (dst === null) renameAt(from, to, RENAME.NOREPLACE);
+      else if (src.type === "d" || dst.type !== "f") renameAt(from, to);
+      else {
+        renameAt(from, to, RENAME.EXCHANGE);
+        if (!sameFile(lstatAt(from), dst)) {
+          renameAt(from, to, RENAME.EXCHANGE);
+          throw new FsError("EAGAIN", `${h.to} changed on A during the rename`);
+        }
+        unlinkAt(from);
+      }
+      return await this.#versionOf(to);
+    });
   }
 
-  /** `symlink`. */
-  async symlink(h: Head): Promise<Record<string, unknown>> {
+  /** `symlink`; the same symlink already there counts. */
+  symlink(h: Head): Record<string, unknown> {
     if (typeof h.target !== "string" || h.target.includes("\0")) throw new FsError("EINVAL", "Bad symlink target");
-    await symlink(h.target, await this.#at(h.path));
-    return {};
+    const n = this.root.parent(h.path);
+    using _ = n.dir;
+    try {
+      symlinkAt(h.target, n);
+    } catch (e) {
+      let there: string | null = null;
+      try {
+        there = readlinkAt(n);
+      } catch { /* not a symlink */ }
+      if (errnoOf(e) !== "EEXIST" || there !== h.target) throw e;
+    }
+    return { version: versionString(lstatAt(n)!) };
   }
 
-  /** `link`: a hard link. */
+  /** `link`: a hard link; the same link already there counts. */
   async link(h: Head): Promise<Record<string, unknown>> {
-    await link(await this.#at(h.path), await this.#at(h.to));
-    return {};
+    using src = this.root.open(h.path);
+    const n = this.root.parent(h.to);
+    using _ = n.dir;
+    // linkat through the descriptor's magic link (AT_SYMLINK_FOLLOW), the unprivileged way.
+    if (libc().linkat(AT_FDCWD, cstr(src.path), n.dir.fd, cstr(n.name), AT.SYMLINK_FOLLOW) !== 0) {
+      const code = errnoName(errno());
+      if (code !== "EEXIST" || lstatAt(n)?.ino !== statAt(src)?.ino) throw new FsError(code, `${code}: link ${h.path} to ${h.to}`);
+    }
+    return await this.#versionOf(n);
   }
 
-  /** `chmod`. */
-  async chmod(h: Head): Promise<Record<string, unknown>> {
-    await chmod(await this.#at(h.path), Number(h.mode) & 0o7777);
-    return {};
+  /** `chmod` (never through a symlink). */
+  chmod(h: Head): Record<string, unknown> {
+    using fd = this.root.open(h.path);
+    chmodFd(fd, Number(h.mode));
+    return this.#fdVersion(fd);
   }
 
-  /** `truncate`; answers the new version. */
-  async truncate(h: Head): Promise<Record<string, unknown>> {
-    const p = await this.#at(h.path);
-    await truncate(p, Number(h.length));
-    return { version: await versionOf(p) };
+  /** `truncate` (never through a symlink); answers the new version. */
+  truncate(h: Head): Record<string, unknown> {
+    using fd = this.root.open(h.path);
+    truncateFd(fd, Number(h.length));
+    return this.#fdVersion(fd);
   }
 
-  /** `utimes`; answers the new version. */
-  async utimes(h: Head): Promise<Record<string, unknown>> {
-    const p = await this.#at(h.path);
-    await utimes(p, Number(h.atimeMs) / 1000, Number(h.mtimeMs) / 1000);
-    return { version: await versionOf(p) };
+  /** `utimes` (never through a symlink); answers the new version. */
+  utimes(h: Head): Record<string, unknown> {
+    using fd = this.root.open(h.path);
+    utimesFd(fd, Number(h.atimeMs), Number(h.mtimeMs));
+    return this.#fdVersion(fd);
+  }
+
+  /** The version of what `fd` refers to (its magic link followed to the file itself). */
+  #fdVersion(fd: Fd): Record<string, unknown> {
+    const st = statAt(fd)!;
+    return isRacy(st) ? { version: versionString(st), racy: true } : { version: versionString(st) };
   }
 }
 
@@ -228,25 +426,16 @@ export function isTempFile(rel: string): boolean {
   return /\.xufs-[0-9]+-[0-9a-f]{8}$/.test(rel);
 }
 
-/** A temporary file beside `path`, named so that change callbacks ignore it (see `isTempFile`). */
-function tmpName(path: string): string {
-  return join(dirname(path), `.${basename(path)}.xufs-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
+/** A temporary name beside `name`, named so that change callbacks ignore it (see `isTempFile`). */
+function tmpName(name: string): string {
+  return `.${name.slice(0, 200)}.xufs-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
 }
 
-/** The version of a regular file at `path`, or null when there is none (or not a file). */
-async function fileVersion(path: string): Promise<string | null> {
-  try {
-    const st = await lstat(path);
-    return st.isFile() ? await versionOf(path) : null;
-  } catch {
-    return null;
-  }
-}
-
-/** A clearly named conflict copy beside `path`: NAME.conflict-HOST-YYYYMMDDTHHMMSS. */
-function conflictName(path: string, from: unknown): string {
-  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
-  return `${basename(path)}.conflict-${String(from ?? "remote").replace(/[^A-Za-z0-9.-]/g, "_")}-${stamp}`;
+/** A conflict copy's name without its number: NAME.conflict-HOST-YYYYMMDD-HHMMSS. */
+export function conflictStem(name: string, from: unknown): string {
+  const t = new Date().toISOString(); // 2026-12-01T22:22:11.123Z
+  const stamp = `${t.slice(0, 10).replace(/-/g, "")}-${t.slice(11, 19).replace(/:/g, "")}`;
+  return `${name}.conflict-${String(from ?? "remote").replace(/[^A-Za-z0-9.-]/g, "_")}-${stamp}`;
 }
 
 /** This host's short name, for conflict copy names. */

@@ -14,10 +14,9 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { WanEmulator } from "../wan_emulator.ts";
-import { ROOT, run } from "../../tests/helpers.ts";
-import { Sshd } from "../../tests/xufs/sshd.ts";
+import { run } from "../../tests/helpers.ts";
 import { shq } from "../../xufs/ussh.ts";
+import { wanHosts } from "./wan_hosts.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,
@@ -36,26 +35,13 @@ const SIZE = Number(v["size-mib"]), WB = Number(v["writeback-mib"]), FILES = Num
 const STEP_CAP_MS = Number(v["sshfs-timeout-s"]) * 1000;
 const log = (s: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 
-const dir = Deno.makeTempDirSync({ prefix: "xufs-wan-" });
-const sshd = new Sshd(dir, "Subsystem sftp internal-sftp"); // scp and sshfs speak SFTP
-await sshd.start();
-const emu = new WanEmulator({
-  listen: { hostname: "127.0.0.1", port: 0 },
-  target: { hostname: "127.0.0.1", port: sshd.port },
-  delayMs: RTT / 2,
-  rateBytesPerSec: (Number(v["rate-mbit"]) * 1e6) / 8,
-  windowBytes: Number(v["window-kib"]) * 1024,
-});
-const cfg = join(dir, "ssh_config_wan");
-Deno.writeTextFileSync(cfg, Deno.readTextFileSync(sshd.clientConfig).replace(/Port \d+/, `Port ${emu.start()}`));
+// scp and sshfs speak SFTP.
+const hosts = await wanHosts("xufs-wan-", { rttMs: RTT, windowKib: Number(v["window-kib"]), rateMbit: Number(v["rate-mbit"]) }, log, "Subsystem sftp internal-sftp");
+const { dir, sshd, config: cfg, prefix } = hosts;
 const results = new Map<string, number | string>();
 const mnt = join(dir, "sshfs");
 
 try {
-  log("installing MyRT for host A");
-  const prefix = join(dir, "prefixA");
-  const inst = await run(join(ROOT, "scripts/install.sh"), [prefix], { env: { DENO: Deno.execPath() }, timeoutMs: 300_000 });
-  if (inst.code !== 0) throw new Error(`install.sh failed: ${inst.stderr}`);
   const a = join(dir, "ahome"), b = sshd.bHome;
   Deno.mkdirSync(a);
   log(`making a ${SIZE} MiB file and a tree of ${FILES} small files on A`);
@@ -128,9 +114,7 @@ try {
   report();
 } finally {
   await unmountSshfs();
-  emu.close();
-  await sshd.stop();
-  Deno.removeSync(dir, { recursive: true });
+  await hosts.close();
 }
 
 /** Runs a shell command; throws on failure. */

@@ -13,6 +13,7 @@ import { encodeFrame, encodeHello, FrameType, HEAD_LEN, linkKeys, MAC_LEN, rando
 import { FaultRelay } from "../../scripts/fault_relay.ts";
 import { WanEmulator } from "../../scripts/wan_emulator.ts";
 import { cli, freePort, Overlay, Proc, ROOT, sleep, tempDir } from "../helpers.ts";
+import { assertIntact, bulkPeers, report } from "./bulk.ts";
 import type { StatusReport } from "../../router/counters.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -32,32 +33,10 @@ async function relayedOverlay(dir: string, routerArgs: string[] = [], tap?: (con
   return { o, relay };
 }
 
-/** A bulk peer pair (tests/fixtures/bulk_peer.py): N bytes each way, SHA-256 of each. */
-async function bulk(o: Overlay, addrA: string, addrB: string, nbytes: number, port = 9100) {
-  const server = new Proc("python3", [PEER, "listen", addrB, String(port), String(nbytes), "1"], { env: o.env(o.b, addrB) });
-  await server.waitFor(/listening/);
-  await o.b.router!.waitFor(new RegExp(`listener .*:${port} is at`));
-  const client = new Proc("python3", [PEER, "connect", addrB, String(port), String(nbytes), "2"], { env: o.env(o.a, addrA) });
-  return { server, client };
-}
-
-function report(p: { stdout: string; stderr: string }) {
-  const line = p.stdout.trim().split("\n").pop() ?? "";
-  try {
-    return JSON.parse(line);
-  } catch {
-    throw new Error(`no report: ${p.stdout}\n${p.stderr}`);
-  }
-}
-
-async function intact(server: Proc, client: Proc, n: number) {
-  const [c, s] = [await client.result(120_000), await server.result(120_000)];
-  const [rc, rs] = [report(c), report(s)];
-  assert.equal(c.code, 0, c.stderr);
-  assert.equal(s.code, 0, s.stderr);
-  assert.deepEqual([rc.sent, rc.received, rs.sent, rs.received], [n, n, n, n], JSON.stringify({ rc, rs }));
-  assert.equal(rc.sent_sha, rs.received_sha, "A -> B intact");
-  assert.equal(rs.sent_sha, rc.received_sha, "B -> A intact");
+/** A bulk peer pair (tests/uvpn/bulk.ts), both started. */
+async function bulk(o: Overlay, addrA: string, addrB: string, nbytes: number) {
+  const p = bulkPeers(o, addrA, addrB, nbytes);
+  return { server: p.server, client: await p.client() };
 }
 
 /** `uvpn_proxy --status --json` of one router. */
@@ -101,7 +80,7 @@ Deno.test("dataplane: forged DATA, ACK and RST frames on the link between router
     await o.a.router!.waitFor(/link down \(a session frame \(type 23\) failed its MAC\)/);
     await within(relay.arm({ dir: "up", onFrameType: DATA, action: "inject", forge: (h) => forged(h, RST, new Uint8Array([1])) }), 30_000, "forged RST");
     await o.b.router!.waitFor(/link down \(a session frame \(type 25\) failed its MAC\)/);
-    await intact(p.server, p.client, N);
+    await assertIntact(p.server, p.client, N, 120_000);
     const [a, b] = [await statusJson(o, o.a), await statusJson(o, o.b)];
     assert.equal(a.frames.refused.bad_mac, 1, JSON.stringify(a.frames));
     assert.equal(b.frames.refused.bad_mac, 2, JSON.stringify(b.frames));
@@ -203,7 +182,7 @@ Deno.test("dataplane: a captured RESUME replayed on another connection is refuse
     assert.ok(r2.closed, "the router closed the link with the replayed RESUME");
     assert.equal(r2.bytes, 0, "no answer to the replayed RESUME");
     await o.b.router!.waitFor(/a link frame failed its MAC/);
-    await intact(p.server, p.client, N);
+    await assertIntact(p.server, p.client, N, 120_000);
     const after = await statusJson(o, o.b);
     assert.equal(after.sessions.reconnects, before.sessions.reconnects, "the replays resumed nothing");
     assert.equal(after.sessions.resets, 0);

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import type { CacheManager } from "../../xufs/cache.ts";
+import type { CacheManager } from "../../xufs/cache/mod.ts";
 import { Remote } from "../../xufs/remote.ts";
 import { FileServer } from "../../xufs/server.ts";
 
@@ -33,9 +33,26 @@ function counting(conn: Deno.Conn, counter: Counter): Deno.Conn {
   });
 }
 
+/** `conn`, delivering what it reads at `bytesPerSec` at most (a slow link). */
+export function throttled(conn: Deno.Conn, bytesPerSec: number): Deno.Conn {
+  const tick = 100, per = Math.max(1, Math.floor((bytesPerSec * tick) / 1000));
+  return new Proxy(conn, {
+    get(target, key) {
+      if (key === "read") {
+        return async (buf: Uint8Array) => {
+          await new Promise((r) => setTimeout(r, tick));
+          return await target.read(buf.subarray(0, Math.min(buf.length, per)));
+        };
+      }
+      const v = Reflect.get(target, key);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
 /**
  * A file server for `root` on a Unix socket; `connect()` opens a new authenticated Remote
- * (counting what it receives into `counter`, when given).
+ * (counting what it receives into `counter`, when given; reading at most `bytesPerSec`).
  */
 export function serve(root: string, dir: string) {
   const path = join(dir, `srv-${crypto.randomUUID().slice(0, 6)}.sock`);
@@ -53,9 +70,11 @@ export function serve(root: string, dir: string) {
     path,
     logs,
     server,
-    connect: async (secret = SECRET, counter?: Counter) => {
-      const conn = await Deno.connect({ transport: "unix", path });
-      return await Remote.open(counter ? counting(conn, counter) : conn, secret);
+    connect: async (secret = SECRET, counter?: Counter, bytesPerSec?: number, timeoutMs?: number) => {
+      let conn: Deno.Conn = await Deno.connect({ transport: "unix", path });
+      if (counter) conn = counting(conn, counter);
+      if (bytesPerSec) conn = throttled(conn, bytesPerSec);
+      return await Remote.open(conn, secret, timeoutMs);
     },
     close() {
       try {

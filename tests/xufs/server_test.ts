@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { CacheManager } from "../../xufs/cache.ts";
+import { CacheManager } from "../../xufs/cache/mod.ts";
 import { encodeMessage } from "../../xufs/messages.ts";
 import { tempDir } from "../helpers.ts";
 import { assertConflictKept, serve } from "./serve.ts";
@@ -34,7 +34,7 @@ async function attachedCache(dir: string) {
   return { a, srv, cache, logs };
 }
 
-Deno.test("xufs server: nothing outside the export is reachable; bad frames are logged, not fatal", opts, async () => {
+Deno.test("xufs server: nothing outside the export is reachable; bad frames before authentication are logged, not fatal (after it: notun_test)", opts, async () => {
   using dir = tempDir();
   const a = setup(dir.path);
   const srv = serve(a, dir.path);
@@ -45,8 +45,10 @@ Deno.test("xufs server: nothing outside the export is reachable; bad frames are 
     }
     await assert.rejects(r.request({ op: "write", path: "out-link", base: null }, new Uint8Array(3)), /Symlink not followed|EACCES/);
     assert.equal(Deno.readTextFileSync(join(dir.path, "secret-outside")), "do not leak\n");
-    const list = await r.request({ op: "list", path: "." });
-    const names = (list.head.entries as { name: string; type: string; target?: string }[]).map((e) => `${e.name}:${e.type}:${e.target ?? ""}`).sort();
+    const entries: { name: string; type: string; target?: string }[] = [];
+    const list = await r.request({ op: "list", path: "." }, undefined, { onPart: (h) => entries.push(...(h.entries as typeof entries)) });
+    entries.push(...list.head.entries);
+    const names = entries.map((e) => `${e.name}:${e.type}:${e.target ?? ""}`).sort();
     assert.deepEqual(names, ["abs-link:l:/etc/passwd", "file1:f:", "out-link:l:../secret-outside", "sub:d:"]);
     // A wrong secret gets nothing.
     await assert.rejects(srv.connect("wrong"), /refused|prove/);
@@ -92,7 +94,7 @@ Deno.test("xufs cache: write-back is compare-and-swap; a concurrent change on A 
   }
 });
 
-Deno.test("xufs cache: with A gone, cached files read, uncached fail fast with EIO, queued write-backs survive a crash", opts, async () => {
+Deno.test("xufs cache: with A gone, cached files read, uncached fail fast with EIO, queued write-backs pass to a new manager on the same cache (SIGKILL: writes_test)", opts, async () => {
   using dir = tempDir();
   const a = setup(dir.path);
   let srv = serve(a, dir.path);
@@ -145,6 +147,56 @@ Deno.test("xufs cache: rename over and unlink of a file changed on A keep A's ed
     assert.equal(Deno.readTextFileSync(join(a, copy.name)), "B's edit\n");
     assert.equal(Deno.readTextFileSync(join(a, "sub/deep/f")), "A's other edit\n");
     assert.equal(logs.filter((l) => l.startsWith("conflict:")).length, 2, logs.join("\n"));
+  } finally {
+    srv.close();
+  }
+});
+
+Deno.test("xufs server: compare-and-swap is atomic across servers on A; conflict copies are numbered, never overwritten", opts, async () => {
+  using dir = tempDir();
+  const a = setup(dir.path);
+  // Two ussh sessions: two file servers for one export, each with its own link from B.
+  const servers = [serve(a, dir.path), serve(a, dir.path)];
+  try {
+    const links = await Promise.all(servers.map((s) => s.connect()));
+    for (let round = 0; round < 5; round++) {
+      const base = (await links[0].request({ op: "stat", path: "file1" })).head.entry.version;
+      // Four writers start from the same version at once: one may land, the others are kept aside.
+      const replies = await Promise.all([0, 1, 2, 3].map((i) => {
+        const body = new TextEncoder().encode(`writer ${i} round ${round}\n`);
+        return links[i % 2].request({ op: "write", path: "file1", base, mode: 0o644, from: "hostB" }, body);
+      }));
+      const landed = replies.filter((r) => !r.head.conflict);
+      assert.equal(landed.length, 1, JSON.stringify(replies.map((r) => r.head)));
+      const copies = replies.filter((r) => r.head.conflict).map((r) => String(r.head.conflict));
+      assert.equal(new Set(copies).size, 3, copies.join(" "));
+      for (const c of copies) assert.match(c, /^file1\.conflict-hostB-\d{8}-\d{6}-\d+$/);
+    }
+    const all = [...Deno.readDirSync(a)].map((e) => e.name).filter((n) => n.startsWith("file1.conflict-"));
+    assert.equal(all.length, 15, all.join(" "));
+    for (const l of links) l.close();
+  } finally {
+    for (const s of servers) s.close();
+  }
+});
+
+Deno.test("xufs cache: what an older MyRT left queued (queue/NNN.json) is journaled and sent", opts, async () => {
+  using dir = tempDir();
+  const a = setup(dir.path);
+  const srv = serve(a, dir.path);
+  try {
+    const queue = join(dir.path, "B", "queue");
+    Deno.mkdirSync(queue, { recursive: true });
+    Deno.writeTextFileSync(join(queue, "000000000001.json"), JSON.stringify({ seq: 1, op: "mkdir", path: "old-dir", mode: 0o755 }));
+    Deno.writeTextFileSync(join(queue, "000000000002.json"), JSON.stringify({ seq: 2, op: "write", path: "old-dir/f", mode: 0o644 }));
+    Deno.writeTextFileSync(join(queue, "000000000002.data"), "queued by an older session\n");
+    const cache = new CacheManager({ dir: join(dir.path, "B"), from: "hostB", log: () => {} });
+    await cache.init();
+    assert.equal(cache.queued, 2);
+    cache.attach(await srv.connect());
+    assert.equal(await cache.flush(5000), 0);
+    assert.equal(Deno.readTextFileSync(join(a, "old-dir/f")), "queued by an older session\n");
+    assert.deepEqual([...Deno.readDirSync(queue)].filter((e) => e.name.endsWith(".json")), []);
   } finally {
     srv.close();
   }

@@ -5,62 +5,30 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, IS_ROOT, ROOT, run, tempDir } from "../helpers.ts";
-import { Sshd } from "./sshd.ts";
-
-const isRoot = IS_ROOT;
-const base = { ignore: !isRoot, sanitizeOps: false, sanitizeResources: false };
-
-/** Installs MyRT into dir/prefixA, as the user on host A would. */
-async function installA(dir: string): Promise<string> {
-  const prefix = join(dir, "prefixA");
-  const r = await run(join(ROOT, "scripts/install.sh"), [prefix], { env: { DENO: Deno.execPath() }, timeoutMs: 120_000 });
-  if (r.code !== 0) throw new Error(`install: ${r.stderr}`);
-  return prefix;
-}
+import { run } from "../helpers.ts";
+import { TRANSPORTS, usshTest, withHosts } from "./hosts.ts";
 
 /** Host A's home: the seed's file1, file2, subdir1. */
-function homeA(dir: string): string {
-  const a = join(dir, "ahome");
+function seedHome(a: string): void {
   Deno.mkdirSync(join(a, "subdir1"), { recursive: true });
   Deno.writeTextFileSync(join(a, "file1"), "this is file1 on A\n");
   Deno.writeTextFileSync(join(a, "file2"), "file2\n");
   Deno.writeTextFileSync(join(a, "subdir1", "inner"), "inner\n");
-  return a;
-}
-
-/** A real sshd playing host B, MyRT installed for host A, A's home; `fn` runs with them. */
-async function withHosts(fn: (h: { dir: string; sshd: Sshd; prefix: string; a: string }) => Promise<void>): Promise<void> {
-  using dir = tempDir();
-  const sshd = new Sshd(dir.path);
-  await sshd.start();
-  try {
-    await fn({ dir: dir.path, sshd, prefix: await installA(dir.path), a: homeA(dir.path) });
-  } finally {
-    await sshd.stop();
-  }
 }
 
 async function noneLeft(pattern: string): Promise<string> {
   return (await run("pgrep", ["-af", pattern])).stdout.trim();
 }
 
-for (const notun of [false, true]) {
+for (const notun of TRANSPORTS) {
   Deno.test({
-    ...base,
+    ...usshTest,
     name: `ussh${notun ? " --notun" : ""}: B's shell starts in the mount, sees A's files, writes back, leaves nothing`,
     async fn() {
-      await withHosts(async ({ sshd, prefix, a }) => {
-        if (notun) {
-          const lo = freePort();
-          Deno.writeTextFileSync(join(sshd.bHome, ".bashrc"), `export XUFS_PORT_RANGE=${lo},${lo + 20}\n`);
-        }
-        const ussh = (cmd: string) =>
-          run(join(prefix, "bin", "ussh"), [...(notun ? ["--notun"] : []), "-F", sshd.clientConfig, "hostb", cmd], {
-            env: { HOME: a, PATH: "/usr/bin:/bin:/usr/sbin:/sbin" },
-            cwd: join(a, "subdir1"),
-            timeoutMs: 120_000,
-          });
+      await withHosts(async (h) => {
+        const { sshd, a } = h;
+        seedHome(a);
+        const ussh = (cmd: string) => h.ussh(cmd, { notun, cwd: join(a, "subdir1") });
         const r = await ussh("pwd; /bin/pwd; ls ~/xufs-rhome; cat ../file1; cat inner; echo written on B > created.txt; exit 3");
         assert.equal(r.code, 3, r.stderr);
         assert.match(r.stderr, /installing MyRT .* into hostb:~\/myrt/);
@@ -76,16 +44,18 @@ for (const notun of [false, true]) {
         assert.equal(again.code, 0, again.stderr);
         assert.doesNotMatch(again.stderr, /installing/);
         assert.equal(again.stdout, "written on B\n");
-      });
+      }, { freshB: true });
     },
   });
 }
 
 Deno.test({
-  ...base,
+  ...usshTest,
   name: "ussh: a large file travels striped over several ssh connections; one when further logins would ask",
   async fn() {
-    await withHosts(async ({ dir: d, sshd, prefix, a }) => {
+    await withHosts(async (h) => {
+      const { dir: d, sshd, a } = h;
+      seedHome(a);
       const big = new Uint8Array(20 << 20);
       for (let off = 0; off < big.length; off += 65536) crypto.getRandomValues(big.subarray(off, off + 65536));
       Deno.writeFileSync(join(a, "big"), big);
@@ -93,12 +63,7 @@ Deno.test({
       // On B: wait for the further links, count the TCP connections to sshd, then read the file.
       const cmd = `for i in $(seq 100); do [ -S ~/.xufs/run/ussh-*/xufs.sock-2 ] && break; sleep 0.1; done; ` +
         `ss -tnH state established "( sport = :${sshd.port} )" | wc -l; md5sum < ~/xufs-rhome/big`;
-      const ussh = (config: string, env: Record<string, string> = {}) =>
-        run(join(prefix, "bin", "ussh"), ["-F", config, "hostb", cmd], {
-          env: { HOME: a, PATH: "/usr/bin:/bin:/usr/sbin:/sbin", XUFS_STRIPES: "3", ...env },
-          cwd: a,
-          timeoutMs: 120_000,
-        });
+      const ussh = (config: string, env: Record<string, string> = {}) => h.ussh(cmd, { config, env: { XUFS_STRIPES: "3", ...env } });
       const r = await ussh(sshd.clientConfig);
       assert.equal(r.code, 0, r.stderr);
       const [conns, sum] = r.stdout.trim().split("\n");

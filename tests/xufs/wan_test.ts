@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
-import { CacheManager, type CacheOptions } from "../../xufs/cache.ts";
+import { CacheManager, type CacheOptions } from "../../xufs/cache/mod.ts";
 import { Progress, PROGRESS_AFTER_MS, progressWanted } from "../../xufs/progress.ts";
 import { sha256 } from "../../common/bytes.ts";
 import { sleep, tempDir } from "../helpers.ts";
@@ -62,7 +62,8 @@ const isFile = (p: string) => Deno.statSync(p).isFile;
 
 Deno.test("xufs striping: random sizes around range boundaries arrive intact, both ways, over every link", opts, async () => {
   using dir = tempDir();
-  const sizes = [STRIPE * 2, STRIPE * 2 + 1, STRIPE * 3 - 1, STRIPE * 5, STRIPE * 7 + 1];
+  // The file of 16 ranges gives every link (two workers each, taking ranges in turn) at least two.
+  const sizes = [STRIPE * 2, STRIPE * 2 + 1, STRIPE * 3 - 1, STRIPE * 5, STRIPE * 7 + 1, STRIPE * 16];
   for (let i = 0; i < 5; i++) sizes.push(STRIPE * 2 + Math.floor(Math.random() * STRIPE * 10));
   const files = sizes.map((n, i) => ({ name: `f${i}`, data: new Uint8Array(randomBytes(n)) }));
   const { a, srv } = exported(dir.path, Object.fromEntries(files.map((f) => [f.name, f.data])));
@@ -84,6 +85,24 @@ Deno.test("xufs striping: random sizes around range boundaries arrive intact, bo
     assert.equal(await cache.flush(20_000), 0);
     for (const f of back) assert.equal(sha256(Deno.readFileSync(join(a, f.name))), sha256(f.data), `${f.name} on A`);
     assert.deepEqual([...Deno.readDirSync(a)].map((e) => e.name).sort(), files.map((f) => f.name).sort(), "no temporary files left");
+  } finally {
+    srv.close();
+  }
+});
+
+Deno.test("xufs slow link: a fetch longer than any fixed deadline completes while bytes keep coming", opts, async () => {
+  using dir = tempDir();
+  // 96 KiB at 24 KiB/s: 4 s, twice the link's watchdog (2 s here): only progress keeps it alive.
+  const data = new Uint8Array(randomBytes(96 << 10));
+  const { srv } = exported(dir.path, { slow: data });
+  try {
+    const cache = new CacheManager({ dir: join(dir.path, "B"), from: "slow", log: () => {}, precacheMax: 0 });
+    await cache.init();
+    cache.attach(await srv.connect(undefined, undefined, 24 << 10, 2000));
+    const started = Date.now();
+    assert.equal(await cache.answer("FETCH\tslow"), "OK\n");
+    assert.ok(Date.now() - started > 3000, "the fetch outlasted the watchdog");
+    assert.equal(sha256(Deno.readFileSync(join(cache.tree, "slow"))), sha256(data));
   } finally {
     srv.close();
   }
@@ -184,9 +203,11 @@ Deno.test("xufs two B caches: one's write-back reaches the other; concurrent edi
     await sleep(20);
     Deno.writeTextFileSync(join(b2.tree, "shared"), "B2 was here\n");
     Deno.writeTextFileSync(join(b1.tree, "shared"), "B1 again\n");
+    const relisted = b2.callbacks.relisted;
     assert.equal(await b1.answer("CLOSED\tshared"), "OK\n");
     assert.equal(await b1.flush(5000), 0);
-    await sleep(300); // the callback reaches B2 and must not undo its open edit
+    // The callback reaches B2 (B2 relists the directory) and must not undo its edit.
+    assert.ok(await until(() => b2.callbacks.relisted > relisted), "B2 relisted after B1's write-back");
     assert.equal(Deno.readTextFileSync(join(b2.tree, "shared")), "B2 was here\n");
     assert.equal(await b2.answer("CLOSED\tshared"), "OK\n");
     assert.equal(await b2.flush(5000), 0);

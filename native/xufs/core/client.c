@@ -272,6 +272,17 @@ int xufs_fetch(const char *rel)
     return 0;
 }
 
+int xufs_openw(const char *rel, int trunc)
+{
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    if (xufs_req("OPENW", rel, pid, trunc ? "t" : NULL) < 0) return -1;
+    char dir[PATH_MAX];
+    xufs_rel_dirname(rel, dir);
+    mark_listed(dir, 0);
+    return 0;
+}
+
 int xufs_tree(const char *rel)
 {
     if (xufs_req("TREE", rel, NULL, NULL) < 0) return -1;

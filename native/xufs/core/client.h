@@ -18,6 +18,9 @@ int xufs_is_listed(const char *rel);
 int xufs_list(const char *rel);
 /* FETCH rel. */
 int xufs_fetch(const char *rel);
+/* OPENW rel pid [t]: rel is being opened for writing by this process (trunc: with O_TRUNC or
+ * new, nothing to fetch); the manager keeps A's changes from replacing it until it is closed. */
+int xufs_openw(const char *rel, int trunc);
 /* TREE rel: the whole subtree listed. */
 int xufs_tree(const char *rel);
 /* Records that directory rel is listed (e.g. just created by MKDIR). */

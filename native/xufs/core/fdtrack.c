@@ -1,7 +1,8 @@
 /* fdtrack.c: tracking of files open for writing under the mount (see fdtrack.h). The table is a
  * lazily grown array indexed by fd under one mutex; a global count of tracked fds gives a
- * lock-free fast path for close() of ordinary fds. Manager requests are sent without the lock
- * held. */
+ * lock-free fast path for close() of ordinary fds. Writable shared mappings of tracked files are
+ * kept in a list of address ranges under the same mutex, each holding a reference to its file.
+ * Manager requests are sent without the lock held. */
 #include "xufs/core/fdtrack.h"
 #include "common/forksafe.h"
 #include "xufs/core/client.h"
@@ -12,6 +13,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +21,7 @@
 #include <unistd.h>
 
 typedef struct wfile {
-    int refs;
+    int refs;           /* fds and mapped ranges referring to it */
     dev_t dev;
     ino_t ino;
     pid_t pid;          /* process that opened it; others only inherited it */
@@ -27,12 +29,20 @@ typedef struct wfile {
     struct timespec mtime0;
     int have_times;
     struct timespec times[2];
-    char rel[];
+    char *rel;          /* follows renames (xfd_renamed) */
 } wfile;
+
+/* A writable shared mapping of a tracked file: [start, end). */
+typedef struct xmap {
+    uintptr_t start, end;
+    wfile *w;
+    struct xmap *next;
+} xmap;
 
 static wfile **tab;
 static int cap;
 static int count; /* tracked fds (atomic reads) */
+static xmap *maps;
 FORKSAFE_MUTEX(lock, lock_tab)
 
 static wfile **slot(int fd, int grow)
@@ -60,6 +70,13 @@ static wfile *unref(int fd)
     *s = NULL;
     __atomic_sub_fetch(&count, 1, __ATOMIC_RELEASE);
     return --w->refs == 0 ? w : NULL;
+}
+
+static void free_w(wfile *w)
+{
+    if (!w) return;
+    free(w->rel);
+    free(w);
 }
 
 int xfd_maybe(int fd)
@@ -92,10 +109,11 @@ static void track(int fd, const char *rel, int inherited)
 {
     struct stat st;
     if (fstat(fd, &st) < 0) return;
-    size_t n = strlen(rel);
-    wfile *w = calloc(1, sizeof *w + n + 1);
-    if (!w) return;
-    memcpy(w->rel, rel, n + 1);
+    wfile *w = calloc(1, sizeof *w);
+    if (!w || !(w->rel = strdup(rel))) {
+        free(w);
+        return;
+    }
     w->refs = 1;
     w->dev = st.st_dev;
     w->ino = st.st_ino;
@@ -109,7 +127,7 @@ static void track(int fd, const char *rel, int inherited)
         __atomic_add_fetch(&count, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&lock);
-    if (!s) free(w);
+    if (!s) free_w(w);
     xfd_closed(old);
 }
 
@@ -152,19 +170,35 @@ static long long ts_ns(const struct timespec *t)
     return (long long)t->tv_sec * 1000000000LL + t->tv_nsec;
 }
 
-void xfd_closed(void *token)
+/* CLOSED rel pid (and UTIMENS after it); 0, or -1 with errno EIO when the manager could not make
+ * the change durable. A file already gone again is no failure. */
+static int send_closed(const wfile *w)
 {
-    wfile *w = token;
-    if (!w) return;
-    int e = errno;
-    if (xufs_req("CLOSED", w->rel, NULL, NULL) == 0 && w->have_times) {
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    if (xufs_req("CLOSED", w->rel, pid, NULL) < 0) {
+        if (errno == ENOENT) return 0;
+        errno = EIO;
+        return -1;
+    }
+    if (w->have_times) {
         char a[32], m[32];
         snprintf(a, sizeof a, "%lld", ts_ns(&w->times[0]));
         snprintf(m, sizeof m, "%lld", ts_ns(&w->times[1]));
         xufs_req("UTIMENS", w->rel, a, m);
     }
-    free(w);
-    errno = e;
+    return 0;
+}
+
+int xfd_closed(void *token)
+{
+    wfile *w = token;
+    if (!w) return 0;
+    int e = errno;
+    int r = send_closed(w);
+    free_w(w);
+    if (r == 0) errno = e;
+    return r;
 }
 
 void xfd_set_times(int fd, const struct timespec *ts)
@@ -182,6 +216,137 @@ void xfd_set_times(int fd, const struct timespec *ts)
         }
     }
     pthread_mutex_unlock(&lock);
+}
+
+/* Renames rel (lock held) if it is `from` or lies under it. */
+static void rename_rel(wfile *w, const char *from, size_t fl, const char *to)
+{
+    if (strncmp(w->rel, from, fl) != 0 || (w->rel[fl] != '\0' && w->rel[fl] != '/')) return;
+    size_t tl = strlen(to), rest = strlen(w->rel + fl);
+    char *n = malloc(tl + rest + 1);
+    if (!n) return;
+    memcpy(n, to, tl);
+    memcpy(n + tl, w->rel + fl, rest + 1);
+    free(w->rel);
+    w->rel = n;
+}
+
+void xfd_renamed(const char *from, const char *to)
+{
+    if (!__atomic_load_n(&count, __ATOMIC_ACQUIRE) && !__atomic_load_n(&maps, __ATOMIC_ACQUIRE)) return;
+    size_t fl = strlen(from);
+    lock_tab();
+    /* Records are shared by fds and mappings; renaming one twice changes nothing (to never lies
+     * under from). */
+    for (int fd = 0; fd < cap; fd++)
+        if (tab[fd]) rename_rel(tab[fd], from, fl, to);
+    for (xmap *m = maps; m; m = m->next) rename_rel(m->w, from, fl, to);
+    pthread_mutex_unlock(&lock);
+}
+
+/* ---- shared mappings ---- */
+
+void xfd_mapped(int fd, void *addr, size_t len)
+{
+    if (!xfd_maybe(fd) || len == 0) return;
+    xmap *m = malloc(sizeof *m);
+    if (!m) return;
+    lock_tab();
+    wfile **s = slot(fd, 0);
+    if (s && *s) {
+        m->start = (uintptr_t)addr;
+        m->end = m->start + len;
+        m->w = *s;
+        m->w->refs++;
+        m->next = maps;
+        __atomic_store_n(&maps, m, __ATOMIC_RELEASE);
+        m = NULL;
+    }
+    pthread_mutex_unlock(&lock);
+    free(m);
+}
+
+/* Takes [a, b) out of the mapped ranges (lock held); the records left without references are
+ * returned through out (at most n), their count as the result. */
+static int unmap_range(uintptr_t a, uintptr_t b, wfile **out, int n)
+{
+    int k = 0;
+    for (xmap **pm = &maps; *pm;) {
+        xmap *m = *pm;
+        if (m->end <= a || m->start >= b) {
+            pm = &m->next;
+            continue;
+        }
+        if (m->start < a && m->end > b) { /* a hole in the middle: two ranges */
+            xmap *tail = malloc(sizeof *tail);
+            if (tail) {
+                *tail = *m;
+                tail->start = b;
+                m->end = a;
+                m->w->refs++;
+                tail->next = m->next;
+                m->next = tail;
+            }
+            return k;
+        }
+        if (m->start < a) m->end = a;
+        else if (m->end > b) m->start = b;
+        else {
+            *pm = m->next;
+            if (--m->w->refs == 0 && k < n) out[k++] = m->w;
+            free(m);
+            continue;
+        }
+        pm = &m->next;
+    }
+    return k;
+}
+
+int xfd_unmapped(void *addr, size_t len)
+{
+    if (!__atomic_load_n(&maps, __ATOMIC_ACQUIRE) || len == 0) return 0;
+    wfile *done[16];
+    lock_tab();
+    int k = unmap_range((uintptr_t)addr, (uintptr_t)addr + len, done, 16);
+    pthread_mutex_unlock(&lock);
+    int r = 0;
+    for (int i = 0; i < k; i++)
+        if (xfd_closed(done[i]) < 0) r = -1;
+    return r;
+}
+
+void xfd_remapped(void *old, size_t oldlen, void *addr, size_t len)
+{
+    if (!__atomic_load_n(&maps, __ATOMIC_ACQUIRE)) return;
+    lock_tab();
+    for (xmap *m = maps; m; m = m->next)
+        if (m->start == (uintptr_t)old && m->end == (uintptr_t)old + oldlen) {
+            m->start = (uintptr_t)addr;
+            m->end = m->start + len;
+            break;
+        }
+    pthread_mutex_unlock(&lock);
+}
+
+int xfd_msynced(void *addr, size_t len)
+{
+    if (!__atomic_load_n(&maps, __ATOMIC_ACQUIRE)) return 0;
+    uintptr_t a = (uintptr_t)addr, b = a + len;
+    char *rels[16];
+    int k = 0;
+    lock_tab();
+    for (xmap *m = maps; m && k < 16; m = m->next)
+        if (m->end > a && m->start < b && (rels[k] = strdup(m->w->rel))) k++;
+    pthread_mutex_unlock(&lock);
+    int r = 0;
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    for (int i = 0; i < k; i++) {
+        if (xufs_req("SYNCED", rels[i], pid, NULL) < 0 && errno != ENOENT) r = -1;
+        free(rels[i]);
+    }
+    if (r < 0) errno = EIO;
+    return r;
 }
 
 /* Is fd still open on the record's file? */
@@ -219,7 +384,7 @@ static void sweep(int at_exit)
         pthread_mutex_unlock(&lock);
         if (!w) return;
         if (send) xfd_closed(w);
-        else free(w);
+        else free_w(w);
     }
 }
 
@@ -230,9 +395,18 @@ void xfd_sweep(void)
 
 void xfd_at_exit(void)
 {
-    if (!__atomic_load_n(&count, __ATOMIC_ACQUIRE)) return;
+    if (!__atomic_load_n(&count, __ATOMIC_ACQUIRE) && !__atomic_load_n(&maps, __ATOMIC_ACQUIRE)) return;
     fflush(NULL);
     sweep(1);
+    /* The mappings go with the process: their files are closed now. */
+    for (;;) {
+        wfile *done[16];
+        lock_tab();
+        int k = unmap_range(0, UINTPTR_MAX, done, 16);
+        pthread_mutex_unlock(&lock);
+        for (int i = 0; i < k; i++) xfd_closed(done[i]);
+        if (k < 16) break;
+    }
 }
 
 void xfd_scan_inherited(void)
@@ -253,7 +427,10 @@ void xfd_scan_inherited(void)
         xpath p;
         if (xufs_classify_fd((int)fd, &p)) {
             struct stat st;
-            if (fstat((int)fd, &st) == 0 && S_ISREG(st.st_mode)) track((int)fd, p.rel, 1);
+            if (fstat((int)fd, &st) == 0 && S_ISREG(st.st_mode)) {
+                xufs_openw(p.rel, 1); /* this process holds it open for writing too */
+                track((int)fd, p.rel, 1);
+            }
         }
     }
     closedir(d);

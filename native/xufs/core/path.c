@@ -3,6 +3,7 @@
  * /proc/self/fd/N; a base inside the cache counts as the matching mount path, so ".." climbs
  * out of the mount the way the user sees it) and normalised lexically before the prefix test. */
 #include "xufs/core/path.h"
+#include "xufs/core/client.h"
 #include "xufs/core/xreal.h"
 #include "common/log.h"
 
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAXV 2 /* each root as given and as resolved by realpath */
@@ -162,6 +164,72 @@ static int finish(xpath *out, int base_in_cache)
     return 1;
 }
 
+/* lstat of the cache path in buf; a name missing from a directory this process has not seen
+ * listed gets one LIST first (the manager materializes it). */
+static int lstat_listed(const xpath *p, struct stat *st)
+{
+    if (RCALL(lstat, -1, p->buf, st) == 0) return 0;
+    if (errno != ENOENT) return -1;
+    char parent[PATH_MAX];
+    xufs_rel_dirname(p->rel, parent);
+    if (xufs_is_listed(parent) || xufs_list(parent) < 0) {
+        errno = ENOENT;
+        return -1;
+    }
+    return RCALL(lstat, -1, p->buf, st);
+}
+
+/* Follows the symlinks among the directories of the XUFS path in out (never its last
+ * component) as the user sees them: a relative target from the mount path of the symlink's
+ * directory, an absolute one as it is. So a symlink that climbs out of the mount leads outside
+ * it, where the user's own files are — never into the cache manager's files beside the cache
+ * tree, where the kernel would take it from the cache path. Returns 1 (still an XUFS path) or 0
+ * (it leads outside: out->buf holds the absolute path, out->outside is set). */
+static int resolve_dirs(xpath *out)
+{
+    for (int hops = 0; hops < 40; hops++) {
+        char *slash = strcmp(out->rel, ".") == 0 ? NULL : strchr(out->rel, '/');
+        for (; slash; slash = strchr(slash + 1, '/')) {
+            struct stat st;
+            *slash = '\0';
+            int ok = lstat_listed(out, &st);
+            if (ok < 0 || !S_ISLNK(st.st_mode)) {
+                *slash = '/';
+                if (ok < 0 || !S_ISDIR(st.st_mode)) return 1; /* missing, or not a directory: the call says so */
+                continue;
+            }
+            char t[PATH_MAX], np[PATH_MAX];
+            ssize_t n = RCALL(readlink, -1, out->buf, t, sizeof t - 1);
+            if (n <= 0) {
+                *slash = '/';
+                return 1;
+            }
+            t[n] = '\0';
+            int len;
+            if (t[0] == '/') {
+                len = snprintf(np, sizeof np, "%s/%s", t, slash + 1);
+            } else {
+                char dir[PATH_MAX];
+                xufs_rel_dirname(out->rel, dir);
+                len = strcmp(dir, ".") == 0 ? snprintf(np, sizeof np, "%s/%s/%s", cfg.mount[0], t, slash + 1)
+                                            : snprintf(np, sizeof np, "%s/%s/%s/%s", cfg.mount[0], dir, t, slash + 1);
+            }
+            *slash = '/';
+            if (len < 0 || (size_t)len >= sizeof np) return 1;
+            memcpy(out->buf, np, (size_t)len + 1);
+            normalize(out->buf);
+            out->direct = 0;
+            if (!finish(out, 0)) {
+                out->outside = 1;
+                return 0;
+            }
+            break; /* a new XUFS path: walk it from the top */
+        }
+        if (!slash) return 1;
+    }
+    return 1;
+}
+
 int xufs_classify(int dirfd, const char *path, xpath *out)
 {
     out->outside = 0;
@@ -204,7 +272,7 @@ int xufs_classify(int dirfd, const char *path, xpath *out)
         memcpy(b + n + 1, path, plen + 1);
     }
     normalize(b);
-    return finish(out, base_in_cache);
+    return finish(out, base_in_cache) ? resolve_dirs(out) : 0;
 }
 
 int xufs_classify_fd(int fd, xpath *out)

@@ -19,52 +19,72 @@ static void xp_copy(xpath *dst, const xpath *src)
     dst->direct = src->direct;
 }
 
-/* If p is a symlink whose target lies in the export, fills *out with the (looked up) final
- * target and returns 1; 0 if p is not a symlink or leads outside; -1 on a lookup failure. */
+/* If p is a symlink, follows it (and the symlinks its target leads to) as the user sees them: a
+ * relative target from the mount path of the symlink's directory. Returns 1 with the final
+ * target (looked up) in *out when it lies in the export; 2 when it leads outside (out->buf holds
+ * the absolute path, out->outside set); 0 if p is not a symlink; -1 on a lookup failure. */
 static int follow_links(const xpath *p, xpath *out)
 {
     const xpath *cur = p;
-    int hops = 0;
-    for (;;) {
+    for (int hops = 0;; hops++) {
         struct stat st;
         if (RCALL(lstat, -1, cur->buf, &st) < 0 || !S_ISLNK(st.st_mode)) return cur != p;
-        if (++hops > 40) {
+        if (hops >= 40) {
             errno = ELOOP;
             return -1;
         }
-        char t[PATH_MAX];
+        char t[PATH_MAX], from[PATH_MAX];
         ssize_t n = RCALL(readlink, -1, cur->buf, t, sizeof t - 1);
         if (n <= 0) return cur != p;
         t[n] = '\0';
-        if (t[0] != '/') {
-            const char *slash = strrchr(cur->buf, '/');
-            size_t dl = (size_t)(slash - cur->buf);
+        strcpy(from, cur->buf);
+        if (xufs_to_mount(from, sizeof from) < 0) return cur != p;
+        char *slash = strrchr(from, '/');
+        size_t dl = (size_t)(slash - from);
+        if (t[0] == '/') {
+            memcpy(out->buf, t, (size_t)n + 1);
+        } else {
             if (dl + 1 + (size_t)n + 1 > sizeof out->buf) return cur != p;
-            if (cur != out) memcpy(out->buf, cur->buf, dl);
+            memcpy(out->buf, from, dl);
             out->buf[dl] = '/';
             memcpy(out->buf + dl + 1, t, (size_t)n + 1);
-        } else {
-            memcpy(out->buf, t, (size_t)n + 1);
         }
-        if (!xufs_classify(AT_FDCWD, out->buf, out)) return 0; /* leads outside */
+        if (!xufs_classify(AT_FDCWD, out->buf, out)) {
+            out->outside = 1; /* classify left the absolute path as the user sees it in buf */
+            return 2;
+        }
         cur = out;
         if (xufs_lookup(out->rel) < 0) return errno == ENOENT ? 1 : -1;
     }
 }
 
-int xp_lookup_cls(xpath *p, int follow)
+/* Makes p the target of its final symlink when following it (see follow_links): 1 still an XUFS
+ * path, 0 it leads outside (p->buf holds the outside path), -1 on failure. */
+static int follow(xpath *p)
+{
+    xpath t;
+    int r = follow_links(p, &t);
+    if (r < 0) return -1;
+    if (r == 2) {
+        strcpy(p->buf, t.buf);
+        p->outside = 1;
+        return 0;
+    }
+    if (r == 1) xp_copy(p, &t);
+    return 1;
+}
+
+int xp_lookup_cls(xpath *p, int follow_last)
 {
     if (xufs_lookup(p->rel) < 0) return -1;
-    if (follow) {
-        xpath t;
-        if (follow_links(p, &t) < 0) return -1;
-    }
-    return 1;
+    return follow_last ? follow(p) : 1;
 }
 
 int xp_lookup(int dirfd, const char *path, int follow, xpath *p)
 {
     if (!xufs_classify(dirfd, path, p)) return 0;
+    size_t n = strlen(path);
+    if (n > 1 && path[n - 1] == '/') follow = 1; /* "link/" names what link leads to */
     return xp_lookup_cls(p, follow);
 }
 
@@ -77,16 +97,14 @@ int xp_open(int dirfd, const char *path, int flags, xpath *p, int *track)
         return -1;
     }
     if (xufs_lookup(p->rel) < 0 && (errno != ENOENT || !(flags & O_CREAT))) return -1;
-    if (!(flags & O_NOFOLLOW)) {
-        xpath t;
-        int r = follow_links(p, &t);
-        if (r < 0) return -1;
-        if (r) xp_copy(p, &t);
-    }
+    if (!(flags & O_NOFOLLOW) && follow(p) <= 0) return p->outside ? 0 : -1;
+    int wr = (flags & O_ACCMODE) != O_RDONLY;
     struct stat st;
     if (RCALL(lstat, -1, p->buf, &st) < 0) {
         if (errno == ENOENT && (flags & O_CREAT)) {
-            *track = 1; /* a new file: CLOSED creates it on A */
+            /* A new file: the manager knows it is open before it exists; CLOSED sends it. */
+            if (xufs_openw(p->rel, 1) < 0) return -1;
+            *track = 1;
             return 1;
         }
         return -1;
@@ -95,9 +113,10 @@ int xp_open(int dirfd, const char *path, int flags, xpath *p, int *track)
     if (S_ISDIR(st.st_mode)) return xufs_list(p->rel) < 0 ? -1 : 1;
     if ((flags & O_DIRECTORY) || !S_ISREG(st.st_mode)) return 1;
     if ((flags & O_CREAT) && (flags & O_EXCL)) return 1; /* the real open fails with EEXIST */
-    int wr = (flags & O_ACCMODE) != O_RDONLY;
-    if (!(wr && (flags & O_TRUNC)) && xufs_fetch(p->rel) < 0) return -1;
-    *track = wr;
+    if (!wr) return xufs_fetch(p->rel) < 0 ? -1 : 1;
+    /* Open for writing: fetched (unless truncated) and known open, so A's changes wait. */
+    if (xufs_openw(p->rel, (flags & O_TRUNC) != 0) < 0) return -1;
+    *track = 1;
     return 1;
 }
 

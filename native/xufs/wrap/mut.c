@@ -58,6 +58,15 @@ static int mkdir_common(int dirfd, const char *path, mode_t mode)
 {
     xpath p;
     if (!xufs_classify(dirfd, path, &p)) return RCALL(mkdirat, -1, dirfd, xp_real(0, &p, path), mode);
+    /* In a directory this process saw listed, the skeleton is A's and B's view: a name already
+     * there needs no round trip (os.makedirs tries every ancestor). */
+    char parent[PATH_MAX];
+    struct stat st;
+    xufs_rel_dirname(p.rel, parent);
+    if (xufs_is_listed(parent) && RCALL(lstat, -1, p.buf, &st) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
     int r = req_mode("MKDIR", &p, mode & ~cur_umask());
     if (r == 0) xufs_mark_listed(p.rel); /* new and empty */
     return r;
@@ -182,7 +191,10 @@ static int rename_common(int d1, const char *from, int d2, const char *to, unsig
         }
         if (r == 0) {
             r = xufs_req("RENAME", a->rel, b->rel, NULL);
-            if (r == 0) xufs_forget();
+            if (r == 0) {
+                xufs_forget();
+                xfd_renamed(a->rel, b->rel); /* files open for writing keep their (new) name */
+            }
         }
     }
     return release2(a, r);
@@ -521,6 +533,13 @@ static int mkostemps_common(char *tmpl, int suffixlen, int flags)
     int fd = RCALL(mkostemps, -1, p.buf, suffixlen, flags);
     if (fd >= 0) {
         memcpy(tmpl + tl - suffixlen - 6, p.buf + cl - suffixlen - 6, 6);
+        if (xufs_openw(p.rel, 1) < 0) { /* the manager must know it is open, or it is not ours */
+            int e = errno;
+            RCALL(unlink, -1, p.buf);
+            RCALL(close, -1, fd);
+            errno = e;
+            return -1;
+        }
         xfd_track(fd, p.rel);
     }
     return fd;

@@ -1,6 +1,7 @@
 /* open.c: libxufs.so's load/exit hooks and the wrappers of the open family (open*, creat*,
  * __open*_2, fopen*, freopen*) and of fd lifetime (close, dup*, fcntl F_DUPFD*, fclose,
- * fcloseall, close_range) that drive the CLOSED write-back. Paths are prepared by
+ * fcloseall, close_range) that drive the CLOSED write-back: close() and fclose() fail with EIO
+ * when the manager could not make the change durable. Paths are prepared by
  * xufs/core/prepare.c. */
 #include "xufs/core/prepare.h"
 #include "common/fcntl_arg.h"
@@ -163,12 +164,20 @@ XUFS_API FILE *freopen64(const char *path, const char *mode, FILE *stream)
     return freopen_common(path, mode, stream, 1);
 }
 
+/* The result of a close that released tok: a change that could not be made durable fails it. */
+static int closed_result(int r, void *tok, int fail)
+{
+    if (xfd_closed(tok) < 0 && r != fail) {
+        errno = EIO;
+        return fail;
+    }
+    return r;
+}
+
 XUFS_API int fclose(FILE *f)
 {
     void *tok = f ? xfd_detach(fileno(f)) : NULL;
-    int r = RCALL(fclose, EOF, f);
-    xfd_closed(tok);
-    return r;
+    return closed_result(RCALL(fclose, EOF, f), tok, EOF);
 }
 
 XUFS_API int fcloseall(void)
@@ -183,9 +192,7 @@ XUFS_API int fcloseall(void)
 XUFS_API int close(int fd)
 {
     void *tok = xfd_detach(fd);
-    int r = RCALL(close, -1, fd);
-    xfd_closed(tok);
-    return r;
+    return closed_result(RCALL(close, -1, fd), tok, -1);
 }
 
 XUFS_API int close_range(unsigned first, unsigned last, int flags)

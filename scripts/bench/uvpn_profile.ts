@@ -1,0 +1,57 @@
+/**
+ * The benchmark behind scripts/bench/uvpn_profile.sh: where the time goes in one preload iperf3
+ * run (8 s, one stream, WRITE_LEN bytes per write) through both routers, without perf: CPU
+ * seconds of each thread of each router (from /proc/PID/task: the data plane's thread is the busy
+ * one) and the system calls of each router's data-plane thread over 3 s of the run (strace -c,
+ * which slows that thread down while it is attached).
+ */
+import { Overlay, run, spawnCli, tempDir, sleep, Proc } from "../../tests/helpers.ts";
+import { join } from "node:path";
+const len = Deno.args[0] ?? "128K";
+using dir = tempDir("myrt-prof-");
+const o = new Overlay(dir.path);
+await o.start();
+const hz = 100;
+function threads(pid: number) {
+  const out: Record<string, number> = {};
+  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      const st = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/stat`);
+      const comm = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")"));
+      const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+      out[`${comm}/${t.name}`] = (Number(f[11]) + Number(f[12])) / hz;
+    } catch { /* gone */ }
+  }
+  return out;
+}
+const srv = spawnCli("uvpn_register", ["-r", "--mode", "preload", "--", "iperf3", "-s", "-p", "5201", "--forceflush"], { env: o.homeEnv(o.b) });
+const addr = (await srv.waitFor(/Leased virtual address (\S+)/))[1];
+await srv.waitFor(/Server listening/);
+await o.b.router!.waitFor(/listener .*:5201 is at/);
+const pa = o.a.router!.pid, pb = o.b.router!.pid;
+// The router's pid is deno's; its data-plane thread is the busiest thread after a warm-up.
+const before = { a: threads(pa), b: threads(pb) };
+const t0 = performance.now();
+const cl = new Proc(Deno.execPath(), ["run", "-A", "--no-prompt", join(import.meta.dirname!, "../../cli/uvpn_register.ts"), "-r", "-s", "--mode", "preload", "--", "iperf3", "-c", addr, "-p", "5201", "-t", "8", "-l", len, "-J"], { env: o.homeEnv(o.a) });
+await sleep(2500);
+const mid = { a: threads(pa), b: threads(pb) };
+const busiest = (x: Record<string, number>, y: Record<string, number>) => Object.entries(y).map(([k, v]) => [k, v - (x[k] ?? 0)] as const).sort((p, q) => q[1] - p[1]);
+const dpA = busiest(before.a, mid.a)[0][0].split("/")[1], dpB = busiest(before.b, mid.b)[0][0].split("/")[1];
+const [sa, sb] = await Promise.all([
+  run("timeout", ["-s", "INT", "3", "strace", "-c", "-p", dpA], { timeoutMs: 10_000 }),
+  run("timeout", ["-s", "INT", "3", "strace", "-c", "-p", dpB], { timeoutMs: 10_000 }),
+]);
+const r = await cl.result(30_000);
+const dt = (performance.now() - t0) / 1000;
+const after = { a: threads(pa), b: threads(pb) };
+let gbps = "?";
+try { gbps = (JSON.parse(r.stdout).end.sum_received.bits_per_second / 1e9).toFixed(2); } catch { gbps = r.stderr.slice(-200); }
+console.log(`router pids A ${pa} B ${pb}`);
+console.log(`iperf3 ${len} x1 preload: ${gbps} Gbit/s over ${dt.toFixed(1)} s wall (strace ran 3 s of it)`);
+for (const [name, b, a] of [["router A", before.a, after.a], ["router B", before.b, after.b]] as const) {
+  console.log(`${name}: CPU seconds per thread: ` + busiest(b, a).filter(([, v]) => v > 0.05).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", "));
+}
+console.log("strace -c of router A's data-plane thread:\n" + sa.stderr.split("\n").slice(0, 14).join("\n"));
+console.log("strace -c of router B's data-plane thread:\n" + sb.stderr.split("\n").slice(0, 14).join("\n"));
+await srv.stop();
+await o.stop();

@@ -1,0 +1,80 @@
+/**
+ * The cache manager's socket for libxufs.so (docs/XUFS.md, "Manager protocol"): a Unix stream
+ * socket (mode 0600), one request per connection — a TAB-separated line — answered with `OK` or
+ * `ERR ENAME`. Checks the paths of every request (never `..`, never empty components) and turns
+ * failures into errno names; what each request does is the cache's.
+ */
+import { errnoOf, FsError } from "../fserror.ts";
+
+/** What the socket asks of the cache. */
+export interface PreloadHandlers {
+  lookup(rel: string): Promise<void>;
+  /** A program enters a directory: list it, and look one level ahead. */
+  enter(rel: string): Promise<void>;
+  tree(rel: string): Promise<void>;
+  fetch(rel: string): Promise<void>;
+  /** Any other request: a change (OPENW, CLOSED, MKDIR, …). */
+  change(op: string, args: string[]): Promise<void>;
+  log(line: string): void;
+}
+
+/** Which arguments of a request are paths (default: the first); a symlink's target is free text. */
+const PATH_ARGS: Record<string, number[]> = { RENAME: [0, 1], LINK: [0, 1], SYMLINK: [1] };
+/** Longest request line. */
+const LINE_MAX = 8192;
+const enc = new TextEncoder();
+
+/** Answers one request line from libxufs.so; returns the reply line. */
+export async function answer(h: PreloadHandlers, line: string): Promise<string> {
+  const [op, ...args] = line.split("\t");
+  try {
+    for (const i of PATH_ARGS[op] ?? [0]) {
+      const a = args[i] ?? "";
+      if (a.split("/").some((c) => c === ".." || c === "")) throw new FsError("EINVAL", `Bad path: ${a}`);
+    }
+    switch (op) {
+      case "LOOKUP":
+        await h.lookup(args[0]);
+        break;
+      case "LIST":
+        await h.enter(args[0]);
+        break;
+      case "TREE":
+        await h.tree(args[0]);
+        break;
+      case "FETCH":
+        await h.fetch(args[0]);
+        break;
+      default:
+        await h.change(op, args);
+    }
+    return "OK\n";
+  } catch (e) {
+    const code = errnoOf(e);
+    if (code === "EIO" || !(e instanceof FsError || (e as NodeJS.ErrnoException).code)) h.log(`${op} ${args.join(" ")}: ${(e as Error).message}`);
+    return `ERR ${code}\n`;
+  }
+}
+
+/** Serves libxufs.so on a Unix socket until the listener is closed. */
+export async function servePreload(h: PreloadHandlers, listener: Deno.Listener): Promise<void> {
+  for await (const conn of listener) {
+    (async () => {
+      try {
+        const buf = new Uint8Array(LINE_MAX);
+        let line = "";
+        while (!line.includes("\n")) {
+          const n = await conn.read(buf);
+          if (n === null) return;
+          line += new TextDecoder().decode(buf.subarray(0, n));
+          if (line.length > LINE_MAX) return;
+        }
+        await conn.write(enc.encode(await answer(h, line.slice(0, line.indexOf("\n")))));
+      } catch { /* the program went away */ } finally {
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      }
+    })();
+  }
+}

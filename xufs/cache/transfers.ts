@@ -1,0 +1,216 @@
+/**
+ * Transfers of B's cache: a file's content fetched whole on first open, written into its
+ * placeholder in place (same inode, so programs comparing stat results see no change); files
+ * from stripeMin on as ranges over every link at once, each range checked (SHA-256, one version,
+ * the listed size); and the range mover that ranged write-backs use too. A file fetched while it
+ * was racy on A (see xufs/reads.ts) is checked once more before its cached content is trusted
+ * again. No transfer has a deadline of its own: a link is lost only when nothing moves on it.
+ */
+import type { Stats } from "node:fs";
+import { chmod, type FileHandle, open, stat, utimes } from "node:fs/promises";
+import { sha256 } from "../../common/bytes.ts";
+import { FsError } from "../fserror.ts";
+import { Progress } from "../progress.ts";
+import type { Remote } from "../remote.ts";
+import type { LinkPool } from "./links.ts";
+import type { Listings } from "./listings.ts";
+import { type CacheState, type Meta, parentOf } from "./state.ts";
+
+/** Ranges in flight per link, so a link never idles for a round trip between ranges. */
+const RANGES_PER_LINK = 2;
+/** Attempts of a fetch whose file changed on A while it travelled. */
+const FETCH_ATTEMPTS = 3;
+
+/** The transfer knobs. */
+export interface TransferKnobs {
+  stripeSize: number;
+  stripeMin: number;
+  progress: boolean;
+}
+
+/** A striped fetch met a file that changed on A. */
+class Changed extends Error {}
+
+/** Writes all of `data` at `offset`. */
+export async function writeAt(f: FileHandle, data: Uint8Array, offset: number): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += (await f.write(data, off, data.length - off, offset + off)).bytesWritten;
+}
+
+/** Moves file contents between A and B's cache. */
+export class Transfers {
+  constructor(
+    private readonly state: CacheState,
+    private readonly pool: LinkPool,
+    private readonly listings: Listings,
+    private readonly knobs: TransferKnobs,
+  ) {}
+
+  /** Makes sure a file's content is cached (following symlinks that stay in the export). */
+  async fetch(rel: string): Promise<void> {
+    const known = this.state.meta.get(rel);
+    // Cached and its directory's listing still trusted: nothing to ask the disk or A.
+    if (known?.fetched && !known.recheck && this.state.meta.get(parentOf(rel))?.listed) return;
+    await this.listings.lookup(rel);
+    const real = await Deno.realPath(this.state.local(rel)).catch(() => null);
+    const tree = this.state.tree;
+    if (!real || !(real === tree || real.startsWith(tree + "/"))) return; // outside: B's own file
+    const target = real === tree ? "." : real.slice(tree.length + 1);
+    if (target !== rel) await this.listings.lookup(target);
+    const st = await stat(real);
+    if (st.isDirectory()) return await this.listings.list(target);
+    const m = this.state.m(target);
+    if (this.state.isBusy(target) || m.version === undefined) return; // B's own
+    if (m.fetched && m.recheck) await this.#recheck(target, m);
+    if (m.fetched) return;
+    const pre = this.listings.inflight(`pre:${target}`);
+    if (pre) {
+      await pre.catch(() => {});
+      if (m.fetched) return;
+    }
+    await this.listings.once(`fetch:${target}`, async () => {
+      if (st.size >= this.knobs.stripeMin) return await this.#fetchRanges(target, real, st, m);
+      for (let attempt = 1;; attempt++) {
+        const reply = await this.pool.remoteOrEio().request({ op: "read", path: target });
+        const h = reply.head;
+        if (reply.payload.length !== h.size) throw new FsError("EIO", `Short read of ${target}: ${reply.payload.length} of ${h.size} bytes`);
+        if (h.changed && attempt < FETCH_ATTEMPTS) continue;
+        await this.fill(real, st, h.size, (f) => writeAt(f, reply.payload, 0));
+        await this.#fetched(m, h.version, real, h.racy === true, h.contentSha256);
+        return;
+      }
+    });
+  }
+
+  /** Records a fetched version (and the local stat it now has). */
+  async #fetched(m: Meta, version: string, real: string, racy: boolean, hash?: string): Promise<void> {
+    const now = await stat(real);
+    Object.assign(m, { version, fetched: true, racy: racy || undefined, sha256: hash, mtimeMs: now.mtimeMs, size: now.size, recheck: undefined });
+    this.state.save();
+  }
+
+  /**
+   * A file fetched while racy, listed again with the same version: A may have changed it within
+   * the same timestamp tick, so A's content is compared with what B has before it is trusted
+   * (with A unreachable, the cached content is what there is).
+   */
+  async #recheck(target: string, m: Meta): Promise<void> {
+    const link = this.pool.main;
+    if (!link) return;
+    try {
+      const r = await link.request({ op: "stat", path: target, hash: true });
+      if (m.sha256 !== undefined && r.head.sha256 === m.sha256) {
+        m.version = r.head.entry.version;
+        m.racy = r.head.racy === true || undefined;
+      } else m.fetched = false;
+    } catch (e) {
+      if (!(e instanceof FsError) || e.code === "EIO") return;
+      m.fetched = false;
+    }
+    m.recheck = undefined;
+    this.state.save();
+  }
+
+  /**
+   * Fills a placeholder in place: same inode, and its directory is not touched, so programs
+   * that compare stat results before and after (cp, tar) see no change.
+   */
+  async fill(real: string, st: Stats, size: number, write: (f: FileHandle) => Promise<void>, onlyIfUntouched = false): Promise<boolean> {
+    const mode = st.mode & 0o7777;
+    if ((mode & 0o200) === 0) await chmod(real, mode | 0o200);
+    try {
+      const f = await open(real, "r+");
+      try {
+        // A background fill leaves alone a placeholder that a program opened for writing meanwhile.
+        const now = onlyIfUntouched ? await f.stat() : st;
+        if (now.ino !== st.ino || now.size !== st.size || now.mtimeMs !== st.mtimeMs) return false;
+        await write(f);
+        if (st.size !== size) await f.truncate(size);
+      } finally {
+        await f.close();
+      }
+    } finally {
+      if ((mode & 0o200) === 0) await chmod(real, mode);
+    }
+    await utimes(real, st.atime ?? st.mtime, st.mtime);
+    return true;
+  }
+
+  /**
+   * A large file, fetched as ranges over every link at once. Each range carries its SHA-256 and
+   * the file's version; the file counts as cached only when every range arrived, checked, of one
+   * version and the listed size. A file that changes on A meanwhile is fetched again.
+   */
+  async #fetchRanges(target: string, real: string, st: Stats, m: Meta): Promise<void> {
+    let size = st.size;
+    for (let attempt = 1;; attempt++) {
+      let version: string | undefined;
+      let seen = size;
+      try {
+        await this.fill(real, st, size, (f) =>
+          this.ranges(`fetching ${target}`, size, async (link, offset, length) => {
+            const r = await link.request({ op: "read", path: target, offset, length, hash: true });
+            if (r.head.size !== size || r.head.changed || (version !== undefined && r.head.version !== version)) {
+              seen = Number(r.head.size);
+              throw new Changed();
+            }
+            version = String(r.head.version);
+            if (r.payload.length !== length || sha256(r.payload) !== r.head.sha256) {
+              throw new FsError("EIO", `Range ${offset}+${length} of ${target} arrived corrupted`);
+            }
+            await writeAt(f, r.payload, offset);
+          }));
+      } catch (e) {
+        if (!(e instanceof Changed) || attempt === FETCH_ATTEMPTS) {
+          throw e instanceof Changed ? new FsError("EIO", `File kept changing on A while it was fetched: ${target}`) : e;
+        }
+        size = seen;
+        continue;
+      }
+      await this.#fetched(m, version ?? m.version!, real, false);
+      return;
+    }
+  }
+
+  /**
+   * Moves `size` bytes as ranges of stripeSize over every link that is up, RANGES_PER_LINK at a
+   * time per link. A range whose link fails goes to another link; it fails only when none is left.
+   */
+  async ranges(label: string, size: number, move: (link: Remote, offset: number, length: number) => Promise<void>): Promise<void> {
+    const links = this.pool.links;
+    if (links.length === 0) throw new FsError("EIO", "Host A is unreachable");
+    const progress = new Progress(label, size, this.knobs.progress);
+    const retry: number[] = [];
+    let next = 0;
+    let failure: Error | undefined;
+    const take = () => {
+      if (retry.length) return retry.shift()!;
+      if (next >= size) return undefined;
+      const o = next;
+      next += this.knobs.stripeSize;
+      return o;
+    };
+    const worker = async (link: Remote) => {
+      for (let offset = take(); offset !== undefined && !failure; offset = take()) {
+        const length = Math.min(this.knobs.stripeSize, size - offset);
+        try {
+          await move(link, offset, length);
+          progress.add(length);
+        } catch (e) {
+          if (e instanceof FsError && e.code === "EIO" && !link.up) {
+            retry.push(offset); // the link is gone: another one takes the range
+            return;
+          }
+          failure = e as Error;
+        }
+      }
+    };
+    try {
+      await Promise.all(links.flatMap((l) => Array.from({ length: RANGES_PER_LINK }, () => worker(l))));
+    } finally {
+      progress.end();
+    }
+    if (failure) throw failure;
+    if (retry.length || next < size) throw new FsError("EIO", "Every link to host A failed during a transfer");
+  }
+}
