@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cli, IS_ROOT, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
+import { cli, IS_ROOT, Overlay, Proc, ROOT, run, spawnCli, tempDir } from "../helpers.ts";
 import { type Node, Sites } from "./sites.ts";
 import { ask, connectRouter } from "../../router/client.ts";
 import { parseIp } from "../../router/ipv4.ts";
@@ -307,5 +307,37 @@ Deno.test({
       await server.waitFor(/bound to port \d+, not the connection's/);
       await server.waitFor(/ticket refused: ticket already used/);
     });
+  },
+});
+
+Deno.test({
+  name: "direct: UDP between supervised programs of one subnet goes direct after the first datagrams",
+  ignore: !have("python3"),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    using dir = tempDir("myrt-direct-udp-");
+    const o = new Overlay(dir.path);
+    await o.start();
+    const echo = spawnCli("uvpn_register", ["-r", "--mode", "seccomp", "--", "python3", PEER, "udpecho", "0.0.0.0", "7600"], {
+      env: { ...o.homeEnv(o.a), UVPN_DEBUG: "1" },
+    });
+    try {
+      const addr = (await echo.waitFor(/Leased virtual address (\S+)/))[1];
+      await echo.waitFor(/listening/);
+      const received = async () => {
+        const r = await cli("uvpn_proxy", ["--status", "--routes", o.routes, "--subnet", o.a.prefix], { env: o.baseEnv });
+        return Number(/^udp endpoints=\d+ received=(\d+)/m.exec(r.stdout)?.[1]);
+      };
+      const before = await received();
+      const r = await cli("uvpn_register", ["-r", "-s", "--mode", "seccomp", "--", "python3", PEER, "udp", addr, "7600", "40"], { env: o.homeEnv(o.a) });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /^done$/m);
+      const n = (await received()) - before;
+      assert.ok(n <= 6, `router A received ${n} of 80 datagrams`);
+    } finally {
+      await echo.stop();
+      await o.stop();
+    }
   },
 });
