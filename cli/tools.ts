@@ -59,7 +59,7 @@ export const TOOLS: Tool[] = [
     // Host B's half: the cache under ~/.xufs, the mount point, the user's shell, a port for --notun;
     // FFI for the in-process file server of --local-export (xufs/confine.ts).
     permissions: ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "--allow-sys=hostname", "--allow-ffi"],
-    include: ["native/build/libxufs.so"],
+    include: ["native/build/libxufs.so", "native/build/libxufs_audit.so"],
   },
 ];
 
@@ -71,6 +71,7 @@ export const NATIVE_LIBS = [
   "native/build/uvpn_supervise",
   "native/build/libxufs.so",
   "native/build/libuvpnrouter.so",
+  "native/build/libxufs_audit.so",
 ];
 
 /** Source directories a wrapper-based install carries. */

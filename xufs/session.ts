@@ -73,18 +73,32 @@ export function cacheId(host: string, exportDir: string): string {
   return `${host.replace(/[^A-Za-z0-9.-]/g, "_")}-${sha256(`${host}:${exportDir}`).slice(0, 12)}`;
 }
 
-/** libxufs.so: $XUFS_PRELOAD, else beside the installed commands, else the build tree. */
-export function preloadPath(): string {
-  const env = Deno.env.get("XUFS_PRELOAD");
-  if (env) return env;
+/** A native library of XUFS beside the installed commands, else in the build tree. */
+function nativeLib(name: string, variable: string): string {
   const src = dirname(dirname(new URL(import.meta.url).pathname));
-  for (const p of [join(src, "../../../bin/libxufs.so"), join(src, "native/build/libxufs.so")]) {
+  for (const p of [join(src, `../../../bin/${name}`), join(src, `native/build/${name}`)]) {
     try {
       Deno.statSync(p);
       return p;
     } catch { /* next */ }
   }
-  throw new ConfigError(`libxufs.so not found beside ${src}: reinstall MyRT or set XUFS_PRELOAD`);
+  throw new ConfigError(`${name} not found beside ${src}: reinstall MyRT or set ${variable}`);
+}
+
+/** libxufs.so: $XUFS_PRELOAD, else beside the installed commands, else the build tree. */
+export function preloadPath(): string {
+  return Deno.env.get("XUFS_PRELOAD") || nativeLib("libxufs.so", "XUFS_PRELOAD");
+}
+
+/**
+ * libxufs_audit.so, the dynamic loader's half (LD_AUDIT: libraries under the mount are fetched
+ * before the loader opens them): $XUFS_AUDIT, else found as libxufs.so is; "" when XUFS_AUDIT
+ * is "none".
+ */
+export function auditPath(): string {
+  const env = Deno.env.get("XUFS_AUDIT");
+  if (env === "none") return "";
+  return env || nativeLib("libxufs_audit.so", "XUFS_AUDIT");
 }
 
 /** Parses XUFS_PORT_RANGE ("50000,51000"). */
@@ -264,11 +278,13 @@ export async function runSession(o: SessionOptions): Promise<number> {
     const shell = Deno.env.get("SHELL") || "/bin/sh";
     const args = o.command.length ? ["-c", o.command.join(" ")] : ["-l"];
     const preload = [preloadPath(), Deno.env.get("LD_PRELOAD")].filter(Boolean).join(" ");
+    const audit = [auditPath(), Deno.env.get("LD_AUDIT")].filter(Boolean).join(":");
     const child = new Deno.Command(shell, {
       args,
       cwd: join(cache.tree, rel),
       env: {
         LD_PRELOAD: preload,
+        ...(audit ? { LD_AUDIT: audit } : {}),
         XUFS_MOUNT: mount,
         XUFS_CACHE: cache.tree,
         XUFS_SOCK: sock,

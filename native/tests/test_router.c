@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "tests/vectors.h"
 
 static int passed, failed;
 
@@ -235,15 +236,8 @@ static void queues(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s tests/vectors/wire.txt\n", argv[0]);
-        return 2;
-    }
-    FILE *f = fopen(argv[1], "r");
-    if (!f) {
-        fprintf(stderr, "%s: %s\n", argv[1], strerror(errno));
-        return 2;
-    }
+    FILE *f = open_vectors(argc, argv);
+    if (!f) return 2;
     printf("AES-GCM implementation: %s\n", uvpn_gcm_impl());
     static char line[40000];
     int sframes = 0, gcms = 0;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include "tests/vectors.h"
 
 static int passed, failed;
 
@@ -293,15 +294,8 @@ static void local_checks(const uint8_t key[32])
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s tests/vectors/wire.txt\n", argv[0]);
-        return 2;
-    }
-    FILE *f = fopen(argv[1], "r");
-    if (!f) {
-        fprintf(stderr, "%s: %s\n", argv[1], strerror(errno));
-        return 2;
-    }
+    FILE *f = open_vectors(argc, argv);
+    if (!f) return 2;
     sha_selftest();
     static char line[2 * (UVPN_MAX_BODY + 64) * 2 + 512];
     uint8_t key[32];

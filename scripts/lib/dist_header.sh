@@ -16,7 +16,7 @@ usage() {
   cat <<EOF
 Usage: myrt install [PREFIX]    install MyRT into PREFIX (default \$HOME/myrt), as
                                 scripts/install.sh does: PREFIX/bin gets the commands,
-                                libuvpn.so, libmyrt.so, libxufs.so and this file (myrt)
+                                libuvpn.so, libmyrt.so, libxufs.so, libxufs_audit.so, myrt
        myrt TOOL [ARGS...]      run a command without installing: $TOOLS
        myrt -V, --version       the version, the commit and the Deno inside; checks this file
        myrt -h, --help          this text

@@ -446,6 +446,14 @@ static void parse(dp *d, rlink *l)
     }
 }
 
+/* A read or write on the link failed with errno: the link ends with the reason. */
+static void io_failed(dp *d, rlink *l, const char *op)
+{
+    char why[96];
+    snprintf(why, sizeof why, "%s failed: %s", op, strerror(errno));
+    link_kill(d, l, why);
+}
+
 static void link_read(dp *d, rlink *l)
 {
     while (!l->dead && l->rd_ready) {
@@ -465,9 +473,7 @@ static void link_read(dp *d, rlink *l)
             l->rd_ready = 0;
             return;
         }
-        char why[96];
-        snprintf(why, sizeof why, "read failed: %s", strerror(errno));
-        link_kill(d, l, why);
+        io_failed(d, l, "read");
     }
 }
 
@@ -548,9 +554,7 @@ void link_flush(dp *d, rlink *l)
                 l->wr_ready = 0;
                 return;
             }
-            char why[96];
-            snprintf(why, sizeof why, "write failed: %s", strerror(errno));
-            link_kill(d, l, why);
+            io_failed(d, l, "write");
             return;
         }
         l->last_tx = d->now;

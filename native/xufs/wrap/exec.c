@@ -1,6 +1,7 @@
 /* exec.c: libxufs.so's exec wrappers. A program under the mount is fetched (FETCH)
- * and its cache path executed; argv and the environment pass through unchanged (children keep
- * LD_PRELOAD and XUFS_*). glibc's execv/execvp/execl* and posix_spawn* call execve internally,
+ * and its cache path executed; argv and the environment pass through (children keep LD_PRELOAD,
+ * LD_AUDIT and XUFS_*), but for LD_LIBRARY_PATH entries under the mount, which become their cache
+ * directories (loader_env). glibc's execv/execvp/execl* and posix_spawn* call execve internally,
  * bypassing the PLT, so each is wrapped; a PATH search is done here only when PATH has a
  * directory under the mount. */
 #include "xufs/core/prepare.h"
@@ -26,12 +27,94 @@ static int prep_exec(const char *path, xpath *p)
     return 1;
 }
 
+/* The dynamic loader stats each LD_LIBRARY_PATH directory and gives up on one that does not
+ * exist, as every directory under the (empty) mount point looks to it: the program gets
+ * LD_LIBRARY_PATH with the entries under the mount replaced by their cache directories (looked
+ * up first, so that they exist in the cache), where libxufs_audit.so fetches what it loads.
+ * Returns envp itself when nothing changes, else a malloc'd copy whose new entry is *owned
+ * (free both with free_env). */
+static char **loader_env(char *const envp[], char **owned)
+{
+    static const char VAR[] = "LD_LIBRARY_PATH=";
+    if (!xufs_on() || !envp) return (char **)envp;
+    size_t n = 0, at = (size_t)-1;
+    for (; envp[n]; n++)
+        if (strncmp(envp[n], VAR, sizeof VAR - 1) == 0) at = n;
+    if (at == (size_t)-1) return (char **)envp;
+    const char *list = envp[at] + sizeof VAR - 1;
+    size_t cap = sizeof VAR + strlen(list) + 1, len = 0;
+    char *out = malloc(cap);
+    xpath *p = malloc(sizeof *p);
+    int changed = 0;
+    if (!out || !p) goto keep;
+    memcpy(out, VAR, sizeof VAR);
+    len = sizeof VAR - 1;
+    for (const char *s = list;;) {
+        const char *e = strchrnul(s, ':');
+        char dir[PATH_MAX];
+        size_t dl = (size_t)(e - s);
+        const char *use = s;
+        if (dl > 0 && dl < sizeof dir && *s == '/') {
+            memcpy(dir, s, dl);
+            dir[dl] = '\0';
+            if (xp_lookup(AT_FDCWD, dir, 1, p) == 1) {
+                use = p->buf;
+                dl = strlen(p->buf);
+                changed = 1;
+            }
+        }
+        if (len + dl + 2 > cap) {
+            char *bigger = realloc(out, cap = (len + dl + 2) * 2);
+            if (!bigger) goto keep;
+            out = bigger;
+        }
+        memcpy(out + len, use, dl);
+        len += dl;
+        out[len] = '\0';
+        if (!*e) break;
+        out[len++] = ':';
+        out[len] = '\0';
+        s = e + 1;
+    }
+    free(p);
+    if (!changed) {
+        free(out);
+        return (char **)envp;
+    }
+    char **copy = malloc((n + 1) * sizeof *copy);
+    if (!copy) {
+        free(out);
+        return (char **)envp;
+    }
+    for (size_t i = 0; i <= n; i++) copy[i] = envp[i];
+    copy[at] = *owned = out;
+    return copy;
+keep:
+    free(out);
+    free(p);
+    return (char **)envp;
+}
+
+/* Frees what loader_env allocated (nothing when it returned envp itself). */
+static void free_env(char **env, char *const envp[], char *owned)
+{
+    if (env == (char **)envp) return;
+    free(owned);
+    free(env);
+}
+
 XUFS_API int execve(const char *path, char *const argv[], char *const envp[])
 {
     xpath p;
     int r = prep_exec(path, &p);
     if (r < 0) return -1;
-    return RCALL(execve, -1, xp_real(r, &p, path), argv, envp);
+    char *owned = NULL;
+    char **env = loader_env(envp, &owned);
+    int rc = RCALL(execve, -1, xp_real(r, &p, path), argv, env);
+    int e = errno;
+    free_env(env, envp, owned);
+    errno = e;
+    return rc;
 }
 
 XUFS_API int execv(const char *path, char *const argv[])
@@ -177,7 +260,11 @@ XUFS_API int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_ac
     xpath p;
     int r = prep_exec(path, &p);
     if (r < 0) return errno;
-    return RCALL(posix_spawn, ENOSYS, pid, xp_real(r, &p, path), fa, attr, argv, envp);
+    char *owned = NULL;
+    char **env = loader_env(envp, &owned);
+    int rc = RCALL(posix_spawn, ENOSYS, pid, xp_real(r, &p, path), fa, attr, argv, env);
+    free_env(env, envp, owned);
+    return rc;
 }
 
 XUFS_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
