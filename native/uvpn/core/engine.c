@@ -1080,13 +1080,15 @@ int eng_udp_path(uint32_t lip, uint16_t lport, uint32_t dip, uint16_t dport, uin
     return direct;
 }
 
-/* At exit: what is left to report goes now (the frame is written before the process ends). */
-__attribute__((destructor)) static void paths_at_exit(void)
+void eng_flush_paths(void)
 {
     if (!E.running || pthread_mutex_trylock(&E.lock)) return;
     send_paths();
     pthread_mutex_unlock(&E.lock);
 }
+
+/* At exit: what is left to report goes now (the frame is written before the process ends). */
+__attribute__((destructor)) static void paths_at_exit(void) { eng_flush_paths(); }
 
 void eng_start(void)
 {

@@ -93,6 +93,9 @@ int eng_connect_wait(uvpn_connect *c, int64_t deadline, uvpn_answer *a, char *wh
  * router (PATHS) within ENG_PATHS_MS, or at exit. */
 #define ENG_PATHS_MS 100
 void eng_report_direct(uint64_t sent, uint64_t received);
+/* Reports what is left now (at exit; also run as a destructor): written to the link before the
+ * call returns, when the link is up. */
+void eng_flush_paths(void);
 
 /* UDP from lip:lport to the virtual dip:dport: 1 with the endpoint's real address when the home
  * router said it takes datagrams directly (an answer at most ENG_UDP_PATH_MS old), else 0 — then

@@ -20,3 +20,8 @@ void paths_closing(int fd, const vinfo *v)
     /* A kernel older than 4.1/4.6 fills in less: those counts stay 0. */
     eng_report_direct(ti.tcpi_bytes_acked, ti.tcpi_bytes_received);
 }
+
+void paths_forgotten(const vinfo *v)
+{
+    if (v->kind == VS_CONNECTED && v->direct && v->owner == getpid()) eng_report_direct(0, 0);
+}

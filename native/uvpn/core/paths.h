@@ -11,4 +11,9 @@
  * this process opened has its bytes (TCP_INFO) reported; anything else is left alone. */
 void paths_closing(int fd, const vinfo *v);
 
+/* The supervisor noticed that the socket of state v is gone (it does not see close, and the
+ * socket's TCP_INFO went with it): a direct connection of this process is counted, without its
+ * bytes. */
+void paths_forgotten(const vinfo *v);
+
 #endif
