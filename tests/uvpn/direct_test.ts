@@ -42,7 +42,8 @@ function paths(status: string): Paths[] {
 }
 
 /**
- * Runs body on a loopback overlay (its route file rewritten by `routes`) with a client address
+ * Runs body on a loopback overlay (its route file rewritten by `routes`, its routers started with
+ * `routerArgs`) with a client address
  * of subnet A and direct_peer.py's echo server on a fresh address of subnet `side` at `port`
  * (under UVPN_DEBUG, so that its refusals are logged).
  */
@@ -51,9 +52,10 @@ async function withLoopbackPeers(
   side: "a" | "b",
   routes: (text: string) => string,
   body: (o: Overlay, addrA: string, addrServer: string, server: Proc) => Promise<void>,
+  routerArgs: string[] = [],
 ): Promise<void> {
   using dir = tempDir("myrt-direct-lo-");
-  const o = new Overlay(dir.path);
+  const o = new Overlay(dir.path, { routerArgs });
   Deno.writeTextFileSync(o.routes, routes(Deno.readTextFileSync(o.routes)));
   await o.start();
   let server: Proc | undefined;
@@ -155,6 +157,16 @@ Deno.test({
         assert.equal(d.direct_offered, 0);
         assert.equal(d.relayed, 3);
         assert.ok(d.relayed_bytes >= 2 * 2 * 100_000, JSON.stringify(d));
+      });
+
+      await t.step("a listener started with UVPN_DIRECT=never is reached through the router only", async () => {
+        const p = sites.spawn(a2, "python3", [PEER, "serve", a2.addr, "7102"], { env: { ...sites.env(a2), UVPN_DIRECT: "never" } });
+        await p.waitFor(/listening/);
+        const before = await counters();
+        const r = await connect(a1, a2, 7102, ["1", "0", "1000"]);
+        assert.doesNotMatch(r.stderr, /directly/);
+        const d = delta(before[0], (await counters())[0]);
+        assert.deepEqual([d.direct_offered, d.relayed], [0, 2]);
       });
 
       await t.step("curl and python3's http.server, iperf3: direct with real programs", async () => {
@@ -339,5 +351,23 @@ Deno.test({
       await echo.stop();
       await o.stop();
     }
+  },
+});
+
+Deno.test({
+  name: "direct: uvpn_proxy --direct never relays every connection of its site",
+  ignore: !have("python3"),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await withLoopbackPeers(7700, "a", (routes) => routes, async (o, addrA, addrB) => {
+      const r = await run("python3", [PEER, "connect", addrB, "7700", "2", "0", "1000"], { env: o.env(o.a, addrA) });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.doesNotMatch(r.stderr, /directly/);
+      assert.match(r.stderr, /connected through the home router/);
+      const st = await cli("uvpn_proxy", ["--status", "--routes", o.routes, "--subnet", o.a.prefix], { env: o.baseEnv });
+      const p = paths(st.stdout)[0];
+      assert.deepEqual([p.direct_offered, p.relayed], [0, 3]);
+    }, ["--direct", "never"]);
   },
 });

@@ -363,8 +363,8 @@ int pol_listen(int fd, vinfo *st)
     put16(body + 6, st->real_port);
     random_bytes(body + 8, 8);
     /* Only a virtual-only listener checks the ticket of every connection (a wildcard one looks
-     * only at the router's): only it may be reached directly. */
-    body[16] = st->kind == VS_BOUND_VIRTUAL ? UVPN_LF_DIRECT : 0;
+     * only at the router's): only it may be reached directly, unless UVPN_DIRECT=never. */
+    body[16] = st->kind == VS_BOUND_VIRTUAL && !cfg()->direct_never ? UVPN_LF_DIRECT : 0;
     char why[256] = "", a[24];
     size_t n;
     fmt_addr(st->lip, st->lport, a);
