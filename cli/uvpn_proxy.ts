@@ -127,6 +127,12 @@ await runMain("uvpn_proxy", async () => {
     json: { type: "boolean" },
   });
   if (values.json && !values.status) throw new UsageError("--json goes with --status");
+  let direct: DirectPolicy;
+  try {
+    direct = parseDirectPolicy(values.direct ?? "auto");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const routesFile = values.routes ?? join(homeDir(), ".uvpn_route");
   const routes = await loadRoutes(routesFile);
   if (values.status && values.subnet === undefined && values.listen === undefined) {
@@ -191,12 +197,6 @@ await runMain("uvpn_proxy", async () => {
     open: intFlag("lease-ttl", values["lease-ttl"], 43_200, 1, 86400 * 365) * 1000,
     exclusive: intFlag("cmd-lease-ttl", values["cmd-lease-ttl"], 60, 1, 86400 * 365) * 1000,
   };
-  let direct: DirectPolicy;
-  try {
-    direct = parseDirectPolicy(values.direct ?? "auto");
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
   const router = new Router({ routes, self, key, listen, stateFile, timeoutMs, session, limits, leaseTtlMs, direct });
   try {
     await router.start();
