@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { ConfigError, UsageError } from "../common/errors.ts";
 import { homeDir } from "../common/fs.ts";
 import { formatSubnet, parseSubnet } from "../router/ipv4.ts";
+import { type DirectPolicy, parseDirectPolicy } from "../router/direct.ts";
 import { keyPath, readKey, readOrCreateKey } from "../router/key.ts";
 import { requestOk } from "../router/client.ts";
 import { FrameType } from "../router/wire.ts";
@@ -43,6 +44,8 @@ Runs the UVPN subnet router of one subnet of your private network.
   --spool-dir DIR     where spool files go (default $TMPDIR or /tmp)
   --encrypt           encrypt the sessions this router opens and answers (AES-256-GCM); they are
                       always authenticated (a route line's "encrypt" does it for one subnet)
+  --direct auto|never whether connections inside the site may go straight from the client to the
+                      listener, brokered by the router (default auto); never: all are relayed
   --metrics ADDR:PORT serve Prometheus metrics at http://ADDR:PORT/metrics
   --status            ask the running router of this entry (all entries without --subnet or
                       --listen) for its sessions and counters, then exit
@@ -118,11 +121,18 @@ await runMain("uvpn_proxy", async () => {
     "memory-limit": { type: "string" },
     "spool-dir": { type: "string" },
     encrypt: { type: "boolean" },
+    direct: { type: "string" },
     metrics: { type: "string" },
     status: { type: "boolean" },
     json: { type: "boolean" },
   });
   if (values.json && !values.status) throw new UsageError("--json goes with --status");
+  let direct: DirectPolicy;
+  try {
+    direct = parseDirectPolicy(values.direct ?? "auto");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const routesFile = values.routes ?? join(homeDir(), ".uvpn_route");
   const routes = await loadRoutes(routesFile);
   if (values.status && values.subnet === undefined && values.listen === undefined) {
@@ -187,7 +197,7 @@ await runMain("uvpn_proxy", async () => {
     open: intFlag("lease-ttl", values["lease-ttl"], 43_200, 1, 86400 * 365) * 1000,
     exclusive: intFlag("cmd-lease-ttl", values["cmd-lease-ttl"], 60, 1, 86400 * 365) * 1000,
   };
-  const router = new Router({ routes, self, key, listen, stateFile, timeoutMs, session, limits, leaseTtlMs });
+  const router = new Router({ routes, self, key, listen, stateFile, timeoutMs, session, limits, leaseTtlMs, direct });
   try {
     await router.start();
   } catch (e) {

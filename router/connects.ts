@@ -6,6 +6,8 @@
  * that presents it (checked: MAC, issued here to that host, bound to the connection's port,
  * single use), and its handover to the data plane, which joins it to the far end. The bytes
  * themselves move in the data plane (router/dataplane.ts); sessions are router/sessions.ts.
+ * A CONNECT inside the site may instead be brokered (router/direct.ts): answered with the
+ * listener's real address and a DIRECT ticket's id, the router then holding nothing.
  */
 import { hex, unhex } from "../common/bytes.ts";
 import { type ConnSet } from "../common/io.ts";
@@ -15,22 +17,48 @@ import { RstReason } from "./dataplane.ts";
 import { contains, formatIp, parseIp, type Subnet } from "./ipv4.ts";
 import type { LeaseTable } from "./leases.ts";
 import type { Link } from "./link.ts";
+import { request } from "./client.ts";
+import type { DirectPaths, DirectTarget } from "./direct.ts";
 import type { Refusal } from "./relay.ts";
 import type { PeerHop, SessionTable } from "./sessions.ts";
-import { type ConnectBody, encodeConnectAnswer, randomId, Status, statusName, type Ticket, TicketKind } from "./wire.ts";
+import { type Route, routeFor, sameSite } from "./routes.ts";
+import {
+  type ConnectAnswer,
+  type ConnectBody,
+  ConnectFlag,
+  decodeConnectAnswer,
+  encodeConnect,
+  encodeConnectAnswer,
+  FrameType,
+  randomId,
+  Role,
+  Status,
+  statusName,
+  type Ticket,
+  TicketKind,
+} from "./wire.ts";
 
 /** How long an issued DATA ticket waits for its data connection, ms. */
 export const DATA_TICKET_MS = 10_000;
 
+/** How long a router waits for a router of its site to broker a direct connection, ms. */
+export const DIRECT_ASK_MS = 2000;
+
 /** What the connections of a router need from it. */
 export interface ConnectsOptions {
   subnet: Subnet;
+  /** The route table, the router's own line and the network key (to ask the routers of its site). */
+  routes: Route[];
+  self: Route;
+  key: Uint8Array;
   timeoutMs: number;
   table: () => LeaseTable;
   sessions: SessionTable;
   dp: () => DataPlane;
   counters: RouterCounters;
   conns: ConnSet;
+  /** The direct paths: policy and failures. */
+  direct: DirectPaths;
   log: (line: string) => void;
   /** Counts and logs (rate-limited) a refused connection. */
   refuse: (peer: string, why: string) => void;
@@ -50,6 +78,16 @@ interface Pending {
 
 const ZERO_ID = new Uint8Array(8);
 
+/** A virtual source port for a connection whose program bound none and that the router does not hold. */
+function randomPort(): number {
+  return 32768 + Math.floor(Math.random() * 28232);
+}
+
+/** The host part of a socket address. */
+function hostOf(a: Deno.Addr): string {
+  return (a as Deno.NetAddr).hostname;
+}
+
 /** The virtual connections of one router. */
 export class Connects {
   #pending = new Map<string, Pending>();
@@ -61,6 +99,8 @@ export class Connects {
   #live = new Map<number, { what: string; c: ConnectBody }>();
   /** Sessions whose DATA ticket is out: session id -> ticket id. */
   #bySession = new Map<number, string>();
+  /** Direct paths brokered lately: "client host dst:port" -> the listener's real address. */
+  #brokered = new Map<string, DirectTarget>();
 
   constructor(private readonly o: ConnectsOptions) {}
 
@@ -102,6 +142,7 @@ export class Connects {
    */
   async connect(link: Link, reqId: number, req: ConnectBody): Promise<void> {
     const started = performance.now();
+    if (await this.#broker(link, reqId, req, started)) return;
     const c = { ...req, srcPort: this.#takePort(req.srcIp, req.srcPort) };
     const what = `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
     const hop = await this.#nextHop(c, what).catch((e): Refusal => ({ status: Status.ENETUNREACH, why: (e as Error).message }));
@@ -137,6 +178,90 @@ export class Connects {
     });
     this.o.counters.connectAnswered(performance.now() - started, true);
     await link.reply(reqId, Status.OK, answer).catch(() => this.#expire(id));
+  }
+
+  /**
+   * Answers a CONNECT with a DIRECT ticket when it may go direct (router/direct.ts); notes a
+   * client's failed direct attempt. True when answered.
+   */
+  async #broker(link: Link, reqId: number, req: ConnectBody, started: number): Promise<boolean> {
+    const clientHost = link.peerHost;
+    const key = `${clientHost} ${formatIp(req.dstIp)}:${req.dstPort}`;
+    if (req.flags & ConnectFlag.DIRECT_FAILED) {
+      const to = this.#brokered.get(key);
+      if (to) {
+        const f = this.o.direct.failed(clientHost, to);
+        this.o.counters.directFailed();
+        this.o.log(`direct path ${f.path} failed for ${formatIp(req.srcIp)} -> ${formatIp(req.dstIp)}:${req.dstPort}: relayed, not offered for ${f.holdMs / 1000} s`);
+      }
+      return false;
+    }
+    if (!(req.flags & ConnectFlag.DIRECT) || this.o.direct.policy === "never") return false;
+    const a = await this.#directAnswer({ ...req, srcPort: req.srcPort || randomPort() }, hostOf(link.conn.localAddr));
+    if (!a) return false;
+    const to = { ip: a.realIp, port: a.realPort };
+    if (this.o.direct.held(clientHost, to)) return false;
+    this.#brokered.delete(key);
+    this.#brokered.set(key, to);
+    if (this.#brokered.size > 4096) this.#brokered.delete(this.#brokered.keys().next().value!);
+    this.o.counters.directOffered();
+    this.o.counters.connectAnswered(performance.now() - started, true);
+    await link.reply(reqId, Status.OK, encodeConnectAnswer(a)).catch(() => {});
+    return true;
+  }
+
+  /**
+   * The DIRECT answer for connection c (its source port chosen): from our own listener, or
+   * asked of the router of the destination when it is of our site. null: relay it.
+   */
+  async #directAnswer(c: ConnectBody, routerHost: string): Promise<ConnectAnswer | null> {
+    if (contains(this.o.subnet, c.dstIp)) return this.directFor(c, routerHost);
+    const route = routeFor(this.o.routes, c.dstIp);
+    if (!route || !sameSite(this.o.self, route)) return null;
+    try {
+      const r = await request(route, this.o.key, FrameType.CONNECT, encodeConnect({ ...c, flags: ConnectFlag.DIRECT }), {
+        timeoutMs: Math.min(this.o.timeoutMs, DIRECT_ASK_MS),
+        role: Role.ROUTER,
+      });
+      if (r.status !== Status.OK) return null;
+      const a = decodeConnectAnswer(r.data);
+      return a.kind === TicketKind.DIRECT ? a : null;
+    } catch (e) {
+      this.o.log(`direct query to router ${route.host}:${route.port} of site ${route.site} failed: ${(e as Error).message}`);
+      return null;
+    }
+  }
+
+  /**
+   * A DIRECT answer for connection c to a listener of our own subnet, reached by the asker at
+   * our address `routerHost`: for our clients, and for the routers of our site that ask. null
+   * when there is no such listener or it may not be reached directly.
+   */
+  directFor(c: ConnectBody, routerHost: string): ConnectAnswer | null {
+    const l = this.o.table().listener(c.dstIp, c.dstPort);
+    const to = l && this.o.direct.target(routerHost, l);
+    if (!l || !to) return null;
+    return {
+      kind: TicketKind.DIRECT,
+      realIp: to.ip,
+      realPort: to.port,
+      srcPort: c.srcPort || randomPort(),
+      listenerId: unhex(l.id),
+      issued: Date.now(),
+      ticketId: randomId(),
+    };
+  }
+
+  /**
+   * The brokered answer for UDP from c.src (on `link`) to c.dst, an endpoint of our subnet
+   * registered at `at` that takes datagrams directly (null: send through the router): its real
+   * address.
+   */
+  udpDirectFor(link: Link, c: ConnectBody, at: { host: string; port: number } | null): ConnectAnswer | null {
+    if (!at || !(c.flags & ConnectFlag.DIRECT) || !contains(this.o.subnet, c.dstIp) || !contains(this.o.subnet, c.srcIp)) return null;
+    const to = this.o.direct.target(hostOf(link.conn.localAddr), { realHost: at.host, realPort: at.port, direct: true });
+    if (!to || this.o.direct.held(link.peerHost, to)) return null; // a path TCP found blocked carries no UDP either
+    return { kind: TicketKind.DIRECT, realIp: to.ip, realPort: to.port, srcPort: c.srcPort, listenerId: ZERO_ID, issued: Date.now(), ticketId: randomId() };
   }
 
   /** A DATA ticket nobody used in time: the far end is dropped. */

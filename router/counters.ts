@@ -86,8 +86,21 @@ export interface StatusReport {
   spool: { used: number; peak: number; limit: number };
   frames: { in: number; out: number; refused: Record<string, number> };
   connects: { ok: number; failed: number; sumMs: number; buckets: number[] };
+  /** Direct and relayed connections and their bytes (relayed: this router's relays and sessions). */
+  paths: DirectCounts & { relayed: number; relayedBytes: number };
   crypto: string;
   list: SessionLine[];
+}
+
+/** The direct path's counters: brokered, failed attempts, and what clients reported of them. */
+export interface DirectCounts {
+  /** CONNECTs answered with a DIRECT ticket. */
+  directOffered: number;
+  /** Direct attempts that failed (the client fell back to the relay). */
+  directFailed: number;
+  /** Direct connections that ended, as their clients reported them (UVPN request PATHS). */
+  direct: number;
+  directBytes: number;
 }
 
 /** Every counter of one router. */
@@ -104,6 +117,23 @@ export class RouterCounters implements RouterStats {
   /** Sums of the sessions that ended. */
   readonly #ended = { resets: 0, sent: 0, received: 0, reconnects: 0, replayed: 0, spooled: 0 };
   readonly #connects = { ok: 0, failed: 0, sumMs: 0, buckets: CONNECT_BUCKETS_MS.map(() => 0) };
+  readonly #direct: DirectCounts = { directOffered: 0, directFailed: 0, direct: 0, directBytes: 0 };
+
+  /** A CONNECT was answered with a DIRECT ticket. */
+  directOffered(): void {
+    this.#direct.directOffered++;
+  }
+
+  /** A client's direct attempt failed; it asked for the relay. */
+  directFailed(): void {
+    this.#direct.directFailed++;
+  }
+
+  /** A client reported `n` direct connections that ended, with their bytes both ways. */
+  directReported(n: number, bytes: number): void {
+    this.#direct.direct += n;
+    this.#direct.directBytes += bytes;
+  }
 
   /** A relay (local, or a session to a peer router) was joined to its data connection. */
   relayOpened(): void {
@@ -191,6 +221,11 @@ export class RouterCounters implements RouterStats {
         },
       },
       connects: { ...this.#connects, buckets: [...this.#connects.buckets] },
+      paths: {
+        ...this.#direct,
+        relayed: this.relaysTotal,
+        relayedBytes: z(d?.localUp) + z(d?.localDown) + z(d?.sent) + z(d?.received),
+      },
       crypto,
       list: parseSessionLines(list),
     };
@@ -234,6 +269,8 @@ export function statusText(r: StatusReport): string {
     `spool_used=${r.spool.used} spool_peak=${r.spool.peak} spool_limit=${r.spool.limit}`,
     `frames in=${r.frames.in} out=${r.frames.out} refused_mac=${f.bad_mac} refused_sequence=${f.out_of_sequence} ` +
     `refused_malformed=${f.malformed} refused_protocol=${f.protocol} ended_session=${f.ended_session} link_losses=${l.losses}`,
+    `paths direct_offered=${r.paths.directOffered} direct_failed=${r.paths.directFailed} direct=${r.paths.direct} ` +
+    `direct_bytes=${r.paths.directBytes} relayed=${r.paths.relayed} relayed_bytes=${r.paths.relayedBytes}`,
     ...r.list.map((x) =>
       `session ${x.id} ${x.role} ${x.state} sent=${x.sent} received=${x.received} reconnects=${x.reconnects} ` +
       `replayed=${x.replayed} spooled=${x.spooled}`

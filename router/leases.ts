@@ -47,6 +47,8 @@ export interface Listener {
   /** The listener id the registering process drew (hex). */
   id: string;
   links: Set<number>;
+  /** It checks every connection's ticket (LISTEN flag DIRECT): it may be reached directly. */
+  direct?: boolean;
 }
 
 interface LeaseRecord {
@@ -331,10 +333,11 @@ export class LeaseTable {
   }
 
   /**
-   * Registers the listener ip:port at realHost:realPort with listener id `id` for link `by`. A
-   * registration with the same id gains the link; with another id it is EADDRINUSE.
+   * Registers the listener ip:port at realHost:realPort with listener id `id` for link `by`
+   * (`direct`: it may be reached directly). A registration with the same id gains the link; with
+   * another id it is EADDRINUSE.
    */
-  listen(by: Holder, ip: number, port: number, realHost: string, realPort: number, id: string): "EADDRINUSE" | null {
+  listen(by: Holder, ip: number, port: number, realHost: string, realPort: number, id: string, direct = false): "EADDRINUSE" | null {
     const k = listenerKey(ip, port);
     const r = this.listeners.get(k);
     if (r && r.id !== id) return "EADDRINUSE";
@@ -342,9 +345,10 @@ export class LeaseTable {
       r.links.add(by.id);
       r.realHost = realHost;
       r.realPort = realPort;
+      r.direct = direct;
       return null;
     }
-    this.listeners.set(k, { ip, port, realHost, realPort, id, links: new Set([by.id]) });
+    this.listeners.set(k, { ip, port, realHost, realPort, id, links: new Set([by.id]), direct });
     return null;
   }
 

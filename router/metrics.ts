@@ -77,6 +77,17 @@ export function metricsText(r: StatusReport): string {
     [{ result: "ok" }, c.ok],
     [{ result: "failed" }, c.failed],
   ]);
+  const p = r.paths;
+  metric("path_connections_total", "counter", "Virtual connections by path: direct (ended, as their clients reported) and relayed (joined here).", [
+    [{ path: "direct" }, p.direct],
+    [{ path: "relayed" }, p.relayed],
+  ]);
+  metric("path_bytes_total", "counter", "Bytes of virtual connections by path, both ways: direct (ended, as their clients reported) and relayed (this router's relays and sessions).", [
+    [{ path: "direct" }, p.directBytes],
+    [{ path: "relayed" }, p.relayedBytes],
+  ]);
+  metric("direct_offered_total", "counter", "CONNECT requests answered with a DIRECT ticket (brokered).", [[undefined, p.directOffered]]);
+  metric("direct_failed_total", "counter", "Direct attempts that failed, the client falling back to the relay.", [[undefined, p.directFailed]]);
   let cum = 0;
   const buckets: Sample[] = CONNECT_BUCKETS_MS.map((ms, i) => {
     cum += c.buckets[i];

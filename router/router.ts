@@ -12,6 +12,7 @@ import { hex, u16, u32 } from "../common/bytes.ts";
 import { closeQuietly, ConnSet } from "../common/io.ts";
 import { acceptCarrier } from "./carrier.ts";
 import { Connects } from "./connects.ts";
+import { DirectPaths, type DirectPolicy } from "./direct.ts";
 import { RouterCounters, type RouterStats, statusText, type StatusReport } from "./counters.ts";
 import { DataPlane, type DataPlaneEvent } from "./dataplane.ts";
 import { DEFAULT_LIMITS, type GuardLimits, PreAuthGuard, RefusalLog } from "./guard.ts";
@@ -23,12 +24,16 @@ import type { Route } from "./routes.ts";
 import { defaultSessionConfig, type SessionConfig, SessionTable } from "./sessions.ts";
 import { UdpRelay } from "./udp.ts";
 import {
+  ConnectFlag,
   decodeConnect,
+  decodePaths,
+  encodeConnectAnswer,
   decodeTicket,
   type Frame,
   FrameError,
   FrameType,
   ipBytes,
+  ListenFlag,
   MAGIC,
   Role,
   Status,
@@ -51,6 +56,8 @@ export interface RouterOptions {
   /** Lifetime of a lease whose LEASE named none: with `-- CMD` (exclusive) and without, ms. */
   leaseTtlMs?: { exclusive: number; open: number };
   log?: (line: string) => void;
+  /** Whether CONNECTs inside the site may be brokered to a direct connection (default auto). */
+  direct?: DirectPolicy;
   /** Resumable-session knobs (outage limit, retries, window, budgets); defaults from defaultSessionConfig. */
   session?: Partial<SessionConfig>;
 }
@@ -107,12 +114,16 @@ export class Router {
     });
     this.#connects = new Connects({
       subnet: this.subnet,
+      routes: opts.routes,
+      self: opts.self,
+      key: opts.key,
       timeoutMs: this.#timeoutMs,
       table: () => this.#table,
       sessions: this.#sessions,
       dp,
       counters: this.counters,
       conns: this.#conns,
+      direct: new DirectPaths(opts.direct ?? "auto"),
       log: this.#log,
       refuse: (peer, why) => this.#refuse(peer, why),
     });
@@ -268,7 +279,7 @@ export class Router {
     let handedOver = false;
     try {
       while (f) {
-        if (ctx.role === Role.ROUTER && (f.type === FrameType.MUX || f.type === FrameType.CONNECT)) {
+        if (ctx.role === Role.ROUTER && (f.type === FrameType.MUX || (f.type === FrameType.CONNECT && !isDirectQuery(f)))) {
           handedOver = true;
           this.#links.delete(ctx.id);
           await this.#routerStream(link, f);
@@ -352,7 +363,8 @@ export class Router {
     const b = f.body;
     const table = this.#table;
     const host = ctx.link.peerHost;
-    const routerOk = f.type === FrameType.NAME || f.type === FrameType.STATUS || f.type === FrameType.INFO || f.type === FrameType.PING;
+    const routerOk = f.type === FrameType.NAME || f.type === FrameType.STATUS || f.type === FrameType.INFO || f.type === FrameType.PING ||
+      isDirectQuery(f);
     if (ctx.role === Role.ROUTER && !routerOk) throw new FrameError(`Type ${f.type} is not for router links`);
     const held = (ip: number): number | null => {
       if (!contains(this.subnet, ip)) return Status.EINVAL;
@@ -411,11 +423,13 @@ export class Router {
         return [Status.OK, new TextEncoder().encode(text).subarray(0, 0xfffe)];
       }
       case FrameType.LISTEN: {
-        if (b.length !== 16) throw new FrameError("Bad LISTEN body");
+        if ((b.length !== 16 && b.length !== 17) || (b.length === 17 && (b[16] & ~ListenFlag.DIRECT) !== 0)) {
+          throw new FrameError("Bad LISTEN body");
+        }
         const ip = u32(b, 0), vport = u16(b, 4), realPort = u16(b, 6), id = hex(b.subarray(8, 16));
         const bad = held(ip);
         if (bad !== null) return [bad];
-        if (table.listen(ctx, ip, vport, host, realPort, id)) {
+        if (table.listen(ctx, ip, vport, host, realPort, id, b.length === 17 && (b[16] & ListenFlag.DIRECT) !== 0)) {
           this.#log(`refused LISTEN of ${formatIp(ip)}:${vport} from ${ctx.link.peer}: another process listens there`);
           return [Status.EADDRINUSE];
         }
@@ -432,12 +446,14 @@ export class Router {
         return [r === null ? Status.OK : Status[r]];
       }
       case FrameType.UDPBIND: {
-        if (b.length !== 8) throw new FrameError("Bad UDPBIND body");
+        if ((b.length !== 8 && b.length !== 9) || (b.length === 9 && (b[8] & ~ListenFlag.DIRECT) !== 0)) {
+          throw new FrameError("Bad UDPBIND body");
+        }
         const ip = u32(b, 0), vport = u16(b, 4), realPort = u16(b, 6);
         const bad = held(ip);
         if (bad !== null) return [bad];
         if (realPort === 0) return [this.#udp.bind(ip, vport, host, 0, ctx.id) ? Status.OK : Status.ENOENT];
-        this.#udp.bind(ip, vport, host, realPort, ctx.id);
+        this.#udp.bind(ip, vport, host, realPort, ctx.id, b.length === 9 && (b[8] & ListenFlag.DIRECT) !== 0);
         return [Status.OK];
       }
       case FrameType.INFO: {
@@ -459,12 +475,27 @@ export class Router {
         const text = b[0] === 1 ? JSON.stringify(r) : statusText(r);
         return [Status.OK, new TextEncoder().encode(text).subarray(0, 0xfffe)];
       }
+      case FrameType.PATHS: {
+        const p = decodePaths(b);
+        this.counters.directReported(p.conns, p.sent + p.received);
+        return [Status.OK];
+      }
       case FrameType.PING:
         await ctx.link.send(FrameType.PONG, f.reqId);
         return null;
       case FrameType.CONNECT: {
         const c = decodeConnect(b);
+        if (c.proto === 17 && ctx.role === Role.CLIENT) {
+          // Where a UDP endpoint of our site really is, for a program that sends to it directly.
+          const a = this.#connects.udpDirectFor(ctx.link, c, this.#udp.endpoint(c.dstIp, c.dstPort));
+          return a ? [Status.OK, encodeConnectAnswer(a)] : [Status.ENOENT];
+        }
         if (c.proto !== 6) throw new FrameError(`Unsupported protocol: ${c.proto}`);
+        if (ctx.role === Role.ROUTER) {
+          // A router of our site asks to broker a direct connection to one of our listeners.
+          const a = this.#connects.directFor(c, (ctx.link.conn.localAddr as Deno.NetAddr).hostname);
+          return a ? [Status.OK, encodeConnectAnswer(a)] : [Status.ENOENT];
+        }
         const bad = contains(this.subnet, c.srcIp) ? held(c.srcIp) : Status.EPERM;
         if (bad !== null) {
           if (bad === Status.EPERM && !contains(this.subnet, c.srcIp)) {
@@ -501,6 +532,12 @@ export class Router {
 }
 
 const FrameName: Record<number, string> = Object.fromEntries(Object.entries(FrameType).map(([k, v]) => [v, k]));
+
+/** A router's CONNECT of a TCP connection with flag DIRECT: a query to broker a direct connection
+ * (router/connects.ts), answered like a request (a UDP carrier's CONNECT has proto 17). */
+function isDirectQuery(f: Frame): boolean {
+  return f.type === FrameType.CONNECT && f.body.length === 14 && f.body[0] === 6 && (f.body[1] & ConnectFlag.DIRECT) !== 0;
+}
 
 function sameMagic(a: Uint8Array, m: Uint8Array): boolean {
   return a[0] === m[0] && a[1] === m[1] && a[2] === m[2] && a[3] === m[3];

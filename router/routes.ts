@@ -1,9 +1,10 @@
 /**
  * The route table file (default ~/.uvpn_route): one subnet router per line, `PREFIX host:port`,
  * optionally followed by `udp=udp` (the default) or `udp=tcp` (how other routers carry UDP
- * datagrams to this line's router, docs/PROTOCOL.md, "Datagrams") and by `encrypt` (sessions to
- * this line's router are encrypted, not only authenticated). Owns parsing, validation (with
- * `FILE:LINE: why` errors) and subnet lookup.
+ * datagrams to this line's router, docs/PROTOCOL.md, "Datagrams"), by `encrypt` (sessions to
+ * this line's router are encrypted, not only authenticated) and by `site=NAME` (routers of one
+ * site share a private LAN: their nodes may connect directly, docs/UVPN.md, "The direct path").
+ * Owns parsing, validation (with `FILE:LINE: why` errors) and subnet lookup.
  */
 import { ConfigError } from "../common/errors.ts";
 import { contains, formatSubnet, overlaps, parseSubnet, type Subnet } from "./ipv4.ts";
@@ -17,6 +18,8 @@ export interface Route {
   udp: "udp" | "tcp";
   /** Sessions to this router are encrypted (AES-256-GCM), not only authenticated. */
   encrypt?: boolean;
+  /** The site of this line's router (`site=NAME`); without it the router's nodes are a site of their own. */
+  site?: string;
   /** Line number in the file, for messages. */
   line: number;
 }
@@ -42,11 +45,12 @@ export function parseRoutes(text: string, file: string): Route[] {
     const fail = (why: string): never => {
       throw new ConfigError(`${file}:${lineNo}: ${why}`);
     };
-    if (fields.length < 2 || fields.length > 4) {
-      fail(`expected "PREFIX host:port [udp=udp|udp=tcp] [encrypt]", found ${fields.length} field(s): ${content}`);
+    if (fields.length < 2 || fields.length > 5) {
+      fail(`expected "PREFIX host:port [udp=udp|udp=tcp] [encrypt] [site=NAME]", found ${fields.length} field(s): ${content}`);
     }
     let udp: "udp" | "tcp" | undefined = "udp";
     let encrypt = false;
+    let site: string | undefined;
     const seen = new Set<string>();
     for (const opt of fields.slice(2)) {
       const name = opt.replace(/=.*/, "");
@@ -56,7 +60,10 @@ export function parseRoutes(text: string, file: string): Route[] {
       else if (name === "udp") {
         udp = /^udp=(udp|tcp)$/.exec(opt)?.[1] as "udp" | "tcp" | undefined;
         if (!udp) fail(`expected udp=udp or udp=tcp: ${opt}`);
-      } else fail(`expected udp=udp, udp=tcp or encrypt: ${opt}`);
+      } else if (name === "site") {
+        site = /^site=([A-Za-z0-9._-]{1,63})$/.exec(opt)?.[1];
+        if (!site) fail(`expected site=NAME (1 to 63 letters, digits, '.', '_' or '-'): ${opt}`);
+      } else fail(`expected udp=udp, udp=tcp, encrypt or site=NAME: ${opt}`);
     }
     let subnet: Subnet;
     let hostPort: { host: string; port: number };
@@ -75,7 +82,7 @@ export function parseRoutes(text: string, file: string): Route[] {
         fail(`subnet ${formatSubnet(subnet)} overlaps ${formatSubnet(r.subnet)} from line ${r.line}`);
       }
     }
-    routes.push({ subnet, ...hostPort, udp: udp!, ...(encrypt ? { encrypt } : {}), line: lineNo });
+    routes.push({ subnet, ...hostPort, udp: udp!, ...(encrypt ? { encrypt } : {}), ...(site ? { site } : {}), line: lineNo });
   }
   if (routes.length === 0) throw new ConfigError(`${file}: no routes in the file`);
   return routes;
@@ -95,6 +102,11 @@ export async function loadRoutes(file: string): Promise<Route[]> {
 /** The route whose subnet holds `ip`, if any. */
 export function routeFor(routes: Route[], ip: number): Route | undefined {
   return routes.find((r) => contains(r.subnet, ip));
+}
+
+/** True when the routers of routes a and b are of one site (the same route, or the same `site=`). */
+export function sameSite(a: Route, b: Route): boolean {
+  return a === b || (a.site !== undefined && a.site === b.site);
 }
 
 function lowerFirst(s: string): string {

@@ -19,7 +19,7 @@ const LOG_PER_WINDOW = 10;
 /** The UDP side of one router. */
 export class UdpRelay {
   #sock?: dgram.Socket;
-  #binds = new Map<string, { host: string; port: number; link: number }>();
+  #binds = new Map<string, { host: string; port: number; link: number; direct: boolean }>();
   #carriers = new Map<Route, Carrier>();
   #logged = { at: 0, n: 0, quiet: 0 };
 
@@ -53,17 +53,27 @@ export class UdpRelay {
     });
   }
 
-  /** UDPBIND from link `link`: datagrams for ip:vport go to host:realPort (realPort 0 removes it). */
-  bind(ip: number, vport: number, host: string, realPort: number, link: number): boolean {
+  /**
+   * UDPBIND from link `link`: datagrams for ip:vport go to host:realPort (realPort 0 removes it);
+   * `direct`: the endpoint takes datagrams from any sender that holds the key (UDPBIND flag
+   * DIRECT), so programs of the site may send to it directly.
+   */
+  bind(ip: number, vport: number, host: string, realPort: number, link: number, direct = false): boolean {
     const k = `${ip}:${vport}`;
     if (realPort === 0) {
       const had = this.#binds.delete(k);
       if (had) this.log(`UDP endpoint ${formatIp(ip)}:${vport} unregistered`);
       return had;
     }
-    this.#binds.set(k, { host, port: realPort, link });
+    this.#binds.set(k, { host, port: realPort, link, direct });
     this.log(`UDP endpoint ${formatIp(ip)}:${vport} is at ${host}:${realPort}`);
     return true;
+  }
+
+  /** Where endpoint ip:vport really is, when it takes datagrams directly (null: through us). */
+  endpoint(ip: number, vport: number): { host: string; port: number } | null {
+    const b = this.#binds.get(`${ip}:${vport}`);
+    return b && b.direct ? { host: b.host, port: b.port } : null;
   }
 
   /** Link `link` went away: the endpoints it registered are dropped. */

@@ -43,6 +43,7 @@ export const FrameType = {
   NAME: 12,
   CONNECT: 13,
   USE: 14,
+  PATHS: 15,
   PING: 16,
   PONG: 17,
   /** Router links (docs/PROTOCOL.md, "Sessions between routers"); frames after MUX are the
@@ -245,6 +246,14 @@ export interface ConnectBody {
   dstPort: number;
 }
 
+/** CONNECT flags: the client may connect directly (bit 0); its direct attempt to this
+ * destination failed, relay it (bit 1). docs/PROTOCOL.md, "Connections". */
+export const ConnectFlag = { DIRECT: 1, DIRECT_FAILED: 2 } as const;
+
+/** LISTEN flags (an optional 17th byte): the listener checks every connection's ticket, so it
+ * may be reached directly (bit 0). docs/PROTOCOL.md, "Listeners". */
+export const ListenFlag = { DIRECT: 1 } as const;
+
 /** CONNECT body length. */
 export const CONNECT_LEN = 14;
 
@@ -312,6 +321,33 @@ export function decodeConnectAnswer(d: Uint8Array): ConnectAnswer {
     issued: u53(v, 17, "issued time"),
     ticketId: d.slice(25, 41),
   };
+}
+
+/** A PATHS body: direct connections that ended, as the connecting side reports them. */
+export interface PathsReport {
+  conns: number;
+  sent: number;
+  received: number;
+}
+
+/** PATHS body length. */
+export const PATHS_LEN = 20;
+
+/** Packs a PATHS body (20 bytes). */
+export function encodePaths(p: PathsReport): Uint8Array {
+  const out = new Uint8Array(PATHS_LEN);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, p.conns);
+  v.setBigUint64(4, BigInt(p.sent));
+  v.setBigUint64(12, BigInt(p.received));
+  return out;
+}
+
+/** Unpacks a PATHS body. */
+export function decodePaths(b: Uint8Array): PathsReport {
+  if (b.length !== PATHS_LEN) throw new FrameError(`PATHS body must be ${PATHS_LEN} bytes: ${b.length}`);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return { conns: v.getUint32(0), sent: u53(v, 4, "byte count"), received: u53(v, 12, "byte count") };
 }
 
 /** An overlay host name: 1 to 63 letters, digits or '-'. */

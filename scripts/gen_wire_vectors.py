@@ -183,6 +183,17 @@ cases = [
      b"\x00" + bytes([1]) + ip("127.0.0.2") + struct.pack(">HH", 7001, 40000) + bytes(8)
      + struct.pack(">Q", 1700000000123) + bytes(range(0xA0, 0xB0))),
     ("use", "up", 14, 12, 12, ip("100.64.0.1")),
+    # the direct path (issue 17): CONNECT allowing it, a brokered answer, a listener that may be
+    # reached directly, a fallback's CONNECT, and the report of direct connections that ended
+    ("connect_direct", "up", 13, 13, 21, connect_body(6, 1, "100.64.0.1", 0, "100.64.0.9", 7100)),
+    ("reply_connect_direct", "down", 3, 6, 21,
+     b"\x00" + bytes([3]) + ip("198.18.1.12") + struct.pack(">HH", 41234, 40001) + LID
+     + struct.pack(">Q", 1700000000789) + bytes(range(0xC0, 0xD0))),
+    ("listen_direct", "up", 7, 14, 22, ip("100.64.0.9") + struct.pack(">HH", 7100, 41234) + LID + bytes([1])),
+    ("connect_direct_failed", "up", 13, 15, 23, connect_body(6, 2, "100.64.0.1", 0, "100.64.0.9", 7100)),
+    ("paths", "up", 15, 16, 24, struct.pack(">IQQ", 3, 123456789, 9876543210)),
+    ("udpbind_direct", "up", 11, 17, 25, ip("100.64.0.9") + struct.pack(">HH", 7400, 40002) + bytes([1])),
+    ("connect_udp_direct", "up", 13, 18, 26, connect_body(17, 1, "100.64.0.1", 40003, "100.64.0.9", 7400)),
     ("reply_refused", "down", 3, 4, 13, b"\x01"),
     ("reply_eperm", "down", 3, 5, 12, b"\x0a"),
     ("ping", "up", 16, 2, 14, b""),
@@ -218,6 +229,7 @@ for name, mk, ftype, seq, reqid, body in cases:
 tickets = [
     ("ticket_data", 1, "100.64.0.1", 40000, "100.65.0.7", 8080, bytes(8), 51234, 1700000000123, bytes(range(0xA0, 0xB0))),
     ("ticket_relayed", 2, "100.64.0.1", 40000, "100.65.0.7", 8080, LID, 40999, 1700000000456, bytes([0x77] * 16)),
+    ("ticket_direct", 3, "100.64.0.1", 40001, "100.64.0.9", 7100, LID, 51000, 1700000000789, bytes(range(0xC0, 0xD0))),
 ]
 for name, kind, src, sport, dst, dport, lid, bound, issued, tid in tickets:
     print("ticket", name, kind, f"{src}:{sport}", f"{dst}:{dport}", lid.hex(), bound, issued, tid.hex(),

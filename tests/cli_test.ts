@@ -31,6 +31,13 @@ Deno.test("cli: uvpn_proxy stops on a bad route file line with FILE:LINE and a n
   assert.match(missing.stderr, /Cannot read route file: .*nope/);
 });
 
+Deno.test("cli: uvpn_proxy --direct takes auto or never (a usage error otherwise)", async () => {
+  using dir = tempDir();
+  const r = await cli("uvpn_proxy", ["--direct", "sometimes"], { env: { HOME: dir.path } });
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr, "uvpn_proxy: Expected --direct auto or never: sometimes\n");
+});
+
 Deno.test("cli: uvpn_register without a home router says how to set one", async () => {
   using dir = tempDir();
   const r = await cli("uvpn_register", ["-s", "-r"], { env: { HOME: dir.path, UVPN_HOME_PROXY: "" } });

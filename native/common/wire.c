@@ -18,7 +18,7 @@
 
 static int known_type(int type)
 {
-    return (type >= UVPN_T_HELLO && type <= UVPN_T_USE) || type == UVPN_T_PING || type == UVPN_T_PONG ||
+    return (type >= UVPN_T_HELLO && type <= UVPN_T_PATHS) || type == UVPN_T_PING || type == UVPN_T_PONG ||
            type == UVPN_T_OPEN || type == UVPN_T_OPENED || (type >= UVPN_T_RESUME && type <= UVPN_T_MUX);
 }
 
@@ -188,6 +188,22 @@ int uvpn_answer_unpack(const uint8_t *d, size_t len, uvpn_answer *a)
     if (a->issued > UVPN_MAX_U53) return UVPN_E_BODY;
     memcpy(a->tid, d + 25, UVPN_NONCE_LEN);
     return UVPN_OK;
+}
+
+void uvpn_paths_pack(const uvpn_paths *p, uint8_t out[UVPN_PATHS_LEN])
+{
+    put32(out, p->conns);
+    put64(out + 4, p->sent);
+    put64(out + 12, p->received);
+}
+
+int uvpn_paths_unpack(const uint8_t *body, size_t len, uvpn_paths *p)
+{
+    if (len != UVPN_PATHS_LEN) return UVPN_E_BODY;
+    p->conns = get32(body);
+    p->sent = get64(body + 4);
+    p->received = get64(body + 12);
+    return p->sent > UVPN_MAX_U53 || p->received > UVPN_MAX_U53 ? UVPN_E_BODY : UVPN_OK;
 }
 
 void uvpn_ticket_pack(const uint8_t key[UVPN_KEY_LEN], const uvpn_ticket *t, uint8_t out[UVPN_TICKET_LEN])

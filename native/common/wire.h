@@ -45,6 +45,7 @@ enum {
     UVPN_T_NAME = 12,      /* overlay host name <-> virtual address (see uvpn_name_pack) */
     UVPN_T_CONNECT = 13,
     UVPN_T_USE = 14,       /* ip: this link uses the address (keeps its lease held) */
+    UVPN_T_PATHS = 15,     /* direct connections that ended and their bytes (uvpn_paths) */
     UVPN_T_PING = 16,
     UVPN_T_PONG = 17,
     /* Router links (docs/PROTOCOL.md, "Sessions between routers"): link frames, MACed as
@@ -77,6 +78,14 @@ enum {
 
 #define UVPN_PROTO_TCP 6
 #define UVPN_PROTO_UDP 17
+
+/* CONNECT flags: the client may connect directly (DIRECT); its direct attempt failed, relay it
+ * (DIRECT_FAILED). LISTEN's optional 17th byte: the listener checks every connection's ticket,
+ * so it may be reached directly (docs/PROTOCOL.md, "Connections", "Listeners"). */
+#define UVPN_CF_DIRECT 1
+#define UVPN_CF_DIRECT_FAILED 2
+#define UVPN_LF_DIRECT 1
+#define UVPN_LISTEN_LEN 17
 
 /* Ticket kinds */
 #define UVPN_TK_DATA 1
@@ -181,6 +190,17 @@ void uvpn_connect_pack(const uvpn_connect *c, uint8_t out[UVPN_CONNECT_BODY_LEN]
 int uvpn_connect_unpack(const uint8_t *body, size_t len, uvpn_connect *c);
 /* CONNECT answer data (after the status byte): 0 or UVPN_E_BODY. */
 int uvpn_answer_unpack(const uint8_t *data, size_t len, uvpn_answer *a);
+
+/* PATHS body: direct connections that ended (the connecting side reports them to its home
+ * router, docs/PROTOCOL.md "Connections"): count u32, bytes sent u64, bytes received u64. */
+#define UVPN_PATHS_LEN 20
+typedef struct {
+    uint32_t conns;
+    uint64_t sent, received;
+} uvpn_paths;
+void uvpn_paths_pack(const uvpn_paths *p, uint8_t out[UVPN_PATHS_LEN]);
+/* 0, or UVPN_E_BODY (length not 20, a count of 2^53 or more). */
+int uvpn_paths_unpack(const uint8_t *body, size_t len, uvpn_paths *p);
 
 /* Tickets: pack (and MAC with the network key) into out; check length (exactly 88), magic,
  * version, reserved bytes and MAC and unpack (0 or UVPN_E_*). */

@@ -1,6 +1,6 @@
 /* fuzz/wire.c: the UVPN wire decoders (common/wire.c) on untrusted bytes: frames (version 2:
  * head checks before and after authentication, MAC), tickets, the bodies behind a MAC (CONNECT,
- * its answer, NAME answers), the ticket seen-set, and encapsulated datagrams. The first byte of
+ * its answer, NAME answers, PATHS), the ticket seen-set, and encapsulated datagrams. The first byte of
  * the input picks the path: bit 0, the harness first writes a valid MAC over whatever head and
  * body (or ticket, or datagram) the input has, so the parsers behind the MAC are reached as they
  * are after a key holder's bytes; bit 1, the frame is judged as on an authenticated link. Checks
@@ -35,6 +35,12 @@ static void check_frame(const uint8_t *buf, size_t n, int authed)
     free(again);
     uvpn_connect c;
     uvpn_connect_unpack(body, h.len, &c);
+    uvpn_paths p;
+    if (uvpn_paths_unpack(body, h.len, &p) == 0) {
+        uint8_t again_p[UVPN_PATHS_LEN];
+        uvpn_paths_pack(&p, again_p);
+        if (memcmp(again_p, body, UVPN_PATHS_LEN) != 0) abort(); /* unpack then pack: same bytes */
+    }
     if (h.len > 0) {
         uvpn_answer a;
         uvpn_answer_unpack(body + 1, h.len - 1, &a);

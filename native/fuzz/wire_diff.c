@@ -3,7 +3,7 @@
  * command line — inputs of the `wire` fuzz harness: a mode byte, then bytes — it prints one line
  * of what the C decoders make of it, in a canonical form the TypeScript side prints too: the
  * frame (before or after authentication, with the harness's MAC fix-up when the mode asks for
- * it), and the bodies behind a good MAC (CONNECT, its answer, a NAME answer, HELLO), the
+ * it), and the bodies behind a good MAC (CONNECT, its answer, a NAME answer, PATHS, HELLO), the
  * ticket, and the datagram. `wire_diff -` reads the inputs from standard input instead, each as a
  * 4-byte big-endian length and the bytes, and names them by their index. Built with the system
  * cc as build/wire_diff; reads no network. */
@@ -49,6 +49,10 @@ static void frame(uint8_t *buf, size_t n, int fix, int authed)
     char name[UVPN_NAME_MAX + 1];
     if (h.len > 0 && uvpn_name_answer(body + 1, h.len - 1u, &ip, name) == 0) printf(" name=%u/%s", ip, name);
     else printf(" name=ERR");
+    uvpn_paths p;
+    if (uvpn_paths_unpack(body, h.len, &p) == UVPN_OK)
+        printf(" paths=%u/%llu/%llu", p.conns, (unsigned long long)p.sent, (unsigned long long)p.received);
+    else printf(" paths=ERR");
 }
 
 static void ticket(uint8_t *buf, size_t n, int fix)

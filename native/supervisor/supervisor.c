@@ -13,6 +13,8 @@
 #include "supervisor/job.h"
 #include "supervisor/filter.h"
 #include "supervisor/sockdiag.h"
+#include "uvpn/core/engine.h"
+#include "uvpn/core/paths.h"
 #include "supervisor/sockstate.h"
 #include "supervisor/spawn.h"
 #include "supervisor/target.h"
@@ -66,7 +68,11 @@ static void dispatch(int nfd, const struct seccomp_notif *q)
 
 /* ---- the run ----------------------------------------------------------------------------- */
 
-static void unlisten(const vinfo *v) { pol_release(v); }
+static void unlisten(const vinfo *v)
+{
+    paths_forgotten(v);
+    pol_release(v);
+}
 
 typedef struct {
     const ino_t *live;
@@ -177,6 +183,7 @@ int sv_loop(int nfd, pid_t pid, int chld_fd, int front_pidfd, sv_exit_fn on_exit
 void sv_finish(int nfd)
 {
     ss_drain(unlisten);
+    eng_flush_paths(); /* the supervisor ends with _exit: no destructor reports them */
     for (int64_t end = mono_ms() + DRAIN_MS; workers_running() > 0 && mono_ms() < end;) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);

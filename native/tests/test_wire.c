@@ -225,6 +225,19 @@ static void local_checks(const uint8_t key[32])
           "connect_answer", "unpack matches the reply_connect vector");
     check(uvpn_answer_unpack(ad, 40, &a) == UVPN_E_BODY, "connect_answer", "short answer rejected");
 
+    /* the direct path: a PATHS body as in the "paths" vector, and its limits */
+    uvpn_paths p = {3, 123456789ULL, 9876543210ULL}, q;
+    uint8_t pb[UVPN_PATHS_LEN], pw[UVPN_PATHS_LEN];
+    uvpn_paths_pack(&p, pb);
+    unhex("0000000300000000075bcd15000000024cb016ea", pw, UVPN_PATHS_LEN);
+    check(memcmp(pb, pw, UVPN_PATHS_LEN) == 0, "paths_body", "pack matches the paths vector body");
+    check(uvpn_paths_unpack(pb, UVPN_PATHS_LEN, &q) == 0 && q.conns == 3 && q.sent == p.sent && q.received == p.received,
+          "paths_body", "unpack round trip");
+    check(uvpn_paths_unpack(pb, UVPN_PATHS_LEN - 1, &q) == UVPN_E_BODY, "paths_body", "short body rejected");
+    pb[4] = 0x00, pb[5] = 0x20; /* 2^53 */
+    memset(pb + 6, 0, 6);
+    check(uvpn_paths_unpack(pb, UVPN_PATHS_LEN, &q) == UVPN_E_BODY, "paths_body", "a count of 2^53 rejected");
+
     uint8_t nb[3 + UVPN_NAME_MAX], nw[16];
     long nl = uvpn_name_pack(nb, 0, "node1", 5, 0);
     unhex("0001056e6f646531", nw, 16);

@@ -8,7 +8,4 @@
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 cd "$MYRT_ROOT"
-ensure_packages cc:gcc make:make iperf3:iperf3 python3:python3 unshare:util-linux ip:iproute2
-ensure_deno
-make -s -C native
-in_loopback_netns "$DENO" run --allow-all --no-prompt scripts/bench/uvpn_modes.ts "$@"
+loopback_overlay_bench scripts/bench/uvpn_modes.ts "$@"

@@ -4,56 +4,13 @@
  * each natively (127.0.0.1, no overlay), under libuvpn.so (--mode preload) and under the seccomp
  * supervisor (--mode seccomp), server and client in the same mode. Prints a table and ratios.
  */
-import { join } from "node:path";
-import { Overlay, Proc, run, spawnCli, tempDir } from "../../tests/helpers.ts";
+import { Overlay, tempDir } from "../../tests/helpers.ts";
+import { benchClient, benchServer, CONNECT_CLIENT, CONNECT_SERVER, fmt as f, median, type Mode } from "./overlay_runs.ts";
 
 const seconds = Number(Deno.args[0] ?? 5);
 const connects = Number(Deno.args[1] ?? 500);
 const rounds = Number(Deno.args[2] ?? 3);
-type Mode = "native" | "preload" | "seccomp";
 const MODES: Mode[] = ["native", "preload", "seccomp"];
-
-/** Starts argv in subnet B in `mode`; resolves with the address clients use. */
-async function server(o: Overlay, mode: Mode, argv: string[], ready: RegExp): Promise<{ p: Proc; addr: string }> {
-  if (mode === "native") {
-    const p = new Proc(argv[0], argv.slice(1));
-    await p.waitFor(ready);
-    return { p, addr: "127.0.0.1" };
-  }
-  const p = spawnCli("uvpn_register", ["-r", "--mode", mode, "--", ...argv], { env: o.homeEnv(o.b) });
-  const addr = (await p.waitFor(/Leased virtual address (\S+)/))[1];
-  await p.waitFor(ready);
-  await o.b.router!.waitFor(new RegExp(`listener ${addr.replaceAll(".", "\\.")}:\\d+ is at`));
-  return { p, addr };
-}
-
-/** Runs argv in subnet A in `mode` to completion; returns stdout. */
-async function client(o: Overlay, mode: Mode, argv: string[]): Promise<string> {
-  const r = mode === "native"
-    ? await run(argv[0], argv.slice(1), { timeoutMs: 120_000 })
-    : await run(Deno.execPath(), ["run", "-A", "--no-prompt", join(import.meta.dirname!, "../../cli/uvpn_register.ts"), "-r", "-s", "--mode", mode, "--", ...argv], {
-      env: o.homeEnv(o.a),
-      timeoutMs: 120_000,
-    });
-  if (r.code !== 0) throw new Error(`${argv.join(" ")} (${mode}) failed: ${r.stderr}`);
-  return r.stdout;
-}
-
-const CONNECT_SERVER = `
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 5301)); s.listen(512); print("ready", flush=True)
-while True:
-    c, _ = s.accept(); c.close()
-`;
-const CONNECT_CLIENT = `
-import socket, sys, time
-host, n = sys.argv[1], int(sys.argv[2])
-t = time.monotonic()
-for _ in range(n):
-    c = socket.create_connection((host, 5301)); c.close()
-print(n / (time.monotonic() - t))
-`;
 
 using dir = tempDir("myrt-bench-");
 const o = new Overlay(dir.path);
@@ -65,18 +22,18 @@ const samples: Record<string, Record<Mode, number[]>> = Object.fromEntries(
 );
 try {
   for (let round = 0; round < rounds; round++) for (const mode of MODES) {
-    const s = await server(o, mode, ["iperf3", "-s", "-p", "5201", "--forceflush"], /Server listening/);
+    const s = await benchServer(o, o.b, mode, ["iperf3", "-s", "-p", "5201", "--forceflush"], /Server listening/);
     try {
       for (const [label, len] of [["iperf3 100 B", "100"], ["iperf3 128 KiB", "128K"]]) {
-        const out = await client(o, mode, ["iperf3", "-c", s.addr, "-p", "5201", "-t", String(seconds), "-l", len, "-J"]);
+        const out = await benchClient(o, o.a, mode, ["iperf3", "-c", s.addr, "-p", "5201", "-t", String(seconds), "-l", len, "-J"]);
         samples[label][mode].push(JSON.parse(out).end.sum_received.bits_per_second / 1e9);
       }
     } finally {
       await s.p.stop();
     }
-    const c = await server(o, mode, ["python3", "-c", CONNECT_SERVER], /ready/);
+    const c = await benchServer(o, o.b, mode, ["python3", "-c", CONNECT_SERVER], /ready/);
     try {
-      samples["connects/s"][mode].push(Number(await client(o, mode, ["python3", "-c", CONNECT_CLIENT, c.addr, String(connects)])));
+      samples["connects/s"][mode].push(Number(await benchClient(o, o.a, mode, ["python3", "-c", CONNECT_CLIENT, c.addr, String(connects)])));
     } finally {
       await c.p.stop();
     }
@@ -85,8 +42,6 @@ try {
   await o.stop();
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const f = (x: number) => x.toFixed(x < 10 ? 2 : 0);
 console.log(`UVPN modes on loopback, median of ${rounds} rounds (iperf3 ${seconds} s per run, ${connects} connects;`);
 console.log(`native = 127.0.0.1 without the overlay; preload and seccomp go through both routers)`);
 console.log(["", "native", "preload", "seccomp", "preload/native", "seccomp/native", "seccomp/preload"].join("\t"));

@@ -71,3 +71,14 @@ in_loopback_netns() {
   [ "$(id -u)" = 0 ] || flags=-rn
   unshare $flags -- bash -c 'ip link set lo up && exec "$@"' in_loopback_netns "$@"
 }
+
+# Runs a UVPN benchmark on a loopback overlay (TS_FILE, with the arguments after it) in a
+# network namespace with only loopback, after the packages it needs, Deno and native/.
+loopback_overlay_bench() {
+  local ts=$1
+  shift
+  ensure_packages cc:gcc make:make iperf3:iperf3 python3:python3 unshare:util-linux ip:iproute2
+  ensure_deno
+  make -s -C native
+  in_loopback_netns "$DENO" run --allow-all --no-prompt "$ts" "$@"
+}

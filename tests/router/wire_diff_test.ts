@@ -17,6 +17,7 @@ import {
   decodeConnectAnswer,
   decodeFrame,
   decodeNameAnswer,
+  decodePaths,
   decodeTicket,
   HEAD_LEN,
   MAC_LEN,
@@ -70,6 +71,10 @@ function judge(name: string, data: Uint8Array): string {
       const n = decodeNameAnswer(b.subarray(1));
       return `${n.ip}/${n.name}`;
     }) : "ERR"));
+    parts.push("paths=" + attempt(() => {
+      const p = decodePaths(b);
+      return `${p.conns}/${p.sent}/${p.received}`;
+    }));
     return parts.join(" ");
   });
   out += frame === "ERR" ? " frame=ERR" : ` frame=${frame}`;

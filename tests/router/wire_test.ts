@@ -2,18 +2,21 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  ConnectFlag,
   decodeConnect,
   decodeConnectAnswer,
   decodeFrame,
   decodeHello,
   decodeNameAnswer,
   decodeNameQuery,
+  decodePaths,
   decodeTicket,
   encodeConnect,
   encodeConnectAnswer,
   encodeFrame,
   encodeNameAnswer,
   encodeNameQuery,
+  encodePaths,
   encodeTicket,
   FrameError,
   FrameType,
@@ -21,8 +24,11 @@ import {
   linkKeys,
   openDgram,
   parseHead,
+  ListenFlag,
   sealDgram,
+  TicketKind,
 } from "../../router/wire.ts";
+import { formatIp } from "../../router/ipv4.ts";
 import { hex, unhex } from "../../common/bytes.ts";
 import { ROOT } from "../helpers.ts";
 
@@ -79,6 +85,27 @@ Deno.test("wire: HELLO, CONNECT and its answer round trip and match the vectors"
   assert.throws(() => decodeHello(new Uint8Array(34)), /Unknown HELLO role/);
 });
 
+Deno.test("wire: the direct path's CONNECT flags, brokered answer, LISTEN flag and PATHS match the vectors", () => {
+  assert.equal(decodeConnect(byName("connect_direct").body).flags, ConnectFlag.DIRECT);
+  assert.equal(decodeConnect(byName("connect_direct_failed").body).flags, ConnectFlag.DIRECT_FAILED);
+  const a = decodeConnectAnswer(byName("reply_connect_direct").body.subarray(1));
+  assert.deepEqual([a.kind, formatIp(a.realIp), a.realPort, a.srcPort, a.issued], [TicketKind.DIRECT, "198.18.1.12", 41234, 40001, 1700000000789]);
+  assert.equal(hex(encodeConnectAnswer(a)), hex(byName("reply_connect_direct").body.subarray(1)));
+  const l = byName("listen_direct").body;
+  assert.deepEqual([l.length, l[16]], [17, ListenFlag.DIRECT]);
+  const u = byName("udpbind_direct").body;
+  assert.deepEqual([u.length, u[8]], [9, ListenFlag.DIRECT]);
+  const cu = decodeConnect(byName("connect_udp_direct").body);
+  assert.deepEqual([cu.proto, cu.flags], [17, ConnectFlag.DIRECT]);
+  const p = decodePaths(byName("paths").body);
+  assert.deepEqual(p, { conns: 3, sent: 123456789, received: 9876543210 });
+  assert.equal(hex(encodePaths(p)), hex(byName("paths").body));
+  assert.throws(() => decodePaths(new Uint8Array(19)), /PATHS body must be 20 bytes: 19/);
+  const big = byName("paths").body.slice();
+  big.set([0, 0x20, 0, 0, 0, 0, 0, 0], 4);
+  assert.throws(() => decodePaths(big), /2\^53 or more/);
+});
+
 Deno.test("wire: NAME bodies round trip and match the vectors", () => {
   const body = (name: string) => byName(name).body;
   assert.deepEqual(decodeNameQuery(body("name_forward")), { flags: 0, kind: 1, name: "node1" });
@@ -119,7 +146,7 @@ Deno.test("wire: tampered, truncated, foreign and oversized frames are rejected"
 
 Deno.test("wire: ticket vectors encode byte for byte, decode, and refuse tampering", () => {
   const ts = of("ticket");
-  assert.equal(ts.length, 2);
+  assert.equal(ts.length, 3); // DATA, RELAYED, DIRECT
   for (const [, name, kind, src, dst, lid, bound, issued, tid, want] of ts) {
     const s = ep(src), d = ep(dst);
     const t = {

@@ -8,7 +8,7 @@
  * a failure; processes are stopped by pid.
  */
 import { join } from "node:path";
-import { DENO, PRELOAD_UVPN, Proc, ROOT, run, SpawnOptions } from "../helpers.ts";
+import { DENO, PRELOAD_UVPN, Proc, ROOT, run, SANITIZE_RT, SpawnOptions } from "../helpers.ts";
 
 /** A compute node: its namespace, overlay name, site and virtual address. */
 export interface Node {
@@ -46,9 +46,15 @@ export class Sites {
     }
   }
 
-  /** Environment shared by every process of the overlay. */
+  /** Environment shared by every process of the overlay (in the sanitizer pass the ASan runtime
+   * is preloaded, as the routers load the instrumented data plane). */
   get baseEnv(): Record<string, string> {
-    return { HOME: this.dir, UVPN_KEY_FILE: join(this.dir, "key"), PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" };
+    return {
+      HOME: this.dir,
+      UVPN_KEY_FILE: join(this.dir, "key"),
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      ...(SANITIZE_RT ? { LD_PRELOAD: SANITIZE_RT } : {}),
+    };
   }
 
   /** The seed's wrapper variables of a node's site (its home router as the node reaches it). */

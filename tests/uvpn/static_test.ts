@@ -34,6 +34,39 @@ Deno.test("static: Go HTTP server and client talk across two subnets under the s
   });
 });
 
+Deno.test("static: inside a subnet the router brokers a direct connection; supervised and preloaded clients reach the supervised Go server without a relay", opts, async () => {
+  await withGoServer(async (o, s, go) => {
+    const paths = async () => {
+      const r = await cli("uvpn_proxy", ["--status", "--routes", o.routes, "--subnet", o.b.prefix], { env: o.baseEnv });
+      const m = /^paths direct_offered=(\d+) direct_failed=(\d+) direct=(\d+) direct_bytes=\d+ relayed=(\d+) relayed_bytes=(\d+)$/m.exec(r.stdout);
+      assert.ok(m, r.stdout + r.stderr);
+      return m.slice(1).map(Number);
+    };
+    const before = await paths();
+    const client = inOverlay(o, o.b, [go.client, `http://${s.addr}:8080/direct`]);
+    const r = await client.result(30_000);
+    assert.equal(r.code, 0, r.stderr);
+    const addrB = await leased(client);
+    assert.match(r.stdout, new RegExp(`^hello from ${esc(s.addr)}:8080 to ${esc(addrB)}:\\d+\\n`));
+    assert.match(r.stdout, new RegExp(`local=${esc(addrB)}:\\d+ remote=${esc(s.addr)}:8080\\n`));
+    assert.match(r.stderr, /connected directly to the listener/);
+    await s.p.waitFor(new RegExp(`direct connection from ${esc(addrB)}:\\d+`));
+    const mine = await o.register(o.b);
+    const curl = await run("curl", ["-sS", `http://${s.addr}:8080/curl`], { env: o.env(o.b, mine) });
+    assert.match(curl.stdout, new RegExp(`^hello from ${esc(s.addr)}:8080 to ${esc(mine)}:\\d+\\n`), curl.stderr);
+    assert.match(curl.stderr, /connected directly to the listener/);
+    // Brokered twice, relayed never; both direct connections counted when they ended (the
+    // supervised client's when its supervisor noticed, without bytes; curl's at close).
+    let d: number[] = [];
+    for (let i = 0; i < 40 && d[2] !== 2; i++) {
+      if (i) await new Promise((res) => setTimeout(res, 100));
+      const after = await paths();
+      d = after.map((v, j) => v - before[j]);
+    }
+    assert.deepEqual(d, [2, 0, 2, 0, 0]);
+  });
+});
+
 Deno.test("static: Go's own resolver finds NAME, NAME.uvpn and the reverse; real names still reach the nameserver", opts, async () => {
   const go = await goBinaries();
   await withOverlay(async (o) => {

@@ -118,6 +118,11 @@ static void read_env(void)
             dbg("UVPN_HOLDER=%s is not a holder token (32 hex digits): ignored", v);
         }
     }
+    v = uvpn_getenv("UVPN_DIRECT");
+    if (v && *v) {
+        if (strcmp(v, "never") == 0) C.direct_never = 1;
+        else if (strcmp(v, "auto") != 0) dbg("UVPN_DIRECT=%s is neither auto nor never: using auto", v);
+    }
     v = uvpn_getenv("UVPN_BIND_ANY");
     if (v && *v) {
         if (strcmp(v, "virtual") == 0) C.bind_any_virtual = 1;

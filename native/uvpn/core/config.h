@@ -27,6 +27,7 @@ struct cfg {
     cidr extra[64];          /* UVPN_NETWORKS */
     int bind_any_virtual;    /* UVPN_BIND_ANY=virtual: a wildcard bind is virtual-only */
     int static_off;          /* UVPN_STATIC=off: libuvpn.so leaves static programs it execs alone */
+    int direct_never;        /* UVPN_DIRECT=never: every connection through the router (else auto) */
 };
 
 /* The environment, parsed on first use. Never NULL. */

@@ -51,7 +51,9 @@ typedef struct econn {
     uint32_t id;
     int dup;             /* the program's socket (non-blocking connects), -1 once let go */
     int family, blocking, phase, err, saved_defer, in_epoll;
-    int64_t deadline;
+    int direct;          /* joining: the answer was a brokered, direct one */
+    int fell_back;       /* its direct attempt failed: waiting for the relay's answer */
+    int64_t deadline, direct_until;
     uvpn_connect req;
     uvpn_answer ans;
     struct econn *next;
@@ -71,9 +73,33 @@ typedef struct ereq {
 
 typedef struct {
     int type;
-    uint8_t body[16];
+    uint8_t body[UVPN_LISTEN_LEN];
     size_t len;
 } keep;
+
+/* Direct paths the home router brokered lately, by virtual destination: a connect to the same
+ * listener within ENG_DIRECT_CACHE_MS mints its own DIRECT ticket instead of asking again. */
+#define DIRECT_CACHE 64
+typedef struct {
+    uint32_t dip;
+    uint16_t dport;
+    uint32_t real_ip;
+    uint16_t real_port;
+    uint8_t lid[UVPN_LID_LEN];
+    int64_t until;
+} brokered;
+
+/* What the home router said of UDP to one virtual endpoint (eng_udp_path). */
+#define UDP_PATHS 64
+typedef struct {
+    uint32_t dip;
+    uint16_t dport;
+    uint32_t reqid;              /* the question in flight (0: none) */
+    int direct;                  /* the answer: direct, at real_ip:real_port */
+    uint32_t real_ip;
+    uint16_t real_port;
+    int64_t asked, until;        /* when asked; the answer holds until */
+} udp_path;
 
 static struct {
     pthread_mutex_t lock;
@@ -101,10 +127,15 @@ static struct {
     int wanted;                  /* eng_start: keep a link up even without other work */
     int inherited[MAX_INHERITED]; /* links of ancestors (fork, exec): kept open, never used */
     int n_inherited;
+    uvpn_paths paths;            /* direct connections that ended, not reported yet */
+    udp_path udp[UDP_PATHS];
+    brokered direct[DIRECT_CACHE];
+    int64_t paths_due;           /* when to report them (0: nothing to report) */
 } E = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .ep = -1, .wake = -1,
        .link = -1, .state = L_DOWN, .retry_ms = RETRY_FIRST_MS, .next_id = 1, .refuser = {-1, -1, -1, -1}};
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void init_once(void);
 
 /* ---- descriptors ----------------------------------------------------------------------------- */
 
@@ -313,7 +344,101 @@ static void fail_conn(econn *c, int err)
     pthread_cond_broadcast(&E.cond);
 }
 
-/* A joining connect whose socket may now be connected to the router: writes the DATA ticket. */
+int eng_ticket(const uvpn_connect *c, const uvpn_answer *a, uint16_t bound_port, uint8_t out[UVPN_TICKET_LEN],
+               char *why, size_t why_len)
+{
+    uint8_t key[UVPN_KEY_LEN];
+    if (cfg_key(key, why, why_len)) return -1;
+    uvpn_ticket tk = {a->kind == UVPN_TK_DIRECT ? UVPN_TK_DIRECT : UVPN_TK_DATA, c->src_ip, c->dst_ip, a->src_port,
+                      c->dst_port, {0}, bound_port, a->issued, {0}};
+    if (a->kind == UVPN_TK_DIRECT) memcpy(tk.lid, a->lid, sizeof tk.lid);
+    memcpy(tk.tid, a->tid, sizeof tk.tid);
+    uvpn_ticket_pack(key, &tk, out);
+    memset(key, 0, sizeof key);
+    return 0;
+}
+
+static void send_connect(econn *x);
+
+/* The cache entry for dip:dport, or NULL (lock held). */
+static brokered *cached(uint32_t dip, uint16_t dport)
+{
+    for (int i = 0; i < DIRECT_CACHE; i++)
+        if (E.direct[i].dip == dip && E.direct[i].dport == dport) return &E.direct[i];
+    return NULL;
+}
+
+/* Remembers the brokered answer a for dip:dport (lock held). */
+static void remember(uint32_t dip, uint16_t dport, const uvpn_answer *a)
+{
+    brokered *b = cached(dip, dport);
+    for (int i = 0; i < DIRECT_CACHE && !b; i++)
+        if (E.direct[i].until < mono_ms()) b = &E.direct[i];
+    if (!b) b = &E.direct[a->tid[0] % DIRECT_CACHE];
+    brokered n = {dip, dport, a->real_ip, a->real_port, {0}, mono_ms() + ENG_DIRECT_CACHE_MS};
+    memcpy(n.lid, a->lid, sizeof n.lid);
+    *b = n;
+}
+
+/* A connect allowed to go direct to a listener brokered lately gets its answer here, at once:
+ * the listener's address and registration from the cache, a fresh ticket id and issue time of
+ * its own (the listener checks them as any: MAC, registration, bound port, time, once). 1 when
+ * *a was filled (lock held). */
+static int mint(const uvpn_connect *c, uvpn_answer *a)
+{
+    brokered *b = (c->flags & UVPN_CF_DIRECT) ? cached(c->dst_ip, c->dst_port) : NULL;
+    if (!b || b->until < mono_ms()) return 0;
+    uint16_t port = 0;
+    random_bytes(&port, sizeof port);
+    uvpn_answer n = {UVPN_TK_DIRECT, b->real_ip, b->real_port, c->src_port ? c->src_port : (uint16_t)(32768 + port % 28232),
+                     {0}, now_real_ms(), {0}};
+    memcpy(n.lid, b->lid, sizeof n.lid);
+    random_bytes(n.tid, sizeof n.tid);
+    *a = n;
+    return 1;
+}
+
+/* What a direct attempt's failure asks of the router next: err ECONNREFUSED means the path
+ * works and the listener is gone: an ordinary relayed connect (which reports the refusal), the
+ * path not held; anything else: relayed, saying the path failed. The cache forgets it. */
+static uint8_t after_direct(const uvpn_connect *c, int err)
+{
+    brokered *b = cached(c->dst_ip, c->dst_port);
+    if (b) b->until = 0;
+    return err == ECONNREFUSED ? 0 : UVPN_CF_DIRECT_FAILED;
+}
+
+uint8_t eng_direct_failed(const uvpn_connect *c, int err)
+{
+    pthread_once(&once, init_once);
+    pthread_mutex_lock(&E.lock);
+    uint8_t f = after_direct(c, err);
+    pthread_mutex_unlock(&E.lock);
+    return f;
+}
+
+/* The direct attempt of c failed (why): the socket is parked again (listening: no readiness)
+ * and the connect asks the router for the relay, saying the direct path failed. */
+static void fall_back(econn *c, int err, const char *why)
+{
+    char d[24];
+    dbg("connect %s: direct attempt failed (%s): through the home router", fmt_addr(c->req.dst_ip, c->req.dst_port, d), why);
+    if (c->in_epoll) real.epoll_ctl(E.ep, EPOLL_CTL_DEL, c->dup, NULL);
+    c->in_epoll = 0;
+    c->direct = 0;
+    eng_abandon(c->dup);
+    if (eng_park(c->dup)) {
+        fail_conn(c, ENETUNREACH);
+        return;
+    }
+    c->req.flags = after_direct(&c->req, err);
+    c->fell_back = 1;
+    c->phase = C_QUEUED;
+    send_connect(c);
+}
+
+/* A joining connect whose socket may now be connected (to the router, or directly to the
+ * listener): writes the ticket. */
 static void settle(econn *c)
 {
     if (c->phase != C_JOINING || c->dup < 0) return;
@@ -323,34 +448,34 @@ static void settle(econn *c)
     socklen_t el = sizeof e;
     real.getsockopt(c->dup, SOL_SOCKET, SO_ERROR, &e, &el);
     if (e) {
-        fail_conn(c, ENETUNREACH);
+        if (c->direct) fall_back(c, e, strerror(e));
+        else fail_conn(c, ENETUNREACH);
         return;
     }
-    uint8_t key[UVPN_KEY_LEN], t[UVPN_TICKET_LEN];
+    uint8_t t[UVPN_TICKET_LEN];
     char why[160];
-    if (cfg_key(key, why, sizeof why)) {
+    if (eng_ticket(&c->req, &c->ans, local_port(c->dup), t, why, sizeof why)) {
         fail_conn(c, EACCES);
         return;
     }
-    uvpn_ticket tk = {UVPN_TK_DATA, c->req.src_ip, c->req.dst_ip, c->ans.src_port, c->req.dst_port, {0},
-                      local_port(c->dup), c->ans.issued, {0}};
-    memcpy(tk.tid, c->ans.tid, sizeof tk.tid);
-    uvpn_ticket_pack(key, &tk, t);
-    memset(key, 0, sizeof key);
     ssize_t w = real.send(c->dup, t, sizeof t, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w != (ssize_t)sizeof t) {
-        fail_conn(c, ENETUNREACH);
+        if (c->direct) fall_back(c, EPIPE, "the ticket could not be written");
+        else fail_conn(c, ENETUNREACH);
         return;
     }
     unpend(c);
     c->phase = C_DONE;
     c->req.src_port = c->ans.src_port;
+    c->req.flags = c->direct ? UVPN_CF_DIRECT : 0;
     char d[24];
-    dbg("connect %s: connected through the home router (virtual port %u)", fmt_addr(c->req.dst_ip, c->req.dst_port, d),
-        c->ans.src_port);
+    dbg("connect %s: connected %s (virtual port %u)", fmt_addr(c->req.dst_ip, c->req.dst_port, d),
+        c->direct ? "directly to the listener" : "through the home router", c->ans.src_port);
     let_go(c);
     pthread_cond_broadcast(&E.cond);
 }
+
+static void take_answer(econn *c);
 
 /* The answer to a CONNECT. */
 static void answered(econn *c, int status, const uint8_t *data, size_t len)
@@ -360,10 +485,18 @@ static void answered(econn *c, int status, const uint8_t *data, size_t len)
         fail_conn(c, uvpn_status_to_errno(status));
         return;
     }
-    if (uvpn_answer_unpack(data, len, &c->ans) || c->ans.kind != UVPN_TK_DATA) {
+    if (uvpn_answer_unpack(data, len, &c->ans) ||
+        (c->ans.kind != UVPN_TK_DATA && !(c->ans.kind == UVPN_TK_DIRECT && (c->req.flags & UVPN_CF_DIRECT)))) {
         fail_conn(c, EPROTO);
         return;
     }
+    if (c->ans.kind == UVPN_TK_DIRECT) remember(c->req.dst_ip, c->req.dst_port, &c->ans);
+    take_answer(c);
+}
+
+/* Goes on with the answer in c->ans (the router's, or minted from the cache). */
+static void take_answer(econn *c)
+{
     if (c->blocking) {
         c->phase = C_ANSWERED;
         pthread_cond_broadcast(&E.cond);
@@ -376,13 +509,30 @@ static void answered(econn *c, int status, const uint8_t *data, size_t len)
     setsockopt(c->dup, IPPROTO_TCP, TCP_DEFER_ACCEPT, &c->saved_defer, sizeof c->saved_defer);
     real.connect(c->dup, &unspec, sizeof unspec); /* out of the listening state, same socket */
     c->phase = C_JOINING;
+    c->direct = c->ans.kind == UVPN_TK_DIRECT;
+    c->direct_until = mono_ms() + ENG_DIRECT_MS;
     if (real.connect(c->dup, (struct sockaddr *)&ss, sl) && errno != EINPROGRESS) {
-        fail_conn(c, ENETUNREACH);
+        if (c->direct) fall_back(c, errno, strerror(errno));
+        else fail_conn(c, ENETUNREACH);
         return;
     }
     struct epoll_event ev = {EPOLLOUT, {.u32 = c->id}};
     c->in_epoll = real.epoll_ctl(E.ep, EPOLL_CTL_ADD, c->dup, &ev) == 0;
     settle(c);
+}
+
+/* Sends the CONNECT of x now when the link is up, else wakes the engine to bring it up (the
+ * CONNECT goes out with the queued work). Lock held. */
+static void send_connect(econn *x)
+{
+    if (E.state != L_UP) {
+        wake_engine();
+        return;
+    }
+    uint8_t b[UVPN_CONNECT_BODY_LEN];
+    uvpn_connect_pack(&x->req, b);
+    x->phase = C_SENT;
+    send_frame(UVPN_T_CONNECT, x->id, b, sizeof b);
 }
 
 /* ---- the link ---------------------------------------------------------------------------------- */
@@ -487,12 +637,19 @@ static void send_queued(void)
             send_frame(r->type, r->id, r->body, r->len);
         }
     for (econn *c = E.conns; c; c = c->next)
-        if (c->phase == C_QUEUED) {
-            uint8_t b[UVPN_CONNECT_BODY_LEN];
-            uvpn_connect_pack(&c->req, b);
-            c->phase = C_SENT;
-            send_frame(UVPN_T_CONNECT, c->id, b, sizeof b);
-        }
+        if (c->phase == C_QUEUED) send_connect(c);
+}
+
+/* Reports the direct connections that ended (lock held, link up): a PATHS request whose answer
+ * nobody waits for. */
+static void send_paths(void)
+{
+    if (!E.paths.conns || E.state != L_UP) return;
+    uint8_t b[UVPN_PATHS_LEN];
+    uvpn_paths_pack(&E.paths, b);
+    send_frame(UVPN_T_PATHS, E.next_id++, b, sizeof b);
+    memset(&E.paths, 0, sizeof E.paths);
+    E.paths_due = 0;
 }
 
 /* CHALLENGE verified: the link is up. Declares the source address, registers again what was
@@ -548,6 +705,16 @@ static void on_frame(const uvpn_head *h, const uint8_t *body)
         if (r->data) memcpy(r->data, body + 1, r->dlen);
         if (status) snprintf(r->why, sizeof r->why, "home router answered %s", errno_name(uvpn_status_to_errno(status)));
         pthread_cond_broadcast(&E.cond);
+        return;
+    }
+    for (int i = 0; i < UDP_PATHS; i++) {
+        udp_path *u = &E.udp[i];
+        if (!u->reqid || u->reqid != h->reqid) continue;
+        uvpn_answer a;
+        u->reqid = 0;
+        u->direct = status == 0 && uvpn_answer_unpack(body + 1, h->len - 1u, &a) == 0 && a.kind == UVPN_TK_DIRECT;
+        if (u->direct) u->real_ip = a.real_ip, u->real_port = a.real_port;
+        u->until = mono_ms() + ENG_UDP_PATH_MS;
         return;
     }
     econn *c = find_conn(h->reqid);
@@ -642,10 +809,19 @@ static int run_timers(void)
         if (c->phase >= C_DONE || c->phase == C_ANSWERED) continue;
         if (now >= c->deadline) fail_conn(c, ETIMEDOUT);
         else NEXT(c->deadline);
+        if (c->phase == C_JOINING && c->direct) {
+            settle(c);
+            if (c->phase == C_JOINING && c->direct && now >= c->direct_until) fall_back(c, ETIMEDOUT, "no answer in time");
+            else if (c->phase == C_JOINING && c->direct) NEXT(c->direct_until);
+        }
     }
     if (E.state != L_DOWN && E.state != L_UP) {
         if (now >= E.link_deadline) link_down(ETIMEDOUT, "no answer from the home router");
         else NEXT(E.link_deadline);
+    }
+    if (E.paths_due && E.state == L_UP) {
+        if (now >= E.paths_due) send_paths();
+        else NEXT(E.paths_due);
     }
     if (E.state == L_DOWN && has_work()) {
         if (now >= E.retry_at) link_start();
@@ -859,6 +1035,61 @@ int ov_control(int type, const uint8_t *body, size_t len, uint8_t *data, size_t 
     return r;
 }
 
+void eng_report_direct(uint64_t sent, uint64_t received)
+{
+    if (engine_lock()) return;
+    E.paths.conns++;
+    E.paths.sent = E.paths.sent + sent > UVPN_MAX_U53 ? UVPN_MAX_U53 : E.paths.sent + sent;
+    E.paths.received = E.paths.received + received > UVPN_MAX_U53 ? UVPN_MAX_U53 : E.paths.received + received;
+    if (!E.paths_due) {
+        E.paths_due = mono_ms() + ENG_PATHS_MS;
+        wake_engine();
+    }
+    pthread_mutex_unlock(&E.lock);
+}
+
+int eng_udp_path(uint32_t lip, uint16_t lport, uint32_t dip, uint16_t dport, uint32_t *real_ip, uint16_t *real_port)
+{
+    if (engine_lock()) return 0;
+    int64_t now = mono_ms();
+    udp_path *u = NULL, *oldest = &E.udp[0];
+    for (int i = 0; i < UDP_PATHS && !u; i++) {
+        if (E.udp[i].dip == dip && E.udp[i].dport == dport) u = &E.udp[i];
+        else if (E.udp[i].until < oldest->until) oldest = &E.udp[i];
+    }
+    int direct = 0;
+    if (u && now < u->until) {
+        direct = u->direct;
+        *real_ip = u->real_ip;
+        *real_port = u->real_port;
+    } else if (E.state == L_UP && (!u || !u->reqid || now - u->asked > ENG_UDP_PATH_MS)) {
+        if (!u) {
+            u = oldest;
+            memset(u, 0, sizeof *u);
+            u->dip = dip;
+            u->dport = dport;
+        }
+        uvpn_connect c = {UVPN_PROTO_UDP, UVPN_CF_DIRECT, lip, lport, dip, dport};
+        uint8_t b[UVPN_CONNECT_BODY_LEN];
+        uvpn_connect_pack(&c, b);
+        u->reqid = E.next_id++;
+        u->asked = now;
+        send_frame(UVPN_T_CONNECT, u->reqid, b, sizeof b);
+    }
+    pthread_mutex_unlock(&E.lock);
+    return direct;
+}
+
+void eng_flush_paths(void)
+{
+    if (!E.running || pthread_mutex_trylock(&E.lock)) return;
+    send_paths();
+    pthread_mutex_unlock(&E.lock);
+}
+
+/* At exit: what is left to report goes now (the frame is written before the process ends). */
+__attribute__((destructor)) static void paths_at_exit(void) { eng_flush_paths(); }
+
 void eng_start(void)
 {
     if (engine_lock()) return;
@@ -912,13 +1143,11 @@ static econn *new_conn(int dup, int family, const uvpn_connect *c, int blocking,
     if (!blocking) __atomic_fetch_add(&pending_count, 1, __ATOMIC_RELAXED);
     x->next = E.conns;
     E.conns = x;
-    if (E.state == L_UP) {
-        uint8_t b[UVPN_CONNECT_BODY_LEN];
-        uvpn_connect_pack(c, b);
+    if (mint(c, &x->ans)) {
         x->phase = C_SENT;
-        send_frame(UVPN_T_CONNECT, x->id, b, sizeof b);
+        take_answer(x);
     } else {
-        wake_engine();
+        send_connect(x);
     }
     return x;
 }
@@ -945,17 +1174,35 @@ int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err)
     pthread_mutex_lock(&E.lock);
     econn *x = find_conn(id);
     int st = ENG_UNKNOWN;
-    if (x && x->phase == C_JOINING && x->dup >= 0) {
-        /* The router answered and the socket is on its way to the data port (a LAN round trip):
-         * the caller waits for it, briefly, so that what it reads next is the truth. */
-        int d = real.fcntl(x->dup, F_DUPFD_CLOEXEC, 0);
-        pthread_mutex_unlock(&E.lock);
-        if (d >= 0) {
-            struct pollfd p = {d, POLLOUT, 0};
-            real.poll(&p, 1, JOIN_WAIT_MS);
-            real.close(d);
+    /* The router answered and the socket is on its way to the data port (a LAN round trip), or
+     * to the listener (a direct attempt, which may yet fall back to the relay): the caller waits
+     * for it, briefly — up to JOIN_WAIT_MS, and for a direct attempt also through its race and
+     * the relay's answer — so that what it reads next is the truth (unwrapped select may have
+     * seen the socket look closed for an instant while it moved). */
+    int64_t until = mono_ms() + JOIN_WAIT_MS;
+    if (x && x->direct && x->direct_until + JOIN_WAIT_MS > until) until = x->direct_until + JOIN_WAIT_MS;
+    for (int joined = 0; x && !joined && mono_ms() < until;) {
+        if (x->fell_back && (x->phase == C_QUEUED || x->phase == C_SENT)) {
+            wait_once(until);
+        } else if (x->phase == C_JOINING && x->dup >= 0) {
+            int d = real.fcntl(x->dup, F_DUPFD_CLOEXEC, 0);
+            int64_t wait = (x->direct ? x->direct_until + 1 : until) - mono_ms();
+            joined = !x->direct;
+            pthread_mutex_unlock(&E.lock);
+            if (d >= 0) {
+                struct pollfd p = {d, POLLOUT, 0};
+                real.poll(&p, 1, wait > 0 ? (int)wait : 0);
+                real.close(d);
+            }
+            pthread_mutex_lock(&E.lock);
+            if ((x = find_conn(id))) {
+                settle(x);
+                if (x->phase == C_JOINING && x->direct && mono_ms() >= x->direct_until) fall_back(x, ETIMEDOUT, "no answer in time");
+            }
+            continue;
+        } else {
+            break;
         }
-        pthread_mutex_lock(&E.lock);
         x = find_conn(id);
     }
     if (x) {
@@ -973,6 +1220,15 @@ int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err)
     }
     pthread_mutex_unlock(&E.lock);
     return st;
+}
+
+void eng_abandon(int fd)
+{
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    real.connect(fd, &unspec, sizeof unspec);
+    int e;
+    socklen_t el = sizeof e;
+    real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el); /* the ECONNRESET of a disconnect in SYN_SENT */
 }
 
 int eng_park(int fd)

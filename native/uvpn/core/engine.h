@@ -6,9 +6,11 @@
  *   - control requests (LISTEN, UDPBIND, NAME, ...): eng_request, answered on the link;
  *   - non-blocking connects: eng_connect_async takes a duplicate of the program's socket (put in
  *     the listening state by the caller, so it shows no readiness), sends CONNECT, and when the
- *     answer comes moves that same socket to the router's data port and writes the DATA ticket
- *     (or, on failure, connects it to a refusing local port so it reports POLLERR); the
- *     program's calls ask eng_conn_state where it stands;
+ *     answer comes moves that same socket to the router's data port and writes the DATA ticket,
+ *     or, for a brokered connection, to the listener's real port with the DIRECT ticket (parked
+ *     again and relayed when that fails or takes longer than ENG_DIRECT_MS), or, on failure,
+ *     connects it to a refusing local port so it reports POLLERR; the program's calls ask
+ *     eng_conn_state where it stands;
  *   - blocking connects: eng_connect_wait returns the answer; the caller connects and writes.
  * Listeners and UDP endpoints registered through it are registered again on every new link
  * (a router restart), and USE of UVPN_SRC_ADDR is declared on each. Errors are -errno with a
@@ -20,6 +22,25 @@
 #include <stdint.h>
 
 #include "common/wire.h"
+
+/* A direct attempt (the router brokered the connection: its answer is of kind DIRECT, with the
+ * listener's real address) gets this long to connect before the connect falls back to the relay
+ * (CONNECT again with flag DIRECT_FAILED, so the router does not offer that path for a while). */
+#define ENG_DIRECT_MS 250
+/* A brokered direct path is remembered this long: connects to the same listener meanwhile mint
+ * their own DIRECT tickets (no round trip to the router); a failed attempt forgets it. */
+#define ENG_DIRECT_CACHE_MS 1000
+
+/* A blocking connect's direct attempt failed with err: the CONNECT flags to ask the relay with
+ * (DIRECT_FAILED, or 0 for ECONNREFUSED: the path works, the listener is gone); the brokered
+ * path is forgotten. */
+uint8_t eng_direct_failed(const uvpn_connect *c, int err);
+
+/* The ticket for connection c answered with a (DATA for the home router, DIRECT for the
+ * listener), bound to the real source port bound_port, MACed with the network key. 0, or -1
+ * when the key cannot be read (the reason in why). */
+int eng_ticket(const uvpn_connect *c, const uvpn_answer *a, uint16_t bound_port, uint8_t out[UVPN_TICKET_LEN],
+               char *why, size_t why_len);
 
 /* One request on the link; waits for its answer (at most timeout_ms). Returns the answer's
  * status (>= 0) with its data copied into data (at most cap bytes, *data_len set), or -errno:
@@ -45,6 +66,10 @@ uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved
 /* Where a connect started with eng_connect_async stands. */
 enum { ENG_PENDING = 0, ENG_DONE = 1, ENG_FAILED = 2, ENG_UNKNOWN = 3 };
 
+/* Abandons fd's direct attempt: disconnected (AF_UNSPEC), and the error that leaves pending
+ * (ECONNRESET from SYN_SENT) cleared, so the program never sees it. */
+void eng_abandon(int fd);
+
 /* Puts the socket fd into the listening state (with TCP_DEFER_ACCEPT), where it shows no
  * readiness while its connect is pending. 0 or -errno. */
 int eng_park(int fd);
@@ -53,16 +78,31 @@ int eng_park(int fd);
  * lock, so the answer cannot slip in between. Otherwise the engine has moved it on. */
 int eng_conn_wait_answer(uint32_t id, int64_t until);
 /* Settles it if it can (the ticket is written the moment its socket is connected) and returns
- * its state: DONE with *c (src_port as assigned) filled; FAILED with *err (the overlay's errno;
+ * its state: DONE with *c (src_port as assigned; flags UVPN_CF_DIRECT when it went direct) filled; FAILED with *err (the overlay's errno;
  * with consume, reported only once: later calls say UNKNOWN); PENDING. */
 int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err);
 /* The program closed the socket: the engine drops the connect (and its duplicate). */
 void eng_conn_release(uint32_t id);
 
-/* A blocking overlay connect: sends CONNECT and waits until the answer or the deadline. 0 with
- * *a (and c->src_port as assigned), or -errno (the overlay's status as errno, ETIMEDOUT,
+/* A blocking overlay connect: sends CONNECT (c->flags as given) and waits until the answer or the
+ * deadline. 0 with *a (of kind DATA or DIRECT; c->src_port as assigned), or -errno (the overlay's status as errno, ETIMEDOUT,
  * ENETUNREACH). */
 int eng_connect_wait(uvpn_connect *c, int64_t deadline, uvpn_answer *a, char *why, size_t why_len);
+
+/* A direct connection of this process ended with these bytes: counted, and reported to the home
+ * router (PATHS) within ENG_PATHS_MS, or at exit. */
+#define ENG_PATHS_MS 100
+void eng_report_direct(uint64_t sent, uint64_t received);
+/* Reports what is left now (at exit; also run as a destructor): written to the link before the
+ * call returns, when the link is up. */
+void eng_flush_paths(void);
+
+/* UDP from lip:lport to the virtual dip:dport: 1 with the endpoint's real address when the home
+ * router said it takes datagrams directly (an answer at most ENG_UDP_PATH_MS old), else 0 — then
+ * the datagram goes through the router, and the router is asked (CONNECT of proto 17 with flag
+ * DIRECT, not waited for). */
+#define ENG_UDP_PATH_MS 3000
+int eng_udp_path(uint32_t lip, uint16_t lport, uint32_t dip, uint16_t dport, uint32_t *real_ip, uint16_t *real_port);
 
 /* Non-blocking connects in progress now (a cheap test: 0 means no socket can be pending). */
 int eng_pending(void);

@@ -102,30 +102,58 @@ static int64_t blocking_deadline(int fd)
     return mono_ms() + (ms > 0 ? ms : 1);
 }
 
+/* Connects the blocking socket fd to the answer's real address before the deadline and writes
+ * its ticket (DATA to the home router, DIRECT to the listener). 0 or -errno, the reason in why. */
+static int join_blocking(int fd, int family, const uvpn_connect *c, const uvpn_answer *a, int64_t deadline,
+                         char *why, size_t why_len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sa_make_v4(family, a->real_ip, a->real_port, &ss);
+    const char *to = a->kind == UVPN_TK_DIRECT ? "the listener's real port" : "home router's data port";
+    int r = connect_deadline(fd, (struct sockaddr *)&ss, sl, deadline);
+    if (r) {
+        snprintf(why, why_len, "%s: %s", to, strerror(-r));
+        return r;
+    }
+    uint8_t t[UVPN_TICKET_LEN];
+    if (eng_ticket(c, a, pol_real_port(fd), t, why, why_len)) return -EACCES;
+    r = send_all(fd, t, sizeof t, deadline);
+    if (r) snprintf(why, why_len, "writing the ticket to %s: %s", to, strerror(-r));
+    return r ? -EPIPE : 0;
+}
+
 /* A blocking overlay connect in the caller's thread: CONNECT on the link, then the socket to the
- * router's data port and the DATA ticket. */
+ * router's data port and the DATA ticket, or, when the router brokered a direct connection,
+ * straight to the listener with the DIRECT ticket; a direct attempt that fails or takes longer
+ * than ENG_DIRECT_MS is abandoned for the relay (CONNECT again, flag DIRECT_FAILED). */
 static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size_t why_len)
 {
     int64_t deadline = blocking_deadline(fd);
     uvpn_answer a;
     int r = eng_connect_wait(c, deadline, &a, why, why_len);
     if (r) return r;
-    struct sockaddr_storage ss;
-    socklen_t sl = sa_make_v4(family, a.real_ip, a.real_port, &ss);
-    r = connect_deadline(fd, (struct sockaddr *)&ss, sl, deadline);
-    if (r) {
-        snprintf(why, why_len, "home router's data port: %s", strerror(-r));
-        return r == -ETIMEDOUT ? r : -ENETUNREACH;
+    if (a.kind == UVPN_TK_DIRECT) {
+        int64_t race = mono_ms() + ENG_DIRECT_MS;
+        r = join_blocking(fd, family, c, &a, race < deadline ? race : deadline, why, why_len);
+        if (r == 0) {
+            c->flags = UVPN_CF_DIRECT;
+            return 0;
+        }
+        char d[24];
+        dbg("connect %s: direct attempt failed (%s): through the home router", fmt_addr(c->dst_ip, c->dst_port, d), why);
+        eng_abandon(fd);
+        c->flags = eng_direct_failed(c, -r);
+        c->src_port = 0;
+        r = eng_connect_wait(c, deadline, &a, why, why_len);
+        if (r) return r;
+        if (a.kind != UVPN_TK_DATA) {
+            snprintf(why, why_len, "the home router brokered a direct path again");
+            return -EPROTO;
+        }
     }
-    uint8_t key[UVPN_KEY_LEN], t[UVPN_TICKET_LEN];
-    if (cfg_key(key, why, why_len)) return -EACCES;
-    uvpn_ticket tk = {UVPN_TK_DATA, c->src_ip, c->dst_ip, a.src_port, c->dst_port, {0}, pol_real_port(fd), a.issued, {0}};
-    memcpy(tk.tid, a.tid, sizeof tk.tid);
-    uvpn_ticket_pack(key, &tk, t);
-    memset(key, 0, sizeof key);
-    r = send_all(fd, t, sizeof t, deadline);
-    if (r) snprintf(why, why_len, "writing the ticket: %s", strerror(-r));
-    return r ? -ENETUNREACH : 0;
+    c->flags = 0;
+    r = join_blocking(fd, family, c, &a, deadline, why, why_len);
+    return r == 0 || r == -ETIMEDOUT || r == -EACCES ? r : -ENETUNREACH;
 }
 
 /* A non-blocking overlay connect: the socket listens (so it shows no readiness, as a connect in
@@ -194,7 +222,7 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
             !c->have_src ? "UVPN_SRC_ADDR" : "UVPN_HOME_PROXY/UVPN_HOME_PROXY_PORT");
         return -ENETUNREACH;
     }
-    uvpn_connect req = {UVPN_PROTO_TCP, 0, c->src, 0, ip, port};
+    uvpn_connect req = {UVPN_PROTO_TCP, c->direct_never ? 0 : UVPN_CF_DIRECT, c->src, 0, ip, port};
     if (has && (prev->kind == VS_BOUND_VIRTUAL || prev->kind == VS_BOUND_ANY)) req.src_port = prev->lport;
     int fl = real.fcntl(fd, F_GETFL);
     if (fl >= 0 && (fl & O_NONBLOCK)) {
@@ -215,9 +243,11 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
         return r;
     }
     vinfo n = {.kind = VS_CONNECTED, .family = family, .lip = c->src, .lport = req.src_port,
-               .pip = ip, .pport = port};
+               .pip = ip, .pport = port, .direct = req.flags == UVPN_CF_DIRECT,
+               .owner = req.flags == UVPN_CF_DIRECT ? getpid() : 0};
     *out = n;
-    dbg("connect %s: connected through the home router (virtual port %u)", d, req.src_port);
+    dbg("connect %s: connected %s (virtual port %u)", d, n.direct ? "directly to the listener" : "through the home router",
+        req.src_port);
     return 0;
 }
 
@@ -230,7 +260,8 @@ int pol_settle(vinfo *st, int consume)
     case ENG_PENDING: return 0;
     case ENG_DONE: {
         vinfo n = {.kind = VS_CONNECTED, .family = st->family, .lip = c.src_ip, .lport = c.src_port,
-                   .pip = st->pip, .pport = st->pport};
+                   .pip = st->pip, .pport = st->pport, .direct = c.flags == UVPN_CF_DIRECT,
+                   .owner = c.flags == UVPN_CF_DIRECT ? getpid() : 0};
         eng_conn_release(st->conn);
         *st = n;
         return 1;
@@ -326,11 +357,14 @@ int pol_listen(int fd, vinfo *st)
 {
     if ((st->kind != VS_BOUND_VIRTUAL && st->kind != VS_BOUND_ANY) || st->registered || st->wild == WILD_V6ONLY)
         return 0;
-    uint8_t body[16];
+    uint8_t body[UVPN_LISTEN_LEN];
     put32(body, st->lip);
     put16(body + 4, st->lport);
     put16(body + 6, st->real_port);
     random_bytes(body + 8, 8);
+    /* Only a virtual-only listener checks the ticket of every connection (a wildcard one looks
+     * only at the router's): only it may be reached directly, unless UVPN_DIRECT=never. */
+    body[16] = st->kind == VS_BOUND_VIRTUAL && !cfg()->direct_never ? UVPN_LF_DIRECT : 0;
     char why[256] = "", a[24];
     size_t n;
     fmt_addr(st->lip, st->lport, a);
@@ -386,7 +420,8 @@ int pol_accepted(const vinfo *st, int nfd, const struct sockaddr *peer, socklen_
                .pip = t.src_ip, .pport = t.src_port};
     *out = n;
     *peer_len = sa_make_v4(st->family, t.src_ip, t.src_port, peer_out);
-    dbg("accept %s: relayed connection from %s", la, fmt_addr(t.src_ip, t.src_port, pa));
+    dbg("accept %s: %s connection from %s", la, t.kind == UVPN_TK_DIRECT ? "direct" : "relayed",
+        fmt_addr(t.src_ip, t.src_port, pa));
     return 1;
 }
 

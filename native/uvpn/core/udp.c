@@ -19,21 +19,25 @@
 #define UNREGISTER_MS 1000
 #define IOV_STACK 64
 
-/* UDPBIND {ip, vport, real_port}; 0 or -errno (the reason logged). */
-static int udpbind(uint32_t ip, uint16_t vport, uint16_t real_port, int timeout_ms)
+/* UDPBIND {ip, vport, real_port[, flags]}: direct, the socket takes datagrams from any sender
+ * with the key (it is not connected to the router), so senders of the site may send to it
+ * directly (UDPBIND flag DIRECT, docs/PROTOCOL.md). 0 or -errno (the reason logged). */
+static int udpbind(uint32_t ip, uint16_t vport, uint16_t real_port, int direct, int timeout_ms)
 {
-    uint8_t body[8];
+    uint8_t body[9];
     put32(body, ip);
     put16(body + 4, vport);
     put16(body + 6, real_port);
+    body[8] = direct ? UVPN_LF_DIRECT : 0;
     char why[256] = "", a[24];
     size_t n;
-    int st = ov_control(UVPN_T_UDPBIND, body, sizeof body, NULL, 0, &n, timeout_ms, why, sizeof why);
+    size_t len = real_port ? sizeof body : 8;
+    int st = ov_control(UVPN_T_UDPBIND, body, len, NULL, 0, &n, timeout_ms, why, sizeof why);
     fmt_addr(ip, vport, a);
     if (st == 0) {
         dbg("udp %s: %s with the home router (real port %u)", a, real_port ? "registered" : "unregistered",
             real_port);
-        if (real_port) eng_keep(UVPN_T_UDPBIND, body, sizeof body);
+        if (real_port) eng_keep(UVPN_T_UDPBIND, body, len);
         return 0;
     }
     int e = st < 0 ? -st : uvpn_status_to_errno(st);
@@ -44,7 +48,7 @@ static int udpbind(uint32_t ip, uint16_t vport, uint16_t real_port, int timeout_
 /* Registers st (VS_UDP, lip:lport at real_port) with the home router. 0 or -errno. */
 static int udp_register(vinfo *st)
 {
-    int r = udpbind(st->lip, st->lport, st->real_port, cfg()->timeout_ms);
+    int r = udpbind(st->lip, st->lport, st->real_port, !cfg()->direct_never, cfg()->timeout_ms);
     if (r == 0) {
         st->registered = 1;
         st->owner = getpid();
@@ -135,6 +139,9 @@ int pol_udp_connect(int fd, uint32_t ip, uint16_t port, int has, const vinfo *pr
     socklen_t rl;
     if (r == 0) r = router_addr(&st, &ra, &rl);
     if (r == 0 && real.connect(fd, (struct sockaddr *)&ra, rl)) r = -ENETUNREACH;
+    /* Connected to the router, the kernel takes datagrams from there only: senders must not
+     * send to it directly any more. */
+    if (r == 0 && !cfg()->direct_never) r = udpbind(st.lip, st.lport, st.real_port, 0, cfg()->timeout_ms) ? -ENETUNREACH : 0;
     char a[24];
     fmt_addr(ip, port, a);
     if (r) {
@@ -152,7 +159,7 @@ void pol_udp_unregister(const vinfo *v)
 {
     if (!v->registered || v->owner != getpid()) return;
     eng_forget(UVPN_T_UDPBIND, v->lip, v->lport);
-    udpbind(v->lip, v->lport, 0, UNREGISTER_MS);
+    udpbind(v->lip, v->lport, 0, 0, UNREGISTER_MS);
 }
 
 ssize_t pol_udp_send(int fd, int has, vinfo *st, int *changed, const struct msghdr *msg, int flags)
@@ -198,7 +205,13 @@ ssize_t pol_udp_send(int fd, int has, vinfo *st, int *changed, const struct msgh
     if (msg->msg_iovlen) memcpy(v + 1, msg->msg_iov, msg->msg_iovlen * sizeof *v);
     struct sockaddr_storage ra;
     socklen_t rl;
-    ssize_t s = router_addr(st, &ra, &rl);
+    uint32_t dip;
+    uint16_t dport;
+    ssize_t s = 0;
+    /* Straight to the endpoint when the router told where it is (asked the first time, so this
+     * datagram and those until the answer go through the router). */
+    if (!cfg()->direct_never && eng_udp_path(st->lip, st->lport, ip, port, &dip, &dport)) rl = sa_make_v4(st->family, dip, dport, &ra);
+    else s = router_addr(st, &ra, &rl);
     if (s == 0) {
         struct msghdr m = {&ra, rl, v, msg->msg_iovlen + 1, msg->msg_control, msg->msg_controllen, 0};
         s = real.sendmsg(fd, &m, flags);
@@ -251,15 +264,18 @@ ssize_t pol_udp_recv(int fd, const vinfo *st, struct msghdr *msg, int flags)
         }
         uint32_t fip;
         uint16_t fport;
-        if (!sa_get_v4((struct sockaddr *)&from, m.msg_namelen, &fip, &fport) || fport != cfg()->proxy_port ||
-            !cfg_is_router_ip(fip)) {
-            r = deliver(msg, &m, buf, (size_t)n, &from, m.msg_namelen, flags);
-            break;
-        }
+        int v4 = sa_get_v4((struct sockaddr *)&from, m.msg_namelen, &fip, &fport);
+        int from_router = v4 && fport == cfg()->proxy_port && cfg_is_router_ip(fip);
         uvpn_dgram d;
         int e = have_key ? uvpn_dgram_open(key, buf, (size_t)n, &d) : UVPN_E_MAC;
         if (e == 0 && d.dst_ip != st->lip) e = UVPN_E_BODY;
         if (e == 0 && st->pport && (d.src_ip != st->pip || d.src_port != st->pport)) e = UVPN_E_BODY;
+        /* From anyone else: a sender of the site that sent directly, when it verifies; any
+         * other datagram is a real one, passed through as received. */
+        if (!from_router && e != 0) {
+            r = deliver(msg, &m, buf, (size_t)n, &from, m.msg_namelen, flags);
+            break;
+        }
         if (e == 0) {
             struct sockaddr_storage vs;
             socklen_t vl = sa_make_v4(st->family, d.src_ip, d.src_port, &vs);

@@ -52,7 +52,7 @@ static int gated(int fd, vinfo *st, ssize_t *ret)
  * (make the real call). */
 static int udp_send(int fd, const struct msghdr *msg, int flags, ssize_t *ret)
 {
-    if (inside || !msg) return 0;
+    if (inside || !msg || fdt_connected(fd)) return 0;
     vinfo st;
     int has = fdt_maybe(fd) && fdt_get(fd, &st);
     if (has && st.kind == VS_CONNECTING) return gated(fd, &st, ret);
@@ -74,7 +74,7 @@ static int udp_send(int fd, const struct msghdr *msg, int flags, ssize_t *ret)
 static int udp_recv(int fd, struct msghdr *msg, int flags, ssize_t *ret)
 {
     vinfo st;
-    if (inside || !fdt_maybe(fd) || !fdt_get(fd, &st)) return 0;
+    if (inside || !fdt_maybe(fd) || fdt_connected(fd) || !fdt_get(fd, &st)) return 0;
     if (st.kind == VS_CONNECTING) return gated(fd, &st, ret);
     if (st.kind != VS_UDP || !st.registered) return 0;
     int saved = errno;
@@ -119,7 +119,7 @@ static ssize_t vector_io(ssize_t (*fn)(int, const struct iovec *, int), int fd, 
 {
     vinfo st;
     ssize_t r;
-    if (!inside && fdt_maybe(fd) && fdt_get(fd, &st) && st.kind == VS_CONNECTING && gated(fd, &st, &r)) return r;
+    if (!inside && fdt_maybe(fd) && !fdt_connected(fd) && fdt_get(fd, &st) && st.kind == VS_CONNECTING && gated(fd, &st, &r)) return r;
     return fn(fd, iov, n);
 }
 

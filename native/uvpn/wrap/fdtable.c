@@ -13,10 +13,16 @@
 
 typedef struct vstate {
     int refs;        /* fds pointing at this object */
+    int connected;   /* v.kind == VS_CONNECTED, for fdt_connected (atomic) */
     dev_t dev;       /* identity of the socket */
     ino_t ino;
     vinfo v;
+    struct vstate *next; /* on the spare list */
 } vstate;
+
+/* States no fd points at any more are kept for reuse, never freed, so that fdt_connected may
+ * look at a slot's state without the lock (at worst at a state being reused: a hint). */
+static vstate *spare;
 
 /* chunks[i][j] is fd i*CHUNK+j. Chunks are allocated once and never freed; pointers are read
  * with atomic loads so fdt_maybe() needs no lock. */
@@ -59,13 +65,21 @@ static int unref(vstate *s, vinfo *released)
 {
     if (!s || --s->refs > 0) return 0;
     if (released) *released = s->v;
-    free(s);
+    __atomic_store_n(&s->connected, 0, __ATOMIC_RELAXED);
+    s->next = spare;
+    spare = s;
     return 1;
 }
 
 int fdt_maybe(int fd)
 {
     return get_slot(fd) != NULL;
+}
+
+int fdt_connected(int fd)
+{
+    vstate *s = get_slot(fd);
+    return s && __atomic_load_n(&s->connected, __ATOMIC_RELAXED);
 }
 
 /* Identity of fd's open file; 0 if fstat fails. errno preserved. */
@@ -111,7 +125,11 @@ static int set_common(int fd, const vinfo *in, int fresh)
         errno = EBADF;
         return -1;
     }
-    vstate *n = malloc(sizeof *n); /* allocated outside the lock; freed if not needed */
+    lock_table();
+    vstate *n = spare;
+    if (n) spare = n->next;
+    pthread_mutex_unlock(&lock);
+    if (!n) n = malloc(sizeof *n); /* allocated outside the lock; kept spare if not needed */
     if (!n) {
         errno = ENOMEM;
         return -1;
@@ -120,6 +138,7 @@ static int set_common(int fd, const vinfo *in, int fresh)
     n->dev = dev;
     n->ino = ino;
     n->v = *in;
+    n->connected = in->kind == VS_CONNECTED;
     int r = 0;
     lock_table();
     vstate **slot = slot_alloc(fd);
@@ -128,14 +147,18 @@ static int set_common(int fd, const vinfo *in, int fresh)
         e = fd >= 0 ? ENOMEM : EBADF;
     } else if (!fresh && *slot && (*slot)->dev == dev && (*slot)->ino == ino) {
         (*slot)->v = *in; /* shared with dups: they see the change */
+        __atomic_store_n(&(*slot)->connected, in->kind == VS_CONNECTED, __ATOMIC_RELAXED);
     } else {
         vstate *old = *slot;
         __atomic_store_n(slot, n, __ATOMIC_RELEASE);
         n = NULL;
         unref(old, NULL);
     }
+    if (n) {
+        n->next = spare;
+        spare = n;
+    }
     pthread_mutex_unlock(&lock);
-    free(n);
     errno = e;
     return r;
 }

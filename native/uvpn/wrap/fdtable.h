@@ -35,12 +35,18 @@ typedef struct {
                              WILD_V4 (registered; getsockname shows the wildcard), WILD_V6ONLY
                              (an IPV6_V6ONLY socket no IPv4 overlay connection can reach: not
                              registered) */
+    uint8_t direct;       /* VS_CONNECTED: the connection went straight to the listener (the
+                             connecting side; its bytes are reported to the router at close) */
 } vinfo;
 
 enum { WILD_NONE, WILD_V4, WILD_V6ONLY };
 
 /* Lock-free hint: 0 means fd certainly has no state. */
 int fdt_maybe(int fd);
+/* Lock-free hint: 1 when fd's state is an overlay TCP connection that is established
+ * (VS_CONNECTED), whose stream I/O needs nothing of the overlay: read/write/send/recv go
+ * straight to the kernel (the direct path's data path costs no extra system call). */
+int fdt_connected(int fd);
 /* Copies fd's state into *out; 1 if present, 0 if not. */
 int fdt_get(int fd, vinfo *out);
 /* Sets fd's state: updates the shared object in place when fd has one (dups see it too),

@@ -29,7 +29,7 @@ static int spurious(int fd, short *now)
     vinfo st;
     /* The gate waits for the move to finish (and briefly for the join): what the socket shows
      * after that is the truth, connected or still connecting. A failed connect is left alone. */
-    if (!fdt_maybe(fd) || !fdt_get(fd, &st) || st.kind != VS_CONNECTING) return 0;
+    if (!fdt_maybe(fd) || fdt_connected(fd) || !fdt_get(fd, &st) || st.kind != VS_CONNECTING) return 0;
     if (pending_gate(fd, &st) < 0) {
         /* Failed: the engine has connected it to a refusing port; the reset that makes it show
          * POLLERR, as a refused connect does, is a local round trip away. */

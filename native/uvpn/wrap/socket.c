@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/netio.h"
 #include "uvpn/core/engine.h"
+#include "uvpn/core/paths.h"
 #include "uvpn/core/policy.h"
 #include "common/real.h"
 #include "uvpn/core/udp.h"
@@ -306,6 +307,7 @@ EXPORT int close(int fd)
     if (!fdt_maybe(fd) || in_vfork_child()) return real.close(fd); /* lock-free for ordinary fds */
     vinfo rel;
     int last = fdt_clear(fd, &rel);
+    if (last) paths_closing(fd, &rel);
     int r = real.close(fd);
     int e = errno;
     if (last) release_state(&rel);
