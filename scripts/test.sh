@@ -102,7 +102,7 @@ sanitize_pass() {
     chmod 755 "$shim/$p"
   done
   PATH=$shim:$PATH LD_LIBRARY_PATH=$(dirname "$rtf")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
-    MYRT_SANITIZE_RT=$rtf MYRT_LIBDIR=$build XUFS_PRELOAD=$rtf:$build/libxufs.so \
+    MYRT_SANITIZE_RT=$rtf MYRT_LIBDIR=$build XUFS_PRELOAD=$rtf:$build/libxufs.so MYRT_SHORT_CONNECTIONS=2000 \
     ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0:halt_on_error=1:exitcode=86 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=86 \
     run_pass "$@"

@@ -43,7 +43,9 @@ const concatAll = (parts: Uint8Array[]) => {
   return out;
 };
 const own = (e: unknown) => e instanceof ProtocolError || e instanceof StreamEndError || e instanceof SealError;
-const head = fc.dictionary(fc.string({ maxLength: 12 }), fc.jsonValue({ maxDepth: 1 }), { maxKeys: 4 });
+// Headers as XUFS sends them: flat objects of strings, numbers, booleans, nulls and string lists.
+const value = fc.oneof(fc.string({ maxLength: 20 }), fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null), fc.array(fc.string({ maxLength: 8 }), { maxLength: 3 }));
+const head = fc.dictionary(fc.string({ maxLength: 12 }), value, { maxKeys: 4 });
 const chunks = fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 8 });
 const key = fc.uint8Array({ minLength: 32, maxLength: 32 });
 
