@@ -267,12 +267,26 @@ Deno.test({
       assert.equal((await run(a, ["install", prefix], { timeoutMs: 120_000 })).code, 0);
       Deno.mkdirSync(homeA);
       Deno.writeTextFileSync(join(homeA, "file1"), "this is file1 on A\n");
-      const ussh = () =>
-        run(join(prefix, "bin/ussh"), ["-F", sshd.clientConfig, "hostb", "cat ~/xufs-rhome/file1"], {
+      // A session that fails shows B's session logs too (~/.xufs/cache/ID/log).
+      const bLogs = () => {
+        const out: string[] = [];
+        try {
+          for (const e of Deno.readDirSync(join(sshd.bHome, ".xufs/cache"))) {
+            try {
+              out.push(`--- B's ${e.name}/log:\n${Deno.readTextFileSync(join(sshd.bHome, ".xufs/cache", e.name, "log"))}`);
+            } catch { /* no log */ }
+          }
+        } catch { /* no cache yet */ }
+        return out.join("\n");
+      };
+      const ussh = async () => {
+        const r = await run(join(prefix, "bin/ussh"), ["-F", sshd.clientConfig, "hostb", "cat ~/xufs-rhome/file1"], {
           env: { HOME: homeA, PATH },
           cwd: homeA,
-          timeoutMs: 120_000,
+          timeoutMs: 60_000,
         });
+        return r.code === 0 ? r : { ...r, stderr: `${r.stderr}\n${bLogs()}` };
+      };
       const bMyrt = join(sshd.bHome, "myrt");
       // B's glibc too old (getconf says so): the file refuses to install, and ussh says it failed.
       const fake = join(sshd.bHome, "fake");
