@@ -26,19 +26,6 @@ static void check(int ok, const char *name, const char *what)
     printf("%s %s: %s\n", ok ? "PASS" : "FAIL", name, what);
 }
 
-static long unhex(const char *s, uint8_t *out, size_t cap)
-{
-    if (strcmp(s, "-") == 0) return 0;
-    size_t n = strlen(s);
-    if (n % 2 || n / 2 > cap) return -1;
-    for (size_t i = 0; i < n / 2; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1) return -1;
-        out[i] = (uint8_t)v;
-    }
-    return (long)(n / 2);
-}
-
 static uint8_t netkey[32], o2a[32], a2o[32];
 
 static void gcm_vector(char *line)

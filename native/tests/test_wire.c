@@ -20,19 +20,6 @@ static void check(int ok, const char *name, const char *what)
     printf("%s %s: %s\n", ok ? "PASS" : "FAIL", name, what);
 }
 
-/* Parses hex into out; returns byte count or -1. */
-static long unhex(const char *s, uint8_t *out, size_t cap)
-{
-    size_t n = strlen(s);
-    if (n % 2 || n / 2 > cap) return -1;
-    for (size_t i = 0; i < n / 2; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1) return -1;
-        out[i] = (uint8_t)v;
-    }
-    return (long)(n / 2);
-}
-
 static void sha_selftest(void)
 {
     /* FIPS 180-4 example "abc" and RFC 4231 HMAC test case 2. */
