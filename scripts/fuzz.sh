@@ -22,7 +22,7 @@ case "${1:-}" in
 esac
 [ "${1:-}" = -- ] && shift
 ensure_libfuzzer || exit 1
-make -s -C native fuzz || { echo "0 passed, 1 failed"; exit 1; }
+make -s -j"$(nproc 2>/dev/null || echo 1)" -C native fuzz || { echo "0 passed, 1 failed"; exit 1; }
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=($(make -s -C native -pn 2>/dev/null | sed -n 's/^FUZZERS = //p'))
 build=native/build/fuzz

@@ -212,6 +212,7 @@ Deno.test("static: a forked and exec'd child (curl under busybox sh) stays in th
       new RegExp(
         `^hello from ${esc(s.addr)}:8080 to ${esc(addrA)}:\\d+\\n${esc(addrA)} ${esc(s.addr)}:8080\\nexit=0\\n$`,
       ),
+      r.stdout + r.stderr,
     );
     await s.p.waitFor(new RegExp(`request from ${esc(addrA)}:\\d+ /child`));
   });
