@@ -6,20 +6,10 @@
  * are after a key holder's bytes; bit 1, the frame is judged as on an authenticated link. Checks
  * that a decoded frame re-encodes to the same bytes, that a decoded ticket packs back to the same
  * 88 bytes, and that the seen-set accepts a ticket id once. */
-#include "fuzz/fuzz.h"
-#include "common/sha256.h"
-#include "common/wire.h"
+#include "fuzz/wire_fix.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static void frame_mac(uint8_t *buf, size_t n)
-{
-    if (n < UVPN_HEAD_LEN + UVPN_MAC_LEN) return;
-    size_t len = (size_t)buf[6] << 8 | buf[7];
-    if (n != uvpn_frame_len(len)) return;
-    hmac_sha256(FUZZ_KEY, sizeof FUZZ_KEY, buf, UVPN_HEAD_LEN + len, buf + UVPN_HEAD_LEN + len);
-}
 
 static void check_frame(const uint8_t *buf, size_t n, int authed)
 {
@@ -54,7 +44,7 @@ static void check_frame(const uint8_t *buf, size_t n, int authed)
 static void check_ticket(uint8_t *buf, size_t n, int fix_mac)
 {
     if (n < UVPN_TICKET_LEN) return;
-    if (fix_mac) hmac_sha256(FUZZ_KEY, sizeof FUZZ_KEY, buf, UVPN_TICKET_LEN - UVPN_MAC_LEN, buf + UVPN_TICKET_LEN - UVPN_MAC_LEN);
+    if (fix_mac) fix_ticket_mac(buf, n);
     uvpn_ticket t;
     if (uvpn_ticket_unpack(FUZZ_KEY, buf, n, &t) != UVPN_OK) return;
     uint8_t again[UVPN_TICKET_LEN];
@@ -68,15 +58,7 @@ static void check_ticket(uint8_t *buf, size_t n, int fix_mac)
 static void check_dgram(uint8_t *buf, size_t n, int fix_mac)
 {
     if (n < UVPN_DGRAM_HEAD_LEN) return;
-    if (fix_mac) {
-        uint8_t mac[32];
-        hmac_sha256_ctx c;
-        hmac_sha256_init(&c, FUZZ_KEY, sizeof FUZZ_KEY);
-        hmac_sha256_update(&c, buf, 18);
-        hmac_sha256_update(&c, buf + UVPN_DGRAM_HEAD_LEN, n - UVPN_DGRAM_HEAD_LEN);
-        hmac_sha256_final(&c, mac);
-        memcpy(buf + 18, mac, UVPN_DGRAM_MAC_LEN);
-    }
+    if (fix_mac) fix_dgram_mac(buf, n);
     uvpn_dgram d;
     uvpn_dgram_open(FUZZ_KEY, buf, n, &d);
 }
@@ -89,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!buf) return 0;
     memcpy(buf, data + 1, n);
     int fix = data[0] & 1, authed = (data[0] >> 1) & 1;
-    if (fix) frame_mac(buf, n);
+    if (fix) fix_frame_mac(buf, n);
     check_frame(buf, n, authed);
     memcpy(buf, data + 1, n);
     check_ticket(buf, n, fix);

@@ -7,9 +7,7 @@
  * ticket, and the datagram. `wire_diff -` reads the inputs from standard input instead, each as a
  * 4-byte big-endian length and the bytes, and names them by their index. Built with the system
  * cc as build/wire_diff; reads no network. */
-#include "fuzz/fuzz.h"
-#include "common/sha256.h"
-#include "common/wire.h"
+#include "fuzz/wire_fix.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,10 +20,7 @@ static void hex(const uint8_t *b, size_t n)
 
 static void frame(uint8_t *buf, size_t n, int fix, int authed)
 {
-    if (fix && n >= UVPN_HEAD_LEN + UVPN_MAC_LEN) {
-        size_t len = (size_t)buf[6] << 8 | buf[7];
-        if (n == uvpn_frame_len(len)) hmac_sha256(FUZZ_KEY, sizeof FUZZ_KEY, buf, UVPN_HEAD_LEN + len, buf + UVPN_HEAD_LEN + len);
-    }
+    if (fix) fix_frame_mac(buf, n);
     uvpn_head h;
     const uint8_t *body;
     if (uvpn_decode_frame(FUZZ_KEY, buf, n, authed, &h, &body) != UVPN_OK) {
@@ -57,8 +52,7 @@ static void frame(uint8_t *buf, size_t n, int fix, int authed)
 
 static void ticket(uint8_t *buf, size_t n, int fix)
 {
-    if (fix && n >= UVPN_TICKET_LEN)
-        hmac_sha256(FUZZ_KEY, sizeof FUZZ_KEY, buf, UVPN_TICKET_LEN - UVPN_MAC_LEN, buf + UVPN_TICKET_LEN - UVPN_MAC_LEN);
+    if (fix) fix_ticket_mac(buf, n);
     uvpn_ticket t;
     if (uvpn_ticket_unpack(FUZZ_KEY, buf, n, &t) != UVPN_OK) {
         printf(" ticket=ERR");
@@ -72,15 +66,7 @@ static void ticket(uint8_t *buf, size_t n, int fix)
 
 static void dgram(uint8_t *buf, size_t n, int fix)
 {
-    if (fix && n >= UVPN_DGRAM_HEAD_LEN) {
-        uint8_t mac[32];
-        hmac_sha256_ctx c;
-        hmac_sha256_init(&c, FUZZ_KEY, sizeof FUZZ_KEY);
-        hmac_sha256_update(&c, buf, 18);
-        hmac_sha256_update(&c, buf + UVPN_DGRAM_HEAD_LEN, n - UVPN_DGRAM_HEAD_LEN);
-        hmac_sha256_final(&c, mac);
-        memcpy(buf + 18, mac, UVPN_DGRAM_MAC_LEN);
-    }
+    if (fix) fix_dgram_mac(buf, n);
     uvpn_dgram d;
     if (uvpn_dgram_open(FUZZ_KEY, buf, n, &d) != UVPN_OK) printf(" dgram=ERR");
     else printf(" dgram=%u/%u/%u/%u", d.src_ip, d.src_port, d.dst_ip, d.dst_port);
