@@ -21,6 +21,7 @@
  */
 import { concat, unhex } from "../common/bytes.ts";
 import { resetConn } from "../router/reset.ts";
+import { hostPort } from "./wan_emulator.ts";
 
 /** Direction: "up" is from the connecting side to the target, "down" the way back. */
 export type Dir = "up" | "down";
@@ -301,12 +302,6 @@ export function parseFault(line: string): Fault {
   if (action === "inject") f.bytes = unhex(arg ?? "");
   else if (arg !== undefined) f.count = Number(arg);
   return f;
-}
-
-function hostPort(s: string): { hostname: string; port: number } {
-  const m = /^(.+):(\d+)$/.exec(s);
-  if (!m) throw new Error(`Expected host:port: ${s}`);
-  return { hostname: m[1], port: Number(m[2]) };
 }
 
 if (import.meta.main) {

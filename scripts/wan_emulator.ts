@@ -150,7 +150,8 @@ export class WanEmulator {
   }
 }
 
-function hostPort(s: string): { hostname: string; port: number } {
+/** HOST:PORT as Deno.listen and Deno.connect take it (port 0: any free port); also fault_relay.ts'. */
+export function hostPort(s: string): { hostname: string; port: number } {
   const m = /^(.+):(\d+)$/.exec(s);
   if (!m) throw new Error(`Expected host:port: ${s}`);
   return { hostname: m[1], port: Number(m[2]) };
