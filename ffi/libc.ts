@@ -4,8 +4,8 @@
  * XUFS's file server resolving paths beneath its export and working on descriptors (openat2,
  * renameat2, flock, statx, pread, getdents64, …), which Deno's file API cannot do, and XUFS's
  * cache manager watching the processes that hold files open (pidfd_open, poll: Deno refuses
- * /proc). Also the few Linux constants those calls take, per architecture, the calling thread's
- * errno, and the process helpers built on them.
+ * /proc) and recording A's identity of cache files (lsetxattr). Also the few Linux constants those
+ * calls take, per architecture, the calling thread's errno, and the process helpers built on them.
  */
 
 const SYMBOLS = {
@@ -36,6 +36,7 @@ const SYMBOLS = {
   utimensat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
   chmod: { parameters: ["buffer", "u32"], result: "i32" },
   truncate: { name: "truncate64", parameters: ["buffer", "i64"], result: "i32" },
+  lsetxattr: { parameters: ["buffer", "buffer", "buffer", "usize", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 

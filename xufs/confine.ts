@@ -69,7 +69,12 @@ export function statAt(dir: Fd, name?: string): FileStat | null {
     const code = errnoName(e);
     throw new FsError(code, `${code}: stat ${name ?? "."}`);
   }
-  const v = new DataView(buf.buffer);
+  return parseStatx(buf);
+}
+
+/** The fields of a statx(2) result in `buf` (STATX_SIZE bytes). */
+export function parseStatx(buf: Uint8Array<ArrayBuffer>): FileStat {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const mode = v.getUint16(28, true);
   const fmt = mode & S_IFMT;
   const ns = (at: number) => v.getBigInt64(at, true) * 1_000_000_000n + BigInt(v.getUint32(at + 8, true));

@@ -139,6 +139,7 @@ export class Listings {
     }
     if (localType === "f" && e.type === "f" && m.version === e.version) {
       if (m.racy && m.fetched) m.recheck = true;
+      if (!this.state.modifiedOnB(local!, m)) this.state.recordIdentity(rel);
       return false;
     }
     if (localType === "f" && e.type === "f" && this.state.modifiedOnB(local!, m)) return false;
@@ -168,6 +169,7 @@ export class Listings {
       Deno.chmodSync(path, e.mode);
       fresh.size = e.size;
       fresh.fetched = e.size === 0;
+      this.state.recordIdentity(rel);
     }
     return true;
   }

@@ -108,7 +108,7 @@ export class CacheManager {
     for (const k of Object.keys(TRANSFER_DEFAULTS) as (keyof typeof TRANSFER_DEFAULTS)[]) {
       if (opts[k] !== undefined) this.#t[k] = opts[k]!;
     }
-    this.state = new CacheState(opts.dir);
+    this.state = new CacheState(opts.dir, this.#log);
     this.pool = new LinkPool({
       log: this.#log,
       dial: opts.dial,

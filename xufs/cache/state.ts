@@ -3,11 +3,12 @@
  * paths are busy: with changes in the journal not yet applied on A, or open for writing by a
  * program on B. A busy path is B's: listings from A never replace or remove it, and its version
  * from A changes only with the answers to B's own changes — so the version a change is based on
- * is the one B opened (issue 11).
+ * is the one B opened (issue 11). Also which files carry A's identity (xufs/cache/identity.ts).
  */
 import type { Stats } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic } from "../../common/fs.ts";
+import { Identities } from "./identity.ts";
 
 /** What the manager knows of one path. */
 export interface Meta {
@@ -27,6 +28,8 @@ export interface Meta {
   /** A file's local mtime and size when it matched `version`; a directory's mtime on A. */
   mtimeMs?: number;
   size?: number;
+  /** The version whose identity (A's inode and times) the cache file carries (xufs/cache/identity.ts). */
+  identity?: string;
   /** B's content differs from `version` and is not journaled yet (a file made on B renamed over this one). */
   dirty?: boolean;
 }
@@ -111,8 +114,17 @@ export class CacheState {
   #ackN = 0;
   #saveTimer?: ReturnType<typeof setTimeout>;
 
-  constructor(readonly dir: string) {
+  /** A's identity of cache files (inode and times that stat on B reports). */
+  readonly identities: Identities;
+
+  constructor(readonly dir: string, log: (line: string) => void = () => {}) {
     this.tree = join(dir, "tree");
+    this.identities = new Identities(log);
+  }
+
+  /** Records A's identity of the file `rel` when its cache file is still what B has from A. */
+  recordIdentity(rel: string): void {
+    if (this.identities.record(this.local(rel), this.m(rel))) this.save();
   }
 
   /** Loads meta.json (nothing is listed yet in this session). */

@@ -108,7 +108,7 @@ int xfd_find_rel(const char *rel)
 static void track(int fd, const char *rel, int inherited)
 {
     struct stat st;
-    if (fstat(fd, &st) < 0) return;
+    if (RCALL(fstat, -1, fd, &st) < 0) return;
     wfile *w = calloc(1, sizeof *w);
     if (!w || !(w->rel = strdup(rel))) {
         free(w);
@@ -353,7 +353,7 @@ int xfd_msynced(void *addr, size_t len)
 static int still_open(int fd, const wfile *w)
 {
     struct stat st;
-    return fstat(fd, &st) == 0 && st.st_dev == w->dev && st.st_ino == w->ino;
+    return RCALL(fstat, -1, fd, &st) == 0 && st.st_dev == w->dev && st.st_ino == w->ino;
 }
 
 /* Releases the records that match pred; sends what must be sent. */
@@ -375,7 +375,7 @@ static void sweep(int at_exit)
                 send = 1;
                 if (at_exit && x->pid != me) { /* inherited: only if the file changed */
                     struct stat st;
-                    send = open_now && fstat(fd, &st) == 0 &&
+                    send = open_now && RCALL(fstat, -1, fd, &st) == 0 &&
                            (st.st_size != x->size0 || st.st_mtim.tv_sec != x->mtime0.tv_sec ||
                             st.st_mtim.tv_nsec != x->mtime0.tv_nsec);
                 }
@@ -427,7 +427,7 @@ void xfd_scan_inherited(void)
         xpath p;
         if (xufs_classify_fd((int)fd, &p)) {
             struct stat st;
-            if (fstat((int)fd, &st) == 0 && S_ISREG(st.st_mode)) {
+            if (RCALL(fstat, -1, (int)fd, &st) == 0 && S_ISREG(st.st_mode)) {
                 xufs_openw(p.rel, 1); /* this process holds it open for writing too */
                 track((int)fd, p.rel, 1);
             }

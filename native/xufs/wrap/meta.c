@@ -6,6 +6,8 @@
  * new name and its legacy alias never translate twice. */
 #include "xufs/core/prepare.h"
 #include "xufs/core/client.h"
+#include "xufs/core/identity.h"
+#include "xufs/core/path.h"
 #include "xufs/core/xreal.h"
 
 #include <fcntl.h>
@@ -14,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -24,89 +27,134 @@
     r_ < 0 ? (fail) : RCALL(name, fail, __VA_ARGS__); })
 #define XP(path) xp_real(r_, &p_, (path))
 
+/* "" (with AT_EMPTY_PATH: the call is about dirfd itself); path may be NULL for statx. */
+static int empty_path(const char *path)
+{
+    return path != NULL && path[0] == '\0';
+}
+
 /* LOOKUP_CALL for the stat family: a directory under the mount not listed yet is listed before
  * its attributes are returned, so listing it later (opendir) does not change the mtime/ctime the
- * program saw (tar: "file changed as we read it"; git's untracked cache). */
-#define STAT_CALL(follow, dirfd, path, name, isdir, ...) ({                        \
+ * program saw (tar: "file changed as we read it"; git's untracked cache). A file B has not
+ * changed shows A's inode number and times (identity.h). KIND is STAT or STATX: the type of st. */
+#define STAT_CALL(follow, dirfd, path, name, KIND, st, ...) ({                     \
     xpath p_;                                                                      \
     int r_ = xp_lookup((dirfd), (path), (follow), &p_);                            \
     int ret_ = r_ < 0 ? -1 : RCALL(name, -1, __VA_ARGS__);                         \
-    if (r_ > 0 && ret_ == 0 && (isdir) && !xufs_is_listed(p_.rel)) {               \
+    if (r_ > 0 && ret_ == 0 && ISDIR_##KIND(st) && !xufs_is_listed(p_.rel)) {      \
         int e_ = errno;                                                            \
         if (xufs_list(p_.rel) == 0) ret_ = RCALL(name, -1, __VA_ARGS__);           \
         else errno = e_;                                                           \
     }                                                                              \
+    if (ret_ == 0 && r_ > 0) XID_APPLY_##KIND(p_.buf, -1, (follow), (st));         \
+    else if (ret_ == 0 && r_ == 0 && (dirfd) >= 0 && empty_path(path))           \
+        XID_APPLY_FD_##KIND((dirfd), (st));                                        \
     ret_; })
-#define ISDIR(st) S_ISDIR((st)->st_mode)
+#define ISDIR_STAT(st) S_ISDIR((st)->st_mode)
+#define ISDIR_STATX(stx) (((stx)->stx_mask & STATX_TYPE) && S_ISDIR((stx)->stx_mode))
+#define XID_APPLY_STATX(path, fd, follow, stx) xid_apply_statx((path), (fd), (follow), (stx))
+/* An fstat-type call (fd, or "" with AT_EMPTY_PATH) on a file of the cache's file system. */
+#define XID_APPLY_FD_STAT(fd, st) do {                                                 \
+    if (xufs_on() && xid_on_cache_fs((uint64_t)(st)->st_dev)) XID_APPLY_STAT(NULL, (fd), 1, (st)); \
+} while (0)
+#define XID_APPLY_FD_STATX(fd, stx) do {                                               \
+    if (xufs_on() && xid_on_cache_fs(makedev((stx)->stx_dev_major, (stx)->stx_dev_minor))) \
+        xid_apply_statx(NULL, (fd), 1, (stx));                                     \
+} while (0)
 #define NOFOLLOW(flags) (((flags) & AT_SYMLINK_NOFOLLOW) != 0)
 
 XUFS_API int stat(const char *path, struct stat *st)
 {
-    return STAT_CALL(1, AT_FDCWD, path, stat, ISDIR(st), XP(path), st);
+    return STAT_CALL(1, AT_FDCWD, path, stat, STAT, st, XP(path), st);
 }
 
 XUFS_API int stat64(const char *path, struct stat64 *st)
 {
-    return STAT_CALL(1, AT_FDCWD, path, stat64, ISDIR(st), XP(path), st);
+    return STAT_CALL(1, AT_FDCWD, path, stat64, STAT, st, XP(path), st);
 }
 
 XUFS_API int lstat(const char *path, struct stat *st)
 {
-    return STAT_CALL(0, AT_FDCWD, path, lstat, ISDIR(st), XP(path), st);
+    return STAT_CALL(0, AT_FDCWD, path, lstat, STAT, st, XP(path), st);
 }
 
 XUFS_API int lstat64(const char *path, struct stat64 *st)
 {
-    return STAT_CALL(0, AT_FDCWD, path, lstat64, ISDIR(st), XP(path), st);
+    return STAT_CALL(0, AT_FDCWD, path, lstat64, STAT, st, XP(path), st);
 }
 
 XUFS_API int fstatat(int dirfd, const char *path, struct stat *st, int flags)
 {
-    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, fstatat, ISDIR(st), dirfd, XP(path), st, flags);
+    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, fstatat, STAT, st, dirfd, XP(path), st, flags);
 }
 
 XUFS_API int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
 {
-    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, fstatat64, ISDIR(st), dirfd, XP(path), st, flags);
+    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, fstatat64, STAT, st, dirfd, XP(path), st, flags);
 }
 
 XUFS_API int statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *stx)
 {
-    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, statx,
-                     (stx->stx_mask & STATX_TYPE) && S_ISDIR(stx->stx_mode), dirfd, XP(path), flags, mask,
-                       stx);
+    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, statx, STATX, stx, dirfd, XP(path), flags, mask, stx);
 }
 
 XUFS_API int __xstat(int ver, const char *path, struct stat *st)
 {
-    return STAT_CALL(1, AT_FDCWD, path, __xstat, ISDIR(st), ver, XP(path), st);
+    return STAT_CALL(1, AT_FDCWD, path, __xstat, STAT, st, ver, XP(path), st);
 }
 
 XUFS_API int __xstat64(int ver, const char *path, struct stat64 *st)
 {
-    return STAT_CALL(1, AT_FDCWD, path, __xstat64, ISDIR(st), ver, XP(path), st);
+    return STAT_CALL(1, AT_FDCWD, path, __xstat64, STAT, st, ver, XP(path), st);
 }
 
 XUFS_API int __lxstat(int ver, const char *path, struct stat *st)
 {
-    return STAT_CALL(0, AT_FDCWD, path, __lxstat, ISDIR(st), ver, XP(path), st);
+    return STAT_CALL(0, AT_FDCWD, path, __lxstat, STAT, st, ver, XP(path), st);
 }
 
 XUFS_API int __lxstat64(int ver, const char *path, struct stat64 *st)
 {
-    return STAT_CALL(0, AT_FDCWD, path, __lxstat64, ISDIR(st), ver, XP(path), st);
+    return STAT_CALL(0, AT_FDCWD, path, __lxstat64, STAT, st, ver, XP(path), st);
 }
 
 XUFS_API int __fxstatat(int ver, int dirfd, const char *path, struct stat *st, int flags)
 {
-    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, __fxstatat, ISDIR(st), ver, dirfd, XP(path), st,
+    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, __fxstatat, STAT, st, ver, dirfd, XP(path), st,
                        flags);
 }
 
 XUFS_API int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int flags)
 {
-    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, __fxstatat64, ISDIR(st), ver, dirfd, XP(path),
+    return STAT_CALL(!NOFOLLOW(flags), dirfd, path, __fxstatat64, STAT, st, ver, dirfd, XP(path),
                        st, flags);
+}
+
+/* The fstat family: a descriptor of a cache file B has not changed shows A's identity too, so
+ * stat and fstat of one file agree (tar compares them). */
+#define FSTAT_CALL(fd, st, name, ...) ({                                            \
+    int ret_ = RCALL(name, -1, __VA_ARGS__);                                       \
+    if (ret_ == 0) XID_APPLY_FD_STAT((fd), (st));                                  \
+    ret_; })
+
+XUFS_API int fstat(int fd, struct stat *st)
+{
+    return FSTAT_CALL(fd, st, fstat, fd, st);
+}
+
+XUFS_API int fstat64(int fd, struct stat64 *st)
+{
+    return FSTAT_CALL(fd, st, fstat64, fd, st);
+}
+
+XUFS_API int __fxstat(int ver, int fd, struct stat *st)
+{
+    return FSTAT_CALL(fd, st, __fxstat, ver, fd, st);
+}
+
+XUFS_API int __fxstat64(int ver, int fd, struct stat64 *st)
+{
+    return FSTAT_CALL(fd, st, __fxstat64, ver, fd, st);
 }
 
 XUFS_API int access(const char *path, int mode)
@@ -170,24 +218,36 @@ XUFS_API long pathconf(const char *path, int name)
     return LOOKUP_CALL(1, AT_FDCWD, path, pathconf, -1, XP(path), name);
 }
 
+/* XID_ATTR is the cache manager's, not the file's: reads under the mount never show it. */
+#define XATTR_GET(follow, path, name, getter, v, n) ({                              \
+    xpath p_;                                                                      \
+    int r_ = xp_lookup(AT_FDCWD, (path), (follow), &p_);                           \
+    r_ < 0 ? -1 : r_ > 0 && (name) && strcmp((name), XID_ATTR) == 0 ? (errno = ENODATA, -1) \
+                : RCALL(getter, -1, XP(path), (name), (v), (n)); })
+#define XATTR_LIST(follow, path, lister, list, n) ({                               \
+    xpath p_;                                                                      \
+    int r_ = xp_lookup(AT_FDCWD, (path), (follow), &p_);                           \
+    ssize_t got_ = r_ < 0 ? -1 : RCALL(lister, -1, XP(path), (list), (n));         \
+    r_ > 0 && got_ > 0 && (list) && (n) > 0 ? (ssize_t)xid_hide((list), got_) : got_; })
+
 XUFS_API ssize_t getxattr(const char *path, const char *name, void *v, size_t n)
 {
-    return LOOKUP_CALL(1, AT_FDCWD, path, getxattr, -1, XP(path), name, v, n);
+    return XATTR_GET(1, path, name, getxattr, v, n);
 }
 
 XUFS_API ssize_t lgetxattr(const char *path, const char *name, void *v, size_t n)
 {
-    return LOOKUP_CALL(0, AT_FDCWD, path, lgetxattr, -1, XP(path), name, v, n);
+    return XATTR_GET(0, path, name, lgetxattr, v, n);
 }
 
 XUFS_API ssize_t listxattr(const char *path, char *list, size_t n)
 {
-    return LOOKUP_CALL(1, AT_FDCWD, path, listxattr, -1, XP(path), list, n);
+    return XATTR_LIST(1, path, listxattr, list, n);
 }
 
 XUFS_API ssize_t llistxattr(const char *path, char *list, size_t n)
 {
-    return LOOKUP_CALL(0, AT_FDCWD, path, llistxattr, -1, XP(path), list, n);
+    return XATTR_LIST(0, path, llistxattr, list, n);
 }
 
 /* Extended attributes cannot be written back: refused under the mount. */

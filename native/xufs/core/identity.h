@@ -1,0 +1,55 @@
+/* identity.h: A's identity of a cache file — the inode number, mtime and ctime the file has on
+ * host A — which the cache manager records in the file's "user.xufs.id" extended attribute
+ * together with the cache file's own inode, mtime and size at that moment. The stat wrappers
+ * report A's values while the cache file still matches the record (B has not changed it), so
+ * tools that remember stat data (git's index, make, rsync, editors) agree on both sides.
+ *
+ * The record (56 bytes, little-endian; written by xufs/cache/identity.ts):
+ *   0  "XUFSID1\0"   8  A's inode    16 A's mtime (ns)   24 A's ctime (ns)
+ *   32 B's inode     40 B's mtime (ns)                   48 size
+ */
+#ifndef XUFS_IDENTITY_H
+#define XUFS_IDENTITY_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+/* The attribute's name; programs never see it (listxattr and getxattr hide it). */
+#define XID_ATTR "user.xufs.id"
+
+/* A's identity of one file. */
+typedef struct {
+    uint64_t ino;
+    int64_t mtime_ns, ctime_ns;
+} xid_a;
+
+/* Reads the record of the cache file at path (following a final symlink when follow), or of fd
+ * when path is NULL, and returns 1 with A's identity in *out when it matches what B's stat just
+ * reported (inode, mtime, size): B has not changed the file since it was recorded. 0 otherwise. */
+int xid_get(const char *path, int fd, int follow, uint64_t ino, int64_t mtime_ns, uint64_t size, xid_a *out);
+
+/* Is fd on the file system that holds the cache (a cheap test before xid_get on an fd)? */
+int xid_on_cache_fs(uint64_t dev);
+
+/* Overwrites the inode number and the times of a struct stat / stat64 with A's identity when the
+ * record of the cache file matches (path: the cache path; NULL: use fd). */
+#define XID_APPLY_STAT(path, fd, follow, st) do {                                           \
+    xid_a a_;                                                                               \
+    if (xid_get((path), (fd), (follow), (uint64_t)(st)->st_ino,                             \
+                (int64_t)(st)->st_mtim.tv_sec * 1000000000 + (st)->st_mtim.tv_nsec,         \
+                (uint64_t)(st)->st_size, &a_)) {                                            \
+        (st)->st_ino = a_.ino;                                                              \
+        (st)->st_mtim.tv_sec = a_.mtime_ns / 1000000000;                                    \
+        (st)->st_mtim.tv_nsec = a_.mtime_ns % 1000000000;                                   \
+        (st)->st_ctim.tv_sec = a_.ctime_ns / 1000000000;                                    \
+        (st)->st_ctim.tv_nsec = a_.ctime_ns % 1000000000;                                   \
+    }                                                                                       \
+} while (0)
+
+/* The same for a struct statx (only the fields it was asked for and has). */
+void xid_apply_statx(const char *path, int fd, int follow, struct statx *stx);
+
+/* Removes XID_ATTR from a listxattr result of n bytes in list (NUL-separated names); the new n. */
+long xid_hide(char *list, long n);
+
+#endif
