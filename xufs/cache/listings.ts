@@ -22,6 +22,8 @@ export interface ListingHooks {
   listed: (rel: string, entries: Entry[]) => void;
   /** A busy entry was left alone although A's version differs: applied when it is no longer busy. */
   skipped: (rel: string) => void;
+  /** A watched file B has cached changed on A: its content is replaced in place (same inode). */
+  refresh: (rel: string, e: Entry) => void;
 }
 
 /** Lists directories into the skeleton. */
@@ -143,6 +145,12 @@ export class Listings {
       return false;
     }
     if (localType === "f" && e.type === "f" && this.state.modifiedOnB(local!, m)) return false;
+    if (localType === "f" && e.type === "f" && m.fetched && this.state.watched.has(rel)) {
+      // A program watches it (tail -f): the new content goes into the same inode, so the watch
+      // sees IN_MODIFY and a reader's descriptor reads on, as for a local file.
+      this.hooks.refresh(rel, e);
+      return false;
+    }
     if (localType) {
       rmSync(path, { recursive: true, force: true });
       this.state.forget(rel);

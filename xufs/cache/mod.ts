@@ -118,6 +118,7 @@ export class CacheManager {
     this.listings = new Listings(this.state, this.pool, {
       listed: (rel, entries) => this.precacher.listed(rel, entries),
       skipped: (rel) => this.changes?.skipped(rel),
+      refresh: (rel, e) => this.transfers.refresh(rel, e),
     });
     this.transfers = new Transfers(this.state, this.pool, this.listings, { ...this.#t, progress: opts.progress ?? false });
     this.precacher = new Precacher(this.state, this.pool, this.listings, this.transfers, this.#t);
@@ -300,6 +301,10 @@ export class CacheManager {
     },
     tree: (rel: string) => this.listings.listSubtree(rel),
     fetch: (rel: string) => this.transfers.fetch(rel),
+    watch: async (rel: string) => {
+      await this.transfers.fetch(rel);
+      this.state.watched.add(rel);
+    },
     change: (op: string, args: string[]) => this.changes.change(op, args),
     log: (line: string) => this.#log(line),
   };

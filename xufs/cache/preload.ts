@@ -13,6 +13,8 @@ export interface PreloadHandlers {
   enter(rel: string): Promise<void>;
   tree(rel: string): Promise<void>;
   fetch(rel: string): Promise<void>;
+  /** A program watches `rel` (inotify): fetch it, and refresh it in place when A changes it. */
+  watch(rel: string): Promise<void>;
   /** Any other request: a change (OPENW, CLOSED, MKDIR, …). */
   change(op: string, args: string[]): Promise<void>;
   log(line: string): void;
@@ -44,6 +46,9 @@ export async function answer(h: PreloadHandlers, line: string): Promise<string> 
         break;
       case "FETCH":
         await h.fetch(args[0]);
+        break;
+      case "WATCH":
+        await h.watch(args[0]);
         break;
       default:
         await h.change(op, args);

@@ -114,6 +114,8 @@ export class CacheState {
   #ackN = 0;
   #saveTimer?: ReturnType<typeof setTimeout>;
 
+  /** Files programs watch (inotify) in this session: refreshed in place when A changes them. */
+  readonly watched = new Set<string>();
   /** A's identity of cache files (inode and times that stat on B reports). */
   readonly identities: Identities;
 

@@ -10,8 +10,10 @@ import type { Stats } from "node:fs";
 import { chmod, type FileHandle, open, stat, utimes } from "node:fs/promises";
 import { sha256 } from "../../common/bytes.ts";
 import { FsError } from "../fserror.ts";
+import type { Entry } from "../messages.ts";
 import { Progress } from "../progress.ts";
 import type { Remote } from "../remote.ts";
+import { parseVersion } from "./identity.ts";
 import type { LinkPool } from "./links.ts";
 import type { Listings } from "./listings.ts";
 import { type CacheState, type Meta, parentOf } from "./state.ts";
@@ -86,7 +88,34 @@ export class Transfers {
   async #fetched(m: Meta, version: string, real: string, racy: boolean, hash?: string): Promise<void> {
     const now = await stat(real);
     Object.assign(m, { version, fetched: true, racy: racy || undefined, sha256: hash, mtimeMs: now.mtimeMs, size: now.size, recheck: undefined });
+    this.state.identities.record(real, m);
     this.state.save();
+  }
+
+  /**
+   * A watched, cached file changed on A (listed as `e`): its new content replaces the old in the
+   * same cache file, which then gets A's mtime. A file B holds open for writing, or one too big
+   * to read in one request, is made a placeholder again instead (fetched at its next open).
+   */
+  refresh(rel: string, e: Entry): void {
+    const real = this.state.local(rel);
+    this.listings.once(`fetch:${rel}`, async () => {
+      const m = this.state.m(rel);
+      const st = await stat(real);
+      if (this.state.isBusy(rel) || e.size >= this.knobs.stripeMin) {
+        Object.assign(m, { fetched: false });
+        this.state.watched.delete(rel);
+        return;
+      }
+      const reply = await this.pool.remoteOrEio().request({ op: "read", path: rel });
+      const h = reply.head;
+      if (reply.payload.length !== h.size) throw new FsError("EIO", `Short read of ${rel}: ${reply.payload.length} of ${h.size} bytes`);
+      const a = parseVersion(String(h.version));
+      if (!a) throw new FsError("EIO", `Bad version of ${rel}: ${h.version}`);
+      const at = new Date(Number(a.mtimeNs / 1_000_000n));
+      const now = { mode: st.mode, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, atime: at, mtime: at } as Stats;
+      if (await this.fill(real, now, h.size, (f) => writeAt(f, reply.payload, 0))) await this.#fetched(m, h.version, real, h.racy === true, h.contentSha256);
+    }).catch(() => {});
   }
 
   /**

@@ -3,7 +3,7 @@
  * LD_AUDIT and XUFS_*), but for LD_LIBRARY_PATH entries under the mount, which become their cache
  * directories (loader_env). glibc's execv/execvp/execl* and posix_spawn* call execve internally,
  * bypassing the PLT, so each is wrapped; a PATH search is done here only when PATH has a
- * directory under the mount. */
+ * directory under the mount. execveat is wrapped too. */
 #include "xufs/core/prepare.h"
 #include "xufs/core/client.h"
 #include "xufs/core/xreal.h"
@@ -19,12 +19,17 @@
 extern char **environ;
 
 /* 1: *use is the cache path of an XUFS program (fetched); 0: not XUFS; -1 errno. */
-static int prep_exec(const char *path, xpath *p)
+static int prep_exec_at(int dirfd, const char *path, int nofollow, xpath *p)
 {
     int track;
-    int r = xp_open(AT_FDCWD, path, O_RDONLY, p, &track);
+    int r = xp_open(dirfd, path, O_RDONLY | (nofollow ? O_NOFOLLOW : 0), p, &track);
     if (r <= 0) return r;
     return 1;
+}
+
+static int prep_exec(const char *path, xpath *p)
+{
+    return prep_exec_at(AT_FDCWD, path, 0, p);
 }
 
 /* The dynamic loader stats each LD_LIBRARY_PATH directory and gives up on one that does not
@@ -111,6 +116,23 @@ XUFS_API int execve(const char *path, char *const argv[], char *const envp[])
     char *owned = NULL;
     char **env = loader_env(envp, &owned);
     int rc = RCALL(execve, -1, xp_real(r, &p, path), argv, env);
+    int e = errno;
+    free_env(env, envp, owned);
+    errno = e;
+    return rc;
+}
+
+/* execveat: a path under the mount (relative to dirfd or absolute) runs its cache file; with
+ * AT_EMPTY_PATH and "" the descriptor is already one (opened through open()). */
+XUFS_API int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
+{
+    xpath p;
+    int r = (flags & AT_EMPTY_PATH) && !*path ? 0
+                                                      : prep_exec_at(dirfd, path, (flags & AT_SYMLINK_NOFOLLOW) != 0, &p);
+    if (r < 0) return -1;
+    char *owned = NULL;
+    char **env = loader_env(envp, &owned);
+    int rc = RCALL(execveat, -1, dirfd, r > 0 ? p.buf : path, argv, env, flags);
     int e = errno;
     free_env(env, envp, owned);
     errno = e;

@@ -1,5 +1,5 @@
 /* open.c: libxufs.so's load/exit hooks and the wrappers of the open family (open*, creat*,
- * __open*_2, fopen*, freopen*) and of fd lifetime (close, dup*, fcntl F_DUPFD*, fclose,
+ * __open*_2, fopen*, freopen*, openat2 through syscall()) and of fd lifetime (close, dup*, fcntl F_DUPFD*, fclose,
  * fcloseall, close_range) that drive the CLOSED write-back: close() and fclose() fail with EIO
  * when the manager could not make the change durable. Paths are prepared by
  * xufs/core/prepare.c. */
@@ -11,10 +11,12 @@
 #include "common/log.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 __attribute__((constructor)) static void xufs_load(void)
@@ -39,6 +41,38 @@ static int open_common(int dirfd, const char *path, int flags, mode_t mode)
     int fd = RCALL(openat64, -1, dirfd, xp_real(r, &p, path), flags, mode);
     if (fd >= 0 && r && track) xfd_track(fd, p.rel);
     return fd;
+}
+
+/* openat2(2), which glibc has no wrapper for: programs call it through syscall(). A path the
+ * kernel resolves inside the cache by itself (relative to a cache directory) keeps its
+ * RESOLVE_* meaning; an absolute one under the mount is opened at its cache path. */
+static long openat2_common(int dirfd, const char *path, struct open_how *how, size_t size)
+{
+    if (!path || !how || size < sizeof(struct open_how))
+        return RCALL(syscall, -1, (long)SYS_openat2, (long)dirfd, path, how, size);
+    xpath p;
+    int track;
+    int r = xp_open(dirfd, path, (int)how->flags, &p, &track);
+    if (r < 0) return -1;
+    const char *use = r > 0 && p.direct ? path : xp_real(r, &p, path);
+    long fd = RCALL(syscall, -1, (long)SYS_openat2, (long)dirfd, use, how, size);
+    if (fd >= 0 && r && track) xfd_track((int)fd, p.rel);
+    return fd;
+}
+
+/* syscall(): openat2 and execveat made through it are the wrappers' too; everything else goes
+ * to libc's syscall() with the six arguments it would read. */
+XUFS_API long syscall(long nr, ...)
+{
+    va_list ap;
+    long a[6];
+    va_start(ap, nr);
+    for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
+    va_end(ap);
+    if (nr == SYS_openat2 && xufs_on()) return openat2_common((int)a[0], (const char *)a[1], (struct open_how *)a[2], (size_t)a[3]);
+    if (nr == SYS_execveat && xufs_on())
+        return execveat((int)a[0], (const char *)a[1], (char *const *)a[2], (char *const *)a[3], (int)a[4]);
+    return RCALL(syscall, -1, nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 #define NEEDS_MODE(f) (((f) & O_CREAT) || ((f) & O_TMPFILE) == O_TMPFILE)
