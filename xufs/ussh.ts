@@ -66,7 +66,7 @@ function installedPrefix(): string {
   }
 }
 
-class Ssh {
+export class Ssh {
   readonly ctl: string;
   master?: Deno.ChildProcess;
 
@@ -305,7 +305,7 @@ function pause(ms: number, stop: AbortSignal): Promise<void> {
  * without asking (a password-only login) is reported, and the session goes on with the
  * connections it has. Resolves when every one has ended after `stop`.
  */
-async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSock: string, stop: AbortSignal): Promise<void> {
+export async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSock: string, stop: AbortSignal): Promise<void> {
   const first: Promise<boolean>[] = [];
   const loops: Promise<void>[] = [];
   const failures: string[] = [];
@@ -330,7 +330,9 @@ async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSock: stri
         if (attempt === 0) reportFirst(true);
         wait = RETRY_FIRST_MS;
         const onStop = () => r.kill("SIGTERM");
-        stop.addEventListener("abort", onStop, { once: true });
+        // A connection that came up just as the session ended: the abort has already happened.
+        if (stop.aborted) onStop();
+        else stop.addEventListener("abort", onStop, { once: true });
         await r.status; // dropped: opened again (B dials the socket again when it is back)
         stop.removeEventListener("abort", onStop);
       }
