@@ -66,6 +66,7 @@ function installedPrefix(): string {
   }
 }
 
+/** The ssh connections to host B: a master (ControlMaster) for commands, and the stripes beside it. */
 export class Ssh {
   readonly ctl: string;
   master?: Deno.ChildProcess;
