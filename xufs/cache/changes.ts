@@ -219,9 +219,9 @@ export class Changes {
       m.version = ack.version;
       m.racy = ack.racy;
       if (op.op === "write") Object.assign(m, { fetched: true, sha256: op.sha256, mtimeMs: op.mtimeMs, size: op.size, dirty: undefined });
-      if (op.op === "write" && !this.state.isBusy(target)) this.state.recordIdentity(target);
       else if (ack.sha256) m.sha256 = ack.sha256;
       if (op.op === "utimes") m.mtimeMs = op.mtimeMs;
+      this.state.changedHere.add(target); // keeps its own stat values for the rest of the session
     }
     this.state.save();
   }

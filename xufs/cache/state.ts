@@ -114,6 +114,12 @@ export class CacheState {
   #ackN = 0;
   #saveTimer?: ReturnType<typeof setTimeout>;
 
+  /**
+   * Paths B changed in this session: they keep B's own stat values until the next session, as
+   * a program may be between a stat and an fstat of one of them (cp: "replaced while being
+   * copied") when A's answer arrives.
+   */
+  readonly changedHere = new Set<string>();
   /** Files programs watch (inotify) in this session: refreshed in place when A changes them. */
   readonly watched = new Set<string>();
   /** A's identity of cache files (inode and times that stat on B reports). */
@@ -126,7 +132,7 @@ export class CacheState {
 
   /** Records A's identity of the file `rel` when its cache file is still what B has from A. */
   recordIdentity(rel: string): void {
-    if (this.identities.record(this.local(rel), this.m(rel))) this.save();
+    if (!this.changedHere.has(rel) && this.identities.record(this.local(rel), this.m(rel))) this.save();
   }
 
   /** Loads meta.json (nothing is listed yet in this session). */
