@@ -120,6 +120,7 @@ export class Listings {
     if (touched && m.mtimeMs !== undefined) utimesSync(dir, m.mtimeMs / 1000, m.mtimeMs / 1000);
     m.listed = true;
     m.known = true;
+    this.state.listedInSession.add(rel);
     this.state.save();
     this.hooks.listed(rel, entries);
   }
@@ -141,7 +142,9 @@ export class Listings {
     }
     if (localType === "f" && e.type === "f" && m.version === e.version) {
       if (m.racy && m.fetched) m.recheck = true;
-      if (!this.state.modifiedOnB(local!, m)) this.state.recordIdentity(rel);
+      // A's identity appears only in the directory's first listing of the session, before any
+      // program of the session looked at the file; later listings leave what stat shows alone.
+      if (!this.state.modifiedOnB(local!, m) && !this.state.listedInSession.has(parentOf(rel))) this.state.recordIdentity(rel);
       return false;
     }
     if (localType === "f" && e.type === "f" && this.state.modifiedOnB(local!, m)) return false;

@@ -120,6 +120,8 @@ export class CacheState {
    * copied") when A's answer arrives.
    */
   readonly changedHere = new Set<string>();
+  /** Directories listed at least once in this session. */
+  readonly listedInSession = new Set<string>();
   /** Files programs watch (inotify) in this session: refreshed in place when A changes them. */
   readonly watched = new Set<string>();
   /** A's identity of cache files (inode and times that stat on B reports). */

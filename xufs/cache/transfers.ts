@@ -88,7 +88,8 @@ export class Transfers {
   async #fetched(m: Meta, version: string, real: string, racy: boolean, hash?: string): Promise<void> {
     const now = await stat(real);
     Object.assign(m, { version, fetched: true, racy: racy || undefined, sha256: hash, mtimeMs: now.mtimeMs, size: now.size, recheck: undefined });
-    this.state.identities.record(real, m);
+    // (a file B changed in this session keeps its own stat values: see CacheState.changedHere)
+    this.state.recordIdentity(real.slice(this.state.tree.length + 1));
     this.state.save();
   }
 
