@@ -120,10 +120,9 @@ static struct {
     ereq *reqs;
     keep keeps[MAX_KEEP];
     int n_keep;
-    int helper[2][4];            /* local helper sockets (helper_for): [REFUSER] and [HOLE] */
-    int filler[4];               /* the connection that fills HOLE i's accept queue */
-    uint32_t helper_ip[2][4];
-    uint16_t helper_port[2][4];
+    int refuser[4];
+    uint32_t refuser_ip[4];
+    uint16_t refuser_port[4];
     int fd_base;
     int wanted;                  /* eng_start: keep a link up even without other work */
     int inherited[MAX_INHERITED]; /* links of ancestors (fork, exec): kept open, never used */
@@ -133,8 +132,7 @@ static struct {
     brokered direct[DIRECT_CACHE];
     int64_t paths_due;           /* when to report them (0: nothing to report) */
 } E = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .ep = -1, .wake = -1,
-       .link = -1, .state = L_DOWN, .retry_ms = RETRY_FIRST_MS, .next_id = 1,
-       .helper = {{-1, -1, -1, -1}, {-1, -1, -1, -1}}, .filler = {-1, -1, -1, -1}};
+       .link = -1, .state = L_DOWN, .retry_ms = RETRY_FIRST_MS, .next_id = 1, .refuser = {-1, -1, -1, -1}};
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void init_once(void);
@@ -172,9 +170,7 @@ int eng_owns_fd(int fd)
     int owned = fd == __atomic_load_n(&E.link, __ATOMIC_RELAXED) ||
                 fd == __atomic_load_n(&E.ep, __ATOMIC_RELAXED) ||
                 fd == __atomic_load_n(&E.wake, __ATOMIC_RELAXED);
-    for (int i = 0; i < 4 && !owned; i++)
-        owned = fd == __atomic_load_n(&E.helper[0][i], __ATOMIC_RELAXED) || fd == __atomic_load_n(&E.helper[1][i], __ATOMIC_RELAXED) ||
-                fd == __atomic_load_n(&E.filler[i], __ATOMIC_RELAXED);
+    for (int i = 0; i < 4 && !owned; i++) owned = fd == __atomic_load_n(&E.refuser[i], __ATOMIC_RELAXED);
     int n = __atomic_load_n(&E.n_inherited, __ATOMIC_ACQUIRE);
     for (int i = 0; i < n && !owned; i++) owned = fd == E.inherited[i];
     return owned;
@@ -292,26 +288,19 @@ static void let_go(econn *c)
     c->dup = -1;
 }
 
-/* Local helper sockets at an address, at most 4 of each kind, made on first use (lock held):
- * a REFUSER is bound and never listens, so a connect to it is reset; a HOLE listens with a full
- * accept queue (backlog 0 and one connection that is never accepted), so a SYN to it gets no
- * answer and a connect to it stays in progress, showing no readiness: where a pending overlay
- * connect is parked (a socket that listened once can never connect again on newer kernels). */
-enum { REFUSER, HOLE };
-
-/* The port of the helper of this kind at ip (host order; 0 for the wildcard, which uses
- * 127.0.0.1), or 0 if none can be made. */
-static uint16_t helper_for(int kind, uint32_t ip)
+/* A refusing local port at the address ip (host order; 0 for the wildcard, which uses
+ * 127.0.0.1): a bound socket that never listens, so a connect to it is reset. Port 0 if none. */
+static uint16_t refuser_for(uint32_t ip)
 {
     if (ip == 0) ip = 0x7f000001;
     for (int i = 0; i < 4; i++)
-        if (E.helper[kind][i] >= 0 && E.helper_ip[kind][i] == ip) return E.helper_port[kind][i];
+        if (E.refuser[i] >= 0 && E.refuser_ip[i] == ip) return E.refuser_port[i];
     for (int i = 0; i < 4; i++) {
-        if (E.helper[kind][i] >= 0) continue;
+        if (E.refuser[i] >= 0) continue;
         int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         struct sockaddr_storage ss;
         socklen_t sl = sa_make_v4(AF_INET, ip, 0, &ss);
-        if (s < 0 || real.bind(s, (struct sockaddr *)&ss, sl) || (kind == HOLE && real.listen(s, 0))) {
+        if (s < 0 || real.bind(s, (struct sockaddr *)&ss, sl)) {
             if (s >= 0) real.close(s);
             return 0;
         }
@@ -320,54 +309,12 @@ static uint16_t helper_for(int kind, uint32_t ip)
         uint32_t got;
         uint16_t port = 0;
         if (real.getsockname(s, (struct sockaddr *)&ss, &sl) == 0) sa_get_v4((struct sockaddr *)&ss, sl, &got, &port);
-        if (kind == HOLE) {
-            int f = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            if (f < 0 || real.connect(f, (struct sockaddr *)&ss, sl)) { /* loopback: done at once */
-                if (f >= 0) real.close(f);
-                real.close(s);
-                return 0;
-            }
-            __atomic_store_n(&E.filler[i], high_fd(f, 1), __ATOMIC_RELAXED);
-        }
-        E.helper_ip[kind][i] = ip;
-        E.helper_port[kind][i] = port;
-        __atomic_store_n(&E.helper[kind][i], s, __ATOMIC_RELAXED);
+        E.refuser_ip[i] = ip;
+        E.refuser_port[i] = port;
+        __atomic_store_n(&E.refuser[i], s, __ATOMIC_RELAXED);
         return port;
     }
     return 0;
-}
-
-/* The address fd is bound to (0 when unbound or not IPv4/v4-mapped), and its family. */
-static uint32_t bound_ip(int fd, int *family)
-{
-    struct sockaddr_storage me;
-    socklen_t ml = sizeof me;
-    uint32_t ip = 0;
-    uint16_t port;
-    *family = AF_INET;
-    if (real.getsockname(fd, (struct sockaddr *)&me, &ml) == 0) {
-        *family = me.ss_family;
-        sa_get_v4((struct sockaddr *)&me, ml, &ip, &port);
-    }
-    return ip;
-}
-
-/* Connects fd (disconnected first) to the helper of this kind at its own address, without
- * waiting; 0, or -errno. */
-static int connect_helper(int fd, int kind)
-{
-    int family;
-    eng_abandon(fd);
-    uint32_t ip = bound_ip(fd, &family);
-    uint16_t port = helper_for(kind, ip);
-    if (!port) return -EADDRNOTAVAIL;
-    struct sockaddr_storage to;
-    socklen_t tl = sa_make_v4(family, ip ? ip : 0x7f000001, port, &to);
-    int fl = real.fcntl(fd, F_GETFL);
-    if (fl >= 0 && !(fl & O_NONBLOCK)) real.fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-    int r = real.connect(fd, (struct sockaddr *)&to, tl) && errno != EINPROGRESS ? -errno : 0;
-    if (fl >= 0 && !(fl & O_NONBLOCK)) real.fcntl(fd, F_SETFL, fl);
-    return r;
 }
 
 /* The connect failed with err: a non-blocking one's socket is connected to a refusing local
@@ -381,8 +328,17 @@ static void fail_conn(econn *c, int err)
     char d[24];
     dbg("connect %s: %s (%s)", fmt_addr(c->req.dst_ip, c->req.dst_port, d), strerror(err), errno_name(err));
     if (!c->blocking && c->dup >= 0) {
-        int r = connect_helper(c->dup, REFUSER);
-        if (r) dbg("connect %s: cannot make the socket report the failure: %s", d, strerror(-r));
+        struct sockaddr_storage me, to;
+        socklen_t ml = sizeof me;
+        uint32_t ip = 0;
+        uint16_t port;
+        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+        real.connect(c->dup, &unspec, sizeof unspec);
+        if (real.getsockname(c->dup, (struct sockaddr *)&me, &ml) == 0) sa_get_v4((struct sockaddr *)&me, ml, &ip, &port);
+        uint16_t rp = refuser_for(ip);
+        socklen_t tl = sa_make_v4(c->family, ip ? ip : 0x7f000001, rp, &to);
+        if (!rp || (real.connect(c->dup, (struct sockaddr *)&to, tl) && errno != EINPROGRESS))
+            dbg("connect %s: cannot make the socket report the failure: %s", d, strerror(errno));
         let_go(c);
     }
     pthread_cond_broadcast(&E.cond);
@@ -471,7 +427,7 @@ static void fall_back(econn *c, int err, const char *why)
     c->in_epoll = 0;
     c->direct = 0;
     eng_abandon(c->dup);
-    if (connect_helper(c->dup, HOLE)) {
+    if (eng_park(c->dup)) {
         fail_conn(c, ENETUNREACH);
         return;
     }
@@ -547,9 +503,11 @@ static void take_answer(econn *c)
         return;
     }
     pthread_cond_broadcast(&E.cond); /* a caller waiting in eng_conn_wait_answer */
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
     struct sockaddr_storage ss;
     socklen_t sl = sa_make_v4(c->family, c->ans.real_ip, c->ans.real_port, &ss);
-    eng_abandon(c->dup); /* out of the parked connect, same socket */
+    setsockopt(c->dup, IPPROTO_TCP, TCP_DEFER_ACCEPT, &c->saved_defer, sizeof c->saved_defer);
+    real.connect(c->dup, &unspec, sizeof unspec); /* out of the listening state, same socket */
     c->phase = C_JOINING;
     c->direct = c->ans.kind == UVPN_TK_DIRECT;
     c->direct_until = mono_ms() + ENG_DIRECT_MS;
@@ -1275,11 +1233,9 @@ void eng_abandon(int fd)
 
 int eng_park(int fd)
 {
-    pthread_once(&once, init_once);
-    pthread_mutex_lock(&E.lock);
-    int r = connect_helper(fd, HOLE);
-    pthread_mutex_unlock(&E.lock);
-    return r;
+    int on = 30;
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &on, sizeof on);
+    return real.listen(fd, 1) ? -errno : 0;
 }
 
 int eng_conn_wait_answer(uint32_t id, int64_t until)
@@ -1289,7 +1245,7 @@ int eng_conn_wait_answer(uint32_t id, int64_t until)
     econn *x;
     while ((x = find_conn(id)) && (x->phase == C_QUEUED || x->phase == C_SENT) && mono_ms() < until) wait_once(until);
     int st = x && (x->phase == C_QUEUED || x->phase == C_SENT) ? ENG_PENDING : ENG_DONE;
-    if (st == ENG_PENDING && x->dup >= 0 && connect_helper(x->dup, HOLE)) fail_conn(x, ENETUNREACH);
+    if (st == ENG_PENDING && x->dup >= 0 && eng_park(x->dup)) fail_conn(x, ENETUNREACH);
     pthread_mutex_unlock(&E.lock);
     return st;
 }

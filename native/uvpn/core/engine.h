@@ -59,7 +59,7 @@ void eng_keep(int type, const uint8_t *body, size_t len);
 void eng_forget(int type, uint32_t ip, uint16_t vport);
 
 /* Starts a non-blocking overlay connect of the socket dup (a duplicate the engine now owns and
- * closes; the caller has it parked (eng_park), with saved_defer its TCP_DEFER_ACCEPT before). Returns
+ * closes; the caller has it listening, with saved_defer its TCP_DEFER_ACCEPT before). Returns
  * the connect's id (> 0), or 0 with errno set. */
 uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline);
 
@@ -70,9 +70,8 @@ enum { ENG_PENDING = 0, ENG_DONE = 1, ENG_FAILED = 2, ENG_UNKNOWN = 3 };
  * (ECONNRESET from SYN_SENT) cleared, so the program never sees it. */
 void eng_abandon(int fd);
 
-/* Parks the socket fd while its overlay connect is pending: a connect in progress to a local
- * listener whose accept queue is full (a SYN it never answers), so it shows no readiness, as a
- * kernel connect in progress; the engine later connects it for real. 0 or -errno. */
+/* Puts the socket fd into the listening state (with TCP_DEFER_ACCEPT), where it shows no
+ * readiness while its connect is pending. 0 or -errno. */
 int eng_park(int fd);
 /* Waits (at most until the monotonic deadline) for the router's answer to connect id: returns
  * ENG_PENDING when it has not come; then the socket is parked (eng_park) under the engine's
