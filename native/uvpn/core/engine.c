@@ -833,7 +833,7 @@ static int run_timers(void)
 
 /* A short time slice for the engine thread (Linux 6.12's custom slices for ordinary tasks, no
  * privilege needed): its virtual deadline is then earlier than that of a thread it wakes, so the
- * poller woken by the move of a pending socket out of the listening state does not preempt it
+ * poller woken by the move of a pending socket out of its parking does not preempt it
  * between its two connects (the instant in which the socket looks closed). Ignored where the
  * kernel has no such thing. */
 static void short_slice(void)

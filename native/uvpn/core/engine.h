@@ -5,7 +5,7 @@
  * unless they are blocking calls by nature (a blocking connect, a listen's registration):
  *   - control requests (LISTEN, UDPBIND, NAME, ...): eng_request, answered on the link;
  *   - non-blocking connects: eng_connect_async takes a duplicate of the program's socket (put in
- *     the listening state by the caller, so it shows no readiness), sends CONNECT, and when the
+ *     parked by the caller with eng_park, so it shows no readiness), sends CONNECT, and when the
  *     answer comes moves that same socket to the router's data port and writes the DATA ticket,
  *     or, for a brokered connection, to the listener's real port with the DIRECT ticket (parked
  *     again and relayed when that fails or takes longer than ENG_DIRECT_MS), or, on failure,
