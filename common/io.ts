@@ -78,6 +78,11 @@ export class ConnSet {
     }
   }
 
+  /** Forgets a connection without closing it (it was closed, or handed over, elsewhere). */
+  forget(conn: { close(): void }): void {
+    this.#conns.delete(conn);
+  }
+
   /** Closes every connection still open. */
   closeAll(): void {
     this.close(...this.#conns);

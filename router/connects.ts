@@ -311,10 +311,11 @@ export class Connects {
       const dp = this.o.dp();
       if ("relay" in p.hop) dp.relayAttach(p.hop.relay, dp.adopt(conn));
       else this.o.sessions.attach(p.hop.session, conn);
+      this.o.conns.forget(conn); // closed by the handover (a second close would only throw)
     } catch (e) {
       this.o.log(`relay ${p.what}: ${(e as Error).message}`);
+      this.o.conns.close(conn);
     }
-    this.o.conns.close(conn); // closed already by the handover (or now, if it failed): leaves the set
   }
 
   /** An event of the data plane about local relays and joined connections; false when not one. */

@@ -8,6 +8,7 @@
  * router/sessions.ts, their bytes the data plane's (router/dataplane.ts); the links' state is
  * kept here.
  */
+import { batchedLog } from "./logbuf.ts";
 import { hex, u16, u32 } from "../common/bytes.ts";
 import { closeQuietly, ConnSet } from "../common/io.ts";
 import { acceptCarrier } from "./carrier.ts";
@@ -93,7 +94,7 @@ export class Router {
   constructor(private readonly opts: RouterOptions) {
     this.subnet = opts.self.subnet;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
-    this.#log = opts.log ?? ((line) => console.error(`uvpn_proxy: ${line}`));
+    this.#log = opts.log ?? batchedLog("uvpn_proxy: ");
     this.#guard = new PreAuthGuard({ ...DEFAULT_LIMITS, ...opts.limits });
     this.#refusals = new RefusalLog(this.#log);
     this.#ttl = opts.leaseTtlMs ?? { exclusive: 60_000, open: 43_200_000 };

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WAIT_POLL_MS 250   /* a blocking call re-checks that its caller still waits */
@@ -39,27 +40,84 @@ void job_drop_dup(job *j)
     j->dup = -1;
 }
 
-/* The worker thread: runs j->work, then releases the job. */
-static void *run_job(void *arg)
+/* Worker threads are kept a while once their job is done (IDLE_MS) and take the next job, so a
+ * burst of connects and accepts does not pay a thread's creation and teardown each (a clone3, a
+ * stack's mmap and munmap: one per connection before). A job never waits for a busy thread:
+ * when none is idle, a new one is started, as before. */
+#define IDLE_MS 2000
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cond = PTHREAD_COND_INITIALIZER;
+static job *queue_head, *queue_tail;
+static int idle; /* threads waiting for a job and not yet promised one */
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+/* A forked child has none of the parent's threads: it starts with an empty pool. */
+static void pool_after_fork(void)
 {
-    job *j = arg;
+    pthread_mutex_init(&pool_lock, NULL);
+    pthread_cond_init(&pool_cond, NULL);
+    queue_head = queue_tail = NULL;
+    idle = 0;
+}
+
+static void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
+
+static void finish_job(job *j)
+{
     j->work(j);
     if (j->dup >= 0) close(j->dup);
     free(j->pm);
     free(j);
     atomic_fetch_sub(&workers, 1);
+}
+
+/* The worker thread: runs its first job, then the jobs queued for it until none comes for IDLE_MS. */
+static void *run_job(void *arg)
+{
+    for (job *j = arg; j;) {
+        finish_job(j);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += IDLE_MS / 1000;
+        pthread_mutex_lock(&pool_lock);
+        idle++;
+        while (!queue_head && pthread_cond_timedwait(&pool_cond, &pool_lock, &until) != ETIMEDOUT) {
+        }
+        j = queue_head;
+        if (j) {
+            queue_head = j->next; /* the producer counted this thread out of idle */
+            if (!queue_head) queue_tail = NULL;
+        } else {
+            idle--;
+        }
+        pthread_mutex_unlock(&pool_lock);
+    }
     return NULL;
 }
 
 void start_worker(job *j, void (*work)(job *))
 {
+    pthread_once(&pool_once, pool_init);
+    j->work = work;
+    j->next = NULL;
+    atomic_fetch_add(&workers, 1);
+    pthread_mutex_lock(&pool_lock);
+    if (idle > 0) {
+        idle--;
+        if (queue_tail) queue_tail->next = j;
+        else queue_head = j;
+        queue_tail = j;
+        pthread_cond_signal(&pool_cond);
+        pthread_mutex_unlock(&pool_lock);
+        return;
+    }
+    pthread_mutex_unlock(&pool_lock);
     pthread_t t;
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&at, 256 * 1024);
-    j->work = work;
-    atomic_fetch_add(&workers, 1);
     if (pthread_create(&t, &at, run_job, j)) {
         atomic_fetch_sub(&workers, 1);
         tg_reply(j->nfd, j->req.id, 0, EAGAIN);

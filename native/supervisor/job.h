@@ -23,6 +23,7 @@ typedef struct job {
     struct sockaddr_storage ss; /* connect: destination */
     socklen_t sl;
     struct pmsg *pm;         /* recvfrom, recvmsg: the program's buffers (freed with the job) */
+    struct job *next;        /* queued for an idle worker (job.c) */
 } job;
 
 /* Inode of an fd (the key of sockstate.h), or 0. */
@@ -36,7 +37,8 @@ job *new_job(int nfd, const struct seccomp_notif *q, int dup);
  * the program runs on, its close() must really close the socket (a listener the program closed
  * must refuse the next connection, not take it into the backlog of our duplicate). */
 void job_drop_dup(job *j);
-/* Hands j to a detached worker thread running work, which releases j. On failure answers EAGAIN. */
+/* Hands j to a worker thread running work, which releases j: an idle one kept from an earlier
+ * job, else a new detached one. On failure answers EAGAIN. */
 void start_worker(job *j, void (*work)(job *));
 /* How many worker threads are running. */
 int workers_running(void);

@@ -19,6 +19,7 @@
  * --nested exec, exec'd by F directly: the filter it inherits already serves it. */
 #include "supervisor/launch.h"
 #include "supervisor/spawn.h"
+#include "supervisor/target.h"
 #include "uvpn/core/engine.h"
 #include "common/log.h"
 
@@ -174,6 +175,7 @@ static void supervisor(const opts *o, int rep, pid_t front, const sp_signals *si
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null >= 0) dup2(null, 0), dup2(null, 1), close(null);
     int keep[] = {nfd, rep, chld_fd, front_pidfd};
+    tg_forget(); /* its pidfds are among the others */
     close_others(keep, 4);
     eng_start(); /* the link to the home router now, off the loop: INFO, the router's address */
     exit_ctx e = {rep, o};

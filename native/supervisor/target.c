@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <linux/seccomp.h>
@@ -28,19 +29,82 @@ static pid_t tgid_of(pid_t tid)
     return t ? (pid_t)atoi(t + 7) : 0;
 }
 
+/* pidfds of the processes served lately: one pidfd_open per process instead of one per stopped
+ * call (seven calls per connection under python3). Only a process's leader is cached, by its
+ * pid: a notification from thread id X means X is alive, and when X is a leader its pid cannot
+ * have been reused while it lives; once a cached process is gone, pidfd_getfd fails with ESRCH
+ * and the entry is opened again. A notification from another thread opens a pidfd for its
+ * process as before (its thread id may be reused by another process once it exits).
+ * pidfd_getfd runs under the lock, so no entry is closed while in use. */
+#define PIDFD_CACHE 16
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    pid_t pid;
+    int pidfd; /* + 1; 0: empty */
+} cache[PIDFD_CACHE];
+static unsigned cache_next;
+
+/* A pidfd for the process of tid, *owned set when the caller must close it (not cached), or -1.
+ * fresh: reopen a cached one (its process is gone). Lock held. */
+static int pidfd_for(pid_t tid, int fresh, int *owned)
+{
+    *owned = 0;
+    for (int i = 0; i < PIDFD_CACHE; i++) {
+        if (!cache[i].pidfd || cache[i].pid != tid) continue;
+        if (!fresh) return cache[i].pidfd - 1;
+        close(cache[i].pidfd - 1);
+        cache[i].pidfd = 0;
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, tid, 0);
+    if (pidfd >= 0) { /* a leader: cached */
+        unsigned k = cache_next++ % PIDFD_CACHE;
+        if (cache[k].pidfd) close(cache[k].pidfd - 1);
+        cache[k].pid = tid;
+        cache[k].pidfd = pidfd + 1;
+        return pidfd;
+    }
+    if (errno != EINVAL && errno != ENOENT) return -1;
+    pid_t tgid = tgid_of(tid); /* a thread, not the leader */
+    if (tgid <= 0 || tgid == tid) {
+        errno = ESRCH;
+        return -1;
+    }
+    pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
+    *owned = pidfd >= 0;
+    return pidfd;
+}
+
 int tg_getfd(pid_t pid, int fd)
 {
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd < 0 && (errno == EINVAL || errno == ENOENT)) { /* a thread, not the leader */
-        pid_t tgid = tgid_of(pid);
-        if (tgid > 0 && tgid != pid) pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
-        else errno = ESRCH;
+    pthread_mutex_lock(&cache_lock);
+    int r = -ESRCH;
+    for (int fresh = 0; fresh < 2; fresh++) {
+        int owned;
+        int pidfd = pidfd_for(pid, fresh, &owned);
+        if (pidfd < 0) {
+            r = -errno;
+            break;
+        }
+        r = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+        int e = errno;
+        if (owned) close(pidfd);
+        if (r >= 0) break;
+        r = -e;
+        if (r != -ESRCH || owned) break; /* EBADF and the like are the caller's answer */
     }
-    if (pidfd < 0) return -errno;
-    int r = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
-    int e = errno;
-    close(pidfd);
-    return r < 0 ? -e : r;
+    pthread_mutex_unlock(&cache_lock);
+    return r;
+}
+
+void tg_forget(void)
+{
+    pthread_mutex_lock(&cache_lock);
+    for (int i = 0; i < PIDFD_CACHE; i++) {
+        if (cache[i].pidfd) close(cache[i].pidfd - 1);
+        cache[i].pidfd = 0;
+    }
+    pthread_mutex_unlock(&cache_lock);
 }
 
 static int vm(pid_t pid, uint64_t addr, void *buf, size_t len, int write)

@@ -11,6 +11,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* Closes the pidfds tg_getfd keeps (before closing descriptors wholesale: close_range). */
+void tg_forget(void);
+
 /* A duplicate of the target's fd (same open file description), close-on-exec. */
 int tg_getfd(pid_t pid, int fd);
 /* Exactly len bytes at addr in the target's memory. 0 or -errno (-EFAULT for a bad address). */

@@ -97,7 +97,7 @@ async function server(o: Overlay, s: Overlay["a"], mode: Mode, kind: string): Pr
 async function client(o: Overlay, s: Overlay["a"], mode: Mode, args: string[], timeoutMs: number): Promise<string> {
   const p = inOverlay(o, s, mode, ["python3", "-c", CLIENT, ...args]);
   const r = await p.result(timeoutMs);
-  if (r.code !== 0) throw new Error(`client ${mode} ${args.join(" ")} failed: ${r.stderr.slice(-2000)}`);
+  if (r.code !== 0 || / fails [1-9]/.test(r.stdout)) throw new Error(`client ${mode} ${args.join(" ")} failed: ${r.stdout.slice(-500)}${r.stderr.slice(-2000)}`);
   return r.stdout;
 }
 

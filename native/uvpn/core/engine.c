@@ -15,6 +15,7 @@
 #include "common/netio.h"
 #include "common/real.h"
 #include "uvpn/core/config.h"
+#include "uvpn/core/park.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -171,6 +172,7 @@ int eng_owns_fd(int fd)
                 fd == __atomic_load_n(&E.ep, __ATOMIC_RELAXED) ||
                 fd == __atomic_load_n(&E.wake, __ATOMIC_RELAXED);
     for (int i = 0; i < 4 && !owned; i++) owned = fd == __atomic_load_n(&E.refuser[i], __ATOMIC_RELAXED);
+    owned = owned || park_owns(fd);
     int n = __atomic_load_n(&E.n_inherited, __ATOMIC_ACQUIRE);
     for (int i = 0; i < n && !owned; i++) owned = fd == E.inherited[i];
     return owned;
@@ -332,8 +334,7 @@ static void fail_conn(econn *c, int err)
         socklen_t ml = sizeof me;
         uint32_t ip = 0;
         uint16_t port;
-        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
-        real.connect(c->dup, &unspec, sizeof unspec);
+        eng_abandon(c->dup); /* out of the holding port (or the listening state) */
         if (real.getsockname(c->dup, (struct sockaddr *)&me, &ml) == 0) sa_get_v4((struct sockaddr *)&me, ml, &ip, &port);
         uint16_t rp = refuser_for(ip);
         socklen_t tl = sa_make_v4(c->family, ip ? ip : 0x7f000001, rp, &to);
@@ -503,11 +504,10 @@ static void take_answer(econn *c)
         return;
     }
     pthread_cond_broadcast(&E.cond); /* a caller waiting in eng_conn_wait_answer */
-    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
     struct sockaddr_storage ss;
     socklen_t sl = sa_make_v4(c->family, c->ans.real_ip, c->ans.real_port, &ss);
     setsockopt(c->dup, IPPROTO_TCP, TCP_DEFER_ACCEPT, &c->saved_defer, sizeof c->saved_defer);
-    real.connect(c->dup, &unspec, sizeof unspec); /* out of the listening state, same socket */
+    eng_abandon(c->dup); /* out of the holding port (or the listening state), same socket */
     c->phase = C_JOINING;
     c->direct = c->ans.kind == UVPN_TK_DIRECT;
     c->direct_until = mono_ms() + ENG_DIRECT_MS;
@@ -833,7 +833,7 @@ static int run_timers(void)
 
 /* A short time slice for the engine thread (Linux 6.12's custom slices for ordinary tasks, no
  * privilege needed): its virtual deadline is then earlier than that of a thread it wakes, so the
- * poller woken by the move of a pending socket out of the listening state does not preempt it
+ * poller woken by the move of a pending socket out of its parking does not preempt it
  * between its two connects (the instant in which the socket looks closed). Ignored where the
  * kernel has no such thing. */
 static void short_slice(void)
@@ -1231,8 +1231,11 @@ void eng_abandon(int fd)
     real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el); /* the ECONNRESET of a disconnect in SYN_SENT */
 }
 
+static int move_high(int fd) { return high_fd(fd, 1); }
+
 int eng_park(int fd)
 {
+    if (park_hold(fd, move_high) == 0) return 0;
     int on = 30;
     setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &on, sizeof on);
     return real.listen(fd, 1) ? -errno : 0;

@@ -5,7 +5,7 @@
  * unless they are blocking calls by nature (a blocking connect, a listen's registration):
  *   - control requests (LISTEN, UDPBIND, NAME, ...): eng_request, answered on the link;
  *   - non-blocking connects: eng_connect_async takes a duplicate of the program's socket (put in
- *     the listening state by the caller, so it shows no readiness), sends CONNECT, and when the
+ *     parked by the caller with eng_park, so it shows no readiness), sends CONNECT, and when the
  *     answer comes moves that same socket to the router's data port and writes the DATA ticket,
  *     or, for a brokered connection, to the listener's real port with the DIRECT ticket (parked
  *     again and relayed when that fails or takes longer than ENG_DIRECT_MS), or, on failure,
@@ -70,8 +70,11 @@ enum { ENG_PENDING = 0, ENG_DONE = 1, ENG_FAILED = 2, ENG_UNKNOWN = 3 };
  * (ECONNRESET from SYN_SENT) cleared, so the program never sees it. */
 void eng_abandon(int fd);
 
-/* Puts the socket fd into the listening state (with TCP_DEFER_ACCEPT), where it shows no
- * readiness while its connect is pending. 0 or -errno. */
+/* Parks the non-blocking socket fd, where it shows no readiness while its connect is pending:
+ * in SYN_SENT to the holding port (native/uvpn/core/park.c), or, where that cannot be (a
+ * blocking socket, IPV6_V6ONLY), in the listening state with TCP_DEFER_ACCEPT (kernels before
+ * 6.18.44 only: later ones refuse a connect() after listen). eng_abandon leaves either.
+ * 0 or -errno. */
 int eng_park(int fd);
 /* Waits (at most until the monotonic deadline) for the router's answer to connect id: returns
  * ENG_PENDING when it has not come; then the socket is parked (eng_park) under the engine's

@@ -156,8 +156,8 @@ static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size
     return r == 0 || r == -ETIMEDOUT || r == -EACCES ? r : -ENETUNREACH;
 }
 
-/* A non-blocking overlay connect: the socket listens (so it shows no readiness, as a connect in
- * progress), and the engine takes a duplicate of it. -EINPROGRESS on success. */
+/* A non-blocking overlay connect: the socket is parked (eng_park: it shows no readiness, as a
+ * connect in progress), and the engine takes a duplicate of it. -EINPROGRESS on success. */
 int pol_park_ms;
 
 static int connect_async(int fd, int family, const uvpn_connect *c, char *why, size_t why_len)
@@ -176,13 +176,12 @@ static int connect_async(int fd, int family, const uvpn_connect *c, char *why, s
     int dup = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
     uint32_t id = dup < 0 ? 0 : eng_connect_async(dup, family, c, defer, mono_ms() + cfg()->timeout_ms);
     if (id && pol_park_ms && eng_conn_wait_answer(id, mono_ms() + pol_park_ms) == ENG_PENDING) {
-        dbg("connect: no answer within %d ms: the socket waits listening", pol_park_ms);
+        dbg("connect: no answer within %d ms: the socket waits parked", pol_park_ms);
     }
     if (!id) {
         int e = errno;
-        struct sockaddr unspec = {.sa_family = AF_UNSPEC};
         if (dup >= 0) real.close(dup);
-        real.connect(fd, &unspec, sizeof unspec);
+        eng_abandon(fd);
         setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
         snprintf(why, why_len, "cannot hand the connect to the engine: %s", strerror(e));
         return -ENETUNREACH;

@@ -42,7 +42,7 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
                 vinfo *out);
 
 /* Under the supervisor: how long (ms) a non-blocking connect waits, in the stopped call, for the
- * router's answer before it returns EINPROGRESS with the socket parked listening (0 in
+ * router's answer before it returns EINPROGRESS with the socket parked (eng_park; 0 in
  * libuvpn.so: it parks at once). While the program is stopped in connect() none of its pollers
  * watches the socket, so its move to the router's port is never seen half-done. */
 extern int pol_park_ms;

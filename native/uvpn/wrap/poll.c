@@ -1,7 +1,9 @@
 /* poll.c: libuvpn.so's wrappers of poll, ppoll, epoll_ctl, epoll_wait and epoll_pwait, which
  * hide one instant of a non-blocking overlay connect (docs/UVPN.md, "Non-blocking connects").
- * The engine moves a pending socket out of the listening state and connects it on, two calls in
- * a row; a poller woken in between sees POLLOUT|POLLHUP for a moment, as for a closed socket.
+ * The engine moves a pending socket out of the holding port (a disconnect in SYN_SENT:
+ * native/uvpn/core/park.c) or of the listening state, and connects it on, two calls in a row; a
+ * poller woken in between sees POLLOUT|POLLHUP (from SYN_SENT also POLLERR: the disconnect's
+ * ECONNRESET, which the engine reads at once) for a moment, as for a closed socket.
  * Such an event on a pending overlay socket is looked at again once the move is over (the
  * engine's lock, and a short wait for the join), and dropped while the socket is still only
  * connecting, or replaced by what the socket shows now. With no connect pending in the process
@@ -22,7 +24,7 @@
 
 #define FAIL_WAIT_MS 20
 
-/* 1 when the HUP-without-ERR event on fd is the instant of the move and nothing else is there
+/* 1 when the HUP or ERR event on fd is the instant of the move and nothing else is there
  * now (drop it); else 0 with *now the events fd shows now (0: leave the event as it is). */
 static int spurious(int fd, short *now)
 {
@@ -51,7 +53,7 @@ static int drop_spurious(struct pollfd *fds, nfds_t n, int r)
     int e = errno;
     for (nfds_t i = 0; i < n && r > 0; i++) {
         short ev = fds[i].revents, now = ev;
-        if (!(ev & POLLHUP) || (ev & POLLERR)) continue;
+        if (!(ev & (POLLHUP | POLLERR))) continue;
         if (spurious(fds[i].fd, &now)) {
             fds[i].revents = 0;
             r--;
@@ -154,7 +156,7 @@ static int drop_spurious_ep(int epfd, struct epoll_event *evs, int r)
     for (int i = 0; i < r; i++) {
         uint32_t ev = evs[i].events;
         short now = 0;
-        int fd = (ev & EPOLLHUP) && !(ev & EPOLLERR) ? fd_of(epfd, evs[i].data.u64) : -1;
+        int fd = ev & (EPOLLHUP | EPOLLERR) ? fd_of(epfd, evs[i].data.u64) : -1;
         if (fd >= 0 && spurious(fd, &now)) continue;
         if (fd >= 0 && now) {
             uint32_t shown = (now & POLLIN ? EPOLLIN : 0) | (now & POLLOUT ? EPOLLOUT : 0) |
