@@ -209,6 +209,9 @@ static int unspool(dp *d, sess *s, size_t max)
         return -1;
     }
     bq_commit(&s->snd, (size_t)r);
+    /* The program's reads waited for the spool to empty (read_allowance): they go on now, or a
+     * program that wrote all it had before the outage would never be read again. */
+    if (spool_size(&s->sp) == 0 && s->app.fd >= 0 && s->app.rd_ready) dp_work(d, &s->o.work);
     return 0;
 }
 
