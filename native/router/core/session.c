@@ -832,9 +832,9 @@ void sess_dialed(dp *d, sess *s, int fd, int err)
         sess_refuse(d, s, status);
         return;
     }
-    if (!s->lk) { /* the link went away while we dialed: the opener has given up */
-        end_event(d, s, 0, "link to the peer router lost while connecting");
-        bury(d, s);
+    if (!s->lk) { /* the link went away while we dialed: the opener has given up; the listener
+                   * has its ticket, so it must see a reset, not an empty connection */
+        sess_reset(d, s, "link to the peer router lost while connecting");
         return;
     }
     s->app.h.kind = H_APP;
