@@ -850,7 +850,7 @@ void sess_on_opened(dp *d, rlink *l, uint32_t num, const uint8_t *body, size_t n
     sess *s = map_get(&l->sessions, num);
     sf_opened_body b;
     if (!s || s->st != S_OPENING || sf_opened_unpack(body, n, &b) != UVPN_OK ||
-        (s->enc && !(b.flags & SF_F_ENCRYPT))) {
+        (b.status == UVPN_ST_OK && s->enc && !(b.flags & SF_F_ENCRYPT))) { /* (a refusal has no flags) */
         dp_stat(&d->n.refused_protocol, 1);
         link_kill(d, l, "an unexpected or malformed OPENED");
         return;
