@@ -426,9 +426,11 @@ size_t dp_take_events(dp *d, uint8_t *buf, size_t cap)
         if (off + rec > cap) break;
         off += rec;
     }
-    memcpy(buf, d->evs, off);
-    memmove(d->evs, d->evs + off, d->ev_len - off);
-    d->ev_len -= off;
+    if (off) { /* (none yet: evs may still be NULL) */
+        memcpy(buf, d->evs, off);
+        memmove(d->evs, d->evs + off, d->ev_len - off);
+        d->ev_len -= off;
+    }
     pthread_mutex_unlock(&d->qlock);
     return off;
 }
