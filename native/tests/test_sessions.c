@@ -10,7 +10,9 @@
  * new link after a random delay (sometimes longer than the outage limit). Every program is a
  * real loopback TCP connection that writes a seeded pseudo-random stream in random pieces,
  * shuts its write side, and reads at its own random rate (a slow reader fills the window, a
- * writer during an outage fills memory and then the spool).
+ * writer during an outage fills memory and then the spool); now and then one resets its
+ * connection midway. A quarter of the connections are local relays of B instead (router/core/
+ * relay.c: both programs in B's subnet), held to the same property.
  *
  * Property, per session: every byte a program reads is the next byte its peer wrote (no loss,
  * duplicate, reorder or corruption); a program that reads EOF has all of its peer's bytes; a
@@ -84,13 +86,15 @@ typedef struct {
     int shut;                 /* write side shut after the whole stream */
     uint64_t got;             /* bytes of the peer's stream read */
     int eof, reset, done;     /* done: closed by the test (complete, reset, or never opened) */
+    int aborted;              /* the program reset its connection (SO_LINGER 0) midway */
     int skip;                 /* the server: ticket bytes still to read */
     int eager;                /* percent: how often it reads when it may */
 } end_t;
 
 typedef struct {
     int used;
-    uint32_t ida, idb;        /* A's id (ours), B's (from EV_OPEN_REQ) */
+    int relay;                /* a local relay of B (both programs in B's subnet), not a session */
+    uint32_t ida, idb;        /* A's id (ours), B's (from EV_OPEN_REQ; a relay: ours, both) */
     uint8_t sid[16];
     int lfd;                  /* the listener: the client connects to it, then B dials it */
     int afd;                  /* the client connection's router side, until attached */
@@ -125,7 +129,8 @@ typedef struct {
     int nlog;
     char fail[512];
     /* what happened */
-    int cuts, corrupts, silences, clean, resets;
+    int cuts, corrupts, silences, clean, resets, aborts, relays;
+    int faults;               /* in the steps with faults (programs may abort) */
 } world;
 
 static int verbose;
@@ -250,6 +255,14 @@ static void end_close(end_t *e)
 static void program(world *w, tsess *t, end_t *e, end_t *peer, const char *name, size_t max)
 {
     if (e->fd < 0 || e->done) return;
+    if (w->faults && !e->eof && !e->reset && chance(1) && chance(20)) { /* the program resets its connection */
+        struct linger lg = {1, 0};
+        setsockopt(e->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        end_close(e);
+        e->aborted = 1;
+        w->aborts++;
+        return;
+    }
     if (e->wrote < e->total && !e->reset) {
         size_t n = e->total - e->wrote;
         if (n > max) n = max;
@@ -361,12 +374,25 @@ static void open_session(world *w, int i)
     t->c.eager = chance(20) ? 3 : 60 + (int)rnd(40);
     t->s.eager = chance(20) ? 3 : 60 + (int)rnd(40);
     stream_fill(rnd(UINT64_MAX), 0, t->sid, 16);
+    uvpn_connect cn = {.proto = 6, .src_ip = 0x64400001, .src_port = 40000, .dst_ip = 0x64400002, .dst_port = (uint16_t)(80 + i)};
+    if (chance(25)) { /* a local relay: B dials the listener, then joins it to the client */
+        t->relay = 1;
+        t->ida = t->idb = 0x1000u + (uint32_t)i;
+        w->relays++;
+        uint8_t r[28 + 9];
+        put32(r, t->ida);
+        put16(r + 4, port_of(t->lfd));
+        memset(r + 6, 0, 8);
+        uvpn_connect_pack(&cn, r + 14);
+        memcpy(r + 28, "127.0.0.1", 9);
+        post(&w->b, CMD_RELAY_DIAL, r, sizeof r);
+        return;
+    }
     uint8_t c[39];
     memset(c, 0, sizeof c);
     put32(c, t->ida);
     put32(c + 4, PEER_B);
     memcpy(c + 8, t->sid, 16);
-    uvpn_connect cn = {.proto = 6, .src_ip = 0x64400001, .src_port = 40000, .dst_ip = 0x64400002, .dst_port = (uint16_t)(80 + i)};
     uvpn_connect_pack(&cn, c + 24);
     c[38] = (uint8_t)chance(50);
     post(&w->a, CMD_OPEN, c, sizeof c);
@@ -456,6 +482,32 @@ static void events(world *w, int side)
                 }
                 t->spooled += sf_get64(p + 35);
                 if (!p[4] && pl == 43) failf(w, "session %u: %c reset it without a reason", t->ida, side ? 'B' : 'A');
+                break;
+            case EV_RELAY_READY:
+                if (!t || pl < 5) break;
+                if (p[4] == UVPN_ST_OK && t->afd >= 0) {
+                    uint8_t c[8];
+                    put32(c, t->idb);
+                    put32(c + 4, (uint32_t)t->afd);
+                    t->afd = -1;
+                    post(&w->b, CMD_RELAY_ATTACH, c, sizeof c);
+                } else if (p[4] != UVPN_ST_OK) { /* no EV_RELAY_END follows a failed dial */
+                    refuse(t);
+                    t->enda = t->endb = 1;
+                    snprintf(t->why_b, sizeof t->why_b, "dial failed: status %d", p[4]);
+                }
+                break;
+            case EV_RELAY_END:
+                if (!t || pl < 21) break;
+                if (t->endb) failf(w, "relay %u: two EV_RELAY_END", t->ida);
+                t->enda = t->endb = 1;
+                t->clean_a = t->clean_b = !p[4];
+                snprintf(t->why_b, sizeof t->why_b, "%.*s", (int)(pl - 21), (const char *)p + 21);
+                if (!t->clean_b) snprintf(t->why_a, sizeof t->why_a, "%s", t->why_b);
+                if (p[4] && pl == 21) failf(w, "relay %u: reset without a reason", t->ida);
+                if (!p[4] && (sf_get64(p + 5) != t->c.total || sf_get64(p + 13) != t->s.total))
+                    failf(w, "relay %u ended cleanly after %" PRIu64 " and %" PRIu64 " bytes, not %" PRIu64 " and %" PRIu64,
+                          t->ida, sf_get64(p + 5), sf_get64(p + 13), t->c.total, t->s.total);
                 break;
             case EV_LINK_DOWN: {
                 if (pl < 20) break;
@@ -552,6 +604,10 @@ static int settled(world *w, tsess *t)
 static void verdict(world *w, tsess *t)
 {
     int reset_seen = (t->enda && !t->clean_a) || (t->endb && !t->clean_b);
+    if (t->enda && t->clean_a && t->endb && t->clean_b && (t->c.aborted || t->s.aborted)) {
+        w->clean++; /* everything arrived before a program reset its connection */
+        return;
+    }
     if (t->enda && t->clean_a && t->endb && t->clean_b) {
         if (!t->c.eof || !t->s.eof || t->c.reset || t->s.reset)
             failf(w, "session %u: both routers ended it cleanly, but the client %s and the server %s", t->ida,
@@ -624,6 +680,7 @@ static int iteration(world *w, uint64_t seed, uint64_t *resumes, uint64_t *spool
     int step, done = 0;
     for (step = 0; step < FAULT_STEPS + HEAL_STEPS && !w->fail[0]; step++) {
         int heal = step >= FAULT_STEPS;
+        w->faults = !heal;
         for (int i = 0; i < w->nsess; i++)
             if (!w->s[i].used && w->open_at[i] <= step) open_session(w, i);
         if (w->L.ma < 0 && w->relink_at >= 0 && now_ms >= w->relink_at) add_link(w);
@@ -699,9 +756,9 @@ static int iteration(world *w, uint64_t seed, uint64_t *resumes, uint64_t *spool
         failf(w, "every session ended, but A counts %" PRIu64 " live and B %" PRIu64, w->a.n.sessions_live, w->b.n.sessions_live);
     if (w->fail[0] || verbose > 1) dump(w);
     if (verbose || w->fail[0])
-        printf("  seed %" PRIu64 ": %d session(s) (%d clean, %d reset), %d cut(s), %d corrupted, %d silent; %d steps, %" PRId64
+        printf("  seed %" PRIu64 ": %d session(s) and relay(s) (%d relays; %d clean, %d reset), %d cut(s), %d corrupted, %d silent, %d abort(s); %d steps, %" PRId64
                " ms\n",
-               seed, w->nsess, w->clean, w->resets, w->cuts, w->corrupts, w->silences, step, now_ms - 1000000);
+               seed, w->nsess, w->relays, w->clean, w->resets, w->cuts, w->corrupts, w->silences, w->aborts, step, now_ms - 1000000);
     *resumes += w->a.n.resumes + w->b.n.resumes;
     for (int i = 0; i < w->nsess; i++) {
         *spooled += w->s[i].spooled;
