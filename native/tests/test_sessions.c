@@ -409,6 +409,17 @@ static void refuse(tsess *t)
 
 /* ---- the control plane: the data planes' events ----------------------------------------------- */
 
+/* Hands the client connection's router side to d (CMD_ATTACH or CMD_RELAY_ATTACH): d's now. */
+static void attach(dp *d, int cmd, tsess *t)
+{
+    if (t->afd < 0) return;
+    uint8_t c[8];
+    put32(c, t->ida); /* (a relay's id is the same on both sides) */
+    put32(c + 4, (uint32_t)t->afd);
+    t->afd = -1;
+    post(d, cmd, c, sizeof c);
+}
+
 static tsess *by_id(world *w, uint32_t id, int side)
 {
     for (int i = 0; i < w->nsess; i++)
@@ -457,15 +468,8 @@ static void events(world *w, int side)
             }
             case EV_OPENED:
                 if (!t || pl < 6) break;
-                if (p[4] == UVPN_ST_OK && t->afd >= 0) {
-                    uint8_t c[8];
-                    put32(c, t->ida);
-                    put32(c + 4, (uint32_t)t->afd);
-                    t->afd = -1; /* A's now */
-                    post(&w->a, CMD_ATTACH, c, sizeof c);
-                } else if (p[4] != UVPN_ST_OK) {
-                    refuse(t);
-                }
+                if (p[4] == UVPN_ST_OK) attach(&w->a, CMD_ATTACH, t);
+                else refuse(t);
                 break;
             case EV_END:
                 if (!t || pl < 43) break;
@@ -485,13 +489,9 @@ static void events(world *w, int side)
                 break;
             case EV_RELAY_READY:
                 if (!t || pl < 5) break;
-                if (p[4] == UVPN_ST_OK && t->afd >= 0) {
-                    uint8_t c[8];
-                    put32(c, t->idb);
-                    put32(c + 4, (uint32_t)t->afd);
-                    t->afd = -1;
-                    post(&w->b, CMD_RELAY_ATTACH, c, sizeof c);
-                } else if (p[4] != UVPN_ST_OK) { /* no EV_RELAY_END follows a failed dial */
+                if (p[4] == UVPN_ST_OK) {
+                    attach(&w->b, CMD_RELAY_ATTACH, t);
+                } else { /* no EV_RELAY_END follows a failed dial */
                     refuse(t);
                     t->enda = t->endb = 1;
                     snprintf(t->why_b, sizeof t->why_b, "dial failed: status %d", p[4]);
