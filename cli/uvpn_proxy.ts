@@ -46,7 +46,8 @@ Runs the UVPN subnet router of one subnet of your private network.
                       always authenticated (a route line's "encrypt" does it for one subnet)
   --direct auto|never whether connections inside the site may go straight from the client to the
                       listener, brokered by the router (default auto); never: all are relayed
-  --metrics ADDR:PORT serve Prometheus metrics at http://ADDR:PORT/metrics
+  --metrics ADDR:PORT serve Prometheus metrics at http://ADDR:PORT/metrics (PORT 0: a free
+                      port, logged as "serving metrics on URL")
   --status            ask the running router of this entry (all entries without --subnet or
                       --listen) for its sessions and counters, then exit
   --json              with --status: print them as JSON
@@ -182,7 +183,7 @@ await runMain("uvpn_proxy", async () => {
   let metrics: { hostname: string; port: number } | undefined;
   if (values.metrics !== undefined) {
     try {
-      const hp = parseHostPort(values.metrics);
+      const hp = parseHostPort(values.metrics, { anyPort: true });
       metrics = { hostname: hp.host, port: hp.port };
     } catch (e) {
       throw new UsageError(`--metrics: ${(e as Error).message}`);
@@ -208,7 +209,7 @@ await runMain("uvpn_proxy", async () => {
   }
   if (metrics) {
     try {
-      serveMetrics(metrics, () => router.status());
+      serveMetrics(metrics, () => router.status(), (a) => console.error(`uvpn_proxy: serving metrics on http://${a.hostname}:${a.port}/metrics`));
     } catch (e) {
       router.close();
       throw new ConfigError(`Cannot serve metrics on ${metrics.hostname}:${metrics.port}: ${(e as Error).message}`);

@@ -110,9 +110,16 @@ function fmtLabels(labels: Record<string, string | number> | undefined): string 
   return `{${parts.join(",")}}`;
 }
 
-/** Serves GET /metrics on addr until the process ends; throws when it cannot listen. */
-export function serveMetrics(addr: { hostname: string; port: number }, report: () => Promise<StatusReport>): Deno.HttpServer {
-  return Deno.serve({ hostname: addr.hostname, port: addr.port, onListen() {} }, async (req) => {
+/**
+ * Serves GET /metrics on addr until the process ends; throws when it cannot listen. `onListen`
+ * gets the address bound (port 0 in addr: the port the system chose).
+ */
+export function serveMetrics(
+  addr: { hostname: string; port: number },
+  report: () => Promise<StatusReport>,
+  onListen: (bound: { hostname: string; port: number }) => void = () => {},
+): Deno.HttpServer {
+  return Deno.serve({ hostname: addr.hostname, port: addr.port, onListen }, async (req) => {
     if (new URL(req.url).pathname !== "/metrics" || req.method !== "GET") return new Response("Not found\n", { status: 404 });
     return new Response(metricsText(await report()), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
   });

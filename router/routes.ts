@@ -24,12 +24,13 @@ export interface Route {
   line: number;
 }
 
-/** Splits "host:port" or "[v6]:port"; throws with a reason. */
-export function parseHostPort(text: string): { host: string; port: number } {
+/** Splits "host:port" or "[v6]:port"; throws with a reason. `anyPort`: port 0 (any free port) too. */
+export function parseHostPort(text: string, opts: { anyPort?: boolean } = {}): { host: string; port: number } {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:\s]+):(\d+)$/.exec(text);
   if (!m) throw new Error(`Expected host:port: ${text}`);
   const port = Number(m[2]);
-  if (port < 1 || port > 65535) throw new Error(`Port out of range (1 to 65535): ${m[2]}`);
+  const low = opts.anyPort ? 0 : 1;
+  if (port < low || port > 65535) throw new Error(`Port out of range (${low} to 65535): ${m[2]}`);
   return { host: m[1], port };
 }
 

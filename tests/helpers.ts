@@ -248,17 +248,27 @@ export class Overlay {
 
   /**
    * `opts.bVia`: the address peer routers use for subnet B (e.g. a WAN emulator in front of B's
-   * router); `opts.routerArgs`: extra uvpn_proxy flags for both routers.
+   * router); `opts.routerArgs`: extra uvpn_proxy flags for both routers. The routers' own ports
+   * are free ports picked here (freePort): the route file must name both before either starts,
+   * and a router reads it once, so it cannot bind port 0 and tell its peer afterwards.
    */
   constructor(readonly dir: string, readonly opts: { bVia?: { host: string; port: number }; routerArgs?: string[] } = {}) {
     this.routes = join(dir, "routes");
     this.keyFile = join(dir, "key");
     this.a = { prefix: "100.64.0.0/16", host: "127.0.0.2", port: freePort("127.0.0.2") };
     this.b = { prefix: "100.65.0.0/16", host: "127.0.0.3", port: freePort("127.0.0.3") };
-    const bRoute = opts.bVia ?? this.b;
+    this.routeBVia(opts.bVia ?? { host: this.b.host, port: this.b.port });
+  }
+
+  /**
+   * Routes subnet B through `via` (rewrites the route file: before start(), before any route is
+   * appended). For a relay in front of B's router that bound port 0 and returned its port:
+   * `o.routeBVia({ host, port: relay.start() })`, the relay built with target `o.b`.
+   */
+  routeBVia(via: { host: string; port: number }): void {
     Deno.writeTextFileSync(
       this.routes,
-      `# test overlay\n${this.a.prefix} ${this.a.host}:${this.a.port}\n${this.b.prefix} ${bRoute.host}:${bRoute.port}\n`,
+      `# test overlay\n${this.a.prefix} ${this.a.host}:${this.a.port}\n${this.b.prefix} ${via.host}:${via.port}\n`,
     );
   }
 

@@ -1,15 +1,17 @@
 /**
  * The native side: the C wire codec and the routers' data-plane core (AES-256-GCM, session keys
- * and frames, byte queue, spool) against the shared vectors, and the layering of native/
- * (check_layers.sh).
+ * and frames, byte queue, spool) against the shared vectors, the data plane's sessions under
+ * random faults on an injected clock (native/tests/test_sessions.c), and the layering of native/
+ * (check_layers.sh). The C checkers run from NATIVE_BUILD: in the sanitizer pass (scripts/test.sh
+ * --sanitize) on the ASan + UBSan build, which also counts their lines for gcov.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { LIBUVPN, ROOT, run, tempDir } from "./helpers.ts";
+import { LIBUVPN, NATIVE_BUILD, ROOT, run, SANITIZE_RT, tempDir } from "./helpers.ts";
 
-/** Runs a C checker over the shared vectors: at least `min` checks, none failed. */
-async function vectorsPass(binary: string, min: number): Promise<void> {
-  const r = await run(join(ROOT, "native/build", binary), [join(ROOT, "tests/vectors/wire.txt")]);
+/** Runs a C checker: at least `min` checks, none failed ("N passed, N failed" on stdout). */
+async function checksPass(binary: string, args: string[], min: number, timeoutMs = 30_000): Promise<void> {
+  const r = await run(join(NATIVE_BUILD, binary), args, { timeoutMs });
   assert.equal(r.code, 0, r.stdout + r.stderr);
   const m = r.stdout.match(/^(\d+) passed, (\d+) failed$/m);
   assert.ok(m, r.stdout);
@@ -17,11 +19,29 @@ async function vectorsPass(binary: string, min: number): Promise<void> {
   assert.equal(m[2], "0");
 }
 
+/** Runs a C checker over the shared vectors. */
+function vectorsPass(binary: string, min: number): Promise<void> {
+  return checksPass(binary, [join(ROOT, "tests/vectors/wire.txt")], min);
+}
+
 Deno.test("native: C wire codec agrees with the shared vectors byte for byte", () => vectorsPass("test_wire", 30));
 
 Deno.test("native: the routers' data plane agrees with the shared vectors (every GCM implementation)", () => vectorsPass("test_router", 100));
 
-Deno.test("native: no lower layer calls an interposed wrapper or a higher layer", async () => {
+// Two data planes on one injected clock, their link through the test (random pieces, cuts, a
+// flipped byte, silence until the dead timer), real loopback TCP programs writing seeded streams:
+// every byte arrives in order or the session is reset with a reason, never truncated; no session
+// hangs once the faults stop. A failure prints the seed and the command that repeats it;
+// MYRT_SEED=N repeats a whole run. About 1 s (5 s on the sanitizer build).
+Deno.test("native: data-plane sessions deliver every byte or reset, through link cuts and clock jumps", () => {
+  const seed = Deno.env.get("MYRT_SEED");
+  return checksPass("test_sessions", seed ? ["--seed", seed] : [], 151, 120_000);
+});
+
+// The layering is a property of the plain build (the sanitizer pass runs only the checkers above).
+const plainOnly = { ignore: SANITIZE_RT !== "" };
+
+Deno.test("native: no lower layer calls an interposed wrapper or a higher layer", plainOnly, async () => {
   const r = await run("make", ["-s", "-C", join(ROOT, "native"), "check-layers"]);
   assert.equal(r.code, 0, r.stdout + r.stderr);
   for (const lib of ["libuvpn.so", "libmyrt.so", "libxufs.so", "libxufs_audit.so", "libuvpnrouter.so"]) {
@@ -29,7 +49,7 @@ Deno.test("native: no lower layer calls an interposed wrapper or a higher layer"
   }
 });
 
-Deno.test("native: the layering check catches common code that calls a wrapper", async () => {
+Deno.test("native: the layering check catches common code that calls a wrapper", plainOnly, async () => {
   using dir = tempDir();
   // An object of the bottom layer (its path says common/) that calls send(), which libuvpn.so
   // interposes: the check must name it and fail.

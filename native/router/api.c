@@ -19,8 +19,6 @@
 static dp D = {.qlock = PTHREAD_MUTEX_INITIALIZER, .qcond = PTHREAD_COND_INITIALIZER};
 static int started;
 
-int dp_start(dp *d);
-
 EXPORT int uvpn_dp_abi(void) { return UVPN_DP_ABI; }
 
 /* Configuration: key[32], window u32, memory_limit u64, spool_limit u64, spool_total u64,
@@ -45,14 +43,9 @@ EXPORT int uvpn_dp_start(const uint8_t *p, uint32_t n)
     size_t dl = n - 81 < sizeof c->spool_dir - 1 ? n - 81 : sizeof c->spool_dir - 1;
     memcpy(c->spool_dir, p + 81, dl);
     c->spool_dir[dl] = 0;
-    map_init(&D.conns);
-    map_init(&D.by_sid);
-    map_init(&D.tw_by_sid);
-    dnode *lists[] = {&D.links, &D.dirty, &D.work, &D.dialing, &D.down, &D.waiting, &D.timewaits, &D.memwait, &D.rdialing, &D.grave};
-    for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) dl_init(lists[i]);
-    D.next_answer_id = 1;
     dp_adopt_init(&D);
-    int r = dp_start(&D);
+    int r = dp_init(&D);
+    if (r == 0) r = dp_start(&D);
     if (r == 0) started = 1;
     return r;
 }
@@ -60,30 +53,7 @@ EXPORT int uvpn_dp_start(const uint8_t *p, uint32_t n)
 EXPORT int uvpn_dp_cmd(const uint8_t *p, uint32_t n)
 {
     if (!started || n < 1) return -EINVAL;
-    pthread_mutex_lock(&D.qlock);
-    int was_empty = D.cmd_len == 0;
-    size_t need = D.cmd_len + 4 + n;
-    if (need > D.cmd_cap) {
-        size_t cap = D.cmd_cap ? D.cmd_cap : 4096;
-        while (cap < need) cap *= 2;
-        uint8_t *b = realloc(D.cmds, cap);
-        if (!b) {
-            pthread_mutex_unlock(&D.qlock);
-            return -ENOMEM;
-        }
-        D.cmds = b;
-        D.cmd_cap = cap;
-    }
-    put32(D.cmds + D.cmd_len, n);
-    memcpy(D.cmds + D.cmd_len + 4, p, n);
-    D.cmd_len = need;
-    pthread_mutex_unlock(&D.qlock);
-    if (was_empty) {
-        uint64_t one = 1;
-        ssize_t w = write(D.wake, &one, sizeof one);
-        (void)w;
-    }
-    return 0;
+    return dp_post(&D, p, n);
 }
 
 EXPORT int uvpn_dp_adopt(const uint8_t *p, uint32_t n)
@@ -104,18 +74,7 @@ EXPORT int uvpn_dp_wait(void)
 /* Copies whole event records (u32 length, type, payload) into buf: the bytes copied. */
 EXPORT int uvpn_dp_events(uint8_t *buf, uint32_t cap)
 {
-    pthread_mutex_lock(&D.qlock);
-    size_t off = 0;
-    while (off + 4 <= D.ev_len) {
-        size_t rec = 4 + get32(D.evs + off);
-        if (off + rec > cap) break;
-        off += rec;
-    }
-    memcpy(buf, D.evs, off);
-    memmove(D.evs, D.evs + off, D.ev_len - off);
-    D.ev_len -= off;
-    pthread_mutex_unlock(&D.qlock);
-    return (int)off;
+    return (int)dp_take_events(&D, buf, cap);
 }
 
 /* The counters, u64 big-endian each, in this order. */

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { findInode, procAddr, resetConn } from "../../router/reset.ts";
-import { freePort, Proc } from "../helpers.ts";
+import { Proc } from "../helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const addr = (hostname: string, port: number): Deno.NetAddr => ({ transport: "tcp", hostname, port });
@@ -24,8 +24,8 @@ Deno.test("reset: /proc lines match on the full 4-tuple, a decoy with the same p
 });
 
 Deno.test("reset: the intended connection is reset; one with the same ports on other addresses is not", opts, async () => {
-  const port = freePort("127.0.0.5");
-  const server = Deno.listen({ hostname: "127.0.0.5", port });
+  const server = Deno.listen({ hostname: "127.0.0.5", port: 0 });
+  const port = (server.addr as Deno.NetAddr).port;
   const client = await Deno.connect({ hostname: "127.0.0.5", port });
   const peer = await server.accept();
   const p = (client.localAddr as Deno.NetAddr).port;

@@ -1,7 +1,7 @@
 /** Route table parsing: the seed's format, CIDR, comments, and `FILE:LINE: why` errors. */
 import assert from "node:assert/strict";
 import { formatSubnet } from "../../router/ipv4.ts";
-import { parseRoutes, routeFor, sameSite } from "../../router/routes.ts";
+import { parseHostPort, parseRoutes, routeFor, sameSite } from "../../router/routes.ts";
 import { ConfigError } from "../../common/errors.ts";
 
 Deno.test("routes: seed format, CIDR, comments and blank lines", () => {
@@ -37,6 +37,12 @@ Deno.test("routes: every bad line names FILE:LINE and why", () => {
   for (const [text, re] of cases) {
     assert.throws(() => parseRoutes(text, "f"), (e: unknown) => e instanceof ConfigError && re.test((e as Error).message), text);
   }
+});
+
+Deno.test("routes: HOST:PORT refuses port 0, unless any port may do (--metrics 127.0.0.1:0)", () => {
+  assert.throws(() => parseHostPort("127.0.0.1:0"), /^Error: Port out of range \(1 to 65535\): 0$/);
+  assert.deepEqual(parseHostPort("127.0.0.1:0", { anyPort: true }), { host: "127.0.0.1", port: 0 });
+  assert.throws(() => parseHostPort("[::1]:65536", { anyPort: true }), /^Error: Port out of range \(0 to 65535\): 65536$/);
 });
 
 Deno.test("routes: an optional udp=udp|udp=tcp third field, udp by default", () => {

@@ -7,20 +7,13 @@ import assert from "node:assert/strict";
 import { FaultRelay, parseFault } from "../../scripts/fault_relay.ts";
 import { encodeFrame, FrameType } from "../../router/wire.ts";
 import { concat } from "../../common/bytes.ts";
-import { freePort, Proc } from "../helpers.ts";
+import { Proc } from "../helpers.ts";
 
 /** A socat echo server on loopback and a relay in front of it. */
 async function setup(): Promise<{ relay: FaultRelay; port: number; [Symbol.asyncDispose](): Promise<void> }> {
-  const echoPort = freePort();
-  const echo = new Proc("socat", [`TCP-LISTEN:${echoPort},bind=127.0.0.1,reuseaddr,fork`, "EXEC:cat"]);
-  for (let i = 0; i < 100; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port: echoPort })).close();
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
+  // socat binds a free port itself (port 0) and reports it (-d -d: "listening on AF=2 host:port").
+  const echo = new Proc("socat", ["-d", "-d", "TCP-LISTEN:0,bind=127.0.0.1,reuseaddr,fork", "EXEC:cat"]);
+  const echoPort = Number((await echo.waitFor(/listening on AF=2 127\.0\.0\.1:(\d+)/))[1]);
   const relay = new FaultRelay({ listen: { hostname: "127.0.0.1", port: 0 }, target: { hostname: "127.0.0.1", port: echoPort } });
   const port = relay.start();
   return {

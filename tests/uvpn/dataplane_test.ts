@@ -12,7 +12,7 @@ import { readKey } from "../../router/key.ts";
 import { encodeFrame, encodeHello, FrameType, HEAD_LEN, linkKeys, MAC_LEN, randomId, decodeFrame } from "../../router/wire.ts";
 import { FaultRelay } from "../../scripts/fault_relay.ts";
 import { WanEmulator } from "../../scripts/wan_emulator.ts";
-import { cli, freePort, Overlay, Proc, ROOT, sleep, tempDir } from "../helpers.ts";
+import { cli, Overlay, Proc, ROOT, sleep, tempDir } from "../helpers.ts";
 import { assertIntact, bulkPeers, report } from "./bulk.ts";
 import type { StatusReport } from "../../router/counters.ts";
 
@@ -25,10 +25,9 @@ const DATA = 22, ACK = 23, RST = 25;
 
 /** An overlay whose A -> B router link runs through a fault relay the test holds. */
 async function relayedOverlay(dir: string, routerArgs: string[] = [], tap?: (conn: number, dir: "up" | "down", b: Uint8Array) => void) {
-  const viaPort = freePort("127.0.0.4");
-  const o = new Overlay(dir, { bVia: { host: "127.0.0.4", port: viaPort }, routerArgs });
-  const relay = new FaultRelay({ listen: { hostname: "127.0.0.4", port: viaPort }, target: { hostname: o.b.host, port: o.b.port }, tap });
-  relay.start();
+  const o = new Overlay(dir, { routerArgs });
+  const relay = new FaultRelay({ listen: { hostname: "127.0.0.4", port: 0 }, target: { hostname: o.b.host, port: o.b.port }, tap });
+  o.routeBVia({ host: "127.0.0.4", port: relay.start() });
   await o.start();
   return { o, relay };
 }
@@ -293,10 +292,10 @@ function sample(text: string, name: string, labels = ""): number {
 
 Deno.test("dataplane: --metrics and --status --json count a known transfer exactly", opts, async () => {
   using dir = tempDir();
-  const port = freePort("127.0.0.2");
-  // Only router A serves metrics.
-  const o = new Overlay(dir.path, { routerArgs: ["--metrics", `127.0.0.2:${port}`] });
+  // Only router A serves metrics, on a port it binds itself and reports.
+  const o = new Overlay(dir.path, { routerArgs: ["--metrics", "127.0.0.2:0"] });
   await o.startRouter(o.a);
+  const port = Number((await o.a.router!.waitFor(/serving metrics on http:\/\/127\.0\.0\.2:(\d+)\/metrics/))[1]);
   o.opts.routerArgs = [];
   await o.startRouter(o.b);
   const UP = 3 * MIB + 12345, DOWN = 1 * MIB + 777;
@@ -398,10 +397,9 @@ while True:
 
 Deno.test("dataplane: 1,000 short sessions across the WAN emulator end cleanly on both sides, none reset", opts, async () => {
   using dir = tempDir();
-  const viaPort = freePort("127.0.0.4");
-  const o = new Overlay(dir.path, { bVia: { host: "127.0.0.4", port: viaPort } });
-  const emu = new WanEmulator({ listen: { hostname: "127.0.0.4", port: viaPort }, target: { hostname: o.b.host, port: o.b.port }, delayMs: 2 });
-  emu.start();
+  const o = new Overlay(dir.path);
+  const emu = new WanEmulator({ listen: { hostname: "127.0.0.4", port: 0 }, target: { hostname: o.b.host, port: o.b.port }, delayMs: 2 });
+  o.routeBVia({ host: "127.0.0.4", port: emu.start() });
   await o.start();
   let server: Proc | undefined, client: Proc | undefined;
   try {

@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cli, freePort, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
+import { cli, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const esc = (s: string) => s.replaceAll(".", "\\.");
@@ -19,8 +19,8 @@ const SILENT = "100.66.0.9";
 async function withSilentOverlay(body: (o: Overlay, dir: string) => Promise<void>): Promise<void> {
   using dir = tempDir();
   const o = new Overlay(dir.path);
-  const port = freePort("127.0.0.4");
-  const silent = Deno.listen({ hostname: "127.0.0.4", port });
+  const silent = Deno.listen({ hostname: "127.0.0.4", port: 0 });
+  const port = (silent.addr as Deno.NetAddr).port;
   const held: Deno.Conn[] = [];
   (async () => {
     for await (const c of silent) held.push(c); // accepted, never read, never answered

@@ -6,21 +6,20 @@
  */
 import assert from "node:assert/strict";
 import { WanEmulator } from "../../scripts/wan_emulator.ts";
-import { cli, freePort, Overlay, type Proc, sleep, tempDir } from "../helpers.ts";
+import { cli, Overlay, type Proc, sleep, tempDir } from "../helpers.ts";
 import { assertIntact, bulkPeers, report } from "./bulk.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 /** An overlay whose A->B router link runs through a WAN emulator. */
 async function wanOverlay(dir: string, routerArgs: string[], rateBytesPerSec?: number) {
-  const viaPort = freePort("127.0.0.4");
-  const o = new Overlay(dir, { bVia: { host: "127.0.0.4", port: viaPort }, routerArgs });
+  const o = new Overlay(dir, { routerArgs });
   const emu = new WanEmulator({
-    listen: { hostname: "127.0.0.4", port: viaPort },
+    listen: { hostname: "127.0.0.4", port: 0 },
     target: { hostname: o.b.host, port: o.b.port },
     delayMs: 2,
     rateBytesPerSec,
   });
-  emu.start();
+  o.routeBVia({ host: "127.0.0.4", port: emu.start() });
   await o.start();
   return { o, emu };
 }

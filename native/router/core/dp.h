@@ -263,11 +263,21 @@ typedef struct dp {
     dp_counters n;
     uint8_t *scratch;         /* reads from programs in small amounts */
     int64_t now;              /* ms, this loop turn */
+    int64_t (*clock)(void);   /* the clock in ms: NULL is CLOCK_MONOTONIC (dp_mono_ms); tests set
+                               * their own (native/tests/test_sessions.c) */
     int dummy;                /* an unconnected socket that takes the place of adopted fds */
 } dp;
 
 /* loop.c */
 int64_t dp_mono_ms(void);
+int dp_init(dp *d);           /* tables, epoll and the wake eventfd: 0 or -errno */
+int dp_start(dp *d);          /* the thread: turns until CMD_SHUTDOWN, then dp_finish */
+/* One turn: timers, events (waiting at most max_wait_ms; -1: until the next timer), the work,
+ * the links' output, the frees. dp_start's thread runs it; a test calls it with 0. */
+void dp_turn(dp *d, int max_wait_ms);
+void dp_finish(dp *d);        /* everything still open ends (reset), then is freed */
+int dp_post(dp *d, const uint8_t *p, size_t n); /* queues a command (type byte, body): 0 or -ENOMEM */
+size_t dp_take_events(dp *d, uint8_t *buf, size_t cap); /* whole event records moved into buf */
 void dp_event(dp *d, int type, const uint8_t *p, size_t n);
 void dp_log(dp *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int dp_watch(dp *d, int fd, handler *h);

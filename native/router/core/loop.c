@@ -24,6 +24,9 @@ int64_t dp_mono_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/* The data plane's clock: CLOCK_MONOTONIC, or the hook a test set (dp.clock). */
+static int64_t clock_ms(dp *d) { return d->clock ? d->clock() : dp_mono_ms(); }
+
 void dp_stat(uint64_t *c, int64_t by) { __atomic_fetch_add(c, (uint64_t)by, __ATOMIC_RELAXED); }
 
 void dp_event(dp *d, int type, const uint8_t *p, size_t n)
@@ -235,7 +238,7 @@ static int turn_timeout(dp *d)
     }
     if (!dl_empty(&d->work) || !dl_empty(&d->dirty)) return 0;
     if (next == INT64_MAX) return -1;
-    int64_t ms = next - dp_mono_ms();
+    int64_t ms = next - clock_ms(d);
     return ms <= 0 ? 0 : ms > 60000 ? 60000 : (int)ms;
 }
 
@@ -296,53 +299,62 @@ static void shutdown_all(dp *d)
     flush_links(d);
 }
 
+void dp_turn(dp *d, int max_wait_ms)
+{
+    struct epoll_event evs[256];
+    d->now = clock_ms(d);
+    int timeout = turn_timeout(d);
+    if (max_wait_ms >= 0 && (timeout < 0 || timeout > max_wait_ms)) timeout = max_wait_ms;
+    int n = epoll_wait(d->ep, evs, 256, timeout);
+    d->now = clock_ms(d);
+    for (int i = 0; i < n; i++) {
+        handler *h = evs[i].data.ptr;
+        uint32_t e = evs[i].events;
+        switch (h->kind) {
+        case H_WAKE:
+            drain_commands(d);
+            break;
+        case H_LINK:
+            link_io(d, h->obj, e);
+            break;
+        case H_APP:
+            sess_app_event(d, h->obj, e);
+            break;
+        case H_RELAY_A:
+        case H_RELAY_B:
+            relay_event(d, h->obj, h->kind == H_RELAY_A ? 0 : 1, e);
+            break;
+        case H_DIAL: {
+            objhead *o = h->obj;
+            if (o->kind == K_SESS) {
+                sess *s = h->obj;
+                if (!o->dead && s->st == S_DIALING) {
+                    int err = dial_finish(&s->app);
+                    if (err != EINPROGRESS) sess_dialed(d, s, s->app.fd, err);
+                }
+            } else {
+                relay_event(d, h->obj, 1, e);
+            }
+            break;
+        }
+        }
+    }
+    run_work(d);
+    flush_links(d);
+    bury(d);
+}
+
+void dp_finish(dp *d)
+{
+    shutdown_all(d);
+    bury(d);
+}
+
 static void *loop_main(void *arg)
 {
     dp *d = arg;
-    struct epoll_event evs[256];
-    while (d->running) {
-        d->now = dp_mono_ms();
-        int timeout = turn_timeout(d);
-        int n = epoll_wait(d->ep, evs, 256, timeout);
-        d->now = dp_mono_ms();
-        for (int i = 0; i < n; i++) {
-            handler *h = evs[i].data.ptr;
-            uint32_t e = evs[i].events;
-            switch (h->kind) {
-            case H_WAKE:
-                drain_commands(d);
-                break;
-            case H_LINK:
-                link_io(d, h->obj, e);
-                break;
-            case H_APP:
-                sess_app_event(d, h->obj, e);
-                break;
-            case H_RELAY_A:
-            case H_RELAY_B:
-                relay_event(d, h->obj, h->kind == H_RELAY_A ? 0 : 1, e);
-                break;
-            case H_DIAL: {
-                objhead *o = h->obj;
-                if (o->kind == K_SESS) {
-                    sess *s = h->obj;
-                    if (!o->dead && s->st == S_DIALING) {
-                        int err = dial_finish(&s->app);
-                        if (err != EINPROGRESS) sess_dialed(d, s, s->app.fd, err);
-                    }
-                } else {
-                    relay_event(d, h->obj, 1, e);
-                }
-                break;
-            }
-            }
-        }
-        run_work(d);
-        flush_links(d);
-        bury(d);
-    }
-    shutdown_all(d);
-    bury(d);
+    while (d->running) dp_turn(d, -1);
+    dp_finish(d);
     pthread_mutex_lock(&d->qlock);
     d->stopped = 1;
     pthread_cond_broadcast(&d->qcond);
@@ -350,8 +362,14 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-int dp_start(dp *d)
+int dp_init(dp *d)
 {
+    map_init(&d->conns);
+    map_init(&d->by_sid);
+    map_init(&d->tw_by_sid);
+    dnode *lists[] = {&d->links, &d->dirty, &d->work, &d->dialing, &d->down, &d->waiting, &d->timewaits, &d->memwait, &d->rdialing, &d->grave};
+    for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) dl_init(lists[i]);
+    d->next_answer_id = 1;
     d->ep = epoll_create1(EPOLL_CLOEXEC);
     d->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (d->ep < 0 || d->wake < 0) return -errno;
@@ -362,6 +380,57 @@ int dp_start(dp *d)
     d->scratch = malloc(BUFQ_CHUNK);
     if (!d->scratch) return -ENOMEM;
     d->running = 1;
+    return 0;
+}
+
+int dp_start(dp *d)
+{
     int r = pthread_create(&d->thread, NULL, loop_main, d);
     return r ? -r : 0;
+}
+
+int dp_post(dp *d, const uint8_t *p, size_t n)
+{
+    pthread_mutex_lock(&d->qlock);
+    int was_empty = d->cmd_len == 0;
+    size_t need = d->cmd_len + 4 + n;
+    if (need > d->cmd_cap) {
+        size_t cap = d->cmd_cap ? d->cmd_cap : 4096;
+        while (cap < need) cap *= 2;
+        uint8_t *b = realloc(d->cmds, cap);
+        if (!b) {
+            pthread_mutex_unlock(&d->qlock);
+            return -ENOMEM;
+        }
+        d->cmds = b;
+        d->cmd_cap = cap;
+    }
+    put32(d->cmds + d->cmd_len, (uint32_t)n);
+    memcpy(d->cmds + d->cmd_len + 4, p, n);
+    d->cmd_len = need;
+    pthread_mutex_unlock(&d->qlock);
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(d->wake, &one, sizeof one);
+        (void)w;
+    }
+    return 0;
+}
+
+size_t dp_take_events(dp *d, uint8_t *buf, size_t cap)
+{
+    pthread_mutex_lock(&d->qlock);
+    size_t off = 0;
+    while (off + 4 <= d->ev_len) {
+        size_t rec = 4 + get32(d->evs + off);
+        if (off + rec > cap) break;
+        off += rec;
+    }
+    if (off) { /* (none yet: evs may still be NULL) */
+        memcpy(buf, d->evs, off);
+        memmove(d->evs, d->evs + off, d->ev_len - off);
+        d->ev_len -= off;
+    }
+    pthread_mutex_unlock(&d->qlock);
+    return off;
 }

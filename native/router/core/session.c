@@ -209,6 +209,9 @@ static int unspool(dp *d, sess *s, size_t max)
         return -1;
     }
     bq_commit(&s->snd, (size_t)r);
+    /* The program's reads waited for the spool to empty (read_allowance): they go on now, or a
+     * program that wrote all it had before the outage would never be read again. */
+    if (spool_size(&s->sp) == 0 && s->app.fd >= 0 && s->app.rd_ready) dp_work(d, &s->o.work);
     return 0;
 }
 
@@ -711,7 +714,8 @@ static void send_open(dp *d, rlink *l, sess *s)
     link_mark_dirty(d, l);
 }
 
-static void fail_open(dp *d, sess *s, int status, const char *why)
+/* Tells the control plane that the opening failed (EV_OPENED with the status, then EV_END). */
+static void report_open_failed(dp *d, sess *s, int status, const char *why)
 {
     uint8_t ev[6];
     put32(ev, s->o.id);
@@ -719,6 +723,11 @@ static void fail_open(dp *d, sess *s, int status, const char *why)
     ev[5] = 0;
     dp_event(d, EV_OPENED, ev, sizeof ev);
     end_event(d, s, 0, why);
+}
+
+static void fail_open(dp *d, sess *s, int status, const char *why)
+{
+    report_open_failed(d, s, status, why);
     bury(d, s);
 }
 
@@ -829,9 +838,9 @@ void sess_dialed(dp *d, sess *s, int fd, int err)
         sess_refuse(d, s, status);
         return;
     }
-    if (!s->lk) { /* the link went away while we dialed: the opener has given up */
-        end_event(d, s, 0, "link to the peer router lost while connecting");
-        bury(d, s);
+    if (!s->lk) { /* the link went away while we dialed: the opener has given up; the listener
+                   * has its ticket, so it must see a reset, not an empty connection */
+        sess_reset(d, s, "link to the peer router lost while connecting");
         return;
     }
     s->app.h.kind = H_APP;
@@ -847,7 +856,7 @@ void sess_on_opened(dp *d, rlink *l, uint32_t num, const uint8_t *body, size_t n
     sess *s = map_get(&l->sessions, num);
     sf_opened_body b;
     if (!s || s->st != S_OPENING || sf_opened_unpack(body, n, &b) != UVPN_OK ||
-        (s->enc && !(b.flags & SF_F_ENCRYPT))) {
+        (b.status == UVPN_ST_OK && s->enc && !(b.flags & SF_F_ENCRYPT))) { /* (a refusal has no flags) */
         dp_stat(&d->n.refused_protocol, 1);
         link_kill(d, l, "an unexpected or malformed OPENED");
         return;
@@ -869,11 +878,11 @@ void sess_on_opened(dp *d, rlink *l, uint32_t num, const uint8_t *body, size_t n
     }
     s->peer_wend = b.window;
     s->st = S_UP;
-    mark_opened(d, s);
-    if (s->reset_pending) {
+    if (s->reset_pending) { /* ended here meanwhile (reported, never counted as opened): RST */
         want_send(d, s);
         return;
     }
+    mark_opened(d, s);
     uint8_t ev[6];
     put32(ev, s->o.id);
     ev[4] = UVPN_ST_OK;
@@ -1080,15 +1089,36 @@ void sess_timer(dp *d, sess *s)
     switch (s->st) {
     case S_DOWN:
     case S_RESUMING:
+        snprintf(why, sizeof why, "outage longer than %u s", d->cfg.outage_ms / 1000);
+        if (s->st == S_RESUMING && s->lk && !s->lk->dead) {
+            /* Our RESUME is out on a live link: the session ends here now (its program is reset,
+             * the control plane told), but stays on the link until the RESUMED, which it answers
+             * with RST, instead of the link ending as "unexpected RESUMED". */
+            if (!s->reset_pending) sess_abort(d, s, SF_RST_LIMIT, why);
+            return;
+        }
         if (s->reset_pending) {
             leave_link(s, 0);
             finish_reset_pending(d, s);
             return;
         }
-        snprintf(why, sizeof why, "outage longer than %u s", d->cfg.outage_ms / 1000);
         sess_reset(d, s, why);
         return;
     case S_OPENING:
+        if (s->lk && !s->lk->dead) {
+            /* The OPEN is out on a live link: its OPENED will come (the answerer answers every
+             * OPEN) or the link ends. The session stays on the link, ended for the control
+             * plane, so that a late OPENED gets an RST instead of ending the link with every
+             * other session on it as "unexpected". */
+            if (!s->reset_pending) {
+                report_open_failed(d, s, UVPN_ST_ETIMEDOUT, "no answer from the peer router");
+                s->reset_pending = 1;
+                s->rst_reason = SF_RST_LIMIT;
+                map_del(&d->conns, s->o.id);
+                s->o.id = 0;
+            }
+            return;
+        }
         if (s->reset_pending) {
             leave_link(s, 0);
             finish_reset_pending(d, s);
