@@ -338,11 +338,13 @@ static void *loop_main(void *arg)
             }
         }
         run_work(d);
+        if (d->mem.freed) sess_memory_freed(d);
         flush_links(d);
         bury(d);
     }
     shutdown_all(d);
     bury(d);
+    bq_mem_free(&d->mem);
     pthread_mutex_lock(&d->qlock);
     d->stopped = 1;
     pthread_cond_broadcast(&d->qcond);
