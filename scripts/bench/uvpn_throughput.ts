@@ -204,7 +204,10 @@ try {
           const j = JSON.parse(out);
           if (j.error) throw new Error(`iperf3 ${len} x ${streams}: ${j.error}`);
           result[label][path] = j.end.sum_received.bits_per_second / 1e9;
-          console.error(`uvpn_throughput: ${path}: ${label}: ${result[label][path]!.toFixed(2)} Gbit/s`);
+          // Fairness of parallel streams (sessions sharing the routers' links): slowest / fastest.
+          const per: number[] = (j.end.streams ?? []).map((x: { receiver: { bits_per_second: number } }) => x.receiver.bits_per_second);
+          const fair = per.length > 1 ? ` (streams: slowest / fastest ${(Math.min(...per) / Math.max(...per)).toFixed(2)})` : "";
+          console.error(`uvpn_throughput: ${path}: ${label}: ${result[label][path]!.toFixed(2)} Gbit/s${fair}`);
         } catch (e) {
           console.error(`uvpn_throughput: ${path}: ${label}: failed: ${(e as Error).message.slice(0, 300)}`);
           await stopAll(procs);

@@ -4,7 +4,9 @@
  * intact; a captured RESUME replayed on another connection is refused; a reader that stops
  * keeps the routers' memory within the per-session bound without any spool file while the link
  * is up; `--metrics` and `--status --json` count a known transfer exactly; 1,000 short sessions
- * across the WAN emulator end cleanly, none reset.
+ * across the WAN emulator end cleanly, none reset; a receiving router's `--memory-limit` holds
+ * across sessions to readers that do not read (writers block, every byte arrives once they read);
+ * `--spool-limit-total` holds through an outage (the writer blocks, every byte arrives after it).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";

@@ -2,7 +2,10 @@
  * router, authenticated by the control plane's handshake and handed over here with its two
  * direction keys and sequence counters. Input: read until the socket is drained, frames cut
  * from the buffer (sf_next), link frames checked with HMAC-SHA256 and their sequence number,
- * session frames with their session's AES-GCM key and frame counter, then dispatched; anything
+ * session frames with their session's AES-GCM key and frame counter (decrypted in place), then
+ * dispatched; DATA payloads stay in the input buffer and go to their programs with one writev
+ * per session per read (sess_deliver: before the buffer moves, and before any other frame, so
+ * the order of a session's events holds); short reads end an edge (edge-triggered epoll); anything
  * that fails ends the link (its sessions wait to be resumed), never a session. Output: a queue
  * of frames written with writev, payloads pointing into the sessions' replay buffers (no copy),
  * filled from the sessions that have something to send, round robin, one frame each per round,
