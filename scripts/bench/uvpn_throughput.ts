@@ -20,7 +20,8 @@ import { Overlay, Proc, spawnCli, tempDir } from "../../tests/helpers.ts";
 const seconds = Number(Deno.args[0] ?? 5);
 const connects = Number(Deno.args[1] ?? 2000);
 type Path = "native" | "socat" | "preload" | "seccomp" | "encrypt";
-const PATHS: Path[] = ["native", "socat", "preload", "seccomp", "encrypt"];
+/** UVPN_BENCH_PATHS=preload,socat runs only those paths (quick comparisons while tuning). */
+const PATHS = (Deno.env.get("UVPN_BENCH_PATHS")?.split(",") ?? ["native", "socat", "preload", "seccomp", "encrypt"]) as Path[];
 /** The supervisor mode a path's programs run in (encrypt: preload, through the --encrypt overlay). */
 const mode = (path: Path) => path === "encrypt" ? "preload" : path;
 const SERVER_PORT = 5201, ECHO_PORT = 5301, CONNECT_PORT = 5401;
