@@ -181,8 +181,10 @@ const result: Record<Label, Partial<Record<Path, number>>> = Object.fromEntries(
 
 using dir = tempDir("myrt-bench-");
 using encDir = tempDir("myrt-bench-enc-");
-const plain = new Overlay(dir.path);
-const encrypted = new Overlay(encDir.path, { routerArgs: ["--encrypt"] });
+/** UVPN_BENCH_ROUTER_ARGS="--session-window 16": extra uvpn_proxy flags for every router. */
+const routerArgs = Deno.env.get("UVPN_BENCH_ROUTER_ARGS")?.split(" ").filter((x) => x) ?? [];
+const plain = new Overlay(dir.path, { routerArgs });
+const encrypted = new Overlay(encDir.path, { routerArgs: [...routerArgs, "--encrypt"] });
 await plain.start();
 await encrypted.start();
 const procs: Proc[] = [];
