@@ -235,6 +235,37 @@ s.recv(1)
 print(json.dumps({"done": sent[0], "sha": h.hexdigest()}), flush=True)
 `;
 
+/**
+ * A python3 server (`server`: its code, then arguments after ADDR PORT) in subnet B on `port`
+ * and, once it listens, a python3 client (the same shape) in A connecting to it; resolves once
+ * the server printed "accepted".
+ */
+async function pythonPair(o: Overlay, port: number, server: string[], client: string[]): Promise<{ server: Proc; client: Proc }> {
+  const addrA = await o.register(o.a), addrB = await o.register(o.b);
+  const srv = new Proc("python3", ["-c", server[0], addrB, String(port), ...server.slice(1)], { env: o.env(o.b, addrB) });
+  try {
+    await srv.waitFor(/listening/);
+    await o.b.router!.waitFor(new RegExp(`listener .*:${port} is at`));
+    const cl = new Proc("python3", ["-c", client[0], addrB, String(port), ...client.slice(1)], { env: o.env(o.a, addrA) });
+    await srv.waitFor(/accepted/).catch(async (e) => {
+      await cl.stop();
+      throw e;
+    });
+    return { server: srv, client: cl };
+  } catch (e) {
+    await srv.stop();
+    throw e;
+  }
+}
+
+/** Waits for both programs of a pythonPair to exit 0; returns the last JSON line each printed. */
+async function finalReports(server: Proc, client: Proc, timeoutMs: number) {
+  const [c, s] = [await client.result(timeoutMs), await server.result(timeoutMs)];
+  assert.equal(c.code, 0, c.stderr);
+  assert.equal(s.code, 0, s.stderr);
+  return { done: JSON.parse(c.stdout.trim().split("\n").pop()!), got: JSON.parse(s.stdout.trim().split("\n").pop()!) };
+}
+
 Deno.test("dataplane: a reader that stops for 30 s slows its writer; router memory stays within the session's bound, no spool file while the link is up", opts, async () => {
   using dir = tempDir();
   const spoolDir = join(dir.path, "spool");
@@ -245,12 +276,7 @@ Deno.test("dataplane: a reader that stops for 30 s slows its writer; router memo
   const N = 96 * MIB;
   let server: Proc | undefined, client: Proc | undefined;
   try {
-    const addrA = await o.register(o.a), addrB = await o.register(o.b);
-    server = new Proc("python3", ["-c", STALLED_READER, addrB, "9200", "30"], { env: o.env(o.b, addrB) });
-    await server.waitFor(/listening/);
-    await o.b.router!.waitFor(/listener .*:9200 is at/);
-    client = new Proc("python3", ["-c", EAGER_WRITER, addrB, "9200", String(N)], { env: o.env(o.a, addrA) });
-    await server.waitFor(/accepted/);
+    ({ server, client } = await pythonPair(o, 9200, [STALLED_READER, "30"], [EAGER_WRITER, String(N)]));
     const t0 = Date.now();
     let peak = 0, spoolSeen = 0;
     let at5 = 0;
@@ -268,10 +294,7 @@ Deno.test("dataplane: a reader that stops for 30 s slows its writer; router memo
     assert.ok(stalled - at5 < 2 * MIB, `the writer kept writing while the reader stalled: ${at5} at 5 s, ${stalled} at 28 s`);
     assert.ok(peak <= 2 * window + 2 * MIB, `router memory ${peak} bytes for one session (window ${window})`);
     assert.equal(spoolSeen, 0, "no spool file while the link is up");
-    const [c, s] = [await client.result(120_000), await server.result(120_000)];
-    assert.equal(c.code, 0, c.stderr);
-    assert.equal(s.code, 0, s.stderr);
-    const done = JSON.parse(c.stdout.trim().split("\n").pop()!), got = JSON.parse(s.stdout.trim().split("\n").pop()!);
+    const { done, got } = await finalReports(server, client, 120_000);
     assert.equal(got.received, N);
     assert.equal(got.sha, done.sha);
     const [a, b] = [await statusJson(o, o.a), await statusJson(o, o.b)];
@@ -513,12 +536,7 @@ Deno.test("dataplane: --memory-limit of a receiving router holds across 4 sessio
   const go = join(dir.path, "go");
   let server: Proc | undefined, client: Proc | undefined;
   try {
-    const addrA = await o.register(o.a), addrB = await o.register(o.b);
-    server = new Proc("python3", ["-c", MANY_READER, addrB, "9500", String(N), go], { env: o.env(o.b, addrB) });
-    await server.waitFor(/listening/);
-    await o.b.router!.waitFor(/listener .*:9500 is at/);
-    client = new Proc("python3", ["-c", MANY_WRITER, addrB, "9500", String(N), String(EACH)], { env: o.env(o.a, addrA) });
-    await server.waitFor(/accepted/);
+    ({ server, client } = await pythonPair(o, 9500, [MANY_READER, String(N), go], [MANY_WRITER, String(N), String(EACH)]));
     const held = await stalled(client);
     const [a, b] = [await statusJson(o, o.a), await statusJson(o, o.b)];
     // Each session may always have 64 KiB on its way (so that no session starves); beyond that
@@ -530,10 +548,7 @@ Deno.test("dataplane: --memory-limit of a receiving router holds across 4 sessio
     assert.ok(held < N * EACH, `the writers were not held back: ${held} bytes written`);
     assert.equal(a.spool.peak + b.spool.peak, 0, "no spool while the link is up");
     Deno.writeTextFileSync(go, "");
-    const [c, s] = [await client.result(60_000), await server.result(60_000)];
-    assert.equal(c.code, 0, c.stderr);
-    assert.equal(s.code, 0, s.stderr);
-    const done = JSON.parse(c.stdout.trim().split("\n").pop()!).done, got = JSON.parse(s.stdout.trim().split("\n").pop()!).got;
+    const r = await finalReports(server, client, 60_000), done = r.done.done, got = r.got.got;
     assert.equal(done.length, N);
     assert.deepEqual(got, done);
     console.log(`memory limit: writers held at ${held} of ${N * EACH} bytes; peaks A ${a.memory.peak}, B ${b.memory.peak} (limit ${limit})`);
@@ -559,12 +574,7 @@ Deno.test("dataplane: --spool-limit-total holds while the link is down; the writ
   await o.start();
   let server: Proc | undefined, client: Proc | undefined;
   try {
-    const addrA = await o.register(o.a), addrB = await o.register(o.b);
-    server = new Proc("python3", ["-c", STALLED_READER, addrB, "9600", "0"], { env: o.env(o.b, addrB) });
-    await server.waitFor(/listening/);
-    await o.b.router!.waitFor(/listener .*:9600 is at/);
-    client = new Proc("python3", ["-c", EAGER_WRITER, addrB, "9600", String(N)], { env: o.env(o.a, addrA) });
-    await server.waitFor(/accepted/);
+    ({ server, client } = await pythonPair(o, 9600, [STALLED_READER, "0"], [EAGER_WRITER, String(N)]));
     await sleep(300);
     emu.blackhole();
     await o.a.router!.waitFor(/link down \(nothing received for 1000 ms\)/);
@@ -578,10 +588,7 @@ Deno.test("dataplane: --spool-limit-total holds while the link is down; the writ
     assert.ok(held < N, `the writer was not held back: ${held} bytes written`);
     await o.a.router!.waitFor(/spool limit reached \(--spool-limit-total\)/);
     emu.restore();
-    const [c, s] = [await client.result(60_000), await server.result(60_000)];
-    assert.equal(c.code, 0, c.stderr);
-    assert.equal(s.code, 0, s.stderr);
-    const done = JSON.parse(c.stdout.trim().split("\n").pop()!), got = JSON.parse(s.stdout.trim().split("\n").pop()!);
+    const { done, got } = await finalReports(server, client, 60_000);
     assert.equal(got.received, N);
     assert.equal(got.sha, done.sha);
     assert.doesNotMatch(o.a.router!.stderr + o.b.router!.stderr, /session \w+: reset/);
