@@ -194,6 +194,13 @@ static void queues(void)
     bq_space(&q, 100, &room);
     bq_commit(&q, 0);
     check(mem.used == 0 && q.head == NULL, "bufq", "a read that found nothing leaves no chunk");
+    uint8_t *big = bq_space(&q, BUFQ_CHUNK, &room);
+    bq_commit(&q, room);
+    bq_trim(&q, q.end);
+    check(big && room == BUFQ_CHUNK && mem.used == 0 && mem.nspare == 1, "bufq", "a freed full-size chunk is kept as a spare, not counted");
+    check(bq_space(&q, BUFQ_CHUNK, &room) == big && mem.nspare == 0 && mem.used == BUFQ_CHUNK, "bufq", "the spare is reused");
+    bq_commit(&q, 0);
+    bq_mem_free(&mem);
 
     u64map m;
     map_init(&m);

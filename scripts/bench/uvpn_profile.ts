@@ -45,9 +45,15 @@ const r = await cl.result(30_000);
 const dt = (performance.now() - t0) / 1000;
 const after = { a: threads(pa), b: threads(pb) };
 let gbps = "?";
-try { gbps = (JSON.parse(r.stdout).end.sum_received.bits_per_second / 1e9).toFixed(2); } catch { gbps = r.stderr.slice(-200); }
+let cpu = "";
+try {
+  const end = JSON.parse(r.stdout).end;
+  gbps = (end.sum_received.bits_per_second / 1e9).toFixed(2);
+  // iperf3's own CPU (% of one core): with the routers' threads, where the two cores went.
+  cpu = `; iperf3 CPU: client ${end.cpu_utilization_percent.host_total.toFixed(0)} %, server ${end.cpu_utilization_percent.remote_total.toFixed(0)} % of a core`;
+} catch { gbps = r.stderr.slice(-200); }
 console.log(`router pids A ${pa} B ${pb}`);
-console.log(`iperf3 ${len} x1 preload: ${gbps} Gbit/s over ${dt.toFixed(1)} s wall (strace ran 3 s of it)`);
+console.log(`iperf3 ${len} x1 preload: ${gbps} Gbit/s over ${dt.toFixed(1)} s wall (strace ran 3 s of it)${cpu}`);
 for (const [name, b, a] of [["router A", before.a, after.a], ["router B", before.b, after.b]] as const) {
   console.log(`${name}: CPU seconds per thread: ` + busiest(b, a).filter(([, v]) => v > 0.05).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", "));
 }

@@ -5,6 +5,8 @@
 # the socat chain, and through the overlay in preload and seccomp modes. Prints the table and the
 # ratios that issue 13's goals name. Runs in a network namespace with only loopback.
 #   ./scripts/bench/uvpn_throughput.sh [SECONDS_PER_IPERF_RUN=5] [CONNECTS=2000]
+#   (UVPN_BENCH_PATHS=native,socat,preload,seccomp,encrypt: the paths to run, all by default;
+#   UVPN_BENCH_ROUTER_ARGS="--session-window 16": extra flags for every router)
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 cd "$MYRT_ROOT"

@@ -6,7 +6,10 @@
  *   socat    client → socat → socat → server (`socat -b 262144`: two user-space relays, as the
  *            overlay's two routers), the C anchor;
  *   preload  client and server under libuvpn.so in two subnets (home router → peer router);
- *   seccomp  the same under the seccomp supervisor.
+ *   seccomp  the same under the seccomp supervisor;
+ *   encrypt  preload through a second overlay whose routers run with --encrypt (AES-256-GCM
+ *            bodies, not only the MAC that is always on): the encryption's cost, as a ratio to
+ *            preload in the same run.
  * Measures: iperf3 with 128 KiB and 100-byte writes, 1 and 8 parallel streams; a 64 MiB echo
  * (python3 sends and reads back, one connection); connection set-up rate (connect, 1 byte each
  * way, close: python3). Prints a table, then the ratios the issue's goals name.
@@ -16,8 +19,11 @@ import { Overlay, Proc, spawnCli, tempDir } from "../../tests/helpers.ts";
 
 const seconds = Number(Deno.args[0] ?? 5);
 const connects = Number(Deno.args[1] ?? 2000);
-type Path = "native" | "socat" | "preload" | "seccomp";
-const PATHS: Path[] = ["native", "socat", "preload", "seccomp"];
+type Path = "native" | "socat" | "preload" | "seccomp" | "encrypt";
+/** UVPN_BENCH_PATHS=preload,socat runs only those paths (quick comparisons while tuning). */
+const PATHS = (Deno.env.get("UVPN_BENCH_PATHS")?.split(",") ?? ["native", "socat", "preload", "seccomp", "encrypt"]) as Path[];
+/** The supervisor mode a path's programs run in (encrypt: preload, through the --encrypt overlay). */
+const mode = (path: Path) => path === "encrypt" ? "preload" : path;
 const SERVER_PORT = 5201, ECHO_PORT = 5301, CONNECT_PORT = 5401;
 /** A client that hangs is reported as failed after this, and the run goes on. */
 const CLIENT_TIMEOUT_MS = Math.max(60, seconds * 6) * 1000;
@@ -101,7 +107,7 @@ async function server(o: Overlay, path: Path, argv: string[], port: number, read
     await waitPort(front);
     return { addr: "127.0.0.1", port: front };
   }
-  const p = spawnCli("uvpn_register", ["-r", "--mode", path, "--", ...argv], { env: o.homeEnv(o.b) });
+  const p = spawnCli("uvpn_register", ["-r", "--mode", mode(path), "--", ...argv], { env: o.homeEnv(o.b) });
   procs.push(p);
   const addr = (await p.waitFor(/Leased virtual address (\S+)/))[1];
   await p.waitFor(ready);
@@ -153,7 +159,7 @@ async function bounded(cmd: string, args: string[], env?: Record<string, string>
 async function client(o: Overlay, path: Path, argv: string[]): Promise<string> {
   const r = path === "native" || path === "socat"
     ? await bounded(argv[0], argv.slice(1))
-    : await bounded(Deno.execPath(), ["run", "-A", "--no-prompt", join(import.meta.dirname!, "../../cli/uvpn_register.ts"), "-r", "-s", "--mode", path, "--", ...argv], o.homeEnv(o.a));
+    : await bounded(Deno.execPath(), ["run", "-A", "--no-prompt", join(import.meta.dirname!, "../../cli/uvpn_register.ts"), "-r", "-s", "--mode", mode(path), "--", ...argv], o.homeEnv(o.a));
   if (r.code !== 0) throw new Error(`${argv.join(" ")} (${path}) failed: ${r.stderr}`);
   return r.stdout;
 }
@@ -174,11 +180,17 @@ type Label = (typeof LABELS)[number];
 const result: Record<Label, Partial<Record<Path, number>>> = Object.fromEntries(LABELS.map((l) => [l, {}])) as never;
 
 using dir = tempDir("myrt-bench-");
-const o = new Overlay(dir.path);
-await o.start();
+using encDir = tempDir("myrt-bench-enc-");
+/** UVPN_BENCH_ROUTER_ARGS="--session-window 16": extra uvpn_proxy flags for every router. */
+const routerArgs = Deno.env.get("UVPN_BENCH_ROUTER_ARGS")?.split(" ").filter((x) => x) ?? [];
+const plain = new Overlay(dir.path, { routerArgs });
+const encrypted = new Overlay(encDir.path, { routerArgs: [...routerArgs, "--encrypt"] });
+await plain.start();
+await encrypted.start();
 const procs: Proc[] = [];
 try {
   for (const path of PATHS) {
+    const o = path === "encrypt" ? encrypted : plain;
     try {
       // One iperf3 server per path, started again after a run that failed (a hung server
       // serves no one after it); a failed run is reported and the others go on.
@@ -195,7 +207,10 @@ try {
           const j = JSON.parse(out);
           if (j.error) throw new Error(`iperf3 ${len} x ${streams}: ${j.error}`);
           result[label][path] = j.end.sum_received.bits_per_second / 1e9;
-          console.error(`uvpn_throughput: ${path}: ${label}: ${result[label][path]!.toFixed(2)} Gbit/s`);
+          // Fairness of parallel streams (sessions sharing the routers' links): slowest / fastest.
+          const per: number[] = (j.end.streams ?? []).map((x: { receiver: { bits_per_second: number } }) => x.receiver.bits_per_second);
+          const fair = per.length > 1 ? ` (streams: slowest / fastest ${(Math.min(...per) / Math.max(...per)).toFixed(2)})` : "";
+          console.error(`uvpn_throughput: ${path}: ${label}: ${result[label][path]!.toFixed(2)} Gbit/s${fair}`);
         } catch (e) {
           console.error(`uvpn_throughput: ${path}: ${label}: failed: ${(e as Error).message.slice(0, 300)}`);
           await stopAll(procs);
@@ -217,22 +232,23 @@ try {
     }
   }
 } finally {
-  await o.stop();
+  await plain.stop();
+  await encrypted.stop();
 }
 
 const f = (x?: number) => x === undefined ? "-" : x.toFixed(x < 10 ? 2 : 0);
 const ratio = (a?: number, b?: number) => a === undefined || b === undefined ? "-" : (a / b).toFixed(2);
 console.log(`UVPN data path on loopback, ${new Date().toISOString().slice(0, 10)}, one run each (iperf3 ${seconds} s, ${connects} connects)`);
-console.log(`native: 127.0.0.1; socat: two socat -b 262144 relays; preload/seccomp: through both routers`);
-console.log(["", "native", "socat", "preload", "seccomp", "preload/socat", "preload/native", "seccomp/native"].join("\t"));
+console.log(`native: 127.0.0.1; socat: two socat -b 262144 relays; preload/seccomp: through both routers; encrypt: preload, routers with --encrypt`);
+console.log(["", "native", "socat", "preload", "seccomp", "encrypt", "preload/socat", "preload/native", "seccomp/native", "encrypt/preload"].join("\t"));
 for (const label of LABELS) {
   const r = result[label];
   const unit = label === "connects/s" ? "" : " Gbit/s";
-  console.log([label + unit, f(r.native), f(r.socat), f(r.preload), f(r.seccomp), ratio(r.preload, r.socat), ratio(r.preload, r.native), ratio(r.seccomp, r.native)].join("\t"));
+  console.log([label + unit, f(r.native), f(r.socat), f(r.preload), f(r.seccomp), f(r.encrypt), ratio(r.preload, r.socat), ratio(r.preload, r.native), ratio(r.seccomp, r.native), ratio(r.encrypt, r.preload)].join("\t"));
 }
 const g = (l: Label, p: Path, vs: Path) => ratio(result[l][p], result[l][vs]);
 console.log("Goals (issue 13): overlay >= 1.0 x socat chain at 128 KiB; >= 0.9 x native at 100 B; >= 2000 connects/s");
-for (const p of ["preload", "seccomp"] as Path[]) {
+for (const p of ["preload", "seccomp", "encrypt"] as Path[]) {
   console.log(
     `  ${p}: 128 KiB 1 stream ${g("iperf3 128 KiB, 1 stream", p, "socat")} x socat, 8 streams ${g("iperf3 128 KiB, 8 streams", p, "socat")} x socat; ` +
       `100 B ${g("iperf3 100 B, 1 stream", p, "native")} x native; ${f(result["connects/s"][p])} connects/s`,

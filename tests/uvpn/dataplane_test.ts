@@ -4,7 +4,9 @@
  * intact; a captured RESUME replayed on another connection is refused; a reader that stops
  * keeps the routers' memory within the per-session bound without any spool file while the link
  * is up; `--metrics` and `--status --json` count a known transfer exactly; 1,000 short sessions
- * across the WAN emulator end cleanly, none reset.
+ * across the WAN emulator end cleanly, none reset; a receiving router's `--memory-limit` holds
+ * across sessions to readers that do not read (writers block, every byte arrives once they read);
+ * `--spool-limit-total` holds through an outage (the writer blocks, every byte arrives after it).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -232,6 +234,37 @@ s.recv(1)
 print(json.dumps({"done": sent[0], "sha": h.hexdigest()}), flush=True)
 `;
 
+/**
+ * A python3 server (`server`: its code, then arguments after ADDR PORT) in subnet B on `port`
+ * and, once it listens, a python3 client (the same shape) in A connecting to it; resolves once
+ * the server printed "accepted".
+ */
+async function pythonPair(o: Overlay, port: number, server: string[], client: string[]): Promise<{ server: Proc; client: Proc }> {
+  const addrA = await o.register(o.a), addrB = await o.register(o.b);
+  const srv = new Proc("python3", ["-c", server[0], addrB, String(port), ...server.slice(1)], { env: o.env(o.b, addrB) });
+  try {
+    await srv.waitFor(/listening/);
+    await o.b.router!.waitFor(new RegExp(`listener .*:${port} is at`));
+    const cl = new Proc("python3", ["-c", client[0], addrB, String(port), ...client.slice(1)], { env: o.env(o.a, addrA) });
+    await srv.waitFor(/accepted/).catch(async (e) => {
+      await cl.stop();
+      throw e;
+    });
+    return { server: srv, client: cl };
+  } catch (e) {
+    await srv.stop();
+    throw e;
+  }
+}
+
+/** Waits for both programs of a pythonPair to exit 0; returns the last JSON line each printed. */
+async function finalReports(server: Proc, client: Proc, timeoutMs: number) {
+  const [c, s] = [await client.result(timeoutMs), await server.result(timeoutMs)];
+  assert.equal(c.code, 0, c.stderr);
+  assert.equal(s.code, 0, s.stderr);
+  return { done: JSON.parse(c.stdout.trim().split("\n").pop()!), got: JSON.parse(s.stdout.trim().split("\n").pop()!) };
+}
+
 Deno.test("dataplane: a reader that stops for 30 s slows its writer; router memory stays within the session's bound, no spool file while the link is up", opts, async () => {
   using dir = tempDir();
   const spoolDir = join(dir.path, "spool");
@@ -242,34 +275,25 @@ Deno.test("dataplane: a reader that stops for 30 s slows its writer; router memo
   const N = 96 * MIB;
   let server: Proc | undefined, client: Proc | undefined;
   try {
-    const addrA = await o.register(o.a), addrB = await o.register(o.b);
-    server = new Proc("python3", ["-c", STALLED_READER, addrB, "9200", "30"], { env: o.env(o.b, addrB) });
-    await server.waitFor(/listening/);
-    await o.b.router!.waitFor(/listener .*:9200 is at/);
-    client = new Proc("python3", ["-c", EAGER_WRITER, addrB, "9200", String(N)], { env: o.env(o.a, addrA) });
-    await server.waitFor(/accepted/);
+    ({ server, client } = await pythonPair(o, 9200, [STALLED_READER, "30"], [EAGER_WRITER, String(N)]));
     const t0 = Date.now();
     let peak = 0, spoolSeen = 0;
-    const written = () => Math.max(0, ...[...client!.stdout.matchAll(/"written": (\d+)/g)].map((m) => Number(m[1])));
     let at5 = 0;
     while (Date.now() - t0 < 28_000) {
       const [a, b] = [await statusJson(o, o.a), await statusJson(o, o.b)];
       peak = Math.max(peak, a.memory.used + b.memory.used, a.memory.peak, b.memory.peak);
       spoolSeen += [...Deno.readDirSync(spoolDir)].length + a.spool.peak + b.spool.peak;
-      if (!at5 && Date.now() - t0 > 5_000) at5 = written();
+      if (!at5 && Date.now() - t0 > 5_000) at5 = written(client!);
       await sleep(1_000);
     }
-    const stalled = written();
+    const stalled = written(client!);
     // The writer was held back: nothing more got through after the first seconds than the
     // window and the sockets' own buffers on both ends.
     assert.ok(stalled < 48 * MIB, `the writer wrote ${stalled} bytes to a stalled reader`);
     assert.ok(stalled - at5 < 2 * MIB, `the writer kept writing while the reader stalled: ${at5} at 5 s, ${stalled} at 28 s`);
     assert.ok(peak <= 2 * window + 2 * MIB, `router memory ${peak} bytes for one session (window ${window})`);
     assert.equal(spoolSeen, 0, "no spool file while the link is up");
-    const [c, s] = [await client.result(120_000), await server.result(120_000)];
-    assert.equal(c.code, 0, c.stderr);
-    assert.equal(s.code, 0, s.stderr);
-    const done = JSON.parse(c.stdout.trim().split("\n").pop()!), got = JSON.parse(s.stdout.trim().split("\n").pop()!);
+    const { done, got } = await finalReports(server, client, 120_000);
     assert.equal(got.received, N);
     assert.equal(got.sha, done.sha);
     const [a, b] = [await statusJson(o, o.a), await statusJson(o, o.b)];
@@ -423,6 +447,150 @@ Deno.test("dataplane: 1,000 short sessions across the WAN emulator end cleanly o
       assert.deepEqual({ total: s.sessions.total, clean: s.sessions.clean, resets: s.sessions.resets, live: s.sessions.live }, { total: 1000, clean: 1000, resets: 0, live: 0 });
     }
     assert.doesNotMatch(o.a.router!.stderr + o.b.router!.stderr, /session \w+ .* reset:/);
+  } finally {
+    await client?.stop();
+    await server?.stop();
+    await o.stop();
+    emu.close();
+  }
+});
+
+/** A server that accepts N connections (receive buffers of 64 KiB), reads nothing until the file
+ * GO exists, then reads all of them at once and prints the sorted [length, sha256] of each. */
+const MANY_READER = `
+import hashlib, json, os, socket, sys, threading, time
+addr, port, n, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+srv.bind((addr, port)); srv.listen(n)
+print("listening", file=sys.stderr, flush=True)
+conns = [srv.accept()[0] for _ in range(n)]
+print("accepted", file=sys.stderr, flush=True)
+for _ in range(1200):
+    if os.path.exists(go): break
+    time.sleep(0.1)
+got = []
+def read(c):
+    h, k = hashlib.sha256(), 0
+    while True:
+        b = c.recv(1 << 20)
+        if not b: break
+        h.update(b); k += len(b)
+    got.append([k, h.hexdigest()]); c.close()
+ts = [threading.Thread(target=read, args=(c,)) for c in conns]
+for t in ts: t.start()
+for t in ts: t.join(120)
+print(json.dumps({"got": sorted(got)}), flush=True)
+`;
+
+/** N connections at once (send buffers of 64 KiB), EACH pseudo-random bytes on each, progress
+ * every 0.25 s; at the end the sorted [length, sha256] of each. */
+const MANY_WRITER = `
+import hashlib, json, random, socket, sys, threading, time
+addr, port, n, each = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+sent, sums = [0] * n, []
+def tick():
+    while True:
+        print(json.dumps({"written": sum(sent)}), flush=True); time.sleep(0.25)
+def run(i):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    s.connect((addr, port))
+    rng, h = random.Random(i), hashlib.sha256()
+    while sent[i] < each:
+        b = rng.randbytes(min(1 << 16, each - sent[i]))
+        s.sendall(b); h.update(b); sent[i] += len(b)
+    s.shutdown(socket.SHUT_WR); s.recv(1)
+    sums.append([each, h.hexdigest()])
+threading.Thread(target=tick, daemon=True).start()
+ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+for t in ts: t.start()
+for t in ts: t.join(120)
+print(json.dumps({"done": sorted(sums)}), flush=True)
+`;
+
+/** The largest "written" progress a writer printed. */
+const written = (p: Proc) => Math.max(0, ...[...p.stdout.matchAll(/"written": (\d+)/g)].map((m) => Number(m[1])));
+
+/** Waits (at most 20 s) until the writer's progress stopped moving for a second; returns it. */
+async function stalled(p: Proc): Promise<number> {
+  let last = -1, same = 0;
+  for (let i = 0; i < 80 && same < 4; i++) {
+    await sleep(250);
+    const w = written(p);
+    same = w === last && w > 0 ? same + 1 : 0;
+    last = w;
+  }
+  return last;
+}
+
+Deno.test("dataplane: --memory-limit of a receiving router holds across 4 sessions to readers that do not read; writers block, then every byte arrives", opts, async () => {
+  using dir = tempDir();
+  const limit = 16 * MIB, N = 4, EACH = 32 * MIB;
+  // Only router B (the receiving side) has the limit: four 8 MiB windows would be 32 MiB.
+  const o = new Overlay(dir.path, { routerArgs: ["--session-window", "8", "--spool-dir", join(dir.path, "spool")] });
+  await o.startRouter(o.a);
+  o.opts.routerArgs!.push("--memory-limit", "16");
+  await o.startRouter(o.b);
+  const go = join(dir.path, "go");
+  let server: Proc | undefined, client: Proc | undefined;
+  try {
+    ({ server, client } = await pythonPair(o, 9500, [MANY_READER, String(N), go], [MANY_WRITER, String(N), String(EACH)]));
+    const held = await stalled(client);
+    const [a, b] = [await statusJson(o, o.a), await statusJson(o, o.b)];
+    // Each session may always have 64 KiB on its way (so that no session starves); beyond that
+    // the router's session memory (what it holds and what it granted) stays within the limit,
+    // and the writers are held back.
+    const bound = limit + N * 64 * 1024 + MIB;
+    assert.ok(b.memory.peak <= bound, `router B held ${b.memory.peak} bytes (limit ${limit})`);
+    assert.equal(b.memory.limit, limit);
+    assert.ok(held < N * EACH, `the writers were not held back: ${held} bytes written`);
+    assert.equal(a.spool.peak + b.spool.peak, 0, "no spool while the link is up");
+    Deno.writeTextFileSync(go, "");
+    const r = await finalReports(server, client, 60_000), done = r.done.done, got = r.got.got;
+    assert.equal(done.length, N);
+    assert.deepEqual(got, done);
+    console.log(`memory limit: writers held at ${held} of ${N * EACH} bytes; peaks A ${a.memory.peak}, B ${b.memory.peak} (limit ${limit})`);
+  } finally {
+    await client?.stop();
+    await server?.stop();
+    await o.stop();
+  }
+});
+
+Deno.test("dataplane: --spool-limit-total holds while the link is down; the writer blocks, nothing is dropped, every byte arrives once the link returns", opts, async () => {
+  using dir = tempDir();
+  const spoolDir = join(dir.path, "spool");
+  Deno.mkdirSync(spoolDir);
+  const total = 2 * MIB, N = 48 * MIB;
+  const viaPort = freePort("127.0.0.4");
+  const o = new Overlay(dir.path, {
+    bVia: { host: "127.0.0.4", port: viaPort },
+    routerArgs: ["--spool-limit-total", "2", "--session-window", "1", "--spool-dir", spoolDir, "--dead-after", "1", "--retry-max", "1"],
+  });
+  const emu = new WanEmulator({ listen: { hostname: "127.0.0.4", port: viaPort }, target: { hostname: o.b.host, port: o.b.port }, delayMs: 2, rateBytesPerSec: 40e6 });
+  emu.start();
+  await o.start();
+  let server: Proc | undefined, client: Proc | undefined;
+  try {
+    ({ server, client } = await pythonPair(o, 9600, [STALLED_READER, "0"], [EAGER_WRITER, String(N)]));
+    await sleep(300);
+    emu.blackhole();
+    await o.a.router!.waitFor(/link down \(nothing received for 1000 ms\)/);
+    const held = await stalled(client);
+    const a = await statusJson(o, o.a);
+    const files = [...Deno.readDirSync(spoolDir)].reduce((n, e) => n + Deno.statSync(join(spoolDir, e.name)).size, 0);
+    assert.ok(a.spool.used > 0 && a.spool.peak > 0, "the outage spooled");
+    assert.ok(a.spool.peak <= total, `router A spooled ${a.spool.peak} bytes (total limit ${total})`);
+    assert.ok(files <= total, `${files} bytes in spool files (total limit ${total})`);
+    assert.equal(a.spool.limit, total);
+    assert.ok(held < N, `the writer was not held back: ${held} bytes written`);
+    await o.a.router!.waitFor(/spool limit reached \(--spool-limit-total\)/);
+    emu.restore();
+    const { done, got } = await finalReports(server, client, 60_000);
+    assert.equal(got.received, N);
+    assert.equal(got.sha, done.sha);
+    assert.doesNotMatch(o.a.router!.stderr + o.b.router!.stderr, /session \w+: reset/);
+    console.log(`spool limit: writer held at ${held} of ${N} bytes during the outage; spool peak ${a.spool.peak} (total limit ${total})`);
   } finally {
     await client?.stop();
     await server?.stop();

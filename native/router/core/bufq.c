@@ -18,7 +18,14 @@ static void chunk_free(bufq *q, bq_chunk *c)
 {
     __atomic_sub_fetch(&q->mem->used, c->cap, __ATOMIC_RELAXED);
     q->held -= c->cap;
-    free(c);
+    q->mem->freed = 1;
+    if (c->cap == BUFQ_CHUNK && q->mem->nspare < BQ_SPARE_MAX) q->mem->spare[q->mem->nspare++] = c;
+    else free(c);
+}
+
+void bq_mem_free(bq_mem *m)
+{
+    while (m->nspare > 0) free(m->spare[--m->nspare]);
 }
 
 uint8_t *bq_space(bufq *q, size_t want, size_t *room)
@@ -32,7 +39,7 @@ uint8_t *bq_space(bufq *q, size_t want, size_t *room)
     size_t cap = want < 1 ? 1 : want;
     cap = (cap + 4095) & ~(size_t)4095;
     if (cap > BUFQ_CHUNK) cap = BUFQ_CHUNK;
-    bq_chunk *c = malloc(sizeof *c + cap);
+    bq_chunk *c = cap == BUFQ_CHUNK && q->mem->nspare > 0 ? q->mem->spare[--q->mem->nspare] : malloc(sizeof *c + cap);
     if (!c) return NULL;
     c->next = NULL;
     c->len = c->off = 0;

@@ -11,7 +11,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define BUFQ_CHUNK (64 * 1024)
+#define BUFQ_CHUNK (256 * 1024) /* largest chunk: one read from a program (socat -b 262144 reads as much) */
+#define BQ_SPARE_MAX 8           /* full-size chunks kept for reuse (no malloc/free, madvise per chunk) */
 
 typedef struct bq_chunk {
     struct bq_chunk *next;
@@ -20,10 +21,18 @@ typedef struct bq_chunk {
     uint8_t data[];
 } bq_chunk;
 
-/* Memory held by every queue of one data plane, in bytes of chunk capacity. */
-typedef struct {
+/* Memory held by every queue of one data plane, in bytes of chunk capacity, and the full-size
+ * chunks freed lately, kept for the next allocation (a bulk stream then allocates nothing per
+ * chunk; they are not counted in `used`; at most BQ_SPARE_MAX, freed by bq_mem_free). */
+typedef struct bq_mem {
     uint64_t used, peak;
+    struct bq_chunk *spare[BQ_SPARE_MAX];
+    int nspare;
+    int freed;               /* set whenever a chunk is freed (the data plane wakes waiters) */
 } bq_mem;
+
+/* Frees the spare chunks. */
+void bq_mem_free(bq_mem *m);
 
 typedef struct {
     bq_chunk *head, *tail;

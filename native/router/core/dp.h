@@ -92,6 +92,7 @@ typedef struct {
 typedef struct {
     int fd;
     uint8_t rd_ready, wr_ready, rd_eof, wr_shut;
+    uint8_t rd_hup;           /* an event said the peer closed (or failed): read until EOF */
     handler h;
 } appsock;
 
@@ -118,6 +119,15 @@ typedef struct {
 
 /* ---- router links --------------------------------------------------------------------------- */
 
+/* DATA payloads taken from a link's input buffer (decrypted in place there) and not yet written
+ * to their programs: one writev per session per read of the link (session.c, sess_deliver). */
+#define PEND_MAX 64
+typedef struct {
+    struct sess *s;
+    const uint8_t *p;
+    uint32_t n;
+} pending;
+
 typedef struct rlink {
     uint32_t id;              /* the control plane's id */
     uint32_t peer;            /* dialer: the peer's id (route); 0: a link we accepted */
@@ -125,10 +135,13 @@ typedef struct rlink {
     uint8_t dead;             /* closed: waiting to be freed at the end of the loop turn */
     handler h;
     uint8_t rd_ready, wr_ready;
+    uint8_t rd_hup;           /* an event said the peer closed (or failed): read until EOF */
     uint8_t ksend[UVPN_KEY_LEN], krecv[UVPN_KEY_LEN];
     uint64_t sseq, rseq;      /* link frames: next seq to send, next expected */
     uint8_t *in;              /* input buffer */
     size_t in_len;
+    pending pend[PEND_MAX];   /* payloads in `in` waiting for sess_deliver */
+    uint32_t npend;
     outq out;
     int64_t last_rx, last_tx, ping_at; /* ms */
     uint64_t ping_token;      /* token of the PING in flight (0: none) */
@@ -181,13 +194,16 @@ typedef struct sess {
     bufq rcv;                 /* received, not yet written to the application */
     uint64_t rcv_nxt;         /* positions received (+1 once its FIN came) */
     uint64_t rcv_fin;         /* its byte count, or NO_FIN */
+    uint64_t pend_from;       /* stream offset of its first payload in lk->pend (pend_n > 0) */
+    uint32_t pend_n;          /* payloads of it in lk->pend */
     uint64_t adv_ack, adv_wend; /* what we last advertised */
     uint8_t ack_now;          /* an ACK must go out (FIN received, resumed, window reopened) */
     int64_t rate_t;           /* ms of the last window update (rate measurement) */
     uint64_t rate_deliv;      /* delivered bytes then */
     uint32_t bdp;             /* bandwidth-delay allowance added to the window */
     uint8_t close_out;        /* answerer: CLOSE queued */
-    uint8_t mem_wait;         /* waiting for memory (dp.memwait) */
+    uint8_t spool_full;       /* a spool limit paused its reads (logged once per outage) */
+    uint64_t granted;         /* its part of dp.granted: window granted, not yet received */
     uint8_t lid[UVPN_LID_LEN];/* answerer: the listener registration dialed */
     /* lists */
     dnode rdy;                /* link.ready */
@@ -259,6 +275,8 @@ typedef struct dp {
     dnode rdialing;           /* relays dialing */
     dnode grave;              /* sessions and relays that ended this turn (objhead.work) */
     bq_mem mem;
+    uint64_t granted;         /* bytes every session's peer may still send us (windows granted):
+                               * held memory plus this is what --memory-limit bounds */
     spool_acct spool;
     dp_counters n;
     uint8_t *scratch;         /* reads from programs in small amounts */
@@ -315,6 +333,10 @@ void sess_on_opened(dp *d, rlink *l, uint32_t num, const uint8_t *body, size_t n
 void sess_on_resume(dp *d, rlink *l, uint32_t num, const uint8_t *body, size_t n);
 void sess_on_resumed(dp *d, rlink *l, uint32_t num, const uint8_t *body, size_t n);
 int sess_on_frame(dp *d, rlink *l, sess *s, const sf_head *h, uint8_t *frame);
+/* Writes the DATA payloads parked in l->pend to their programs (one writev per session); what a
+ * program does not take goes to its receive buffer. Called before the input buffer moves and
+ * before any frame other than DATA is handled. */
+void sess_deliver(dp *d, rlink *l);
 void sess_emit(dp *d, rlink *l, sess *s);
 int sess_has_output(dp *d, sess *s);
 void sess_app_io(dp *d, sess *s);
@@ -327,6 +349,7 @@ void sess_reset(dp *d, sess *s, const char *why);
 void sess_timer(dp *d, sess *s);
 void sess_dialed(dp *d, sess *s, int fd, int err);
 void sess_refuse(dp *d, sess *s, int status);
+/* Memory was freed (bq_mem.freed): the sessions waiting for room (dp.memwait) try again. */
 void sess_memory_freed(dp *d);
 void sess_snapshot(dp *d, uint32_t token);
 void sess_free(dp *d, sess *s);

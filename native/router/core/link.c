@@ -2,7 +2,10 @@
  * router, authenticated by the control plane's handshake and handed over here with its two
  * direction keys and sequence counters. Input: read until the socket is drained, frames cut
  * from the buffer (sf_next), link frames checked with HMAC-SHA256 and their sequence number,
- * session frames with their session's AES-GCM key and frame counter, then dispatched; anything
+ * session frames with their session's AES-GCM key and frame counter (decrypted in place), then
+ * dispatched; DATA payloads stay in the input buffer and go to their programs with one writev
+ * per session per read (sess_deliver: before the buffer moves, and before any other frame, so
+ * the order of a session's events holds); short reads end an edge (edge-triggered epoll); anything
  * that fails ends the link (its sessions wait to be resumed), never a session. Output: a queue
  * of frames written with writev, payloads pointing into the sessions' replay buffers (no copy),
  * filled from the sessions that have something to send, round robin, one frame each per round,
@@ -22,7 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define IN_CAP (384 * 1024)
+#define IN_CAP (1024 * 1024)
 #define OUT_HIGH (1024 * 1024)
 #define IOV_BATCH 256
 #define FLUSH_BUDGET (8 * 1024 * 1024)
@@ -435,10 +438,12 @@ static void parse(dp *d, rlink *l)
             return;
         }
         dp_stat(&d->n.frames_in, 1);
+        if (l->npend && !(f.session && f.sh.type == SF_T_DATA)) sess_deliver(d, l); /* in stream order */
         if (f.session) session_frame(d, l, &f, l->in + off);
         else link_frame(d, l, l->in + off, f.len);
         off += f.len;
     }
+    sess_deliver(d, l); /* before the buffer moves (and even if the link died: the bytes were received) */
     if (l->dead) return;
     if (off) {
         memmove(l->in, l->in + off, l->in_len - off);
@@ -457,10 +462,14 @@ static void io_failed(dp *d, rlink *l, const char *op)
 static void link_read(dp *d, rlink *l)
 {
     while (!l->dead && l->rd_ready) {
-        ssize_t r = read(l->fd, l->in + l->in_len, IN_CAP - l->in_len);
+        size_t room = IN_CAP - l->in_len;
+        ssize_t r = read(l->fd, l->in + l->in_len, room);
         if (r > 0) {
             l->in_len += (size_t)r;
             l->last_rx = d->now;
+            /* Edge-triggered: a short read emptied the socket, and more bytes bring an event;
+             * after a hang-up event, read on until EOF. */
+            if ((size_t)r < room && !l->rd_hup) l->rd_ready = 0;
             parse(d, l);
             continue;
         }
@@ -481,6 +490,7 @@ void link_io(dp *d, rlink *l, uint32_t events)
 {
     if (l->dead) return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) l->rd_ready = 1;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) l->rd_hup = 1;
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
         l->wr_ready = 1;
         link_mark_dirty(d, l);
@@ -558,6 +568,9 @@ void link_flush(dp *d, rlink *l)
             return;
         }
         l->last_tx = d->now;
+        size_t total = 0;
+        for (int i = 0; i < k; i++) total += iov[i].iov_len;
+        if ((size_t)w < total) l->wr_ready = 0; /* the socket is full: EPOLLOUT comes when it drains */
         consume(&l->out, (size_t)w);
         budget = (size_t)w < budget ? budget - (size_t)w : 0;
     }

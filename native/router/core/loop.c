@@ -340,6 +340,7 @@ void dp_turn(dp *d, int max_wait_ms)
         }
     }
     run_work(d);
+    if (d->mem.freed) sess_memory_freed(d);
     flush_links(d);
     bury(d);
 }
@@ -348,6 +349,7 @@ void dp_finish(dp *d)
 {
     shutdown_all(d);
     bury(d);
+    bq_mem_free(&d->mem);
 }
 
 static void *loop_main(void *arg)

@@ -144,17 +144,38 @@ static void need_link_event(dp *d, uint32_t peer)
 
 /* ---- the window ------------------------------------------------------------------------- */
 
+/* Each session may always have this much on its way beyond what its program took, whatever
+ * the memory budget: no session starves while others hold the budget. */
+#define GRANT_FLOOR (64 * 1024)
+
+/* Keeps dp.granted (windows granted and not yet filled, all sessions) in step with the session's
+ * advertised window end and received position; a shrinking grant may let waiters in. */
+static void regrant(dp *d, sess *s)
+{
+    uint64_t g = s->rcv_fin == NO_FIN && s->adv_wend > s->rcv_nxt ? s->adv_wend - s->rcv_nxt : 0;
+    if (g < s->granted) d->mem.freed = 1;
+    d->granted = d->granted - s->granted + g;
+    s->granted = g;
+}
+
 /* The end of the window we can grant now: what the program took plus the window and the
- * bandwidth-delay allowance; never less than what we granted before; frozen at the memory limit. */
+ * bandwidth-delay allowance; never less than what we granted before. Within --memory-limit:
+ * held memory plus every window granted (what peers may still send) stays within the limit,
+ * except GRANT_FLOOR per session; a session held back by it waits in dp.memwait. */
 static uint64_t grant_end(dp *d, sess *s)
 {
-    if (s->rcv_fin != NO_FIN) return s->adv_wend > s->rcv_nxt ? s->adv_wend : s->rcv_nxt;
-    uint64_t e = s->adv_wend;
-    if (__atomic_load_n(&d->mem.used, __ATOMIC_RELAXED) < d->cfg.memory_limit) {
-        uint64_t want = s->rcv.base + d->cfg.window + s->bdp;
-        if (want > e) e = want;
+    uint64_t e = s->adv_wend > s->rcv_nxt ? s->adv_wend : s->rcv_nxt;
+    if (s->rcv_fin != NO_FIN) return e;
+    uint64_t want = s->rcv.base + d->cfg.window + s->bdp;
+    if (want <= e) return e;
+    uint64_t others = __atomic_load_n(&d->mem.used, __ATOMIC_RELAXED) + d->granted - s->granted;
+    uint64_t cap = s->rcv_nxt + (d->cfg.memory_limit > others ? d->cfg.memory_limit - others : 0);
+    if (cap < s->rcv.base + GRANT_FLOOR) cap = s->rcv.base + GRANT_FLOOR;
+    if (want > cap) {
+        want = cap;
+        if (!dl_linked(&s->mem)) dl_push(&d->memwait, &s->mem);
     }
-    return e < s->rcv_nxt ? s->rcv_nxt : e;
+    return want > e ? want : e;
 }
 
 /* Measures the program's intake over about a round trip and sets the allowance to twice what
@@ -175,8 +196,10 @@ static void measure(dp *d, sess *s)
 static int ack_due(dp *d, sess *s)
 {
     if (s->ack_now) return 1;
-    uint64_t quarter = (d->cfg.window + s->bdp) / 4;
-    return grant_end(d, s) >= s->adv_wend + (quarter > 16384 ? quarter : 16384);
+    uint64_t quarter = (d->cfg.window + s->bdp) / 4, g = grant_end(d, s);
+    if (g >= s->adv_wend + (quarter > 16384 ? quarter : 16384)) return 1;
+    /* A grant held small by the memory budget: the peer has less than a quarter window left. */
+    return g >= s->adv_wend + 16384 && s->adv_wend - s->rcv_nxt < quarter;
 }
 
 /* ---- frames out ----------------------------------------------------------------------- */
@@ -194,6 +217,7 @@ static void head_for(dp *d, sess *s, sf_head *h, int type, uint64_t seq, size_t 
     s->adv_ack = s->rcv_nxt;
     s->adv_wend = s->rcv_nxt + h->window;
     s->ack_now = 0;
+    regrant(d, s);
 }
 
 /* Moves spooled bytes into memory (the replay buffer) so they can be sent: at most `max`. */
@@ -281,6 +305,7 @@ static void send_opened(dp *d, sess *s, int status)
         b.flags = s->enc ? SF_F_ENCRYPT : 0;
         b.window = (uint32_t)(grant_end(d, s) - s->rcv_nxt);
         s->adv_wend = s->rcv_nxt + b.window;
+        regrant(d, s);
     }
     uint8_t body[SF_OPENED_LEN];
     sf_opened_pack(&b, body);
@@ -342,6 +367,8 @@ static void leave_link(sess *s, int keep_frames)
 static void bury(dp *d, sess *s)
 {
     if (s->lk) leave_link(s, 1);
+    d->granted -= s->granted;
+    s->granted = 0;
     dl_del(&s->timer);
     dl_del(&s->mem);
     uint64_t k = sid_key(s->sid);
@@ -502,13 +529,18 @@ static uint64_t read_allowance(dp *d, sess *s, int *to_spool)
 {
     *to_spool = 0;
     if (s->app_eof || s->reset_pending) return 0;
-    int mem_ok = __atomic_load_n(&d->mem.used, __ATOMIC_RELAXED) < d->cfg.memory_limit;
+    uint64_t mused = __atomic_load_n(&d->mem.used, __ATOMIC_RELAXED);
+    uint64_t mroom = d->cfg.memory_limit > mused ? d->cfg.memory_limit - mused : 0; /* --memory-limit */
     if (s->st == S_UP) {
-        if (spool_size(&s->sp) > 0 || !mem_ok) return 0;
-        return s->peer_wend > s->snd_read ? s->peer_wend - s->snd_read : 0;
+        if (spool_size(&s->sp) > 0) return 0;
+        uint64_t w = s->peer_wend > s->snd_read ? s->peer_wend - s->snd_read : 0;
+        return w < mroom ? w : mroom;
     }
     if (s->st != S_DOWN && s->st != S_RESUMING) return 0;
-    if (spool_size(&s->sp) == 0 && mem_ok && bq_size(&s->snd) < d->cfg.window) return d->cfg.window - bq_size(&s->snd);
+    if (spool_size(&s->sp) == 0 && mroom && bq_size(&s->snd) < d->cfg.window) {
+        uint64_t w = d->cfg.window - bq_size(&s->snd);
+        return w < mroom ? w : mroom;
+    }
     uint64_t per = d->cfg.spool_limit > spool_size(&s->sp) ? d->cfg.spool_limit - spool_size(&s->sp) : 0;
     uint64_t used = __atomic_load_n(&d->spool.used, __ATOMIC_RELAXED);
     uint64_t all = d->cfg.spool_total > used ? d->cfg.spool_total - used : 0;
@@ -525,6 +557,12 @@ static void app_read(dp *d, sess *s)
         if (allow == 0) {
             if (__atomic_load_n(&d->mem.used, __ATOMIC_RELAXED) >= d->cfg.memory_limit && !dl_linked(&s->mem))
                 dl_push(&d->memwait, &s->mem);
+            if (to_spool && !s->spool_full) { /* backpressure, never a drop: the program's writes block */
+                s->spool_full = 1;
+                char id[13];
+                dp_log(d, "session %s: spool limit reached (%s): reading from the application paused until the link returns",
+                       sid_hex(s, id), spool_size(&s->sp) >= d->cfg.spool_limit ? "--spool-limit" : "--spool-limit-total");
+            }
             return;
         }
         size_t want = allow > BUFQ_CHUNK ? BUFQ_CHUNK : (size_t)allow;
@@ -539,6 +577,9 @@ static void app_read(dp *d, sess *s)
         }
         size_t k = want < room ? want : room;
         ssize_t r = read(s->app.fd, p, k);
+        /* Edge-triggered: a short read emptied the socket, and more bytes bring an event; after
+         * a hang-up event, read on until EOF. */
+        if (r > 0 && (size_t)r < k && !s->app.rd_hup) s->app.rd_ready = 0;
         if (r > 0 && to_spool) {
             int e = spool_append(&s->sp, d->cfg.spool_dir, p, (size_t)r);
             if (e != 0) { /* no disk: keep the bytes in memory, read no more until the link is back */
@@ -590,6 +631,7 @@ void sess_app_event(dp *d, sess *s, uint32_t events)
 {
     if (s->o.dead || s->app.fd < 0) return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->app.rd_ready = 1;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->app.rd_hup = 1;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) s->app.wr_ready = 1;
     dp_work(d, &s->o.work);
 }
@@ -611,7 +653,7 @@ void sess_attach_app(dp *d, sess *s, int fd)
 
 void sess_memory_freed(dp *d)
 {
-    if (__atomic_load_n(&d->mem.used, __ATOMIC_RELAXED) >= d->cfg.memory_limit) return;
+    d->mem.freed = 0; /* those that still find no room join the list again, later */
     while (!dl_empty(&d->memwait)) {
         sess *s = DL_ENTRY(d->memwait.next, sess, mem);
         dl_del(&s->mem);
@@ -640,36 +682,86 @@ static int on_ack(dp *d, sess *s, const sf_head *h)
     return 0;
 }
 
-static int on_data(dp *d, sess *s, const sf_head *h, const uint8_t *p)
+/* Parks a DATA payload (in the link's input buffer) for sess_deliver: 0, or -1 when the program
+ * cannot take it now (the caller buffers it). */
+static int park(dp *d, rlink *l, sess *s, const uint8_t *p, size_t n)
+{
+    if (l->npend == PEND_MAX) sess_deliver(d, l);
+    if (s->app.fd < 0 || !s->app.wr_ready || bq_size(&s->rcv) > 0) return -1;
+    if (!s->pend_n) s->pend_from = s->rcv_nxt;
+    s->pend_n++;
+    l->pend[l->npend++] = (pending){s, p, (uint32_t)n};
+    return 0;
+}
+
+static int on_data(dp *d, rlink *l, sess *s, const sf_head *h, const uint8_t *p)
 {
     if (s->rcv_fin != NO_FIN || h->seq != s->rcv_nxt || h->seq + h->len > s->adv_wend) return -1;
-    size_t n = h->len, w = 0;
-    if (s->app.fd >= 0 && s->app.wr_ready && bq_size(&s->rcv) == 0) {
-        ssize_t r = write(s->app.fd, p, n);
-        if (r < 0 && errno != EAGAIN && errno != EINTR) {
-            s->rcv_nxt += n;
-            dp_stat(&d->n.received, (int64_t)n);
-            app_failed(d, s, "write", errno);
-            return 0;
-        }
-        if (r > 0) w = (size_t)r;
-        if (w < n) s->app.wr_ready = 0;
-        s->rcv.base = s->rcv.end = s->rcv_nxt + w; /* delivered straight from the link's buffer */
-    }
-    if (w < n && bq_append(&s->rcv, p + w, n - w) != 0) return -1;
+    size_t n = h->len;
+    if (park(d, l, s, p, n) != 0 && bq_append(&s->rcv, p, n) != 0) return -1;
     s->rcv_nxt += n;
+    regrant(d, s);
     dp_stat(&d->n.received, (int64_t)n);
-    if (ack_due(d, s)) want_send(d, s);
+    if (!s->pend_n && ack_due(d, s)) want_send(d, s);
     return 0;
+}
+
+/* One session's parked payloads: one writev; the rest into its receive buffer. */
+static void deliver_one(dp *d, sess *s, struct iovec *iov, int k)
+{
+    s->pend_n = 0;
+    if (s->o.dead || s->app.fd < 0) return; /* reset meanwhile: nothing to deliver to */
+    size_t total = 0;
+    for (int i = 0; i < k; i++) total += iov[i].iov_len;
+    ssize_t w;
+    do w = writev(s->app.fd, iov, k);
+    while (w < 0 && errno == EINTR);
+    if (w < 0 && errno != EAGAIN) {
+        int e = errno;
+        s->rcv.base = s->rcv.end = s->rcv_nxt;
+        app_failed(d, s, "write", e);
+        return;
+    }
+    size_t done = w > 0 ? (size_t)w : 0;
+    if (done < total) s->app.wr_ready = 0;
+    s->rcv.base = s->rcv.end = s->pend_from + done; /* delivered straight from the link's buffer */
+    for (int i = 0; i < k; i++) {
+        size_t len = iov[i].iov_len, skip = done < len ? done : len;
+        done -= skip;
+        if (skip < len && bq_append(&s->rcv, (const uint8_t *)iov[i].iov_base + skip, len - skip) != 0) {
+            sess_abort(d, s, SF_RST_LIMIT, "out of memory for received bytes");
+            return;
+        }
+    }
+    if (ack_due(d, s)) want_send(d, s);
+}
+
+void sess_deliver(dp *d, rlink *l)
+{
+    uint32_t n = l->npend;
+    l->npend = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        sess *s = l->pend[i].s;
+        if (!s) continue;
+        struct iovec iov[PEND_MAX];
+        int k = 0;
+        for (uint32_t j = i; j < n; j++) {
+            if (l->pend[j].s != s) continue;
+            iov[k].iov_base = (void *)l->pend[j].p;
+            iov[k].iov_len = l->pend[j].n;
+            k++;
+            l->pend[j].s = NULL;
+        }
+        deliver_one(d, s, iov, k);
+    }
 }
 
 int sess_on_frame(dp *d, rlink *l, sess *s, const sf_head *h, uint8_t *frame)
 {
-    (void)l;
     if (on_ack(d, s, h) != 0) return -1;
     switch (h->type) {
     case SF_T_DATA:
-        if (on_data(d, s, h, frame + SF_HEAD_LEN) != 0) return -1;
+        if (on_data(d, l, s, h, frame + SF_HEAD_LEN) != 0) return -1;
         break;
     case SF_T_ACK:
         break;
@@ -677,6 +769,7 @@ int sess_on_frame(dp *d, rlink *l, sess *s, const sf_head *h, uint8_t *frame)
         if (s->rcv_fin != NO_FIN || h->seq != s->rcv_nxt) return -1;
         s->rcv_fin = h->seq;
         s->rcv_nxt = h->seq + 1;
+        regrant(d, s);
         s->ack_now = 1;
         want_send(d, s);
         dp_work(d, &s->o.work);
@@ -707,6 +800,7 @@ static void send_open(dp *d, rlink *l, sess *s)
     b.c = s->c;
     b.flags = s->enc ? SF_F_ENCRYPT : 0;
     s->adv_wend = grant_end(d, s);
+    regrant(d, s);
     b.window = (uint32_t)s->adv_wend;
     uint8_t body[SF_OPEN_LEN];
     sf_open_pack(&b, body);
@@ -904,6 +998,7 @@ static void send_resume(dp *d, rlink *l, sess *s)
     uint64_t e = grant_end(d, s);
     b.window = (uint32_t)(e - s->rcv_nxt);
     s->adv_wend = s->rcv_nxt + b.window;
+    regrant(d, s);
     s->st = S_RESUMING;
     uint8_t body[SF_RESUME_LEN];
     sf_resume_pack(&b, body);
@@ -976,6 +1071,7 @@ static int rewind_to(dp *d, sess *s, uint64_t recv, uint32_t window)
     s->fin_out = recv > s->snd_read;
     if (recv + window > s->peer_wend) s->peer_wend = recv + window;
     s->reconnects++;
+    s->spool_full = 0;
     s->ack_now = 1;
     dl_del(&s->timer);
     char id[13];
@@ -1034,6 +1130,7 @@ void sess_on_resume(dp *d, rlink *l, uint32_t num, const uint8_t *body, size_t n
     uint64_t e = grant_end(d, s);
     r.window = (uint32_t)(e - s->rcv_nxt);
     s->adv_wend = s->rcv_nxt + r.window;
+    regrant(d, s);
     sf_resumed_pack(&r, out);
     link_send_ctl(l, UVPN_T_RESUMED, num, out, sizeof out);
     s->st = S_UP;
