@@ -9,9 +9,9 @@
  * (the launcher's path is found once, at load). */
 #include "uvpn/wrap/staticexec.h"
 #include "common/real.h"
+#include "common/elfkind.h"
 
 #include <dlfcn.h>
-#include <elf.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -20,7 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define HEAD 4096          /* the ELF header and program headers must be in the first 4 KiB */
 #define MAX_ARGS 65536     /* more arguments than this: exec unchanged */
 #define PRELOAD_TEXT 4096
 
@@ -50,32 +49,15 @@ static const char *env_value(char *const envp[], const char *name)
  * whose #! interpreter is one (depth: interpreters followed so far). */
 static int is_static(const char *path, int depth)
 {
-    unsigned char h[HEAD];
+    unsigned char h[ELFKIND_HEAD];
     int fd = real.open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     ssize_t n = real.read(fd, h, sizeof h);
     real.close(fd);
-    if (n >= 4 && h[0] == '#' && h[1] == '!' && depth < 2) {
-        char interp[PATH_MAX];
-        ssize_t i = 2, k = 0;
-        while (i < n && (h[i] == ' ' || h[i] == '\t')) i++;
-        while (i < n && h[i] != ' ' && h[i] != '\t' && h[i] != '\n' && k < (ssize_t)sizeof interp - 1)
-            interp[k++] = (char)h[i++];
-        interp[k] = 0;
-        return k > 0 && is_static(interp, depth + 1);
-    }
-    if (n < (ssize_t)sizeof(Elf64_Ehdr) || memcmp(h, ELFMAG, SELFMAG) || h[EI_CLASS] != ELFCLASS64) return 0;
-    Elf64_Ehdr eh;
-    memcpy(&eh, h, sizeof eh);
-    if ((eh.e_type != ET_EXEC && eh.e_type != ET_DYN) || eh.e_phentsize != sizeof(Elf64_Phdr) ||
-        eh.e_phoff + (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr) > (uint64_t)n)
-        return 0; /* unusual: leave it to the kernel */
-    for (int i = 0; i < eh.e_phnum; i++) {
-        Elf64_Phdr ph;
-        memcpy(&ph, h + eh.e_phoff + (size_t)i * sizeof ph, sizeof ph);
-        if (ph.p_type == PT_INTERP) return 0;
-    }
-    return 1;
+    char interp[PATH_MAX];
+    int k = elf_kind(h, n > 0 ? (size_t)n : 0, interp, sizeof interp);
+    if (k == ELF_SCRIPT) return depth < 2 && is_static(interp, depth + 1);
+    return k == ELF_STATIC;
 }
 
 int se_wanted(const char *path, char *const envp[])
