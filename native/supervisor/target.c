@@ -12,9 +12,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* The thread group (process) of thread tid, from /proc (0 if unknown). Seccomp notifications
- * name the calling thread; pidfd_open wants its process. */
-static pid_t tgid_of(pid_t tid)
+pid_t tg_tgid(pid_t tid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
@@ -32,7 +30,7 @@ int tg_getfd(pid_t pid, int fd)
 {
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0 && (errno == EINVAL || errno == ENOENT)) { /* a thread, not the leader */
-        pid_t tgid = tgid_of(pid);
+        pid_t tgid = tg_tgid(pid);
         if (tgid > 0 && tgid != pid) pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
         else errno = ESRCH;
     }

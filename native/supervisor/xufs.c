@@ -119,9 +119,14 @@ static int held_elsewhere(pid_t pid, int fd, dev_t dev, ino_t ino)
 static void on_close(int nfd, const struct seccomp_notif *q)
 {
     int fd = (int)q->data.args[0];
-    pid_t pid = (pid_t)q->pid;
+    pid_t pid = 0;
     for (int i = 0; i < WRITERS; i++) {
-        if (!writers[i].rel || writers[i].pid != pid || writers[i].fd != fd) continue;
+        if (!writers[i].rel || writers[i].fd != fd) continue;
+        if (!pid) {
+            pid_t g = tg_tgid((pid_t)q->pid);
+            pid = g > 0 ? g : (pid_t)q->pid;
+        }
+        if (writers[i].pid != pid) continue;
         char link[64];
         struct stat st;
         snprintf(link, sizeof link, "/proc/%d/fd/%d", (int)pid, fd);
@@ -161,7 +166,8 @@ static int read_path(pid_t pid, uint64_t addr, char *buf, size_t cap)
 typedef struct {
     int nfd;
     const struct seccomp_notif *q;
-    pid_t pid;
+    pid_t pid;           /* the calling thread (memory, cwd) */
+    pid_t proc;          /* its process (OPENW, the table of writers); 0 until needed */
     char path[PATH_MAX]; /* as the program gave it */
     xpath p;
 } call;
@@ -207,7 +213,11 @@ static int prepare(call *c, int dirfd, int ai, int how, int flags, int *wr)
     int base = base_of(c->pid, dirfd, c->path);
     if (base < 0 && base != AT_FDCWD) return 0; /* let the kernel report the bad dirfd */
     int track = 0;
-    xufs_open_for(c->pid);
+    if (how == P_OPEN) { /* OPENW names the process, which the manager watches with a pidfd */
+        pid_t g = tg_tgid(c->pid);
+        c->proc = g > 0 ? g : c->pid;
+        xufs_open_for(c->proc);
+    }
     switch (how) {
     case P_OPEN: r = xp_open(base, c->path, flags, &c->p, &track); break;
     case P_CLASSIFY: r = xufs_classify(base, c->path, &c->p); break;
@@ -245,7 +255,7 @@ static void on_open(call *c, int dirfd, int ai, int flags, mode_t mode)
     if (fd < 0) return answer(c, -1);
     int got = tg_addfd_reply(c->nfd, c->q->id, fd, (flags & O_CLOEXEC) != 0);
     close(fd);
-    if (got >= 0 && wr && !c->p.outside) track(c->pid, got, c->p.rel);
+    if (got >= 0 && wr && !c->p.outside) track(c->proc, got, c->p.rel);
 }
 
 static void on_openat2(call *c)

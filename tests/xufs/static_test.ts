@@ -3,7 +3,7 @@
  * tree"): libxufs.so cannot reach a statically linked program, so its exec wrappers run one under
  * the seccomp supervisor's XUFS mode (`uvpn_supervise --xufs`, native/supervisor/xufs.c). Static
  * busybox (`cat` of an unfetched file, `sh -c 'echo x > f'`, `ls` of a directory not listed yet,
- * `cp`, `cat` by an absolute path under the mount) and a static Go program from the export
+ * `cp`, `cat` by an absolute path under the mount, `mkdir`, `mv`, `rm`) and a static Go program from the export
  * (`CGO_ENABLED=0 go build`, run from the mount: reads an unfetched file, writes a new one) see
  * A's files and their writes reach A. Pre-caching is off, so every file is an unfetched
  * placeholder until a program opens it. Without the supervisor (`XUFS_STATIC=off`, the code
@@ -56,6 +56,7 @@ const SCRIPT = [
   "echo '-- cp'; /bin/busybox cp data.txt copy.txt",
   "echo '-- abs'; /bin/busybox cat ~/xufs-rhome/sub/in.txt",
   "echo '-- go'; ./gorw data2.txt gowrote.txt",
+  "/bin/busybox mkdir made && /bin/busybox mv old.txt made/new.txt && /bin/busybox rm gone.txt",
   "echo '-- end'",
 ].join("; ");
 
@@ -71,6 +72,8 @@ Deno.test({
       Deno.mkdirSync(join(h.a, "sub"));
       Deno.writeTextFileSync(join(h.a, "sub", "in.txt"), "in sub\n");
       Deno.writeTextFileSync(join(h.a, "sub", "other.txt"), "other\n");
+      Deno.writeTextFileSync(join(h.a, "old.txt"), "renamed by busybox mv\n");
+      Deno.writeTextFileSync(join(h.a, "gone.txt"), "removed by busybox rm\n");
       await buildGo(join(h.a, "gorw"));
       h.bashrc("export XUFS_PRECACHE_MAX=0");
 
@@ -84,11 +87,16 @@ Deno.test({
       assert.equal(Deno.readTextFileSync(join(h.a, "f")), "x\n");
       assert.equal(Deno.readTextFileSync(join(h.a, "copy.txt")), DATA);
       assert.equal(Deno.readTextFileSync(join(h.a, "gowrote.txt")), "go wrote: data2 for the Go program\n");
+      // mkdir, rename and unlink are the manager's: A has them.
+      assert.equal(Deno.readTextFileSync(join(h.a, "made", "new.txt")), "renamed by busybox mv\n");
+      assert.ok(!exists(join(h.a, "old.txt")) && !exists(join(h.a, "gone.txt")));
 
       // The same without the supervisor (as before it): placeholders read as NUL bytes, the
       // directory not listed yet is empty, absolute paths meet the empty mount point, and
       // nothing written reaches A.
-      for (const n of ["f", "copy.txt", "gowrote.txt"]) Deno.removeSync(join(h.a, n));
+      for (const n of ["f", "copy.txt", "gowrote.txt", "made"]) Deno.removeSync(join(h.a, n), { recursive: true });
+      Deno.writeTextFileSync(join(h.a, "old.txt"), "renamed by busybox mv\n");
+      Deno.writeTextFileSync(join(h.a, "gone.txt"), "removed by busybox rm\n");
       Deno.writeTextFileSync(join(h.a, "data.txt"), DATA.replace("line 0", "LINE 0"));
       Deno.writeTextFileSync(join(h.a, "data2.txt"), "data2, second session\n");
       Deno.removeSync(h.b(".xufs/cache"), { recursive: true });
@@ -97,7 +105,8 @@ Deno.test({
       assert.ok(off.stdout.startsWith("-- cat\n\0\0\0"), `no supervisor: cat reads zeros:\n${off.stdout.slice(0, 200)}`);
       assert.ok(off.stdout.includes("-- ls\n-- cp\n"), off.stdout.slice(-400));
       assert.ok(!off.stdout.includes("in sub"), off.stdout.slice(-400));
-      for (const n of ["f", "copy.txt", "gowrote.txt"]) assert.ok(!exists(join(h.a, n)), `${n} reached A without the supervisor`);
+      for (const n of ["f", "copy.txt", "gowrote.txt", "made"]) assert.ok(!exists(join(h.a, n)), `${n} reached A without the supervisor`);
+      assert.ok(exists(join(h.a, "old.txt")) && exists(join(h.a, "gone.txt")), "a rename or removal reached A without the supervisor");
     });
   },
 });
