@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { run, tempDir } from "../helpers.ts";
+import { cli, run, tempDir } from "../helpers.ts";
 import { usshTest, withHosts } from "./hosts.ts";
 
 const GO_PROGRAM = `package main
@@ -108,6 +108,34 @@ Deno.test({
       for (const n of ["f", "copy.txt", "gowrote.txt", "made"]) assert.ok(!exists(join(h.a, n)), `${n} reached A without the supervisor`);
       assert.ok(exists(join(h.a, "old.txt")) && exists(join(h.a, "gone.txt")), "a rename or removal reached A without the supervisor");
     });
+  },
+});
+
+Deno.test({
+  name: "xufs static: a static login shell (SHELL=busybox sh) runs under the supervisor: it reads A's file and its redirection reaches A",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    using dir = tempDir();
+    const exported = join(dir.path, "exported");
+    Deno.mkdirSync(exported);
+    Deno.writeTextFileSync(join(exported, "data.txt"), DATA);
+    const sh = join(dir.path, "sh");
+    Deno.symlinkSync("/bin/busybox", sh);
+    const session = (home: string, env: Record<string, string> = {}) =>
+      cli("xufs_session", ["--local-export", exported, "--", "cat data.txt; echo y > g"], {
+        env: { PATH: "/usr/bin:/bin", HOME: join(dir.path, home), SHELL: sh, LC_ALL: "C", XUFS_PRECACHE_MAX: "0", ...env },
+        timeoutMs: 60_000,
+      });
+    const r = await session("home1");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, DATA, r.stderr);
+    assert.equal(Deno.readTextFileSync(join(exported, "g")), "y\n");
+    // Started as it is (XUFS_STATIC=off, as before): zeros, and nothing reaches A.
+    Deno.removeSync(join(exported, "g"));
+    const off = await session("home2", { XUFS_STATIC: "off" });
+    assert.ok(off.stdout.startsWith("\0\0\0"), off.stdout.slice(0, 100));
+    assert.ok(!exists(join(exported, "g")), "g reached A without the supervisor");
   },
 });
 
