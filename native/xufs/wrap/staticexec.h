@@ -1,7 +1,8 @@
 /* staticexec.h: static programs in an XUFS session (staticexec.c). libxufs.so cannot reach a
  * statically linked program, so its exec wrappers (exec.c) run one through the launcher
  * `uvpn_supervise --xufs` (beside libxufs.so), whose seccomp supervisor serves the program's
- * path system calls under the mount (supervisor/xufs.c). Stack only: usable in a vfork child. */
+ * path system calls under the mount (supervisor/xufs.c). No allocation: usable in a vfork child
+ * (the real functions are looked up through XREAL, as the wrappers around it already do). */
 #ifndef XUFS_STATICEXEC_H
 #define XUFS_STATICEXEC_H
 
