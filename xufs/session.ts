@@ -15,6 +15,7 @@ import { DrainProgress, progressWanted } from "./progress.ts";
 import { DEFAULT_TIMEOUT_MS, Remote } from "./remote.ts";
 import { FileServer } from "./server.ts";
 import { shortHost } from "./writes.ts";
+import { isDynamic } from "../cli/overlay_run.ts";
 
 /** How a session reaches A. */
 export type Link =
@@ -99,6 +100,25 @@ export function auditPath(): string {
   const env = Deno.env.get("XUFS_AUDIT");
   if (env === "none") return "";
   return env || nativeLib("libxufs_audit.so", "XUFS_AUDIT");
+}
+
+/**
+ * The launcher that runs a static `shell` under the seccomp supervisor's XUFS mode
+ * (`uvpn_supervise --xufs`, beside libxufs.so; docs/XUFS.md, "Static programs"), or undefined
+ * for a dynamic shell (libxufs.so serves it and starts static programs that way itself), with
+ * XUFS_STATIC=off, or without a launcher.
+ */
+export function staticLauncher(shell: string): string | undefined {
+  if (Deno.env.get("XUFS_STATIC") === "off") return undefined;
+  try {
+    if (isDynamic(shell)) return undefined;
+    const lib = preloadPath().split(/[: ]/).filter(Boolean).at(-1)!;
+    const launcher = join(dirname(lib), "uvpn_supervise");
+    Deno.statSync(launcher);
+    return launcher;
+  } catch {
+    return undefined; /* unreadable shell or no launcher: started as it is */
+  }
 }
 
 /** Parses XUFS_PORT_RANGE ("50000,51000"). */
@@ -279,8 +299,9 @@ export async function runSession(o: SessionOptions): Promise<number> {
     const args = o.command.length ? ["-c", o.command.join(" ")] : ["-l"];
     const preload = [preloadPath(), Deno.env.get("LD_PRELOAD")].filter(Boolean).join(" ");
     const audit = [auditPath(), Deno.env.get("LD_AUDIT")].filter(Boolean).join(":");
-    const child = new Deno.Command(shell, {
-      args,
+    const launcher = staticLauncher(shell);
+    const child = new Deno.Command(launcher ?? shell, {
+      args: launcher ? ["--xufs", "--nested", "exec", "--", shell, shell, ...args] : args,
       cwd: join(cache.tree, rel),
       env: {
         LD_PRELOAD: preload,
@@ -289,6 +310,7 @@ export async function runSession(o: SessionOptions): Promise<number> {
         XUFS_CACHE: cache.tree,
         XUFS_SOCK: sock,
         PWD: rel === "." ? mount : join(mount, rel),
+        ...(launcher ? { XUFS_SUPERVISED: "1" } : {}),
       },
       stdin: "inherit",
       stdout: "inherit",

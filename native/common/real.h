@@ -35,6 +35,7 @@ struct myrt_real {
     int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
     int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
     int (*close)(int);
+    long (*syscall)(long, ...);      /* libxufs.so wraps syscall() (openat2, execveat) */
     int (*dup)(int);
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);

@@ -25,6 +25,7 @@ struct myrt_real real = {
     .epoll_pwait = epoll_pwait,
     .ppoll = ppoll,
     .close = close,
+    .syscall = syscall,
     .dup = dup,
     .dup2 = dup2,
     .dup3 = dup3,

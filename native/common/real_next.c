@@ -27,6 +27,7 @@ static void load(void)
     LOAD(epoll_pwait);
     LOAD(ppoll);
     LOAD(close);
+    LOAD(syscall);
     LOAD(dup);
     LOAD(dup2);
     LOAD(dup3);

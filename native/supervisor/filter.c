@@ -53,6 +53,28 @@ static void finish(prog_t *p)
     for (unsigned i = 0; i < p->n_stops; i++) p->ins[p->stops[i]].jt = (uint8_t)(p->n - 1 - (p->stops[i] + 1));
 }
 
+/* The arch check and the loaded syscall number (x32 bit cleared), the start of every program. */
+static void prologue(prog_t *p)
+{
+    emit(p, (struct sock_filter)LD(offsetof(struct seccomp_data, arch)));
+    emit(p, (struct sock_filter)JEQ(MY_ARCH, 1, 0));
+    emit(p, (struct sock_filter)RET(SECCOMP_RET_ERRNO | ENOSYS));
+    emit(p, (struct sock_filter)LD(offsetof(struct seccomp_data, nr)));
+    emit(p, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_AND | BPF_K, ~X32_BIT));
+}
+
+static int install(prog_t *p);
+
+int filter_install_calls(const uint32_t *calls, unsigned n)
+{
+    prog_t p = {.n = 0};
+    if (n > PROG_MAX - 8) return -E2BIG;
+    prologue(&p);
+    for (unsigned i = 0; i < n; i++) stop_if(&p, calls[i]);
+    finish(&p);
+    return install(&p);
+}
+
 int filter_install(void)
 {
     static const uint32_t stopped[] = {
@@ -60,12 +82,9 @@ int filter_install(void)
         SYS_getpeername,
         SYS_sendto, SYS_recvfrom, SYS_sendmsg, SYS_recvmsg, /* UDP over the overlay, netlink */
     };
+    if (filter_calls) return filter_install_calls(filter_calls, filter_n_calls);
     prog_t p = {.n = 0};
-    emit(&p, (struct sock_filter)LD(offsetof(struct seccomp_data, arch)));
-    emit(&p, (struct sock_filter)JEQ(MY_ARCH, 1, 0));
-    emit(&p, (struct sock_filter)RET(SECCOMP_RET_ERRNO | ENOSYS));
-    emit(&p, (struct sock_filter)LD(offsetof(struct seccomp_data, nr)));
-    emit(&p, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_AND | BPF_K, ~X32_BIT));
+    prologue(&p);
     for (unsigned i = 0; i < sizeof stopped / sizeof stopped[0]; i++) stop_if(&p, stopped[i]);
     /* socket: only AF_NETLINK (then address-less sends may be rtnetlink requests, netlink.c) */
     emit(&p, (struct sock_filter)JEQ(SYS_socket, 0, 2)); /* else over the next two */
@@ -90,7 +109,16 @@ int filter_install(void)
     for (int i = 0; i < ifv_n_ioctls; i++) stop_if(&p, ifv_ioctls[i]);
     finish(&p);
     p.ins[not_ioctl].jf = (uint8_t)(p.n - 2 - (not_ioctl + 1));
-    struct sock_fprog fp = {(unsigned short)p.n, p.ins};
+    return install(&p);
+}
+
+const uint32_t *filter_calls;
+unsigned filter_n_calls;
+
+/* Installs program p (see filter_install). */
+static int install(prog_t *p)
+{
+    struct sock_fprog fp = {(unsigned short)p->n, p->ins};
     if (syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -errno;
     /* WAIT_KILLABLE_RECV (5.19): once the supervisor has a call, only a fatal signal interrupts
      * it, so a signal (Go's SIGURG preemption) never restarts a half-done connect.

@@ -9,10 +9,20 @@
 #ifndef MYRT_FILTER_H
 #define MYRT_FILTER_H
 
+#include <stdint.h>
+
 /* Installs the filter on the calling thread (inherited by every later thread, fork, clone and
  * exec) with PR_SET_NO_NEW_PRIVS. Returns the notification listener fd, or -errno. Uses only
  * raw syscalls (async-signal-safe: callable in a child right after fork). */
 int filter_install(void);
+
+/* When set (before the program is spawned), filter_install stops exactly these calls instead
+ * (the XUFS mode of supervisor/xufs.c: path system calls, no network ones). */
+extern const uint32_t *filter_calls;
+extern unsigned filter_n_calls;
+/* A filter that stops the n syscalls in calls and allows everything else (foreign ABIs: ENOSYS).
+ * As filter_install otherwise. */
+int filter_install_calls(const uint32_t *calls, unsigned n);
 
 /* The syscall number of a notification with the x32 ABI bit cleared (x32 calls are stopped
  * too and have the same arguments for the calls we handle). */

@@ -1,4 +1,4 @@
-/* launch.c: `uvpn_supervise [--as NAME] [--nested exec|fail] [--notice] -- PATH ARGV0 [ARGS...]`,
+/* launch.c: `uvpn_supervise [--as NAME] [--nested exec|fail] [--notice] [--xufs] -- PATH ARGV0 [ARGS...]`,
  * the launcher that runs a program under the seccomp supervisor without Deno (exported as
  * myrt_main; native/launcher/uvpn_supervise.c is its main). Used by `uvpn_register -r -- CMD`
  * for static programs and by libuvpn.so's exec wrappers when an overlay program execs a static
@@ -20,6 +20,7 @@
 #include "supervisor/launch.h"
 #include "supervisor/spawn.h"
 #include "supervisor/target.h"
+#include "supervisor/xufs.h"
 #include "uvpn/core/engine.h"
 #include "common/log.h"
 
@@ -81,7 +82,7 @@ typedef struct {
     char **argv;
 } opts;
 
-#define USAGE "uvpn_supervise [--as NAME] [--nested exec|fail] [--notice] -- PATH ARGV0 [ARGS...]"
+#define USAGE "uvpn_supervise [--as NAME] [--nested exec|fail] [--notice] [--xufs] -- PATH ARGV0 [ARGS...]"
 
 static int usage(const char *as)
 {
@@ -97,6 +98,8 @@ static const char HELP[] =
     "  --as NAME          prefix of error messages (default uvpn)\n"
     "  --nested exec|fail already under a supervisor: exec PATH directly, or fail (default)\n"
     "  --notice           say on stderr when processes outlive the program\n"
+    "  --xufs             XUFS mode: serve the program's paths under the session's mount\n"
+    "                     (XUFS_MOUNT, XUFS_CACHE, XUFS_SOCK) instead of the network\n"
     "Environment: as libuvpn.so's (UVPN_SRC_ADDR, UVPN_HOME_PROXY, ...), read for the program.\n";
 
 static void send_report(int fd, const struct report *r)
@@ -177,7 +180,7 @@ static void supervisor(const opts *o, int rep, pid_t front, const sp_signals *si
     int keep[] = {nfd, rep, chld_fd, front_pidfd};
     tg_forget(); /* its pidfds are among the others */
     close_others(keep, 4);
-    eng_start(); /* the link to the home router now, off the loop: INFO, the router's address */
+    if (!xs_mode) eng_start(); /* the link to the home router now, off the loop: INFO, the router's address */
     exit_ctx e = {rep, o};
     sv_loop(nfd, pid, chld_fd, front_pidfd, program_exited, &e);
     sv_finish(nfd);
@@ -237,6 +240,7 @@ EXPORT int myrt_main(int argc, char **argv)
             if (strcmp(v, "exec") && strcmp(v, "fail")) return usage(o.as);
             o.nested_exec = strcmp(v, "exec") == 0;
         } else if (strcmp(argv[i], "--notice") == 0) o.notice = 1;
+        else if (strcmp(argv[i], "--xufs") == 0) xs_enable();
         else return usage(o.as);
     }
     if (argc - i < 2) return usage(o.as);

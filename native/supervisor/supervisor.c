@@ -18,6 +18,7 @@
 #include "supervisor/sockstate.h"
 #include "supervisor/spawn.h"
 #include "supervisor/target.h"
+#include "supervisor/xufs.h"
 #include "uvpn/core/policy.h"
 #include "common/env.h"
 #include "common/log.h"
@@ -47,6 +48,7 @@
 
 static void dispatch(int nfd, const struct seccomp_notif *q)
 {
+    if (xs_mode) return xs_dispatch(nfd, q); /* XUFS mode: path calls only (xufs.c) */
     switch (FILTER_NR(q->data.nr)) {
     case SYS_connect: on_connect(nfd, q); break;
     case SYS_bind: on_bind(nfd, q); break;

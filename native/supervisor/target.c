@@ -13,9 +13,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* The thread group (process) of thread tid, from /proc (0 if unknown). Seccomp notifications
- * name the calling thread; pidfd_open wants its process. */
-static pid_t tgid_of(pid_t tid)
+pid_t tg_tgid(pid_t tid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
@@ -65,7 +63,7 @@ static int pidfd_for(pid_t tid, int fresh, int *owned)
         return pidfd;
     }
     if (errno != EINVAL && errno != ENOENT) return -1;
-    pid_t tgid = tgid_of(tid); /* a thread, not the leader */
+    pid_t tgid = tg_tgid(tid); /* a thread, not the leader */
     if (tgid <= 0 || tgid == tid) {
         errno = ESRCH;
         return -1;

@@ -14,6 +14,9 @@
 /* Closes the pidfds tg_getfd keeps (before closing descriptors wholesale: close_range). */
 void tg_forget(void);
 
+/* The thread group (process) of thread tid, from /proc (0 if unknown). Seccomp notifications
+ * name the calling thread; pidfd_open wants its process. */
+pid_t tg_tgid(pid_t tid);
 /* A duplicate of the target's fd (same open file description), close-on-exec. */
 int tg_getfd(pid_t pid, int fd);
 /* Exactly len bytes at addr in the target's memory. 0 or -errno (-EFAULT for a bad address). */

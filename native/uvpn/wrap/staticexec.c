@@ -9,9 +9,9 @@
  * (the launcher's path is found once, at load). */
 #include "uvpn/wrap/staticexec.h"
 #include "common/real.h"
+#include "common/staticexe.h"
 
 #include <dlfcn.h>
-#include <elf.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -20,8 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define HEAD 4096          /* the ELF header and program headers must be in the first 4 KiB */
-#define MAX_ARGS 65536     /* more arguments than this: exec unchanged */
 #define PRELOAD_TEXT 4096
 
 static char launcher[PATH_MAX]; /* uvpn_supervise beside libuvpn.so, "" when absent */
@@ -29,63 +27,17 @@ static char launcher[PATH_MAX]; /* uvpn_supervise beside libuvpn.so, "" when abs
 /* At load: the launcher beside this library. */
 __attribute__((constructor)) static void find_launcher(void)
 {
-    Dl_info info;
-    if (!dladdr((void *)find_launcher, &info) || !info.dli_fname) return;
-    const char *slash = strrchr(info.dli_fname, '/');
-    if (!slash) return;
-    char path[PATH_MAX];
-    int n = snprintf(path, sizeof path, "%.*s/uvpn_supervise", (int)(slash - info.dli_fname), info.dli_fname);
-    if (n > 0 && (size_t)n < sizeof path && access(path, X_OK) == 0) memcpy(launcher, path, (size_t)n + 1);
-}
-
-static const char *env_value(char *const envp[], const char *name)
-{
-    size_t n = strlen(name);
-    for (char *const *p = envp; p && *p; p++)
-        if (strncmp(*p, name, n) == 0 && (*p)[n] == '=') return *p + n + 1;
-    return NULL;
-}
-
-/* 1 when path is an ELF executable without PT_INTERP (static, also static-pie), or a script
- * whose #! interpreter is one (depth: interpreters followed so far). */
-static int is_static(const char *path, int depth)
-{
-    unsigned char h[HEAD];
-    int fd = real.open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = real.read(fd, h, sizeof h);
-    real.close(fd);
-    if (n >= 4 && h[0] == '#' && h[1] == '!' && depth < 2) {
-        char interp[PATH_MAX];
-        ssize_t i = 2, k = 0;
-        while (i < n && (h[i] == ' ' || h[i] == '\t')) i++;
-        while (i < n && h[i] != ' ' && h[i] != '\t' && h[i] != '\n' && k < (ssize_t)sizeof interp - 1)
-            interp[k++] = (char)h[i++];
-        interp[k] = 0;
-        return k > 0 && is_static(interp, depth + 1);
-    }
-    if (n < (ssize_t)sizeof(Elf64_Ehdr) || memcmp(h, ELFMAG, SELFMAG) || h[EI_CLASS] != ELFCLASS64) return 0;
-    Elf64_Ehdr eh;
-    memcpy(&eh, h, sizeof eh);
-    if ((eh.e_type != ET_EXEC && eh.e_type != ET_DYN) || eh.e_phentsize != sizeof(Elf64_Phdr) ||
-        eh.e_phoff + (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr) > (uint64_t)n)
-        return 0; /* unusual: leave it to the kernel */
-    for (int i = 0; i < eh.e_phnum; i++) {
-        Elf64_Phdr ph;
-        memcpy(&ph, h + eh.e_phoff + (size_t)i * sizeof ph, sizeof ph);
-        if (ph.p_type == PT_INTERP) return 0;
-    }
-    return 1;
+    sx_find_launcher((void *)find_launcher, launcher, sizeof launcher);
 }
 
 int se_wanted(const char *path, char *const envp[])
 {
     if (!launcher[0] || !path) return 0;
-    const char *src = env_value(envp, "UVPN_SRC_ADDR"), *mode = env_value(envp, "UVPN_STATIC");
+    const char *src = sx_env(envp, "UVPN_SRC_ADDR"), *mode = sx_env(envp, "UVPN_STATIC");
     if (!src || !*src || (mode && strcmp(mode, "off") == 0)) return 0;
     struct stat st;
     if (stat(path, &st) || !S_ISREG(st.st_mode) || access(path, X_OK)) return 0;
-    return is_static(path, 0);
+    return sx_is_static(path);
 }
 
 int se_search(const char *file, char *out, size_t cap)
@@ -139,19 +91,12 @@ static const char *strip_preload(const char *v, char *buf, size_t cap)
 int se_launch(const char *path, char *const argv[], char *const envp[], se_exec_fn fn, void *ctx)
 {
     size_t argc = 0, envc = 0;
-    while (argv && argv[argc] && argc <= MAX_ARGS) argc++;
-    while (envp && envp[envc] && envc <= MAX_ARGS) envc++;
-    if (argc > MAX_ARGS || envc > MAX_ARGS) return fn(path, argv, envp, ctx);
-    char *nargv[argc + 6], *nenv[envc + 1], pre[PRELOAD_TEXT + 16];
-    size_t k = 0;
-    nargv[k++] = launcher;
-    nargv[k++] = (char *)"--nested";
-    nargv[k++] = (char *)"exec";
-    nargv[k++] = (char *)"--";
-    nargv[k++] = (char *)path;
-    if (argc == 0) nargv[k++] = (char *)path; /* argv[0] of an empty argv, as the kernel would give */
-    for (size_t i = 0; i < argc; i++) nargv[k++] = argv[i];
-    nargv[k] = NULL;
+    while (argv && argv[argc] && argc <= SX_MAX_ARGS) argc++;
+    while (envp && envp[envc] && envc <= SX_MAX_ARGS) envc++;
+    if (argc > SX_MAX_ARGS || envc > SX_MAX_ARGS) return fn(path, argv, envp, ctx);
+    char *nargv[argc + SX_ARGV_EXTRA], *nenv[envc + 1], pre[PRELOAD_TEXT + 16];
+    static const char *const opts[] = {"--nested", "exec", NULL};
+    sx_argv(launcher, opts, path, argv, argc, nargv);
     size_t m = 0;
     for (size_t i = 0; i < envc; i++) {
         if (strncmp(envp[i], "LD_PRELOAD=", 11) == 0) {

@@ -272,10 +272,20 @@ int xufs_fetch(const char *rel)
     return 0;
 }
 
+/* The process OPENW names (0: this one). The supervisor sets it per stopped call; it serves one
+ * call at a time on its loop thread. */
+static _Atomic pid_t opener;
+
+void xufs_open_for(pid_t pid)
+{
+    opener = pid;
+}
+
 int xufs_openw(const char *rel, int trunc)
 {
     char pid[16];
-    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    pid_t who = opener;
+    snprintf(pid, sizeof pid, "%d", (int)(who ? who : getpid()));
     if (xufs_req("OPENW", rel, pid, trunc ? "t" : NULL) < 0) return -1;
     char dir[PATH_MAX];
     xufs_rel_dirname(rel, dir);

@@ -6,6 +6,8 @@
 #ifndef XUFS_CLIENT_H
 #define XUFS_CLIENT_H
 
+#include <sys/types.h>
+
 /* Sends "op\ta1[\ta2[\ta3]]\n" (NULL arguments end the list) and waits for the reply. */
 int xufs_req(const char *op, const char *a1, const char *a2, const char *a3);
 
@@ -21,6 +23,9 @@ int xufs_fetch(const char *rel);
 /* OPENW rel pid [t]: rel is being opened for writing by this process (trunc: with O_TRUNC or
  * new, nothing to fetch); the manager keeps A's changes from replacing it until it is closed. */
 int xufs_openw(const char *rel, int trunc);
+/* Makes xufs_openw name process pid instead of this one (0: this one again): the seccomp
+ * supervisor announces the files the processes it serves open for writing. */
+void xufs_open_for(pid_t pid);
 /* TREE rel: the whole subtree listed. */
 int xufs_tree(const char *rel);
 /* Records that directory rel is listed (e.g. just created by MKDIR). */

@@ -7,6 +7,7 @@
 #include "xufs/core/prepare.h"
 #include "xufs/core/client.h"
 #include "xufs/core/xreal.h"
+#include "xufs/wrap/staticexec.h"
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -108,6 +109,24 @@ static void free_env(char **env, char *const envp[], char *owned)
     free(env);
 }
 
+static int real_execve(const char *path, char *const argv[], char *const envp[], void *ctx)
+{
+    (void)ctx;
+    return RCALL(execve, -1, path, argv, envp);
+}
+
+struct spawn_args {
+    pid_t *pid;
+    const posix_spawn_file_actions_t *fa;
+    const posix_spawnattr_t *attr;
+};
+
+static int real_spawn(const char *path, char *const argv[], char *const envp[], void *ctx)
+{
+    struct spawn_args *s = ctx;
+    return RCALL(posix_spawn, ENOSYS, s->pid, path, s->fa, s->attr, argv, envp);
+}
+
 XUFS_API int execve(const char *path, char *const argv[], char *const envp[])
 {
     xpath p;
@@ -115,7 +134,9 @@ XUFS_API int execve(const char *path, char *const argv[], char *const envp[])
     if (r < 0) return -1;
     char *owned = NULL;
     char **env = loader_env(envp, &owned);
-    int rc = RCALL(execve, -1, xp_real(r, &p, path), argv, env);
+    const char *real = xp_real(r, &p, path);
+    int rc = xse_wanted(real, env) ? xse_launch(real, argv, env, real_execve, NULL)
+                                   : RCALL(execve, -1, real, argv, env);
     int e = errno;
     free_env(env, envp, owned);
     errno = e;
@@ -231,7 +252,8 @@ XUFS_API int execvpe(const char *file, char *const argv[], char *const envp[])
     if (strchr(file, '/')) return execve(file, argv, envp);
     const char *pathenv = getenv("PATH");
     if (!pathenv) pathenv = "/bin:/usr/bin";
-    if (!path_has_xufs(pathenv)) return RCALL(execvpe, -1, file, argv, envp);
+    /* glibc's execvpe calls its internal execve: a static program on PATH is found here. */
+    if (!path_has_xufs(pathenv) && !xse_available()) return RCALL(execvpe, -1, file, argv, envp);
     struct exec_args x = { argv, envp, NULL, NULL, NULL };
     return path_search(file, pathenv, try_exec, &x);
 }
@@ -284,7 +306,9 @@ XUFS_API int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_ac
     if (r < 0) return errno;
     char *owned = NULL;
     char **env = loader_env(envp, &owned);
-    int rc = RCALL(posix_spawn, ENOSYS, pid, xp_real(r, &p, path), fa, attr, argv, env);
+    const char *real = xp_real(r, &p, path);
+    struct spawn_args s = {pid, fa, attr};
+    int rc = xse_wanted(real, env) ? xse_launch(real, argv, env, real_spawn, &s) : real_spawn(real, argv, env, &s);
     free_env(env, envp, owned);
     return rc;
 }
@@ -296,7 +320,7 @@ XUFS_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_a
     if (strchr(file, '/')) return posix_spawn(pid, file, fa, attr, argv, envp);
     const char *pathenv = getenv("PATH");
     if (!pathenv) pathenv = "/bin:/usr/bin";
-    if (!path_has_xufs(pathenv)) return RCALL(posix_spawnp, ENOSYS, pid, file, fa, attr, argv, envp);
+    if (!path_has_xufs(pathenv) && !xse_available()) return RCALL(posix_spawnp, ENOSYS, pid, file, fa, attr, argv, envp);
     struct exec_args x = { argv, envp, pid, fa, attr };
     return path_search(file, pathenv, try_spawn, &x) < 0 ? errno : 0;
 }

@@ -7,6 +7,7 @@
 #include "xufs/core/prepare.h"
 #include "xufs/core/client.h"
 #include "xufs/core/fdtrack.h"
+#include "xufs/core/mutate.h"
 #include "xufs/core/xreal.h"
 #include "common/log.h"
 
@@ -24,25 +25,11 @@
 /* The process's umask, without changing it (from /proc, else by setting it back). */
 static mode_t cur_umask(void)
 {
-    int fd = RCALL(open, -1, "/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        char b[2048];
-        ssize_t n = read(fd, b, sizeof b - 1);
-        RCALL(close, -1, fd);
-        if (n > 0) {
-            b[n] = '\0';
-            const char *u = strstr(b, "\nUmask:");
-            if (u) return (mode_t)strtoul(u + 7, NULL, 8) & 0777;
-        }
-    }
+    int u = xm_umask_of("/proc/self/status");
+    if (u >= 0) return (mode_t)u;
     mode_t m = umask(022);
     umask(m);
     return m;
-}
-
-static int req1(const char *op, const xpath *p)
-{
-    return xufs_req(op, p->rel, NULL, NULL);
 }
 
 static int req_mode(const char *op, const xpath *p, mode_t mode)
@@ -58,18 +45,7 @@ static int mkdir_common(int dirfd, const char *path, mode_t mode)
 {
     xpath p;
     if (!xufs_classify(dirfd, path, &p)) return RCALL(mkdirat, -1, dirfd, xp_real(0, &p, path), mode);
-    /* In a directory this process saw listed, the skeleton is A's and B's view: a name already
-     * there needs no round trip (os.makedirs tries every ancestor). */
-    char parent[PATH_MAX];
-    struct stat st;
-    xufs_rel_dirname(p.rel, parent);
-    if (xufs_is_listed(parent) && RCALL(lstat, -1, p.buf, &st) == 0) {
-        errno = EEXIST;
-        return -1;
-    }
-    int r = req_mode("MKDIR", &p, mode & ~cur_umask());
-    if (r == 0) xufs_mark_listed(p.rel); /* new and empty */
-    return r;
+    return xm_mkdir(&p, mode & ~cur_umask());
 }
 
 XUFS_API int mkdir(const char *path, mode_t mode)
@@ -95,9 +71,7 @@ static int remove_common(int dirfd, const char *path, int flags, int any)
         if (xp_lookup_cls(&p, 0) < 0 || RCALL(lstat, -1, p.buf, &st) < 0) return -1;
         dir = S_ISDIR(st.st_mode);
     }
-    int r = req1(dir ? "RMDIR" : "UNLINK", &p);
-    if (r == 0 && dir) xufs_forget();
-    return r;
+    return xm_remove(&p, dir);
 }
 
 XUFS_API int rmdir(const char *path)
@@ -174,29 +148,7 @@ static int rename_common(int d1, const char *from, int d2, const char *to, unsig
         r = flags ? RCALL(renameat2, -1, d1, from, d2, to, flags) : RCALL(renameat, -1, d1, from, d2, to);
         return release2(a, r);
     }
-    if (r > 0) {
-        xpath *b = a + 1;
-        if (flags & ~(unsigned)RENAME_NOREPLACE) {
-            errno = EINVAL;
-            r = -1;
-        } else if (flags & RENAME_NOREPLACE) {
-            struct stat st;
-            r = xp_lookup_cls(b, 0) < 0 && errno != ENOENT ? -1 : 0;
-            if (r == 0 && RCALL(lstat, -1, b->buf, &st) == 0) {
-                errno = EEXIST;
-                r = -1;
-            }
-        } else {
-            r = 0;
-        }
-        if (r == 0) {
-            r = xufs_req("RENAME", a->rel, b->rel, NULL);
-            if (r == 0) {
-                xufs_forget();
-                xfd_renamed(a->rel, b->rel); /* files open for writing keep their (new) name */
-            }
-        }
-    }
+    if (r > 0) r = xm_rename(a, a + 1, flags);
     return release2(a, r);
 }
 

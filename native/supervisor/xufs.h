@@ -1,0 +1,20 @@
+/* xufs.h: the supervisor's XUFS mode (xufs.c): `uvpn_supervise --xufs` runs a static program
+ * of an XUFS session (started by libxufs.so's exec wrappers, xufs/wrap/staticexec.c) with its
+ * path system calls under the mount served through the cache manager, as libxufs.so serves a
+ * dynamic program's. The network calls are not stopped in this mode. */
+#ifndef MYRT_XUFS_MODE_H
+#define MYRT_XUFS_MODE_H
+
+#include <linux/seccomp.h>
+
+/* Set by xs_enable: the loop hands every stopped call to xs_dispatch. */
+extern int xs_mode;
+
+/* Turns the mode on (before the program is spawned): the filter stops the path calls. */
+void xs_enable(void);
+
+/* Answers one stopped call (the loop's thread; manager requests are made here, so a call
+ * waits for its fetch, as under libxufs.so). */
+void xs_dispatch(int nfd, const struct seccomp_notif *q);
+
+#endif
