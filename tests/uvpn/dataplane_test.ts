@@ -562,13 +562,11 @@ Deno.test("dataplane: --spool-limit-total holds while the link is down; the writ
   const spoolDir = join(dir.path, "spool");
   Deno.mkdirSync(spoolDir);
   const total = 2 * MIB, N = 48 * MIB;
-  const viaPort = freePort("127.0.0.4");
   const o = new Overlay(dir.path, {
-    bVia: { host: "127.0.0.4", port: viaPort },
     routerArgs: ["--spool-limit-total", "2", "--session-window", "1", "--spool-dir", spoolDir, "--dead-after", "1", "--retry-max", "1"],
   });
-  const emu = new WanEmulator({ listen: { hostname: "127.0.0.4", port: viaPort }, target: { hostname: o.b.host, port: o.b.port }, delayMs: 2, rateBytesPerSec: 40e6 });
-  emu.start();
+  const emu = new WanEmulator({ listen: { hostname: "127.0.0.4", port: 0 }, target: { hostname: o.b.host, port: o.b.port }, delayMs: 2, rateBytesPerSec: 40e6 });
+  o.routeBVia({ host: "127.0.0.4", port: emu.start() });
   await o.start();
   let server: Proc | undefined, client: Proc | undefined;
   try {
