@@ -60,8 +60,9 @@ static long openat2_common(int dirfd, const char *path, struct open_how *how, si
     return fd;
 }
 
-/* syscall(): openat2 and execveat made through it are the wrappers' too; everything else goes
- * to libc's syscall() with the six arguments it would read. */
+/* syscall(): openat2 made through it is the wrappers' too; everything else goes to libc's
+ * syscall() with the six arguments it would read. (execveat through syscall() is left alone:
+ * the supervisor's launcher execs that way, and must not ask the manager.) */
 XUFS_API long syscall(long nr, ...)
 {
     va_list ap;
@@ -70,8 +71,6 @@ XUFS_API long syscall(long nr, ...)
     for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
     va_end(ap);
     if (nr == SYS_openat2 && xufs_on()) return openat2_common((int)a[0], (const char *)a[1], (struct open_how *)a[2], (size_t)a[3]);
-    if (nr == SYS_execveat && xufs_on())
-        return execveat((int)a[0], (const char *)a[1], (char *const *)a[2], (char *const *)a[3], (int)a[4]);
     return RCALL(syscall, -1, nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
