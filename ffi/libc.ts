@@ -37,6 +37,7 @@ const SYMBOLS = {
   chmod: { parameters: ["buffer", "u32"], result: "i32" },
   truncate: { name: "truncate64", parameters: ["buffer", "i64"], result: "i32" },
   lsetxattr: { parameters: ["buffer", "buffer", "buffer", "usize", "i32"], result: "i32" },
+  lremovexattr: { parameters: ["buffer", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 

@@ -309,6 +309,7 @@ export async function runSession(o: SessionOptions): Promise<number> {
         XUFS_MOUNT: mount,
         XUFS_CACHE: cache.tree,
         XUFS_SOCK: sock,
+        XUFS_MARK: cache.mark,
         PWD: rel === "." ? mount : join(mount, rel),
         ...(launcher ? { XUFS_SUPERVISED: "1" } : {}),
       },

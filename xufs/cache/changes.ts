@@ -208,6 +208,7 @@ export class Changes {
       if (latest(where) && !this.state.isBusy(where)) {
         const m = this.state.m(where);
         Object.assign(m, { version: undefined, fetched: false, mtimeMs: undefined, size: undefined, racy: undefined, sha256: undefined, dirty: undefined });
+        this.state.identities.forget(this.state.local(where));
       }
       this.hooks.relist([where]);
       return;

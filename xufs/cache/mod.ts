@@ -125,6 +125,11 @@ export class CacheManager {
     this.callbacks = new ChangeCallbacks(this.state, this.listings, this.precacher);
   }
 
+  /** This session's mark for libxufs.so (XUFS_MARK): see xufs/cache/identity.ts. */
+  get mark(): string {
+    return this.state.identities.markHex;
+  }
+
   /** The cache tree. */
   get tree(): string {
     return this.state.tree;

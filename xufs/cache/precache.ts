@@ -129,6 +129,7 @@ export class Precacher {
       if (await this.transfers.fill(local, st, f.size, (h) => writeAt(h, data, 0), true)) {
         const now = await lstat(local);
         Object.assign(m, { fetched: true, mtimeMs: now.mtimeMs, size: now.size, racy: f.racy || undefined, sha256: f.contentSha256 });
+        this.state.identities.record(local, m, true);
       }
     }
     this.state.save();

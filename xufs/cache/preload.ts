@@ -1,9 +1,10 @@
 /**
  * The cache manager's socket for libxufs.so (docs/XUFS.md, "Manager protocol"): a Unix stream
- * socket (mode 0600), one request per connection — a TAB-separated line — answered with `OK` or
- * `ERR ENAME`. Checks the paths of every request (never `..`, never empty components) and turns
+ * socket (mode 0600); each connection carries requests — a TAB-separated line each — answered in
+ * order with `OK` or `ERR ENAME`. Checks the paths of every request (never `..`, never empty components) and turns
  * failures into errno names; what each request does is the cache's.
  */
+import { writeAll } from "../../common/io.ts";
 import { errnoOf, FsError } from "../fserror.ts";
 
 /** What the socket asks of the cache. */
@@ -63,23 +64,35 @@ export async function answer(h: PreloadHandlers, line: string): Promise<string> 
 
 /** Serves libxufs.so on a Unix socket until the listener is closed. */
 export async function servePreload(h: PreloadHandlers, listener: Deno.Listener): Promise<void> {
-  for await (const conn of listener) {
-    (async () => {
-      try {
-        const buf = new Uint8Array(LINE_MAX);
-        let line = "";
-        while (!line.includes("\n")) {
-          const n = await conn.read(buf);
-          if (n === null) return;
-          line += new TextDecoder().decode(buf.subarray(0, n));
-          if (line.length > LINE_MAX) return;
-        }
-        await conn.write(enc.encode(await answer(h, line.slice(0, line.indexOf("\n")))));
-      } catch { /* the program went away */ } finally {
-        try {
-          conn.close();
-        } catch { /* closed */ }
+  for await (const conn of listener) serveConnection(h, conn);
+}
+
+/**
+ * One process's connection: its requests, one after another (each thread of a program that
+ * finds the process's connection busy makes one of its own), until it closes it. A line longer
+ * than LINE_MAX ends the connection.
+ */
+async function serveConnection(h: PreloadHandlers, conn: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(LINE_MAX);
+  const dec = new TextDecoder();
+  let pending = "";
+  try {
+    for (;;) {
+      let nl = pending.indexOf("\n");
+      while (nl < 0) {
+        const n = await conn.read(buf);
+        if (n === null) return;
+        pending += dec.decode(buf.subarray(0, n), { stream: true });
+        if (pending.length > LINE_MAX) return;
+        nl = pending.indexOf("\n");
       }
-    })();
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      await writeAll(conn, enc.encode(await answer(h, line)));
+    }
+  } catch { /* the program went away */ } finally {
+    try {
+      conn.close();
+    } catch { /* closed */ }
   }
 }

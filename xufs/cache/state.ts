@@ -28,7 +28,7 @@ export interface Meta {
   /** A file's local mtime and size when it matched `version`; a directory's mtime on A. */
   mtimeMs?: number;
   size?: number;
-  /** The version whose identity (A's inode and times) the cache file carries (xufs/cache/identity.ts). */
+  /** The version whose identity (A's inode and times) the cache file carries, and its mark (xufs/cache/identity.ts). */
   identity?: string;
   /** B's content differs from `version` and is not journaled yet (a file made on B renamed over this one). */
   dirty?: boolean;
@@ -132,9 +132,9 @@ export class CacheState {
     this.identities = new Identities(log);
   }
 
-  /** Records A's identity of the file `rel` when its cache file is still what B has from A. */
-  recordIdentity(rel: string): void {
-    if (!this.changedHere.has(rel) && this.identities.record(this.local(rel), this.m(rel))) this.save();
+  /** Records A's identity of the file `rel` when its cache file is still what B has from A (markOnly: see Identities.record). */
+  recordIdentity(rel: string, markOnly = false): void {
+    if (!this.changedHere.has(rel) && this.identities.record(this.local(rel), this.m(rel), markOnly)) this.save();
   }
 
   /** Loads meta.json (nothing is listed yet in this session). */

@@ -52,7 +52,7 @@ export class Transfers {
   async fetch(rel: string): Promise<void> {
     const known = this.state.meta.get(rel);
     // Cached and its directory's listing still trusted: nothing to ask the disk or A.
-    if (known?.fetched && !known.recheck && this.state.meta.get(parentOf(rel))?.listed) return;
+    if (known?.fetched && !known.recheck && this.state.meta.get(parentOf(rel))?.listed) return this.state.recordIdentity(rel, true);
     await this.listings.lookup(rel);
     const real = await Deno.realPath(this.state.local(rel)).catch(() => null);
     const tree = this.state.tree;
@@ -64,7 +64,7 @@ export class Transfers {
     const m = this.state.m(target);
     if (this.state.isBusy(target) || m.version === undefined) return; // B's own
     if (m.fetched && m.recheck) await this.#recheck(target, m);
-    if (m.fetched) return;
+    if (m.fetched) return this.state.identities.record(real, m, true) ? this.state.save() : undefined;
     const pre = this.listings.inflight(`pre:${target}`);
     if (pre) {
       await pre.catch(() => {});
@@ -105,6 +105,7 @@ export class Transfers {
       const st = await stat(real);
       if (this.state.isBusy(rel) || e.size >= this.knobs.stripeMin) {
         Object.assign(m, { fetched: false });
+        this.state.identities.record(real, m);
         this.state.watched.delete(rel);
         return;
       }
@@ -138,6 +139,7 @@ export class Transfers {
       m.fetched = false;
     }
     m.recheck = undefined;
+    this.state.recordIdentity(target, true);
     this.state.save();
   }
 

@@ -1,5 +1,6 @@
-/* client.c: the cache manager client of libxufs.so (see client.h). Replies are read
- * with a bounded buffer and parsed strictly: exactly "OK", or "ERR " and an errno name that
+/* client.c: the cache manager client of libxufs.so (see client.h): requests on the
+ * process's persistent connection (or, while another thread uses it, on one of their own).
+ * Replies are read with a bounded buffer and parsed strictly: exactly "OK", or "ERR " and an errno name that
  * log.c knows; anything else is EIO. A receive timeout keeps a wedged manager from hanging
  * the program forever. */
 #include "xufs/core/client.h"
@@ -8,6 +9,7 @@
 #include "xufs/core/xreal.h"
 #include "common/log.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +39,148 @@ static int parse_reply(const char *r)
     return e ? e : EIO;
 }
 
+/* A connection to the manager, with the send and receive timeouts; -1 (errno set) on failure. */
+static int dial(void)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    strncpy(sa.sun_path, xufs_sock(), sizeof sa.sun_path - 1);
+    struct timeval tv = { .tv_sec = TIMEOUT_S };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int rc;
+    do rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0) {
+        int e = errno;
+        RCALL(close, -1, fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends the whole request; 0, or -1 when the connection failed. */
+static int send_all(int fd, struct iovec *iov, int n)
+{
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+    while (mh.msg_iovlen > 0) {
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        while (mh.msg_iovlen > 0 && (size_t)w >= mh.msg_iov->iov_len) {
+            w -= (ssize_t)mh.msg_iov->iov_len;
+            mh.msg_iov++;
+            mh.msg_iovlen--;
+        }
+        if (mh.msg_iovlen > 0) {
+            mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + w;
+            mh.msg_iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Reads one reply line: its errno (0 for OK), EIO when the connection failed or the line is not
+ * a reply. */
+static int recv_reply(int fd)
+{
+    char reply[REPLY_MAX + 1];
+    size_t got = 0;
+    for (;;) {
+        if (got == REPLY_MAX) return EIO;
+        ssize_t r = recv(fd, reply + got, REPLY_MAX - got, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return EIO;
+        char *nl = memchr(reply + got, '\n', (size_t)r);
+        got += (size_t)r;
+        if (nl) {
+            if (nl != reply + got - 1) return EIO; /* one request, one line: nothing after it */
+            *nl = '\0';
+            return parse_reply(reply);
+        }
+    }
+}
+
+/* ---- the process's persistent connection: one request at a time on it; a thread that finds
+ * it busy makes a connection of its own for its request, so no request waits behind another
+ * thread's long FETCH. The descriptor sits high (>= CONN_FD_MIN) and is checked (its inode)
+ * before each use: a program that closed it, or put another file at its number, gets a new
+ * one and keeps its file. A forked child closes its copy and dials its own. ---- */
+
+#define CONN_FD_MIN 64
+static int conn_fd = -1;
+static ino_t conn_ino;
+static int conn_busy;
+static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
+
+static void conn_child(void)
+{
+    if (conn_fd >= 0) RCALL(close, -1, conn_fd);
+    conn_fd = -1;
+    __atomic_store_n(&conn_busy, 0, __ATOMIC_RELEASE);
+}
+
+static void conn_init(void)
+{
+    pthread_atfork(NULL, NULL, conn_child);
+}
+
+/* The persistent connection, still ours and open, or a new one; -1 when the manager is unreachable. */
+static int conn_get(int *fresh)
+{
+    struct stat st;
+    *fresh = 0;
+    if (conn_fd >= 0 && (RCALL(fstat, -1, conn_fd, &st) != 0 || st.st_ino != conn_ino || !S_ISSOCK(st.st_mode)))
+        conn_fd = -1; /* not ours any more: the program's now */
+    if (conn_fd >= 0) return conn_fd;
+    int fd = dial();
+    if (fd < 0) return -1;
+    int high = RCALL(fcntl, -1, fd, F_DUPFD_CLOEXEC, CONN_FD_MIN);
+    if (high >= 0) {
+        RCALL(close, -1, fd);
+        fd = high;
+    }
+    if (RCALL(fstat, -1, fd, &st) != 0) {
+        RCALL(close, -1, fd);
+        return -1;
+    }
+    conn_fd = fd;
+    conn_ino = st.st_ino;
+    *fresh = 1;
+    return fd;
+}
+
+static void conn_drop(void)
+{
+    RCALL(close, -1, conn_fd);
+    conn_fd = -1;
+}
+
+/* One request on the persistent connection (a send on a connection the manager closed meanwhile
+ * is retried once on a new one); the reply's errno, or EIO. */
+static int conn_request(struct iovec *iov, int n)
+{
+    struct iovec copy[8];
+    memcpy(copy, iov, sizeof(struct iovec) * (size_t)n);
+    int fresh;
+    int fd = conn_get(&fresh);
+    if (fd < 0) return EIO;
+    if (send_all(fd, iov, n) != 0) {
+        conn_drop();
+        if (fresh || (fd = conn_get(&fresh)) < 0 || send_all(fd, copy, n) != 0) {
+            if (conn_fd >= 0) conn_drop();
+            return EIO;
+        }
+    }
+    int err = recv_reply(fd);
+    if (err == EIO) conn_drop();
+    return err;
+}
+
 int xufs_req(const char *op, const char *a1, const char *a2, const char *a3)
 {
     const char *args[3] = { a1, a2, a3 };
@@ -53,69 +197,20 @@ int xufs_req(const char *op, const char *a1, const char *a2, const char *a3)
     }
     iov[n++] = (struct iovec){ (void *)"\n", 1 };
 
-    int (*rclose)(int) = XREAL(close);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || !rclose) {
-        dbg("%s %s: socket: %s", op, a1 ? a1 : "", errno_name(errno));
-        errno = EIO;
-        return -1;
-    }
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    strncpy(sa.sun_path, xufs_sock(), sizeof sa.sun_path - 1);
-    struct timeval tv = { .tv_sec = TIMEOUT_S };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int rc;
-    do rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
-    while (rc < 0 && errno == EINTR);
-    int err = 0;
-    char reply[REPLY_MAX + 1];
-    size_t got = 0;
-    if (rc < 0) {
-        err = EIO;
-        dbg("%s %s: manager unreachable: %s", op, a1 ? a1 : "", errno_name(errno));
-        goto out;
-    }
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-    while (mh.msg_iovlen > 0) {
-        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR) continue;
+    int err;
+    pthread_once(&conn_once, conn_init);
+    if (__atomic_exchange_n(&conn_busy, 1, __ATOMIC_ACQUIRE) == 0) {
+        err = conn_request(iov, n);
+        __atomic_store_n(&conn_busy, 0, __ATOMIC_RELEASE);
+    } else {
+        int fd = dial();
+        if (fd < 0) {
             err = EIO;
-            goto out;
-        }
-        while (mh.msg_iovlen > 0 && (size_t)w >= mh.msg_iov->iov_len) {
-            w -= (ssize_t)mh.msg_iov->iov_len;
-            mh.msg_iov++;
-            mh.msg_iovlen--;
-        }
-        if (mh.msg_iovlen > 0) {
-            mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + w;
-            mh.msg_iov->iov_len -= (size_t)w;
+        } else {
+            err = send_all(fd, iov, n) == 0 ? recv_reply(fd) : EIO;
+            RCALL(close, -1, fd);
         }
     }
-    for (;;) {
-        if (got == REPLY_MAX) {
-            err = EIO;
-            goto out;
-        }
-        ssize_t r = recv(fd, reply + got, REPLY_MAX - got, 0);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            err = EIO;
-            goto out;
-        }
-        char *nl = memchr(reply + got, '\n', (size_t)r);
-        got += (size_t)r;
-        if (nl) {
-            *nl = '\0';
-            err = parse_reply(reply);
-            break;
-        }
-    }
-out:
-    rclose(fd);
-    if (!got) reply[0] = '\0';
     dbg("%s %s%s%s -> %s", op, a1 ? a1 : "", a2 ? " " : "", a2 ? a2 : "",
         err ? errno_name(err) : "OK");
     if (err) {

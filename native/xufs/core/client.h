@@ -1,5 +1,5 @@
-/* client.h: requests to the XUFS cache manager (docs/XUFS.md, "Manager protocol"): one
- * Unix-socket connection per request, one TAB-separated line out, "OK" or "ERR ENAME" back.
+/* client.h: requests to the XUFS cache manager (docs/XUFS.md, "Manager protocol") on the
+ * process's persistent Unix-socket connection: one TAB-separated line out, "OK" or "ERR ENAME" back.
  * Also a process-local set of directories known to be listed, so repeated LOOKUPs in the same
  * directory cost no round trip. All functions return 0, or -1 with errno set (EIO when the
  * manager is unreachable or replies something malformed). Thread-safe. */

@@ -4,9 +4,11 @@
  * report A's values while the cache file still matches the record (B has not changed it), so
  * tools that remember stat data (git's index, make, rsync, editors) agree on both sides.
  *
- * The record (56 bytes, little-endian; written by xufs/cache/identity.ts):
+ * The record (64 bytes, little-endian; written by xufs/cache/identity.ts):
  *   0  "XUFSID1\0"   8  A's inode    16 A's mtime (ns)   24 A's ctime (ns)
  *   32 B's inode     40 B's mtime (ns)                   48 size
+ *   56 the session's mark (XUFS_MARK) when the content is cached and trusted in this session,
+ *      else 0: an open for reading then needs no FETCH round trip.
  */
 #ifndef XUFS_IDENTITY_H
 #define XUFS_IDENTITY_H
@@ -27,6 +29,10 @@ typedef struct {
  * when path is NULL, and returns 1 with A's identity in *out when it matches what B's stat just
  * reported (inode, mtime, size): B has not changed the file since it was recorded. 0 otherwise. */
 int xid_get(const char *path, int fd, int follow, uint64_t ino, int64_t mtime_ns, uint64_t size, xid_a *out);
+
+/* Is the regular cache file at path (not a symlink; st its lstat) cached and trusted in this
+ * session, so a read needs no FETCH? */
+int xid_fetched(const char *path, const struct stat *st);
 
 /* Is fd on the file system that holds the cache (a cheap test before xid_get on an fd)? */
 int xid_on_cache_fs(uint64_t dev);

@@ -3,6 +3,7 @@
  * export. */
 #include "xufs/core/prepare.h"
 #include "xufs/core/client.h"
+#include "xufs/core/identity.h"
 #include "xufs/core/xreal.h"
 
 #include <errno.h>
@@ -113,7 +114,7 @@ int xp_open(int dirfd, const char *path, int flags, xpath *p, int *track)
     if (S_ISDIR(st.st_mode)) return xufs_list(p->rel) < 0 ? -1 : 1;
     if ((flags & O_DIRECTORY) || !S_ISREG(st.st_mode)) return 1;
     if ((flags & O_CREAT) && (flags & O_EXCL)) return 1; /* the real open fails with EEXIST */
-    if (!wr) return xufs_fetch(p->rel) < 0 ? -1 : 1;
+    if (!wr) return xid_fetched(p->buf, &st) || xufs_fetch(p->rel) == 0 ? 1 : -1;
     /* Open for writing: fetched (unless truncated) and known open, so A's changes wait. */
     if (xufs_openw(p->rel, (flags & O_TRUNC) != 0) < 0) return -1;
     *track = 1;
