@@ -28,6 +28,7 @@ export class ChangeCallbacks {
   /** Paths changed on A (or to be looked at again): their listed directories are relisted soon. */
   changed(paths: string[]): void {
     for (const p of paths) {
+      this.state.distrust(p);
       for (const d of p === "." ? ["."] : [p, parentOf(p)]) {
         this.precacher.reset(d);
         const m = this.state.meta.get(d);

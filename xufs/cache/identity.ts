@@ -27,6 +27,8 @@ export function parseVersion(version: string): { mtimeNs: bigint; size: number; 
 /** Records A's identity of cache files; says once when the cache's file system cannot keep it. */
 export class Identities {
   #unsupported = false;
+  /** Cache files A announced a change of: no mark until a listing or a fetch checked them again. */
+  readonly distrusted = new Set<string>();
   /** This session's mark: random, never 0 (XUFS_MARK, 16 hex digits, in the session's environment). */
   readonly mark: bigint;
 
@@ -54,7 +56,7 @@ export class Identities {
    * looking (cp compares a stat with the fstat of its open).
    */
   record(path: string, m: Meta, markOnly = false): boolean {
-    const mark = m.fetched && !m.racy && !m.recheck ? this.mark : 0n;
+    const mark = m.fetched && !m.racy && !m.recheck && !this.distrusted.has(path) ? this.mark : 0n;
     const key = `${m.version}|${mark.toString(16)}`;
     if (this.#unsupported || m.version === undefined || m.dirty || m.identity === key) return false;
     if (markOnly && !m.identity?.startsWith(`${m.version}|`)) return false;

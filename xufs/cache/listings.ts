@@ -143,8 +143,9 @@ export class Listings {
     if (localType === "f" && e.type === "f" && m.version === e.version) {
       if (m.racy && m.fetched) m.recheck = true;
       // A's identity appears only in the directory's first listing of the session, before any
-      // program of the session looked at the file; later listings leave what stat shows alone.
-      if (!this.state.modifiedOnB(local!, m) && !this.state.listedInSession.has(parentOf(rel))) this.state.recordIdentity(rel);
+      // program of the session looked at the file; later listings change only the mark.
+      this.state.trust(rel);
+      if (!this.state.modifiedOnB(local!, m)) this.state.recordIdentity(rel, this.state.listedInSession.has(parentOf(rel)));
       return false;
     }
     if (localType === "f" && e.type === "f" && this.state.modifiedOnB(local!, m)) return false;

@@ -132,6 +132,19 @@ export class CacheState {
     this.identities = new Identities(log);
   }
 
+  /** A announced a change of `rel`: opens ask the manager again until it is checked. */
+  distrust(rel: string): void {
+    const m = this.meta.get(rel);
+    if (!m?.identity) return;
+    this.identities.distrusted.add(this.local(rel));
+    this.identities.record(this.local(rel), m, true);
+  }
+
+  /** `rel` was checked against A (listed, or fetched): its record may carry the mark again. */
+  trust(rel: string): void {
+    this.identities.distrusted.delete(this.local(rel));
+  }
+
   /** Records A's identity of the file `rel` when its cache file is still what B has from A (markOnly: see Identities.record). */
   recordIdentity(rel: string, markOnly = false): void {
     if (!this.changedHere.has(rel) && this.identities.record(this.local(rel), this.m(rel), markOnly)) this.save();
