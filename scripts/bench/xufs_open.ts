@@ -5,7 +5,7 @@
  * N open+close and N stat calls, best of 5 rounds, through the mount, on the export directly in
  * the same process (libxufs.so loaded, the path outside the mount), and in a process without
  * libxufs.so. Issue 15's goal: an open of a cached file within 1.5 x of a direct open.
- *   deno run -A scripts/bench/xufs_open.ts [N=900]
+ *   ./scripts/bench/xufs_open.sh [N=900]
  */
 import { join } from "node:path";
 import { cli, run, tempDir } from "../../tests/helpers.ts";
