@@ -10,7 +10,7 @@
  * listener's real address and a DIRECT ticket's id, the router then holding nothing.
  */
 import { hex, unhex } from "../common/bytes.ts";
-import { type ConnSet } from "../common/io.ts";
+import type { ConnSet } from "../common/io.ts";
 import type { RouterCounters } from "./counters.ts";
 import type { DataPlane, DataPlaneEvent } from "./dataplane.ts";
 import { RstReason } from "./dataplane.ts";

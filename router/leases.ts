@@ -75,6 +75,7 @@ function leaseRecord(v: unknown, where: string): LeaseRecord {
   if (!isObject(v)) throw corrupt(where, `lease is not an object: ${JSON.stringify(v)}`);
   const want = (k: string, type: string, optional: boolean) => {
     if (v[k] === undefined && optional) return;
+    // deno-lint-ignore valid-typeof
     if (typeof v[k] !== type) throw corrupt(where, `lease field ${k} is not a ${type}: ${JSON.stringify(v[k])}`);
   };
   want("ip", "string", false);

@@ -127,7 +127,7 @@ function descendants(pid: number): number[] {
     } catch { /* gone */ }
   }
   const out: number[] = [];
-  for (let todo = [pid]; todo.length;) {
+  for (const todo = [pid]; todo.length;) {
     const next = kids.get(todo.pop()!) ?? [];
     out.push(...next);
     todo.push(...next);

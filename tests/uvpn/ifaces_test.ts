@@ -81,10 +81,10 @@ Deno.test("ifaces: dynamic programs under libuvpn.so see uvpn0 first, then loopb
     const ip = await run("ip", ["-4", "addr"], { env });
     assert.equal(ip.code, 0, ip.stderr);
     assert.match(ip.stdout, new RegExp(`^30070: uvpn0: <NOARP,UP,LOWER_UP> mtu 1500 .*\\n    inet ${esc(addr)}/16 brd 100\\.64\\.255\\.255 scope global uvpn0\\n`, "m"));
-    assert.match(ip.stdout, /^1: lo: .*\n    inet 127\.0\.0\.1\/8 scope host lo\n/m);
+    assert.match(ip.stdout, /^1: lo: .*\n {4}inet 127\.0\.0\.1\/8 scope host lo\n/m);
     const link = await run("ip", ["link", "show", "dev", "uvpn0"], { env });
     assert.equal(link.code, 0, link.stderr);
-    assert.match(link.stdout, /^30070: uvpn0: .*\n    link\/none/m);
+    assert.match(link.stdout, /^30070: uvpn0: .*\n {4}link\/none/m);
 
     const hn = await run("hostname", ["-i"], { env });
     assert.equal(hn.stdout.trim(), addr, hn.stderr);

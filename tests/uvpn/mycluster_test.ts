@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { IS_ROOT, ROOT, run, tempDir } from "../helpers.ts";
-import { Node, Sites } from "./sites.ts";
+import { type Node, Sites } from "./sites.ts";
 
 const isRoot = IS_ROOT;
 const have = (cmd: string) => new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null", stderr: "null" }).outputSync().success;

@@ -8,7 +8,7 @@
  * a failure; processes are stopped by pid.
  */
 import { join } from "node:path";
-import { DENO, PRELOAD_UVPN, Proc, ROOT, run, SANITIZE_RT, SpawnOptions } from "../helpers.ts";
+import { DENO, PRELOAD_UVPN, Proc, ROOT, run, SANITIZE_RT, type SpawnOptions } from "../helpers.ts";
 
 /** A compute node: its namespace, overlay name, site and virtual address. */
 export interface Node {

@@ -5,7 +5,7 @@
  * the supervised Go server in subnet B.
  */
 import { join } from "node:path";
-import { Overlay, Proc, ROOT, run, spawnCli, tempDir } from "../helpers.ts";
+import { Overlay, type Proc, ROOT, run, spawnCli, tempDir } from "../helpers.ts";
 
 /** Debian's static busybox. */
 export const BUSYBOX = "/bin/busybox";

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { PRELOAD_XUFS, ROOT, run, tempDir } from "../helpers.ts";
+import { PRELOAD_XUFS, run, tempDir } from "../helpers.ts";
 
 
 function layout(dir: string) {
