@@ -6,7 +6,7 @@
 # or sanitizer report stops that harness, keeps the input under native/build/fuzz/crashes/ and
 # makes the script fail: copy it into the corpus as regress-NAME-WHAT to keep it forever.
 #   ./scripts/fuzz.sh [SECONDS]      each harness for SECONDS (default 10)
-#   ./scripts/fuzz.sh --runs N       each harness for N executions (CI: 500000)
+#   ./scripts/fuzz.sh --runs N       each harness for N executions (CI: 1000000)
 #   ./scripts/fuzz.sh ... -- NAME... only these harnesses
 # Harnesses run MYRT_FUZZ_JOBS at a time (default: the number of cores).
 # Ends with a line "N passed, N failed" (one per harness).
