@@ -101,6 +101,15 @@ static void close_fd(int fd)
     if (fd >= 0) close(fd);
 }
 
+/* A program's connection handed over for a session or relay that has already ended (reset
+ * meanwhile) or never existed: the program must see a reset, never a clean EOF (a plain
+ * close() would send FIN and pass for the end of the stream). */
+static void reset_fd(int fd)
+{
+    appsock a = {.fd = fd};
+    app_reset_close(&a);
+}
+
 static void command(dp *d, int type, const uint8_t *p, size_t n)
 {
     switch (type) {
@@ -133,7 +142,7 @@ static void command(dp *d, int type, const uint8_t *p, size_t n)
         sess *s = n >= 8 ? conn_get(d, p, K_SESS) : NULL;
         int fd = n >= 8 ? (int)get32(p + 4) : -1;
         if (s && s->opener && s->app.fd < 0) sess_attach_app(d, s, fd);
-        else close_fd(fd);
+        else reset_fd(fd);
         break;
     }
     case CMD_ABORT: {
@@ -148,7 +157,7 @@ static void command(dp *d, int type, const uint8_t *p, size_t n)
         relay *r = n >= 8 ? conn_get(d, p, K_RELAY) : NULL;
         int fd = n >= 8 ? (int)get32(p + 4) : -1;
         if (r && !r->dialing && r->a.fd < 0) relay_attach(d, r, fd);
-        else close_fd(fd);
+        else reset_fd(fd);
         break;
     }
     case CMD_RELAY_ABORT: {
