@@ -12,8 +12,9 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cli, run, tempDir } from "../helpers.ts";
+import { run, tempDir } from "../helpers.ts";
 import { usshTest, withHosts } from "./hosts.ts";
+import { assertNothingReachedA, assertReachedA, busyboxOutput, busyboxScript, DATA, seedTree } from "./static_tree.ts";
 
 const GO_PROGRAM = `package main
 
@@ -47,103 +48,34 @@ async function buildGo(out: string): Promise<void> {
   assert.equal(r.code, 0, `go build: ${r.stderr}`);
 }
 
-/** What B runs: each program's output after a marker line. */
-const SCRIPT = [
-  "cd ~/xufs-rhome",
-  "echo '-- cat'; /bin/busybox cat data.txt",
-  "echo '-- sh'; /bin/busybox sh -c 'echo x > f'",
-  "echo '-- ls'; /bin/busybox ls sub",
-  "echo '-- cp'; /bin/busybox cp data.txt copy.txt",
-  "echo '-- abs'; /bin/busybox cat ~/xufs-rhome/sub/in.txt",
-  "echo '-- go'; ./gorw data2.txt gowrote.txt",
-  "/bin/busybox mkdir made && /bin/busybox mv old.txt made/new.txt && /bin/busybox rm gone.txt",
-  "echo '-- end'",
-].join("; ");
-
-const DATA = Array.from({ length: 3000 }, (_, i) => `line ${i} of data.txt on A\n`).join("");
+/** What B runs: static busybox's steps and the Go program, each output after a marker line. */
+const SCRIPT = busyboxScript(["echo '-- go'; ./gorw data2.txt gowrote.txt"]);
 
 Deno.test({
   ...usshTest,
   name: "xufs static: static busybox (cat, sh -c 'echo x > f', ls, cp) and a static Go program read A's files and write to A through the mount",
   async fn() {
     await withHosts(async (h) => {
-      Deno.writeTextFileSync(join(h.a, "data.txt"), DATA);
+      seedTree(h.a);
       Deno.writeTextFileSync(join(h.a, "data2.txt"), "data2 for the Go program\n");
-      Deno.mkdirSync(join(h.a, "sub"));
-      Deno.writeTextFileSync(join(h.a, "sub", "in.txt"), "in sub\n");
-      Deno.writeTextFileSync(join(h.a, "sub", "other.txt"), "other\n");
-      Deno.writeTextFileSync(join(h.a, "old.txt"), "renamed by busybox mv\n");
-      Deno.writeTextFileSync(join(h.a, "gone.txt"), "removed by busybox rm\n");
       await buildGo(join(h.a, "gorw"));
       h.bashrc("export XUFS_PRECACHE_MAX=0");
 
       const r = await h.ussh(SCRIPT);
       assert.equal(r.code, 0, r.stdout + r.stderr);
-      assert.equal(
-        r.stdout,
-        `-- cat\n${DATA}-- sh\n-- ls\nin.txt\nother.txt\n-- cp\n-- abs\nin sub\n-- go\ndata2 for the Go program\n-- end\n`,
-        r.stderr,
-      );
-      assert.equal(Deno.readTextFileSync(join(h.a, "f")), "x\n");
-      assert.equal(Deno.readTextFileSync(join(h.a, "copy.txt")), DATA);
+      assert.equal(r.stdout, busyboxOutput("-- go\ndata2 for the Go program\n"), r.stderr);
+      assertReachedA(h.a);
       assert.equal(Deno.readTextFileSync(join(h.a, "gowrote.txt")), "go wrote: data2 for the Go program\n");
-      // mkdir, rename and unlink are the manager's: A has them.
-      assert.equal(Deno.readTextFileSync(join(h.a, "made", "new.txt")), "renamed by busybox mv\n");
-      assert.ok(!exists(join(h.a, "old.txt")) && !exists(join(h.a, "gone.txt")));
 
-      // The same without the supervisor (as before it): placeholders read as NUL bytes, the
-      // directory not listed yet is empty, absolute paths meet the empty mount point, and
-      // nothing written reaches A.
-      for (const n of ["f", "copy.txt", "gowrote.txt", "made"]) Deno.removeSync(join(h.a, n), { recursive: true });
-      Deno.writeTextFileSync(join(h.a, "old.txt"), "renamed by busybox mv\n");
-      Deno.writeTextFileSync(join(h.a, "gone.txt"), "removed by busybox rm\n");
+      // The same without the supervisor (as before it).
+      Deno.removeSync(join(h.a, "gowrote.txt"));
+      seedTree(h.a);
       Deno.writeTextFileSync(join(h.a, "data.txt"), DATA.replace("line 0", "LINE 0"));
       Deno.writeTextFileSync(join(h.a, "data2.txt"), "data2, second session\n");
       Deno.removeSync(h.b(".xufs/cache"), { recursive: true });
       h.bashrc("export XUFS_PRECACHE_MAX=0 XUFS_STATIC=off");
       const off = await h.ussh(SCRIPT);
-      assert.ok(off.stdout.startsWith("-- cat\n\0\0\0"), `no supervisor: cat reads zeros:\n${off.stdout.slice(0, 200)}`);
-      assert.ok(off.stdout.includes("-- ls\n-- cp\n"), off.stdout.slice(-400));
-      assert.ok(!off.stdout.includes("in sub"), off.stdout.slice(-400));
-      for (const n of ["f", "copy.txt", "gowrote.txt", "made"]) assert.ok(!exists(join(h.a, n)), `${n} reached A without the supervisor`);
-      assert.ok(exists(join(h.a, "old.txt")) && exists(join(h.a, "gone.txt")), "a rename or removal reached A without the supervisor");
+      assertNothingReachedA(h.a, off.stdout, ["gowrote.txt"]);
     });
   },
 });
-
-Deno.test({
-  name: "xufs static: a static login shell (SHELL=busybox sh) runs under the supervisor: it reads A's file and its redirection reaches A",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    using dir = tempDir();
-    const exported = join(dir.path, "exported");
-    Deno.mkdirSync(exported);
-    Deno.writeTextFileSync(join(exported, "data.txt"), DATA);
-    const sh = join(dir.path, "sh");
-    Deno.symlinkSync("/bin/busybox", sh);
-    const session = (home: string, env: Record<string, string> = {}) =>
-      cli("xufs_session", ["--local-export", exported, "--", "cat data.txt; echo y > g"], {
-        env: { PATH: "/usr/bin:/bin", HOME: join(dir.path, home), SHELL: sh, LC_ALL: "C", XUFS_PRECACHE_MAX: "0", ...env },
-        timeoutMs: 60_000,
-      });
-    const r = await session("home1");
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, DATA, r.stderr);
-    assert.equal(Deno.readTextFileSync(join(exported, "g")), "y\n");
-    // Started as it is (XUFS_STATIC=off, as before): zeros, and nothing reaches A.
-    Deno.removeSync(join(exported, "g"));
-    const off = await session("home2", { XUFS_STATIC: "off" });
-    assert.ok(off.stdout.startsWith("\0\0\0"), off.stdout.slice(0, 100));
-    assert.ok(!exists(join(exported, "g")), "g reached A without the supervisor");
-  },
-});
-
-function exists(p: string): boolean {
-  try {
-    Deno.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
