@@ -15,7 +15,7 @@ import { VERSION } from "../cli/common.ts";
 import { NATIVE_LIBS, SOURCE_DIRS, TOOLS } from "../cli/tools.ts";
 
 const isRoot = IS_ROOT;
-const base = { sanitizeOps: false, sanitizeResources: false };
+const base = {};
 const asRoot = { ...base, ignore: !isRoot };
 const PATH = "/usr/bin:/bin:/usr/sbin:/sbin";
 

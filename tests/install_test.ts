@@ -9,8 +9,6 @@ import { VERSION } from "../cli/common.ts";
 
 Deno.test({
   name: "install: PREFIX holds the seed's paths and a copied PREFIX still runs",
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     using dir = tempDir();
     const prefix = join(dir.path, "myrt");

@@ -19,7 +19,6 @@ import {
 } from "../../router/wire.ts";
 import { cli, Overlay, tempDir } from "../helpers.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 /** Reads until the peer closes or `ms` pass: the bytes that came and whether it closed. */
 async function drain(c: Deno.Conn, ms: number): Promise<{ bytes: number; closed: boolean }> {
@@ -69,7 +68,7 @@ function rssKiB(pid: number): number {
   return Number(m?.[1] ?? 0);
 }
 
-Deno.test("edges: slow, truncated and garbage connections before authentication cost the router bounded memory and delay no one", opts, async () => {
+Deno.test("edges: slow, truncated and garbage connections before authentication cost the router bounded memory and delay no one", async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path, { routerArgs: ["--handshake-timeout", "3"] });
   await o.startRouter(o.a);
@@ -117,7 +116,7 @@ Deno.test("edges: slow, truncated and garbage connections before authentication 
   }
 });
 
-Deno.test("edges: after authentication, a bad MAC, a skipped seq, an oversized or unknown frame and malformed bodies end that link only", opts, async () => {
+Deno.test("edges: after authentication, a bad MAC, a skipped seq, an oversized or unknown frame and malformed bodies end that link only", async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path);
   await o.startRouter(o.a);
@@ -167,7 +166,7 @@ Deno.test("edges: after authentication, a bad MAC, a skipped seq, an oversized o
   }
 });
 
-Deno.test("edges: on a router link in the data plane (after MUX), garbage, a bad MAC, a skipped seq, an oversized, unknown or unexpected frame end that link only, counted by reason", opts, async () => {
+Deno.test("edges: on a router link in the data plane (after MUX), garbage, a bad MAC, a skipped seq, an oversized, unknown or unexpected frame end that link only, counted by reason", async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path);
   await o.startRouter(o.a);

@@ -14,7 +14,6 @@ import { encodeConnect, encodeFrame, encodeHello, FrameType, ipBytes, randomId, 
 import { cli, Overlay, spawnCli, tempDir } from "../helpers.ts";
 import { parseIp } from "../../router/ipv4.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 async function withRouter(args: string[], body: (o: Overlay, key: Uint8Array) => Promise<void>): Promise<void> {
   using dir = tempDir();
@@ -41,7 +40,7 @@ async function drain(c: Deno.Conn, ms: number): Promise<{ bytes: number; closed:
   return { bytes, closed: false };
 }
 
-Deno.test("links: a captured HELLO and request are useless on a new link, and after a router restart", opts, () =>
+Deno.test("links: a captured HELLO and request are useless on a new link, and after a router restart", () =>
   withRouter([], async (o, key) => {
     // A real exchange, recorded as an eavesdropper would: HELLO, then the client's first frame.
     const nc = randomId();
@@ -75,7 +74,7 @@ Deno.test("links: a captured HELLO and request are useless on a new link, and af
     assert.equal(list.stdout.trim().split("\n").length, 1, `exactly the one real lease: ${list.stdout}`);
   }));
 
-Deno.test("links: strangers are bounded per source and closed after the handshake deadline; refusals logged once", opts, () =>
+Deno.test("links: strangers are bounded per source and closed after the handshake deadline; refusals logged once", () =>
   withRouter(["--handshake-timeout", "1", "--max-unauthenticated-per-source", "4"], async (o) => {
     const idle: Deno.Conn[] = [];
     for (let i = 0; i < 10; i++) idle.push(await Deno.connect({ hostname: o.a.host, port: o.a.port }));
@@ -97,7 +96,7 @@ Deno.test("links: strangers are bounded per source and closed after the handshak
     assert.equal(r.code, 0, r.stderr);
   }));
 
-Deno.test("links: a second holder cannot release, unlisten, listen on or connect from another's address", opts, () =>
+Deno.test("links: a second holder cannot release, unlisten, listen on or connect from another's address", () =>
   withRouter([], async (o, key) => {
     // The first holder: a command run with its lease (held by uvpn_register's link and CMD's).
     const holder = spawnCli("uvpn_register", ["-r", "--", "python3", "-u", "-c", `
@@ -132,7 +131,7 @@ print("listening", os.environ["UVPN_SRC_ADDR"], flush=True); time.sleep(60)
     }
   }));
 
-Deno.test("links: a lease taken for -- CMD is released after its lifetime once CMD is gone; the wrapper's lease waits", opts, () =>
+Deno.test("links: a lease taken for -- CMD is released after its lifetime once CMD is gone; the wrapper's lease waits", () =>
   withRouter(["--cmd-lease-ttl", "1"], async (o) => {
     const r = await cli("uvpn_register", ["-r", "--", "true"], { env: o.homeEnv(o.a) });
     assert.equal(r.code, 0, r.stderr);

@@ -7,7 +7,6 @@ import assert from "node:assert/strict";
 import { findInode, procAddr, resetConn } from "../../router/reset.ts";
 import { Proc } from "../helpers.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const addr = (hostname: string, port: number): Deno.NetAddr => ({ transport: "tcp", hostname, port });
 
 Deno.test("reset: /proc lines match on the full 4-tuple, a decoy with the same ports first", () => {
@@ -23,7 +22,7 @@ Deno.test("reset: /proc lines match on the full 4-tuple, a decoy with the same p
   assert.equal(findInode(table, addr("127.0.0.9", 40000), addr("127.0.0.5", 8080), false), null);
 });
 
-Deno.test("reset: the intended connection is reset; one with the same ports on other addresses is not", opts, async () => {
+Deno.test("reset: the intended connection is reset; one with the same ports on other addresses is not", async () => {
   const server = Deno.listen({ hostname: "127.0.0.5", port: 0 });
   const port = (server.addr as Deno.NetAddr).port;
   const client = await Deno.connect({ hostname: "127.0.0.5", port });

@@ -18,7 +18,6 @@ import { cli, Overlay, Proc, ROOT, sleep, tempDir } from "../helpers.ts";
 import { assertIntact, bulkPeers, report } from "./bulk.ts";
 import type { StatusReport } from "../../router/counters.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const PEER = join(ROOT, "tests/fixtures/bulk_peer.py");
 const MIB = 1024 * 1024;
 
@@ -64,7 +63,7 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, new Promise<T>((_, rej) => (t = setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms)))]).finally(() => clearTimeout(t));
 }
 
-Deno.test("dataplane: forged DATA, ACK and RST frames on the link between routers are refused; the transfer completes intact", opts, async () => {
+Deno.test("dataplane: forged DATA, ACK and RST frames on the link between routers are refused; the transfer completes intact", async () => {
   using dir = tempDir();
   const { o, relay } = await relayedOverlay(dir.path, ["--dead-after", "1", "--retry-max", "1"]);
   const N = 48 * MIB;
@@ -124,7 +123,7 @@ async function readAll(c: Deno.Conn, ms: number): Promise<{ bytes: number; close
   return { bytes, closed: false };
 }
 
-Deno.test("dataplane: a captured RESUME replayed on another connection is refused", opts, async () => {
+Deno.test("dataplane: a captured RESUME replayed on another connection is refused", async () => {
   using dir = tempDir();
   const captured = new Map<number, Uint8Array[]>();
   const { o, relay } = await relayedOverlay(dir.path, ["--dead-after", "1", "--retry-max", "1"], (conn, d, b) => {
@@ -265,7 +264,7 @@ async function finalReports(server: Proc, client: Proc, timeoutMs: number) {
   return { done: JSON.parse(c.stdout.trim().split("\n").pop()!), got: JSON.parse(s.stdout.trim().split("\n").pop()!) };
 }
 
-Deno.test("dataplane: a reader that stops for 30 s slows its writer; router memory stays within the session's bound, no spool file while the link is up", opts, async () => {
+Deno.test("dataplane: a reader that stops for 30 s slows its writer; router memory stays within the session's bound, no spool file while the link is up", async () => {
   using dir = tempDir();
   const spoolDir = join(dir.path, "spool");
   Deno.mkdirSync(spoolDir);
@@ -314,7 +313,7 @@ function sample(text: string, name: string, labels = ""): number {
   return Number(m[1]);
 }
 
-Deno.test("dataplane: --metrics and --status --json count a known transfer exactly", opts, async () => {
+Deno.test("dataplane: --metrics and --status --json count a known transfer exactly", async () => {
   using dir = tempDir();
   // Only router A serves metrics, on a port it binds itself and reports.
   const o = new Overlay(dir.path, { routerArgs: ["--metrics", "127.0.0.2:0"] });
@@ -419,7 +418,7 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 `;
 
-Deno.test("dataplane: 1,000 short sessions across the WAN emulator end cleanly on both sides, none reset", opts, async () => {
+Deno.test("dataplane: 1,000 short sessions across the WAN emulator end cleanly on both sides, none reset", async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path);
   const emu = new WanEmulator({ listen: { hostname: "127.0.0.4", port: 0 }, target: { hostname: o.b.host, port: o.b.port }, delayMs: 2 });
@@ -523,7 +522,7 @@ async function stalled(p: Proc): Promise<number> {
   return last;
 }
 
-Deno.test("dataplane: --memory-limit of a receiving router holds across 4 sessions to readers that do not read; writers block, then every byte arrives", opts, async () => {
+Deno.test("dataplane: --memory-limit of a receiving router holds across 4 sessions to readers that do not read; writers block, then every byte arrives", async () => {
   using dir = tempDir();
   const limit = 16 * MIB, N = 4, EACH = 32 * MIB;
   // Only router B (the receiving side) has the limit: four 8 MiB windows would be 32 MiB.
@@ -557,7 +556,7 @@ Deno.test("dataplane: --memory-limit of a receiving router holds across 4 sessio
   }
 });
 
-Deno.test("dataplane: --spool-limit-total holds while the link is down; the writer blocks, nothing is dropped, every byte arrives once the link returns", opts, async () => {
+Deno.test("dataplane: --spool-limit-total holds while the link is down; the writer blocks, nothing is dropped, every byte arrives once the link returns", async () => {
   using dir = tempDir();
   const spoolDir = join(dir.path, "spool");
   Deno.mkdirSync(spoolDir);

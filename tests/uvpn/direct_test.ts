@@ -87,8 +87,6 @@ function delta(a: Paths, b: Paths): Paths {
 Deno.test({
   name: "direct: brokered connections inside a site, relayed across, fallback without flapping",
   ignore: !isRoot || !have("python3"),
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn(t) {
     using dir = tempDir("myrt-direct-");
     const sites = new Sites(dir.path);
@@ -247,8 +245,6 @@ Deno.test({
 Deno.test({
   name: "direct: routers of one site (site= on their route lines) broker connections between their subnets",
   ignore: !have("python3"),
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     const siteLo = (routes: string) => routes.replace(/^(100\.\S+ \S+)$/gm, "$1 site=lo");
     await withLoopbackPeers(7300, "b", siteLo, async (o, addrA, addrB) => {
@@ -276,8 +272,6 @@ Deno.test({
 Deno.test({
   name: "direct: the listener refuses a forged, replayed or misbound DIRECT ticket, and logs it; the brokered one works once",
   ignore: !have("python3"),
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     await withLoopbackPeers(7500, "a", (routes) => routes, async (o, addrA, addrB, server) => {
       // Broker a connection as a client of router A would (a link that uses addrA).
@@ -325,8 +319,6 @@ Deno.test({
 Deno.test({
   name: "direct: UDP between supervised programs of one subnet goes direct after the first datagrams",
   ignore: !have("python3"),
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     using dir = tempDir("myrt-direct-udp-");
     const o = new Overlay(dir.path);
@@ -357,8 +349,6 @@ Deno.test({
 Deno.test({
   name: "direct: uvpn_proxy --direct never relays every connection of its site",
   ignore: !have("python3"),
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     await withLoopbackPeers(7700, "a", (routes) => routes, async (o, addrA, addrB) => {
       const r = await run("python3", [PEER, "connect", addrB, "7700", "2", "0", "1000"], { env: o.env(o.a, addrA) });

@@ -12,7 +12,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cli, Overlay, PRELOAD_UVPN, ROOT, run, tempDir } from "../helpers.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const esc = (s: string) => s.replaceAll(".", "\\.");
 const FIXTURE = join(ROOT, "tests/fixtures/ifaces.c");
 
@@ -67,7 +66,7 @@ function assertOverlayListing(out: string, addr: string): void {
   assert.match(out, /^hidden eth0 No such device$/m);
 }
 
-Deno.test("ifaces: dynamic programs under libuvpn.so see uvpn0 first, then loopback, nothing real", opts, async () => {
+Deno.test("ifaces: dynamic programs under libuvpn.so see uvpn0 first, then loopback, nothing real", async () => {
   const bins = await binaries();
   await withNode("ifnode", async (o, addr) => {
     const env = o.env(o.a, addr);
@@ -105,7 +104,7 @@ Deno.test("ifaces: dynamic programs under libuvpn.so see uvpn0 first, then loopb
   });
 });
 
-Deno.test("ifaces: static programs under the supervisor see the same (C, Go, busybox, iproute2)", opts, async () => {
+Deno.test("ifaces: static programs under the supervisor see the same (C, Go, busybox, iproute2)", async () => {
   const bins = await binaries();
   await withNode("ifnode", async (o) => {
     const env = { ...o.homeEnv(o.a), UVPN_DEBUG: "1" };
@@ -135,7 +134,7 @@ Deno.test("ifaces: static programs under the supervisor see the same (C, Go, bus
   });
 });
 
-Deno.test("ifaces: without a virtual address nothing changes; the real answer of a program outside", opts, async () => {
+Deno.test("ifaces: without a virtual address nothing changes; the real answer of a program outside", async () => {
   const bins = await binaries();
   await withNode("ifnode", async (o) => {
     const native = await run(bins.dyn, [], {});

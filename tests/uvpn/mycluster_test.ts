@@ -30,8 +30,6 @@ function counters(status: string): { sessions: number; sent: number } {
 Deno.test({
   name: "mycluster: interfaces, a personal Slurm and MPI jobs across two private LANs",
   ignore: !isRoot || !slurm,
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn(t) {
     using dir = tempDir("myrt-mycluster-");
     const sites = new Sites(dir.path);

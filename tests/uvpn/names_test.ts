@@ -12,7 +12,6 @@ import { FrameType, Status } from "../../router/wire.ts";
 import { cli, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
 import { Sshd } from "../xufs/sshd.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const SURFACE = join(ROOT, "tests/fixtures/uvpn_surface.py");
 
 /** `uvpn_register -s -r --name NAME` in subnet `s`. */
@@ -49,7 +48,6 @@ function python(o: Overlay, s: Overlay["a"], addr: string, args: string[]) {
 
 Deno.test(
   "names: NAME and NAME.uvpn resolve across subnets in every resolver call, real names pass through",
-  opts,
   () =>
     withOverlay(async (o) => {
       const addrB = await registerNamed(o, o.b, "webb");
@@ -85,7 +83,6 @@ Deno.test(
 
 Deno.test(
   "names: unique per subnet; the same name in two subnets resolves to the asker's own subnet first",
-  opts,
   () =>
     withOverlay(async (o) => {
       const addrB = await registerNamed(o, o.b, "svc");
@@ -118,7 +115,6 @@ Deno.test(
 
 Deno.test(
   "names: overlay names never reach the real DNS; malformed NAME frames are refused and logged",
-  opts,
   () =>
     withOverlay(async (o, dir) => {
       const addrB = await registerNamed(o, o.b, "quiet");
@@ -167,7 +163,6 @@ Deno.test(
 
 Deno.test(
   "names: curl fetches http://NAME:8080/ and http://NAME.uvpn:8080/ across subnets",
-  opts,
   () =>
     withOverlay(async (o, dir, later) => {
       const www = join(dir, "www");
@@ -209,7 +204,6 @@ Deno.test(
 
 Deno.test(
   "surface: v4-mapped IPv6, EISCONN, SO_ERROR, shutdown, SO_PEERCRED, fork, exec, SCM_RIGHTS, close_range; preload and supervisor",
-  opts,
   () =>
     withOverlay(async (o, _dir, later) => {
       const addrB = await o.register(o.b);
@@ -248,7 +242,6 @@ Deno.test(
 
 Deno.test(
   "names: ssh by overlay name to a real sshd running in the overlay of subnet B",
-  opts,
   () =>
     withOverlay(async (o, dir, later) => {
       const addrB = await registerNamed(o, o.b, "sshb");

@@ -15,8 +15,6 @@ const isRoot = IS_ROOT;
 Deno.test({
   name: "uvpn netns: nodes of two private LANs reach each other through routers on their head nodes",
   ignore: !isRoot,
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     using dir = tempDir();
     const sites = new Sites(dir.path, 1);

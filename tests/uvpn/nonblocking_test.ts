@@ -11,7 +11,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cli, Overlay, Proc, ROOT, run, tempDir } from "../helpers.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const esc = (s: string) => s.replaceAll(".", "\\.");
 const SILENT = "100.66.0.9";
 
@@ -101,7 +100,7 @@ async def main():
 asyncio.run(main())
 `;
 
-Deno.test("nonblocking: a python3 asyncio loop keeps ticking while it connects to a silent subnet and talks to a healthy one", opts, () =>
+Deno.test("nonblocking: a python3 asyncio loop keeps ticking while it connects to a silent subnet and talks to a healthy one", () =>
   withSilentOverlay(async (o) => {
     const addrB = await o.register(o.b);
     const addrA = await o.register(o.a);
@@ -118,7 +117,7 @@ Deno.test("nonblocking: a python3 asyncio loop keeps ticking while it connects t
     }
   }));
 
-Deno.test("nonblocking: curl --connect-timeout 1 to a silent subnet gives up after about a second", opts, () =>
+Deno.test("nonblocking: curl --connect-timeout 1 to a silent subnet gives up after about a second", () =>
   withSilentOverlay(async (o) => {
     const addrA = await o.register(o.a);
     const t = Date.now();
@@ -129,7 +128,7 @@ Deno.test("nonblocking: curl --connect-timeout 1 to a silent subnet gives up aft
     assert.match(r.stderr, /uvpn: connect 100\.66\.0\.9:80: in progress/);
   }));
 
-Deno.test("nonblocking: exact semantics of a non-blocking connect (epoll edge and level, select, SO_ERROR, EALREADY, EISCONN, SO_SNDTIMEO)", opts, () =>
+Deno.test("nonblocking: exact semantics of a non-blocking connect (epoll edge and level, select, SO_ERROR, EALREADY, EISCONN, SO_SNDTIMEO)", () =>
   withSilentOverlay(async (o) => {
     const addrB = await o.register(o.b);
     const addrA = await o.register(o.a);
@@ -160,7 +159,7 @@ Promise.all(Array.from({ length: n }, (_, i) => get(i))).then((bodies) => {
 }, (e) => { console.error("node failed:", e.message); process.exit(1); });
 `;
 
-Deno.test("nonblocking: node and curl --parallel fetch from overlay servers many at once", opts, () =>
+Deno.test("nonblocking: node and curl --parallel fetch from overlay servers many at once", () =>
   withWebServer("from the overlay\n", async (o, addrA, addrB) => {
     {
       const n = await run("node", ["-e", NODE_CLIENT, addrB, "8080", "20"], { env: o.env(o.a, addrA), timeoutMs: 60_000 });
@@ -176,7 +175,7 @@ Deno.test("nonblocking: node and curl --parallel fetch from overlay servers many
     }
   }));
 
-Deno.test("nonblocking: idle strangers on a listener's real port do not delay overlay clients", opts, () =>
+Deno.test("nonblocking: idle strangers on a listener's real port do not delay overlay clients", () =>
   withWebServer("served\n", async (o, addrA, addrB, server) => {
     const strangers: Deno.TcpConn[] = [];
     try {
@@ -197,7 +196,7 @@ Deno.test("nonblocking: idle strangers on a listener's real port do not delay ov
     }
   }));
 
-Deno.test("nonblocking: a killed server's address refuses at once while another process listens on its real port", opts, () =>
+Deno.test("nonblocking: a killed server's address refuses at once while another process listens on its real port", () =>
   withWebServer("old server\n", async (o, addrA, addrB, server) => {
     const real = Number((await o.b.router!.waitFor(new RegExp(`listener ${esc(addrB)}:8080 is at 127\\.0\\.0\\.1:(\\d+)`)))[1]);
     await server.stop("SIGKILL");
@@ -252,7 +251,7 @@ while True:
 /** 20,000; the sanitizer pass (scripts/test.sh) runs 2,000: the same paths, a tenth of the time. */
 const SHORT_CONNECTIONS = Number(Deno.env.get("MYRT_SHORT_CONNECTIONS") ?? 20_000);
 
-Deno.test(`nonblocking: ${SHORT_CONNECTIONS.toLocaleString("en")} short connections to one server all succeed`, opts, () =>
+Deno.test(`nonblocking: ${SHORT_CONNECTIONS.toLocaleString("en")} short connections to one server all succeed`, () =>
   withSilentOverlay(async (o) => {
     const addrB = await o.register(o.b);
     const addrB2 = await o.register(o.b);
@@ -268,7 +267,7 @@ Deno.test(`nonblocking: ${SHORT_CONNECTIONS.toLocaleString("en")} short connecti
     }
   }));
 
-Deno.test("nonblocking: the same semantics and the asyncio ticker under the seccomp supervisor", opts, () =>
+Deno.test("nonblocking: the same semantics and the asyncio ticker under the seccomp supervisor", () =>
   withSilentOverlay(async (o) => {
     const addrB = await o.register(o.b);
     const echo = await echoServer(o, o.b, addrB, 7001);

@@ -9,7 +9,6 @@ import { WanEmulator } from "../../scripts/wan_emulator.ts";
 import { cli, Overlay, type Proc, sleep, tempDir } from "../helpers.ts";
 import { assertIntact, bulkPeers, report } from "./bulk.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 /** An overlay whose A->B router link runs through a WAN emulator. */
 async function wanOverlay(dir: string, routerArgs: string[], rateBytesPerSec?: number) {
   const o = new Overlay(dir, { routerArgs });
@@ -24,7 +23,7 @@ async function wanOverlay(dir: string, routerArgs: string[], rateBytesPerSec?: n
   return { o, emu };
 }
 
-Deno.test("uvpn outage: 256 MiB each way survive cuts and blackholes, byte for byte", opts, async () => {
+Deno.test("uvpn outage: 256 MiB each way survive cuts and blackholes, byte for byte", async () => {
   using dir = tempDir();
   const { o, emu } = await wanOverlay(dir.path, ["--dead-after", "1", "--retry-max", "1"], 60e6);
   const N = 256 * 1024 * 1024;
@@ -60,7 +59,7 @@ Deno.test("uvpn outage: 256 MiB each way survive cuts and blackholes, byte for b
   }
 });
 
-Deno.test("uvpn outage: an outage longer than the limit resets both applications", opts, async () => {
+Deno.test("uvpn outage: an outage longer than the limit resets both applications", async () => {
   using dir = tempDir();
   const { o, emu } = await wanOverlay(dir.path, ["--dead-after", "1", "--outage-limit", "2", "--retry-max", "1"]);
   let server: Proc | undefined, client: Proc | undefined;

@@ -9,7 +9,6 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { cli, Overlay, Proc, run, tempDir } from "../helpers.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 /** Starts `python3 -m http.server` on addr:port in subnet `s`, serving `root`. */
 async function httpServer(o: Overlay, s: Overlay["a"], addr: string, port: number, root: string): Promise<Proc> {
@@ -33,7 +32,7 @@ function curl(o: Overlay, s: Overlay["a"], addr: string, url: string, extra: str
   ], { env: o.env(s, addr) });
 }
 
-Deno.test("uvpn: curl reaches python3 http.server across two subnets with virtual identities", opts, async () => {
+Deno.test("uvpn: curl reaches python3 http.server across two subnets with virtual identities", async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path);
   const www = join(dir.path, "www");
@@ -66,7 +65,7 @@ Deno.test("uvpn: curl reaches python3 http.server across two subnets with virtua
   }
 });
 
-Deno.test("uvpn: socat echo with half-close carries 2 MiB both ways intact", opts, async () => {
+Deno.test("uvpn: socat echo with half-close carries 2 MiB both ways intact", async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path);
   await o.start();
@@ -100,7 +99,7 @@ Deno.test("uvpn: socat echo with half-close carries 2 MiB both ways intact", opt
   }
 });
 
-Deno.test("uvpn: two virtual servers share port 8080 on one machine", opts, async () => {
+Deno.test("uvpn: two virtual servers share port 8080 on one machine", async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path);
   await o.start();
@@ -126,7 +125,7 @@ Deno.test("uvpn: two virtual servers share port 8080 on one machine", opts, asyn
   }
 });
 
-Deno.test("uvpn: a client without the network key is refused and learns nothing", opts, async () => {
+Deno.test("uvpn: a client without the network key is refused and learns nothing", async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path);
   await o.start();
@@ -158,7 +157,7 @@ Deno.test("uvpn: a client without the network key is refused and learns nothing"
   }
 });
 
-Deno.test("uvpn: connects that cannot be tunneled fail closed, with no connect() to the virtual address", opts, async () => {
+Deno.test("uvpn: connects that cannot be tunneled fail closed, with no connect() to the virtual address", async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path);
   await o.start();
@@ -193,7 +192,7 @@ Deno.test("uvpn: connects that cannot be tunneled fail closed, with no connect()
   }
 });
 
-Deno.test("uvpn: routers restarted after SIGKILL keep leases and listeners", opts, async () => {
+Deno.test("uvpn: routers restarted after SIGKILL keep leases and listeners", async () => {
   using dir = tempDir();
   const o = new Overlay(dir.path);
   const www = join(dir.path, "www");

@@ -11,10 +11,9 @@ import { join } from "node:path";
 import { cli, DENO, Proc, ROOT, run, SANITIZE_RT, tempDir } from "../helpers.ts";
 import { BUSYBOX, goBinaries, goServer, inOverlay, leased, withGoServer, withOverlay } from "./static_fixtures.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const esc = (s: string) => s.replaceAll(".", "\\.");
 
-Deno.test("static: Go HTTP server and client talk across two subnets under the supervisor", opts, async () => {
+Deno.test("static: Go HTTP server and client talk across two subnets under the supervisor", async () => {
   await withGoServer(async (o, s, go) => {
     assert.match(s.addr, /^100\.65\./);
     await s.p.waitFor(/uvpn: supervising pid \d+/); // auto mode chose the supervisor
@@ -34,7 +33,7 @@ Deno.test("static: Go HTTP server and client talk across two subnets under the s
   });
 });
 
-Deno.test("static: inside a subnet the router brokers a direct connection; supervised and preloaded clients reach the supervised Go server without a relay", opts, async () => {
+Deno.test("static: inside a subnet the router brokers a direct connection; supervised and preloaded clients reach the supervised Go server without a relay", async () => {
   await withGoServer(async (o, s, go) => {
     const paths = async () => {
       const r = await cli("uvpn_proxy", ["--status", "--routes", o.routes, "--subnet", o.b.prefix], { env: o.baseEnv });
@@ -67,7 +66,7 @@ Deno.test("static: inside a subnet the router brokers a direct connection; super
   });
 });
 
-Deno.test("static: Go's own resolver finds NAME, NAME.uvpn and the reverse; real names still reach the nameserver", opts, async () => {
+Deno.test("static: Go's own resolver finds NAME, NAME.uvpn and the reverse; real names still reach the nameserver", async () => {
   const go = await goBinaries();
   await withOverlay(async (o) => {
     using dir = tempDir();
@@ -146,7 +145,7 @@ Deno.test("static: Go's own resolver finds NAME, NAME.uvpn and the reverse; real
   });
 });
 
-Deno.test("static: two supervised Go servers share port 8080; busybox wget reaches each", opts, async () => {
+Deno.test("static: two supervised Go servers share port 8080; busybox wget reaches each", async () => {
   const go = await goBinaries();
   await withOverlay(async (o) => {
     const servers: Proc[] = [];
@@ -171,7 +170,7 @@ Deno.test("static: two supervised Go servers share port 8080; busybox wget reach
   });
 });
 
-Deno.test("static: busybox nc listens on the wildcard and talks to busybox nc across subnets", opts, async () => {
+Deno.test("static: busybox nc listens on the wildcard and talks to busybox nc across subnets", async () => {
   await withOverlay(async (o) => {
     let server: Proc | undefined;
     try {
@@ -193,7 +192,7 @@ Deno.test("static: busybox nc listens on the wildcard and talks to busybox nc ac
   });
 });
 
-Deno.test("static: a forked and exec'd child (curl under busybox sh) stays in the overlay", opts, async () => {
+Deno.test("static: a forked and exec'd child (curl under busybox sh) stays in the overlay", async () => {
   await withGoServer(async (o, s) => {
     // busybox sh is static (supervised); it forks and execs curl, which is not preloaded here:
     // only the inherited seccomp filter can put it into the overlay.
@@ -245,7 +244,7 @@ except OSError as e:
     print("udp", errno.errorcode[e.errno])
 `;
 
-Deno.test("static: --mode seccomp keeps non-blocking connects intact and carries UDP", opts, async () => {
+Deno.test("static: --mode seccomp keeps non-blocking connects intact and carries UDP", async () => {
   await withGoServer(async (o, s) => {
     // python3 is dynamic: --mode seccomp forces the supervisor on it.
     const c = inOverlay(o, o.a, ["python3", "-c", NB_CLIENT, s.addr, "8080"], "seccomp");
@@ -265,7 +264,7 @@ Deno.test("static: --mode seccomp keeps non-blocking connects intact and carries
   });
 });
 
-Deno.test("static: the same static binaries under --mode preload do not reach the overlay", opts, async () => {
+Deno.test("static: the same static binaries under --mode preload do not reach the overlay", async () => {
   await withGoServer(async (o, s, go) => {
     const goc = await inOverlay(o, o.a, [go.client, `http://${s.addr}:8080/preloaded`], "preload").result(30_000);
     assert.notEqual(goc.code, 0, goc.stdout);
@@ -283,7 +282,7 @@ Deno.test("static: the same static binaries under --mode preload do not reach th
   });
 });
 
-Deno.test("static: auto mode preloads dynamic programs; exit statuses and usage errors", opts, async () => {
+Deno.test("static: auto mode preloads dynamic programs; exit statuses and usage errors", async () => {
   await withOverlay(async (o) => {
     const env = { ...o.homeEnv(o.a), UVPN_DEBUG: "1" };
     const reg = (args: string[]) => cli("uvpn_register", args, { env });

@@ -10,7 +10,6 @@ import assert from "node:assert/strict";
 import { Proc, SANITIZE_RT, UVPN_SUPERVISE } from "../helpers.ts";
 import { withGoServer } from "./static_fixtures.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const CONNECTIONS = 1000;
 
 /** The supervisor: the launcher's child running the launcher's executable (the launcher's own
@@ -34,7 +33,7 @@ function usage(pid: number): { fds: number; rssKiB: number } {
   return { fds, rssKiB: Number(rss?.[1] ?? 0) };
 }
 
-Deno.test("supervisor: 1,000 overlay connections leak no descriptor and no memory in the supervisor", opts, async () => {
+Deno.test("supervisor: 1,000 overlay connections leak no descriptor and no memory in the supervisor", async () => {
   await withGoServer(async (o, s, go) => {
     const addr = await o.register(o.a);
     const env: Record<string, string> = { ...o.homeEnv(o.a), UVPN_SRC_ADDR: addr };

@@ -11,7 +11,6 @@ import { join } from "node:path";
 import { sealDgram } from "../../router/wire.ts";
 import { cli, Overlay, Proc, ROOT, run, spawnCli, tempDir } from "../helpers.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const CLIENT = join(ROOT, "tests/fixtures/udp_client.py");
 const esc = (s: string) => s.replaceAll(".", "\\.");
 
@@ -49,7 +48,7 @@ async function withEcho(port: number, body: (o: Overlay, addrA: string, addrB: s
 }
 
 for (const mode of ["udp", "tcp"] as const) {
-  Deno.test(`udp: socat echo across two subnets (routers carry UDP as ${mode})`, opts, async () => {
+  Deno.test(`udp: socat echo across two subnets (routers carry UDP as ${mode})`, async () => {
     using dir = tempDir();
     const o = await overlay(dir.path, mode);
     const servers: Proc[] = [];
@@ -79,7 +78,7 @@ for (const mode of ["udp", "tcp"] as const) {
   });
 }
 
-Deno.test("udp: python3 sees virtual sources, whole datagrams, truncation, EMSGSIZE, connected sockets", opts, async () => {
+Deno.test("udp: python3 sees virtual sources, whole datagrams, truncation, EMSGSIZE, connected sockets", async () => {
   await withEcho(7002, async (o, addrA, addrB, echo) => {
     const r = await run("python3", ["-u", CLIENT, "client", addrB, "7002", addrA], { env: o.env(o.a, addrA), timeoutMs: 30_000 });
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -93,7 +92,7 @@ Deno.test("udp: python3 sees virtual sources, whole datagrams, truncation, EMSGS
   });
 });
 
-Deno.test("udp: a datagram forged without the key is dropped and logged by the router", opts, async () => {
+Deno.test("udp: a datagram forged without the key is dropped and logged by the router", async () => {
   const sock = dgram.createSocket("udp4");
   const send = (o: Overlay, d: Uint8Array) =>
     new Promise<void>((res, rej) => sock.send(d, o.b.port, o.b.host, (e: Error | null) => (e ? rej(e) : res())));
@@ -114,7 +113,7 @@ Deno.test("udp: a datagram forged without the key is dropped and logged by the r
   }
 });
 
-Deno.test("udp: iperf3 -u across the overlay receives its datagrams with low loss", opts, async () => {
+Deno.test("udp: iperf3 -u across the overlay receives its datagrams with low loss", async () => {
   using dir = tempDir();
   const o = await overlay(dir.path);
   let server: Proc | undefined;
@@ -150,7 +149,7 @@ async function goUdp(dir: string): Promise<string> {
   return join(dir, "goudp");
 }
 
-Deno.test("udp: a static Go program under the seccomp supervisor exchanges UDP across subnets", opts, async () => {
+Deno.test("udp: a static Go program under the seccomp supervisor exchanges UDP across subnets", async () => {
   using dir = tempDir();
   const bin = await goUdp(dir.path);
   const o = await overlay(dir.path);
@@ -176,7 +175,7 @@ Deno.test("udp: a static Go program under the seccomp supervisor exchanges UDP a
   }
 });
 
-Deno.test("udp: IPv6 sockets reach v4-mapped virtual addresses; an unreachable router fails closed", opts, async () => {
+Deno.test("udp: IPv6 sockets reach v4-mapped virtual addresses; an unreachable router fails closed", async () => {
   await withEcho(7005, async (o, addrA, addrB) => {
     const v6 = `
 import socket, sys

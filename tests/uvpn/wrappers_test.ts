@@ -13,7 +13,6 @@ import { IS_ROOT, Proc, ROOT, run, sleep, tempDir, UVPN_SUPERVISE } from "../hel
 import { Sshd } from "../xufs/sshd.ts";
 import { BUSYBOX, goBinaries, goServer, inOverlay, leased, withGoServer, withOverlay } from "./static_fixtures.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const esc = (s: string) => s.replaceAll(".", "\\.");
 const SUPERVISE = UVPN_SUPERVISE;
 const DAEMON = join(ROOT, "tests/fixtures/daemon.py");
@@ -60,7 +59,7 @@ function supervisorPid(stderr: string): number {
   return Number(m[1]);
 }
 
-Deno.test("wrappers: static programs started by timeout, sh -c, env and nohup join the overlay in auto mode", opts, async () => {
+Deno.test("wrappers: static programs started by timeout, sh -c, env and nohup join the overlay in auto mode", async () => {
   await withGoServer(async (o, s, go) => {
     const url = `http://${s.addr}:8080`;
     const cases: [string, string[]][] = [
@@ -94,7 +93,7 @@ Deno.test("wrappers: static programs started by timeout, sh -c, env and nohup jo
   });
 });
 
-Deno.test("daemons: a static busybox httpd outlives uvpn_register under the supervisor, reachable until it ends", opts, async () => {
+Deno.test("daemons: a static busybox httpd outlives uvpn_register under the supervisor, reachable until it ends", async () => {
   await withOverlay(async (o) => {
     using dir = tempDir();
     const www = join(dir.path, "www");
@@ -123,7 +122,7 @@ Deno.test("daemons: a static busybox httpd outlives uvpn_register under the supe
   });
 });
 
-Deno.test("daemons: a python3 daemon (double fork, setsid, every descriptor closed) stays reachable under libuvpn.so and under the supervisor", opts, async () => {
+Deno.test("daemons: a python3 daemon (double fork, setsid, every descriptor closed) stays reachable under libuvpn.so and under the supervisor", async () => {
   await withOverlay(async (o) => {
     using dir = tempDir();
     const addrA = await o.register(o.a);
@@ -157,7 +156,7 @@ Deno.test("daemons: a python3 daemon (double fork, setsid, every descriptor clos
   });
 });
 
-Deno.test("bind any: two static Go servers bind 0.0.0.0:9090 on one machine with UVPN_BIND_ANY=virtual; by default the second collides", opts, async () => {
+Deno.test("bind any: two static Go servers bind 0.0.0.0:9090 on one machine with UVPN_BIND_ANY=virtual; by default the second collides", async () => {
   const go = await goBinaries();
   await withOverlay(async (o) => {
     const started: Proc[] = [];
@@ -194,7 +193,6 @@ Deno.test("bind any: two static Go servers bind 0.0.0.0:9090 on one machine with
 Deno.test({
   name: "bind any: two real sshd on port 22 of one machine, each at its own virtual address (UVPN_BIND_ANY=virtual); by default they collide",
   ignore: !IS_ROOT,
-  ...opts,
   fn: () =>
     withOverlay(async (o) => {
       using dir = tempDir();
@@ -239,7 +237,7 @@ Deno.test({
     }),
 });
 
-Deno.test("supervisor: a UDP registration waiting for a silent home router stalls no other call of the tree", opts, async () => {
+Deno.test("supervisor: a UDP registration waiting for a silent home router stalls no other call of the tree", async () => {
   using dir = tempDir();
   // A home router that accepts and never answers: the engine's link waits up to 5 s for it.
   const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });

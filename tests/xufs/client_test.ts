@@ -42,7 +42,7 @@ assert not bad, bad
 print("ok")
 `;
 
-Deno.test("xufs client: the manager connection survives closerange, dup2 over its number, fork and threads", { sanitizeOps: false, sanitizeResources: false }, async () => {
+Deno.test("xufs client: the manager connection survives closerange, dup2 over its number, fork and threads", {}, async () => {
   using dir = tempDir();
   const exported = join(dir.path, "export");
   Deno.mkdirSync(join(exported, "d"), { recursive: true });

@@ -65,8 +65,6 @@ function seedTree(root: string): void {
 
 Deno.test({
   name: "xufs conformance: real programs give the same results through ~/xufs-rhome as on A's tree",
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     using dir = tempDir();
     const direct = join(dir.path, "direct"), exported = join(dir.path, "exported"), bHome = join(dir.path, "bhome");

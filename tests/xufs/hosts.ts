@@ -11,8 +11,8 @@ import { Sshd } from "./sshd.ts";
 
 /** Whether the ussh tests can run here (sshd needs root, not uid 0 of a user namespace). */
 export const isRoot = IS_ROOT;
-/** Options of every ussh test: skipped without root; ussh's processes outlive a test's ops. */
-export const usshTest = { ignore: !isRoot, sanitizeOps: false, sanitizeResources: false };
+/** Options of every ussh test: skipped without root (Deno's op and resource sanitizers stay on). */
+export const usshTest = { ignore: !isRoot };
 /** Both transports: the ssh tunnel, then raw TCP (--notun). */
 export const TRANSPORTS = [false, true];
 /** The PATH of host A's and host B's programs. */

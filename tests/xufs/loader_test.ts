@@ -11,7 +11,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cli, run, tempDir } from "../helpers.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 /**
  * A's export: ext.so (answer() = 42), lib/libdep.so (dep() = 7), prog, which needs libdep.so
@@ -63,7 +62,7 @@ async function session(exported: string, home: string, env: Record<string, strin
   });
 }
 
-Deno.test("xufs loader: dlopen by relative and mount paths, LD_LIBRARY_PATH into the mount, RUNPATH $ORIGIN and a venv's C extension module load libraries of the export", opts, async () => {
+Deno.test("xufs loader: dlopen by relative and mount paths, LD_LIBRARY_PATH into the mount, RUNPATH $ORIGIN and a venv's C extension module load libraries of the export", async () => {
   using dir = tempDir();
   const exported = join(dir.path, "exported");
   await buildExport(exported);

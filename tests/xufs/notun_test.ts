@@ -155,7 +155,9 @@ Deno.test({
   async fn() {
     await withHosts(async (h) => {
       Deno.writeTextFileSync(join(h.a, "f"), "served despite the strangers\n");
-      const p = h.spawn("cat ~/xufs-rhome/f", { notun: true });
+      // B reads the file only once the strangers are in (the marker), so the session cannot end
+      // before them (it did, 1 run in some: the 40 connects then met a closed port).
+      const p = h.spawn(`${awaitMarker("m-strangers")} && cat ~/xufs-rhome/f`, { notun: true });
       const strangers: Deno.TcpConn[] = [];
       try {
         // As soon as B listens, strangers connect and say nothing; one sends a 1 MiB header length.
@@ -180,6 +182,7 @@ Deno.test({
         clearTimeout(giveUp);
         assert.equal(got, null, "B answered an oversized pre-authentication frame");
         assert.ok(Date.now() - t0 < 5000, `B kept an oversized pre-authentication frame for ${Date.now() - t0} ms`);
+        Deno.writeTextFileSync(h.b("m-strangers"), "");
         const r = await p.result(120_000);
         assert.equal(r.code, 0, r.stderr);
         assert.equal(r.stdout, "served despite the strangers\n");

@@ -10,7 +10,6 @@ import { encodeMessage } from "../../xufs/messages.ts";
 import { tempDir } from "../helpers.ts";
 import { assertConflictKept, serve } from "./serve.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 
 function setup(dir: string) {
   const a = join(dir, "A");
@@ -34,7 +33,7 @@ async function attachedCache(dir: string) {
   return { a, srv, cache, logs };
 }
 
-Deno.test("xufs server: nothing outside the export is reachable; bad frames before authentication are logged, not fatal (after it: notun_test)", opts, async () => {
+Deno.test("xufs server: nothing outside the export is reachable; bad frames before authentication are logged, not fatal (after it: notun_test)", async () => {
   using dir = tempDir();
   const a = setup(dir.path);
   const srv = serve(a, dir.path);
@@ -70,7 +69,7 @@ Deno.test("xufs server: nothing outside the export is reachable; bad frames befo
   }
 });
 
-Deno.test("xufs cache: write-back is compare-and-swap; a concurrent change on A keeps both copies", opts, async () => {
+Deno.test("xufs cache: write-back is compare-and-swap; a concurrent change on A keeps both copies", async () => {
   using dir = tempDir();
   const { a, srv, cache, logs } = await attachedCache(dir.path);
   try {
@@ -94,7 +93,7 @@ Deno.test("xufs cache: write-back is compare-and-swap; a concurrent change on A 
   }
 });
 
-Deno.test("xufs cache: with A gone, cached files read, uncached fail fast with EIO, queued write-backs pass to a new manager on the same cache (SIGKILL: writes_test)", opts, async () => {
+Deno.test("xufs cache: with A gone, cached files read, uncached fail fast with EIO, queued write-backs pass to a new manager on the same cache (SIGKILL: writes_test)", async () => {
   using dir = tempDir();
   const a = setup(dir.path);
   let srv = serve(a, dir.path);
@@ -126,7 +125,7 @@ Deno.test("xufs cache: with A gone, cached files read, uncached fail fast with E
   srv.close();
 });
 
-Deno.test("xufs cache: rename over and unlink of a file changed on A keep A's edit", opts, async () => {
+Deno.test("xufs cache: rename over and unlink of a file changed on A keep A's edit", async () => {
   using dir = tempDir();
   const { a, srv, cache, logs } = await attachedCache(dir.path);
   try {
@@ -152,7 +151,7 @@ Deno.test("xufs cache: rename over and unlink of a file changed on A keep A's ed
   }
 });
 
-Deno.test("xufs server: compare-and-swap is atomic across servers on A; conflict copies are numbered, never overwritten", opts, async () => {
+Deno.test("xufs server: compare-and-swap is atomic across servers on A; conflict copies are numbered, never overwritten", async () => {
   using dir = tempDir();
   const a = setup(dir.path);
   // Two ussh sessions: two file servers for one export, each with its own link from B.
@@ -180,7 +179,7 @@ Deno.test("xufs server: compare-and-swap is atomic across servers on A; conflict
   }
 });
 
-Deno.test("xufs cache: what an older MyRT left queued (queue/NNN.json) is journaled and sent", opts, async () => {
+Deno.test("xufs cache: what an older MyRT left queued (queue/NNN.json) is journaled and sent", async () => {
   using dir = tempDir();
   const a = setup(dir.path);
   const srv = serve(a, dir.path);

@@ -15,7 +15,6 @@ import { sha256 } from "../../common/bytes.ts";
 import { sleep, tempDir } from "../helpers.ts";
 import { assertConflictKept, type Counter, serve } from "./serve.ts";
 
-const opts = { sanitizeOps: false, sanitizeResources: false };
 const STRIPE = 4096;
 
 /** A cache manager in `dir` attached to `srv` over `links` connections. */
@@ -60,7 +59,7 @@ function exported(dir: string, files: Record<string, string | Uint8Array>) {
 const sizeOf = (p: string) => Deno.statSync(p).size;
 const isFile = (p: string) => Deno.statSync(p).isFile;
 
-Deno.test("xufs striping: random sizes around range boundaries arrive intact, both ways, over every link", opts, async () => {
+Deno.test("xufs striping: random sizes around range boundaries arrive intact, both ways, over every link", async () => {
   using dir = tempDir();
   // The file of 16 ranges gives every link (two workers each, taking ranges in turn) at least two.
   const sizes = [STRIPE * 2, STRIPE * 2 + 1, STRIPE * 3 - 1, STRIPE * 5, STRIPE * 7 + 1, STRIPE * 16];
@@ -90,7 +89,7 @@ Deno.test("xufs striping: random sizes around range boundaries arrive intact, bo
   }
 });
 
-Deno.test("xufs slow link: a fetch longer than any fixed deadline completes while bytes keep coming", opts, async () => {
+Deno.test("xufs slow link: a fetch longer than any fixed deadline completes while bytes keep coming", async () => {
   using dir = tempDir();
   // 96 KiB at 24 KiB/s: 4 s, twice the link's watchdog (2 s here): only progress keeps it alive.
   const data = new Uint8Array(randomBytes(96 << 10));
@@ -108,7 +107,7 @@ Deno.test("xufs slow link: a fetch longer than any fixed deadline completes whil
   }
 });
 
-Deno.test("xufs striping: a corrupted range and an incomplete upload are refused; A's file stays", opts, async () => {
+Deno.test("xufs striping: a corrupted range and an incomplete upload are refused; A's file stays", async () => {
   using dir = tempDir();
   const { a, srv } = exported(dir.path, { f: "original\n" });
   try {
@@ -132,7 +131,7 @@ Deno.test("xufs striping: a corrupted range and an incomplete upload are refused
   }
 });
 
-Deno.test("xufs pre-caching: entering a directory lists its subdirectories and fetches small files, not large ones", opts, async () => {
+Deno.test("xufs pre-caching: entering a directory lists its subdirectories and fetches small files, not large ones", async () => {
   using dir = tempDir();
   const files: Record<string, string | Uint8Array> = { "src/sub/deep.c": "int deep;\n", "src/big.bin": new Uint8Array(randomBytes(100_000)) };
   for (let i = 0; i < 40; i++) files[`src/s${i}.c`] = `int f${i}(void) { return ${i}; }\n`;
@@ -154,7 +153,7 @@ Deno.test("xufs pre-caching: entering a directory lists its subdirectories and f
   }
 });
 
-Deno.test("xufs change callbacks: a change on A reaches B's skeleton unasked; a revalidation after reconnecting", opts, async () => {
+Deno.test("xufs change callbacks: a change on A reaches B's skeleton unasked; a revalidation after reconnecting", async () => {
   using dir = tempDir();
   const { a, srv } = exported(dir.path, { "d/f": "v1\n" });
   try {
@@ -183,7 +182,7 @@ Deno.test("xufs change callbacks: a change on A reaches B's skeleton unasked; a 
   }
 });
 
-Deno.test("xufs two B caches: one's write-back reaches the other; concurrent edits keep both copies", opts, async () => {
+Deno.test("xufs two B caches: one's write-back reaches the other; concurrent edits keep both copies", async () => {
   using dir = tempDir();
   // Two ussh sessions: two file servers on A for one export, one cache on each B host.
   const { a, srv } = exported(dir.path, { shared: "start\n" });
@@ -218,7 +217,7 @@ Deno.test("xufs two B caches: one's write-back reaches the other; concurrent edi
   }
 });
 
-Deno.test("xufs progress: a line after 2 s of a transfer, rewritten in place and erased; none when disabled", opts, async () => {
+Deno.test("xufs progress: a line after 2 s of a transfer, rewritten in place and erased; none when disabled", async () => {
   const shown: string[] = [], quiet: string[] = [];
   const on = new Progress("fetching big", 8 << 20, true, (s) => shown.push(s));
   const off = new Progress("fetching big", 8 << 20, false, (s) => quiet.push(s));
