@@ -127,20 +127,29 @@ static int real_spawn(const char *path, char *const argv[], char *const envp[], 
     return RCALL(posix_spawn, ENOSYS, s->pid, path, s->fa, s->attr, argv, envp);
 }
 
+/* The exec both wrappers end in: `real` (relative to dirfd, or "" with AT_EMPTY_PATH) with the
+ * loader's environment (loader_env), freed again when the exec fails; errno is the exec's. A
+ * plain execve of a static program runs it under the supervisor (xse_wanted). */
+static int exec_real(int dirfd, const char *real, char *const argv[], char *const envp[], int flags)
+{
+    char *owned = NULL;
+    char **env = loader_env(envp, &owned);
+    int rc;
+    if (dirfd != AT_FDCWD || flags) rc = RCALL(execveat, -1, dirfd, real, argv, env, flags);
+    else if (xse_wanted(real, env)) rc = xse_launch(real, argv, env, real_execve, NULL);
+    else rc = RCALL(execve, -1, real, argv, env);
+    int e = errno;
+    free_env(env, envp, owned);
+    errno = e;
+    return rc;
+}
+
 XUFS_API int execve(const char *path, char *const argv[], char *const envp[])
 {
     xpath p;
     int r = prep_exec(path, &p);
     if (r < 0) return -1;
-    char *owned = NULL;
-    char **env = loader_env(envp, &owned);
-    const char *real = xp_real(r, &p, path);
-    int rc = xse_wanted(real, env) ? xse_launch(real, argv, env, real_execve, NULL)
-                                   : RCALL(execve, -1, real, argv, env);
-    int e = errno;
-    free_env(env, envp, owned);
-    errno = e;
-    return rc;
+    return exec_real(AT_FDCWD, xp_real(r, &p, path), argv, envp, 0);
 }
 
 /* execveat: a path under the mount (relative to dirfd or absolute) runs its cache file; with
@@ -148,16 +157,9 @@ XUFS_API int execve(const char *path, char *const argv[], char *const envp[])
 XUFS_API int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
 {
     xpath p;
-    int r = (flags & AT_EMPTY_PATH) && !*path ? 0
-                                                      : prep_exec_at(dirfd, path, (flags & AT_SYMLINK_NOFOLLOW) != 0, &p);
+    int r = (flags & AT_EMPTY_PATH) && !*path ? 0 : prep_exec_at(dirfd, path, (flags & AT_SYMLINK_NOFOLLOW) != 0, &p);
     if (r < 0) return -1;
-    char *owned = NULL;
-    char **env = loader_env(envp, &owned);
-    int rc = RCALL(execveat, -1, dirfd, r > 0 ? p.buf : path, argv, env, flags);
-    int e = errno;
-    free_env(env, envp, owned);
-    errno = e;
-    return rc;
+    return exec_real(dirfd, r > 0 ? p.buf : path, argv, envp, flags);
 }
 
 XUFS_API int execv(const char *path, char *const argv[])
