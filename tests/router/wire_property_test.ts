@@ -34,12 +34,15 @@ import {
 } from "../../router/wire.ts";
 
 const RUNS = Number(Deno.env.get("MYRT_PROPERTY_RUNS") ?? 100_000);
-const key = fc.uint8Array({ minLength: 32, maxLength: 32 });
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
 const u53 = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
-const bytes = (n: number) => fc.uint8Array({ minLength: n, maxLength: n });
+/** n random bytes, drawn as 32-bit words (four times cheaper than fc.uint8Array's byte by byte). */
+const bytes = (n: number) =>
+  fc.array(u32, { minLength: Math.ceil(n / 4), maxLength: Math.ceil(n / 4) }).map((w) => new Uint8Array(new Uint32Array(w).buffer, 0, n));
+const key = bytes(32);
 const types = Object.values(FrameType);
+const NAME_CHARS = [..."ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"];
 
 /** Runs f on junk; only FrameError may come out. */
 function onlyFrameError(f: () => unknown): void {
@@ -57,7 +60,7 @@ Deno.test("wire property: frames decode to what was encoded, under the limits of
       const f = decodeFrame(k, encodeFrame(k, type, seq, reqId, b), authed);
       assert.deepEqual([f.type, f.seq, f.reqId, f.body], [type, seq, reqId, b]);
     }),
-    { numRuns: RUNS / 5 },
+    { numRuns: RUNS },
   );
 });
 
@@ -68,7 +71,7 @@ Deno.test("wire property: bodies and tickets decode to what was encoded", () => 
       fc.record({ proto: fc.integer({ min: 0, max: 255 }), flags: fc.integer({ min: 0, max: 255 }), srcIp: u32, srcPort: u16, dstIp: u32, dstPort: u16 }),
       fc.record({ kind: fc.integer({ min: 0, max: 255 }), realIp: u32, realPort: u16, srcPort: u16, listenerId: bytes(8), issued: u53, ticketId: bytes(16) }),
       fc.record({ kind: fc.integer({ min: 0, max: 255 }), srcIp: u32, srcPort: u16, dstIp: u32, dstPort: u16, listenerId: bytes(8), boundPort: u16, issued: u53, ticketId: bytes(16) }),
-      fc.stringMatching(/^[A-Za-z0-9-]{1,63}$/),
+      fc.string({ unit: fc.constantFrom(...NAME_CHARS), minLength: 1, maxLength: 63 }), // (not fc.stringMatching: 10 × slower)
       u32,
       key,
       (hello, c, answer, ticket, name, ip, k) => {
@@ -81,7 +84,7 @@ Deno.test("wire property: bodies and tickets decode to what was encoded", () => 
         assert.deepEqual(decodeNameQuery(encodeNameQuery({ flags: 0, kind: NameKind.REVERSE, ip })), { flags: 0, kind: NameKind.REVERSE, ip });
       },
     ),
-    { numRuns: RUNS / 5 },
+    { numRuns: RUNS },
   );
 });
 
@@ -91,7 +94,7 @@ Deno.test("wire property: datagrams open to the addresses they were sealed with"
       const a = { srcIp, srcPort, dstIp, dstPort };
       assert.deepEqual(openDgram(k, sealDgram(k, a, payload)), { ...a });
     }),
-    { numRuns: RUNS / 10 },
+    { numRuns: RUNS },
   );
 });
 
