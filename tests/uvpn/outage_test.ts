@@ -47,7 +47,8 @@ Deno.test("uvpn outage: 256 MiB each way survive cuts and blackholes, byte for b
     assert.equal(rc.recv_error ?? rc.send_error ?? rs.recv_error ?? rs.send_error, undefined);
     // The routers saw the outages and replayed.
     await o.a.router!.waitFor(/session \w+ .* closed: 268435456 bytes sent, 268435456 received, [2-9]\d* reconnect\(s\)/, 20_000);
-    assert.match(status!.stdout, /^session \w+ initiator (up|down) sent=\d+ received=\d+ reconnects=\d+/m, status!.stderr);
+    // (by then the first cut was resumed: at least one reconnect)
+    assert.match(status!.stdout, /^session \w+ initiator (up|down) sent=\d+ received=\d+ reconnects=[1-9]\d*/m, status!.stderr);
     assert.match(o.a.router!.stderr, /link down \(nothing received for 1000 ms\)/);
     assert.match(o.a.router!.stderr, /link restored; replaying \d+ byte/);
     assert.match(o.a.router!.stderr, /totals: 1 session\(s\), 0 live, 0 reset, 268435456 bytes sent, 268435456 received, [2-9]\d* reconnect/);
