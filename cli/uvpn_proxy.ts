@@ -56,7 +56,7 @@ Runs the UVPN subnet router of one subnet of your private network.
 `;
 
 /** Finds the route entry to serve: the one named by --subnet, else the first we can bind. */
-async function chooseEntry(routes: Route[], subnetFlag: string | undefined, file: string): Promise<Route> {
+function chooseEntry(routes: Route[], subnetFlag: string | undefined, file: string): Route {
   if (subnetFlag !== undefined) {
     let want;
     try {
@@ -139,7 +139,7 @@ await runMain("uvpn_proxy", async () => {
   if (values.status && values.subnet === undefined && values.listen === undefined) {
     return await statusOfAll(routes, keyPath(values.key), values.json === true);
   }
-  const self = await chooseEntry(routes, values.subnet, routesFile);
+  const self = chooseEntry(routes, values.subnet, routesFile);
   let listen = { hostname: "0.0.0.0", port: self.port };
   if (values.listen !== undefined) {
     try {

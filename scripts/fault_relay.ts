@@ -272,9 +272,8 @@ export class FaultRelay {
     this.#conns.set(id, [client, server]);
     client.setNoDelay(true);
     server.setNoDelay(true);
-    let up!: Pipe, down!: Pipe;
-    up = new Pipe(this, id, "up", client, server, () => down);
-    down = new Pipe(this, id, "down", server, client, () => up);
+    const up: Pipe = new Pipe(this, id, "up", client, server, () => down);
+    const down: Pipe = new Pipe(this, id, "down", server, client, () => up);
     await Promise.all([up.run(), down.run()]);
     this.dropConn(id);
   }
