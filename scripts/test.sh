@@ -26,6 +26,10 @@ SANITIZE_SUITES=(tests/uvpn/preload_test.ts tests/uvpn/static_test.ts tests/uvpn
 # runs them.
 SANITIZE_SSHD_SUITES=(tests/uvpn/names_test.ts tests/uvpn/wrappers_test.ts)
 
+# The tests with fast-check properties (or, in wire_diff_test, MYRT_PROPERTY_RUNS mutated inputs).
+PROPERTY_SUITES=(tests/router/routes_property_test.ts tests/router/wire_property_test.ts tests/router/wire_diff_test.ts
+  tests/router/leases_test.ts tests/xufs/messages_property_test.ts)
+
 mode=both
 case "${1:-}" in
   --sanitize) mode=sanitize; shift ;;
@@ -143,7 +147,15 @@ coverage_check() {
 
 case $mode in
   both)
-    DENO_TEST_ARGS="${cov_args[*]}" run_pass tests/
+    if [ "$coverage" != 0 ]; then
+      # V8's coverage counters make fast-check's generators about five times slower: under
+      # coverage the property tests run 1,000 times each (for their lines), then, outside it, the
+      # full count (MYRT_PROPERTY_RUNS, default 100,000).
+      MYRT_PROPERTY_RUNS=1000 DENO_TEST_ARGS="${cov_args[*]}" run_pass tests/
+      run_pass "${PROPERTY_SUITES[@]}"
+    else
+      run_pass tests/
+    fi
     if [ "$coverage" != 0 ]; then
       sshd_suites=()
       [ "${MYRT_SANITIZE_SSHD:-0}" = 1 ] && sshd_suites=("${SANITIZE_SSHD_SUITES[@]}")
