@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { bytes } from "../arbitraries.ts";
 import { StreamEndError } from "../../common/io.ts";
 import { encodeMessage, ProtocolError, readMessage } from "../../xufs/messages.ts";
 import { type RawConn, SealedConn, SealError } from "../../xufs/seal.ts";
@@ -47,7 +48,7 @@ const own = (e: unknown) => e instanceof ProtocolError || e instanceof StreamEnd
 const value = fc.oneof(fc.string({ maxLength: 20 }), fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null), fc.array(fc.string({ maxLength: 8 }), { maxLength: 3 }));
 const head = fc.dictionary(fc.string({ maxLength: 12 }), value, { maxKeys: 4 });
 const chunks = fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 8 });
-const key = fc.uint8Array({ minLength: 32, maxLength: 32 });
+const key = bytes(32);
 
 Deno.test("xufs messages property: messages round-trip through a stream cut anywhere", async () => {
   await fc.assert(
