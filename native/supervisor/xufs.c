@@ -46,7 +46,7 @@ int xs_mode;
 static const uint32_t CALLS[] = {
     SYS_openat, SYS_openat2, SYS_newfstatat, SYS_statx, SYS_faccessat, SYS_faccessat2,
     SYS_readlinkat, SYS_execve, SYS_chdir, SYS_mkdirat, SYS_unlinkat,
-    SYS_renameat, SYS_renameat2, SYS_close,
+    SYS_renameat, SYS_renameat2, SYS_close, SYS_getcwd,
 #ifdef SYS_open /* the legacy calls of x86_64 (static busybox uses some) */
     SYS_open, SYS_creat, SYS_stat, SYS_lstat, SYS_access, SYS_readlink, SYS_mkdir, SYS_rmdir,
     SYS_unlink, SYS_rename,
@@ -371,6 +371,22 @@ static void on_rename(call *c, int d1, int a1, int d2, int a2, unsigned flags)
     free(to);
 }
 
+/* getcwd: a working directory in the cache shows as its mount path (as libxufs.so's getcwd
+ * does for dynamic programs); any other the kernel answers. */
+static void on_getcwd(call *c)
+{
+    char link[64], cwd[PATH_MAX];
+    c->pid = (pid_t)c->q->pid;
+    snprintf(link, sizeof link, "/proc/%d/cwd", (int)c->pid);
+    ssize_t n = readlink(link, cwd, sizeof cwd - 1);
+    if (n < 0) return tg_continue(c->nfd, c->q->id);
+    cwd[n] = '\0';
+    if (xufs_to_mount(cwd, sizeof cwd) <= 0) return tg_continue(c->nfd, c->q->id);
+    size_t len = strlen(cwd) + 1; /* the system call counts the NUL */
+    if (len > (size_t)c->q->data.args[1]) return tg_reply(c->nfd, c->q->id, -1, ERANGE);
+    put(c, 0, cwd, len, (long)len);
+}
+
 void xs_dispatch(int nfd, const struct seccomp_notif *q)
 {
     call *c = malloc(sizeof *c);
@@ -380,6 +396,7 @@ void xs_dispatch(int nfd, const struct seccomp_notif *q)
     int d0 = (int)a[0];
     switch (FILTER_NR(q->data.nr)) {
     case SYS_close: on_close(nfd, q); break;
+    case SYS_getcwd: on_getcwd(c); break;
     case SYS_openat: on_open(c, d0, 1, (int)a[2], (mode_t)a[3]); break;
     case SYS_openat2: on_openat2(c); break;
     case SYS_newfstatat: on_stat(c, d0, 1, 2, (int)a[3]); break;

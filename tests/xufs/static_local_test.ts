@@ -5,7 +5,8 @@
  * sanitizer pass (ASan + UBSan, gcov), which is why these tests exist beside
  * tests/xufs/static_test.ts. Static busybox reads unfetched placeholders, lists a directory not
  * listed yet, redirects, copies, follows an absolute path into the mount, makes a directory,
- * renames and removes; a static login shell runs under the supervisor. Each has a control without
+ * renames and removes, and its getcwd shows the mount path; a static login shell runs under the
+ * supervisor. Each has a control without
  * the supervisor (`XUFS_STATIC=off`, as before it) that reads NUL bytes and writes nothing to A,
  * which shows the test can fail.
  */
@@ -27,10 +28,12 @@ Deno.test("xufs static (local export): static busybox reads A's files and its wr
   const exported = join(dir.path, "exported");
   Deno.mkdirSync(exported);
   seedTree(exported);
-  const script = busyboxScript();
-  const r = await session(exported, join(dir.path, "home1"), script);
+  // (and busybox pwd -P, which asks the kernel's getcwd, shows the mount path, not the cache's)
+  const script = busyboxScript(["echo '-- pwd'; cd sub && /bin/busybox pwd -P; cd .."]);
+  const home = join(dir.path, "home1");
+  const r = await session(exported, home, script);
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.equal(r.stdout, busyboxOutput(), r.stderr);
+  assert.equal(r.stdout, busyboxOutput(`-- pwd\n${home}/xufs-rhome/sub\n`), r.stderr);
   assertReachedA(exported);
 
   seedTree(exported);
