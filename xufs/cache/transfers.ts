@@ -89,8 +89,9 @@ export class Transfers {
     const now = await stat(real);
     Object.assign(m, { version, fetched: true, racy: racy || undefined, sha256: hash, mtimeMs: now.mtimeMs, size: now.size, recheck: undefined });
     // (a file B changed in this session keeps its own stat values: see CacheState.changedHere)
-    this.state.identities.distrusted.delete(real);
-    this.state.recordIdentity(real.slice(this.state.tree.length + 1));
+    const rel = real.slice(this.state.tree.length + 1);
+    this.state.trust(rel);
+    this.state.recordIdentity(rel);
     this.state.save();
   }
 
