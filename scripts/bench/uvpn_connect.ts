@@ -16,6 +16,8 @@ import { Overlay, Proc, spawnCli, tempDir } from "../../tests/helpers.ts";
 
 const N = Number(Deno.args[0] ?? 20000);
 const SKIP_RATES = Deno.env.get("SKIP_RATES") === "1"; // only phases 2 and 3
+/** Connections in flight at once in phase 1 (INFLIGHT=1: one after the other, i.e. the latency of one). */
+const INFLIGHT = Number(Deno.env.get("INFLIGHT") ?? 32);
 const SUSTAIN_S = Number(Deno.args[1] ?? 600);
 const RATE = Number(Deno.args[2] ?? 500);
 const IDLE = (Deno.args[3] ?? "1000,10000").split(",").map(Number).filter((n) => n > 0);
@@ -119,14 +121,14 @@ using dir = tempDir("myrt-bench-");
   const o = new Overlay(dir.path);
   await o.start();
   try {
-    if (!SKIP_RATES) say(`1. connection set-up: ${N} connections (connect, 1 byte each way, close), 32 in flight, python3 asyncio both ends`);
+    if (!SKIP_RATES) say(`1. connection set-up: ${N} connections (connect, 1 byte each way, close), ${INFLIGHT} in flight, python3 asyncio both ends`);
     if (!SKIP_RATES) say(["", "native", "preload", "seccomp", "preload/native", "seccomp/native"].join("\t"));
     for (const [label, cs] of SKIP_RATES ? [] :  [["one router (same subnet)", o.b], ["two routers (across subnets)", o.a]] as const) {
       const rates: Record<Mode, number> = { native: 0, preload: 0, seccomp: 0 };
       for (const mode of ["native", "preload", "seccomp"] as Mode[]) {
         const s = await server(o, o.b, mode === "seccomp" ? "seccomp" : mode, "echo");
         try {
-          const text = await client(o, cs, mode, [s.addr, "burst", String(N), "32"], 600_000);
+          const text = await client(o, cs, mode, [s.addr, "burst", String(N), String(INFLIGHT)], 600_000);
           const m = text.match(/rate ([\d.]+) fails (\d+)/)!;
           if (Number(m[2])) throw new Error(`${m[2]} failed connections (${mode}, ${label})`);
           rates[mode] = Number(m[1]);
@@ -136,6 +138,7 @@ using dir = tempDir("myrt-bench-");
       }
       say([label + " (connections/s)", ...(["native", "preload", "seccomp"] as Mode[]).map((m) => rates[m].toFixed(0)),
         (rates.preload / rates.native).toFixed(3), (rates.seccomp / rates.native).toFixed(3)].join("\t"));
+      if (INFLIGHT === 1) say([label + " (ms per connection)", ...(["native", "preload", "seccomp"] as Mode[]).map((m) => (1000 / rates[m]).toFixed(2))].join("\t"));
     }
     if (SUSTAIN_S > 0) {
       const s = await server(o, o.b, "preload", "echo");
