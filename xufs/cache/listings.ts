@@ -56,8 +56,11 @@ export class Listings {
     return this.#inflight.get(key);
   }
 
-  /** Makes sure directory `rel` is listed (its entries exist in the skeleton); `via` a given link. */
-  async list(rel: string, via?: Remote): Promise<void> {
+  /**
+   * Makes sure directory `rel` is listed (its entries exist in the skeleton); `via` a given link;
+   * `background`: pre-listing (A answers it after foreground requests), else a foreground request.
+   */
+  async list(rel: string, via?: Remote, background = false): Promise<void> {
     const m = this.state.meta.get(rel);
     if (m?.listed) return;
     // A unreachable: a directory the cache knows is served as it is (revalidated once A is back).
@@ -74,9 +77,11 @@ export class Listings {
         touched = this.#apply(rel, entries, since, here) || touched;
         if (all.length < 100_000) all.push(...entries);
       };
-      const reply = await (via ?? this.pool.remoteOrEio()).request({ op: "list", path: rel }, undefined, {
-        onPart: (h) => apply(h.entries as Entry[]),
-      });
+      const request = () =>
+        (via ?? this.pool.remoteOrEio()).request({ op: "list", path: rel, ...(background ? { bg: true } : {}) }, undefined, {
+          onPart: (h) => apply(h.entries as Entry[]),
+        });
+      const reply = await (background ? request() : this.pool.foreground(request));
       apply(reply.head.entries as Entry[]);
       this.#finish(rel, names, since, all, touched);
     });
@@ -252,7 +257,7 @@ export class Listings {
           if (cur.entries.length < 100_000) cur.entries.push(...entries);
           cur.touched = this.#apply(dir, entries, since, cur.here) || cur.touched;
         };
-        await this.pool.remoteOrEio().request({ op: "tree", path: rel }, undefined, { onPart: part });
+        await this.pool.foreground(() => this.pool.remoteOrEio().request({ op: "tree", path: rel }, undefined, { onPart: part }));
         close();
       });
     }

@@ -70,18 +70,22 @@ export class Transfers {
       await pre.catch(() => {});
       if (m.fetched) return;
     }
-    await this.listings.once(`fetch:${target}`, async () => {
-      if (st.size >= this.knobs.stripeMin) return await this.#fetchRanges(target, real, st, m);
-      for (let attempt = 1;; attempt++) {
-        const reply = await this.pool.remoteOrEio().request({ op: "read", path: target });
-        const h = reply.head;
-        if (reply.payload.length !== h.size) throw new FsError("EIO", `Short read of ${target}: ${reply.payload.length} of ${h.size} bytes`);
-        if (h.changed && attempt < FETCH_ATTEMPTS) continue;
-        await this.fill(real, st, h.size, (f) => writeAt(f, reply.payload, 0));
-        await this.#fetched(m, h.version, real, h.racy === true, h.contentSha256);
-        return;
-      }
-    });
+    // A foreground transfer: pre-caching starts nothing new until it ends.
+    await this.listings.once(`fetch:${target}`, () => this.pool.foreground(() => this.#fetchNow(target, real, st, m)));
+  }
+
+  /** Fetches a file's content now: whole, or as ranges over every link. */
+  async #fetchNow(target: string, real: string, st: Stats, m: Meta): Promise<void> {
+    if (st.size >= this.knobs.stripeMin) return await this.#fetchRanges(target, real, st, m);
+    for (let attempt = 1;; attempt++) {
+      const reply = await this.pool.remoteOrEio().request({ op: "read", path: target });
+      const h = reply.head;
+      if (reply.payload.length !== h.size) throw new FsError("EIO", `Short read of ${target}: ${reply.payload.length} of ${h.size} bytes`);
+      if (h.changed && attempt < FETCH_ATTEMPTS) continue;
+      await this.fill(real, st, h.size, (f) => writeAt(f, reply.payload, 0));
+      await this.#fetched(m, h.version, real, h.racy === true, h.contentSha256);
+      return;
+    }
   }
 
   /** Records a fetched version (and the local stat it now has). */
