@@ -2,9 +2,8 @@
  * Foreground first on an XUFS link (docs/XUFS.md, "Priorities"): the priority-ordered outbox
  * both ends write their messages through (one whole message at a time, the most urgent waiting
  * one next), and the file server's per-connection scheduler that answers requests concurrently,
- * a bounded number at once, starting foreground ones ahead of range data and pre-caching, with
- * slots kept for foreground requests and pre-caching held back while any foreground request runs
- * on the server. The classes themselves are part of the message format: `priorityOf` in
+ * a bounded number at once, starting foreground ones ahead of range data and range data ahead of
+ * pre-caching, with slots kept for foreground requests. The classes themselves are part of the message format: `priorityOf` in
  * xufs/messages.ts.
  */
 import { type ByteWriter, writeAll } from "../common/io.ts";
@@ -55,26 +54,6 @@ export class Outbox {
   }
 }
 
-/** Counts the foreground requests running on a whole server; pre-caching starts only while there are none. */
-export class ForegroundGate {
-  running = 0;
-  #waiting = new Set<() => void>();
-
-  /** Calls `wake` whenever the count drops to zero; returns the unsubscription. */
-  subscribe(wake: () => void): () => void {
-    this.#waiting.add(wake);
-    return () => this.#waiting.delete(wake);
-  }
-
-  enter(): void {
-    this.running++;
-  }
-
-  leave(): void {
-    if (--this.running === 0) for (const w of [...this.#waiting]) w();
-  }
-}
-
 /** Limits of a connection's scheduler. */
 export interface SchedulerLimits {
   /** Requests running at once. */
@@ -92,11 +71,7 @@ export class RequestScheduler {
   #waitingCount = 0;
   #room: (() => void)[] = [];
   #idle: (() => void)[] = [];
-  #unsubscribe: () => void;
-
-  constructor(private readonly gate: ForegroundGate, private readonly limits: SchedulerLimits) {
-    this.#unsubscribe = gate.subscribe(() => this.#pump());
-  }
+  constructor(private readonly limits: SchedulerLimits) {}
 
   /** Resolves once fewer than `limits.waiting` requests wait: the next one may be read. */
   room(): Promise<void> {
@@ -115,18 +90,13 @@ export class RequestScheduler {
     return this.#running + this.#waitingCount === 0 ? Promise.resolve() : new Promise((r) => this.#idle.push(r));
   }
 
-  /** Stops listening to the server's gate. */
-  close(): void {
-    this.#unsubscribe();
-  }
-
   /** The class to start now, if any. */
   #startable(): Priority | undefined {
     const { running, reserved } = this.limits;
     if (this.#queues[PRIORITY.foreground].length && this.#running < running) return PRIORITY.foreground;
     if (this.#running >= running - reserved) return undefined;
     if (this.#queues[PRIORITY.range].length) return PRIORITY.range;
-    if (this.#queues[PRIORITY.background].length && this.gate.running === 0) return PRIORITY.background;
+    if (this.#queues[PRIORITY.background].length) return PRIORITY.background;
     return undefined;
   }
 
@@ -135,11 +105,8 @@ export class RequestScheduler {
       const run = this.#queues[cls].shift()!;
       this.#waitingCount--;
       this.#running++;
-      const fg = cls === PRIORITY.foreground;
-      if (fg) this.gate.enter();
       run().finally(() => {
         this.#running--;
-        if (fg) this.gate.leave();
         this.#pump();
         if (this.#running + this.#waitingCount === 0) for (const w of this.#idle.splice(0)) w();
       });

@@ -13,8 +13,9 @@ import { ExportRoot, statAt } from "./confine.ts";
 import { FsError } from "./fserror.ts";
 import { AuthFailure, encodeMessage, PRIORITY, type Priority, priorityOf, ProtocolError, readMessage, serverHandshake } from "./messages.ts";
 import { ExportReader, type Parts, versionString } from "./reads.ts";
-import { ForegroundGate, Outbox, RequestScheduler, type SchedulerLimits } from "./schedule.ts";
+import { Outbox, RequestScheduler, type SchedulerLimits } from "./schedule.ts";
 import { type RawConn, SealError } from "./seal.ts";
+import { RangeMeter } from "./stripes.ts";
 import { ExportWriter, isTempFile } from "./writes.ts";
 
 /** A request running longer than this sends `busy` notices, this often. */
@@ -59,8 +60,8 @@ export class FileServer {
   #writes: ExportWriter;
   #journals = new Map<string, JournalSeen>();
   #watchers = new Set<Peer>();
-  /** Foreground requests running on any connection: pre-caching waits for none. */
-  #gate = new ForegroundGate();
+  /** Range data moved, for adaptive striping (xufs/stripes.ts). */
+  readonly meter = new RangeMeter();
   #watch?: Deno.FsWatcher;
   #changed = new Set<string>();
   #changeTimer?: ReturnType<typeof setTimeout>;
@@ -80,7 +81,7 @@ export class FileServer {
   /** Serves one connection until it closes; never throws. */
   async serve(conn: RawConn): Promise<void> {
     let peer: Peer | undefined;
-    const sched = new RequestScheduler(this.#gate, LIMITS);
+    const sched = new RequestScheduler(LIMITS);
     try {
       const sealed = await withTimeout(serverHandshake(conn, this.secret), HANDSHAKE_MS, "handshake", () => closeQuietly(conn));
       if (!sealed) return; // the peer left before it said anything
@@ -97,13 +98,21 @@ export class FileServer {
         const cls = priorityOf(m.head);
         // Waiting counts as a long request too: the cache sees the request is alive.
         const busy = setInterval(() => p.send({ op: "busy", id: m.head.id }).catch(() => {}), BUSY_EVERY_MS);
-        sched.submit(cls, () => this.#answer(p, m.head, m.payload, cls).finally(() => clearInterval(busy)));
+        const ranged = cls === PRIORITY.range;
+        if (ranged) {
+          this.meter.inFlight++;
+          this.meter.bytes += m.payload.length; // a range of a write-back
+        }
+        sched.submit(cls, () =>
+          this.#answer(p, m.head, m.payload, cls).finally(() => {
+            clearInterval(busy);
+            if (ranged) this.meter.inFlight--;
+          }));
       }
       await sched.idle();
     } catch (e) {
       this.#ended(e);
     } finally {
-      sched.close();
       if (peer) this.#unsubscribe(peer);
       closeQuietly(conn);
     }
@@ -141,7 +150,10 @@ export class FileServer {
           if (r.done) break;
         }
         await queued;
-      } else await peer.send({ id, ...reply.head }, reply.payload, cls);
+      } else {
+        await peer.send({ id, ...reply.head }, reply.payload, cls);
+        if (cls === PRIORITY.range) this.meter.bytes += reply.payload?.length ?? 0;
+      }
     } catch (e) {
       if (e instanceof ProtocolError) {
         this.#ended(e);
@@ -250,6 +262,11 @@ export class FileServer {
       this.#watch.close();
       this.#watch = undefined;
     }
+  }
+
+  /** Pushes a notice to every cache subscribed to callbacks (e.g. `{op:"links", count}`: connect the further links). */
+  announce(head: Record<string, unknown>): void {
+    for (const peer of this.#watchers) peer.send(head).catch(() => {});
   }
 
   #pushChanges(): void {

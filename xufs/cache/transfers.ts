@@ -211,11 +211,11 @@ export class Transfers {
 
   /**
    * Moves `size` bytes as ranges of stripeSize over every link that is up, RANGES_PER_LINK at a
-   * time per link. A range whose link fails goes to another link; it fails only when none is left.
+   * time per link; a link that comes up meanwhile (adaptive striping) takes ranges from then on.
+   * A range whose link fails goes to another link; it fails only when none is left.
    */
   async ranges(label: string, size: number, move: (link: Remote, offset: number, length: number) => Promise<void>): Promise<void> {
-    const links = this.pool.links;
-    if (links.length === 0) throw new FsError("EIO", "Host A is unreachable");
+    if (this.pool.links.length === 0) throw new FsError("EIO", "Host A is unreachable");
     const progress = new Progress(label, size, this.knobs.progress);
     const retry: number[] = [];
     let next = 0;
@@ -227,12 +227,22 @@ export class Transfers {
       next += this.knobs.stripeSize;
       return o;
     };
+    const working = new Set<Remote>();
+    const workers: Promise<void>[] = [];
+    const enlist = () => {
+      for (const l of this.pool.links) {
+        if (working.has(l)) continue;
+        working.add(l);
+        for (let i = 0; i < RANGES_PER_LINK; i++) workers.push(worker(l));
+      }
+    };
     const worker = async (link: Remote) => {
       for (let offset = take(); offset !== undefined && !failure; offset = take()) {
         const length = Math.min(this.knobs.stripeSize, size - offset);
         try {
           await move(link, offset, length);
           progress.add(length);
+          enlist();
         } catch (e) {
           if (e instanceof FsError && e.code === "EIO" && !link.up) {
             retry.push(offset); // the link is gone: another one takes the range
@@ -243,7 +253,8 @@ export class Transfers {
       }
     };
     try {
-      await Promise.all(links.flatMap((l) => Array.from({ length: RANGES_PER_LINK }, () => worker(l))));
+      enlist();
+      while (workers.length) await Promise.all(workers.splice(0));
     } finally {
       progress.end();
     }
