@@ -62,6 +62,8 @@ export class FileServer {
   #watchers = new Set<Peer>();
   /** Range data moved, for adaptive striping (xufs/stripes.ts). */
   readonly meter = new RangeMeter();
+  /** Authenticated connections being served. */
+  linked = 0;
   #watch?: Deno.FsWatcher;
   #changed = new Set<string>();
   #changeTimer?: ReturnType<typeof setTimeout>;
@@ -86,6 +88,7 @@ export class FileServer {
       const sealed = await withTimeout(serverHandshake(conn, this.secret), HANDSHAKE_MS, "handshake", () => closeQuietly(conn));
       if (!sealed) return; // the peer left before it said anything
       const p = (peer = new Peer(sealed));
+      this.linked++;
       while (true) {
         await sched.room();
         const m = await readMessage(sealed);
@@ -113,7 +116,10 @@ export class FileServer {
     } catch (e) {
       this.#ended(e);
     } finally {
-      if (peer) this.#unsubscribe(peer);
+      if (peer) {
+        this.linked--;
+        this.#unsubscribe(peer);
+      }
       closeQuietly(conn);
     }
   }

@@ -249,6 +249,7 @@ export async function ussh(o: UsshOptions): Promise<number> {
       meter: server.meter,
       limit,
       announce: (count) => server.announce({ op: "links", count }),
+      linked: () => server.linked,
     };
     let sessionArgs: string[];
     let portFile: string | undefined;
@@ -311,18 +312,28 @@ export interface Adapt {
   meter: RangeMeter;
   limit: number;
   announce: (count: number) => void;
+  /** Connections the file server serves now. */
+  linked: () => number;
 }
 
 /**
- * Runs `adapt`'s growth until `stop`: `open(k)` brings connection k (from the session's first
- * `stripes` on); once a step's connections are up, B is told the new count. Returns when stopped.
+ * Runs `adapt`'s growth until `stop`: B is told the new count first (it dials each new socket as
+ * soon as it appears), then `open(k, isUp)` brings connection k (from the session's first
+ * `stripes` on), counted up once the file server serves one more connection — no polling of B
+ * over ssh in the middle of the transfer that asked for the step.
  */
-function growStripes(stripes: number, adapt: Adapt | undefined, stop: AbortSignal, open: (k: number) => Promise<unknown>): void {
+function growStripes(
+  stripes: number,
+  adapt: Adapt | undefined,
+  stop: AbortSignal,
+  open: (k: number, isUp: () => Promise<boolean>) => Promise<unknown>,
+): void {
   if (!adapt || stop.aborted) return;
   const end = adaptStripes(adapt.meter, new StripePolicy(stripes, adapt.limit), async (from, to) => {
     if (stop.aborted) return;
-    await Promise.all(Array.from({ length: to - from }, (_, i) => open(from + i)));
-    if (!stop.aborted) adapt.announce(to);
+    adapt.announce(to);
+    const base = adapt.linked();
+    await Promise.all(Array.from({ length: to - from }, (_, i) => open(from + i, () => Promise.resolve(adapt.linked() > base + i))));
   });
   stop.addEventListener("abort", end, { once: true });
 }
@@ -342,10 +353,10 @@ async function allOf(loops: Promise<void>[]): Promise<void> {
 export async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSock: string, stop: AbortSignal, adapt?: Adapt): Promise<void> {
   const loops: Promise<void>[] = [];
   const failures: string[] = [];
-  /** Keeps connection `k` up until `stop`; resolves with whether its first attempt came up. */
-  const open = (k: number): Promise<boolean> => {
+  /** Keeps connection `k` up until `stop` (up: its socket on B is there); resolves with whether its first attempt came up. */
+  const open = (k: number, up?: () => Promise<boolean>): Promise<boolean> => {
     const remote = stripeSocket(bSock, k);
-    const isUp = async () => (await ssh.run(`test -S ${shq(remote)} && echo up`).catch(() => "")).trim() === "up";
+    const isUp = up ?? (async () => (await ssh.run(`test -S ${shq(remote)} && echo up`).catch(() => "")).trim() === "up");
     let reportFirst: (up: boolean) => void = () => {};
     const first = new Promise<boolean>((r) => (reportFirst = r));
     loops.push((async () => {

@@ -73,7 +73,13 @@ try {
     for (const m of r.stdout.matchAll(/^T (\S+) (\d+|FAIL)$/gm)) results.set(m[1], m[2] === "FAIL" ? "failed" : Number(m[2]) / 1e6);
     return r;
   };
-  const fresh = () => Deno.removeSync(join(b, ".xufs/cache"), { recursive: true });
+  const fresh = () => {
+    try {
+      Deno.removeSync(join(b, ".xufs/cache"), { recursive: true });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  };
   // On B: a timer (printed as "T name ns", or "T name FAIL"), and a wait until every further link is up.
   const T = `t() { n=$1; shift; s=$(date +%s%N); if eval "$*" >/dev/null 2>&1; then e=$(date +%s%N); echo "T $n $((e-s))"; else echo "T $n FAIL"; fi; }; ` +
     `for i in $(seq 300); do [ -S ~/.xufs/run/ussh-*/xufs.sock-$((XS-1)) ] && break; sleep 0.1; done; sleep 0.5; `;
