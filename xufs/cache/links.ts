@@ -5,8 +5,8 @@
  * session: the pool says so on stderr, dials again with backoff (through the ssh tunnel's
  * sockets; with --notun, host A dials and the session hands the new links in), and once a main
  * link answers again it says so and the cache revalidates and resends what was not answered.
- * The pool also counts the foreground requests in flight (a program's listing or fetch), so that
- * pre-caching starts no new batch while one is outstanding.
+ * The pool also counts the foreground fetches in flight (a program's open fetching a file), so
+ * that pre-caching starts no new batch while one is outstanding.
  */
 import { FsError } from "../fserror.ts";
 import type { Remote } from "../remote.ts";
@@ -129,7 +129,7 @@ export class LinkPool {
     return links.length > 1 ? links[1 + (this.#next++ % (links.length - 1))] : links[0];
   }
 
-  /** Runs a foreground request (`work`): while any runs, `foregroundBusy` holds. */
+  /** Runs a foreground fetch (`work`): while any runs, `foregroundBusy` holds. */
   async foreground<T>(work: () => Promise<T>): Promise<T> {
     this.#foreground++;
     try {
@@ -139,12 +139,12 @@ export class LinkPool {
     }
   }
 
-  /** Whether a foreground request is in flight. */
+  /** Whether a foreground fetch is in flight. */
   get foregroundBusy(): boolean {
     return this.#foreground > 0;
   }
 
-  /** Calls `wake` whenever the last foreground request in flight ends. */
+  /** Calls `wake` whenever the last foreground fetch in flight ends. */
   onForegroundIdle(wake: () => void): void {
     this.#foregroundIdle.add(wake);
   }

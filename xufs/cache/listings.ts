@@ -77,11 +77,9 @@ export class Listings {
         touched = this.#apply(rel, entries, since, here) || touched;
         if (all.length < 100_000) all.push(...entries);
       };
-      const request = () =>
-        (via ?? this.pool.remoteOrEio()).request({ op: "list", path: rel, ...(background ? { bg: true } : {}) }, undefined, {
-          onPart: (h) => apply(h.entries as Entry[]),
-        });
-      const reply = await (background ? request() : this.pool.foreground(request));
+      const reply = await (via ?? this.pool.remoteOrEio()).request({ op: "list", path: rel, ...(background ? { bg: true } : {}) }, undefined, {
+        onPart: (h) => apply(h.entries as Entry[]),
+      });
       apply(reply.head.entries as Entry[]);
       this.#finish(rel, names, since, all, touched);
     });
@@ -257,7 +255,7 @@ export class Listings {
           if (cur.entries.length < 100_000) cur.entries.push(...entries);
           cur.touched = this.#apply(dir, entries, since, cur.here) || cur.touched;
         };
-        await this.pool.foreground(() => this.pool.remoteOrEio().request({ op: "tree", path: rel }, undefined, { onPart: part }));
+        await this.pool.remoteOrEio().request({ op: "tree", path: rel }, undefined, { onPart: part });
         close();
       });
     }

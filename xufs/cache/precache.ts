@@ -4,7 +4,8 @@
  * background, one level ahead of walkers; both on the further links when there are any, so a
  * program's own requests never queue behind them, within XUFS_PRECACHE_* bounds. Its requests
  * are of the background class (A answers them after foreground requests and ranges), and no new
- * one starts while a foreground request is in flight: a program's read preempts pre-caching.
+ * one starts while a program's fetch is in flight: a foreground read preempts pre-caching (a
+ * program's listings do not: pre-listing runs ahead of a walker while it waits for them).
  */
 import { lstat, readdir } from "node:fs/promises";
 import type { Entry } from "../messages.ts";
@@ -80,7 +81,7 @@ export class Precacher {
   }
 
   #pump(): void {
-    if (this.pool.foregroundBusy) return; // resumed when the last foreground request ends
+    if (this.pool.foregroundBusy) return; // resumed when the last foreground fetch ends
     while (this.#active < this.knobs.precacheJobs && this.#dirs.length) {
       const dir = this.#dirs.shift()!;
       const link = this.pool.background();
