@@ -36,6 +36,23 @@ export interface Entry {
   target?: string;
 }
 
+/** Priority classes of requests, most urgent first (docs/XUFS.md, "Priorities"). */
+export const PRIORITY = { foreground: 0, range: 1, background: 2 } as const;
+/** One of PRIORITY's classes. */
+export type Priority = typeof PRIORITY[keyof typeof PRIORITY];
+
+/**
+ * The priority class of a request: background for `bg: true` (pre-listing) and `readmany`
+ * (pre-caching); range data for a `read` of a range and a `wpart`; foreground for the rest
+ * (metadata, whole-file reads, B's changes).
+ */
+// deno-lint-ignore no-explicit-any
+export function priorityOf(head: Record<string, any>): Priority {
+  if (head.bg === true || head.op === "readmany") return PRIORITY.background;
+  if (head.op === "wpart" || (head.op === "read" && (head.offset !== undefined || head.length !== undefined))) return PRIORITY.range;
+  return PRIORITY.foreground;
+}
+
 /** A stream that violates the protocol. */
 export class ProtocolError extends Error {
   override readonly name = "ProtocolError";

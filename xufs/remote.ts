@@ -1,13 +1,15 @@
 /**
  * B's connection to A's file server: sealed after the handshake, pipelined requests matched by
- * id, streamed replies (parts before the final answer), and a watchdog on progress rather than
+ * id and written most urgent first (xufs/schedule.ts: a stat is not sent behind a range being
+ * uploaded), streamed replies (parts before the final answer), and a watchdog on progress rather than
  * on whole requests: the link is declared lost only when requests are waiting and nothing at all
  * has arrived for `timeoutMs` (A sends `busy` notices during long requests), so a transfer of any
  * size goes on while bytes flow, and a dead link turns into EIO within seconds instead of a hang.
  */
 import { closeQuietly } from "../common/io.ts";
 import { FsError } from "./fserror.ts";
-import { clientHandshake, type Message, readMessage, writeMessage } from "./messages.ts";
+import { clientHandshake, encodeMessage, type Message, priorityOf, readMessage } from "./messages.ts";
+import { Outbox } from "./schedule.ts";
 import type { RawConn, SealedConn } from "./seal.ts";
 
 /** Default seconds without progress before a link counts as lost (XUFS_TIMEOUT). */
@@ -30,7 +32,7 @@ export class Remote {
   #next = 1;
   #pending = new Map<number, Pending>();
   #closed = false;
-  #writing: Promise<void> = Promise.resolve();
+  #out: Outbox;
   #watchdog: ReturnType<typeof setInterval>;
   /** Why the link went down (once it did). */
   reason = "";
@@ -40,6 +42,7 @@ export class Remote {
   onClose: (reason: string) => void = () => {};
 
   private constructor(private readonly conn: SealedConn, private readonly clock: { last: number }, readonly timeoutMs: number) {
+    this.#out = new Outbox(conn);
     this.#watchdog = setInterval(() => {
       if (this.#pending.size > 0 && Date.now() - clock.last > timeoutMs) {
         this.close(`no answer from host A for ${Math.round(timeoutMs / 1000)} s`);
@@ -129,7 +132,7 @@ export class Remote {
     if (this.#pending.size === 0) this.clock.last = Date.now(); // idle until now: the clock starts here
     return new Promise<Message>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, onPart: opts.onPart });
-      this.#writing = this.#writing.then(() => writeMessage(this.conn, { ...head, id }, payload)).catch((e) => this.close(`cannot send to the file server: ${(e as Error).message}`));
+      this.#out.send(encodeMessage({ ...head, id }, payload), priorityOf(head)).catch((e) => this.close(`cannot send to the file server: ${(e as Error).message}`));
     });
   }
 }

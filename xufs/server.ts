@@ -11,11 +11,12 @@ import { relative } from "node:path";
 import { closeQuietly, withTimeout } from "../common/io.ts";
 import { ExportRoot, statAt } from "./confine.ts";
 import { FsError } from "./fserror.ts";
-import { AuthFailure, encodeMessage, ProtocolError, readMessage, serverHandshake } from "./messages.ts";
+import { AuthFailure, encodeMessage, PRIORITY, type Priority, priorityOf, ProtocolError, readMessage, serverHandshake } from "./messages.ts";
 import { ExportReader, type Parts, versionString } from "./reads.ts";
+import { Outbox, RequestScheduler, type SchedulerLimits } from "./schedule.ts";
 import { type RawConn, SealError } from "./seal.ts";
+import { RangeMeter } from "./stripes.ts";
 import { ExportWriter, isTempFile } from "./writes.ts";
-import { writeAll } from "../common/io.ts";
 
 /** A request running longer than this sends `busy` notices, this often. */
 const BUSY_EVERY_MS = 2000;
@@ -25,20 +26,24 @@ const HANDSHAKE_MS = 10_000;
 const OWN_MS = 10_000;
 /** Answers of journaled changes kept per journal, to answer a change sent again. */
 const JOURNAL_REPLIES = 20_000;
+/**
+ * Requests of one connection answered at once (2 slots kept for foreground ones), and how many
+ * more are read ahead, waiting their turn, before the connection is read no further.
+ */
+const LIMITS: SchedulerLimits = { running: 8, reserved: 2, waiting: 64 };
 
 /** A handler's answer: a header and payload, or a stream of parts. */
 type Reply = { head: Record<string, unknown>; payload?: Uint8Array } | { parts: Parts };
 
-/** One served connection: replies and pushed notices go out one whole message at a time. */
+/** One served connection: replies and pushed notices go out one whole message at a time, the most urgent first. */
 class Peer {
-  #writing: Promise<void> = Promise.resolve();
-  constructor(readonly conn: RawConn) {}
-  /** Queues one message behind those already being written. */
-  send(head: Record<string, unknown>, payload?: Uint8Array): Promise<void> {
-    const bytes = encodeMessage(head, payload);
-    const p = this.#writing.then(() => writeAll(this.conn, bytes));
-    this.#writing = p.catch(() => {});
-    return p;
+  #out: Outbox;
+  constructor(readonly conn: RawConn) {
+    this.#out = new Outbox(conn);
+  }
+  /** Queues one message of class `cls` (notices: foreground). */
+  send(head: Record<string, unknown>, payload?: Uint8Array, cls: Priority = PRIORITY.foreground): Promise<void> {
+    return this.#out.send(encodeMessage(head, payload), cls);
   }
 }
 
@@ -55,6 +60,10 @@ export class FileServer {
   #writes: ExportWriter;
   #journals = new Map<string, JournalSeen>();
   #watchers = new Set<Peer>();
+  /** Range data moved, for adaptive striping (xufs/stripes.ts). */
+  readonly meter = new RangeMeter();
+  /** Authenticated connections being served. */
+  linked = 0;
   #watch?: Deno.FsWatcher;
   #changed = new Set<string>();
   #changeTimer?: ReturnType<typeof setTimeout>;
@@ -74,56 +83,91 @@ export class FileServer {
   /** Serves one connection until it closes; never throws. */
   async serve(conn: RawConn): Promise<void> {
     let peer: Peer | undefined;
+    const sched = new RequestScheduler(LIMITS);
     try {
       const sealed = await withTimeout(serverHandshake(conn, this.secret), HANDSHAKE_MS, "handshake", () => closeQuietly(conn));
       if (!sealed) return; // the peer left before it said anything
-      peer = new Peer(sealed);
+      const p = (peer = new Peer(sealed));
+      this.linked++;
       while (true) {
+        await sched.room();
         const m = await readMessage(sealed);
-        if (!m) return;
+        if (!m) break;
         if (m.head.op === "watch") {
-          this.#subscribe(peer);
-          await peer.send({ id: m.head.id });
+          this.#subscribe(p);
+          await p.send({ id: m.head.id });
           continue;
         }
-        await this.#answer(peer, m.head, m.payload);
+        const cls = priorityOf(m.head);
+        // Waiting counts as a long request too: the cache sees the request is alive.
+        const busy = setInterval(() => p.send({ op: "busy", id: m.head.id }).catch(() => {}), BUSY_EVERY_MS);
+        const ranged = cls === PRIORITY.range;
+        if (ranged) {
+          this.meter.inFlight++;
+          this.meter.bytes += m.payload.length; // a range of a write-back
+        }
+        sched.submit(cls, () =>
+          this.#answer(p, m.head, m.payload, cls).finally(() => {
+            clearInterval(busy);
+            if (ranged) this.meter.inFlight--;
+          }));
       }
+      await sched.idle();
     } catch (e) {
-      if (e instanceof AuthFailure) this.log(`refused a connection: ${e.message}`);
-      else if (e instanceof SealError) this.log(`rejected a connection: a frame failed authentication (${e.message})`);
-      else if (e instanceof ProtocolError) this.log(`malformed message, connection closed: ${e.message}`);
-      else if (!(e instanceof Deno.errors.BadResource || e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BrokenPipe)) {
-        this.log(`connection ended: ${(e as Error).message}`);
-      }
+      this.#ended(e);
     } finally {
-      if (peer) this.#unsubscribe(peer);
+      if (peer) {
+        this.linked--;
+        this.#unsubscribe(peer);
+      }
       closeQuietly(conn);
     }
   }
 
-  /** Runs one request and sends its answer (parts first, for a stream), with `busy` notices while it runs. */
+  /** Logs why a connection ended, unless it simply closed. */
+  #ended(e: unknown): void {
+    if (e instanceof AuthFailure) this.log(`refused a connection: ${e.message}`);
+    else if (e instanceof SealError) this.log(`rejected a connection: a frame failed authentication (${e.message})`);
+    else if (e instanceof ProtocolError) this.log(`malformed message, connection closed: ${e.message}`);
+    else if (!(e instanceof Deno.errors.BadResource || e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BrokenPipe)) {
+      this.log(`connection ended: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * Runs one request and sends its answer (parts first, for a stream) in its class; never throws:
+   * a request that breaks the protocol ends the connection.
+   */
   // deno-lint-ignore no-explicit-any
-  async #answer(peer: Peer, h: Record<string, any>, payload: Uint8Array): Promise<void> {
+  async #answer(peer: Peer, h: Record<string, any>, payload: Uint8Array, cls: Priority): Promise<void> {
     const id = h.id;
-    const busy = setInterval(() => peer.send({ op: "busy", id }).catch(() => {}), BUSY_EVERY_MS);
     try {
       const reply = await this.#journaled(h, payload);
       if ("parts" in reply) {
+        // The next part is queued while the one before is still waiting to go out, so the stream
+        // keeps its place ahead of less urgent replies; at most two of its parts wait at once.
         const it = reply.parts;
+        let queued: Promise<void> = Promise.resolve();
         for (let r = await it.next(); ; r = await it.next()) {
-          if (r.done) {
-            await peer.send({ id, ...r.value });
-            break;
-          }
-          await peer.send({ id, part: true, ...r.value });
+          const sent = peer.send(r.done ? { id, ...r.value } : { id, part: true, ...r.value }, undefined, cls);
+          sent.catch(() => {}); // (awaited below; a failure must not go unhandled meanwhile)
+          await queued;
+          queued = sent;
+          if (r.done) break;
         }
-      } else await peer.send({ id, ...reply.head }, reply.payload);
+        await queued;
+      } else {
+        await peer.send({ id, ...reply.head }, reply.payload, cls);
+        if (cls === PRIORITY.range) this.meter.bytes += reply.payload?.length ?? 0;
+      }
     } catch (e) {
-      if (e instanceof ProtocolError) throw e;
+      if (e instanceof ProtocolError) {
+        this.#ended(e);
+        closeQuietly(peer.conn);
+        return;
+      }
       const code = e instanceof FsError ? e.code : (e as NodeJS.ErrnoException).code;
-      await peer.send({ id, error: typeof code === "string" ? code : "EIO", message: (e as Error).message });
-    } finally {
-      clearInterval(busy);
+      await peer.send({ id, error: typeof code === "string" ? code : "EIO", message: (e as Error).message }, undefined, cls).catch(() => {});
     }
   }
 
@@ -224,6 +268,11 @@ export class FileServer {
       this.#watch.close();
       this.#watch = undefined;
     }
+  }
+
+  /** Pushes a notice to every cache subscribed to callbacks (e.g. `{op:"links", count}`: connect the further links). */
+  announce(head: Record<string, unknown>): void {
+    for (const peer of this.#watchers) peer.send(head).catch(() => {});
   }
 
   #pushChanges(): void {

@@ -156,6 +156,8 @@ interface Links {
   dial?: (slot: number) => Promise<Remote>;
   /** Starts bringing the further links (and, for --notun, every link A opens later) to `add`. */
   more: (add: (r: Remote, slot?: number) => void) => void;
+  /** A offers `count` links now (adaptive striping): the new ones are dialled and brought too. */
+  grow?: (count: number) => void;
   cleanup: () => void;
 }
 
@@ -242,12 +244,20 @@ async function connectLinks(link: Link, secret: string, stripes: number, timeout
   }
   const sock = (slot: number) => (slot === 0 ? path : stripeSocket(path, slot));
   const dial = (slot: number) => dialUnix(sock(slot), secret, timeoutMs, 0);
+  let known = Math.max(1, stripes), add: (r: Remote, slot?: number) => void = (r) => r.close();
   return {
     first: await dialUnix(path, secret, timeoutMs, 15_000),
     dial,
     // ussh on A says so when an extra ssh connection cannot be made; then that one never comes.
-    more: (add) => {
-      for (let i = 1; i < stripes; i++) dialUnix(sock(i), secret, timeoutMs, 20_000).then((r) => add(r, i), () => {});
+    more: (a) => {
+      add = a;
+      for (let i = 1; i < stripes; i++) dialUnix(sock(i), secret, timeoutMs, 20_000).then((r) => a(r, i), () => {});
+    },
+    grow: (count) => {
+      for (; known < count; known++) {
+        const i = known;
+        dialUnix(sock(i), secret, timeoutMs, 20_000).then((r) => add(r, i), () => {});
+      }
     },
     cleanup,
   };
@@ -276,7 +286,7 @@ export async function runSession(o: SessionOptions): Promise<number> {
   if (!held.dir.endsWith(o.id)) log(`another session uses the cache of this export; this one uses ${held.dir}`);
   const timeoutMs = linkTimeoutMs();
   const links = await connectLinks(o.link, o.secret, o.stripes ?? 1, timeoutMs, log);
-  const cache = new CacheManager({ dir: held.dir, from: shortHost(), log, dial: links.dial, ...transferOptions() });
+  const cache = new CacheManager({ dir: held.dir, from: shortHost(), log, dial: links.dial, onLinks: (n) => links.grow?.(n), ...transferOptions() });
   await cache.init();
   cache.attach(links.first);
   links.more((r, slot) => cache.addLink(r, slot));

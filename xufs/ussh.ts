@@ -11,7 +11,8 @@ import { homeDir } from "../common/fs.ts";
 import { VERSION } from "../common/version.ts";
 import { FileServer } from "./server.ts";
 import { shortHost } from "./writes.ts";
-import { cacheId, DEFAULT_STRIPES, envCount, stripeSocket } from "./session.ts";
+import { cacheId, stripeSocket } from "./session.ts";
+import { adaptStripes, type RangeMeter, StripePolicy, stripePlan } from "./stripes.ts";
 
 /** ssh options that take an argument (from ssh(1)). */
 const SSH_ARG_OPTS = new Set("BbcDEeFIiJLlmOopQRSWw".split(""));
@@ -242,8 +243,14 @@ export async function ussh(o: UsshOptions): Promise<number> {
     const common = ["--id", id, "--mount", o.mount, "--cwd", startIn, "--secret-file", `${bRun}/secret`];
     const tty = Deno.stdin.isTerminal();
     const ttyFlag = tty ? ["-t"] : ["-T"];
-    const stripes = envCount("XUFS_STRIPES", DEFAULT_STRIPES);
+    const { stripes, limit } = stripePlan();
     common.push("--stripes", String(stripes));
+    const adapt: Adapt | undefined = limit === undefined ? undefined : {
+      meter: server.meter,
+      limit,
+      announce: (count) => server.announce({ op: "links", count }),
+      linked: () => server.linked,
+    };
     let sessionArgs: string[];
     let portFile: string | undefined;
     if (o.notun) {
@@ -258,7 +265,7 @@ export async function ussh(o: UsshOptions): Promise<number> {
       })().catch(() => {});
       ttyFlag.push("-R", `${bRun}/xufs.sock:${aSock}`);
       sessionArgs = [...common, "--socket", `${bRun}/xufs.sock`];
-      links = openStripes(ssh, stripes, `${bRun}/xufs.sock`, aSock, stopLinks.signal);
+      links = openStripes(ssh, stripes, `${bRun}/xufs.sock`, aSock, stopLinks.signal, adapt);
     }
     const remoteCmd = [`"$HOME/myrt/bin/xufs_session"`, ...sessionArgs.map(shq), "--", ...o.command.map(shq)].join(" ");
     console.error(`XUFS mounting ${o.mount} …`);
@@ -269,7 +276,7 @@ export async function ussh(o: UsshOptions): Promise<number> {
       stderr: "inherit",
     }).spawn();
     if (portFile) {
-      links = connectNotun(ssh, o.host, portFile, server, stripes, stopLinks.signal).catch((e) => console.error(`ussh: ${(e as Error).message}`));
+      links = connectNotun(ssh, o.host, portFile, server, stripes, stopLinks.signal, adapt).catch((e) => console.error(`ussh: ${(e as Error).message}`));
     }
     const status = await session.status;
     await ssh.run(`rm -rf ${shq(bRun)}`).catch(() => {});
@@ -300,21 +307,58 @@ function pause(ms: number, stop: AbortSignal): Promise<void> {
   });
 }
 
+/** Adaptive striping of a session (xufs/stripes.ts): the file server's meter, the limit, and how B hears of new links. */
+export interface Adapt {
+  meter: RangeMeter;
+  limit: number;
+  announce: (count: number) => void;
+  /** Connections the file server serves now. */
+  linked: () => number;
+}
+
+/**
+ * Runs `adapt`'s growth until `stop`: B is told the new count first (it dials each new socket as
+ * soon as it appears), then `open(k, isUp)` brings connection k (from the session's first
+ * `stripes` on), counted up once the file server serves one more connection — no polling of B
+ * over ssh in the middle of the transfer that asked for the step.
+ */
+function growStripes(
+  stripes: number,
+  adapt: Adapt | undefined,
+  stop: AbortSignal,
+  open: (k: number, isUp: () => Promise<boolean>) => Promise<unknown>,
+): void {
+  if (!adapt || stop.aborted) return;
+  const end = adaptStripes(adapt.meter, new StripePolicy(stripes, adapt.limit), async (from, to) => {
+    if (stop.aborted) return;
+    adapt.announce(to);
+    const base = adapt.linked();
+    await Promise.all(Array.from({ length: to - from }, (_, i) => open(from + i, () => Promise.resolve(adapt.linked() > base + i))));
+  });
+  stop.addEventListener("abort", end, { once: true });
+}
+
+/** Awaits every promise of `loops`, also those added while it waits. */
+async function allOf(loops: Promise<void>[]): Promise<void> {
+  while (loops.length) await Promise.all(loops.splice(0));
+}
+
 /**
  * The further ssh connections of a tunnel session, one per stripe beyond the main one, opened
- * side by side and opened again whenever one drops, until `stop`. The first that cannot be opened
- * without asking (a password-only login) is reported, and the session goes on with the
- * connections it has. Resolves when every one has ended after `stop`.
+ * side by side and opened again whenever one drops, until `stop`; with `adapt`, more while a
+ * large transfer's throughput grows. The first that cannot be opened without asking (a
+ * password-only login) is reported, and the session goes on with the connections it has.
+ * Resolves when every one has ended after `stop`.
  */
-export async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSock: string, stop: AbortSignal): Promise<void> {
-  const first: Promise<boolean>[] = [];
+export async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSock: string, stop: AbortSignal, adapt?: Adapt): Promise<void> {
   const loops: Promise<void>[] = [];
   const failures: string[] = [];
-  for (let k = 1; k < stripes; k++) {
+  /** Keeps connection `k` up until `stop` (up: its socket on B is there); resolves with whether its first attempt came up. */
+  const open = (k: number, up?: () => Promise<boolean>): Promise<boolean> => {
     const remote = stripeSocket(bSock, k);
-    const isUp = async () => (await ssh.run(`test -S ${shq(remote)} && echo up`).catch(() => "")).trim() === "up";
+    const isUp = up ?? (async () => (await ssh.run(`test -S ${shq(remote)} && echo up`).catch(() => "")).trim() === "up");
     let reportFirst: (up: boolean) => void = () => {};
-    first.push(new Promise<boolean>((r) => (reportFirst = r)));
+    const first = new Promise<boolean>((r) => (reportFirst = r));
     loops.push((async () => {
       for (let attempt = 0, wait = RETRY_FIRST_MS; !stop.aborted; attempt++) {
         const r = await ssh.stripe(remote, aSock, isUp, stop);
@@ -337,14 +381,18 @@ export async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSoc
         await r.status; // dropped: opened again (B dials the socket again when it is back)
         stop.removeEventListener("abort", onStop);
       }
+      reportFirst(false);
     })());
-  }
-  const ups = await Promise.all(first);
+    return first;
+  };
+  const ups = await Promise.all(Array.from({ length: Math.max(0, stripes - 1) }, (_, i) => open(i + 1)));
   if (failures.length && !stop.aborted) {
     console.error(`ussh: striping over ${stripes} connections needs ssh logins that do not ask (keys or an agent); ` +
       `using ${ups.filter(Boolean).length + 1}: ${failures[0]}`);
   }
-  await Promise.all(loops);
+  // Growth only where every further login works without asking.
+  if (!failures.length) growStripes(stripes, adapt, stop, open);
+  await allOf(loops);
 }
 
 /**
@@ -352,7 +400,7 @@ export async function openStripes(ssh: Ssh, stripes: number, bSock: string, aSoc
  * on each; a connection that ends while the session runs is made again, with backoff, until
  * `stop` (B re-attaches it).
  */
-async function connectNotun(ssh: Ssh, host: string, portFile: string, server: FileServer, stripes: number, stop: AbortSignal): Promise<void> {
+async function connectNotun(ssh: Ssh, host: string, portFile: string, server: FileServer, stripes: number, stop: AbortSignal, adapt?: Adapt): Promise<void> {
   const g = await new Deno.Command("ssh", { args: ["-G", ...ssh.o.sshOptions, host], stdout: "piped", stderr: "null" }).output();
   const hostname = new TextDecoder().decode(g.stdout).match(/^hostname (\S+)$/m)?.[1] ?? host;
   const deadline = Date.now() + 30_000;
@@ -383,5 +431,11 @@ async function connectNotun(ssh: Ssh, host: string, portFile: string, server: Fi
       wait = Math.min(RETRY_MAX_MS, wait * 2);
     }
   };
-  await Promise.all(Array.from({ length: stripes }, keep));
+  const loops = Array.from({ length: stripes }, keep);
+  // B takes every connection that proves the secret: growing is opening more.
+  growStripes(stripes, adapt && { ...adapt, announce: () => {} }, stop, () => {
+    loops.push(keep());
+    return Promise.resolve();
+  });
+  await allOf(loops);
 }

@@ -6,7 +6,7 @@
 # figures and ratios. Needs root (a real sshd on loopback plays host B). Runs in a network
 # namespace with only loopback, like the tests.
 #   ./scripts/bench/xufs_wan.sh [--size-mib 256] [--writeback-mib 256] [--files 5000] [--rtt-ms 50] [--window-kib 512]
-#                               [--rate-mbit 1000] [--stripes 4] [--sshfs-timeout-s 900]
+#                               [--rate-mbit 1000] [--stripes 4|auto] [--sshfs-timeout-s 900] [--precache] [--steps 1,2,3]
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 cd "$MYRT_ROOT"

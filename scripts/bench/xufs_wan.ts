@@ -9,8 +9,12 @@
  *   3. write-back of the large file on close vs an scp upload
  * Needs root (sshd). Run through scripts/bench/xufs_wan.sh.
  *   --size-mib 256 (the large file; the issue asks for 1024) --writeback-mib 256 --files 5000
- *   --rtt-ms 50 --window-kib 512 --rate-mbit 1000 --stripes 4
+ *   --rtt-ms 50 --window-kib 512 --rate-mbit 1000
+ *   --stripes 4 (XUFS_STRIPES: a fixed count; `auto`: ussh's default, adaptive from 4 up to 16)
  *   --sshfs-timeout-s 900 (a cap per sshfs tree step; a capped step is reported as "> cap")
+ *   --precache (during the cold reads of step 1, `ls -lR` walks the tree on B in the background,
+ *     so pre-caching of its small files runs beside the read)
+ *   --steps 1,2,3 (which parts to run)
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
@@ -29,9 +33,20 @@ const { values: v } = parseArgs({
     "rate-mbit": { type: "string", default: "1000" },
     stripes: { type: "string", default: "4" },
     "sshfs-timeout-s": { type: "string", default: "900" },
+    precache: { type: "boolean", default: false },
+    steps: { type: "string", default: "1,2,3" },
   },
 });
-const SIZE = Number(v["size-mib"]), WB = Number(v["writeback-mib"]), FILES = Number(v.files), RTT = Number(v["rtt-ms"]), STRIPES = Number(v.stripes);
+const SIZE = Number(v["size-mib"]), WB = Number(v["writeback-mib"]), FILES = Number(v.files), RTT = Number(v["rtt-ms"]);
+const AUTO = v.stripes === "auto";
+/** The connections to wait for before timing (adaptive: the 4 it starts with). */
+const STRIPES = AUTO ? 4 : Number(v.stripes);
+const STEPS = new Set(v.steps.split(","));
+for (const [name, x] of [["--size-mib", SIZE], ["--writeback-mib", WB], ["--files", FILES], ["--rtt-ms", RTT], ["--stripes", STRIPES]] as const) {
+  if (!Number.isFinite(x) || x <= 0) throw new Error(`${name} must be a positive number${name === "--stripes" ? " or auto" : ""}: ${x}`);
+}
+/** The walker that keeps pre-caching busy beside a timed read (--precache), started on B in the background. */
+const WALK = v.precache ? "(ls -lR ~/xufs-rhome/tree > /dev/null 2>&1 &); sleep 0.2; " : "";
 const STEP_CAP_MS = Number(v["sshfs-timeout-s"]) * 1000;
 const log = (s: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 
@@ -50,7 +65,7 @@ try {
   await sh(`cd ${a}/tree && git init -q && git add -A && git -c user.email=b@x -c user.name=b commit -qm tree && git gc -q`);
   const ussh = async (cmd: string, stripes: number) => {
     const r = await run(join(prefix, "bin", "ussh"), ["-F", cfg, "hostb", cmd], {
-      env: { HOME: a, PATH: "/usr/bin:/bin:/usr/sbin:/sbin", XUFS_STRIPES: String(stripes) },
+      env: { HOME: a, PATH: "/usr/bin:/bin:/usr/sbin:/sbin", ...(AUTO && stripes > 1 ? {} : { XUFS_STRIPES: String(stripes) }) },
       cwd: a,
       timeoutMs: 3_600_000,
     });
@@ -58,34 +73,43 @@ try {
     for (const m of r.stdout.matchAll(/^T (\S+) (\d+|FAIL)$/gm)) results.set(m[1], m[2] === "FAIL" ? "failed" : Number(m[2]) / 1e6);
     return r;
   };
-  const fresh = () => Deno.removeSync(join(b, ".xufs/cache"), { recursive: true });
+  const fresh = () => {
+    try {
+      Deno.removeSync(join(b, ".xufs/cache"), { recursive: true });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  };
   // On B: a timer (printed as "T name ns", or "T name FAIL"), and a wait until every further link is up.
   const T = `t() { n=$1; shift; s=$(date +%s%N); if eval "$*" >/dev/null 2>&1; then e=$(date +%s%N); echo "T $n $((e-s))"; else echo "T $n FAIL"; fi; }; ` +
     `for i in $(seq 300); do [ -S ~/.xufs/run/ussh-*/xufs.sock-$((XS-1)) ] && break; sleep 0.1; done; sleep 0.5; `;
   const withStripes = (n: number, cmd: string) => `XS=${n}; ${n > 1 ? T : T.replace(/for i.*sleep 0\.5; /, "")}${cmd}`;
 
   // ---- 1. a large file, cold ----
-  log(`1. cold read, XUFS over ${STRIPES} connections; warm read; local disk`);
-  await ussh(withStripes(STRIPES, "t xufs_striped cat ~/xufs-rhome/big; t xufs_warm cat ~/xufs-rhome/big; t local_disk cat ~/localbig"), STRIPES);
-  fresh();
-  log("1. cold read, XUFS over one connection");
-  await ussh(withStripes(1, "t xufs_one cat ~/xufs-rhome/big"), 1);
-  log("1. scp download");
-  results.set("scp", await timed(() => sh(`scp -q -F ${cfg} hostb:${a}/big ${dir}/scp.out && rm ${dir}/scp.out`)));
   const sshfsUp = await mountSshfs(a);
-  if (sshfsUp === true) {
-    log("1. sshfs cold read");
-    results.set("sshfs", await timed(() => sh(`cat ${mnt}/big > /dev/null`)));
-  } else results.set("sshfs", sshfsUp);
+  if (STEPS.has("1")) {
+    log(`1. cold read, XUFS over ${AUTO ? "4+ (adaptive)" : STRIPES} connections${WALK ? ", the tree walked meanwhile" : ""}; warm read; local disk`);
+    await ussh(withStripes(STRIPES, `${WALK}t xufs_striped cat ~/xufs-rhome/big; t xufs_warm cat ~/xufs-rhome/big; t local_disk cat ~/localbig`), STRIPES);
+    fresh();
+    log("1. cold read, XUFS over one connection");
+    await ussh(withStripes(1, `${WALK}t xufs_one cat ~/xufs-rhome/big`), 1);
+    fresh();
+    log("1. scp download");
+    results.set("scp", await timed(() => sh(`scp -q -F ${cfg} hostb:${a}/big ${dir}/scp.out && rm ${dir}/scp.out`)));
+    if (sshfsUp === true) {
+      log("1. sshfs cold read");
+      results.set("sshfs", await timed(() => sh(`cat ${mnt}/big > /dev/null`)));
+    } else results.set("sshfs", sshfsUp);
+  }
 
   // ---- 2. a tree of small files ----
   // Every step must succeed (grep: find nothing, status 1), or it is reported as failed.
-  const steps = [["ls", "ls -lR"], ["grep", "grep -r zzz_absent . ; [ $? = 1 ]"], ["git", "git status"], ["make", "make -s -B -j2"]];
+  const steps = STEPS.has("2") ? [["ls", "ls -lR"], ["grep", "grep -r zzz_absent . ; [ $? = 1 ]"], ["git", "git status"], ["make", "make -s -B -j2"]] : [];
   fresh();
-  log("2. tree on XUFS, cold then warm");
+  if (steps.length) log("2. tree on XUFS, cold then warm");
   const treeCmd = ["cold", "warm"].map((p) => steps.map(([n, c]) => `t tree_${p}_xufs_${n} ${shq(c)}`).join("; ")).join("; ");
-  await ussh(withStripes(STRIPES, `cd ~/xufs-rhome/tree && ${treeCmd}`), STRIPES);
-  if (sshfsUp === true) {
+  if (steps.length) await ussh(withStripes(STRIPES, `cd ~/xufs-rhome/tree && ${treeCmd}`), STRIPES);
+  if (sshfsUp === true && steps.length) {
     await unmountSshfs();
     await mountSshfs(a);
     for (const p of ["cold", "warm"]) {
@@ -97,19 +121,21 @@ try {
   }
 
   // ---- 3. write-back of the large file on close vs scp upload ----
-  log("3. write-back on close, XUFS; scp upload");
-  const closedAt = join(b, "closed_at");
-  const landed = (async () => {
-    while (true) {
-      try {
-        if (Deno.statSync(join(a, "wb.bin")).size === WB * 1048576) return Date.now();
-      } catch { /* not yet */ }
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  })();
-  await ussh(withStripes(STRIPES, "cp ~/wb.bin ~/xufs-rhome/wb.bin; echo $(($(date +%s%N)/1000000)) > ~/closed_at"), STRIPES);
-  results.set("writeback_xufs", (await landed) - Number(Deno.readTextFileSync(closedAt).trim()));
-  results.set("writeback_scp", await timed(() => sh(`scp -q -F ${cfg} ${b}/wb.bin hostb:${a}/scp_up.bin`)));
+  if (STEPS.has("3")) {
+    log("3. write-back on close, XUFS; scp upload");
+    const closedAt = join(b, "closed_at");
+    const landed = (async () => {
+      while (true) {
+        try {
+          if (Deno.statSync(join(a, "wb.bin")).size === WB * 1048576) return Date.now();
+        } catch { /* not yet */ }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    await ussh(withStripes(STRIPES, "cp ~/wb.bin ~/xufs-rhome/wb.bin; echo $(($(date +%s%N)/1000000)) > ~/closed_at"), STRIPES);
+    results.set("writeback_xufs", (await landed) - Number(Deno.readTextFileSync(closedAt).trim()));
+    results.set("writeback_scp", await timed(() => sh(`scp -q -F ${cfg} ${b}/wb.bin hostb:${a}/scp_up.bin`)));
+  }
 
   report();
 } finally {
@@ -177,7 +203,8 @@ function report(): void {
   const mbps = (k: string, mib = SIZE) => (typeof f(k) === "number" ? ` (${((mib * 1.048576) / ((f(k) as number) / 1000)).toFixed(1)} MB/s)` : "");
   const out = [
     `XUFS over an emulated WAN: RTT ${RTT} ms, per-connection window ${v["window-kib"]} KiB in flight per direction ` +
-    `(cap ${((Number(v["window-kib"]) * 1024) / (RTT / 2) / 1000).toFixed(1)} MB/s per connection), rate ${v["rate-mbit"]} Mbit/s per connection, ${STRIPES} stripes`,
+    `(cap ${((Number(v["window-kib"]) * 1024) / (RTT / 2) / 1000).toFixed(1)} MB/s per connection), rate ${v["rate-mbit"]} Mbit/s per connection, ` +
+    `${AUTO ? "adaptive striping (4 up to 16 connections)" : `${STRIPES} stripes`}; ${FILES} files in the tree${WALK ? ", walked (pre-cached) during the cold reads" : ""}`,
     "",
     `1. cold read of ${SIZE} MiB`,
     ...["xufs_striped", "xufs_one", "scp", "sshfs"].map((k) => `   ${k.padEnd(14)} ${s(f(k))}${mbps(k)}`),

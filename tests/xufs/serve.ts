@@ -33,15 +33,22 @@ function counting(conn: Deno.Conn, counter: Counter): Deno.Conn {
   });
 }
 
-/** `conn`, delivering what it reads at `bytesPerSec` at most (a slow link). */
+/**
+ * `conn`, delivering what it reads at `bytesPerSec` at most (a slow link): each read takes at most
+ * a tenth of a second's worth, and waits until the bytes before it would have been delivered.
+ */
 export function throttled(conn: Deno.Conn, bytesPerSec: number): Deno.Conn {
-  const tick = 100, per = Math.max(1, Math.floor((bytesPerSec * tick) / 1000));
+  const per = Math.max(1, Math.floor(bytesPerSec / 10));
+  let free = performance.now(); // when the link has delivered everything read so far
   return new Proxy(conn, {
     get(target, key) {
       if (key === "read") {
         return async (buf: Uint8Array) => {
-          await new Promise((r) => setTimeout(r, tick));
-          return await target.read(buf.subarray(0, Math.min(buf.length, per)));
+          const wait = free - performance.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          const n = await target.read(buf.subarray(0, Math.min(buf.length, per)));
+          if (n) free = Math.max(free, performance.now()) + (n / bytesPerSec) * 1000;
+          return n;
         };
       }
       const v = Reflect.get(target, key);

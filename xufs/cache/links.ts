@@ -5,6 +5,8 @@
  * session: the pool says so on stderr, dials again with backoff (through the ssh tunnel's
  * sockets; with --notun, host A dials and the session hands the new links in), and once a main
  * link answers again it says so and the cache revalidates and resends what was not answered.
+ * The pool also counts the foreground fetches in flight (a program's open fetching a file), so
+ * that pre-caching starts no new batch while one is outstanding.
  */
 import { FsError } from "../fserror.ts";
 import type { Remote } from "../remote.ts";
@@ -32,6 +34,8 @@ export class LinkPool {
   #closed = false;
   #waiters: (() => void)[] = [];
   #next = 0;
+  #foreground = 0;
+  #foregroundIdle = new Set<() => void>();
 
   constructor(private readonly o: LinkPoolOptions) {}
 
@@ -123,6 +127,26 @@ export class LinkPool {
   background(): Remote | undefined {
     const links = this.links;
     return links.length > 1 ? links[1 + (this.#next++ % (links.length - 1))] : links[0];
+  }
+
+  /** Runs a foreground fetch (`work`): while any runs, `foregroundBusy` holds. */
+  async foreground<T>(work: () => Promise<T>): Promise<T> {
+    this.#foreground++;
+    try {
+      return await work();
+    } finally {
+      if (--this.#foreground === 0) for (const w of [...this.#foregroundIdle]) w();
+    }
+  }
+
+  /** Whether a foreground fetch is in flight. */
+  get foregroundBusy(): boolean {
+    return this.#foreground > 0;
+  }
+
+  /** Calls `wake` whenever the last foreground fetch in flight ends. */
+  onForegroundIdle(wake: () => void): void {
+    this.#foregroundIdle.add(wake);
   }
 
   /** Closes every link and stops dialling. */

@@ -56,8 +56,11 @@ export class Listings {
     return this.#inflight.get(key);
   }
 
-  /** Makes sure directory `rel` is listed (its entries exist in the skeleton); `via` a given link. */
-  async list(rel: string, via?: Remote): Promise<void> {
+  /**
+   * Makes sure directory `rel` is listed (its entries exist in the skeleton); `via` a given link;
+   * `background`: pre-listing (A answers it after foreground requests), else a foreground request.
+   */
+  async list(rel: string, via?: Remote, background = false): Promise<void> {
     const m = this.state.meta.get(rel);
     if (m?.listed) return;
     // A unreachable: a directory the cache knows is served as it is (revalidated once A is back).
@@ -74,7 +77,7 @@ export class Listings {
         touched = this.#apply(rel, entries, since, here) || touched;
         if (all.length < 100_000) all.push(...entries);
       };
-      const reply = await (via ?? this.pool.remoteOrEio()).request({ op: "list", path: rel }, undefined, {
+      const reply = await (via ?? this.pool.remoteOrEio()).request({ op: "list", path: rel, ...(background ? { bg: true } : {}) }, undefined, {
         onPart: (h) => apply(h.entries as Entry[]),
       });
       apply(reply.head.entries as Entry[]);

@@ -43,6 +43,8 @@ export interface CacheOptions {
   progress?: boolean;
   /** Dials link `slot` again after it was lost (tunnel and local sessions; with --notun A dials). */
   dial?: (slot: number) => Promise<Remote>;
+  /** A says it now offers `count` links in all (adaptive striping): the new ones are to be connected. */
+  onLinks?: (count: number) => void;
 }
 
 /** Defaults of the transfer knobs. */
@@ -113,7 +115,7 @@ export class CacheManager {
       log: this.#log,
       dial: opts.dial,
       onMain: (_, again) => this.#attached(again),
-      onNotice: (h) => this.callbacks.notice(h),
+      onNotice: (h) => (h.op === "links" && Number.isSafeInteger(h.count) ? this.opts.onLinks?.(h.count as number) : this.callbacks.notice(h)),
     });
     this.listings = new Listings(this.state, this.pool, {
       listed: (rel, entries) => this.precacher.listed(rel, entries),

@@ -2,7 +2,10 @@
  * Pre-caching on B: listing a directory queues its small unfetched files for background
  * fetching in batches (`readmany`), and entering a directory lists its subdirectories in the
  * background, one level ahead of walkers; both on the further links when there are any, so a
- * program's own requests never queue behind them, within XUFS_PRECACHE_* bounds.
+ * program's own requests never queue behind them, within XUFS_PRECACHE_* bounds. Its requests
+ * are of the background class (A answers them after foreground requests and ranges), and no new
+ * one starts while a program's fetch is in flight: a foreground read preempts pre-caching (a
+ * program's listings do not: pre-listing runs ahead of a walker while it waits for them).
  */
 import { lstat, readdir } from "node:fs/promises";
 import type { Entry } from "../messages.ts";
@@ -36,7 +39,9 @@ export class Precacher {
     private readonly listings: Listings,
     private readonly transfers: Transfers,
     private readonly knobs: PrecacheKnobs,
-  ) {}
+  ) {
+    pool.onForegroundIdle(() => this.#pump());
+  }
 
   /** Forgets which directories were pre-listed (after a re-attach, or a change in `rel`). */
   reset(rel?: string): void {
@@ -76,12 +81,13 @@ export class Precacher {
   }
 
   #pump(): void {
+    if (this.pool.foregroundBusy) return; // resumed when the last foreground fetch ends
     while (this.#active < this.knobs.precacheJobs && this.#dirs.length) {
       const dir = this.#dirs.shift()!;
       const link = this.pool.background();
       if (!link) break;
       this.#active++;
-      this.listings.list(dir, link).catch(() => {}).finally(() => {
+      this.listings.list(dir, link, true).catch(() => {}).finally(() => {
         this.#active--;
         this.#pump();
       });
@@ -114,7 +120,7 @@ export class Precacher {
   }
 
   async #batch(link: Remote, paths: string[]): Promise<void> {
-    const reply = await link.request({ op: "readmany", paths });
+    const reply = await link.request({ op: "readmany", paths, bg: true });
     let off = 0;
     for (const f of reply.head.files as { path: string; version?: string; size?: number; error?: string; racy?: boolean; contentSha256?: string }[]) {
       if (f.error || f.size === undefined) continue;

@@ -70,18 +70,22 @@ export class Transfers {
       await pre.catch(() => {});
       if (m.fetched) return;
     }
-    await this.listings.once(`fetch:${target}`, async () => {
-      if (st.size >= this.knobs.stripeMin) return await this.#fetchRanges(target, real, st, m);
-      for (let attempt = 1;; attempt++) {
-        const reply = await this.pool.remoteOrEio().request({ op: "read", path: target });
-        const h = reply.head;
-        if (reply.payload.length !== h.size) throw new FsError("EIO", `Short read of ${target}: ${reply.payload.length} of ${h.size} bytes`);
-        if (h.changed && attempt < FETCH_ATTEMPTS) continue;
-        await this.fill(real, st, h.size, (f) => writeAt(f, reply.payload, 0));
-        await this.#fetched(m, h.version, real, h.racy === true, h.contentSha256);
-        return;
-      }
-    });
+    // A foreground transfer: pre-caching starts nothing new until it ends.
+    await this.listings.once(`fetch:${target}`, () => this.pool.foreground(() => this.#fetchNow(target, real, st, m)));
+  }
+
+  /** Fetches a file's content now: whole, or as ranges over every link. */
+  async #fetchNow(target: string, real: string, st: Stats, m: Meta): Promise<void> {
+    if (st.size >= this.knobs.stripeMin) return await this.#fetchRanges(target, real, st, m);
+    for (let attempt = 1;; attempt++) {
+      const reply = await this.pool.remoteOrEio().request({ op: "read", path: target });
+      const h = reply.head;
+      if (reply.payload.length !== h.size) throw new FsError("EIO", `Short read of ${target}: ${reply.payload.length} of ${h.size} bytes`);
+      if (h.changed && attempt < FETCH_ATTEMPTS) continue;
+      await this.fill(real, st, h.size, (f) => writeAt(f, reply.payload, 0));
+      await this.#fetched(m, h.version, real, h.racy === true, h.contentSha256);
+      return;
+    }
   }
 
   /** Records a fetched version (and the local stat it now has). */
@@ -208,11 +212,11 @@ export class Transfers {
 
   /**
    * Moves `size` bytes as ranges of stripeSize over every link that is up, RANGES_PER_LINK at a
-   * time per link. A range whose link fails goes to another link; it fails only when none is left.
+   * time per link; a link that comes up meanwhile (adaptive striping) takes ranges from then on.
+   * A range whose link fails goes to another link; it fails only when none is left.
    */
   async ranges(label: string, size: number, move: (link: Remote, offset: number, length: number) => Promise<void>): Promise<void> {
-    const links = this.pool.links;
-    if (links.length === 0) throw new FsError("EIO", "Host A is unreachable");
+    if (this.pool.links.length === 0) throw new FsError("EIO", "Host A is unreachable");
     const progress = new Progress(label, size, this.knobs.progress);
     const retry: number[] = [];
     let next = 0;
@@ -224,12 +228,22 @@ export class Transfers {
       next += this.knobs.stripeSize;
       return o;
     };
+    const working = new Set<Remote>();
+    const workers: Promise<void>[] = [];
+    const enlist = () => {
+      for (const l of this.pool.links) {
+        if (working.has(l)) continue;
+        working.add(l);
+        for (let i = 0; i < RANGES_PER_LINK; i++) workers.push(worker(l));
+      }
+    };
     const worker = async (link: Remote) => {
       for (let offset = take(); offset !== undefined && !failure; offset = take()) {
         const length = Math.min(this.knobs.stripeSize, size - offset);
         try {
           await move(link, offset, length);
           progress.add(length);
+          enlist();
         } catch (e) {
           if (e instanceof FsError && e.code === "EIO" && !link.up) {
             retry.push(offset); // the link is gone: another one takes the range
@@ -240,7 +254,8 @@ export class Transfers {
       }
     };
     try {
-      await Promise.all(links.flatMap((l) => Array.from({ length: RANGES_PER_LINK }, () => worker(l))));
+      enlist();
+      while (workers.length) await Promise.all(workers.splice(0));
     } finally {
       progress.end();
     }
