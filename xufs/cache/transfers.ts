@@ -255,7 +255,15 @@ export class Transfers {
     };
     try {
       enlist();
-      while (workers.length) await Promise.all(workers.splice(0));
+      while (workers.length) {
+        await Promise.all(workers.splice(0));
+        // A link that failed (or went silent until its request timed out) after the others had
+        // run out of ranges left its range behind: the links still up take it.
+        if (!failure && retry.length) {
+          working.clear();
+          enlist();
+        }
+      }
     } finally {
       progress.end();
     }
