@@ -23,13 +23,21 @@ static void xp_copy(xpath *dst, const xpath *src)
 /* If p is a symlink, follows it (and the symlinks its target leads to) as the user sees them: a
  * relative target from the mount path of the symlink's directory. Returns 1 with the final
  * target (looked up) in *out when it lies in the export; 2 when it leads outside (out->buf holds
- * the absolute path, out->outside set); 0 if p is not a symlink; -1 on a lookup failure. */
-static int follow_links(const xpath *p, xpath *out)
+ * the absolute path, out->outside set); 0 if p is not a symlink; -1 on a lookup failure. *last
+ * gets the lstat of the path it ended on (p, or the target in *out) when that lstat succeeded,
+ * so an open need not ask again; *have says whether it did. */
+static int follow_links(const xpath *p, xpath *out, struct stat *last, int *have)
 {
     const xpath *cur = p;
+    *have = 0;
     for (int hops = 0;; hops++) {
         struct stat st;
-        if (RCALL(lstat, -1, cur->buf, &st) < 0 || !S_ISLNK(st.st_mode)) return cur != p;
+        if (RCALL(lstat, -1, cur->buf, &st) < 0) return cur != p;
+        if (!S_ISLNK(st.st_mode)) {
+            *last = st;
+            *have = 1;
+            return cur != p;
+        }
         if (hops >= 40) {
             errno = ELOOP;
             return -1;
@@ -60,11 +68,12 @@ static int follow_links(const xpath *p, xpath *out)
 }
 
 /* Makes p the target of its final symlink when following it (see follow_links): 1 still an XUFS
- * path, 0 it leads outside (p->buf holds the outside path), -1 on failure. */
-static int follow(xpath *p)
+ * path, 0 it leads outside (p->buf holds the outside path), -1 on failure. *st and *have: the
+ * lstat of the final p, as follow_links gives it. */
+static int follow(xpath *p, struct stat *st, int *have)
 {
     xpath t;
-    int r = follow_links(p, &t);
+    int r = follow_links(p, &t, st, have);
     if (r < 0) return -1;
     if (r == 2) {
         strcpy(p->buf, t.buf);
@@ -78,7 +87,9 @@ static int follow(xpath *p)
 int xp_lookup_cls(xpath *p, int follow_last)
 {
     if (xufs_lookup(p->rel) < 0) return -1;
-    return follow_last ? follow(p) : 1;
+    struct stat st;
+    int have;
+    return follow_last ? follow(p, &st, &have) : 1;
 }
 
 int xp_lookup(int dirfd, const char *path, int follow, xpath *p)
@@ -98,10 +109,11 @@ int xp_open(int dirfd, const char *path, int flags, xpath *p, int *track)
         return -1;
     }
     if (xufs_lookup(p->rel) < 0 && (errno != ENOENT || !(flags & O_CREAT))) return -1;
-    if (!(flags & O_NOFOLLOW) && follow(p) <= 0) return p->outside ? 0 : -1;
-    int wr = (flags & O_ACCMODE) != O_RDONLY;
     struct stat st;
-    if (RCALL(lstat, -1, p->buf, &st) < 0) {
+    int have = 0; /* following the last component already looked at the file */
+    if (!(flags & O_NOFOLLOW) && follow(p, &st, &have) <= 0) return p->outside ? 0 : -1;
+    int wr = (flags & O_ACCMODE) != O_RDONLY;
+    if (!have && RCALL(lstat, -1, p->buf, &st) < 0) {
         if (errno == ENOENT && (flags & O_CREAT)) {
             /* A new file: the manager knows it is open before it exists; CLOSED sends it. */
             if (xufs_openw(p->rel, 1) < 0) return -1;
