@@ -50,7 +50,8 @@ async function brokenStripe(dir: string, action: FaultAction) {
     cache,
     logs,
     fired,
-    close() {
+    async close() {
+      await cache.close();
       relay.close();
       tcp.close();
       srv.close();
@@ -71,7 +72,7 @@ for (const action of ["rst", "blackhole"] as const) {
       assert.ok(Date.now() - started < 10_000, `the fetch took ${Date.now() - started} ms`);
       assert.equal(t.cache.links.length, 2, `the broken link is dropped:\n${t.logs.join("\n")}`);
     } finally {
-      t.close();
+      await t.close();
     }
   });
 }
