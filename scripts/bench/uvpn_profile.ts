@@ -64,7 +64,7 @@ try {
   cpu = `; iperf3 CPU: client ${end.cpu_utilization_percent.host_total.toFixed(0)} %, server ${end.cpu_utilization_percent.remote_total.toFixed(0)} % of a core`;
 } catch { gbps = r.stderr.slice(-200); }
 console.log(`router pids A ${pa} B ${pb}`);
-console.log(`iperf3 ${len} x1 preload: ${gbps} Gbit/s over ${dt.toFixed(1)} s wall (strace ran 3 s of it)${cpu}`);
+console.log(`iperf3 ${len} x1 preload: ${gbps} Gbit/s over ${dt.toFixed(1)} s wall (${usePerf ? "perf" : "strace"} ran 3 s of it)${cpu}`);
 for (const [name, b, a] of [["router A", before.a, after.a], ["router B", before.b, after.b]] as const) {
   console.log(`${name}: CPU seconds per thread: ` + busiest(b, a).filter(([, v]) => v > 0.05).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", "));
 }
