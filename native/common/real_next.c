@@ -8,6 +8,7 @@
 
 struct myrt_real real;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int loaded; /* set once load() has run */
 
 #define LOAD(name) (*(void **)&real.name = dlsym(RTLD_NEXT, #name))
 
@@ -60,10 +61,12 @@ static void load(void)
     LOAD(readdir);
     LOAD(readdir64);
     LOAD(closedir);
+    __atomic_store_n(&loaded, 1, __ATOMIC_RELEASE);
 }
 
 void real_init(void)
 {
+    if (__atomic_load_n(&loaded, __ATOMIC_ACQUIRE)) return; /* every wrapper's first step: cheap */
     int e = errno;
     pthread_once(&once, load);
     errno = e;

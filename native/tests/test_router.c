@@ -200,6 +200,17 @@ static void queues(void)
     check(big && room == BUFQ_CHUNK && mem.used == 0 && mem.nspare == 1, "bufq", "a freed full-size chunk is kept as a spare, not counted");
     check(bq_space(&q, BUFQ_CHUNK, &room) == big && mem.nspare == 0 && mem.used == BUFQ_CHUNK, "bufq", "the spare is reused");
     bq_commit(&q, 0);
+    uint8_t *frame = bq_space(&q, 65535, &room); /* a DATA payload into a receive buffer */
+    bq_commit(&q, 65535);
+    bq_trim(&q, q.end);
+    check(frame && room == BQ_FRAME_CHUNK && mem.used == 0 && mem.nframe_spare == 1, "bufq",
+          "a freed frame-size chunk is kept as a spare, not counted");
+    uint8_t *small = bq_space(&q, 40000, &room);
+    check(small && small != frame && room < BQ_FRAME_CHUNK && mem.nframe_spare == 1, "bufq",
+          "a smaller chunk is not taken from the frame-size spares");
+    bq_commit(&q, 0);
+    check(bq_space(&q, 65535, &room) == frame && mem.nframe_spare == 0, "bufq", "the frame-size spare is reused");
+    bq_commit(&q, 0);
     bq_mem_free(&mem);
 
     u64map m;

@@ -12,7 +12,10 @@
  *            preload in the same run.
  * Measures: iperf3 with 128 KiB and 100-byte writes, 1 and 8 parallel streams; a 64 MiB echo
  * (python3 sends and reads back, one connection); connection set-up rate (connect, 1 byte each
- * way, close: python3). Prints a table, then the ratios the issue's goals name.
+ * way, close: python3). Prints a table, then the ratios the issue's goals name, then what the
+ * two relays of each path (both socat processes and their children; both routers, every thread)
+ * spent in CPU seconds per GB carried during the 128 KiB runs: the cost of the relays alone,
+ * which other load on the machine changes far less than it changes a throughput.
  */
 import { join } from "node:path";
 import { Overlay, Proc, spawnCli, tempDir } from "../../tests/helpers.ts";
@@ -75,6 +78,17 @@ for _ in range(n):
     c = socket.create_connection((host, port)); c.sendall(b"x"); assert c.recv(1) == b"y"; c.close()
 print(n / (time.monotonic() - t))
 `;
+
+/** CPU seconds of a process so far: its threads' and its reaped children's (from /proc). */
+function cpuSeconds(pid: number): number {
+  try {
+    const st = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = st.slice(st.lastIndexOf(")") + 2).split(" ").map(Number);
+    return (f[11] + f[12] + f[13] + f[14]) / 100; // utime, stime, cutime, cstime (USER_HZ 100)
+  } catch {
+    return 0;
+  }
+}
 
 /** Two socat relays in a chain in front of port `to`; returns the port clients use. */
 function socatChain(to: number, procs: Proc[]): number {
@@ -178,6 +192,9 @@ const LABELS = [
 ] as const;
 type Label = (typeof LABELS)[number];
 const result: Record<Label, Partial<Record<Path, number>>> = Object.fromEntries(LABELS.map((l) => [l, {}])) as never;
+/** The two relays' CPU seconds per GB received by iperf3, per 128 KiB label and path. */
+const CPU_LABELS = ["iperf3 128 KiB, 1 stream", "iperf3 128 KiB, 8 streams"] as const;
+const relayCpu: Record<string, Partial<Record<Path, number>>> = Object.fromEntries(CPU_LABELS.map((l) => [l, {}]));
 
 using dir = tempDir("myrt-bench-");
 using encDir = tempDir("myrt-bench-enc-");
@@ -203,10 +220,19 @@ try {
       ] as [Label, string, string][]) {
         try {
           s ??= await server(o, path, ["iperf3", "-s", "-p", String(SERVER_PORT), "--forceflush"], SERVER_PORT, /Server listening/, procs);
+          // The relays: both socat parents (their connection children are reaped into them), or
+          // both routers; native has none.
+          const relays = path === "native" ? [] : path === "socat" ? procs.filter((p) => p.cmd === "socat").map((p) => p.pid) : [o.a.router!.pid, o.b.router!.pid];
+          const cpu0 = relays.reduce((a, pid) => a + cpuSeconds(pid), 0);
           const out = await client(o, path, ["iperf3", "-c", s.addr, "-p", String(s.port), "-t", String(seconds), "-l", len, "-P", streams, "-J"]);
           const j = JSON.parse(out);
           if (j.error) throw new Error(`iperf3 ${len} x ${streams}: ${j.error}`);
           result[label][path] = j.end.sum_received.bits_per_second / 1e9;
+          if (relays.length && label in relayCpu) {
+            await new Promise((r) => setTimeout(r, 300)); // socat's children exit and are reaped
+            const cpu = relays.reduce((a, pid) => a + cpuSeconds(pid), 0) - cpu0;
+            relayCpu[label][path] = cpu / (j.end.sum_received.bytes / 1e9);
+          }
           // Fairness of parallel streams (sessions sharing the routers' links): slowest / fastest.
           const per: number[] = (j.end.streams ?? []).map((x: { receiver: { bits_per_second: number } }) => x.receiver.bits_per_second);
           const fair = per.length > 1 ? ` (streams: slowest / fastest ${(Math.min(...per) / Math.max(...per)).toFixed(2)})` : "";
@@ -245,6 +271,12 @@ for (const label of LABELS) {
   const r = result[label];
   const unit = label === "connects/s" ? "" : " Gbit/s";
   console.log([label + unit, f(r.native), f(r.socat), f(r.preload), f(r.seccomp), f(r.encrypt), ratio(r.preload, r.socat), ratio(r.preload, r.native), ratio(r.seccomp, r.native), ratio(r.encrypt, r.preload)].join("\t"));
+}
+console.log("Relays' CPU seconds per GB carried (both socat relays / both routers, whole processes), 128 KiB runs");
+console.log(["", "socat", "preload", "seccomp", "encrypt", "preload/socat", "encrypt/socat"].join("\t"));
+for (const label of CPU_LABELS) {
+  const r = relayCpu[label];
+  console.log([label, f(r.socat), f(r.preload), f(r.seccomp), f(r.encrypt), ratio(r.preload, r.socat), ratio(r.encrypt, r.socat)].join("\t"));
 }
 const g = (l: Label, p: Path, vs: Path) => ratio(result[l][p], result[l][vs]);
 console.log("Goals (issue 13): overlay >= 1.0 x socat chain at 128 KiB; >= 0.9 x native at 100 B; >= 2000 connects/s");

@@ -19,13 +19,24 @@ static void chunk_free(bufq *q, bq_chunk *c)
     __atomic_sub_fetch(&q->mem->used, c->cap, __ATOMIC_RELAXED);
     q->held -= c->cap;
     q->mem->freed = 1;
-    if (c->cap == BUFQ_CHUNK && q->mem->nspare < BQ_SPARE_MAX) q->mem->spare[q->mem->nspare++] = c;
+    bq_mem *m = q->mem;
+    if (c->cap == BUFQ_CHUNK && m->nspare < BQ_SPARE_MAX) m->spare[m->nspare++] = c;
+    else if (c->cap == BQ_FRAME_CHUNK && m->nframe_spare < BQ_FRAME_SPARE_MAX) m->frame_spare[m->nframe_spare++] = c;
     else free(c);
 }
 
 void bq_mem_free(bq_mem *m)
 {
     while (m->nspare > 0) free(m->spare[--m->nspare]);
+    while (m->nframe_spare > 0) free(m->frame_spare[--m->nframe_spare]);
+}
+
+/* A chunk of capacity cap: a spare of that size, or a fresh one (NULL: no memory). */
+static bq_chunk *chunk_new(bq_mem *m, size_t cap)
+{
+    if (cap == BUFQ_CHUNK && m->nspare > 0) return m->spare[--m->nspare];
+    if (cap == BQ_FRAME_CHUNK && m->nframe_spare > 0) return m->frame_spare[--m->nframe_spare];
+    return malloc(sizeof(bq_chunk) + cap);
 }
 
 uint8_t *bq_space(bufq *q, size_t want, size_t *room)
@@ -39,7 +50,7 @@ uint8_t *bq_space(bufq *q, size_t want, size_t *room)
     size_t cap = want < 1 ? 1 : want;
     cap = (cap + 4095) & ~(size_t)4095;
     if (cap > BUFQ_CHUNK) cap = BUFQ_CHUNK;
-    bq_chunk *c = cap == BUFQ_CHUNK && q->mem->nspare > 0 ? q->mem->spare[--q->mem->nspare] : malloc(sizeof *c + cap);
+    bq_chunk *c = chunk_new(q->mem, cap);
     if (!c) return NULL;
     c->next = NULL;
     c->len = c->off = 0;

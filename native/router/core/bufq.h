@@ -12,7 +12,13 @@
 #include <sys/uio.h>
 
 #define BUFQ_CHUNK (256 * 1024) /* largest chunk: one read from a program (socat -b 262144 reads as much) */
-#define BQ_SPARE_MAX 8           /* full-size chunks kept for reuse (no malloc/free, madvise per chunk) */
+#define BQ_SPARE_MAX 32          /* full-size chunks kept for reuse (no malloc/free, no fresh pages
+                                  * faulted in per chunk: a session's 4 MiB window is 16 of them, and an
+                                  * ACK frees a quarter window at once); the data plane frees them when
+                                  * it has been idle for a while (loop.c) */
+#define BQ_FRAME_CHUNK (64 * 1024) /* the chunk a DATA payload (up to 65535 bytes) gets in a receive buffer */
+#define BQ_FRAME_SPARE_MAX 16    /* such chunks kept for reuse: a program that takes less than arrives
+                                  * costs no malloc/free (and no fresh pages faulted in) per frame */
 
 typedef struct bq_chunk {
     struct bq_chunk *next;
@@ -22,12 +28,15 @@ typedef struct bq_chunk {
 } bq_chunk;
 
 /* Memory held by every queue of one data plane, in bytes of chunk capacity, and the full-size
- * chunks freed lately, kept for the next allocation (a bulk stream then allocates nothing per
- * chunk; they are not counted in `used`; at most BQ_SPARE_MAX, freed by bq_mem_free). */
+ * and frame-size chunks freed lately, kept for the next allocation of their size (a bulk stream
+ * then allocates nothing per chunk; they are not counted in `used`; at most BQ_SPARE_MAX and
+ * BQ_FRAME_SPARE_MAX, freed by bq_mem_free: when the data plane is idle, and at its end). */
 typedef struct bq_mem {
     uint64_t used, peak;
     struct bq_chunk *spare[BQ_SPARE_MAX];
     int nspare;
+    struct bq_chunk *frame_spare[BQ_FRAME_SPARE_MAX];
+    int nframe_spare;
     int freed;               /* set whenever a chunk is freed (the data plane wakes waiters) */
 } bq_mem;
 

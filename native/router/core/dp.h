@@ -106,15 +106,23 @@ typedef struct {
     uint16_t tlen;            /* bytes of hdr after the payload (the tag) */
     const uint8_t *pay;       /* payload: in a replay buffer, or in own */
     uint32_t pay_len;
-    uint8_t *own;             /* freed once written */
+    uint8_t *own;             /* freed once written (or back to outq.ct when ct_own) */
+    uint8_t ct_own;           /* own is a ciphertext buffer of SF_MAX_DATA bytes from outq.ct */
     struct sess *s;           /* the session it belongs to (NULL: a link frame) */
 } qframe;
+
+/* Ciphertext buffers (--encrypt's DATA bodies) kept for reuse by a link's queue: as many as a
+ * full queue holds (OUT_HIGH), dropped when a keepalive period passed without encrypting. */
+#define CT_SPARES 17
 
 typedef struct {
     qframe *q;
     uint32_t cap, head, count;
     size_t off;               /* bytes of the first frame already written */
     uint64_t bytes;           /* bytes queued */
+    uint8_t *ct[CT_SPARES];   /* spare ciphertext buffers */
+    uint32_t nct;
+    uint8_t ct_used;          /* one was taken since the last keepalive */
 } outq;
 
 /* ---- router links --------------------------------------------------------------------------- */

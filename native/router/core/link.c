@@ -50,8 +50,31 @@ static qframe *q_push(outq *o)
     f->pay = NULL;
     f->pay_len = 0;
     f->own = NULL;
+    f->ct_own = 0;
     f->s = NULL;
     return f;
+}
+
+/* A ciphertext buffer of SF_MAX_DATA bytes: a spare, or a fresh one (NULL: no memory). */
+static uint8_t *ct_take(outq *o)
+{
+    o->ct_used = 1;
+    return o->nct ? o->ct[--o->nct] : malloc(SF_MAX_DATA);
+}
+
+/* Frees what a frame owns (a ciphertext buffer goes back to the spares while there is room). */
+static void own_release(outq *o, qframe *f)
+{
+    if (f->ct_own && o->nct < CT_SPARES) o->ct[o->nct++] = f->own;
+    else free(f->own);
+    f->own = NULL;
+    f->ct_own = 0;
+}
+
+/* The spare ciphertext buffers are freed. */
+static void ct_trim(outq *o)
+{
+    while (o->nct) free(o->ct[--o->nct]);
 }
 
 static size_t qf_len(const qframe *f) { return (size_t)f->hlen + f->pay_len + f->tlen; }
@@ -60,7 +83,7 @@ static void q_pop(outq *o)
 {
     qframe *f = &o->q[o->head];
     o->bytes -= qf_len(f);
-    free(f->own);
+    own_release(o, f);
     o->head = (o->head + 1) % o->cap;
     o->count--;
 }
@@ -68,6 +91,7 @@ static void q_pop(outq *o)
 static void q_free(outq *o)
 {
     while (o->count) q_pop(o);
+    ct_trim(o);
     free(o->q);
     memset(o, 0, sizeof *o);
 }
@@ -112,7 +136,7 @@ void link_queue_session(rlink *l, sess *s, const sf_head *h, const uint8_t *pay,
         f->tlen = SF_TAG_LEN;
         f->pay_len = (uint32_t)n;
         if (s->enc) {
-            uint8_t *ct = malloc(n);
+            uint8_t *ct = ct_take(&l->out); /* reused: no allocation per frame */
             if (!ct) { /* no memory: the frame is not queued (the session's counter moved on, so
                         * the peer will refuse what follows and the link resumes) */
                 l->out.count--;
@@ -120,6 +144,7 @@ void link_queue_session(rlink *l, sess *s, const sf_head *h, const uint8_t *pay,
             }
             uvpn_gcm_seal_frame(s->ktx, ctr, f->hdr, pay, ct, n, 1, f->hdr + SF_HEAD_LEN);
             f->own = ct;
+            f->ct_own = 1;
             f->pay = ct;
         } else {
             uvpn_gcm_seal_frame(s->ktx, ctr, f->hdr, pay, NULL, n, 0, f->hdr + SF_HEAD_LEN);
@@ -167,8 +192,7 @@ void link_cancel(rlink *l, sess *s)
         }
         f->s = NULL;
         o->bytes -= qf_len(f);
-        free(f->own);
-        f->own = NULL;
+        own_release(o, f);
         f->pay = NULL;
         f->pay_len = 0;
         f->hlen = f->tlen = 0;
@@ -296,6 +320,8 @@ static void send_ping(dp *d, rlink *l)
     l->ping_token = l->ping_next++;
     sf_put64(body, l->ping_token);
     l->ping_at = d->now;
+    if (!l->out.ct_used) ct_trim(&l->out); /* a keepalive period without encrypting: idle is free */
+    l->out.ct_used = 0;
     link_send_ctl(l, UVPN_T_PING, 0, body, sizeof body);
     link_mark_dirty(d, l);
 }

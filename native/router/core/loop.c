@@ -308,14 +308,19 @@ static void shutdown_all(dp *d)
     flush_links(d);
 }
 
+/* A wait of at least this long that saw no event frees the spare chunks (bufq.h). */
+#define IDLE_TRIM_MS 100
+
 void dp_turn(dp *d, int max_wait_ms)
 {
     struct epoll_event evs[256];
     d->now = clock_ms(d);
     int timeout = turn_timeout(d);
     if (max_wait_ms >= 0 && (timeout < 0 || timeout > max_wait_ms)) timeout = max_wait_ms;
+    if (timeout < 0) bq_mem_free(&d->mem); /* nothing to wait for: no spare chunks kept */
     int n = epoll_wait(d->ep, evs, 256, timeout);
     d->now = clock_ms(d);
+    if (n == 0 && timeout >= IDLE_TRIM_MS) bq_mem_free(&d->mem); /* idle that long: idle is free */
     for (int i = 0; i < n; i++) {
         handler *h = evs[i].data.ptr;
         uint32_t e = evs[i].events;

@@ -4,7 +4,9 @@
  * overlay connect is in progress, stream I/O fails with EAGAIN (as on a connecting socket) until
  * the ticket is written; sendmsg and recvmsg also carry the overlay state of sockets passed with
  * SCM_RIGHTS (fdlife.c). rtnetlink requests about interfaces are answered by netlink.c before
- * anything else. */
+ * anything else. The stream calls on an established overlay TCP connection (read, write, recv,
+ * send, readv, writev, recvfrom, sendto without an address) take the fast path first: one
+ * lock-free table lookup, then the real call (scripts/bench/uvpn_wrapcall.sh measures it). */
 #include "uvpn/wrap/wrap.h"
 #include "uvpn/wrap/fdlife.h"
 #include "uvpn/wrap/fdtable.h"
@@ -21,6 +23,14 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
+
+/* The fast path: on an established overlay TCP connection (fdt_connected) the call needs
+ * nothing of the overlay (no netlink answer, no UDP, no pending connect): straight to the real
+ * function, without NEED's table check (the state exists only after a wrapper loaded the table). */
+#define FAST(fn, fd, ...)                                           \
+    do {                                                           \
+        if (fdt_connected(fd) && real.fn) return real.fn(fd, __VA_ARGS__); \
+    } while (0)
 
 /* ---- datagrams: UDP over the overlay (udp.c) --------------------------------------------- */
 
@@ -88,6 +98,7 @@ static int udp_recv(int fd, struct msghdr *msg, int flags, ssize_t *ret)
 EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
                       socklen_t len)
 {
+    if (!addr) FAST(sendto, fd, buf, n, flags, addr, len);
     NEED(sendto);
     struct iovec v = {(void *)buf, n};
     struct msghdr m = {(void *)addr, addr ? len : 0, &v, 1, NULL, 0, 0};
@@ -99,6 +110,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
 
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
+    FAST(send, fd, buf, n, flags);
     NEED(send);
     if (!fdt_maybe(fd) && !ifv_nl_is_request(buf, n)) return real.send(fd, buf, n, flags);
     return sendto(fd, buf, n, flags, NULL, 0);
@@ -106,6 +118,7 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 
 EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
+    FAST(write, fd, buf, n);
     NEED(write);
     struct iovec v = {(void *)buf, n};
     struct msghdr m = {NULL, 0, &v, 1, NULL, 0, 0};
@@ -125,12 +138,14 @@ static ssize_t vector_io(ssize_t (*fn)(int, const struct iovec *, int), int fd, 
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 {
+    FAST(writev, fd, iov, n);
     NEED(writev);
     return vector_io(real.writev, fd, iov, n);
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 {
+    FAST(readv, fd, iov, n);
     NEED(readv);
     return vector_io(real.readv, fd, iov, n);
 }
@@ -174,6 +189,7 @@ EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
 
 EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen)
 {
+    FAST(recvfrom, fd, buf, n, flags, addr, alen);
     NEED(recvfrom);
     struct iovec v = {buf, n};
     struct msghdr m = {addr, addr && alen ? *alen : 0, &v, 1, NULL, 0, 0};
@@ -186,6 +202,7 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
 
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
+    FAST(recv, fd, buf, n, flags);
     NEED(recv);
     if (!fdt_maybe(fd) && !ifv_nlq_pending()) return real.recv(fd, buf, n, flags);
     return recvfrom(fd, buf, n, flags, NULL, NULL);
@@ -193,6 +210,7 @@ EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
+    FAST(read, fd, buf, n);
     NEED(read);
     if (!fdt_maybe(fd) && !ifv_nlq_pending()) return real.read(fd, buf, n);
     struct iovec v = {buf, n};
