@@ -206,6 +206,12 @@ static void listen_work(job *j)
         tg_reply(j->nfd, j->req.id, 0, e);
         return;
     }
+    /* A program that closes its listener and listens anew on the same port (iperf3 between
+     * tests) would find the old socket's registration still held at the home router until the
+     * next sweep: EADDRINUSE, and a wildcard listener then stays unregistered while the router
+     * still relays to its real port, tickets and all, into the program's stream. Closed
+     * listeners are unregistered first. */
+    if (!j->st.registered) sv_sweep();
     int r = pol_listen(j->dup, &j->st);
     if (r > 0) ss_set(j->ino, &j->st);
     job_drop_dup(j);
