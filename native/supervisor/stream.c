@@ -220,6 +220,17 @@ static void listen_work(job *j)
 
 static void accept_work(job *j);
 
+/* An accept that waits for nothing: on a non-blocking virtual-only listener, whose connections
+ * reach the queue only with their first bytes (TCP_DEFER_ACCEPT, policy.c) and whose tickets are
+ * read without waiting. Answered in the notification loop: a worker's hand-over cost two thread
+ * switches per accept, also for the EAGAIN that ends an event loop's accept round. */
+static int accept_waits_for_nothing(const struct seccomp_notif *q, int fd, const vinfo *st)
+{
+    if (FILTER_NR(q->data.nr) != SYS_accept && FILTER_NR(q->data.nr) != SYS_accept4) return 0;
+    int fl = fcntl(fd, F_GETFL);
+    return st->kind == VS_BOUND_VIRTUAL && fl >= 0 && (fl & O_NONBLOCK);
+}
+
 /* listen and accept: work for a worker when args[0] is a bound overlay socket, else continue. */
 static void on_bound_socket(int nfd, const struct seccomp_notif *q, void (*work)(job *))
 {
@@ -228,6 +239,12 @@ static void on_bound_socket(int nfd, const struct seccomp_notif *q, void (*work)
     int fd = overlay_socket(q, BOUND, &ino, &st);
     if (fd < 0) {
         tg_continue(nfd, q->id);
+        return;
+    }
+    if (accept_waits_for_nothing(q, fd, &st)) {
+        job j = {.nfd = nfd, .req = *q, .dup = fd, .ino = ino, .st = st};
+        accept_work(&j);
+        job_drop_dup(&j);
         return;
     }
     job *j = new_job(nfd, q, fd);
