@@ -30,4 +30,8 @@ int nl_on_send(int nfd, const struct seccomp_notif *q);
 void on_socket(int nfd, const struct seccomp_notif *q);
 int nl_on_recv(int nfd, const struct seccomp_notif *q);
 
+/* supervisor.c: forgets the states of closed sockets now and unregisters the listeners among
+ * them (the loop does it every few seconds; it does not see close()). Thread-safe. */
+void sv_sweep(void);
+
 #endif

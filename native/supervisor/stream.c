@@ -1,15 +1,17 @@
 /* stream.c: the supervisor's answers to socket set-up calls (calls.h):
  *   connect   to a virtual address: on a pidfd_getfd duplicate of the program's own socket, with
  *             the same code as libuvpn.so (policy.c, engine.c): a non-blocking one answers
- *             EINPROGRESS at once and the engine finishes it outside the program; a blocking one
- *             waits in a worker. A UDP socket connecting to port 53 of a real address goes to
+ *             EINPROGRESS (in a worker, after at most PARK_MS for the router's answer; in the
+ *             loop when a listener brokered lately needs none) and the engine finishes it
+ *             outside the program; a blocking one waits in a worker. A UDP socket connecting to port 53 of a real address goes to
  *             the DNS stub instead (dnsstub.c). Anything else continues in the kernel untouched.
  *   getsockopt(SO_ERROR) of a socket whose overlay connect failed: the overlay's errno, once.
  *   bind      to a virtual address or the wildcard: done here on the duplicate, state recorded
  *             (a UDP one, which registers with the home router, in a worker thread).
  *   listen    on such a socket: real listen on the duplicate, then LISTEN at the home router.
- *   accept(4) on such a socket: accepted here (in a worker thread), CONNECT frame verified, the
- *             new socket installed into the program with SECCOMP_IOCTL_NOTIF_ADDFD.
+ *   accept(4) on such a socket: accepted here (in a worker thread; in the loop for a non-blocking
+ *             virtual-only listener), ticket verified, the new socket installed into the program
+ *             with SECCOMP_IOCTL_NOTIF_ADDFD.
  *   getsockname/getpeername: virtual addresses written into the program's memory. */
 #include "supervisor/calls.h"
 #include "supervisor/job.h"
@@ -37,7 +39,7 @@
  * answer to the stopped call, given here (in a worker). A non-blocking TCP socket gets
  * EINPROGRESS after at most pol_park_ms (the engine finishes the connect outside the program); a
  * blocking one waits for the whole connect. */
-static void virtual_connect(job *j)
+static int virtual_connect(job *j, int now_only)
 {
     const struct seccomp_notif *q = &j->req;
     uint32_t ip;
@@ -46,10 +48,13 @@ static void virtual_connect(job *j)
     ino_t ino = inode_of(j->dup);
     vinfo st, n;
     int has = ss_get(ino, &st) && st.kind != VS_DNS; /* a resolver's socket may connect anew */
-    int r = pol_connect(j->dup, j->ss.ss_family, ip, port, has, &st, &n);
+    int r = now_only ? pol_connect_now(j->dup, j->ss.ss_family, ip, port, has, &st, &n)
+                     : pol_connect(j->dup, j->ss.ss_family, ip, port, has, &st, &n);
+    if (r == POL_WOULD_WAIT) return 0;
     if (r == 0 || r == -EINPROGRESS || (r == -EISCONN && has && st.kind == VS_CONNECTING)) ss_set(ino, &n);
     job_drop_dup(j);
     tg_reply(j->nfd, q->id, 0, -r);
+    return 1;
 }
 
 static void connect_work(job *j)
@@ -61,7 +66,21 @@ static void connect_work(job *j)
         return;
     }
     j->dup = fd;
-    virtual_connect(j);
+    virtual_connect(j, 0);
+}
+
+/* A non-blocking connect to a listener brokered lately needs no answer from the router (the
+ * engine mints its ticket): done here, in the loop, without a worker's hand-over. 1 when
+ * answered; 0: the worker's (nothing done). */
+static int connect_at_once(int nfd, const struct seccomp_notif *q, const struct sockaddr_storage *ss, socklen_t sl,
+                           uint32_t ip, uint16_t port)
+{
+    if (!pol_connect_at_hand(ip, port)) return 0;
+    job j = {.nfd = nfd, .req = *q, .dup = tg_getfd((pid_t)q->pid, (int)q->data.args[0]), .ss = *ss, .sl = sl};
+    if (j.dup < 0) return 0;
+    int done = virtual_connect(&j, 1);
+    job_drop_dup(&j);
+    return done;
 }
 
 /* A connect to port 53 of a real address: a UDP socket goes to the DNS stub instead (done here,
@@ -103,6 +122,7 @@ void on_connect(int nfd, const struct seccomp_notif *q)
         if (sa_port((struct sockaddr *)&ss, sl) != DNS_PORT || !dns_connect(nfd, q, &ss, sl)) tg_continue(nfd, q->id);
         return;
     }
+    if (connect_at_once(nfd, q, &ss, sl, ip, port)) return;
     /* In a worker: a blocking connect waits there; a non-blocking one at most PARK_MS. */
     job *j = new_job(nfd, q, -1);
     if (!j) {
@@ -206,6 +226,12 @@ static void listen_work(job *j)
         tg_reply(j->nfd, j->req.id, 0, e);
         return;
     }
+    /* A program that closes its listener and listens anew on the same port (iperf3 between
+     * tests) would find the old socket's registration still held at the home router until the
+     * next sweep: EADDRINUSE, and a wildcard listener then stays unregistered while the router
+     * still relays to its real port, tickets and all, into the program's stream. Closed
+     * listeners are unregistered first. */
+    if (!j->st.registered) sv_sweep();
     int r = pol_listen(j->dup, &j->st);
     if (r > 0) ss_set(j->ino, &j->st);
     job_drop_dup(j);
@@ -213,6 +239,17 @@ static void listen_work(job *j)
 }
 
 static void accept_work(job *j);
+
+/* An accept that waits for nothing: on a non-blocking virtual-only listener, whose connections
+ * reach the queue only with their first bytes (TCP_DEFER_ACCEPT, policy.c) and whose tickets are
+ * read without waiting. Answered in the notification loop: a worker's hand-over cost two thread
+ * switches per accept, also for the EAGAIN that ends an event loop's accept round. */
+static int accept_waits_for_nothing(const struct seccomp_notif *q, int fd, const vinfo *st)
+{
+    if (FILTER_NR(q->data.nr) != SYS_accept && FILTER_NR(q->data.nr) != SYS_accept4) return 0;
+    int fl = fcntl(fd, F_GETFL);
+    return st->kind == VS_BOUND_VIRTUAL && fl >= 0 && (fl & O_NONBLOCK);
+}
 
 /* listen and accept: work for a worker when args[0] is a bound overlay socket, else continue. */
 static void on_bound_socket(int nfd, const struct seccomp_notif *q, void (*work)(job *))
@@ -222,6 +259,12 @@ static void on_bound_socket(int nfd, const struct seccomp_notif *q, void (*work)
     int fd = overlay_socket(q, BOUND, &ino, &st);
     if (fd < 0) {
         tg_continue(nfd, q->id);
+        return;
+    }
+    if (accept_waits_for_nothing(q, fd, &st)) {
+        job j = {.nfd = nfd, .req = *q, .dup = fd, .ino = ino, .st = st};
+        accept_work(&j);
+        job_drop_dup(&j);
         return;
     }
     job *j = new_job(nfd, q, fd);

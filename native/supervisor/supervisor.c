@@ -91,8 +91,7 @@ static int socket_gone(ino_t ino, const vinfo *v, void *ctx)
     return !sd_contains(c->live, c->n, ino);
 }
 
-/* Forgets closed sockets and unregisters the listeners among them. */
-static void sweep(void)
+void sv_sweep(void)
 {
     int64_t start = mono_ms();
     ino_t *live = NULL;
@@ -139,7 +138,7 @@ int sv_loop(int nfd, pid_t pid, int chld_fd, int front_pidfd, sv_exit_fn on_exit
         struct pollfd p[3] = {{nfd, POLLIN, 0}, {chld_fd, POLLIN, 0}, {front_pidfd, POLLIN, 0}};
         int64_t now = mono_ms();
         if (ss_count() > 0 && now >= next_sweep) {
-            sweep();
+            sv_sweep();
             next_sweep = now + SWEEP_MS;
         }
         int wait = ss_count() > 0 ? (int)(next_sweep - now > 0 ? next_sweep - now : 0) : -1;

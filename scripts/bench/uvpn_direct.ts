@@ -50,8 +50,7 @@ const samples: Record<string, Record<string, number[]>> = Object.fromEntries(LAB
 try {
   for (let round = 0; round < rounds; round++) for (const c of COLUMNS) {
     for (const [label, len] of [["iperf3 128 KiB", "128K"], ["iperf3 100 B", "100"]]) {
-      // A server per run (-1): iperf3 closes and reopens its listener between tests, which the
-      // supervisor notices only at its next socket scan (docs/UVPN.md, Limits).
+      // A server per run (-1), so that every run starts from the same state.
       const s = await benchServer(o, o.a, c.mode, ["iperf3", "-s", "-1", "-p", "5201", "--forceflush"], /Server listening/, SERVER_ENV);
       try {
         const out = await measured(c, ["iperf3", "-c", s.addr, "-p", "5201", "-t", String(seconds), "-l", len, "-J"]);

@@ -264,6 +264,31 @@ Deno.test("static: --mode seccomp keeps non-blocking connects intact and carries
   });
 });
 
+Deno.test("static: a supervised server that closes its listener and listens again on the port (iperf3 between tests) keeps serving", async () => {
+  await withOverlay(async (o) => {
+    // iperf3 -s closes its listening socket after each test and opens a new one on the same
+    // port. The supervisor does not see close(): the second LISTEN found the first socket's
+    // registration still held (EADDRINUSE), the wildcard listener stayed unregistered, and the
+    // router's relayed connections arrived with their tickets in iperf3's stream: the second
+    // client hung until killed.
+    const server = inOverlay(o, o.b, ["iperf3", "-s", "-p", "7400", "--forceflush"], "seccomp");
+    try {
+      const addrB = await leased(server);
+      await o.b.router!.waitFor(new RegExp(`listener ${esc(addrB)}:7400 is at`));
+      for (const [round, streams] of [[1, "1"], [2, "2"]] as const) {
+        const c = inOverlay(o, o.a, ["iperf3", "-c", addrB, "-p", "7400", "-n", "256K", "-P", streams, "-J"], "seccomp");
+        const r = await c.result(20_000);
+        assert.equal(r.code, 0, `round ${round}: ${r.stdout.slice(-400)}${r.stderr.slice(-800)}`);
+        assert.equal(JSON.parse(r.stdout).end.sum_sent.bytes >= 256 * 1024, true, r.stdout.slice(-400));
+        await server.waitFor(new RegExp(`(Server listening on 7400[^]*){${round + 1}}`), 10_000);
+      }
+      assert.doesNotMatch(server.stdout + server.stderr, /EADDRINUSE|listening natively only/);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 Deno.test("static: the same static binaries under --mode preload do not reach the overlay", async () => {
   await withGoServer(async (o, s, go) => {
     const goc = await inOverlay(o, o.a, [go.client, `http://${s.addr}:8080/preloaded`], "preload").result(30_000);

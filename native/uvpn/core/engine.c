@@ -381,14 +381,21 @@ static void remember(uint32_t dip, uint16_t dport, const uvpn_answer *a)
     *b = n;
 }
 
+/* 1 when connect c may go direct to a listener brokered lately, whose entry holds (lock held). */
+static int can_mint(const uvpn_connect *c)
+{
+    brokered *b = (c->flags & UVPN_CF_DIRECT) ? cached(c->dst_ip, c->dst_port) : NULL;
+    return b && b->until >= mono_ms();
+}
+
 /* A connect allowed to go direct to a listener brokered lately gets its answer here, at once:
  * the listener's address and registration from the cache, a fresh ticket id and issue time of
  * its own (the listener checks them as any: MAC, registration, bound port, time, once). 1 when
  * *a was filled (lock held). */
 static int mint(const uvpn_connect *c, uvpn_answer *a)
 {
-    brokered *b = (c->flags & UVPN_CF_DIRECT) ? cached(c->dst_ip, c->dst_port) : NULL;
-    if (!b || b->until < mono_ms()) return 0;
+    if (!can_mint(c)) return 0;
+    brokered *b = cached(c->dst_ip, c->dst_port);
     uint16_t port = 0;
     random_bytes(&port, sizeof port);
     uvpn_answer n = {UVPN_TK_DIRECT, b->real_ip, b->real_port, c->src_port ? c->src_port : (uint16_t)(32768 + port % 28232),
@@ -1152,11 +1159,19 @@ static econn *new_conn(int dup, int family, const uvpn_connect *c, int blocking,
     return x;
 }
 
-uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline)
+/* eng_connect_async and eng_connect_minted: minted_only refuses (EWOULDBLOCK, dup untouched)
+ * a connect whose answer would have to come from the router. */
+static uint32_t start_async(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline,
+                            int minted_only)
 {
     int r = engine_lock();
     if (r) {
         errno = -r;
+        return 0;
+    }
+    if (minted_only && !can_mint(c)) {
+        pthread_mutex_unlock(&E.lock);
+        errno = EWOULDBLOCK;
         return 0;
     }
     dup = high_fd(dup, 1);
@@ -1166,6 +1181,25 @@ uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved
     pthread_mutex_unlock(&E.lock);
     if (!x) errno = ENOMEM;
     return id;
+}
+
+uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline)
+{
+    return start_async(dup, family, c, saved_defer, deadline, 0);
+}
+
+uint32_t eng_connect_minted(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline)
+{
+    return start_async(dup, family, c, saved_defer, deadline, 1);
+}
+
+int eng_mintable(const uvpn_connect *c)
+{
+    pthread_once(&once, init_once);
+    pthread_mutex_lock(&E.lock);
+    int r = can_mint(c);
+    pthread_mutex_unlock(&E.lock);
+    return r;
 }
 
 int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err)

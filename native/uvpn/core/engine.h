@@ -62,6 +62,11 @@ void eng_forget(int type, uint32_t ip, uint16_t vport);
  * closes; the caller has it listening, with saved_defer its TCP_DEFER_ACCEPT before). Returns
  * the connect's id (> 0), or 0 with errno set. */
 uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline);
+/* As eng_connect_async, only when the answer is at hand (a listener brokered lately: c gets a
+ * ticket minted here, no round trip); else 0 with errno EWOULDBLOCK, dup untouched. */
+uint32_t eng_connect_minted(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline);
+/* 1 when connect c would be answered at once (as eng_connect_minted), at this moment. */
+int eng_mintable(const uvpn_connect *c);
 
 /* Where a connect started with eng_connect_async stands. */
 enum { ENG_PENDING = 0, ENG_DONE = 1, ENG_FAILED = 2, ENG_UNKNOWN = 3 };

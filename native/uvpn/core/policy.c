@@ -160,7 +160,7 @@ static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size
  * connect in progress), and the engine takes a duplicate of it. -EINPROGRESS on success. */
 int pol_park_ms;
 
-static int connect_async(int fd, int family, const uvpn_connect *c, char *why, size_t why_len)
+static int connect_async(int fd, int family, const uvpn_connect *c, int now_only, char *why, size_t why_len)
 {
     int defer = 0;
     socklen_t dl = sizeof defer;
@@ -174,23 +174,29 @@ static int connect_async(int fd, int family, const uvpn_connect *c, char *why, s
         }
     }
     int dup = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    uint32_t id = dup < 0 ? 0 : eng_connect_async(dup, family, c, defer, mono_ms() + cfg()->timeout_ms);
-    if (id && pol_park_ms && eng_conn_wait_answer(id, mono_ms() + pol_park_ms) == ENG_PENDING) {
-        dbg("connect: no answer within %d ms: the socket waits parked", pol_park_ms);
+    int64_t deadline = mono_ms() + cfg()->timeout_ms;
+    uint32_t id = dup < 0 ? 0 : now_only ? eng_connect_minted(dup, family, c, defer, deadline)
+                                         : eng_connect_async(dup, family, c, defer, deadline);
+    /* now_only: a direct attempt that failed at once falls back to the relay; its answer is
+     * not waited for (the socket waits parked). */
+    if (id && pol_park_ms && eng_conn_wait_answer(id, mono_ms() + (now_only ? 0 : pol_park_ms)) == ENG_PENDING) {
+        dbg("connect: no answer within %d ms: the socket waits parked", now_only ? 0 : pol_park_ms);
     }
     if (!id) {
         int e = errno;
         if (dup >= 0) real.close(dup);
         eng_abandon(fd);
         setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+        if (now_only && e == EWOULDBLOCK) return POL_WOULD_WAIT;
         snprintf(why, why_len, "cannot hand the connect to the engine: %s", strerror(e));
         return -ENETUNREACH;
     }
     return (int)id;
 }
 
-int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev,
-                vinfo *out)
+/* pol_connect, and with now_only pol_connect_now. */
+static int connect_to(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out,
+                      int now_only)
 {
     char d[24], why[256] = "";
     fmt_addr(ip, port, d);
@@ -198,6 +204,12 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
     int domain = pol_sockopt_int(fd, SO_DOMAIN);
     if (type < 0 || domain < 0) return -errno; /* EBADF / ENOTSOCK from getsockopt */
     if (domain != family) return -EAFNOSUPPORT;
+    int fl = real.fcntl(fd, F_GETFL);
+    int nonblocking = fl >= 0 && (fl & O_NONBLOCK);
+    /* A UDP connect may register with the router, a pending one may wait for its move, a
+     * blocking one waits for all of it. */
+    if (now_only && (type != SOCK_STREAM || (has && prev->kind == VS_CONNECTING) || !nonblocking))
+        return POL_WOULD_WAIT;
     if (type == SOCK_DGRAM) return pol_udp_connect(fd, ip, port, has, prev, out);
     if (type != SOCK_STREAM) {
         dbg("connect %s: this socket type over the overlay is not supported (ENETUNREACH)", d);
@@ -223,9 +235,9 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
     }
     uvpn_connect req = {UVPN_PROTO_TCP, c->direct_never ? 0 : UVPN_CF_DIRECT, c->src, 0, ip, port};
     if (has && (prev->kind == VS_BOUND_VIRTUAL || prev->kind == VS_BOUND_ANY)) req.src_port = prev->lport;
-    int fl = real.fcntl(fd, F_GETFL);
-    if (fl >= 0 && (fl & O_NONBLOCK)) {
-        int id = connect_async(fd, family, &req, why, sizeof why);
+    if (nonblocking) {
+        int id = connect_async(fd, family, &req, now_only, why, sizeof why);
+        if (id == POL_WOULD_WAIT && now_only) return POL_WOULD_WAIT;
         if (id < 0) {
             dbg("connect %s: %s (%s)", d, why, errno_name(-id));
             return id;
@@ -248,6 +260,23 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
     dbg("connect %s: connected %s (virtual port %u)", d, n.direct ? "directly to the listener" : "through the home router",
         req.src_port);
     return 0;
+}
+
+int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out)
+{
+    return connect_to(fd, family, ip, port, has, prev, out, 0);
+}
+
+int pol_connect_now(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out)
+{
+    return connect_to(fd, family, ip, port, has, prev, out, 1);
+}
+
+int pol_connect_at_hand(uint32_t ip, uint16_t port)
+{
+    const struct cfg *c = cfg();
+    uvpn_connect req = {UVPN_PROTO_TCP, UVPN_CF_DIRECT, c->src, 0, ip, port};
+    return c->have_src && c->have_proxy && !c->direct_never && eng_mintable(&req);
 }
 
 int pol_settle(vinfo *st, int consume)

@@ -41,6 +41,16 @@ void pol_unlisten(const vinfo *v);
 int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev,
                 vinfo *out);
 
+/* pol_connect's answer when it was asked to wait for nothing and would have had to. */
+#define POL_WOULD_WAIT 1
+/* As pol_connect, for a caller that must not wait (the supervisor's notification loop): only a
+ * non-blocking TCP connect whose answer is at hand (a listener brokered lately, eng_mintable) is
+ * done; anything else returns POL_WOULD_WAIT with fd untouched. */
+int pol_connect_now(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev,
+                    vinfo *out);
+/* 1 when a TCP connect to ip:port may now be done by pol_connect_now (a cheap first look). */
+int pol_connect_at_hand(uint32_t ip, uint16_t port);
+
 /* Under the supervisor: how long (ms) a non-blocking connect waits, in the stopped call, for the
  * router's answer before it returns EINPROGRESS with the socket parked (eng_park; 0 in
  * libuvpn.so: it parks at once). While the program is stopped in connect() none of its pollers
