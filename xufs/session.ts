@@ -274,8 +274,13 @@ export async function runSession(o: SessionOptions): Promise<number> {
     if (entries.length > 0) throw new ConfigError(`Mount point is not empty: ${mount}`);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
-    Deno.mkdirSync(mount, { mode: 0o700 });
-    createdMount = true;
+    try {
+      Deno.mkdirSync(mount, { mode: 0o700 });
+      createdMount = true;
+    } catch (e2) {
+      // Another session on this B made it between our look and our mkdir: it is the mount point.
+      if (!(e2 instanceof Deno.errors.AlreadyExists)) throw e2;
+    }
   }
   const held = await lockCache(join(o.home, ".xufs", "cache"), o.id);
   const logFile = join(held.dir, "log");
