@@ -17,11 +17,23 @@ export class StreamEndError extends Error {
   override readonly name = "StreamEndError";
 }
 
-/** Reads exactly `n` bytes; throws StreamEndError on a premature end of stream. */
+/** Lengths up to this are allocated at once; a larger one grows as its bytes arrive. */
+const ALLOCATE_AT_ONCE = 8 << 20;
+
+/**
+ * Reads exactly `n` bytes; throws StreamEndError on a premature end of stream. Memory follows what
+ * arrived, not what a peer announced: past 8 MiB the buffer doubles as it fills (a peer that
+ * announces 2 GiB and sends a kilobyte holds 8 MiB, not 2 GiB).
+ */
 export async function readExact(conn: ByteReader, n: number): Promise<Uint8Array> {
-  const buf = new Uint8Array(n);
+  let buf = new Uint8Array(Math.min(n, ALLOCATE_AT_ONCE));
   let off = 0;
   while (off < n) {
+    if (off === buf.length) {
+      const bigger = new Uint8Array(Math.min(n, buf.length * 2));
+      bigger.set(buf);
+      buf = bigger;
+    }
     const got = await conn.read(buf.subarray(off));
     if (got === null) throw new StreamEndError(off === 0 ? "Connection closed" : `Connection closed after ${off} of ${n} bytes`);
     off += got;

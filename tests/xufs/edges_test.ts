@@ -1,7 +1,8 @@
 /**
  * A's file server at its edge, as a broken or hostile peer that holds the session secret would
  * find it (issue 16; the unauthenticated side: server_test and notun_test): after the handshake,
- * an unknown op, fields of the wrong type, a header longer than the limit, a frame cut short and a
+ * an unknown op, fields of the wrong type, a header longer than the limit, a payload announced at
+ * 2 GiB of which a kilobyte comes (the server holds what arrived), a frame cut short and a
  * request sent one byte at a time. Each malformed message ends that connection only and is
  * logged once; a request with a bad field gets an error answer; another client is served
  * meanwhile without waiting; the server serves new connections afterwards.
@@ -71,6 +72,16 @@ Deno.test("xufs edges: after authentication, malformed messages end only their c
       l.close();
       assert.equal(srv.logs.filter((x) => logged.test(x)).length, before + 1, `${what}: logged once:\n${srv.logs.join("\n")}`);
     }
+    // A payload announced at 2 GiB of which a kilobyte comes: the server holds what arrived
+    // (common/io.ts readExact), not what was announced.
+    const big = await rawLink(srv.path);
+    const before = Deno.memoryUsage().external;
+    const headBytes = new TextEncoder().encode(JSON.stringify({ op: "stat", path: "f", id: 4 }));
+    await big.write(new Uint8Array([...be32(headBytes.length), ...be32(2 ** 31 - 1), ...headBytes, ...new Uint8Array(1024)]));
+    await sleep(200);
+    const grew = Deno.memoryUsage().external - before;
+    assert.ok(grew < 64 << 20, `a 2 GiB announcement held ${Math.round(grew / 2 ** 20)} MiB`);
+    big.close();
     // A frame cut short, then the peer leaves: nothing answered, the server goes on.
     const cut = await rawLink(srv.path);
     await cut.write(encodeMessage({ op: "stat", path: "f", id: 3 }).subarray(0, 12));
