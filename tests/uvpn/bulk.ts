@@ -1,13 +1,24 @@
 /**
  * The bulk transfers of the UVPN session tests (outage_test.ts, dataplane_test.ts): a pair of
  * tests/fixtures/bulk_peer.py programs, N bytes each way, and the check that both ends got
- * exactly what the other sent (lengths and SHA-256).
+ * exactly what the other sent (lengths and SHA-256); and the overlay whose router link runs
+ * through the fault-injection relay they break it with.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type Overlay, Proc, ROOT } from "../helpers.ts";
+import { FaultRelay } from "../../scripts/fault_relay.ts";
+import { Overlay, Proc, ROOT } from "../helpers.ts";
 
 const PEER = join(ROOT, "tests/fixtures/bulk_peer.py");
+
+/** An overlay whose A -> B router link runs through a fault relay the test holds (`tap` sees its bytes). */
+export async function relayedOverlay(dir: string, routerArgs: string[] = [], tap?: (conn: number, dir: "up" | "down", b: Uint8Array) => void) {
+  const o = new Overlay(dir, { routerArgs });
+  const relay = new FaultRelay({ listen: { hostname: "127.0.0.4", port: 0 }, target: { hostname: o.b.host, port: o.b.port }, tap });
+  o.routeBVia({ host: "127.0.0.4", port: relay.start() });
+  await o.start();
+  return { o, relay };
+}
 
 /** The JSON report a bulk peer prints last. */
 export function report(p: { stdout: string; stderr: string }) {

@@ -12,10 +12,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readKey } from "../../router/key.ts";
 import { encodeFrame, encodeHello, FrameType, HEAD_LEN, linkKeys, MAC_LEN, randomId, decodeFrame } from "../../router/wire.ts";
-import { FaultRelay } from "../../scripts/fault_relay.ts";
 import { WanEmulator } from "../../scripts/wan_emulator.ts";
 import { cli, Overlay, Proc, ROOT, sleep, tempDir } from "../helpers.ts";
-import { assertIntact, bulkPeers, report } from "./bulk.ts";
+import { assertIntact, bulkPeers, relayedOverlay, report } from "./bulk.ts";
 import type { StatusReport } from "../../router/counters.ts";
 
 const PEER = join(ROOT, "tests/fixtures/bulk_peer.py");
@@ -23,15 +22,6 @@ const MIB = 1024 * 1024;
 
 /** Session frame types and offsets of their 32-byte head (docs/PROTOCOL.md). */
 const DATA = 22, ACK = 23, RST = 25;
-
-/** An overlay whose A -> B router link runs through a fault relay the test holds. */
-async function relayedOverlay(dir: string, routerArgs: string[] = [], tap?: (conn: number, dir: "up" | "down", b: Uint8Array) => void) {
-  const o = new Overlay(dir, { routerArgs });
-  const relay = new FaultRelay({ listen: { hostname: "127.0.0.4", port: 0 }, target: { hostname: o.b.host, port: o.b.port }, tap });
-  o.routeBVia({ host: "127.0.0.4", port: relay.start() });
-  await o.start();
-  return { o, relay };
-}
 
 /** A bulk peer pair (tests/uvpn/bulk.ts), both started. */
 async function bulk(o: Overlay, addrA: string, addrB: string, nbytes: number) {

@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { be32 } from "../../common/bytes.ts";
 import { clientHandshake, encodeMessage, readMessage } from "../../xufs/messages.ts";
 import { sleep, tempDir } from "../helpers.ts";
 import { SECRET, serve } from "./serve.ts";
@@ -18,8 +19,6 @@ async function rawLink(path: string) {
   const conn = await Deno.connect({ transport: "unix", path });
   return await clientHandshake(conn, SECRET);
 }
-
-const be32 = (n: number) => new Uint8Array([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
 
 Deno.test("xufs edges: after authentication, malformed messages end only their connection, logged once; a slow sender delays no one", async () => {
   using dir = tempDir();

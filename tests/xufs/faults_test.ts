@@ -13,7 +13,8 @@ import { FaultRelay, type FaultAction } from "../../scripts/fault_relay.ts";
 import { sha256 } from "../../common/bytes.ts";
 import { CacheManager } from "../../xufs/cache/mod.ts";
 import { Remote } from "../../xufs/remote.ts";
-import { sleep, tempDir } from "../helpers.ts";
+import { tempDir } from "../helpers.ts";
+import { withTimeout } from "../../common/io.ts";
 import { SECRET, serve } from "./serve.ts";
 
 /** The file (3 MiB, about 1 MiB per link), its ranges, and where the relayed link breaks. */
@@ -66,8 +67,8 @@ for (const action of ["rst", "blackhole"] as const) {
     try {
       const started = Date.now();
       assert.equal(await t.cache.answer("FETCH\tbig"), "OK\n", t.logs.join("\n"));
-      const ev = await Promise.race([t.fired, sleep(2000).then(() => null)]);
-      assert.equal(ev?.offset, FAULT_AT, "the fault fired where it was armed, during the fetch");
+      const ev = await withTimeout(t.fired, 2000, "the fault to fire during the fetch");
+      assert.equal(ev.offset, FAULT_AT, "the fault fired where it was armed");
       assert.equal(sha256(Deno.readFileSync(join(t.cache.tree, "big"))), sha256(t.data), "every byte, in place");
       assert.ok(Date.now() - started < 10_000, `the fetch took ${Date.now() - started} ms`);
       assert.equal(t.cache.links.length, 2, `the broken link is dropped:\n${t.logs.join("\n")}`);

@@ -23,19 +23,21 @@ static void xp_copy(xpath *dst, const xpath *src)
 /* If p is a symlink, follows it (and the symlinks its target leads to) as the user sees them: a
  * relative target from the mount path of the symlink's directory. Returns 1 with the final
  * target (looked up) in *out when it lies in the export; 2 when it leads outside (out->buf holds
- * the absolute path, out->outside set); 0 if p is not a symlink; -1 on a lookup failure. *last
- * gets the lstat of the path it ended on (p, or the target in *out) when that lstat succeeded,
- * so an open need not ask again; *have says whether it did. */
+ * the absolute path, out->outside set); 0 if p is not a symlink; -1 on a lookup failure. When
+ * last is not NULL, *last gets the lstat of the path it ended on (p, or the target in *out) if
+ * that lstat succeeded, so an open need not ask again, and *have says whether it did. */
 static int follow_links(const xpath *p, xpath *out, struct stat *last, int *have)
 {
     const xpath *cur = p;
-    *have = 0;
+    if (last) *have = 0;
     for (int hops = 0;; hops++) {
         struct stat st;
         if (RCALL(lstat, -1, cur->buf, &st) < 0) return cur != p;
         if (!S_ISLNK(st.st_mode)) {
-            *last = st;
-            *have = 1;
+            if (last) {
+                *last = st;
+                *have = 1;
+            }
             return cur != p;
         }
         if (hops >= 40) {
@@ -68,8 +70,8 @@ static int follow_links(const xpath *p, xpath *out, struct stat *last, int *have
 }
 
 /* Makes p the target of its final symlink when following it (see follow_links): 1 still an XUFS
- * path, 0 it leads outside (p->buf holds the outside path), -1 on failure. *st and *have: the
- * lstat of the final p, as follow_links gives it. */
+ * path, 0 it leads outside (p->buf holds the outside path), -1 on failure. st and have (NULL
+ * when not wanted): the lstat of the final p, as follow_links gives it. */
 static int follow(xpath *p, struct stat *st, int *have)
 {
     xpath t;
@@ -87,9 +89,7 @@ static int follow(xpath *p, struct stat *st, int *have)
 int xp_lookup_cls(xpath *p, int follow_last)
 {
     if (xufs_lookup(p->rel) < 0) return -1;
-    struct stat st;
-    int have;
-    return follow_last ? follow(p, &st, &have) : 1;
+    return follow_last ? follow(p, NULL, NULL) : 1;
 }
 
 int xp_lookup(int dirfd, const char *path, int follow, xpath *p)
