@@ -381,11 +381,12 @@ static void remember(uint32_t dip, uint16_t dport, const uvpn_answer *a)
     *b = n;
 }
 
-/* 1 when connect c may go direct to a listener brokered lately, whose entry holds (lock held). */
-static int can_mint(const uvpn_connect *c)
+/* The entry of the listener brokered lately that connect c may go direct to, while it holds;
+ * NULL otherwise (lock held). */
+static brokered *mintable(const uvpn_connect *c)
 {
     brokered *b = (c->flags & UVPN_CF_DIRECT) ? cached(c->dst_ip, c->dst_port) : NULL;
-    return b && b->until >= mono_ms();
+    return b && b->until >= mono_ms() ? b : NULL;
 }
 
 /* A connect allowed to go direct to a listener brokered lately gets its answer here, at once:
@@ -394,8 +395,8 @@ static int can_mint(const uvpn_connect *c)
  * *a was filled (lock held). */
 static int mint(const uvpn_connect *c, uvpn_answer *a)
 {
-    if (!can_mint(c)) return 0;
-    brokered *b = cached(c->dst_ip, c->dst_port);
+    brokered *b = mintable(c);
+    if (!b) return 0;
     uint16_t port = 0;
     random_bytes(&port, sizeof port);
     uvpn_answer n = {UVPN_TK_DIRECT, b->real_ip, b->real_port, c->src_port ? c->src_port : (uint16_t)(32768 + port % 28232),
@@ -1169,7 +1170,7 @@ static uint32_t start_async(int dup, int family, const uvpn_connect *c, int save
         errno = -r;
         return 0;
     }
-    if (minted_only && !can_mint(c)) {
+    if (minted_only && !mintable(c)) {
         pthread_mutex_unlock(&E.lock);
         errno = EWOULDBLOCK;
         return 0;
@@ -1197,7 +1198,7 @@ int eng_mintable(const uvpn_connect *c)
 {
     pthread_once(&once, init_once);
     pthread_mutex_lock(&E.lock);
-    int r = can_mint(c);
+    int r = mintable(c) != NULL;
     pthread_mutex_unlock(&E.lock);
     return r;
 }
