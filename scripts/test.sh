@@ -78,6 +78,10 @@ run_pass() {
   [ "$rc" -ne 0 ] && [ "${failed:-0}" -eq 0 ] && failed=1
   total_passed=$((total_passed + passed)) total_failed=$((total_failed + ${failed:-0}))
   [ "$rc" -eq 0 ] || status=$rc
+  # deno prints its failures above its summary; CI shows only the tail, so the run repeats them
+  # (names, then the first lines of their errors) just before the closing line.
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | awk '/^ FAILURES *$/ {f = 1; next} /^(ok|FAILED) \|/ {f = 0} f && / => /' >> "$work/failed"
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | awk '/^ ERRORS *$/ {e = 1; next} /^ FAILURES *$/ {e = 0} e' | head -n 40 >> "$work/errors"
 }
 
 # The sanitizer pass: native/build-asan with clang's ASan + UBSan. The tests preload the ASan
@@ -169,5 +173,11 @@ case $mode in
     if [ $# -gt 0 ]; then sanitize_pass native/build-asan "" "$@"
     else sanitize_pass native/build-asan "" "${SANITIZE_SUITES[@]}" "${SANITIZE_SSHD_SUITES[@]}"; fi ;;
 esac
+if [ -s "$work/failed" ]; then
+  echo "test: the errors of the failed tests (first lines):"
+  cat "$work/errors"
+  echo "test: failed tests:"
+  cat "$work/failed"
+fi
 echo "${total_passed} passed, ${total_failed} failed"
 exit "$status"
