@@ -1,5 +1,6 @@
 /**
- * The typed Deno FFI table of libuvpnrouter.so (native/router/api.c), the routers' data plane:
+ * The typed Deno FFI table of libuvpnrouter.so (native/router/api.c), the routers' data plane
+ * (and, in native/router/seal.c, the AES-GCM of XUFS's sealed records):
  * every call but `uvpn_dp_wait` returns at once (about a microsecond); `uvpn_dp_wait` blocks until
  * the data plane has events and runs on Deno's blocking pool, one call at a time per router.
  * The library is found like MyRT's other native libraries (ffi/libmyrt.ts) and opened only here.
@@ -16,6 +17,11 @@ const SYMBOLS = {
   uvpn_dp_stats: { parameters: ["buffer", "u32"], result: "i32" },
   uvpn_dp_info: { parameters: ["buffer", "u32"], result: "i32" },
   uvpn_dp_stop: { parameters: [], result: "void" },
+  // XUFS's sealed records (native/router/seal.c, xufs/seal.ts): pure computation, no thread.
+  uvpn_seal_ctx_size: { parameters: [], result: "u32" },
+  uvpn_seal_init: { parameters: ["buffer", "buffer"], result: "void" },
+  uvpn_seal_record: { parameters: ["buffer", "u64", "buffer", "u32", "buffer"], result: "i32" },
+  uvpn_open_record: { parameters: ["buffer", "u64", "buffer", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI version this table matches (UVPN_DP_ABI in native/router/api.c). */

@@ -8,6 +8,7 @@
  */
 import { createCipheriv, createDecipheriv, hkdfSync } from "node:crypto";
 import { be32, concat, u32 } from "../common/bytes.ts";
+import { type RouterLib, routerLib } from "../ffi/librouter.ts";
 import { type ByteReader, type ByteWriter, closeQuietly, readExact, writeAll } from "../common/io.ts";
 
 /** Largest plaintext of one record. */
@@ -44,6 +45,79 @@ function nonceOf(n: bigint): Uint8Array {
   return iv;
 }
 
+/** One direction's key: seals or opens records by number (the format above). */
+export interface RecordKey {
+  /** Record number `n` of `chunk` (at most RECORD_MAX bytes), sealed into `out`: head, ciphertext, tag. */
+  seal(n: bigint, chunk: Uint8Array, out: Uint8Array): void;
+  /** The plaintext of record number `n` (head: its 4 bytes; body: ciphertext and tag, opened in place), or null when it does not authenticate. */
+  open(n: bigint, head: Uint8Array, body: Uint8Array): Uint8Array | null;
+}
+
+/** Records through Deno's node:crypto (the reference; used where libuvpnrouter.so is missing). */
+export class NodeRecordKey implements RecordKey {
+  constructor(private readonly key: Uint8Array) {}
+
+  seal(n: bigint, chunk: Uint8Array, out: Uint8Array): void {
+    const head = be32(chunk.length + TAG);
+    const c = createCipheriv("aes-256-gcm", this.key, nonceOf(n));
+    c.setAAD(head);
+    out.set(head);
+    out.set(c.update(chunk), 4);
+    c.final();
+    out.set(c.getAuthTag(), 4 + chunk.length);
+  }
+
+  open(n: bigint, head: Uint8Array, body: Uint8Array): Uint8Array | null {
+    const d = createDecipheriv("aes-256-gcm", this.key, nonceOf(n));
+    d.setAAD(head);
+    d.setAuthTag(body.subarray(body.length - TAG));
+    try {
+      const out = d.update(body.subarray(0, body.length - TAG));
+      d.final();
+      return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+    } catch {
+      return null;
+    }
+  }
+}
+
+/** Records through the routers' AES-GCM in libuvpnrouter.so (native/router/seal.c): the same bytes, about 20 times faster. */
+export class NativeRecordKey implements RecordKey {
+  /** The key schedule; garbage-collected with this object, so a late record never reads freed memory. */
+  readonly #ctx: Uint8Array;
+  readonly #lib: RouterLib;
+
+  constructor(key: Uint8Array, lib: RouterLib = routerLib()) {
+    this.#lib = lib;
+    this.#ctx = new Uint8Array(lib.uvpn_seal_ctx_size());
+    lib.uvpn_seal_init(this.#ctx, key);
+  }
+
+  seal(n: bigint, chunk: Uint8Array, out: Uint8Array): void {
+    if (this.#lib.uvpn_seal_record(this.#ctx, n, chunk, chunk.length, out) < 0) throw new RangeError(`A record cannot hold ${chunk.length} bytes`);
+  }
+
+  open(n: bigint, head: Uint8Array, body: Uint8Array): Uint8Array | null {
+    const len = this.#lib.uvpn_open_record(this.#ctx, n, head, body, body.length);
+    return len < 0 ? null : body.subarray(0, len);
+  }
+}
+
+let native: boolean | undefined;
+
+/** A direction's RecordKey: native when libuvpnrouter.so opens, node:crypto otherwise. */
+export function recordKey(key: Uint8Array): RecordKey {
+  if (native === undefined) {
+    try {
+      routerLib();
+      native = true;
+    } catch {
+      native = false;
+    }
+  }
+  return native ? new NativeRecordKey(key) : new NodeRecordKey(key);
+}
+
 /** A sealed stream over `conn`: what is written is sealed with `sendKey`, what is read opened with `recvKey`. */
 export class SealedConn implements RawConn {
   #sent = 0n;
@@ -51,7 +125,13 @@ export class SealedConn implements RawConn {
   #buf: Uint8Array = new Uint8Array(0);
   #off = 0;
 
-  constructor(readonly conn: RawConn, private readonly sendKey: Uint8Array, private readonly recvKey: Uint8Array) {}
+  readonly #send: RecordKey;
+  readonly #recv: RecordKey;
+
+  constructor(readonly conn: RawConn, sendKey: Uint8Array, recvKey: Uint8Array) {
+    this.#send = recordKey(sendKey);
+    this.#recv = recordKey(recvKey);
+  }
 
   async read(p: Uint8Array): Promise<number | null> {
     if (this.#off >= this.#buf.length) {
@@ -75,32 +155,21 @@ export class SealedConn implements RawConn {
     const len = u32(head, 0);
     if (len < TAG || len > RECORD_MAX + TAG) throw new SealError(`a record of ${len} bytes cannot be`);
     const body = await readExact(this.conn, len);
-    const d = createDecipheriv("aes-256-gcm", this.recvKey, nonceOf(this.#received++));
-    d.setAAD(head);
-    d.setAuthTag(body.subarray(len - TAG));
-    try {
-      const out = d.update(body.subarray(0, len - TAG));
-      d.final();
-      return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-    } catch {
-      throw new SealError("altered, injected, replayed or out of order");
-    }
+    const plain = this.#recv.open(this.#received++, head, body);
+    if (plain === null) throw new SealError("altered, injected, replayed or out of order");
+    return plain;
   }
 
   /** Seals all of `p` (in records of at most RECORD_MAX bytes) and writes it. */
   async write(p: Uint8Array): Promise<number> {
-    const parts: Uint8Array[] = [];
-    for (let off = 0; off < p.length || off === 0; off += RECORD_MAX) {
-      const chunk = p.subarray(off, Math.min(p.length, off + RECORD_MAX));
-      const head = be32(chunk.length + TAG);
-      const c = createCipheriv("aes-256-gcm", this.sendKey, nonceOf(this.#sent++));
-      c.setAAD(head);
-      const body = c.update(chunk);
-      c.final();
-      parts.push(head, body, c.getAuthTag());
-      if (p.length === 0) break;
+    const records = Math.max(1, Math.ceil(p.length / RECORD_MAX));
+    const out = new Uint8Array(p.length + records * (4 + TAG));
+    for (let i = 0, at = 0; i < records; i++) {
+      const chunk = p.subarray(i * RECORD_MAX, Math.min(p.length, (i + 1) * RECORD_MAX));
+      this.#send.seal(this.#sent++, chunk, out.subarray(at, at + chunk.length + 4 + TAG));
+      at += chunk.length + 4 + TAG;
     }
-    await writeAll(this.conn, concat(...parts));
+    await writeAll(this.conn, out);
     return p.length;
   }
 

@@ -11,7 +11,7 @@ import fc from "fast-check";
 import { bytes } from "../arbitraries.ts";
 import { StreamEndError } from "../../common/io.ts";
 import { encodeMessage, ProtocolError, readMessage } from "../../xufs/messages.ts";
-import { type RawConn, SealedConn, SealError } from "../../xufs/seal.ts";
+import { NativeRecordKey, NodeRecordKey, type RawConn, recordKey, SealedConn, SealError } from "../../xufs/seal.ts";
 
 const RUNS = Number(Deno.env.get("MYRT_PROPERTY_RUNS") ?? 100_000);
 
@@ -127,4 +127,47 @@ Deno.test("xufs seal property: one altered byte anywhere in a sealed stream neve
     }),
     { numRuns: RUNS },
   );
+});
+
+/** Both record keys over one chunk: the same sealed bytes; each opens the other's; a flipped byte opens with neither. */
+function agree(k: Uint8Array, n: bigint, chunk: Uint8Array, at: number): void {
+  const native = new NativeRecordKey(k), node = new NodeRecordKey(k);
+  const a = new Uint8Array(chunk.length + 20), b = new Uint8Array(chunk.length + 20);
+  native.seal(n, chunk, a);
+  node.seal(n, chunk, b);
+  assert.deepEqual(a, b, `record ${n} of ${chunk.length} bytes`);
+  assert.deepEqual(node.open(n, a.subarray(0, 4), a.slice(4)), chunk);
+  assert.deepEqual(native.open(n, b.subarray(0, 4), b.slice(4)), chunk);
+  assert.equal(native.open(n + 1n, a.subarray(0, 4), a.slice(4)), null, "a record opened under the next number");
+  const bad = a.slice();
+  bad[at % bad.length] ^= 0x40;
+  assert.equal(native.open(n, bad.subarray(0, 4), bad.slice(4)), null);
+  assert.equal(node.open(n, bad.subarray(0, 4), bad.slice(4)), null);
+}
+
+Deno.test("xufs seal property: libuvpnrouter.so's records equal node:crypto's byte for byte, and links use them", async () => {
+  assert.ok(recordKey(new Uint8Array(32)) instanceof NativeRecordKey, "libuvpnrouter.so is built, so links must seal through it");
+  fc.assert(
+    fc.property(key, fc.bigInt({ min: 0n, max: 2n ** 64n - 2n }), fc.uint8Array({ maxLength: 300 }), fc.nat(), (k, n, chunk, at) => agree(k, n, chunk, at)),
+    { numRuns: RUNS },
+  );
+  // The SIMD paths' block boundaries (16, 128 and 256 bytes) and the largest record.
+  const k = crypto.getRandomValues(new Uint8Array(32));
+  for (const size of [0, 1, 15, 16, 17, 127, 128, 129, 255, 256, 257, 4095, 4096, 4097, 65535, 65536]) {
+    const chunk = new Uint8Array(size);
+    for (let off = 0; off < size; off += 65536) crypto.getRandomValues(chunk.subarray(off, Math.min(size, off + 65536)));
+    agree(k, BigInt(size) * 7919n, chunk, size * 31);
+  }
+  // A stream sealed natively reads back through node:crypto, records of 64 KiB and a rest.
+  const sink = new ChunkedReader(new Uint8Array(0));
+  const big = new Uint8Array(200_000).map((_, i) => i * 7);
+  await new SealedConn(sink, k, k).write(big);
+  const sealed = concatAll(sink.written);
+  assert.equal(sealed.length, big.length + 4 * 20);
+  let off = 0;
+  for (let n = 0n; off < sealed.length; n++) {
+    const len = new DataView(sealed.buffer, off).getUint32(0);
+    assert.ok(new NodeRecordKey(k).open(n, sealed.subarray(off, off + 4), sealed.slice(off + 4, off + 4 + len)) !== null, `record ${n}`);
+    off += 4 + len;
+  }
 });
