@@ -2,7 +2,7 @@
  * Adaptive striping on host A (docs/XUFS.md, "Striped transfers"): the file server meters the
  * range data it moves (range reads sent, ranges of write-backs received), and while a large
  * transfer runs the session adds striping connections as GridFTP adds parallel streams: from the
- * count it started with, doubled (up to the limit, XUFS_STRIPES_MAX, default 16) as long as each
+ * count it started with (8), doubled (up to the limit, XUFS_STRIPES_MAX, default 16) as long as each
  * step made the measured throughput grow by at least a tenth. `XUFS_STRIPES=N` keeps N fixed.
  */
 
@@ -14,13 +14,17 @@ export const DEFAULT_STRIPES_MAX = 16;
 export const GROWTH = 1.1;
 /** Length of one measurement. */
 export const WINDOW_MS = 1000;
+/** Connections an adaptive session starts with: on a 50 ms path a further ssh login takes about a
+ * second to join, so starting at 4 left a 256 MiB read half done before 8 were up (docs/BENCHMARKS.md). */
+export const ADAPTIVE_START = 8;
 
 /** How many striping connections a session starts with, and up to how many it may grow (none: fixed). */
 export function stripePlan(): { stripes: number; limit?: number } {
-  const stripes = envCount("XUFS_STRIPES", DEFAULT_STRIPES);
   const limit = envCount("XUFS_STRIPES_MAX", DEFAULT_STRIPES_MAX);
-  // XUFS_STRIPES set: that many, always; else from the default up while throughput grows.
-  return Deno.env.get("XUFS_STRIPES") || limit <= stripes ? { stripes } : { stripes, limit };
+  // XUFS_STRIPES set: that many, always; else from ADAPTIVE_START up while throughput grows.
+  if (Deno.env.get("XUFS_STRIPES")) return { stripes: envCount("XUFS_STRIPES", DEFAULT_STRIPES) };
+  const stripes = Math.min(ADAPTIVE_START, limit);
+  return limit <= stripes ? { stripes } : { stripes, limit };
 }
 
 /** What the file server counts of range data: bytes moved, and requests running or waiting. */

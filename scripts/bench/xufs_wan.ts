@@ -10,7 +10,7 @@
  * Needs root (sshd). Run through scripts/bench/xufs_wan.sh.
  *   --size-mib 256 (the large file; the issue asks for 1024) --writeback-mib 256 --files 5000
  *   --rtt-ms 50 --window-kib 512 --rate-mbit 1000
- *   --stripes 4 (XUFS_STRIPES: a fixed count; `auto`: ussh's default, adaptive from 4 up to 16)
+ *   --stripes 4 (XUFS_STRIPES: a fixed count; `auto`: ussh's default, adaptive from 8 up to 16)
  *   --sshfs-timeout-s 900 (a cap per sshfs tree step; a capped step is reported as "> cap")
  *   --precache (during the cold reads of step 1, `ls -lR` walks the tree on B in the background,
  *     so pre-caching of its small files runs beside the read)
@@ -20,6 +20,7 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { run } from "../../tests/helpers.ts";
 import { shq } from "../../xufs/ussh.ts";
+import { ADAPTIVE_START, DEFAULT_STRIPES_MAX } from "../../xufs/stripes.ts";
 import { wanHosts } from "./wan_hosts.ts";
 
 const { values: v } = parseArgs({
@@ -40,7 +41,7 @@ const { values: v } = parseArgs({
 const SIZE = Number(v["size-mib"]), WB = Number(v["writeback-mib"]), FILES = Number(v.files), RTT = Number(v["rtt-ms"]);
 const AUTO = v.stripes === "auto";
 /** The connections to wait for before timing (adaptive: the 4 it starts with). */
-const STRIPES = AUTO ? 4 : Number(v.stripes);
+const STRIPES = AUTO ? ADAPTIVE_START : Number(v.stripes);
 const STEPS = new Set(v.steps.split(","));
 for (const [name, x] of [["--size-mib", SIZE], ["--writeback-mib", WB], ["--files", FILES], ["--rtt-ms", RTT], ["--stripes", STRIPES]] as const) {
   if (!Number.isFinite(x) || x <= 0) throw new Error(`${name} must be a positive number${name === "--stripes" ? " or auto" : ""}: ${x}`);
@@ -88,7 +89,7 @@ try {
   // ---- 1. a large file, cold ----
   const sshfsUp = await mountSshfs(a);
   if (STEPS.has("1")) {
-    log(`1. cold read, XUFS over ${AUTO ? "4+ (adaptive)" : STRIPES} connections${WALK ? ", the tree walked meanwhile" : ""}; warm read; local disk`);
+    log(`1. cold read, XUFS over ${AUTO ? `${STRIPES}+ (adaptive)` : STRIPES} connections${WALK ? ", the tree walked meanwhile" : ""}; warm read; local disk`);
     await ussh(withStripes(STRIPES, `${WALK}t xufs_striped cat ~/xufs-rhome/big; t xufs_warm cat ~/xufs-rhome/big; t local_disk cat ~/localbig`), STRIPES);
     fresh();
     log("1. cold read, XUFS over one connection");
@@ -204,7 +205,7 @@ function report(): void {
   const out = [
     `XUFS over an emulated WAN: RTT ${RTT} ms, per-connection window ${v["window-kib"]} KiB in flight per direction ` +
     `(cap ${((Number(v["window-kib"]) * 1024) / (RTT / 2) / 1000).toFixed(1)} MB/s per connection), rate ${v["rate-mbit"]} Mbit/s per connection, ` +
-    `${AUTO ? "adaptive striping (4 up to 16 connections)" : `${STRIPES} stripes`}; ${FILES} files in the tree${WALK ? ", walked (pre-cached) during the cold reads" : ""}`,
+    `${AUTO ? `adaptive striping (${STRIPES} up to ${DEFAULT_STRIPES_MAX} connections)` : `${STRIPES} stripes`}; ${FILES} files in the tree${WALK ? ", walked (pre-cached) during the cold reads" : ""}`,
     "",
     `1. cold read of ${SIZE} MiB`,
     ...["xufs_striped", "xufs_one", "scp", "sshfs"].map((k) => `   ${k.padEnd(14)} ${s(f(k))}${mbps(k)}`),

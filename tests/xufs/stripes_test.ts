@@ -96,12 +96,14 @@ Deno.test("adaptive striping: the policy doubles while a step pays, stops at a p
   try {
     Deno.env.delete("XUFS_STRIPES");
     Deno.env.delete("XUFS_STRIPES_MAX");
-    assert.deepEqual(stripePlan(), { stripes: 4, limit: 16 });
+    assert.deepEqual(stripePlan(), { stripes: 8, limit: 16 });
     Deno.env.set("XUFS_STRIPES", "4");
     assert.deepEqual(stripePlan(), { stripes: 4 });
     Deno.env.delete("XUFS_STRIPES");
+    Deno.env.set("XUFS_STRIPES_MAX", "12");
+    assert.deepEqual(stripePlan(), { stripes: 8, limit: 12 });
     Deno.env.set("XUFS_STRIPES_MAX", "2");
-    assert.deepEqual(stripePlan(), { stripes: 4 });
+    assert.deepEqual(stripePlan(), { stripes: 2 }, "the limit holds from the start");
     Deno.env.set("XUFS_STRIPES_MAX", "x");
     assert.throws(() => stripePlan(), /XUFS_STRIPES_MAX must be an integer of at least 1: x/);
   } finally {
