@@ -63,12 +63,12 @@ static uint64_t session_mark(void)
     return __atomic_load_n(&mark, __ATOMIC_RELAXED);
 }
 
-int xid_fetched(const char *path, const struct stat *st)
+int xid_fetched(const char *path, int fd, const struct stat *st)
 {
     unsigned char r[RECORD_SIZE + 1];
     uint64_t mark = session_mark();
     return mark != 0 &&
-           read_record(path, -1, 0, (uint64_t)st->st_ino, (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
+           read_record(path, fd, 0, (uint64_t)st->st_ino, (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
                        (uint64_t)st->st_size, r) &&
            le64(r + 56) == mark;
 }

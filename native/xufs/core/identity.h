@@ -30,9 +30,9 @@ typedef struct {
  * reported (inode, mtime, size): B has not changed the file since it was recorded. 0 otherwise. */
 int xid_get(const char *path, int fd, int follow, uint64_t ino, int64_t mtime_ns, uint64_t size, xid_a *out);
 
-/* Is the regular cache file at path (not a symlink; st its lstat) cached and trusted in this
- * session, so a read needs no FETCH? */
-int xid_fetched(const char *path, const struct stat *st);
+/* Is the regular cache file at path (not a symlink; st its lstat), or open as fd when path is
+ * NULL (st its fstat), cached and trusted in this session, so a read needs no FETCH? */
+int xid_fetched(const char *path, int fd, const struct stat *st);
 
 /* Is fd on the file system that holds the cache (a cheap test before xid_get on an fd)? */
 int xid_on_cache_fs(uint64_t dev);

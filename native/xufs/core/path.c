@@ -101,6 +101,16 @@ int xufs_on(void)
 
 const char *xufs_cache_root(void) { return xufs_on() ? cfg.cache[0] : ""; }
 
+const char *xufs_cache_resolved(size_t *len)
+{
+    if (!xufs_on()) {
+        *len = 0;
+        return "";
+    }
+    *len = cfg.clen[cfg.nc - 1];
+    return cfg.cache[cfg.nc - 1];
+}
+
 const char *xufs_sock(void) { return xufs_on() ? cfg.sock : ""; }
 
 /* Length of the root among roots[] that prefixes p at a component boundary, and its index. */
@@ -232,6 +242,16 @@ static int resolve_dirs(xpath *out)
 
 int xufs_classify(int dirfd, const char *path, xpath *out)
 {
+    return xufs_classify_lexical(dirfd, path, out) ? xufs_resolve_dirs(out) : 0;
+}
+
+int xufs_resolve_dirs(xpath *out)
+{
+    return resolve_dirs(out);
+}
+
+int xufs_classify_lexical(int dirfd, const char *path, xpath *out)
+{
     out->outside = 0;
     if (!xufs_on() || !path || !*path) return 0;
     char *b = out->buf;
@@ -272,7 +292,7 @@ int xufs_classify(int dirfd, const char *path, xpath *out)
         memcpy(b + n + 1, path, plen + 1);
     }
     normalize(b);
-    return finish(out, base_in_cache) ? resolve_dirs(out) : 0;
+    return finish(out, base_in_cache);
 }
 
 int xufs_classify_fd(int fd, xpath *out)

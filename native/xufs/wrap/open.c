@@ -6,6 +6,7 @@
 #include "xufs/core/prepare.h"
 #include "common/fcntl_arg.h"
 #include "xufs/core/client.h"
+#include "xufs/core/fastopen.h"
 #include "xufs/core/fdtrack.h"
 #include "xufs/core/xreal.h"
 #include "common/log.h"
@@ -35,9 +36,12 @@ static int open_common(int dirfd, const char *path, int flags, mode_t mode)
 {
     if (!xufs_on()) return RCALL(openat64, -1, dirfd, path, flags, mode);
     xpath p;
-    int track;
-    int r = xp_open(dirfd, path, flags, &p, &track);
-    if (r < 0) return -1;
+    int track = 0, r = xufs_classify_lexical(dirfd, path, &p);
+    if (r) {
+        int fast = xp_open_fast(&p, flags);
+        if (fast >= 0) return fast;
+        if ((r = xufs_resolve_dirs(&p)) && (r = xp_open_cls(&p, flags, &track)) < 0) return -1;
+    }
     int fd = RCALL(openat64, -1, dirfd, xp_real(r, &p, path), flags, mode);
     if (fd >= 0 && r && track) xfd_track(fd, p.rel);
     return fd;
