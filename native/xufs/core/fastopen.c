@@ -1,15 +1,8 @@
-/* fastopen.c: the fast open of cached files (fastopen.h) and the process's table of files found
- * trusted. The table saves the identity record's getxattr on later opens of the same file: an
- * entry holds a trusted file's inode with the ctime, mtime and size its fstat showed, and counts
- * only while a new fstat shows all of them again. Anything that changes the file or its record
- * (the manager distrusting it after a change on A, a fill, B writing it, a file renamed over it)
- * gives it a new ctime, provided the ctime entered was older than the clock when it was read:
- * a change after that gets a ctime at least that clock (the kernel stamps files from the coarse
- * real-time clock, or finer), so it cannot look like the entry. A ctime in whole milliseconds (a
- * file system with coarse timestamps) must be two seconds old. (A real-time clock set back can
- * defeat this; it then errs only until the file changes again.) */
+/* fastopen.c: the fast open of cached files (fastopen.h): openat2 with RESOLVE_NO_SYMLINKS on the
+ * cache path as realpath gave the cache root at load, then the checks through the descriptor.
+ * The identity record's read is saved on later opens of an unchanged file by identity.c's cache
+ * of records. */
 #include "xufs/core/fastopen.h"
-#include "common/forksafe.h"
 #include "xufs/core/client.h"
 #include "xufs/core/identity.h"
 #include "xufs/core/xreal.h"
@@ -20,66 +13,16 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
-#define SLOTS 1024 /* direct-mapped by inode */
-
-typedef struct {
-    dev_t dev;
-    ino_t ino; /* 0: empty */
-    struct timespec ctime, mtime;
-    off_t size;
-} trusted;
-
-static trusted table[SLOTS];
 static int no_openat2; /* the kernel has none: every open takes the full path */
-FORKSAFE_MUTEX(lock, lock_table)
 
-static trusted *slot_of(dev_t dev, ino_t ino)
-{
-    uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 32)) * 0x9e3779b97f4a7c15ull;
-    return &table[h >> 54]; /* the top 10 bits: SLOTS */
-}
-
-static int same_ts(const struct timespec *a, const struct timespec *b)
-{
-    return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
-}
-
-/* Is the file of this fstat in the table, unchanged? */
-static int known(const struct stat *st)
-{
-    lock_table();
-    trusted *t = slot_of(st->st_dev, st->st_ino);
-    int yes = t->ino == st->st_ino && t->dev == st->st_dev && t->size == st->st_size &&
-              same_ts(&t->ctime, &st->st_ctim) && same_ts(&t->mtime, &st->st_mtim);
-    pthread_mutex_unlock(&lock);
-    return yes;
-}
-
-/* Enters a file just found trusted, when its ctime is old enough (see the header) against
- * now, the coarse clock read before its fstat. */
-static void enter(const struct stat *st, const struct timespec *now)
-{
-    struct timespec c = st->st_ctim;
-    if (c.tv_nsec % 1000000 == 0) c.tv_sec += 2;
-    if (c.tv_sec > now->tv_sec || (c.tv_sec == now->tv_sec && c.tv_nsec >= now->tv_nsec)) return;
-    lock_table();
-    trusted *t = slot_of(st->st_dev, st->st_ino);
-    *t = (trusted){st->st_dev, st->st_ino, st->st_ctim, st->st_mtim, st->st_size};
-    pthread_mutex_unlock(&lock);
-}
-
-/* Is the open file (st its fstat, now the coarse clock before it) readable as it is? */
-static int usable(const xpath *p, int fd, const struct stat *st, const struct timespec *now)
+/* Is the open file (st its fstat) readable as it is, as the full preparation would find? */
+static int usable(const xpath *p, int fd, const struct stat *st)
 {
     if (S_ISDIR(st->st_mode)) return xufs_is_listed(p->rel);
-    if (!S_ISREG(st->st_mode)) return 1; /* as the full path: nothing to fetch */
-    if (known(st)) return 1;
-    if (!xid_fetched(NULL, fd, st)) return 0;
-    enter(st, now);
-    return 1;
+    if (!S_ISREG(st->st_mode)) return 1; /* nothing to fetch */
+    return xid_fetched(NULL, fd, st);
 }
 
 int xp_open_fast(const xpath *p, int flags)
@@ -99,8 +42,6 @@ int xp_open_fast(const xpath *p, int flags)
     path[rl] = '/';
     memcpy(path + rl + 1, rel, n + 1);
     int e = errno;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME_COARSE, &now);
     struct open_how how = {.flags = (uint64_t)(unsigned)flags, .resolve = RESOLVE_NO_SYMLINKS};
     int fd = (int)RCALL(syscall, -1, (long)SYS_openat2, (long)AT_FDCWD, path, &how, sizeof how);
     if (fd < 0) {
@@ -109,7 +50,7 @@ int xp_open_fast(const xpath *p, int flags)
         return -1;
     }
     struct stat st;
-    if (RCALL(fstat, -1, fd, &st) == 0 && usable(p, fd, &st, &now)) {
+    if (RCALL(fstat, -1, fd, &st) == 0 && usable(p, fd, &st)) {
         errno = e;
         return fd;
     }

@@ -1,4 +1,5 @@
-/* fastopen.h: opening a cached file for reading in one system call more than a direct open. The
+/* fastopen.h: opening a cached file for reading in one system call more than a direct open (an
+ * fstat; the identity record's getxattr too at the first open of a file in the process). The
  * kernel resolves the cache path with RESOLVE_NO_SYMLINKS (so no directory on the way, and not
  * the file, is a symlink: no lstat of each directory is needed to follow them as the user sees
  * them), and the open file is checked through its descriptor: a regular file trusted in this
