@@ -35,7 +35,8 @@ static uint64_t le64(const unsigned char *p)
  * inode); "no record" only when read through a descriptor. (A real-time clock set back can defeat
  * this until the file changes again.) */
 
-#define SLOTS 1024 /* direct-mapped by inode */
+#define SETS 2048 /* by inode, two entries each: 4096 files */
+#define WAYS 2
 
 typedef struct {
     xid_key k; /* k.ok 0: empty */
@@ -43,29 +44,37 @@ typedef struct {
     unsigned char r[RECORD_SIZE];
 } cached;
 
-static cached cache[SLOTS];
+static struct {
+    cached e[WAYS];
+    unsigned next; /* the entry to replace */
+} sets[SETS];
 FORKSAFE_MUTEX(lock, lock_cache)
 
-static cached *slot_of(const xid_key *k)
+static unsigned set_of(const xid_key *k)
 {
     uint64_t h = (k->ino ^ (k->dev << 32)) * 0x9e3779b97f4a7c15ull;
-    return &cache[h >> 54]; /* the top 10 bits: SLOTS */
+    return (unsigned)(h >> 53); /* the top 11 bits: SETS */
+}
+
+static int same_file(const xid_key *a, const xid_key *b)
+{
+    return a->ok && a->ino == b->ino && a->dev == b->dev;
 }
 
 static int same_key(const xid_key *a, const xid_key *b)
 {
-    return a->ok && a->ino == b->ino && a->dev == b->dev && a->size == b->size && a->ctime_ns == b->ctime_ns &&
-           a->mtime_ns == b->mtime_ns;
+    return same_file(a, b) && a->size == b->size && a->ctime_ns == b->ctime_ns && a->mtime_ns == b->mtime_ns;
 }
 
 /* The cached record of k: 1 with *have (and r) set, or 0 when not cached. */
 static int cached_record(const xid_key *k, int *have, unsigned char r[RECORD_SIZE])
 {
     if (!k->ok) return 0;
+    int hit = 0;
     lock_cache();
-    cached *c = slot_of(k);
-    int hit = same_key(&c->k, k);
-    if (hit && (*have = c->have)) memcpy(r, c->r, RECORD_SIZE);
+    cached *e = sets[set_of(k)].e;
+    for (int i = 0; i < WAYS && !hit; i++)
+        if ((hit = same_key(&e[i].k, k)) && (*have = e[i].have)) memcpy(r, e[i].r, RECORD_SIZE);
     pthread_mutex_unlock(&lock);
     return hit;
 }
@@ -77,7 +86,10 @@ static void enter(const xid_key *k, int have, const unsigned char r[RECORD_SIZE]
     if (c % 1000000 == 0) c += 2000000000;
     if (!k->ok || c >= XID_NS(*now)) return;
     lock_cache();
-    cached *e = slot_of(k);
+    unsigned s = set_of(k), i = 0;
+    while (i < WAYS && !same_file(&sets[s].e[i].k, k)) i++; /* the file's older entry, else the next */
+    if (i == WAYS) i = sets[s].next++ % WAYS;
+    cached *e = &sets[s].e[i];
     e->k = *k;
     e->have = have;
     if (have) memcpy(e->r, r, RECORD_SIZE);
