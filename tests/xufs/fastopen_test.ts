@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { spawnCli, tempDir } from "../helpers.ts";
+import { cli, spawnCli, tempDir } from "../helpers.ts";
 import { waitForFile } from "./hosts.ts";
 
 /** Opens, waits for the test's go file, then opens again until the content changes (bounded). */
@@ -69,5 +69,53 @@ Deno.test({
     } finally {
       await p.stop();
     }
+  },
+});
+
+/** Closes every descriptor, fills the numbers up to the one libxufs.so kept, opens a cache
+ * directory there, then opens a file: the right one, not its namesake inside that directory. */
+const CLOSER = String.raw`
+import os, sys
+mnt = os.environ["XUFS_MOUNT"]
+def rd(rel):
+    fd = os.open(os.path.join(mnt, rel), os.O_RDONLY)
+    try: return os.read(fd, 100)
+    finally: os.close(fd)
+before = rd("d/f.txt"), rd("d/d/f.txt")  # listed: the next opens are fast
+assert (rd("d/f.txt"), rd("d/d/f.txt")) == before
+def target(n):
+    try: return os.readlink("/proc/self/fd/" + n)
+    except OSError: return ""
+kept = [int(n) for n in os.listdir("/proc/self/fd") if int(n) >= 64 and target(n).endswith("/.xufs/cache/local-xufs-rhome/tree")]
+assert len(kept) == 1, kept
+how = sys.argv[1]
+if how == "closerange": os.closerange(3, 1 << 16)
+elif how == "close": os.close(kept[0])
+else: os.dup2(os.open("/dev/null", os.O_RDONLY), kept[0]); os.close(kept[0])
+while True:  # every lower number taken: the next open gets the kept one
+    fd = os.open("/dev/null", os.O_RDONLY)
+    if fd >= kept[0]: break
+os.close(fd)
+d = os.open(os.path.join(mnt, "d"), os.O_RDONLY | os.O_DIRECTORY)
+print(how, d == kept[0], before, (rd("d/f.txt"), rd("d/d/f.txt")))
+`;
+
+Deno.test({
+  name: "xufs fast open: a program that closes the descriptor libxufs.so keeps (close_range, close, dup2 over it) still opens the right files",
+  async fn() {
+    using dir = tempDir();
+    const exported = join(dir.path, "export"), home = join(dir.path, "home");
+    for (const d of [join(exported, "d/d"), home]) Deno.mkdirSync(d, { recursive: true });
+    Deno.writeTextFileSync(join(exported, "d/f.txt"), "outer\n");
+    Deno.writeTextFileSync(join(exported, "d/d/f.txt"), "inner\n");
+    Deno.writeTextFileSync(join(dir.path, "closer.py"), CLOSER);
+    const py = join(dir.path, "closer.py");
+    const r = await cli("xufs_session", ["--local-export", exported, "--", `sh -c 'for h in closerange close dup2; do python3 ${py} $h; done'`], {
+      env: { PATH: "/usr/bin:/bin", HOME: home, SHELL: "/bin/sh", LC_ALL: "C" },
+      timeoutMs: 60_000,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const same = "(b'outer\\n', b'inner\\n') (b'outer\\n', b'inner\\n')";
+    assert.equal(r.stdout, `closerange True ${same}\nclose True ${same}\ndup2 True ${same}\n`, r.stderr);
   },
 });
