@@ -195,7 +195,7 @@ static int lstat_listed(const xpath *p, struct stat *st)
  * it, where the user's own files are — never into the cache manager's files beside the cache
  * tree, where the kernel would take it from the cache path. Returns 1 (still an XUFS path) or 0
  * (it leads outside: out->buf holds the absolute path, out->outside is set). */
-static int resolve_dirs(xpath *out)
+int xufs_resolve_dirs(xpath *out)
 {
     for (int hops = 0; hops < 40; hops++) {
         char *slash = strcmp(out->rel, ".") == 0 ? NULL : strchr(out->rel, '/');
@@ -243,11 +243,6 @@ static int resolve_dirs(xpath *out)
 int xufs_classify(int dirfd, const char *path, xpath *out)
 {
     return xufs_classify_lexical(dirfd, path, out) ? xufs_resolve_dirs(out) : 0;
-}
-
-int xufs_resolve_dirs(xpath *out)
-{
-    return resolve_dirs(out);
 }
 
 int xufs_classify_lexical(int dirfd, const char *path, xpath *out)
