@@ -28,6 +28,7 @@ static int no_openat2; /* the kernel has none: every open takes the full path */
  * raw system call, outside libc, is not seen: a cache directory the program then opened at that
  * number would serve as the root.) */
 static int root_fd = -1;
+static int no_root; /* it could not be had: every open takes the full path */
 static dev_t root_dev;
 static ino_t root_ino;
 FORKSAFE_MUTEX(lock, lock_root)
@@ -49,8 +50,9 @@ static int root(void)
             root_dev = st.st_dev;
             root_ino = st.st_ino;
             __atomic_store_n(&root_fd, high, __ATOMIC_RELEASE);
-        } else if (high >= 0) {
-            RCALL(close, -1, high);
+        } else {
+            if (high >= 0) RCALL(close, -1, high);
+            __atomic_store_n(&no_root, 1, __ATOMIC_RELAXED); /* e.g. fewer than 65 descriptors allowed */
         }
     }
     fd = root_fd;
@@ -83,7 +85,7 @@ int xp_open_fast(const xpath *p, int flags)
 {
     if ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC | O_PATH)) ||
         (flags & O_TMPFILE) == O_TMPFILE || p->outside || strcmp(p->rel, ".") == 0 ||
-        __atomic_load_n(&no_openat2, __ATOMIC_RELAXED))
+        __atomic_load_n(&no_openat2, __ATOMIC_RELAXED) || __atomic_load_n(&no_root, __ATOMIC_RELAXED))
         return -1;
     char dir[PATH_MAX];
     xufs_rel_dirname(p->rel, dir);
