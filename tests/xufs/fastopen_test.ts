@@ -1,11 +1,13 @@
 /**
  * The fast open of cached files (native/xufs/core/fastopen.c, issue 15): a file opened for reading
- * through the mount is opened by the kernel on its cache path without symlinks, and a file found
- * trusted is remembered by the process (inode, ctime, mtime, size). One python3 process keeps
- * opening while A changes its files (xufs_session --local-export: A's change callbacks reach the
- * manager): it must see A's new content, never the placeholder that replaces the old file (same
- * size, same mtime, often the same inode number: only the ctime tells it apart), and a directory
- * A replaced by a symlink to another one must lead where the symlink points.
+ * through the mount is opened by the kernel from a descriptor of the cache root without symlinks,
+ * and the identity records a process read are kept by inode with the ctime, mtime and size of
+ * their stat (native/xufs/core/identity.c). One python3 process keeps opening while A changes its
+ * files (xufs_session --local-export: A's change callbacks reach the manager): it must see A's new
+ * content, never the placeholder that replaces the old file (same size, same mtime, often the same
+ * inode number: only the ctime tells it apart), and a directory A replaced by a symlink to another
+ * one must lead where the symlink points. Another closes the root descriptor behind libxufs.so's
+ * back and puts a cache directory at its number: its opens must still find the right files.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -22,7 +24,7 @@ def rd(rel):
     finally: os.close(fd)
 first = rd("f.txt"), rd("d/g.txt")
 time.sleep(0.05)
-for _ in range(3): assert (rd("f.txt"), rd("d/g.txt")) == first  # trusted, then from the table
+for _ in range(3): assert (rd("f.txt"), rd("d/g.txt")) == first  # trusted, then from the record cache
 open(os.path.join(marks, "ready"), "w").close()
 for _ in range(600):
     if os.path.exists(os.path.join(marks, "go")): break
