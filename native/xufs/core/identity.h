@@ -25,14 +25,27 @@ typedef struct {
     int64_t mtime_ns, ctime_ns;
 } xid_a;
 
+/* What a stat showed of a file: the key of the process's cache of identity records (see
+ * identity.c). ok is 0 when the stat lacked a field (a statx without STATX_CTIME): not cached. */
+typedef struct {
+    uint64_t dev, ino, size;
+    int64_t ctime_ns, mtime_ns;
+    int ok;
+} xid_key;
+
+#define XID_NS(ts) ((int64_t)(ts).tv_sec * 1000000000 + (ts).tv_nsec)
+/* The key of a struct stat or stat64. */
+#define XID_KEY(st) ((xid_key){(uint64_t)(st)->st_dev, (uint64_t)(st)->st_ino, (uint64_t)(st)->st_size, \
+                               XID_NS((st)->st_ctim), XID_NS((st)->st_mtim), 1})
+
 /* Reads the record of the cache file at path (following a final symlink when follow), or of fd
  * when path is NULL, and returns 1 with A's identity in *out when it matches what B's stat just
- * reported (inode, mtime, size): B has not changed the file since it was recorded. 0 otherwise. */
-int xid_get(const char *path, int fd, int follow, uint64_t ino, int64_t mtime_ns, uint64_t size, xid_a *out);
+ * reported (k: inode, mtime, size): B has not changed the file since it was recorded. 0 otherwise. */
+int xid_get(const char *path, int fd, int follow, const xid_key *k, xid_a *out);
 
-/* Is the regular cache file at path (not a symlink; st its lstat) cached and trusted in this
- * session, so a read needs no FETCH? */
-int xid_fetched(const char *path, const struct stat *st);
+/* Is the regular cache file at path (not a symlink; st its lstat), or open as fd when path is
+ * NULL (st its fstat), cached and trusted in this session, so a read needs no FETCH? */
+int xid_fetched(const char *path, int fd, const struct stat *st);
 
 /* Is fd on the file system that holds the cache (a cheap test before xid_get on an fd)? */
 int xid_on_cache_fs(uint64_t dev);
@@ -41,9 +54,8 @@ int xid_on_cache_fs(uint64_t dev);
  * record of the cache file matches (path: the cache path; NULL: use fd). */
 #define XID_APPLY_STAT(path, fd, follow, st) do {                                           \
     xid_a a_;                                                                               \
-    if (xid_get((path), (fd), (follow), (uint64_t)(st)->st_ino,                             \
-                (int64_t)(st)->st_mtim.tv_sec * 1000000000 + (st)->st_mtim.tv_nsec,         \
-                (uint64_t)(st)->st_size, &a_)) {                                            \
+    xid_key k_ = XID_KEY(st);                                                               \
+    if (xid_get((path), (fd), (follow), &k_, &a_)) {                                        \
         (st)->st_ino = a_.ino;                                                              \
         (st)->st_mtim.tv_sec = a_.mtime_ns / 1000000000;                                    \
         (st)->st_mtim.tv_nsec = a_.mtime_ns % 1000000000;                                   \

@@ -101,6 +101,16 @@ int xufs_on(void)
 
 const char *xufs_cache_root(void) { return xufs_on() ? cfg.cache[0] : ""; }
 
+const char *xufs_cache_resolved(size_t *len)
+{
+    if (!xufs_on()) {
+        *len = 0;
+        return "";
+    }
+    *len = cfg.clen[cfg.nc - 1];
+    return cfg.cache[cfg.nc - 1];
+}
+
 const char *xufs_sock(void) { return xufs_on() ? cfg.sock : ""; }
 
 /* Length of the root among roots[] that prefixes p at a component boundary, and its index. */
@@ -185,7 +195,7 @@ static int lstat_listed(const xpath *p, struct stat *st)
  * it, where the user's own files are — never into the cache manager's files beside the cache
  * tree, where the kernel would take it from the cache path. Returns 1 (still an XUFS path) or 0
  * (it leads outside: out->buf holds the absolute path, out->outside is set). */
-static int resolve_dirs(xpath *out)
+int xufs_resolve_dirs(xpath *out)
 {
     for (int hops = 0; hops < 40; hops++) {
         char *slash = strcmp(out->rel, ".") == 0 ? NULL : strchr(out->rel, '/');
@@ -232,6 +242,11 @@ static int resolve_dirs(xpath *out)
 
 int xufs_classify(int dirfd, const char *path, xpath *out)
 {
+    return xufs_classify_lexical(dirfd, path, out) ? xufs_resolve_dirs(out) : 0;
+}
+
+int xufs_classify_lexical(int dirfd, const char *path, xpath *out)
+{
     out->outside = 0;
     if (!xufs_on() || !path || !*path) return 0;
     char *b = out->buf;
@@ -272,7 +287,7 @@ int xufs_classify(int dirfd, const char *path, xpath *out)
         memcpy(b + n + 1, path, plen + 1);
     }
     normalize(b);
-    return finish(out, base_in_cache) ? resolve_dirs(out) : 0;
+    return finish(out, base_in_cache);
 }
 
 int xufs_classify_fd(int fd, xpath *out)

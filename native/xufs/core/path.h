@@ -29,6 +29,9 @@ static inline const char *xp_real(int r, const xpath *p, const char *path)
 int xufs_on(void);
 /* The cache tree's root ("" when off). */
 const char *xufs_cache_root(void);
+/* The cache tree's root as realpath resolved it at load (no symlinks on the way; the root as
+ * given when realpath failed), and its length. */
+const char *xufs_cache_resolved(size_t *len);
 /* The manager socket path ("" when off). */
 const char *xufs_sock(void);
 
@@ -36,6 +39,11 @@ const char *xufs_sock(void);
  * an XUFS path; 0 when it is not (or cannot be classified: pass it through, as xp_real says).
  * A NULL or empty path is never an XUFS path. Always sets out->outside. */
 int xufs_classify(int dirfd, const char *path, xpath *out);
+/* xufs_classify in two steps: the lexical one (the path made absolute and normalised, no system
+ * call on an absolute path), then following the symlinks among the directories of an XUFS path
+ * as the user sees them (1: still an XUFS path; 0: it leads outside, out->buf holds that path). */
+int xufs_classify_lexical(int dirfd, const char *path, xpath *out);
+int xufs_resolve_dirs(xpath *out);
 /* Classifies the file that fd refers to (via /proc/self/fd). */
 int xufs_classify_fd(int fd, xpath *out);
 

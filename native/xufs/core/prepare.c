@@ -104,6 +104,12 @@ int xp_open(int dirfd, const char *path, int flags, xpath *p, int *track)
 {
     *track = 0;
     if (!xufs_classify(dirfd, path, p)) return 0;
+    return xp_open_cls(p, flags, track);
+}
+
+int xp_open_cls(xpath *p, int flags, int *track)
+{
+    *track = 0;
     if ((flags & O_TMPFILE) == O_TMPFILE) {
         errno = EOPNOTSUPP;
         return -1;
@@ -126,7 +132,7 @@ int xp_open(int dirfd, const char *path, int flags, xpath *p, int *track)
     if (S_ISDIR(st.st_mode)) return xufs_list(p->rel) < 0 ? -1 : 1;
     if ((flags & O_DIRECTORY) || !S_ISREG(st.st_mode)) return 1;
     if ((flags & O_CREAT) && (flags & O_EXCL)) return 1; /* the real open fails with EEXIST */
-    if (!wr) return xid_fetched(p->buf, &st) || xufs_fetch(p->rel) == 0 ? 1 : -1;
+    if (!wr) return xid_fetched(p->buf, -1, &st) || xufs_fetch(p->rel) == 0 ? 1 : -1;
     /* Open for writing: fetched (unless truncated) and known open, so A's changes wait. */
     if (xufs_openw(p->rel, (flags & O_TRUNC) != 0) < 0) return -1;
     *track = 1;

@@ -15,6 +15,8 @@ int xp_lookup_cls(xpath *p, int follow);
  * nothing for a new file. *track is set when the fd must be tracked as written. With follow a
  * final symlink is resolved and p becomes its target. */
 int xp_open(int dirfd, const char *path, int flags, xpath *p, int *track);
+/* As xp_open for an already classified XUFS path. */
+int xp_open_cls(xpath *p, int flags, int *track);
 /* open(2)-style flags for an fopen mode string. */
 int xp_fopen_flags(const char *mode);
 

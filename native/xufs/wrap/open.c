@@ -1,11 +1,13 @@
 /* open.c: libxufs.so's load/exit hooks and the wrappers of the open family (open*, creat*,
  * __open*_2, fopen*, freopen*, openat2 through syscall()) and of fd lifetime (close, dup*, fcntl F_DUPFD*, fclose,
- * fcloseall, close_range) that drive the CLOSED write-back: close() and fclose() fail with EIO
+ * fcloseall, close_range, closefrom; through syscall() too, for the fast open's descriptor) that
+ * drive the CLOSED write-back: close() and fclose() fail with EIO
  * when the manager could not make the change durable. Paths are prepared by
  * xufs/core/prepare.c. */
 #include "xufs/core/prepare.h"
 #include "common/fcntl_arg.h"
 #include "xufs/core/client.h"
+#include "xufs/core/fastopen.h"
 #include "xufs/core/fdtrack.h"
 #include "xufs/core/xreal.h"
 #include "common/log.h"
@@ -35,9 +37,12 @@ static int open_common(int dirfd, const char *path, int flags, mode_t mode)
 {
     if (!xufs_on()) return RCALL(openat64, -1, dirfd, path, flags, mode);
     xpath p;
-    int track;
-    int r = xp_open(dirfd, path, flags, &p, &track);
-    if (r < 0) return -1;
+    int track = 0, r = xufs_classify_lexical(dirfd, path, &p);
+    if (r) {
+        int fast = xp_open_fast(&p, flags);
+        if (fast >= 0) return fast;
+        if ((r = xufs_resolve_dirs(&p)) && (r = xp_open_cls(&p, flags, &track)) < 0) return -1;
+    }
     int fd = RCALL(openat64, -1, dirfd, xp_real(r, &p, path), flags, mode);
     if (fd >= 0 && r && track) xfd_track(fd, p.rel);
     return fd;
@@ -76,6 +81,9 @@ XUFS_API __attribute__((no_sanitize_address)) long syscall(long nr, ...)
     for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
     va_end(ap);
     if (nr == SYS_openat2 && xufs_on()) return openat2_common((int)a[0], (const char *)a[1], (struct open_how *)a[2], (size_t)a[3]);
+    if (nr == SYS_close || (nr == SYS_close_range && !(a[2] & CLOSE_RANGE_CLOEXEC)))
+        xp_fast_closing((unsigned)a[0], nr == SYS_close ? (unsigned)a[0] : (unsigned)a[1]);
+    if (nr == SYS_dup2 || nr == SYS_dup3) xp_fast_closing((unsigned)a[1], (unsigned)a[1]);
     return RCALL(syscall, -1, nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
@@ -229,15 +237,25 @@ XUFS_API int fcloseall(void)
 
 XUFS_API int close(int fd)
 {
+    xp_fast_closing((unsigned)fd, (unsigned)fd);
     void *tok = xfd_detach(fd);
     return closed_result(RCALL(close, -1, fd), tok, -1);
 }
 
 XUFS_API int close_range(unsigned first, unsigned last, int flags)
 {
+    if (!(flags & CLOSE_RANGE_CLOEXEC)) xp_fast_closing(first, last);
     int r = RCALL(close_range, -1, first, last, flags);
     if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) xfd_sweep();
     return r;
+}
+
+XUFS_API void closefrom(int lowfd)
+{
+    xp_fast_closing((unsigned)(lowfd < 0 ? 0 : lowfd), ~0u);
+    void (*real)(int) = XREAL(closefrom);
+    if (real) real(lowfd);
+    xfd_sweep();
 }
 
 XUFS_API int dup(int fd)
@@ -249,6 +267,7 @@ XUFS_API int dup(int fd)
 
 XUFS_API int dup2(int fd, int fd2)
 {
+    if (fd != fd2) xp_fast_closing((unsigned)fd2, (unsigned)fd2);
     int r = RCALL(dup2, -1, fd, fd2);
     if (r >= 0 && fd != fd2 && (xfd_maybe(fd) || xfd_maybe(fd2))) xfd_share(fd, fd2);
     return r;
@@ -256,6 +275,7 @@ XUFS_API int dup2(int fd, int fd2)
 
 XUFS_API int dup3(int fd, int fd2, int flags)
 {
+    xp_fast_closing((unsigned)fd2, (unsigned)fd2);
     int r = RCALL(dup3, -1, fd, fd2, flags);
     if (r >= 0 && xfd_maybe(fd)) xfd_share(fd, fd2);
     return r;
