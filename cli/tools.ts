@@ -49,8 +49,10 @@ export const TOOLS: Tool[] = [
     name: "ussh",
     entry: "cli/ussh.ts",
     // ussh serves the export (read/write inside it, enforced by xufs/confine.ts with libc's
-    // openat2, renameat2 and flock: FFI), runs ssh and tar, and connects out for --notun.
-    permissions: ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run=ssh,tar", "--allow-sys=hostname", "--allow-ffi"],
+    // openat2, renameat2 and flock: FFI), runs ssh and tar, and connects out for --notun. Any
+    // program may be run (not only ssh and tar): Deno refuses to spawn anything under a run
+    // allowlist while LD_LIBRARY_PATH or LD_PRELOAD is set, as environment modules set them.
+    permissions: ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "--allow-sys=hostname", "--allow-ffi"],
     include: [],
   },
   {

@@ -28,7 +28,10 @@ for (const notun of TRANSPORTS) {
       await withHosts(async (h) => {
         const { sshd, a } = h;
         seedHome(a);
-        const ussh = (cmd: string) => h.ussh(cmd, { notun, cwd: join(a, "subdir1") });
+        // As on a cluster with environment modules: LD_LIBRARY_PATH and LD_PRELOAD are set (Deno
+        // refused to spawn ssh with them under a run allowlist: "internal error: NotCapable").
+        const env = { LD_LIBRARY_PATH: "/usr/lib/x86_64-linux-gnu:/usr/local/lib", LD_PRELOAD: "" };
+        const ussh = (cmd: string) => h.ussh(cmd, { notun, cwd: join(a, "subdir1"), env });
         const r = await ussh("pwd; /bin/pwd; ls ~/xufs-rhome; cat ../file1; cat inner; echo written on B > created.txt; exit 3");
         assert.equal(r.code, 3, r.stderr);
         assert.match(r.stderr, /installing MyRT .* into hostb:~\/myrt/);
