@@ -49,6 +49,9 @@ for (const notun of TRANSPORTS) {
         Deno.writeTextFileSync(h.b("m-stopped"), "");
         for (const s of ["w1", "w2"]) await waitForFile(h.b(`m-written-${s}`), 60_000, procs[s === "w1" ? 0 : 1]);
         for (const p of procs) Deno.kill(p.pid, "SIGCONT");
+        // With --notun the links were dropped, and B reads only once A has dialled in again: an
+        // open in between fails at once with EIO (A unreachable), which a run once met.
+        if (notun) for (const p of procs) await p.waitFor(/link to host A re-established/, 60_000);
         Deno.writeTextFileSync(h.b("m-resumed"), "");
         for (const p of procs) {
           const r = await p.result(120_000);
