@@ -18,6 +18,7 @@ import { contains, formatIp, parseIp, type Subnet } from "./ipv4.ts";
 import type { LeaseTable } from "./leases.ts";
 import type { Link } from "./link.ts";
 import { request } from "./client.ts";
+import { trace } from "./trace.ts";
 import type { DirectPaths, DirectTarget } from "./direct.ts";
 import type { Refusal } from "./relay.ts";
 import type { PeerHop, SessionTable } from "./sessions.ts";
@@ -177,6 +178,7 @@ export class Connects {
       ticketId,
     });
     this.o.counters.connectAnswered(performance.now() - started, true);
+    trace("reply");
     await link.reply(reqId, Status.OK, answer).catch(() => this.#expire(id));
   }
 
@@ -311,6 +313,7 @@ export class Connects {
       const dp = this.o.dp();
       if ("relay" in p.hop) dp.relayAttach(p.hop.relay, dp.adopt(conn));
       else this.o.sessions.attach(p.hop.session, conn);
+      trace("attach");
       this.o.conns.forget(conn); // closed by the handover (a second close would only throw)
     } catch (e) {
       this.o.log(`relay ${p.what}: ${(e as Error).message}`);

@@ -9,7 +9,8 @@
  * kept here.
  */
 import { batchedLog } from "./logbuf.ts";
-import { hex, u16, u32 } from "../common/bytes.ts";
+import { trace } from "./trace.ts";
+import { concat, hex, u16, u32, unhex } from "../common/bytes.ts";
 import { closeQuietly, ConnSet } from "../common/io.ts";
 import { acceptCarrier } from "./carrier.ts";
 import { Connects } from "./connects.ts";
@@ -19,7 +20,7 @@ import { DataPlane, type DataPlaneEvent } from "./dataplane.ts";
 import { DEFAULT_LIMITS, type GuardLimits, PreAuthGuard, RefusalLog } from "./guard.ts";
 import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
 import { type Holder, LeaseTable } from "./leases.ts";
-import { acceptLink, type Link, readPart } from "./link.ts";
+import { acceptLink, type Link, readPart, readStart } from "./link.ts";
 import { NameService } from "./names.ts";
 import type { Route } from "./routes.ts";
 import { defaultSessionConfig, type SessionConfig, SessionTable } from "./sessions.ts";
@@ -149,6 +150,8 @@ export class Router {
       spoolDir: c.spool.dir,
     }, (e) => this.#dataPlaneEvent(e));
     this.counters.dp = () => this.#dp!.stats();
+    const dp = this.#dp;
+    this.#table.onListener = (l, gone) => dp.setListener(l.ip, l.port, gone ? null : { host: l.realHost, port: l.realPort, lid: unhex(l.id) });
     this.#listener = Deno.listen({ ...this.opts.listen, transport: "tcp" });
     try {
       await this.#udp.start(this.opts.listen.hostname, this.opts.listen.port);
@@ -217,6 +220,7 @@ export class Router {
    * handshake deadline.
    */
   async #handle(conn: Deno.TcpConn): Promise<void> {
+    trace("accept");
     const peer = peerOf(conn);
     const source = (conn.remoteAddr as Deno.NetAddr).hostname;
     if (!this.#guard.admit(source)) {
@@ -239,20 +243,18 @@ export class Router {
       this.#conns.close(conn);
     }, ms);
     try {
-      const magic = await readPart(conn, 4);
-      if (sameMagic(magic, MAGIC)) {
-        const link = await acceptLink(conn, this.opts.key, magic);
+      const start = await readStart(conn, TICKET_LEN); // a whole ticket, or the start of a HELLO (longer)
+      if (sameMagic(start, MAGIC)) {
+        const link = await acceptLink(conn, this.opts.key, start);
         const first = await link.read();
         clearTimeout(timer);
         release();
         await this.#serveLink(link, first);
         return;
       }
-      if (sameMagic(magic, TICKET_MAGIC)) {
-        const rest = await readPart(conn, TICKET_LEN - 4);
-        const whole = new Uint8Array(TICKET_LEN);
-        whole.set(magic);
-        whole.set(rest, 4);
+      if (sameMagic(start, TICKET_MAGIC)) {
+        trace("ticket");
+        const whole = start.length === TICKET_LEN ? start : concat(start, await readPart(conn, TICKET_LEN - start.length));
         const ticket = decodeTicket(this.opts.key, whole);
         clearTimeout(timer);
         release();
@@ -504,6 +506,7 @@ export class Router {
           }
           return [bad];
         }
+        trace("connect");
         await this.#connects.connect(ctx.link, f.reqId, c);
         return null;
       }

@@ -10,6 +10,7 @@
 import { hex, unhex } from "../common/bytes.ts";
 import type { RouterCounters } from "./counters.ts";
 import type { DataPlane, DataPlaneEvent } from "./dataplane.ts";
+import { trace } from "./trace.ts";
 import { formatIp, type Subnet } from "./ipv4.ts";
 import type { LeaseTable } from "./leases.ts";
 import { type Link, LinkError, openLink } from "./link.ts";
@@ -127,6 +128,7 @@ export class SessionTable {
     const answer = new Promise<{ status: number }>((resolve) => {
       this.#sessions.set(id, { what, sid: hex(sid).slice(0, 12), opener: true, opened: resolve });
     });
+    trace("open");
     this.o.dp().open(id, peer.id, sid, c, this.o.cfg.encrypt || route.encrypt === true);
     const r = await answer;
     const via = `peer router ${route.host}:${route.port}`;
@@ -158,13 +160,18 @@ export class SessionTable {
   event(e: DataPlaneEvent): boolean {
     switch (e.type) {
       case "opened": {
+        trace("opened");
         const s = this.#sessions.get(e.id);
         s?.opened?.({ status: e.status });
         if (s) s.opened = undefined;
         return true;
       }
       case "open_req":
+        trace("open_req");
         this.#answer(e.id, e.connect, e.sid, e.link);
+        return true;
+      case "open_dialed":
+        this.#answered(e.id, connText(e.connect), e.sid, `${e.realHost}:${e.realPort}`);
         return true;
       case "dial_fail": {
         const s = this.#sessions.get(e.id);
@@ -172,6 +179,7 @@ export class SessionTable {
         return true;
       }
       case "end": {
+        trace("end");
         const s = this.#sessions.get(e.id);
         this.#sessions.delete(e.id);
         s?.opened?.({ status: Status.ENETUNREACH });
@@ -197,7 +205,7 @@ export class SessionTable {
 
   /** A peer's OPEN: our listener for the destination, dialed by the data plane, or a refusal. */
   #answer(id: number, c: ConnectBody, sid: Uint8Array, link: number): void {
-    const what = `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
+    const what = connText(c);
     const via = this.#links.get(link)?.via ?? "a peer router";
     const table = this.o.table();
     const l = c.proto === 6 ? table.listener(c.dstIp, c.dstPort) : undefined;
@@ -207,9 +215,15 @@ export class SessionTable {
       this.o.dp().answerRefuse(id, status);
       return;
     }
-    this.#sessions.set(id, { what, sid: hex(sid).slice(0, 12), opener: false });
-    this.o.log(`relay ${what} open via listener ${l.realHost}:${l.realPort}`);
+    this.#answered(id, what, sid, `${l.realHost}:${l.realPort}`);
     this.o.dp().answerDial(id, l.realHost, l.realPort, unhex(l.id));
+    trace("answer");
+  }
+
+  /** Session `id` answered here: our listener at `real` is dialed for it. */
+  #answered(id: number, what: string, sid: Uint8Array, real: string): void {
+    this.#sessions.set(id, { what, sid: hex(sid).slice(0, 12), opener: false });
+    this.o.log(`relay ${what} open via listener ${real}`);
   }
 
   /** Opens a link to a peer (unless one is being opened); on failure retries later if needed. */
@@ -259,4 +273,9 @@ export class SessionTable {
   close(): void {
     for (const p of this.#peers.values()) clearTimeout(p.timer);
   }
+}
+
+/** "src:port -> dst:port" of a connection, as the log lines name it. */
+function connText(c: ConnectBody): string {
+  return `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
 }
