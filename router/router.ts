@@ -14,6 +14,7 @@ import { concat, hex, u16, u32, unhex } from "../common/bytes.ts";
 import { closeQuietly, ConnSet } from "../common/io.ts";
 import { acceptCarrier } from "./carrier.ts";
 import { Connects } from "./connects.ts";
+import { Deadlines } from "./deadlines.ts";
 import { DirectPaths, type DirectPolicy } from "./direct.ts";
 import { RouterCounters, type RouterStats, statusText, type StatusReport } from "./counters.ts";
 import { DataPlane, type DataPlaneEvent } from "./dataplane.ts";
@@ -91,12 +92,15 @@ export class Router {
   #ttl: { exclusive: number; open: number };
   #dp?: DataPlane;
   #cfg: SessionConfig;
+  /** Each unauthenticated connection's handshake deadline. */
+  #handshakes: Deadlines;
 
   constructor(private readonly opts: RouterOptions) {
     this.subnet = opts.self.subnet;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#log = opts.log ?? batchedLog("uvpn_proxy: ");
     this.#guard = new PreAuthGuard({ ...DEFAULT_LIMITS, ...opts.limits });
+    this.#handshakes = new Deadlines(this.#guard.limits.handshakeMs);
     this.#refusals = new RefusalLog(this.#log);
     this.#ttl = opts.leaseTtlMs ?? { exclusive: 60_000, open: 43_200_000 };
     this.#names = new NameService(() => this.#table, opts.routes, opts.key, this.#timeoutMs, this.#log);
@@ -200,6 +204,7 @@ export class Router {
   /** Stops listening and closes every connection. */
   close(): void {
     closeQuietly(this.#listener);
+    this.#handshakes.close();
     this.#sessions.close();
     this.#connects.close();
     this.#dp?.stop();
@@ -238,16 +243,16 @@ export class Router {
     };
     const ms = this.#guard.limits.handshakeMs;
     let late = false;
-    const timer = setTimeout(() => {
+    const timer = this.#handshakes.add(() => {
       late = true;
       this.#conns.close(conn);
-    }, ms);
+    });
     try {
       const start = await readStart(conn, TICKET_LEN); // a whole ticket, or the start of a HELLO (longer)
       if (sameMagic(start, MAGIC)) {
         const link = await acceptLink(conn, this.opts.key, start);
         const first = await link.read();
-        clearTimeout(timer);
+        this.#handshakes.cancel(timer);
         release();
         await this.#serveLink(link, first);
         return;
@@ -256,19 +261,19 @@ export class Router {
         trace("ticket");
         const whole = start.length === TICKET_LEN ? start : concat(start, await readPart(conn, TICKET_LEN - start.length));
         const ticket = decodeTicket(this.opts.key, whole);
-        clearTimeout(timer);
+        this.#handshakes.cancel(timer);
         release();
         this.#connects.dataConnection(conn, ticket, peer);
         return;
       }
       throw new FrameError("Bad magic: not a UVPN frame or ticket");
     } catch (e) {
-      clearTimeout(timer);
+      this.#handshakes.cancel(timer);
       const why = late ? `no handshake within ${ms} ms` : e instanceof FrameError ? e.message : String(e);
       this.#refuse(peer, why);
       this.#conns.close(conn);
     } finally {
-      clearTimeout(timer);
+      this.#handshakes.cancel(timer);
       release();
     }
   }
