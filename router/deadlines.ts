@@ -1,4 +1,9 @@
 /**
+ * Timing helpers of a router that serves thousands of connections per second: deadlines of one
+ * fixed length served by one timer, and an action done at most once per interval.
+ */
+
+/**
  * Deadlines of one fixed length (a DATA ticket's 10 s, a connection's handshake), kept in the
  * order they were set, which is the order they fall due, and served by one timer for all of
  * them: setting or cancelling one is a Map operation, not a timer of its own (two timers per
@@ -55,5 +60,38 @@ export class Deadlines {
       d.fn(); // (what it adds falls due later: at the end of the map)
     }
     this.#arm();
+  }
+}
+
+/**
+ * An action done when due, at most once per `ms`: at once when it was last done longer ago,
+ * else once at the end of the interval (so the last call is always followed by one). A line
+ * such as a router's totals costs one per interval instead of one per session.
+ */
+export class AtMostEvery {
+  #last = -Infinity;
+  #timer?: ReturnType<typeof setTimeout>;
+
+  constructor(readonly ms: number, private readonly action: () => void) {}
+
+  /** The action is due. */
+  due(): void {
+    if (this.#timer !== undefined) return;
+    const wait = this.#last + this.ms - performance.now();
+    if (wait <= 0) return this.#run();
+    this.#timer = setTimeout(() => this.#run(), wait);
+  }
+
+  /** Does a pending run now (the router stops: its last totals are logged). */
+  close(): void {
+    if (this.#timer === undefined) return;
+    clearTimeout(this.#timer);
+    this.#run();
+  }
+
+  #run(): void {
+    this.#timer = undefined;
+    this.#last = performance.now();
+    this.action();
   }
 }

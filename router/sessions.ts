@@ -11,12 +11,16 @@ import { hex, unhex } from "../common/bytes.ts";
 import type { RouterCounters } from "./counters.ts";
 import type { DataPlane, DataPlaneEvent } from "./dataplane.ts";
 import { trace } from "./trace.ts";
+import { AtMostEvery } from "./deadlines.ts";
 import { formatIp, type Subnet } from "./ipv4.ts";
 import type { LeaseTable } from "./leases.ts";
 import { type Link, LinkError, openLink } from "./link.ts";
 import type { Refusal } from "./relay.ts";
 import { type Route, routeFor } from "./routes.ts";
 import { type ConnectBody, FrameType, ipBytes, randomId, Role, Status, statusName } from "./wire.ts";
+
+/** The sessions' totals line is logged at most once in this many ms, ending with the final counts. */
+export const TOTALS_MS = 1000;
 
 /** Knobs of sessions between routers. */
 export interface SessionConfig {
@@ -94,6 +98,8 @@ export class SessionTable {
   #nextLink = 1;
   #sessions = new Map<number, Known>();
   #nextId = 1;
+  /** The totals line, at most once per TOTALS_MS (not one per session end). */
+  #totals = new AtMostEvery(TOTALS_MS, () => this.o.log(this.o.counters.totalsLine()));
 
   constructor(private readonly o: SessionTableOptions) {
     o.routes.forEach((route, i) => {
@@ -184,7 +190,8 @@ export class SessionTable {
         this.#sessions.delete(e.id);
         s?.opened?.({ status: Status.ENETUNREACH });
         if (!e.opened || !s) return true;
-        for (const line of this.o.counters.sessionEnded(s.sid, e, s.what)) this.o.log(line);
+        this.o.log(this.o.counters.sessionEnded(s.sid, e, s.what));
+        this.#totals.due();
         return true;
       }
       case "link_down": {
@@ -272,6 +279,7 @@ export class SessionTable {
   /** Stops retrying (router shutdown). */
   close(): void {
     for (const p of this.#peers.values()) clearTimeout(p.timer);
+    this.#totals.close();
   }
 }
 
