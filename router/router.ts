@@ -233,8 +233,6 @@ export class Router {
       closeQuietly(conn);
       return;
     }
-    conn.setNoDelay(true);
-    conn.setKeepAlive(true);
     this.#conns.add(conn);
     let admitted = true;
     const release = () => {
@@ -250,6 +248,8 @@ export class Router {
     try {
       const start = await readStart(conn, TICKET_LEN); // a whole ticket, or the start of a HELLO (longer)
       if (sameMagic(start, MAGIC)) {
+        conn.setNoDelay(true); // (a data connection gets them in the data plane: app_adopted)
+        conn.setKeepAlive(true);
         const link = await acceptLink(conn, this.opts.key, start);
         const first = await link.read();
         this.#handshakes.cancel(timer);

@@ -173,10 +173,18 @@ void relay_timer(dp *d, relay *r)
     if (r->dialing) dialed(d, r, ETIMEDOUT);
 }
 
+void app_adopted(int fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+}
+
 void relay_attach(dp *d, relay *r, int fd)
 {
     r->a.fd = fd;
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    app_adopted(fd);
     r->a.h.kind = H_RELAY_A;
     r->a.h.obj = r;
     if (dp_watch(d, fd, &r->a.h) != 0) {

@@ -22,7 +22,6 @@
 #include "common/netio.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -640,7 +639,7 @@ void sess_app_event(dp *d, sess *s, uint32_t events)
 void sess_attach_app(dp *d, sess *s, int fd)
 {
     s->app.fd = fd;
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    app_adopted(fd);
     s->app.h.kind = H_APP;
     if (dp_watch(d, fd, &s->app.h) != 0) {
         s->app.fd = -1;
