@@ -18,6 +18,8 @@ import { contains, formatIp, parseIp, type Subnet } from "./ipv4.ts";
 import type { LeaseTable } from "./leases.ts";
 import type { Link } from "./link.ts";
 import { request } from "./client.ts";
+import { trace } from "./trace.ts";
+import { Deadlines } from "./deadlines.ts";
 import type { DirectPaths, DirectTarget } from "./direct.ts";
 import type { Refusal } from "./relay.ts";
 import type { PeerHop, SessionTable } from "./sessions.ts";
@@ -72,7 +74,8 @@ interface Pending {
   c: ConnectBody;
   host: string;
   issued: number;
-  timer: ReturnType<typeof setTimeout>;
+  /** Its deadline in #tickets. */
+  timer: number;
   what: string;
 }
 
@@ -101,6 +104,8 @@ export class Connects {
   #bySession = new Map<number, string>();
   /** Direct paths brokered lately: "client host dst:port" -> the listener's real address. */
   #brokered = new Map<string, DirectTarget>();
+  /** The DATA tickets' deadlines. */
+  #tickets = new Deadlines(DATA_TICKET_MS);
 
   constructor(private readonly o: ConnectsOptions) {}
 
@@ -164,7 +169,7 @@ export class Connects {
       host: link.peerHost,
       issued,
       what,
-      timer: setTimeout(() => this.#expire(id), DATA_TICKET_MS),
+      timer: this.#tickets.add(() => this.#expire(id)),
     });
     if ("session" in hop) this.#bySession.set(hop.session, id);
     const answer = encodeConnectAnswer({
@@ -177,6 +182,7 @@ export class Connects {
       ticketId,
     });
     this.o.counters.connectAnswered(performance.now() - started, true);
+    trace("reply");
     await link.reply(reqId, Status.OK, answer).catch(() => this.#expire(id));
   }
 
@@ -269,7 +275,7 @@ export class Connects {
     const p = this.#pending.get(id);
     if (!p) return;
     this.#pending.delete(id);
-    clearTimeout(p.timer);
+    this.#tickets.cancel(p.timer);
     this.#putPort(p.c.srcIp, p.c.srcPort);
     this.o.log(`connect ${p.what}: ${why}; dropped`);
     if ("relay" in p.hop) this.o.dp().relayAbort(p.hop.relay);
@@ -301,7 +307,7 @@ export class Connects {
       return;
     }
     this.#pending.delete(id);
-    clearTimeout(p.timer);
+    this.#tickets.cancel(p.timer);
     this.o.counters.relayOpened();
     this.o.log(`relay ${p.what} open via ${p.hop.via}`);
     const key = "relay" in p.hop ? p.hop.relay : p.hop.session;
@@ -311,6 +317,7 @@ export class Connects {
       const dp = this.o.dp();
       if ("relay" in p.hop) dp.relayAttach(p.hop.relay, dp.adopt(conn));
       else this.o.sessions.attach(p.hop.session, conn);
+      trace("attach");
       this.o.conns.forget(conn); // closed by the handover (a second close would only throw)
     } catch (e) {
       this.o.log(`relay ${p.what}: ${(e as Error).message}`);
@@ -383,5 +390,6 @@ export class Connects {
   /** Drops every issued ticket (router shutdown). */
   close(): void {
     for (const id of [...this.#pending.keys()]) this.#expire(id);
+    this.#tickets.close();
   }
 }

@@ -165,9 +165,9 @@ export class RouterCounters implements RouterStats {
 
   /**
    * A session that had opened ended (cleanly or with a reset): its counters join the totals.
-   * Returns the two log lines, the session's own and the running totals.
+   * Returns its log line (the running totals: `totalsLine`).
    */
-  sessionEnded(id: string, e: SessionEnd, what: string): [string, string] {
+  sessionEnded(id: string, e: SessionEnd, what: string): string {
     const t = this.#ended;
     t.sent += e.sent;
     t.received += e.received;
@@ -175,13 +175,16 @@ export class RouterCounters implements RouterStats {
     t.replayed += e.replayed;
     t.spooled += e.spooled;
     if (!e.clean) t.resets++;
+    return `session ${id} ${what} ${e.clean ? "closed" : "reset"}: ${e.sent} bytes sent, ${e.received} received, ` +
+      `${e.reconnects} reconnect(s), ${e.replayed} replayed, ${e.spooled} spooled${e.clean ? "" : ` (${e.why})`}`;
+  }
+
+  /** The log line of the sessions' running totals. */
+  totalsLine(): string {
+    const t = this.#ended;
     const d = this.dp?.();
-    return [
-      `session ${id} ${what} ${e.clean ? "closed" : "reset"}: ${e.sent} bytes sent, ${e.received} received, ` +
-      `${e.reconnects} reconnect(s), ${e.replayed} replayed, ${e.spooled} spooled${e.clean ? "" : ` (${e.why})`}`,
-      `totals: ${d?.sessionsTotal ?? 0} session(s), ${d?.sessionsLive ?? 0} live, ${t.resets} reset, ${t.sent} bytes sent, ` +
-      `${t.received} received, ${t.reconnects} reconnect(s), ${t.replayed} replayed, ${t.spooled} spooled`,
-    ];
+    return `totals: ${d?.sessionsTotal ?? 0} session(s), ${d?.sessionsLive ?? 0} live, ${t.resets} reset, ${t.sent} bytes sent, ` +
+      `${t.received} received, ${t.reconnects} reconnect(s), ${t.replayed} replayed, ${t.spooled} spooled`;
   }
 
   /** Gathers the report; `list` is the data plane's snapshot text (one line per live session). */

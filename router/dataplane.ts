@@ -7,6 +7,7 @@
  * table (router/sessions.ts) and the connections (router/connects.ts) decide what to do.
  */
 import { routerLib, type RouterLib } from "../ffi/librouter.ts";
+import { trace } from "./trace.ts";
 import { closeQuietly } from "../common/io.ts";
 import { type ConnectBody, decodeConnect, encodeConnect } from "./wire.ts";
 import type { SessionEnd } from "./counters.ts";
@@ -37,6 +38,8 @@ export interface DataPlaneConfig {
 /** An event of the data plane (native/router/core/dp.h, EV_*). */
 export type DataPlaneEvent =
   | { type: "open_req"; id: number; link: number; sid: Uint8Array; connect: ConnectBody; encrypt: boolean }
+  /** A peer's OPEN the data plane answered itself: the listener it installed was dialed (`setListener`). */
+  | { type: "open_dialed"; id: number; link: number; sid: Uint8Array; connect: ConnectBody; encrypt: boolean; realHost: string; realPort: number }
   | { type: "opened"; id: number; status: number; encrypt: boolean }
   | { type: "dial_fail"; id: number; status: number; errno: number }
   | { type: "relay_ready"; id: number; status: number; errno: number }
@@ -101,7 +104,7 @@ function record(type: number, n: number, fill: (v: DataView, b: Uint8Array) => v
 
 const CMD = {
   LINK_ADD: 1, OPEN: 2, ANSWER_DIAL: 3, ANSWER_REFUSE: 4, ATTACH: 5, ABORT: 6, RELAY_DIAL: 7,
-  RELAY_ATTACH: 8, RELAY_ABORT: 9, SNAPSHOT: 10, LINK_FAIL: 11,
+  RELAY_ATTACH: 8, RELAY_ABORT: 9, SNAPSHOT: 10, LINK_FAIL: 11, LISTENER: 13,
 } as const;
 
 /** RST reasons (native/router/core/frame.h). */
@@ -148,6 +151,7 @@ export class DataPlane {
     while (!this.#stopped) {
       const more = await this.#lib.uvpn_dp_wait();
       if (more <= 0) break;
+      trace("wake");
       for (;;) {
         const n = this.#lib.uvpn_dp_events(this.#events, this.#events.length);
         if (n <= 0) break;
@@ -289,6 +293,20 @@ export class DataPlane {
     }));
   }
 
+  /**
+   * The listener of our subnet at virtual ip:port is at host:port (registration `lid`): a peer's
+   * OPEN for it is dialed by the data plane at once. `to` null: it is gone.
+   */
+  setListener(ip: number, port: number, to: { host: string; port: number; lid: Uint8Array } | null): void {
+    this.#cmd(record(CMD.LISTENER, 16, (v, b) => {
+      v.setUint32(0, ip);
+      v.setUint16(4, port);
+      if (!to) return;
+      v.setUint16(6, to.port);
+      b.set(to.lid, 8);
+    }, to ? enc.encode(to.host) : undefined));
+  }
+
   /** One line per live session (`--status`). */
   snapshot(): Promise<string> {
     const token = this.#nextToken++;
@@ -328,7 +346,11 @@ function decodeEvent(type: number, p: Uint8Array): DataPlaneEvent | null {
   const text = (o: number) => dec.decode(p.subarray(o));
   switch (type) {
     case 1:
-      return { type: "open_req", id: v.getUint32(0), link: v.getUint32(4), sid: p.slice(8, 24), connect: decodeConnect(p.subarray(24, 38)), encrypt: p[38] === 1 };
+    case 11: {
+      const req = { id: v.getUint32(0), link: v.getUint32(4), sid: p.slice(8, 24), connect: decodeConnect(p.subarray(24, 38)), encrypt: p[38] === 1 };
+      if (type === 1) return { type: "open_req", ...req };
+      return { type: "open_dialed", ...req, realPort: v.getUint16(39), realHost: text(41) };
+    }
     case 2:
       return { type: "opened", id: v.getUint32(0), status: p[4], encrypt: p[5] === 1 };
     case 3:

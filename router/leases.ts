@@ -96,7 +96,9 @@ export type Refused = "EPERM" | "ENOENT";
 /** Leases and listeners of one subnet. */
 export class LeaseTable {
   readonly leases: Map<number, Lease> = new Map();
-  readonly listeners: Map<string, Listener> = new Map();
+  readonly listeners: Map<string, Listener> = new ListenerMap((l, gone) => this.onListener?.(l, gone));
+  /** Called on every change of a listener (registered, moved, gone): the data plane's copy follows it. */
+  onListener?: (l: Listener, gone: boolean) => void;
   #cursor: number;
   #journal?: Journal;
   #timer?: ReturnType<typeof setInterval>;
@@ -347,6 +349,7 @@ export class LeaseTable {
       r.realHost = realHost;
       r.realPort = realPort;
       r.direct = direct;
+      this.listeners.set(k, r); // (tells onListener where it is now)
       return null;
     }
     this.listeners.set(k, { ip, port, realHost, realPort, id, links: new Set([by.id]), direct });
@@ -385,6 +388,31 @@ function sameToken(a: Uint8Array, b: Uint8Array): boolean {
   let d = 0;
   for (let i = 0; i < a.length; i++) d |= a[i] ^ b[i];
   return d === 0 && !a.every((x) => x === 0);
+}
+
+/** The listeners' map, telling `changed` of every entry set or deleted. */
+class ListenerMap extends Map<string, Listener> {
+  constructor(private readonly changed: (l: Listener, gone: boolean) => void) {
+    super();
+  }
+
+  override set(k: string, l: Listener): this {
+    super.set(k, l);
+    this.changed(l, false);
+    return this;
+  }
+
+  override delete(k: string): boolean {
+    const l = super.get(k);
+    if (!l) return false;
+    super.delete(k);
+    this.changed(l, true);
+    return true;
+  }
+
+  override clear(): void {
+    for (const k of [...this.keys()]) this.delete(k);
+  }
 }
 
 function listenerKey(ip: number, port: number): string {

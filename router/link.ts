@@ -6,6 +6,7 @@
  * (router/router.ts) and the commands build on it.
  */
 import { closeQuietly, readExact, StreamEndError, TimeoutError, withTimeout, writeAll } from "../common/io.ts";
+import { concat } from "../common/bytes.ts";
 import {
   decodeFrame,
   decodeHello,
@@ -33,10 +34,30 @@ export async function readPart(conn: Deno.Conn, n: number): Promise<Uint8Array> 
   }
 }
 
-/** Reads the rest of a frame whose head is `head` and verifies it under `mk`. */
-async function readRest(conn: Deno.Conn, head: Uint8Array, mk: Uint8Array, authenticated: boolean): Promise<Frame> {
+/**
+ * The first bytes of a connection, as many as one read gives (at least 4, at most `max`): a
+ * router takes a whole DATA ticket, or the start of a HELLO, in one read where they have come.
+ */
+export async function readStart(conn: Deno.Conn, max: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(max);
+  let off = 0;
+  while (off < 4) {
+    const got = await conn.read(buf.subarray(off));
+    if (got === null) throw new FrameError(off === 0 ? "Connection closed" : `Connection closed after ${off} of 4 bytes`);
+    off += got;
+  }
+  return buf.subarray(0, off);
+}
+
+/**
+ * Reads the rest of a frame whose head is `head` (and whose next bytes `have` were read with
+ * it) and verifies it under `mk`.
+ */
+async function readRest(conn: Deno.Conn, head: Uint8Array, mk: Uint8Array, authenticated: boolean, have?: Uint8Array): Promise<Frame> {
   const { bodyLen } = parseHead(head, authenticated);
-  const rest = await readPart(conn, bodyLen + MAC_LEN);
+  const need = bodyLen + MAC_LEN;
+  if (have && have.length > need) throw new FrameError(`Bytes after the first frame before its answer: ${have.length - need}`);
+  const rest = have?.length ? concat(have, await readPart(conn, need - have.length)) : await readPart(conn, need);
   const whole = new Uint8Array(HEAD_LEN + bodyLen + MAC_LEN);
   whole.set(head);
   whole.set(rest, HEAD_LEN);
@@ -121,14 +142,12 @@ export class Link {
 }
 
 /**
- * The router's side of the handshake on a connection whose first four bytes (`magic`, already
- * read) were "UVPN": reads and verifies HELLO, answers CHALLENGE and returns the link.
+ * The router's side of the handshake on a connection whose first bytes (`start`, already read:
+ * `readStart`) begin with "UVPN": reads and verifies HELLO, answers CHALLENGE and returns the link.
  */
-export async function acceptLink(conn: Deno.TcpConn, key: Uint8Array, magic: Uint8Array): Promise<Link> {
-  const head = new Uint8Array(HEAD_LEN);
-  head.set(magic);
-  head.set(await readPart(conn, HEAD_LEN - 4), 4);
-  const f = await readRest(conn, head, key, false);
+export async function acceptLink(conn: Deno.TcpConn, key: Uint8Array, start: Uint8Array): Promise<Link> {
+  const head = start.length >= HEAD_LEN ? start.subarray(0, HEAD_LEN) : concat(start, await readPart(conn, HEAD_LEN - start.length));
+  const f = await readRest(conn, head, key, false, start.subarray(Math.min(start.length, HEAD_LEN)));
   if (f.type !== FrameType.HELLO || f.seq !== 0 || f.reqId !== 0) throw new FrameError(`Expected HELLO, got type ${f.type}`);
   const hello = decodeHello(f.body);
   const nr = randomId();

@@ -9,17 +9,19 @@
  * kept here.
  */
 import { batchedLog } from "./logbuf.ts";
-import { hex, u16, u32 } from "../common/bytes.ts";
+import { trace } from "./trace.ts";
+import { concat, hex, u16, u32, unhex } from "../common/bytes.ts";
 import { closeQuietly, ConnSet } from "../common/io.ts";
 import { acceptCarrier } from "./carrier.ts";
 import { Connects } from "./connects.ts";
+import { Deadlines } from "./deadlines.ts";
 import { DirectPaths, type DirectPolicy } from "./direct.ts";
 import { RouterCounters, type RouterStats, statusText, type StatusReport } from "./counters.ts";
 import { DataPlane, type DataPlaneEvent } from "./dataplane.ts";
 import { DEFAULT_LIMITS, type GuardLimits, PreAuthGuard, RefusalLog } from "./guard.ts";
 import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
 import { type Holder, LeaseTable } from "./leases.ts";
-import { acceptLink, type Link, readPart } from "./link.ts";
+import { acceptLink, type Link, readPart, readStart } from "./link.ts";
 import { NameService } from "./names.ts";
 import type { Route } from "./routes.ts";
 import { defaultSessionConfig, type SessionConfig, SessionTable } from "./sessions.ts";
@@ -90,12 +92,15 @@ export class Router {
   #ttl: { exclusive: number; open: number };
   #dp?: DataPlane;
   #cfg: SessionConfig;
+  /** Each unauthenticated connection's handshake deadline. */
+  #handshakes: Deadlines;
 
   constructor(private readonly opts: RouterOptions) {
     this.subnet = opts.self.subnet;
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#log = opts.log ?? batchedLog("uvpn_proxy: ");
     this.#guard = new PreAuthGuard({ ...DEFAULT_LIMITS, ...opts.limits });
+    this.#handshakes = new Deadlines(this.#guard.limits.handshakeMs);
     this.#refusals = new RefusalLog(this.#log);
     this.#ttl = opts.leaseTtlMs ?? { exclusive: 60_000, open: 43_200_000 };
     this.#names = new NameService(() => this.#table, opts.routes, opts.key, this.#timeoutMs, this.#log);
@@ -149,6 +154,8 @@ export class Router {
       spoolDir: c.spool.dir,
     }, (e) => this.#dataPlaneEvent(e));
     this.counters.dp = () => this.#dp!.stats();
+    const dp = this.#dp;
+    this.#table.onListener = (l, gone) => dp.setListener(l.ip, l.port, gone ? null : { host: l.realHost, port: l.realPort, lid: unhex(l.id) });
     this.#listener = Deno.listen({ ...this.opts.listen, transport: "tcp" });
     try {
       await this.#udp.start(this.opts.listen.hostname, this.opts.listen.port);
@@ -197,6 +204,7 @@ export class Router {
   /** Stops listening and closes every connection. */
   close(): void {
     closeQuietly(this.#listener);
+    this.#handshakes.close();
     this.#sessions.close();
     this.#connects.close();
     this.#dp?.stop();
@@ -217,6 +225,7 @@ export class Router {
    * handshake deadline.
    */
   async #handle(conn: Deno.TcpConn): Promise<void> {
+    trace("accept");
     const peer = peerOf(conn);
     const source = (conn.remoteAddr as Deno.NetAddr).hostname;
     if (!this.#guard.admit(source)) {
@@ -224,8 +233,6 @@ export class Router {
       closeQuietly(conn);
       return;
     }
-    conn.setNoDelay(true);
-    conn.setKeepAlive(true);
     this.#conns.add(conn);
     let admitted = true;
     const release = () => {
@@ -234,39 +241,39 @@ export class Router {
     };
     const ms = this.#guard.limits.handshakeMs;
     let late = false;
-    const timer = setTimeout(() => {
+    const timer = this.#handshakes.add(() => {
       late = true;
       this.#conns.close(conn);
-    }, ms);
+    });
     try {
-      const magic = await readPart(conn, 4);
-      if (sameMagic(magic, MAGIC)) {
-        const link = await acceptLink(conn, this.opts.key, magic);
+      const start = await readStart(conn, TICKET_LEN); // a whole ticket, or the start of a HELLO (longer)
+      if (sameMagic(start, MAGIC)) {
+        conn.setNoDelay(true); // (a data connection gets them in the data plane: app_adopted)
+        conn.setKeepAlive(true);
+        const link = await acceptLink(conn, this.opts.key, start);
         const first = await link.read();
-        clearTimeout(timer);
+        this.#handshakes.cancel(timer);
         release();
         await this.#serveLink(link, first);
         return;
       }
-      if (sameMagic(magic, TICKET_MAGIC)) {
-        const rest = await readPart(conn, TICKET_LEN - 4);
-        const whole = new Uint8Array(TICKET_LEN);
-        whole.set(magic);
-        whole.set(rest, 4);
+      if (sameMagic(start, TICKET_MAGIC)) {
+        trace("ticket");
+        const whole = start.length === TICKET_LEN ? start : concat(start, await readPart(conn, TICKET_LEN - start.length));
         const ticket = decodeTicket(this.opts.key, whole);
-        clearTimeout(timer);
+        this.#handshakes.cancel(timer);
         release();
         this.#connects.dataConnection(conn, ticket, peer);
         return;
       }
       throw new FrameError("Bad magic: not a UVPN frame or ticket");
     } catch (e) {
-      clearTimeout(timer);
+      this.#handshakes.cancel(timer);
       const why = late ? `no handshake within ${ms} ms` : e instanceof FrameError ? e.message : String(e);
       this.#refuse(peer, why);
       this.#conns.close(conn);
     } finally {
-      clearTimeout(timer);
+      this.#handshakes.cancel(timer);
       release();
     }
   }
@@ -504,6 +511,7 @@ export class Router {
           }
           return [bad];
         }
+        trace("connect");
         await this.#connects.connect(ctx.link, f.reqId, c);
         return null;
       }

@@ -10,12 +10,17 @@
 import { hex, unhex } from "../common/bytes.ts";
 import type { RouterCounters } from "./counters.ts";
 import type { DataPlane, DataPlaneEvent } from "./dataplane.ts";
+import { trace } from "./trace.ts";
+import { AtMostEvery } from "./deadlines.ts";
 import { formatIp, type Subnet } from "./ipv4.ts";
 import type { LeaseTable } from "./leases.ts";
 import { type Link, LinkError, openLink } from "./link.ts";
 import type { Refusal } from "./relay.ts";
 import { type Route, routeFor } from "./routes.ts";
 import { type ConnectBody, FrameType, ipBytes, randomId, Role, Status, statusName } from "./wire.ts";
+
+/** The sessions' totals line is logged at most once in this many ms, ending with the final counts. */
+export const TOTALS_MS = 1000;
 
 /** Knobs of sessions between routers. */
 export interface SessionConfig {
@@ -93,6 +98,8 @@ export class SessionTable {
   #nextLink = 1;
   #sessions = new Map<number, Known>();
   #nextId = 1;
+  /** The totals line, at most once per TOTALS_MS (not one per session end). */
+  #totals = new AtMostEvery(TOTALS_MS, () => this.o.log(this.o.counters.totalsLine()));
 
   constructor(private readonly o: SessionTableOptions) {
     o.routes.forEach((route, i) => {
@@ -127,6 +134,7 @@ export class SessionTable {
     const answer = new Promise<{ status: number }>((resolve) => {
       this.#sessions.set(id, { what, sid: hex(sid).slice(0, 12), opener: true, opened: resolve });
     });
+    trace("open");
     this.o.dp().open(id, peer.id, sid, c, this.o.cfg.encrypt || route.encrypt === true);
     const r = await answer;
     const via = `peer router ${route.host}:${route.port}`;
@@ -158,13 +166,18 @@ export class SessionTable {
   event(e: DataPlaneEvent): boolean {
     switch (e.type) {
       case "opened": {
+        trace("opened");
         const s = this.#sessions.get(e.id);
         s?.opened?.({ status: e.status });
         if (s) s.opened = undefined;
         return true;
       }
       case "open_req":
+        trace("open_req");
         this.#answer(e.id, e.connect, e.sid, e.link);
+        return true;
+      case "open_dialed":
+        this.#answered(e.id, connText(e.connect), e.sid, `${e.realHost}:${e.realPort}`);
         return true;
       case "dial_fail": {
         const s = this.#sessions.get(e.id);
@@ -172,11 +185,13 @@ export class SessionTable {
         return true;
       }
       case "end": {
+        trace("end");
         const s = this.#sessions.get(e.id);
         this.#sessions.delete(e.id);
         s?.opened?.({ status: Status.ENETUNREACH });
         if (!e.opened || !s) return true;
-        for (const line of this.o.counters.sessionEnded(s.sid, e, s.what)) this.o.log(line);
+        this.o.log(this.o.counters.sessionEnded(s.sid, e, s.what));
+        this.#totals.due();
         return true;
       }
       case "link_down": {
@@ -197,7 +212,7 @@ export class SessionTable {
 
   /** A peer's OPEN: our listener for the destination, dialed by the data plane, or a refusal. */
   #answer(id: number, c: ConnectBody, sid: Uint8Array, link: number): void {
-    const what = `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
+    const what = connText(c);
     const via = this.#links.get(link)?.via ?? "a peer router";
     const table = this.o.table();
     const l = c.proto === 6 ? table.listener(c.dstIp, c.dstPort) : undefined;
@@ -207,9 +222,15 @@ export class SessionTable {
       this.o.dp().answerRefuse(id, status);
       return;
     }
-    this.#sessions.set(id, { what, sid: hex(sid).slice(0, 12), opener: false });
-    this.o.log(`relay ${what} open via listener ${l.realHost}:${l.realPort}`);
+    this.#answered(id, what, sid, `${l.realHost}:${l.realPort}`);
     this.o.dp().answerDial(id, l.realHost, l.realPort, unhex(l.id));
+    trace("answer");
+  }
+
+  /** Session `id` answered here: our listener at `real` is dialed for it. */
+  #answered(id: number, what: string, sid: Uint8Array, real: string): void {
+    this.#sessions.set(id, { what, sid: hex(sid).slice(0, 12), opener: false });
+    this.o.log(`relay ${what} open via listener ${real}`);
   }
 
   /** Opens a link to a peer (unless one is being opened); on failure retries later if needed. */
@@ -258,5 +279,11 @@ export class SessionTable {
   /** Stops retrying (router shutdown). */
   close(): void {
     for (const p of this.#peers.values()) clearTimeout(p.timer);
+    this.#totals.close();
   }
+}
+
+/** "src:port -> dst:port" of a connection, as the log lines name it. */
+function connText(c: ConnectBody): string {
+  return `${formatIp(c.srcIp)}:${c.srcPort} -> ${formatIp(c.dstIp)}:${c.dstPort}`;
 }

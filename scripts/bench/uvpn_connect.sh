@@ -4,7 +4,8 @@
 # rate to one server, counting lost connections; and the routers' idle cost (RSS per session, CPU)
 # with 1,000 and 10,000 open sessions. Runs in a network namespace with only loopback, like the tests.
 #   ./scripts/bench/uvpn_connect.sh [CONNECTIONS=20000] [SUSTAIN_SECONDS=600] [RATE=500] [IDLE_SIZES=1000,10000]
-#   (INFLIGHT=N: connections in flight at once in the set-up phase, default 32; 1 gives the latency of one)
+#   (INFLIGHT=N: connections in flight at once in the set-up phase, default 32; 1 gives the latency of one;
+#    MODES=preload,...: only these of native, preload, seccomp; PATHS=two: only one router or two)
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 cd "$MYRT_ROOT"

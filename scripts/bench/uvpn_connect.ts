@@ -14,6 +14,8 @@
  */
 import { Overlay, Proc, spawnCli, tempDir } from "../../tests/helpers.ts";
 
+type Mode = "native" | "preload" | "seccomp";
+
 const N = Number(Deno.args[0] ?? 20000);
 const SKIP_RATES = Deno.env.get("SKIP_RATES") === "1"; // only phases 2 and 3
 /** Connections in flight at once in phase 1 (INFLIGHT=1: one after the other, i.e. the latency of one). */
@@ -21,6 +23,9 @@ const INFLIGHT = Number(Deno.env.get("INFLIGHT") ?? 32);
 const SUSTAIN_S = Number(Deno.args[1] ?? 600);
 const RATE = Number(Deno.args[2] ?? 500);
 const IDLE = (Deno.args[3] ?? "1000,10000").split(",").map(Number).filter((n) => n > 0);
+/** MODES=preload (a comma list): only these modes in phase 1; PATHS=two (one, two): only these paths. */
+const MODES = (Deno.env.get("MODES") ?? "native,preload,seccomp").split(",") as Mode[];
+const PATHS = (Deno.env.get("PATHS") ?? "one,two").split(",");
 
 const SERVER = `
 import asyncio, os, resource, sys
@@ -81,7 +86,7 @@ async def hold():    # n idle connections, open until the process is stopped
 asyncio.run({"burst": burst, "paced": paced, "hold": hold}[mode]())
 `;
 
-type Mode = "native" | "preload" | "seccomp";
+
 
 function inOverlay(o: Overlay, s: Overlay["a"], mode: Mode, argv: string[], stdin?: string): Proc {
   if (mode === "native") return new Proc(argv[0], argv.slice(1), { stdin });
@@ -123,9 +128,10 @@ using dir = tempDir("myrt-bench-");
   try {
     if (!SKIP_RATES) say(`1. connection set-up: ${N} connections (connect, 1 byte each way, close), ${INFLIGHT} in flight, python3 asyncio both ends`);
     if (!SKIP_RATES) say(["", "native", "preload", "seccomp", "preload/native", "seccomp/native"].join("\t"));
-    for (const [label, cs] of SKIP_RATES ? [] :  [["one router (same subnet)", o.b], ["two routers (across subnets)", o.a]] as const) {
+    const paths = ([["one", "one router (same subnet)", o.b], ["two", "two routers (across subnets)", o.a]] as const).filter((p) => PATHS.includes(p[0]));
+    for (const [, label, cs] of SKIP_RATES ? [] : paths) {
       const rates: Record<Mode, number> = { native: 0, preload: 0, seccomp: 0 };
-      for (const mode of ["native", "preload", "seccomp"] as Mode[]) {
+      for (const mode of MODES) {
         const s = await server(o, o.b, mode === "seccomp" ? "seccomp" : mode, "echo");
         try {
           const text = await client(o, cs, mode, [s.addr, "burst", String(N), String(INFLIGHT)], 600_000);

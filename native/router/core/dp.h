@@ -248,6 +248,14 @@ typedef struct relay {
     uint8_t lid[UVPN_LID_LEN];
 } relay;
 
+/* ---- listeners of our subnet (listen.c) ------------------------------------------------------ */
+
+typedef struct {
+    uint16_t real_port;
+    uint8_t lid[UVPN_LID_LEN];
+    char host[64];            /* the real host (text), NUL-terminated */
+} dp_listener;
+
 /* ---- the data plane ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -278,6 +286,7 @@ typedef struct dp {
     u64map conns;             /* id -> sess or relay (objhead tells which) */
     u64map by_sid;            /* session id (first 8 bytes) -> sess */
     u64map tw_by_sid;         /* -> timewait */
+    u64map listeners;         /* virtual ip << 16 | port -> dp_listener (listen.c) */
     uint32_t next_answer_id;  /* ids of sessions answered here: 0x80000000 | n */
     dnode links, dirty, work, dialing, down, waiting, timewaits, memwait;
     dnode rdialing;           /* relays dialing */
@@ -310,6 +319,7 @@ int dp_watch(dp *d, int fd, handler *h);
 void dp_unwatch(dp *d, int fd);
 void dp_work(dp *d, dnode *n);
 void dp_stat(uint64_t *c, int64_t by);
+void dp_trace(const char *step); /* UVPN_TRACE_FILE: a step's timestamp (router/trace.ts) */
 
 /* link.c */
 rlink *link_add(dp *d, const uint8_t *cmd, size_t n, int fd);
@@ -355,6 +365,8 @@ void sess_attach_app(dp *d, sess *s, int fd);
 void sess_abort(dp *d, sess *s, int reason, const char *why);
 void sess_reset(dp *d, sess *s, const char *why);
 void sess_timer(dp *d, sess *s);
+/* Answerer: dial the listener at host:port (registration lid) for s, then OPENED (sess_dialed). */
+void sess_dial(dp *d, sess *s, const char *host, uint16_t port, const uint8_t lid[UVPN_LID_LEN]);
 void sess_dialed(dp *d, sess *s, int fd, int err);
 void sess_refuse(dp *d, sess *s, int status);
 /* Memory was freed (bq_mem.freed): the sessions waiting for room (dp.memwait) try again. */
@@ -369,12 +381,20 @@ int dial_finish(appsock *a);
 int write_ticket(dp *d, const uvpn_connect *c, const uint8_t lid[UVPN_LID_LEN], int fd);
 void obj_bury(dp *d, objhead *o);
 void relay_dial(dp *d, const uint8_t *cmd, size_t n);
+/* A program's connection handed over by the control plane (CMD_ATTACH, CMD_RELAY_ATTACH):
+ * non-blocking, TCP_NODELAY and SO_KEEPALIVE, set here rather than on the control plane's thread. */
+void app_adopted(int fd);
 void relay_attach(dp *d, relay *r, int fd);
 void relay_event(dp *d, relay *r, int side, uint32_t events);
 void relay_io(dp *d, relay *r);
 void relay_close(dp *d, relay *r, int reset, const char *why);
 void relay_timer(dp *d, relay *r);
 void app_reset_close(appsock *a);
+
+/* listen.c */
+void listener_set(dp *d, const uint8_t *cmd, size_t n);
+const dp_listener *listener_find(dp *d, uint32_t ip, uint16_t port);
+void listeners_free(dp *d);
 
 /* adopt.c */
 int dp_adopt_fd(dp *d, const uint8_t *addrs, size_t n);
@@ -392,6 +412,8 @@ enum {
     EV_NEED_LINK = 8,  /* peer u32 */
     EV_LOG = 9,        /* text */
     EV_SNAPSHOT = 10,  /* token u32, text */
+    EV_OPEN_DIALED = 11, /* answerer, a listener of listen.c dialed for a peer's OPEN without
+                          * asking: as EV_OPEN_REQ, then real_port u16, host (text) */
 };
 
 /* Commands from the control plane. */
@@ -408,6 +430,7 @@ enum {
     CMD_SNAPSHOT = 10,     /* token u32 */
     CMD_LINK_FAIL = 11,    /* peer u32, status u8: no link to the peer could be opened */
     CMD_SHUTDOWN = 12,     /* everything ends (reset) */
+    CMD_LISTENER = 13,     /* ip u32, port u16, real_port u16, lid[8], host (text; none: removed) */
 };
 
 #endif

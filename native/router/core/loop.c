@@ -8,6 +8,7 @@
 #include "common/bytes.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,26 @@ int64_t dp_mono_ms(void)
 
 /* The data plane's clock: CLOCK_MONOTONIC, or the hook a test set (dp.clock). */
 static int64_t clock_ms(dp *d) { return d->clock ? d->clock() : dp_mono_ms(); }
+
+/* UVPN_TRACE_FILE's descriptor (router/trace.ts), opened by the first dp_init; -1: not tracing. */
+static int trace_fd = -2;
+
+static void trace_init(void)
+{
+    if (trace_fd != -2) return;
+    const char *p = getenv("UVPN_TRACE_FILE");
+    trace_fd = p ? open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600) : -1;
+}
+
+void dp_trace(const char *step)
+{
+    if (trace_fd < 0) return;
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    char b[128];
+    int n = snprintf(b, sizeof b, "%lld %d %s\n", (long long)t.tv_sec * 1000000 + t.tv_nsec / 1000, (int)getpid(), step);
+    if (write(trace_fd, b, (size_t)n) < 0) trace_fd = -1;
+}
 
 void dp_stat(uint64_t *c, int64_t by) { __atomic_fetch_add(c, (uint64_t)by, __ATOMIC_RELAXED); }
 
@@ -119,6 +140,7 @@ static void command(dp *d, int type, const uint8_t *p, size_t n)
         break;
     }
     case CMD_OPEN:
+        dp_trace("dp.open");
         sess_open(d, p, n);
         break;
     case CMD_ANSWER_DIAL: {
@@ -128,9 +150,7 @@ static void command(dp *d, int type, const uint8_t *p, size_t n)
         size_t hl = n - 14 < sizeof host - 1 ? n - 14 : sizeof host - 1;
         memcpy(host, p + 14, hl);
         host[hl] = 0;
-        memcpy(s->lid, p + 6, UVPN_LID_LEN);
-        int r = dial_start(d, &s->app, host, get16(p + 4), H_DIAL, s);
-        if (r < 0) sess_dialed(d, s, -1, -r);
+        sess_dial(d, s, host, get16(p + 4), p + 6);
         break;
     }
     case CMD_ANSWER_REFUSE: {
@@ -141,6 +161,7 @@ static void command(dp *d, int type, const uint8_t *p, size_t n)
     case CMD_ATTACH: {
         sess *s = n >= 8 ? conn_get(d, p, K_SESS) : NULL;
         int fd = n >= 8 ? (int)get32(p + 4) : -1;
+        dp_trace("dp.attach");
         if (s && s->opener && s->app.fd < 0) sess_attach_app(d, s, fd);
         else reset_fd(fd);
         break;
@@ -170,6 +191,9 @@ static void command(dp *d, int type, const uint8_t *p, size_t n)
         break;
     case CMD_LINK_FAIL:
         if (n >= 5) peer_link_failed(d, get32(p), p[4]);
+        break;
+    case CMD_LISTENER:
+        listener_set(d, p, n);
         break;
     case CMD_SHUTDOWN:
         d->running = 0;
@@ -326,6 +350,7 @@ void dp_turn(dp *d, int max_wait_ms)
         uint32_t e = evs[i].events;
         switch (h->kind) {
         case H_WAKE:
+            dp_trace("dp.commands");
             drain_commands(d);
             break;
         case H_LINK:
@@ -364,6 +389,7 @@ void dp_finish(dp *d)
     shutdown_all(d);
     bury(d);
     bq_mem_free(&d->mem);
+    listeners_free(d);
 }
 
 static void *loop_main(void *arg)
@@ -383,6 +409,8 @@ int dp_init(dp *d)
     map_init(&d->conns);
     map_init(&d->by_sid);
     map_init(&d->tw_by_sid);
+    map_init(&d->listeners);
+    trace_init();
     dnode *lists[] = {&d->links, &d->dirty, &d->work, &d->dialing, &d->down, &d->waiting, &d->timewaits, &d->memwait, &d->rdialing, &d->grave};
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) dl_init(lists[i]);
     d->next_answer_id = 1;

@@ -114,6 +114,8 @@ static void relay_ready_event(dp *d, relay *r, int status, int err)
     dp_event(d, EV_RELAY_READY, ev, sizeof ev);
 }
 
+static void dialed(dp *d, relay *r, int err);
+
 void relay_dial(dp *d, const uint8_t *p, size_t n)
 {
     if (n < 28) return;
@@ -143,6 +145,8 @@ void relay_dial(dp *d, const uint8_t *p, size_t n)
     }
     r->timer_at = d->now + d->cfg.dial_ms;
     dl_push(&d->rdialing, &r->timer);
+    int err = dial_finish(&r->b); /* on loopback it is often connected already: no epoll turn */
+    if (err != EINPROGRESS) dialed(d, r, err);
 }
 
 static void dialed(dp *d, relay *r, int err)
@@ -169,10 +173,18 @@ void relay_timer(dp *d, relay *r)
     if (r->dialing) dialed(d, r, ETIMEDOUT);
 }
 
+void app_adopted(int fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+}
+
 void relay_attach(dp *d, relay *r, int fd)
 {
     r->a.fd = fd;
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    app_adopted(fd);
     r->a.h.kind = H_RELAY_A;
     r->a.h.obj = r;
     if (dp_watch(d, fd, &r->a.h) != 0) {

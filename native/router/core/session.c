@@ -22,7 +22,6 @@
 #include "common/netio.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,6 +335,7 @@ static void end_event(dp *d, sess *s, int clean, const char *why)
         dp_stat(&d->n.sessions_live, -1);
         dp_stat(clean ? &d->n.sessions_clean : &d->n.sessions_reset, 1);
     }
+    dp_trace("dp.end");
     dp_event(d, EV_END, ev, 43 + wl);
 }
 
@@ -639,7 +639,7 @@ void sess_app_event(dp *d, sess *s, uint32_t events)
 void sess_attach_app(dp *d, sess *s, int fd)
 {
     s->app.fd = fd;
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    app_adopted(fd);
     s->app.h.kind = H_APP;
     if (dp_watch(d, fd, &s->app.h) != 0) {
         s->app.fd = -1;
@@ -895,13 +895,36 @@ void sess_on_open(dp *d, rlink *l, uint32_t num, const uint8_t *body, size_t n)
     map_put(&d->by_sid, sid_key(s->sid), s);
     s->timer_at = d->now + d->cfg.dial_ms;
     dl_push(&d->dialing, &s->timer);
-    uint8_t ev[4 + 4 + 16 + UVPN_CONNECT_BODY_LEN + 1];
+    uint8_t ev[4 + 4 + 16 + UVPN_CONNECT_BODY_LEN + 1 + 2 + sizeof ((dp_listener *)0)->host];
     put32(ev, s->o.id);
     put32(ev + 4, l->id);
     memcpy(ev + 8, s->sid, 16);
     uvpn_connect_pack(&s->c, ev + 24);
     ev[38] = s->enc;
-    dp_event(d, EV_OPEN_REQ, ev, sizeof ev);
+    dp_trace("dp.open_rx");
+    const dp_listener *to = s->c.proto == 6 ? listener_find(d, s->c.dst_ip, s->c.dst_port) : NULL;
+    if (!to) { /* the control plane answers, or refuses with its reason */
+        dp_event(d, EV_OPEN_REQ, ev, 39);
+        return;
+    }
+    size_t hl = strlen(to->host);
+    put16(ev + 39, to->real_port);
+    memcpy(ev + 41, to->host, hl);
+    dp_event(d, EV_OPEN_DIALED, ev, 41 + hl); /* first: a failed dial's events follow it */
+    sess_dial(d, s, to->host, to->real_port, to->lid);
+}
+
+void sess_dial(dp *d, sess *s, const char *host, uint16_t port, const uint8_t lid[UVPN_LID_LEN])
+{
+    memcpy(s->lid, lid, UVPN_LID_LEN);
+    dp_trace("dp.dial");
+    int r = dial_start(d, &s->app, host, port, H_DIAL, s);
+    if (r < 0) {
+        sess_dialed(d, s, -1, -r);
+        return;
+    }
+    int err = dial_finish(&s->app); /* on loopback it is often connected already: no epoll turn */
+    if (err != EINPROGRESS) sess_dialed(d, s, s->app.fd, err);
 }
 
 void sess_refuse(dp *d, sess *s, int status)
@@ -941,6 +964,7 @@ void sess_dialed(dp *d, sess *s, int fd, int err)
     s->app.rd_ready = s->app.wr_ready = 1;
     s->st = S_UP;
     mark_opened(d, s);
+    dp_trace("dp.dialed");
     send_opened(d, s, UVPN_ST_OK);
     dp_work(d, &s->o.work);
 }
@@ -981,6 +1005,7 @@ void sess_on_opened(dp *d, rlink *l, uint32_t num, const uint8_t *body, size_t n
     put32(ev, s->o.id);
     ev[4] = UVPN_ST_OK;
     ev[5] = s->enc;
+    dp_trace("dp.opened_rx");
     dp_event(d, EV_OPENED, ev, sizeof ev);
     want_send(d, s); /* bytes of the answerer's program may already be on their way */
 }
