@@ -1203,6 +1203,16 @@ int eng_mintable(const uvpn_connect *c)
     return r;
 }
 
+int eng_mint_answer(uvpn_connect *c, uvpn_answer *a)
+{
+    pthread_once(&once, init_once);
+    pthread_mutex_lock(&E.lock);
+    int r = mint(c, a);
+    if (r) c->src_port = a->src_port;
+    pthread_mutex_unlock(&E.lock);
+    return r;
+}
+
 int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err)
 {
     pthread_once(&once, init_once);

@@ -67,6 +67,9 @@ uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved
 uint32_t eng_connect_minted(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline);
 /* 1 when connect c would be answered at once (as eng_connect_minted), at this moment. */
 int eng_mintable(const uvpn_connect *c);
+/* A blocking connect's answer when it is at hand (as eng_connect_wait would get it, without
+ * asking the router): 1 with *a (c->src_port as assigned), else 0 (nothing sent). */
+int eng_mint_answer(uvpn_connect *c, uvpn_answer *a);
 
 /* Where a connect started with eng_connect_async stands. */
 enum { ENG_PENDING = 0, ENG_DONE = 1, ENG_FAILED = 2, ENG_UNKNOWN = 3 };

@@ -122,16 +122,16 @@ static int join_blocking(int fd, int family, const uvpn_connect *c, const uvpn_a
     return r ? -EPIPE : 0;
 }
 
-/* A blocking overlay connect in the caller's thread: CONNECT on the link, then the socket to the
- * router's data port and the DATA ticket, or, when the router brokered a direct connection,
- * straight to the listener with the DIRECT ticket; a direct attempt that fails or takes longer
- * than ENG_DIRECT_MS is abandoned for the relay (CONNECT again, flag DIRECT_FAILED). */
-static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size_t why_len)
+/* A blocking overlay connect answered with a (by the router or minted): the socket to the
+ * router's data port and the DATA ticket, or, for a brokered direct connection, straight to the
+ * listener with the DIRECT ticket; a direct attempt that fails or takes longer than
+ * ENG_DIRECT_MS is abandoned for the relay (CONNECT again, flag DIRECT_FAILED). A connect
+ * already under way to a's address (pol_connect_now) is waited for by join_blocking's
+ * connect(), as the kernel does for a blocking socket. */
+static int join_answer(int fd, int family, uvpn_connect *c, uvpn_answer a, int64_t deadline, char *why,
+                       size_t why_len)
 {
-    int64_t deadline = blocking_deadline(fd);
-    uvpn_answer a;
-    int r = eng_connect_wait(c, deadline, &a, why, why_len);
-    if (r) return r;
+    int r;
     if (a.kind == UVPN_TK_DIRECT) {
         int64_t race = mono_ms() + ENG_DIRECT_MS;
         r = join_blocking(fd, family, c, &a, race < deadline ? race : deadline, why, why_len);
@@ -154,6 +154,60 @@ static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size
     c->flags = 0;
     r = join_blocking(fd, family, c, &a, deadline, why, why_len);
     return r == 0 || r == -ETIMEDOUT || r == -EACCES ? r : -ENETUNREACH;
+}
+
+/* A blocking overlay connect in the caller's thread: CONNECT on the link, then join_answer. */
+static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size_t why_len)
+{
+    int64_t deadline = blocking_deadline(fd);
+    uvpn_answer a;
+    int r = eng_connect_wait(c, deadline, &a, why, why_len);
+    return r ? r : join_answer(fd, family, c, a, deadline, why, why_len);
+}
+
+/* The state of a socket that a blocking connect c connected (r 0), logged; or r logged. */
+static int blocking_done(int r, int family, const uvpn_connect *c, const char *d, const char *why, vinfo *out)
+{
+    if (r) {
+        dbg("connect %s: %s (%s)", d, why, errno_name(-r));
+        return r;
+    }
+    vinfo n = {.kind = VS_CONNECTED, .family = family, .lip = c->src_ip, .lport = c->src_port,
+               .pip = c->dst_ip, .pport = c->dst_port, .direct = c->flags == UVPN_CF_DIRECT,
+               .owner = c->flags == UVPN_CF_DIRECT ? getpid() : 0};
+    *out = n;
+    dbg("connect %s: connected %s (virtual port %u)", d, n.direct ? "directly to the listener" : "through the home router",
+        c->src_port);
+    return 0;
+}
+
+/* pol_connect_now of a blocking socket (fl its file status flags): see policy.h. */
+static int blocking_now(int fd, int family, int fl, uvpn_connect *c, pol_pending *p, const char *d, vinfo *out)
+{
+    if (!eng_mint_answer(c, &p->ans)) return POL_WOULD_WAIT;
+    p->req = *c;
+    p->deadline = blocking_deadline(fd);
+    struct sockaddr_storage ss;
+    socklen_t sl = sa_make_v4(family, p->ans.real_ip, p->ans.real_port, &ss);
+    real.fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    int r = real.connect(fd, (struct sockaddr *)&ss, sl), e = errno;
+    real.fcntl(fd, F_SETFL, fl);
+    struct pollfd pf = {fd, POLLOUT, 0};
+    /* Connected without a wait (loopback), and not failed: the ticket is written here. */
+    if (r == 0 || (e == EINPROGRESS && real.poll(&pf, 1, 0) == 1 && pf.revents == POLLOUT)) {
+        char why[256] = "";
+        r = join_answer(fd, family, &p->req, p->ans, p->deadline, why, sizeof why);
+        return blocking_done(r, family, &p->req, d, why, out);
+    }
+    return POL_STARTED; /* under way, or failed: pol_connect_resume sees which */
+}
+
+int pol_connect_resume(int fd, int family, pol_pending *p, vinfo *out)
+{
+    char d[24], why[256] = "";
+    fmt_addr(p->req.dst_ip, p->req.dst_port, d);
+    int r = join_answer(fd, family, &p->req, p->ans, p->deadline, why, sizeof why);
+    return blocking_done(r, family, &p->req, d, why, out);
 }
 
 /* A non-blocking overlay connect: the socket is parked (eng_park: it shows no readiness, as a
@@ -194,10 +248,11 @@ static int connect_async(int fd, int family, const uvpn_connect *c, int now_only
     return (int)id;
 }
 
-/* pol_connect, and with now_only pol_connect_now. */
+/* pol_connect, and with pend pol_connect_now. */
 static int connect_to(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out,
-                      int now_only)
+                      pol_pending *pend)
 {
+    int now_only = pend != NULL;
     char d[24], why[256] = "";
     fmt_addr(ip, port, d);
     int type = pol_sockopt_int(fd, SO_TYPE);
@@ -208,7 +263,7 @@ static int connect_to(int fd, int family, uint32_t ip, uint16_t port, int has, c
     int nonblocking = fl >= 0 && (fl & O_NONBLOCK);
     /* A UDP connect may register with the router, a pending one may wait for its move, a
      * blocking one waits for all of it. */
-    if (now_only && (type != SOCK_STREAM || (has && prev->kind == VS_CONNECTING) || !nonblocking))
+    if (now_only && (type != SOCK_STREAM || (has && prev->kind == VS_CONNECTING)))
         return POL_WOULD_WAIT;
     if (type == SOCK_DGRAM) return pol_udp_connect(fd, ip, port, has, prev, out);
     if (type != SOCK_STREAM) {
@@ -248,28 +303,20 @@ static int connect_to(int fd, int family, uint32_t ip, uint16_t port, int has, c
         dbg("connect %s: in progress (non-blocking)", d);
         return -EINPROGRESS;
     }
+    if (now_only) return blocking_now(fd, family, fl, &req, pend, d, out);
     int r = connect_blocking(fd, family, &req, why, sizeof why);
-    if (r) {
-        dbg("connect %s: %s (%s)", d, why, errno_name(-r));
-        return r;
-    }
-    vinfo n = {.kind = VS_CONNECTED, .family = family, .lip = c->src, .lport = req.src_port,
-               .pip = ip, .pport = port, .direct = req.flags == UVPN_CF_DIRECT,
-               .owner = req.flags == UVPN_CF_DIRECT ? getpid() : 0};
-    *out = n;
-    dbg("connect %s: connected %s (virtual port %u)", d, n.direct ? "directly to the listener" : "through the home router",
-        req.src_port);
-    return 0;
+    return blocking_done(r, family, &req, d, why, out);
 }
 
 int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out)
 {
-    return connect_to(fd, family, ip, port, has, prev, out, 0);
+    return connect_to(fd, family, ip, port, has, prev, out, NULL);
 }
 
-int pol_connect_now(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out)
+int pol_connect_now(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out,
+                    pol_pending *pend)
 {
-    return connect_to(fd, family, ip, port, has, prev, out, 1);
+    return connect_to(fd, family, ip, port, has, prev, out, pend);
 }
 
 int pol_connect_at_hand(uint32_t ip, uint16_t port)
