@@ -59,8 +59,9 @@ void eng_keep(int type, const uint8_t *body, size_t len);
 void eng_forget(int type, uint32_t ip, uint16_t vport);
 
 /* Starts a non-blocking overlay connect of the socket dup (a duplicate the engine now owns and
- * closes; the caller has it listening, with saved_defer its TCP_DEFER_ACCEPT before). Returns
- * the connect's id (> 0), or 0 with errno set. */
+ * closes): the caller has it parked (eng_park), with saved_defer its TCP_DEFER_ACCEPT before, or
+ * not (saved_defer -1: the supervisor, which parks it only if the answer is late,
+ * eng_conn_wait_answer). Returns the connect's id (> 0), or 0 with errno set. */
 uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline);
 /* As eng_connect_async, only when the answer is at hand (a listener brokered lately: c gets a
  * ticket minted here, no round trip); else 0 with errno EWOULDBLOCK, dup untouched. */

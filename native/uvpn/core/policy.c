@@ -216,10 +216,11 @@ int pol_park_ms;
 
 static int connect_async(int fd, int family, const uvpn_connect *c, int now_only, char *why, size_t why_len)
 {
-    int defer = 0;
+    int defer = -1; /* >= 0 once parked here: its TCP_DEFER_ACCEPT before */
     socklen_t dl = sizeof defer;
-    real.getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &dl);
     if (!pol_park_ms) {
+        defer = 0;
+        real.getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &dl);
         int r = eng_park(fd);
         if (r) {
             setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
@@ -239,8 +240,10 @@ static int connect_async(int fd, int family, const uvpn_connect *c, int now_only
     if (!id) {
         int e = errno;
         if (dup >= 0) real.close(dup);
-        eng_abandon(fd);
-        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+        if (defer >= 0) {
+            eng_abandon(fd);
+            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+        }
         if (now_only && e == EWOULDBLOCK) return POL_WOULD_WAIT;
         snprintf(why, why_len, "cannot hand the connect to the engine: %s", strerror(e));
         return -ENETUNREACH;
