@@ -18,7 +18,7 @@ typedef struct entry {
 
 static entry *buckets[NBUCKETS];
 static atomic_long count;
-#define KINDS 32
+#define KINDS 16 /* above every vkind */
 static atomic_long by_kind[KINDS]; /* entries per vinfo kind */
 
 static void kind_add(int kind, long n)
@@ -30,7 +30,7 @@ long ss_count_kinds(int mask)
 {
     long n = 0;
     for (int k = 0; k < KINDS; k++)
-        if (mask & (1 << k)) n += atomic_load(&by_kind[k]);
+        if ((unsigned)mask & (1u << k)) n += atomic_load(&by_kind[k]);
     return n;
 }
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
