@@ -1321,6 +1321,16 @@ int eng_conn_wait_answer(uint32_t id, int64_t until)
     return st;
 }
 
+int eng_conn_done(uint32_t id)
+{
+    pthread_once(&once, init_once);
+    pthread_mutex_lock(&E.lock);
+    econn *x = find_conn(id);
+    int done = x && x->phase == C_DONE;
+    pthread_mutex_unlock(&E.lock);
+    return done;
+}
+
 void eng_conn_release(uint32_t id)
 {
     pthread_once(&once, init_once);

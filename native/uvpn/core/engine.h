@@ -93,6 +93,8 @@ int eng_conn_wait_answer(uint32_t id, int64_t until);
  * its state: DONE with *c (src_port as assigned; flags UVPN_CF_DIRECT when it went direct) filled; FAILED with *err (the overlay's errno;
  * with consume, reported only once: later calls say UNKNOWN); PENDING. */
 int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err);
+/* 1 when connect id is done (its ticket written), without waiting. */
+int eng_conn_done(uint32_t id);
 /* The program closed the socket: the engine drops the connect (and its duplicate). */
 void eng_conn_release(uint32_t id);
 
