@@ -186,19 +186,25 @@ static int blocking_now(int fd, int family, int fl, uvpn_connect *c, pol_pending
 {
     if (!eng_mint_answer(c, &p->ans)) return POL_WOULD_WAIT;
     p->req = *c;
-    p->deadline = blocking_deadline(fd);
     struct sockaddr_storage ss;
     socklen_t sl = sa_make_v4(family, p->ans.real_ip, p->ans.real_port, &ss);
     real.fcntl(fd, F_SETFL, fl | O_NONBLOCK);
     int r = real.connect(fd, (struct sockaddr *)&ss, sl), e = errno;
     real.fcntl(fd, F_SETFL, fl);
     struct pollfd pf = {fd, POLLOUT, 0};
-    /* Connected without a wait (loopback), and not failed: the ticket is written here. */
+    /* Connected without a wait (loopback), and not failed: the ticket is written here (a fresh
+     * connection's send buffer takes it whole). */
     if (r == 0 || (e == EINPROGRESS && real.poll(&pf, 1, 0) == 1 && pf.revents == POLLOUT)) {
+        uint8_t t[UVPN_TICKET_LEN];
         char why[256] = "";
-        r = join_answer(fd, family, &p->req, p->ans, p->deadline, why, sizeof why);
-        return blocking_done(r, family, &p->req, d, why, out);
+        if (eng_ticket(&p->req, &p->ans, pol_real_port(fd), t, why, sizeof why))
+            return blocking_done(-EACCES, family, &p->req, d, why, out);
+        if (real.send(fd, t, sizeof t, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)sizeof t) {
+            p->req.flags = UVPN_CF_DIRECT;
+            return blocking_done(0, family, &p->req, d, why, out);
+        }
     }
+    p->deadline = blocking_deadline(fd);
     return POL_STARTED; /* under way, or failed: pol_connect_resume sees which */
 }
 
