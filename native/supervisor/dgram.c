@@ -81,6 +81,8 @@ static pmsg *pm_read(const struct seccomp_notif *q, int *err)
 }
 
 #define NEEDS_WORKER 1
+/* The kinds of socket state whose address-less sendto/recvfrom the supervisor answers. */
+#define NAMELESS_KINDS ((1 << VS_UDP) | (1 << VS_CONNECTING))
 
 /* Answers the stopped send q. may_wait 0 (the notification loop): returns NEEDS_WORKER, having
  * done nothing, when the answer needs the home router (a UDP registration, which waits for its
@@ -154,9 +156,9 @@ static void send_work(job *j) { send_answer(j->nfd, &j->req, 1); }
 void on_send(int nfd, const struct seccomp_notif *q)
 {
     if (nl_on_send(nfd, q)) return; /* an rtnetlink interface dump (netlink.c) */
-    /* Most sends carry no address (send() on a TCP socket): nothing to do while no overlay
-     * UDP socket can exist. */
-    if (FILTER_NR(q->data.nr) == SYS_sendto && !q->data.args[4] && ss_count() == 0) {
+    /* Most sends carry no address (send() on a TCP socket): nothing to do while no socket is
+     * an overlay UDP one or a connecting one (whose sends wait for its ticket). */
+    if (FILTER_NR(q->data.nr) == SYS_sendto && !q->data.args[4] && ss_count_kinds(NAMELESS_KINDS) == 0) {
         tg_continue(nfd, q->id);
         return;
     }
@@ -220,6 +222,12 @@ static void recv_work(job *j)
 void on_recv(int nfd, const struct seccomp_notif *q)
 {
     if (nl_on_recv(nfd, q)) return;
+    /* recv() (no address asked for), on a TCP socket mostly: as for send. A socket redirected
+     * to the DNS stub needs answering only when its receive asks for the source. */
+    if (FILTER_NR(q->data.nr) == SYS_recvfrom && !q->data.args[4] && ss_count_kinds(NAMELESS_KINDS) == 0) {
+        tg_continue(nfd, q->id);
+        return;
+    }
     ino_t ino;
     vinfo st;
     int fd = overlay_socket(q, (1 << VS_UDP) | (1 << VS_DNS) | (1 << VS_CONNECTING), &ino, &st), err = 0;

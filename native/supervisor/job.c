@@ -1,7 +1,9 @@
 /* job.c: stopped calls handed to worker threads, and access to the program's socket (job.h). */
 #include "supervisor/job.h"
+#include "supervisor/filter.h"
 #include "supervisor/sockstate.h"
 #include "supervisor/target.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -10,12 +12,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define WAIT_POLL_MS 250   /* a blocking call re-checks that its caller still waits */
 
 static atomic_int workers;
+
+/* Stopped calls by kind (connect, accept, other): received, and handed to worker threads. */
+enum { K_CONNECT, K_ACCEPT, K_OTHER, K_N };
+static atomic_long received[K_N], handed[K_N];
+
+static int kind_of(int nr)
+{
+    return nr == SYS_connect ? K_CONNECT : nr == SYS_accept || nr == SYS_accept4 ? K_ACCEPT : K_OTHER;
+}
+
+void job_count_call(int nr) { atomic_fetch_add(&received[kind_of(nr)], 1); }
+
+void job_log_counts(void)
+{
+    long r[K_N], h[K_N];
+    for (int k = 0; k < K_N; k++) r[k] = atomic_load(&received[k]), h[k] = atomic_load(&handed[k]);
+    dbg("supervisor: %ld stopped calls (connect %ld, accept %ld, other %ld), %ld handed to worker threads "
+        "(connect %ld, accept %ld, other %ld)",
+        r[0] + r[1] + r[2], r[0], r[1], r[2], h[0] + h[1] + h[2], h[0], h[1], h[2]);
+}
 
 ino_t inode_of(int fd)
 {
@@ -101,6 +124,7 @@ void start_worker(job *j, void (*work)(job *))
     pthread_once(&pool_once, pool_init);
     j->work = work;
     j->next = NULL;
+    atomic_fetch_add(&handed[kind_of(FILTER_NR(j->req.data.nr))], 1);
     atomic_fetch_add(&workers, 1);
     pthread_mutex_lock(&pool_lock);
     if (idle > 0) {

@@ -23,6 +23,7 @@ typedef struct job {
     struct sockaddr_storage ss; /* connect: destination */
     socklen_t sl;
     struct pmsg *pm;         /* recvfrom, recvmsg: the program's buffers (freed with the job) */
+    pol_pending pend;        /* a blocking connect under way (stream.c) */
     struct job *next;        /* queued for an idle worker (job.c) */
 } job;
 
@@ -42,6 +43,12 @@ void job_drop_dup(job *j);
 void start_worker(job *j, void (*work)(job *));
 /* How many worker threads are running. */
 int workers_running(void);
+/* Counts a stopped call (its FILTER_NR) as the loop receives it; start_worker counts the ones
+ * handed to workers. job_log_counts writes both to the log (UVPN_DEBUG): "supervisor: N stopped
+ * calls (connect C, accept A, other O), M handed to worker threads (connect C, accept A, other
+ * O)". */
+void job_count_call(int nr);
+void job_log_counts(void);
 /* The program's socket args[0] and its state, when it has overlay state of one of the kinds
  * in mask (bit per vkind). Returns the duplicate (caller closes) or -1. */
 int overlay_socket(const struct seccomp_notif *q, int mask, ino_t *ino, vinfo *st);

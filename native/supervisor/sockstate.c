@@ -18,6 +18,21 @@ typedef struct entry {
 
 static entry *buckets[NBUCKETS];
 static atomic_long count;
+#define KINDS 16 /* above every vkind */
+static atomic_long by_kind[KINDS]; /* entries per vinfo kind */
+
+static void kind_add(int kind, long n)
+{
+    if (kind >= 0 && kind < KINDS) atomic_fetch_add(&by_kind[kind], n);
+}
+
+long ss_count_kinds(int mask)
+{
+    long n = 0;
+    for (int k = 0; k < KINDS; k++)
+        if ((unsigned)mask & (1u << k)) n += atomic_load(&by_kind[k]);
+    return n;
+}
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static entry **slot(ino_t ino) { return &buckets[(unsigned long)ino * 2654435761u % NBUCKETS]; }
@@ -49,8 +64,11 @@ int ss_set(ino_t ino, const vinfo *v)
         e->next = *s;
         *s = e;
         atomic_fetch_add(&count, 1);
+    } else {
+        kind_add(e->v.kind, -1);
     }
     e->v = *v;
+    kind_add(v->kind, 1);
     pthread_mutex_unlock(&lock);
     return 0;
 }
@@ -64,6 +82,7 @@ void ss_del(ino_t ino)
         if ((*p)->ino != ino) continue;
         entry *e = *p;
         *p = e->next;
+        kind_add(e->v.kind, -1);
         free(e);
         atomic_fetch_sub(&count, 1);
         break;
@@ -82,6 +101,7 @@ long ss_sweep(int64_t before, int (*dead)(ino_t, const vinfo *, void *), void *c
             entry *e = *p;
             if (e->born < before && dead(e->ino, &e->v, ctx)) {
                 *p = e->next;
+                kind_add(e->v.kind, -1);
                 e->next = out;
                 out = e;
                 n++;
@@ -109,6 +129,7 @@ void ss_drain(void (*fn)(const vinfo *))
         while (buckets[i]) {
             entry *e = buckets[i];
             buckets[i] = e->next;
+            kind_add(e->v.kind, -1);
             e->next = all;
             all = e;
         }

@@ -18,6 +18,8 @@ int ss_set(ino_t ino, const vinfo *v);
 void ss_del(ino_t ino);
 /* Number of sockets with state (0: nothing of the overlay exists yet). */
 long ss_count(void);
+/* Number of sockets whose state is of one of the kinds in mask (bit per vkind). */
+long ss_count_kinds(int mask);
 /* Forgets every state whose socket dead() says is gone, among those set before `before`
  * (mono_ms: younger ones may be missing from the caller's picture of the living); then calls
  * gone on a copy of each (lock not held). Returns how many were dropped. */

@@ -35,10 +35,23 @@
 
 /* ---- connect ----------------------------------------------------------------------------- */
 
+/* A blocking connect to a listener brokered lately whose handshake was still under way in the
+ * loop (pol_connect_now): finished here, in a worker. */
+static void resume_work(job *j)
+{
+    vinfo n;
+    ino_t ino = inode_of(j->dup);
+    int r = pol_connect_resume(j->dup, j->ss.ss_family, &j->pend, &n);
+    if (r == 0) ss_set(ino, &n);
+    job_drop_dup(j);
+    tg_reply(j->nfd, j->req.id, 0, -r);
+}
+
 /* connect of the program's socket (the duplicate j->dup) to the virtual destination j->ss: the
- * answer to the stopped call, given here (in a worker). A non-blocking TCP socket gets
- * EINPROGRESS after at most pol_park_ms (the engine finishes the connect outside the program); a
- * blocking one waits for the whole connect. */
+ * answer to the stopped call, given here (in a worker; with now_only in the loop, where a
+ * blocking connect still under way goes on in a worker, resume_work). A non-blocking TCP socket
+ * gets EINPROGRESS after at most pol_park_ms (the engine finishes the connect outside the
+ * program); a blocking one waits for the whole connect. */
 static int virtual_connect(job *j, int now_only)
 {
     const struct seccomp_notif *q = &j->req;
@@ -48,9 +61,22 @@ static int virtual_connect(job *j, int now_only)
     ino_t ino = inode_of(j->dup);
     vinfo st, n;
     int has = ss_get(ino, &st) && st.kind != VS_DNS; /* a resolver's socket may connect anew */
-    int r = now_only ? pol_connect_now(j->dup, j->ss.ss_family, ip, port, has, &st, &n)
+    int r = now_only ? pol_connect_now(j->dup, j->ss.ss_family, ip, port, has, &st, &n, &j->pend)
                      : pol_connect(j->dup, j->ss.ss_family, ip, port, has, &st, &n);
     if (r == POL_WOULD_WAIT) return 0;
+    if (r == POL_STARTED) {
+        job *w = new_job(j->nfd, q, j->dup);
+        if (!w) {
+            tg_reply(j->nfd, q->id, 0, ENOMEM);
+            return 1;
+        }
+        j->dup = -1; /* the worker's now */
+        w->ss = j->ss;
+        w->sl = j->sl;
+        w->pend = j->pend;
+        start_worker(w, resume_work);
+        return 1;
+    }
     if (r == 0 || r == -EINPROGRESS || (r == -EISCONN && has && st.kind == VS_CONNECTING)) ss_set(ino, &n);
     job_drop_dup(j);
     tg_reply(j->nfd, q->id, 0, -r);
@@ -69,9 +95,10 @@ static void connect_work(job *j)
     virtual_connect(j, 0);
 }
 
-/* A non-blocking connect to a listener brokered lately needs no answer from the router (the
- * engine mints its ticket): done here, in the loop, without a worker's hand-over. 1 when
- * answered; 0: the worker's (nothing done). */
+/* A connect to a listener brokered lately needs no answer from the router (the engine mints its
+ * ticket): done here, in the loop, without a worker's hand-over (a blocking one too, when its
+ * handshake completes at once, as on loopback). 1 when answered or handed on; 0: the worker's
+ * (nothing done). */
 static int connect_at_once(int nfd, const struct seccomp_notif *q, const struct sockaddr_storage *ss, socklen_t sl,
                            uint32_t ip, uint16_t port)
 {
@@ -238,17 +265,23 @@ static void listen_work(job *j)
     tg_reply(j->nfd, j->req.id, 0, r < 0 ? -r : 0);
 }
 
-static void accept_work(job *j);
+static int accept_answer(job *j, int may_wait);
 
-/* An accept that waits for nothing: on a non-blocking virtual-only listener, whose connections
- * reach the queue only with their first bytes (TCP_DEFER_ACCEPT, policy.c) and whose tickets are
- * read without waiting. Answered in the notification loop: a worker's hand-over cost two thread
- * switches per accept, also for the EAGAIN that ends an event loop's accept round. */
-static int accept_waits_for_nothing(const struct seccomp_notif *q, int fd, const vinfo *st)
+/* An accept that waits for nothing, answered in the notification loop (a worker's hand-over cost
+ * two thread switches per accept, also for the EAGAIN that ends an event loop's accept round): on
+ * a virtual-only listener, whose connections reach the queue only with their first bytes
+ * (TCP_DEFER_ACCEPT, policy.c) and whose tickets are read without waiting; a non-blocking one,
+ * or a blocking one with a connection queued. 1 when answered (fd closed), else 0. */
+static int accept_at_once(int nfd, const struct seccomp_notif *q, int fd, ino_t ino, const vinfo *st)
 {
     if (FILTER_NR(q->data.nr) != SYS_accept && FILTER_NR(q->data.nr) != SYS_accept4) return 0;
     int fl = fcntl(fd, F_GETFL);
-    return st->kind == VS_BOUND_VIRTUAL && fl >= 0 && (fl & O_NONBLOCK);
+    struct pollfd p = {fd, POLLIN, 0};
+    if (st->kind != VS_BOUND_VIRTUAL || fl < 0 || (!(fl & O_NONBLOCK) && poll(&p, 1, 0) != 1)) return 0;
+    job j = {.nfd = nfd, .req = *q, .dup = fd, .ino = ino, .st = *st};
+    int done = accept_answer(&j, 0);
+    if (done) job_drop_dup(&j);
+    return done;
 }
 
 /* listen and accept: work for a worker when args[0] is a bound overlay socket, else continue. */
@@ -261,12 +294,7 @@ static void on_bound_socket(int nfd, const struct seccomp_notif *q, void (*work)
         tg_continue(nfd, q->id);
         return;
     }
-    if (accept_waits_for_nothing(q, fd, &st)) {
-        job j = {.nfd = nfd, .req = *q, .dup = fd, .ino = ino, .st = st};
-        accept_work(&j);
-        job_drop_dup(&j);
-        return;
-    }
+    if (accept_at_once(nfd, q, fd, ino, &st)) return;
     job *j = new_job(nfd, q, fd);
     if (!j) {
         close(fd);
@@ -280,28 +308,34 @@ static void on_bound_socket(int nfd, const struct seccomp_notif *q, void (*work)
 
 /* ---- accept ------------------------------------------------------------------------------ */
 
-static void accept_work(job *j)
+/* Accepts on the listener j->dup and answers the stopped accept j: 1. may_wait 0 (the loop): a
+ * blocking listener is accepted on without waiting (non-blocking for the accept4 call only: the
+ * program's thread is stopped in its own), and when no connection is queued after all, returns
+ * 0 with nothing answered (a worker's, then). */
+static int accept_answer(job *j, int may_wait)
 {
     const struct seccomp_notif *q = &j->req;
     int four = FILTER_NR(q->data.nr) == SYS_accept4;
     int flags = four ? (int)q->data.args[3] : 0;
     if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) {
         tg_reply(j->nfd, q->id, 0, EINVAL);
-        return;
+        return 1;
     }
     int fl = fcntl(j->dup, F_GETFL);
-    int nonblocking = fl >= 0 && (fl & O_NONBLOCK);
+    int nonblocking = fl >= 0 && (fl & O_NONBLOCK), held = !may_wait && !nonblocking;
     for (;;) {
-        if (!nonblocking && !wait_readable(j)) return;
+        if (!nonblocking && may_wait && !wait_readable(j)) return 1;
         struct sockaddr_storage peer, vpeer;
         socklen_t pl = sizeof peer, vl = 0;
-        int c = accept4(j->dup, (struct sockaddr *)&peer, &pl, (flags & SOCK_NONBLOCK) | SOCK_CLOEXEC);
+        if (held) fcntl(j->dup, F_SETFL, fl | O_NONBLOCK);
+        int c = accept4(j->dup, (struct sockaddr *)&peer, &pl, (flags & SOCK_NONBLOCK) | SOCK_CLOEXEC), e = errno;
+        if (held) fcntl(j->dup, F_SETFL, fl);
         if (c < 0) {
-            if (!nonblocking && (errno == EAGAIN || errno == EINTR)) continue; /* raced */
-            int e = errno;
+            if (held && (e == EAGAIN || e == EWOULDBLOCK)) return 0; /* none queued after all */
+            if (!nonblocking && (e == EAGAIN || e == EINTR)) continue; /* raced */
             job_drop_dup(j);
             tg_reply(j->nfd, q->id, 0, e);
-            return;
+            return 1;
         }
         vinfo n;
         int r = pol_accepted(&j->st, c, (struct sockaddr *)&peer, pl, &n, &vpeer, &vl);
@@ -322,9 +356,11 @@ static void accept_work(job *j)
             tg_reply(j->nfd, q->id, 0, -w);
         }
         close(c);
-        return;
+        return 1;
     }
 }
+
+static void accept_work(job *j) { accept_answer(j, 1); }
 
 /* ---- names ------------------------------------------------------------------------------- */
 

@@ -49,6 +49,7 @@
 static void dispatch(int nfd, const struct seccomp_notif *q)
 {
     if (xs_mode) return xs_dispatch(nfd, q); /* XUFS mode: path calls only (xufs.c) */
+    job_count_call(FILTER_NR(q->data.nr));
     switch (FILTER_NR(q->data.nr)) {
     case SYS_connect: on_connect(nfd, q); break;
     case SYS_bind: on_bind(nfd, q); break;
@@ -183,6 +184,7 @@ int sv_loop(int nfd, pid_t pid, int chld_fd, int front_pidfd, sv_exit_fn on_exit
 
 void sv_finish(int nfd)
 {
+    if (!xs_mode) job_log_counts();
     ss_drain(unlisten);
     eng_flush_paths(); /* the supervisor ends with _exit: no destructor reports them */
     for (int64_t end = mono_ms() + DRAIN_MS; workers_running() > 0 && mono_ms() < end;) {

@@ -364,3 +364,64 @@ Deno.test({
     }, ["--direct", "never"]);
   },
 });
+
+/** The supervisor's counts at its end (UVPN_DEBUG): stopped connects/accepts, and those of them handed to workers. */
+function supervisorCounts(stderr: string): { connect: number; accept: number; handedConnect: number; handedAccept: number } {
+  const m = /supervisor: \d+ stopped calls \(connect (\d+), accept (\d+), other \d+\), \d+ handed to worker threads \(connect (\d+), accept (\d+),/.exec(stderr);
+  assert.ok(m, `no counts in the supervisor's log: ${stderr.slice(-2000)}`);
+  return { connect: Number(m[1]), accept: Number(m[2]), handedConnect: Number(m[3]), handedAccept: Number(m[4]) };
+}
+
+Deno.test({
+  name: "direct: under the supervisor, blocking connects to a listener brokered lately and blocking accepts of queued connections need no worker thread",
+  ignore: !have("python3"),
+  async fn() {
+    using dir = tempDir("myrt-direct-loop-");
+    const o = new Overlay(dir.path);
+    await o.start();
+    const flag = join(dir.path, "accept-now");
+    // Accepts only once the client is done, so that each blocking accept finds its connection queued.
+    const SERVER = `
+import os, socket, sys, time
+s = socket.socket(); s.bind(("0.0.0.0", 7800)); s.listen(16); print("ready", flush=True)
+for _ in range(1000):
+    if os.path.exists(sys.argv[1]): break
+    time.sleep(0.01)
+for _ in range(5):
+    c, peer = s.accept(); print("peer", peer[0], c.getsockname()[0], flush=True); c.close()
+`;
+    const CLIENT = `
+import socket, sys
+for _ in range(5):
+    c = socket.create_connection((sys.argv[1], 7800)); print("local", c.getsockname()[0], flush=True); c.close()
+`;
+    const server = spawnCli("uvpn_register", ["-r", "--mode", "seccomp", "--", "python3", "-c", SERVER, flag], {
+      env: { ...o.homeEnv(o.a), UVPN_DEBUG: "1", UVPN_BIND_ANY: "virtual" },
+    });
+    try {
+      const addr = (await server.waitFor(/Leased virtual address (\S+)/))[1];
+      await server.waitFor(/ready/);
+      await o.a.router!.waitFor(new RegExp(`listener ${addr.replaceAll(".", "\\.")}:7800 is at`));
+      const c = await cli("uvpn_register", ["-r", "--mode", "seccomp", "--", "python3", "-c", CLIENT, addr], { env: { ...o.homeEnv(o.a), UVPN_DEBUG: "1" } });
+      assert.equal(c.code, 0, c.stdout + c.stderr);
+      const local = [...c.stdout.matchAll(/^local (\S+)$/gm)].map((m) => m[1]);
+      assert.equal(local.length, 5, c.stdout);
+      assert.equal((c.stderr.match(/connected directly to the listener/g) ?? []).length, 5, c.stderr);
+      const cc = supervisorCounts(c.stderr);
+      assert.equal(cc.connect, 5);
+      // The first connect waits for the router's answer (a worker); the others mint their tickets
+      // and complete on loopback within the stopped call (one more may find its handshake under way).
+      assert.ok(cc.handedConnect <= 2, JSON.stringify(cc));
+      Deno.writeTextFileSync(flag, "");
+      const s = await server.result(30_000);
+      assert.equal(s.code, 0, s.stdout + s.stderr);
+      assert.deepEqual([...s.stdout.matchAll(/^peer (\S+) (\S+)$/gm)].map((m) => [m[1], m[2]]), local.map((l) => [l, addr]));
+      const sc = supervisorCounts(s.stderr);
+      assert.equal(sc.accept, 5);
+      assert.equal(sc.handedAccept, 0, JSON.stringify(sc));
+    } finally {
+      await server.stop();
+      await o.stop();
+    }
+  },
+});

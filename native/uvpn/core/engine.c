@@ -51,7 +51,9 @@ enum { C_QUEUED, C_SENT, C_ANSWERED, C_JOINING, C_DONE, C_FAILED, C_REPORTED };
 typedef struct econn {
     uint32_t id;
     int dup;             /* the program's socket (non-blocking connects), -1 once let go */
-    int family, blocking, phase, err, saved_defer, in_epoll;
+    int family, blocking, phase, err, in_epoll;
+    int parked;          /* dup waits parked (eng_park), its TCP_DEFER_ACCEPT before in saved_defer */
+    int saved_defer;
     int direct;          /* joining: the answer was a brokered, direct one */
     int fell_back;       /* its direct attempt failed: waiting for the relay's answer */
     int64_t deadline, direct_until;
@@ -426,6 +428,20 @@ uint8_t eng_direct_failed(const uvpn_connect *c, int err)
     return f;
 }
 
+/* Parks c's socket (eng_park), its TCP_DEFER_ACCEPT saved first when it was not parked yet
+ * (lock held). 0 or -errno. */
+static int park_conn(econn *c)
+{
+    if (!c->parked) {
+        socklen_t dl = sizeof c->saved_defer;
+        c->saved_defer = 0;
+        real.getsockopt(c->dup, IPPROTO_TCP, TCP_DEFER_ACCEPT, &c->saved_defer, &dl);
+    }
+    int r = eng_park(c->dup);
+    if (r == 0) c->parked = 1;
+    return r;
+}
+
 /* The direct attempt of c failed (why): the socket is parked again (listening: no readiness)
  * and the connect asks the router for the relay, saying the direct path failed. */
 static void fall_back(econn *c, int err, const char *why)
@@ -436,7 +452,7 @@ static void fall_back(econn *c, int err, const char *why)
     c->in_epoll = 0;
     c->direct = 0;
     eng_abandon(c->dup);
-    if (eng_park(c->dup)) {
+    if (park_conn(c)) {
         fail_conn(c, ENETUNREACH);
         return;
     }
@@ -514,8 +530,11 @@ static void take_answer(econn *c)
     pthread_cond_broadcast(&E.cond); /* a caller waiting in eng_conn_wait_answer */
     struct sockaddr_storage ss;
     socklen_t sl = sa_make_v4(c->family, c->ans.real_ip, c->ans.real_port, &ss);
-    setsockopt(c->dup, IPPROTO_TCP, TCP_DEFER_ACCEPT, &c->saved_defer, sizeof c->saved_defer);
-    eng_abandon(c->dup); /* out of the holding port (or the listening state), same socket */
+    if (c->parked) { /* out of the holding port (or the listening state), same socket */
+        setsockopt(c->dup, IPPROTO_TCP, TCP_DEFER_ACCEPT, &c->saved_defer, sizeof c->saved_defer);
+        eng_abandon(c->dup);
+        c->parked = 0;
+    }
     c->phase = C_JOINING;
     c->direct = c->ans.kind == UVPN_TK_DIRECT;
     c->direct_until = mono_ms() + ENG_DIRECT_MS;
@@ -524,9 +543,10 @@ static void take_answer(econn *c)
         else fail_conn(c, ENETUNREACH);
         return;
     }
-    struct epoll_event ev = {EPOLLOUT, {.u32 = c->id}};
+    settle(c); /* connected at once (loopback): the ticket is written now, no epoll needed */
+    if (c->phase != C_JOINING || c->dup < 0) return;
+    struct epoll_event ev = {EPOLLOUT, {.u32 = c->id}}; /* level-triggered: ready meanwhile is seen */
     c->in_epoll = real.epoll_ctl(E.ep, EPOLL_CTL_ADD, c->dup, &ev) == 0;
-    settle(c);
 }
 
 /* Sends the CONNECT of x now when the link is up, else wakes the engine to bring it up (the
@@ -1136,7 +1156,9 @@ void eng_forget(int type, uint32_t ip, uint16_t vport)
 }
 
 /* A new connect (lock held). */
-static econn *new_conn(int dup, int family, const uvpn_connect *c, int blocking, int64_t deadline)
+/* A new connect (lock held); saved_defer >= 0: dup was parked by the caller, its
+ * TCP_DEFER_ACCEPT before. Answered at once when it can be minted, else its CONNECT sent. */
+static econn *new_conn(int dup, int family, const uvpn_connect *c, int blocking, int64_t deadline, int saved_defer)
 {
     econn *x = calloc(1, sizeof *x);
     if (!x) return NULL;
@@ -1148,6 +1170,8 @@ static econn *new_conn(int dup, int family, const uvpn_connect *c, int blocking,
     x->deadline = deadline;
     x->req = *c;
     x->phase = C_QUEUED;
+    x->parked = saved_defer >= 0;
+    x->saved_defer = x->parked ? saved_defer : 0;
     if (!blocking) __atomic_fetch_add(&pending_count, 1, __ATOMIC_RELAXED);
     x->next = E.conns;
     E.conns = x;
@@ -1176,9 +1200,8 @@ static uint32_t start_async(int dup, int family, const uvpn_connect *c, int save
         return 0;
     }
     dup = high_fd(dup, 1);
-    econn *x = new_conn(dup, family, c, 0, deadline);
+    econn *x = new_conn(dup, family, c, 0, deadline, saved_defer);
     uint32_t id = x ? x->id : 0;
-    if (x) x->saved_defer = saved_defer;
     pthread_mutex_unlock(&E.lock);
     if (!x) errno = ENOMEM;
     return id;
@@ -1199,6 +1222,16 @@ int eng_mintable(const uvpn_connect *c)
     pthread_once(&once, init_once);
     pthread_mutex_lock(&E.lock);
     int r = mintable(c) != NULL;
+    pthread_mutex_unlock(&E.lock);
+    return r;
+}
+
+int eng_mint_answer(uvpn_connect *c, uvpn_answer *a)
+{
+    pthread_once(&once, init_once);
+    pthread_mutex_lock(&E.lock);
+    int r = mint(c, a);
+    if (r) c->src_port = a->src_port;
     pthread_mutex_unlock(&E.lock);
     return r;
 }
@@ -1283,9 +1316,19 @@ int eng_conn_wait_answer(uint32_t id, int64_t until)
     econn *x;
     while ((x = find_conn(id)) && (x->phase == C_QUEUED || x->phase == C_SENT) && mono_ms() < until) wait_once(until);
     int st = x && (x->phase == C_QUEUED || x->phase == C_SENT) ? ENG_PENDING : ENG_DONE;
-    if (st == ENG_PENDING && x->dup >= 0 && eng_park(x->dup)) fail_conn(x, ENETUNREACH);
+    if (st == ENG_PENDING && x->dup >= 0 && !x->parked && park_conn(x)) fail_conn(x, ENETUNREACH);
     pthread_mutex_unlock(&E.lock);
     return st;
+}
+
+int eng_conn_done(uint32_t id)
+{
+    pthread_once(&once, init_once);
+    pthread_mutex_lock(&E.lock);
+    econn *x = find_conn(id);
+    int done = x && x->phase == C_DONE;
+    pthread_mutex_unlock(&E.lock);
+    return done;
 }
 
 void eng_conn_release(uint32_t id)
@@ -1309,7 +1352,7 @@ int eng_connect_wait(uvpn_connect *c, int64_t deadline, uvpn_answer *a, char *wh
         snprintf(why, why_len, "no home router (UVPN_HOME_PROXY/UVPN_HOME_PROXY_PORT unset)");
         return r;
     }
-    econn *x = new_conn(-1, AF_INET, c, 1, deadline);
+    econn *x = new_conn(-1, AF_INET, c, 1, deadline, -1);
     if (!x) {
         pthread_mutex_unlock(&E.lock);
         return -ENOMEM;

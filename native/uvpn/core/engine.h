@@ -59,14 +59,18 @@ void eng_keep(int type, const uint8_t *body, size_t len);
 void eng_forget(int type, uint32_t ip, uint16_t vport);
 
 /* Starts a non-blocking overlay connect of the socket dup (a duplicate the engine now owns and
- * closes; the caller has it listening, with saved_defer its TCP_DEFER_ACCEPT before). Returns
- * the connect's id (> 0), or 0 with errno set. */
+ * closes): the caller has it parked (eng_park), with saved_defer its TCP_DEFER_ACCEPT before, or
+ * not (saved_defer -1: the supervisor, which parks it only if the answer is late,
+ * eng_conn_wait_answer). Returns the connect's id (> 0), or 0 with errno set. */
 uint32_t eng_connect_async(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline);
 /* As eng_connect_async, only when the answer is at hand (a listener brokered lately: c gets a
  * ticket minted here, no round trip); else 0 with errno EWOULDBLOCK, dup untouched. */
 uint32_t eng_connect_minted(int dup, int family, const uvpn_connect *c, int saved_defer, int64_t deadline);
 /* 1 when connect c would be answered at once (as eng_connect_minted), at this moment. */
 int eng_mintable(const uvpn_connect *c);
+/* A blocking connect's answer when it is at hand (as eng_connect_wait would get it, without
+ * asking the router): 1 with *a (c->src_port as assigned), else 0 (nothing sent). */
+int eng_mint_answer(uvpn_connect *c, uvpn_answer *a);
 
 /* Where a connect started with eng_connect_async stands. */
 enum { ENG_PENDING = 0, ENG_DONE = 1, ENG_FAILED = 2, ENG_UNKNOWN = 3 };
@@ -89,6 +93,8 @@ int eng_conn_wait_answer(uint32_t id, int64_t until);
  * its state: DONE with *c (src_port as assigned; flags UVPN_CF_DIRECT when it went direct) filled; FAILED with *err (the overlay's errno;
  * with consume, reported only once: later calls say UNKNOWN); PENDING. */
 int eng_conn_state(uint32_t id, int consume, uvpn_connect *c, int *err);
+/* 1 when connect id is done (its ticket written), without waiting. */
+int eng_conn_done(uint32_t id);
 /* The program closed the socket: the engine drops the connect (and its duplicate). */
 void eng_conn_release(uint32_t id);
 

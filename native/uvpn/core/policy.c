@@ -122,16 +122,16 @@ static int join_blocking(int fd, int family, const uvpn_connect *c, const uvpn_a
     return r ? -EPIPE : 0;
 }
 
-/* A blocking overlay connect in the caller's thread: CONNECT on the link, then the socket to the
- * router's data port and the DATA ticket, or, when the router brokered a direct connection,
- * straight to the listener with the DIRECT ticket; a direct attempt that fails or takes longer
- * than ENG_DIRECT_MS is abandoned for the relay (CONNECT again, flag DIRECT_FAILED). */
-static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size_t why_len)
+/* A blocking overlay connect answered with a (by the router or minted): the socket to the
+ * router's data port and the DATA ticket, or, for a brokered direct connection, straight to the
+ * listener with the DIRECT ticket; a direct attempt that fails or takes longer than
+ * ENG_DIRECT_MS is abandoned for the relay (CONNECT again, flag DIRECT_FAILED). A connect
+ * already under way to a's address (pol_connect_now) is waited for by join_blocking's
+ * connect(), as the kernel does for a blocking socket. */
+static int join_answer(int fd, int family, uvpn_connect *c, uvpn_answer a, int64_t deadline, char *why,
+                       size_t why_len)
 {
-    int64_t deadline = blocking_deadline(fd);
-    uvpn_answer a;
-    int r = eng_connect_wait(c, deadline, &a, why, why_len);
-    if (r) return r;
+    int r;
     if (a.kind == UVPN_TK_DIRECT) {
         int64_t race = mono_ms() + ENG_DIRECT_MS;
         r = join_blocking(fd, family, c, &a, race < deadline ? race : deadline, why, why_len);
@@ -156,16 +156,77 @@ static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size
     return r == 0 || r == -ETIMEDOUT || r == -EACCES ? r : -ENETUNREACH;
 }
 
+/* A blocking overlay connect in the caller's thread: CONNECT on the link, then join_answer. */
+static int connect_blocking(int fd, int family, uvpn_connect *c, char *why, size_t why_len)
+{
+    int64_t deadline = blocking_deadline(fd);
+    uvpn_answer a;
+    int r = eng_connect_wait(c, deadline, &a, why, why_len);
+    return r ? r : join_answer(fd, family, c, a, deadline, why, why_len);
+}
+
+/* The state of a socket that a blocking connect c connected (r 0), logged; or r logged. */
+static int blocking_done(int r, int family, const uvpn_connect *c, const char *d, const char *why, vinfo *out)
+{
+    if (r) {
+        dbg("connect %s: %s (%s)", d, why, errno_name(-r));
+        return r;
+    }
+    vinfo n = {.kind = VS_CONNECTED, .family = family, .lip = c->src_ip, .lport = c->src_port,
+               .pip = c->dst_ip, .pport = c->dst_port, .direct = c->flags == UVPN_CF_DIRECT,
+               .owner = c->flags == UVPN_CF_DIRECT ? getpid() : 0};
+    *out = n;
+    dbg("connect %s: connected %s (virtual port %u)", d, n.direct ? "directly to the listener" : "through the home router",
+        c->src_port);
+    return 0;
+}
+
+/* pol_connect_now of a blocking socket (fl its file status flags): see policy.h. */
+static int blocking_now(int fd, int family, int fl, uvpn_connect *c, pol_pending *p, const char *d, vinfo *out)
+{
+    if (!eng_mint_answer(c, &p->ans)) return POL_WOULD_WAIT;
+    p->req = *c;
+    struct sockaddr_storage ss;
+    socklen_t sl = sa_make_v4(family, p->ans.real_ip, p->ans.real_port, &ss);
+    real.fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    int r = real.connect(fd, (struct sockaddr *)&ss, sl), e = errno;
+    real.fcntl(fd, F_SETFL, fl);
+    struct pollfd pf = {fd, POLLOUT, 0};
+    /* Connected without a wait (loopback), and not failed: the ticket is written here (a fresh
+     * connection's send buffer takes it whole). */
+    if (r == 0 || (e == EINPROGRESS && real.poll(&pf, 1, 0) == 1 && pf.revents == POLLOUT)) {
+        uint8_t t[UVPN_TICKET_LEN];
+        char why[256] = "";
+        if (eng_ticket(&p->req, &p->ans, pol_real_port(fd), t, why, sizeof why))
+            return blocking_done(-EACCES, family, &p->req, d, why, out);
+        if (real.send(fd, t, sizeof t, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)sizeof t) {
+            p->req.flags = UVPN_CF_DIRECT;
+            return blocking_done(0, family, &p->req, d, why, out);
+        }
+    }
+    p->deadline = blocking_deadline(fd);
+    return POL_STARTED; /* under way, or failed: pol_connect_resume sees which */
+}
+
+int pol_connect_resume(int fd, int family, pol_pending *p, vinfo *out)
+{
+    char d[24], why[256] = "";
+    fmt_addr(p->req.dst_ip, p->req.dst_port, d);
+    int r = join_answer(fd, family, &p->req, p->ans, p->deadline, why, sizeof why);
+    return blocking_done(r, family, &p->req, d, why, out);
+}
+
 /* A non-blocking overlay connect: the socket is parked (eng_park: it shows no readiness, as a
  * connect in progress), and the engine takes a duplicate of it. -EINPROGRESS on success. */
 int pol_park_ms;
 
 static int connect_async(int fd, int family, const uvpn_connect *c, int now_only, char *why, size_t why_len)
 {
-    int defer = 0;
+    int defer = -1; /* >= 0 once parked here: its TCP_DEFER_ACCEPT before */
     socklen_t dl = sizeof defer;
-    real.getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &dl);
     if (!pol_park_ms) {
+        defer = 0;
+        real.getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &dl);
         int r = eng_park(fd);
         if (r) {
             setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
@@ -185,8 +246,10 @@ static int connect_async(int fd, int family, const uvpn_connect *c, int now_only
     if (!id) {
         int e = errno;
         if (dup >= 0) real.close(dup);
-        eng_abandon(fd);
-        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+        if (defer >= 0) {
+            eng_abandon(fd);
+            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
+        }
         if (now_only && e == EWOULDBLOCK) return POL_WOULD_WAIT;
         snprintf(why, why_len, "cannot hand the connect to the engine: %s", strerror(e));
         return -ENETUNREACH;
@@ -194,10 +257,11 @@ static int connect_async(int fd, int family, const uvpn_connect *c, int now_only
     return (int)id;
 }
 
-/* pol_connect, and with now_only pol_connect_now. */
+/* pol_connect, and with pend pol_connect_now. */
 static int connect_to(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out,
-                      int now_only)
+                      pol_pending *pend)
 {
+    int now_only = pend != NULL;
     char d[24], why[256] = "";
     fmt_addr(ip, port, d);
     int type = pol_sockopt_int(fd, SO_TYPE);
@@ -208,7 +272,7 @@ static int connect_to(int fd, int family, uint32_t ip, uint16_t port, int has, c
     int nonblocking = fl >= 0 && (fl & O_NONBLOCK);
     /* A UDP connect may register with the router, a pending one may wait for its move, a
      * blocking one waits for all of it. */
-    if (now_only && (type != SOCK_STREAM || (has && prev->kind == VS_CONNECTING) || !nonblocking))
+    if (now_only && (type != SOCK_STREAM || (has && prev->kind == VS_CONNECTING)))
         return POL_WOULD_WAIT;
     if (type == SOCK_DGRAM) return pol_udp_connect(fd, ip, port, has, prev, out);
     if (type != SOCK_STREAM) {
@@ -244,32 +308,28 @@ static int connect_to(int fd, int family, uint32_t ip, uint16_t port, int has, c
         }
         vinfo n = {.kind = VS_CONNECTING, .family = family, .lip = c->src, .pip = ip, .pport = port,
                    .conn = (uint32_t)id};
+        /* Under the supervisor, a connect the engine finished within the call (a minted ticket,
+         * loopback) is kept as connected at once: the program's next calls on it need no look
+         * at the engine. EINPROGRESS all the same, as the kernel's own connect says. */
+        if (pol_park_ms && eng_conn_done(n.conn)) pol_settle(&n, 0);
         *out = n;
         dbg("connect %s: in progress (non-blocking)", d);
         return -EINPROGRESS;
     }
+    if (now_only) return blocking_now(fd, family, fl, &req, pend, d, out);
     int r = connect_blocking(fd, family, &req, why, sizeof why);
-    if (r) {
-        dbg("connect %s: %s (%s)", d, why, errno_name(-r));
-        return r;
-    }
-    vinfo n = {.kind = VS_CONNECTED, .family = family, .lip = c->src, .lport = req.src_port,
-               .pip = ip, .pport = port, .direct = req.flags == UVPN_CF_DIRECT,
-               .owner = req.flags == UVPN_CF_DIRECT ? getpid() : 0};
-    *out = n;
-    dbg("connect %s: connected %s (virtual port %u)", d, n.direct ? "directly to the listener" : "through the home router",
-        req.src_port);
-    return 0;
+    return blocking_done(r, family, &req, d, why, out);
 }
 
 int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out)
 {
-    return connect_to(fd, family, ip, port, has, prev, out, 0);
+    return connect_to(fd, family, ip, port, has, prev, out, NULL);
 }
 
-int pol_connect_now(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out)
+int pol_connect_now(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev, vinfo *out,
+                    pol_pending *pend)
 {
-    return connect_to(fd, family, ip, port, has, prev, out, 1);
+    return connect_to(fd, family, ip, port, has, prev, out, pend);
 }
 
 int pol_connect_at_hand(uint32_t ip, uint16_t port)

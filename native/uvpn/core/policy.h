@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "common/wire.h"
 #include "uvpn/wrap/fdtable.h"
 
 /* bind(fd, addr, len) in the overlay. 0: not about the overlay (do the real bind unchanged);
@@ -43,11 +44,27 @@ int pol_connect(int fd, int family, uint32_t ip, uint16_t port, int has, const v
 
 /* pol_connect's answer when it was asked to wait for nothing and would have had to. */
 #define POL_WOULD_WAIT 1
+/* pol_connect_now's answer for a blocking connect it started and could not finish at once. */
+#define POL_STARTED 2
+/* A blocking connect pol_connect_now started: the minted answer, its handshake to the listener
+ * under way; pol_connect_resume finishes it. */
+typedef struct {
+    uvpn_connect req;
+    uvpn_answer ans;
+    int64_t deadline;
+} pol_pending;
 /* As pol_connect, for a caller that must not wait (the supervisor's notification loop): only a
- * non-blocking TCP connect whose answer is at hand (a listener brokered lately, eng_mintable) is
- * done; anything else returns POL_WOULD_WAIT with fd untouched. */
+ * TCP connect whose answer is at hand (a listener brokered lately, eng_mintable) is done. A
+ * non-blocking one as pol_connect; a blocking one is connected to the listener without waiting
+ * (the socket non-blocking for the connect() call only: the caller's thread is stopped in its
+ * own) and, when the handshake is already complete (loopback), given its ticket: 0 with *out;
+ * else POL_STARTED with *pend, for pol_connect_resume where waiting is allowed. Anything else
+ * returns POL_WOULD_WAIT with fd untouched. */
 int pol_connect_now(int fd, int family, uint32_t ip, uint16_t port, int has, const vinfo *prev,
-                    vinfo *out);
+                    vinfo *out, pol_pending *pend);
+/* Finishes the blocking connect pol_connect_now started (waits for its handshake; falls back to
+ * the relay when the direct attempt fails): as pol_connect. */
+int pol_connect_resume(int fd, int family, pol_pending *pend, vinfo *out);
 /* 1 when a TCP connect to ip:port may now be done by pol_connect_now (a cheap first look). */
 int pol_connect_at_hand(uint32_t ip, uint16_t port);
 
