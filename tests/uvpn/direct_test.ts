@@ -221,7 +221,10 @@ Deno.test({
           const r = await connect(a1, a2, 7100, ["30", "2", "20000", "nonblocking"]);
           assert.equal(r.lines.length, 31);
           assert.ok(r.lines[0].ms < 300, `the first connect took ${r.lines[0].ms} ms`);
-          for (const l of r.lines.slice(1)) assert.ok(l.ms < 100, `a later connect took ${l.ms} ms: ${JSON.stringify(r.lines)}`);
+          // No flapping: the counters below show no second direct attempt; a later connect that
+          // tried the direct path again would also wait the 250 ms before its relay starts (a
+          // limit of 100 ms here failed now and then on a loaded machine, with relayed connects).
+          for (const l of r.lines.slice(1)) assert.ok(l.ms < 250, `a later connect took ${l.ms} ms: ${JSON.stringify(r.lines)}`);
           assert.equal([...r.stderr.matchAll(/direct attempt failed/g)].length, 1, r.stderr);
           const d = delta(before[0], (await counters())[0]);
           assert.equal(d.direct_offered, 1, JSON.stringify(d));
