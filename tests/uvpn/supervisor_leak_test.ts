@@ -26,9 +26,32 @@ function supervisorOf(front: number): number {
   throw new Error(`no supervisor under the launcher ${front}`);
 }
 
-/** Open descriptors and resident memory (KiB) of process pid. */
+/**
+ * The socket inodes of the engine's holding port in process pid (native/uvpn/core/park.c: a
+ * listener on 127.0.0.1 and the one connection that fills its queue), opened the first time a
+ * router's answer comes late, so not a leak: a listening socket of pid that a socket of pid is
+ * connected to, and those sockets.
+ */
+function holdingPort(pid: number, inodes: Set<string>): Set<string> {
+  const rows = Deno.readTextFileSync(`/proc/${pid}/net/tcp`).trim().split("\n").slice(1).map((l) => l.trim().split(/\s+/));
+  const mine = rows.filter((r) => inodes.has(r[9]));
+  const port = (addr: string) => addr.split(":")[1];
+  const ports = new Set(mine.filter((r) => r[3] === "0A" && mine.some((c) => port(c[2]) === port(r[1]))).map((r) => port(r[1])));
+  return new Set(mine.filter((r) => ports.has(port(r[1])) || ports.has(port(r[2]))).map((r) => r[9]));
+}
+
+/** Open descriptors (the holding port's left out) and resident memory (KiB) of process pid. */
 function usage(pid: number): { fds: number; rssKiB: number } {
-  const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+  const links = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => {
+    try {
+      return Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`);
+    } catch {
+      return ""; // closed meanwhile
+    }
+  });
+  const sockets = new Set(links.map((l) => l.match(/^socket:\[(\d+)\]$/)?.[1]).filter((i): i is string => i !== undefined));
+  const held = holdingPort(pid, sockets);
+  const fds = links.filter((l) => !held.has(l.match(/^socket:\[(\d+)\]$/)?.[1] ?? "")).length;
   const rss = Deno.readTextFileSync(`/proc/${pid}/status`).match(/^VmRSS:\s+(\d+) kB/m);
   return { fds, rssKiB: Number(rss?.[1] ?? 0) };
 }
