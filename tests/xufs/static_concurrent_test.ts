@@ -3,9 +3,10 @@
  * native/supervisor/xufs.c): while one static program waits for its fetch, the path calls of the
  * other programs under the same supervisor are still answered. The fetch is held by stopping the
  * session's process (`xufs_session --local-export`: the cache manager and the file server run
- * in it) with SIGSTOP: every manager request then waits, and a call that needs none — a cached,
- * trusted file in a listed directory, a path outside the mount — must still complete. Before,
- * the supervisor answered one call at a time, and the second `cat` waited for the first's fetch.
+ * in it) with SIGSTOP: every manager request then waits, and a call that needs none (here a
+ * static `cat` of a file outside the mount: its execve and open are stopped calls too) must
+ * still complete. Before, the supervisor answered one call at a time, and the second `cat`
+ * waited for the first's fetch.
  * Also a target killed while its fetch is in flight: the others are still served, and once the
  * fetch ends the supervisor holds no descriptor more than before (counted in /proc/PID/fd).
  *
@@ -20,16 +21,20 @@ import { run, sleep, spawnCli, tempDir } from "../helpers.ts";
 
 const BIG = new Uint8Array(4 << 20).map((_, i) => (i * 7 + (i >> 12)) & 0xff);
 
-/** The static shell's steps; each `read` waits for the test (fd 3), reports go to fd 4. */
+/**
+ * The static shell's steps (NOTE: a file outside the mount, given as $1); each `read` waits for
+ * the test (fd 3), reports go to fd 4, NOTE's copies to fd 5, the first big file's to fd 6 (all
+ * opened by the unsupervised shell that starts it: writes to them are never stopped calls).
+ */
 const STATIC_STEPS = [
   "B=/bin/busybox",
-  // "." listed and small.txt cached and trusted in the supervisor: reading it needs no request
-  "$B ls >/dev/null && $B cat small.txt >/dev/null || exit 1",
+  // the warm-up: the manager connection and what the supervisor opens once are open now
+  "$B ls >/dev/null && $B cat warm.txt >/dev/null || exit 1",
   'echo "sup $PPID" >&4',
   'read x <&3 || exit 1; $B cat big.bin >&6 & echo "first $!" >&4',
-  "read x <&3 || exit 1; $B cat small.txt >&5",
+  "read x <&3 || exit 1; $B cat \"$1\" >&5",
   'read x <&3 || exit 1; $B cat big2.bin >/dev/null & echo "killed $!" >&4',
-  "read x <&3 || exit 1; $B cat small.txt >&5",
+  "read x <&3 || exit 1; $B cat \"$1\" >&5",
   "read x <&3 || exit 1; wait",
 ].join("\n");
 
@@ -62,18 +67,30 @@ function heldInSupervisor(pid: number): boolean {
 function fdCount(pid: number): number {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
 }
+/** What pid has open, for a failure's message. */
+function fdList(pid: number): string {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => {
+    try {
+      return `${e.name} ${Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`)}`;
+    } catch {
+      return e.name;
+    }
+  }).join(", ");
+}
 
-Deno.test("xufs static (concurrent): a static cat of a cached file completes while another waits for its fetch; a target killed meanwhile leaks nothing", async () => {
+Deno.test("xufs static (concurrent): a static cat of a file outside the mount completes while another waits for its fetch; a target killed meanwhile leaks nothing", async () => {
   using dir = tempDir();
   const exported = join(dir.path, "exported"), t = join(dir.path, "t");
   Deno.mkdirSync(exported);
   Deno.mkdirSync(t);
   Deno.writeFileSync(join(exported, "big.bin"), BIG);
   Deno.writeFileSync(join(exported, "big2.bin"), BIG);
-  Deno.writeTextFileSync(join(exported, "small.txt"), "small\n");
+  Deno.writeTextFileSync(join(exported, "warm.txt"), "warm\n");
+  const note = join(dir.path, "note.txt");
+  Deno.writeTextFileSync(note, "note\n");
   const go = join(t, "go"), reports = join(t, "reports"), out = join(t, "out"), bigOut = join(t, "big.out");
   assert.equal((await run("mkfifo", [go])).code, 0);
-  const script = `cd ~/xufs-rhome && exec 3<'${go}' 4>'${reports}' 5>'${out}' 6>'${bigOut}' && /bin/busybox sh -c '${STATIC_STEPS}'`;
+  const script = `cd ~/xufs-rhome && exec 3<'${go}' 4>'${reports}' 5>'${out}' 6>'${bigOut}' && /bin/busybox sh -c '${STATIC_STEPS}' sh '${note}'`;
   const session = spawnCli("xufs_session", ["--local-export", exported, "--", script], {
     env: { PATH: "/usr/bin:/bin", HOME: join(dir.path, "home"), SHELL: "/bin/sh", LC_ALL: "C", XUFS_PRECACHE_MAX: "0" },
   });
@@ -85,27 +102,27 @@ Deno.test("xufs static (concurrent): a static cat of a cached file completes whi
       until(() => text(reports).match(new RegExp(`^${key} (\\d+)$`, "m"))?.[1], () => `no "${key}" report; reports:\n${text(reports)}\n${session.stdout}${session.stderr}`).then(Number);
     const held = (pid: number, what: string) => until(() => heldInSupervisor(pid) || undefined, () => `${what} (pid ${pid}) never waited in the supervisor`);
     const sup = await report("sup");
-    const fdsBefore = fdCount(sup);
+    const fdsBefore = fdCount(sup), listBefore = fdList(sup);
 
     Deno.kill(session.pid, "SIGSTOP"); // the manager answers nothing until SIGCONT
     stopped = true;
     step(1);
     await held(await report("first"), "the first cat");
     step(2);
-    await until(() => text(out) === "small\n" || undefined, () => `the second static cat (of a cached file) waited for the first one's fetch: out ${JSON.stringify(text(out))}`);
+    await until(() => text(out) === "note\n" || undefined, () => `the second static cat (of a file outside the mount) waited for the first one's fetch: out ${JSON.stringify(text(out))}`);
 
     step(3);
     const victim = await report("killed");
     await held(victim, "the cat to kill");
     Deno.kill(victim, "SIGKILL");
     step(4);
-    await until(() => text(out) === "small\nsmall\n" || undefined, () => `after a target was killed during its fetch, the supervisor no longer serves: out ${JSON.stringify(text(out))}`);
+    await until(() => text(out) === "note\nnote\n" || undefined, () => `after a target was killed during its fetch, the supervisor no longer serves: out ${JSON.stringify(text(out))}`);
 
     Deno.kill(session.pid, "SIGCONT");
     stopped = false;
     await until(() => Deno.statSync(bigOut).size === BIG.length || undefined, () => `the first cat never finished: ${Deno.statSync(bigOut).size} bytes`);
     // Both fetches answered: the killed target's worker answers nobody, and closes what it opened.
-    await until(() => fdCount(sup) === fdsBefore || undefined, () => `the supervisor holds ${fdCount(sup)} descriptors, ${fdsBefore} before`);
+    await until(() => fdCount(sup) === fdsBefore || undefined, () => `the supervisor holds ${fdCount(sup)} descriptors (${fdList(sup)}), ${fdsBefore} before (${listBefore})`);
     step(5);
     fifo.close();
     fifo = undefined;
