@@ -32,9 +32,9 @@ const STATIC_STEPS = [
   "$B ls >/dev/null && $B cat warm.txt >/dev/null || exit 1",
   'echo "sup $PPID" >&4',
   'read x <&3 || exit 1; $B cat big.bin >&6 & echo "first $!" >&4',
-  "read x <&3 || exit 1; $B cat \"$1\" >&5",
+  'read x <&3 || exit 1; $B cat "$1" >&5',
   'read x <&3 || exit 1; $B cat big2.bin >/dev/null & echo "killed $!" >&4',
-  "read x <&3 || exit 1; $B cat \"$1\" >&5",
+  'read x <&3 || exit 1; $B cat "$1" >&5',
   "read x <&3 || exit 1; wait",
 ].join("\n");
 
@@ -63,10 +63,30 @@ function heldInSupervisor(pid: number): boolean {
   return cmd[1] === "cat" && /seccomp/.test(text(`/proc/${pid}/wchan`));
 }
 
+/**
+ * Opens the FIFO `go` for writing once the session's shell opened it for reading (within 30 s);
+ * throws if the session ends first, after releasing the pending open with a reader of its own.
+ */
+async function openWriter(
+  go: string,
+  session: { done: Promise<Deno.CommandStatus> },
+): Promise<Deno.FsFile> {
+  const opening = Deno.open(go, { write: true });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), 30_000)));
+  const first = await Promise.race([opening, session.done.then(() => "ended" as const), late]);
+  clearTimeout(timer);
+  if (typeof first !== "string") return first;
+  Deno.openSync(go, { read: true }).close(); // completes the writer's open
+  (await opening).close();
+  throw new Error(`The session's shell never opened the FIFO: ${first}`);
+}
+
 /** How many descriptors pid has open. */
 function fdCount(pid: number): number {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
 }
+
 /** What pid has open, for a failure's message. */
 function fdList(pid: number): string {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => {
@@ -88,19 +108,36 @@ Deno.test("xufs static (concurrent): a static cat of a file outside the mount co
   Deno.writeTextFileSync(join(exported, "warm.txt"), "warm\n");
   const note = join(dir.path, "note.txt");
   Deno.writeTextFileSync(note, "note\n");
-  const go = join(t, "go"), reports = join(t, "reports"), out = join(t, "out"), bigOut = join(t, "big.out");
+  const go = join(t, "go"),
+    reports = join(t, "reports"),
+    out = join(t, "out"),
+    bigOut = join(t, "big.out");
   assert.equal((await run("mkfifo", [go])).code, 0);
-  const script = `cd ~/xufs-rhome && exec 3<'${go}' 4>'${reports}' 5>'${out}' 6>'${bigOut}' && /bin/busybox sh -c '${STATIC_STEPS}' sh '${note}'`;
+  const script =
+    `cd ~/xufs-rhome && exec 3<'${go}' 4>'${reports}' 5>'${out}' 6>'${bigOut}' && /bin/busybox sh -c '${STATIC_STEPS}' sh '${note}'`;
   const session = spawnCli("xufs_session", ["--local-export", exported, "--", script], {
-    env: { PATH: "/usr/bin:/bin", HOME: join(dir.path, "home"), SHELL: "/bin/sh", LC_ALL: "C", XUFS_PRECACHE_MAX: "0" },
+    env: {
+      PATH: "/usr/bin:/bin",
+      HOME: join(dir.path, "home"),
+      SHELL: "/bin/sh",
+      LC_ALL: "C",
+      XUFS_PRECACHE_MAX: "0",
+    },
   });
   let stopped = false, fifo: Deno.FsFile | undefined;
   try {
-    fifo = await Deno.open(go, { write: true }); // once the session's shell opened it
+    fifo = await openWriter(go, session);
     const step = (n: number) => fifo!.writeSync(new TextEncoder().encode(`${n}\n`));
     const report = (key: string) =>
-      until(() => text(reports).match(new RegExp(`^${key} (\\d+)$`, "m"))?.[1], () => `no "${key}" report; reports:\n${text(reports)}\n${session.stdout}${session.stderr}`).then(Number);
-    const held = (pid: number, what: string) => until(() => heldInSupervisor(pid) || undefined, () => `${what} (pid ${pid}) never waited in the supervisor`);
+      until(
+        () => text(reports).match(new RegExp(`^${key} (\\d+)$`, "m"))?.[1],
+        () => `no "${key}" report; reports:\n${text(reports)}\n${session.stdout}${session.stderr}`,
+      ).then(Number);
+    const held = (pid: number, what: string) =>
+      until(
+        () => heldInSupervisor(pid) || undefined,
+        () => `${what} (pid ${pid}) never waited in the supervisor`,
+      );
     const sup = await report("sup");
     const fdsBefore = fdCount(sup), listBefore = fdList(sup);
 
@@ -109,20 +146,41 @@ Deno.test("xufs static (concurrent): a static cat of a file outside the mount co
     step(1);
     await held(await report("first"), "the first cat");
     step(2);
-    await until(() => text(out) === "note\n" || undefined, () => `the second static cat (of a file outside the mount) waited for the first one's fetch: out ${JSON.stringify(text(out))}`);
+    await until(
+      () => text(out) === "note\n" || undefined,
+      () =>
+        `the second static cat (of a file outside the mount) waited for the first one's fetch: out ${
+          JSON.stringify(text(out))
+        }`,
+    );
 
     step(3);
     const victim = await report("killed");
     await held(victim, "the cat to kill");
     Deno.kill(victim, "SIGKILL");
     step(4);
-    await until(() => text(out) === "note\nnote\n" || undefined, () => `after a target was killed during its fetch, the supervisor no longer serves: out ${JSON.stringify(text(out))}`);
+    await until(
+      () => text(out) === "note\nnote\n" || undefined,
+      () =>
+        `after a target was killed during its fetch, the supervisor no longer serves: out ${
+          JSON.stringify(text(out))
+        }`,
+    );
 
     Deno.kill(session.pid, "SIGCONT");
     stopped = false;
-    await until(() => Deno.statSync(bigOut).size === BIG.length || undefined, () => `the first cat never finished: ${Deno.statSync(bigOut).size} bytes`);
+    await until(
+      () => Deno.statSync(bigOut).size === BIG.length || undefined,
+      () => `the first cat never finished: ${Deno.statSync(bigOut).size} bytes`,
+    );
     // Both fetches answered: the killed target's worker answers nobody, and closes what it opened.
-    await until(() => fdCount(sup) === fdsBefore || undefined, () => `the supervisor holds ${fdCount(sup)} descriptors (${fdList(sup)}), ${fdsBefore} before (${listBefore})`);
+    await until(
+      () => fdCount(sup) === fdsBefore || undefined,
+      () =>
+        `the supervisor holds ${fdCount(sup)} descriptors (${
+          fdList(sup)
+        }), ${fdsBefore} before (${listBefore})`,
+    );
     step(5);
     fifo.close();
     fifo = undefined;
