@@ -405,9 +405,8 @@ static void on_rename(call *c, int d1, int a1, int d2, int a2, unsigned flags)
     if (x == DEFER || y == DEFER) pass(c, DEFER);
     else if (x < 0 || y < 0) pass(c, x < 0 ? x : y);
     else if (xx != yx) tg_reply(c->nfd, c->q->id, -1, EXDEV);
-    else if (xx) {
-        if (!need_worker(c)) answer(c, xm_rename(&c->p, &to->p, flags));
-    }
+    else if (xx && !need_worker(c)) answer(c, xm_rename(&c->p, &to->p, flags));
+    else if (xx) { /* a worker renames */ }
     else if (x > 0 || y > 0)
         answer(c, renameat2(AT_FDCWD, x > 0 ? c->p.buf : c->path, AT_FDCWD, y > 0 ? to->p.buf : to->path, flags));
     else tg_continue(c->nfd, c->q->id);
