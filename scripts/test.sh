@@ -18,7 +18,8 @@ cd "$MYRT_ROOT"
 # the C checkers (tests/native_test.ts: the codecs, and the data plane's sessions under faults).
 SANITIZE_SUITES=(tests/uvpn/preload_test.ts tests/uvpn/static_test.ts tests/uvpn/nonblocking_test.ts
   tests/uvpn/udp_test.ts tests/uvpn/ifaces_test.ts tests/uvpn/supervisor_leak_test.ts
-  tests/xufs/conformance_test.ts tests/xufs/preload_test.ts tests/xufs/static_local_test.ts tests/xufs/fastopen_test.ts
+  tests/xufs/conformance_test.ts tests/xufs/preload_test.ts tests/xufs/static_local_test.ts tests/xufs/static_concurrent_test.ts
+  tests/xufs/fastopen_test.ts
   tests/native_test.ts)
 # Those that run a real sshd on our libraries (about a minute more on the ASan build). They run
 # on the coverage build too (sshd's sandbox killed its pre-authentication child when gcov wrote

@@ -10,9 +10,18 @@
  * (xufs/core/mutate.c); execve and chdir continue once the file is fetched or the directory
  * listed. Writes reach A as libxufs.so's do: OPENW names the target's pid (the manager watches
  * it and journals the file when it ends), and close() of the last descriptor of the process on
- * that file sends CLOSED before the close runs. */
+ * that file sends CLOSED before the close runs.
+ *
+ * A call is first served inline on the loop's thread with manager requests refused
+ * (xufs_refuse_requests): one outside the mount, or on a cached and trusted file in a listed
+ * directory, needs none and is answered there. One that does need a request (LOOKUP, LIST,
+ * FETCH, OPENW, CLOSED, a mutation) leaves no trace and goes to a worker thread (job.c), which
+ * serves it again from the start, so a long fetch for one process never holds up the others'
+ * calls. The manager client makes a connection of its own for a request while another thread
+ * uses the persistent one, and the manager serves connections concurrently. */
 #include "supervisor/xufs.h"
 #include "supervisor/filter.h"
+#include "supervisor/job.h"
 #include "supervisor/target.h"
 #include "xufs/core/client.h"
 #include "xufs/core/identity.h"
@@ -26,6 +35,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/openat2.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +70,32 @@ void xs_enable(void)
     filter_n_calls = sizeof CALLS / sizeof CALLS[0];
 }
 
+/* ---- stopped calls ----------------------------------------------------------------------- */
+
+/* A stopped call on one path, classified and prepared. */
+typedef struct {
+    int nfd;
+    const struct seccomp_notif *q;
+    pid_t pid;           /* the calling thread (memory, cwd) */
+    pid_t proc;          /* its process (OPENW, the table of writers); 0 until needed */
+    char path[PATH_MAX]; /* as the program gave it */
+    xpath p;
+    int inl;             /* served inline on the loop's thread: manager requests are refused */
+    int deferred;        /* one was: a worker serves the call (xs_dispatch) */
+} call;
+
+/* What prepare returns when it needed a manager request inline (never an errno). */
+#define DEFER (-100000)
+
+/* Before a manager request that cannot be refused later (a mutation, CLOSED): 1 when the call
+ * is inline and must go to a worker instead (the caller returns), 0 when it goes on here. */
+static int need_worker(call *c)
+{
+    if (c->inl) c->deferred = 1;
+    return c->inl;
+}
+
+
 /* ---- files the served processes have open for writing ------------------------------------ */
 
 #define WRITERS 256
@@ -71,6 +107,7 @@ typedef struct {
 } writer;
 
 static writer writers[WRITERS];
+static pthread_mutex_t writers_lock = PTHREAD_MUTEX_INITIALIZER; /* the loop and workers */
 
 /* Forgets the entries of processes that have ended (their files the manager journals itself). */
 static void prune(void)
@@ -84,15 +121,18 @@ static void prune(void)
 
 static void track(pid_t pid, int fd, const char *rel)
 {
+    pthread_mutex_lock(&writers_lock);
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < WRITERS; i++)
             if (!writers[i].rel || (writers[i].pid == pid && writers[i].fd == fd)) {
                 free(writers[i].rel);
                 writers[i] = (writer){pid, fd, strdup(rel)};
+                pthread_mutex_unlock(&writers_lock);
                 return;
             }
         prune();
     }
+    pthread_mutex_unlock(&writers_lock);
     dbg("more than %d files open for writing: %s is sent when pid %d ends", WRITERS, rel, (int)pid);
 }
 
@@ -116,32 +156,40 @@ static int held_elsewhere(pid_t pid, int fd, dev_t dev, ino_t ino)
 
 /* close(fd) by pid: CLOSED for a file opened for writing here, once no other descriptor of the
  * process holds it (a shell's redirection dup2s it first: then it is sent when pid ends). */
-static void on_close(int nfd, const struct seccomp_notif *q)
+static void on_close(call *c)
 {
-    int fd = (int)q->data.args[0];
+    int fd = (int)c->q->data.args[0], found = 0;
     pid_t pid = 0;
-    for (int i = 0; i < WRITERS; i++) {
+    char *rel = NULL;
+    pthread_mutex_lock(&writers_lock);
+    for (int i = 0; i < WRITERS && !found; i++) {
         if (!writers[i].rel || writers[i].fd != fd) continue;
         if (!pid) {
-            pid_t g = tg_tgid((pid_t)q->pid);
-            pid = g > 0 ? g : (pid_t)q->pid;
+            pid_t g = tg_tgid((pid_t)c->q->pid);
+            pid = g > 0 ? g : (pid_t)c->q->pid;
         }
         if (writers[i].pid != pid) continue;
+        found = 1;
+        if (!c->inl) { /* a worker takes the entry */
+            rel = writers[i].rel;
+            writers[i].rel = NULL;
+        }
+    }
+    pthread_mutex_unlock(&writers_lock);
+    if (found && need_worker(c)) return;
+    if (rel) {
         char link[64];
         struct stat st;
         snprintf(link, sizeof link, "/proc/%d/fd/%d", (int)pid, fd);
         if (stat(link, &st) == 0 && !held_elsewhere(pid, fd, st.st_dev, st.st_ino)) {
             char p[16];
             snprintf(p, sizeof p, "%d", (int)pid);
-            if (xufs_req("CLOSED", writers[i].rel, p, NULL) < 0)
-                dbg("CLOSED %s failed (%s): the manager sends it when pid %d ends", writers[i].rel,
-                    errno_name(errno), (int)pid);
+            if (xufs_req("CLOSED", rel, p, NULL) < 0)
+                dbg("CLOSED %s failed (%s): the manager sends it when pid %d ends", rel, errno_name(errno), (int)pid);
         }
-        free(writers[i].rel);
-        writers[i].rel = NULL;
-        break;
+        free(rel);
     }
-    tg_continue(nfd, q->id);
+    tg_continue(c->nfd, c->q->id);
 }
 
 /* ---- the target's paths ------------------------------------------------------------------ */
@@ -162,15 +210,6 @@ static int read_path(pid_t pid, uint64_t addr, char *buf, size_t cap)
     return -ENAMETOOLONG;
 }
 
-/* A stopped call on one path, classified and prepared. */
-typedef struct {
-    int nfd;
-    const struct seccomp_notif *q;
-    pid_t pid;           /* the calling thread (memory, cwd) */
-    pid_t proc;          /* its process (OPENW, the table of writers); 0 until needed */
-    char path[PATH_MAX]; /* as the program gave it */
-    xpath p;
-} call;
 
 /* Could path (as the program gave it) be an XUFS path? An absolute one only under the mount or
  * the cache; a relative one whenever the base may be in the cache (classify tells). */
@@ -227,6 +266,7 @@ static int prepare(call *c, int dirfd, int ai, int how, int flags, int *wr)
     xufs_open_for(0);
     if (base >= 0) close(base);
     if (wr) *wr = track;
+    if (xufs_refused()) return DEFER; /* inline, and a request was needed: see xs_dispatch */
     if (r < 0) return -(e ? e : EIO);
     return r > 0 || c->p.outside;
 }
@@ -237,14 +277,19 @@ static void answer(const call *c, long r)
     tg_reply(c->nfd, c->q->id, r < 0 ? -1 : r, r < 0 ? errno : 0);
 }
 
+/* Lets a call continue, or fails it, after a prepare that did not return 1
+ * (DEFER: a worker will). */
+static void pass(call *c, int r)
+{
+    if (r == DEFER) c->deferred = 1; /* answered by a worker */
+    else if (r < 0) tg_reply(c->nfd, c->q->id, -1, -r);
+    else tg_continue(c->nfd, c->q->id);
+}
+
 static void on_open(call *c, int dirfd, int ai, int flags, mode_t mode)
 {
     int wr = 0, r = prepare(c, dirfd, ai, P_OPEN, flags, &wr);
-    if (r <= 0) {
-        if (r < 0) tg_reply(c->nfd, c->q->id, -1, -r);
-        else tg_continue(c->nfd, c->q->id);
-        return;
-    }
+    if (r <= 0) return pass(c, r);
     if (flags & (O_CREAT | O_TMPFILE)) {
         char st[64];
         snprintf(st, sizeof st, "/proc/%d/status", (int)c->pid);
@@ -274,13 +319,6 @@ static void put(const call *c, int ai, const void *v, size_t len, long val)
 {
     if (tg_write(c->pid, c->q->data.args[ai], v, len) < 0) return tg_reply(c->nfd, c->q->id, -1, EFAULT);
     tg_reply(c->nfd, c->q->id, val, 0);
-}
-
-/* Lets a call continue, or fails it, after a prepare that did not return 1. */
-static void pass(const call *c, int r)
-{
-    if (r < 0) tg_reply(c->nfd, c->q->id, -1, -r);
-    else tg_continue(c->nfd, c->q->id);
 }
 
 static void on_stat(call *c, int dirfd, int ai, int bi, int flags)
@@ -342,6 +380,7 @@ static void on_mkdir(call *c, int dirfd, int ai, mode_t mode)
     char st[64];
     snprintf(st, sizeof st, "/proc/%d/status", (int)c->pid);
     int u = xm_umask_of(st);
+    if (need_worker(c)) return;
     answer(c, xm_mkdir(&c->p, mode & (mode_t) ~(u < 0 ? 022 : u)));
 }
 
@@ -352,6 +391,7 @@ static void on_remove(call *c, int dirfd, int ai, int dir)
         if (r > 0) return answer(c, dir ? rmdir(c->p.buf) : unlink(c->p.buf));
         return pass(c, r);
     }
+    if (need_worker(c)) return;
     answer(c, xm_remove(&c->p, dir));
 }
 
@@ -362,9 +402,11 @@ static void on_rename(call *c, int d1, int a1, int d2, int a2, unsigned flags)
     *to = (call){.nfd = c->nfd, .q = c->q};
     int x = prepare(c, d1, a1, P_CLASSIFY, 0, NULL), y = prepare(to, d2, a2, P_CLASSIFY, 0, NULL);
     int xx = x > 0 && !c->p.outside, yx = y > 0 && !to->p.outside;
-    if (x < 0 || y < 0) pass(c, x < 0 ? x : y);
+    if (x == DEFER || y == DEFER) pass(c, DEFER);
+    else if (x < 0 || y < 0) pass(c, x < 0 ? x : y);
     else if (xx != yx) tg_reply(c->nfd, c->q->id, -1, EXDEV);
-    else if (xx) answer(c, xm_rename(&c->p, &to->p, flags));
+    else if (xx && !need_worker(c)) answer(c, xm_rename(&c->p, &to->p, flags));
+    else if (xx) { /* a worker renames */ }
     else if (x > 0 || y > 0)
         answer(c, renameat2(AT_FDCWD, x > 0 ? c->p.buf : c->path, AT_FDCWD, y > 0 ? to->p.buf : to->path, flags));
     else tg_continue(c->nfd, c->q->id);
@@ -387,15 +429,14 @@ static void on_getcwd(call *c)
     put(c, 0, cwd, len, (long)len);
 }
 
-void xs_dispatch(int nfd, const struct seccomp_notif *q)
+/* Serves the call c (its handler answers it, unless it defers it to a worker). */
+static void serve(call *c)
 {
-    call *c = malloc(sizeof *c);
-    if (!c) return tg_reply(nfd, q->id, -1, ENOMEM);
-    *c = (call){.nfd = nfd, .q = q};
+    const struct seccomp_notif *q = c->q;
     const __u64 *a = q->data.args;
     int d0 = (int)a[0];
     switch (FILTER_NR(q->data.nr)) {
-    case SYS_close: on_close(nfd, q); break;
+    case SYS_close: on_close(c); break;
     case SYS_getcwd: on_getcwd(c); break;
     case SYS_openat: on_open(c, d0, 1, (int)a[2], (mode_t)a[3]); break;
     case SYS_openat2: on_openat2(c); break;
@@ -422,7 +463,34 @@ void xs_dispatch(int nfd, const struct seccomp_notif *q)
     case SYS_unlink: on_remove(c, AT_FDCWD, 0, 0); break;
     case SYS_rename: on_rename(c, AT_FDCWD, 0, AT_FDCWD, 1, 0); break;
 #endif
-    default: tg_continue(nfd, q->id); break;
+    default: tg_continue(c->nfd, q->id); break;
     }
+}
+
+/* A worker's call: served again from the start, unless its caller no longer waits (killed or
+ * interrupted meanwhile: then nothing is left to answer). */
+static void serve_job(job *j)
+{
+    if (!tg_valid(j->nfd, j->req.id)) return;
+    call *c = malloc(sizeof *c);
+    if (!c) return tg_reply(j->nfd, j->req.id, -1, ENOMEM);
+    *c = (call){.nfd = j->nfd, .q = &j->req};
+    serve(c);
     free(c);
+}
+
+void xs_dispatch(int nfd, const struct seccomp_notif *q)
+{
+    call *c = malloc(sizeof *c);
+    if (!c) return tg_reply(nfd, q->id, -1, ENOMEM);
+    *c = (call){.nfd = nfd, .q = q, .inl = 1};
+    xufs_refuse_requests(1);
+    serve(c);
+    xufs_refuse_requests(0);
+    int later = c->deferred;
+    free(c);
+    if (!later) return;
+    job *j = new_job(nfd, q, -1);
+    if (!j) return tg_reply(nfd, q->id, -1, ENOMEM);
+    start_worker(j, serve_job);
 }

@@ -13,8 +13,9 @@ extern int xs_mode;
 /* Turns the mode on (before the program is spawned): the filter stops the path calls. */
 void xs_enable(void);
 
-/* Answers one stopped call (the loop's thread; manager requests are made here, so a call
- * waits for its fetch, as under libxufs.so). */
+/* Answers one stopped call on the loop's thread when it needs no manager request (a path
+ * outside the mount, a cached and trusted file), else hands it to a worker thread (job.c) that
+ * makes the requests and answers it, so the loop goes on serving the other calls meanwhile. */
 void xs_dispatch(int nfd, const struct seccomp_notif *q);
 
 #endif

@@ -181,6 +181,20 @@ static int conn_request(struct iovec *iov, int n)
     return err;
 }
 
+/* Requests refused on this thread (xufs_refuse_requests), and whether one was. */
+static __thread int refusing, refused;
+
+void xufs_refuse_requests(int on)
+{
+    refusing = on;
+    refused = 0;
+}
+
+int xufs_refused(void)
+{
+    return refused;
+}
+
 int xufs_req(const char *op, const char *a1, const char *a2, const char *a3)
 {
     const char *args[3] = { a1, a2, a3 };
@@ -197,6 +211,11 @@ int xufs_req(const char *op, const char *a1, const char *a2, const char *a3)
     }
     iov[n++] = (struct iovec){ (void *)"\n", 1 };
 
+    if (refusing) { /* the supervisor's loop thread: this call goes to a worker (xufs.c) */
+        refused = 1;
+        errno = EWOULDBLOCK;
+        return -1;
+    }
     int err;
     pthread_once(&conn_once, conn_init);
     if (__atomic_exchange_n(&conn_busy, 1, __ATOMIC_ACQUIRE) == 0) {
@@ -367,9 +386,9 @@ int xufs_fetch(const char *rel)
     return 0;
 }
 
-/* The process OPENW names (0: this one). The supervisor sets it per stopped call; it serves one
- * call at a time on its loop thread. */
-static _Atomic pid_t opener;
+/* The process OPENW names (0: this one). The supervisor sets it per stopped call, on the thread
+ * that serves the call (its loop or a worker): one per thread. */
+static __thread pid_t opener;
 
 void xufs_open_for(pid_t pid)
 {

@@ -23,9 +23,15 @@ int xufs_fetch(const char *rel);
 /* OPENW rel pid [t]: rel is being opened for writing by this process (trunc: with O_TRUNC or
  * new, nothing to fetch); the manager keeps A's changes from replacing it until it is closed. */
 int xufs_openw(const char *rel, int trunc);
-/* Makes xufs_openw name process pid instead of this one (0: this one again): the seccomp
- * supervisor announces the files the processes it serves open for writing. */
+/* Makes xufs_openw on this thread name process pid instead of this one (0: this one again): the
+ * seccomp supervisor announces the files the processes it serves open for writing. */
 void xufs_open_for(pid_t pid);
+/* While on, this thread's requests are not sent: each fails with EWOULDBLOCK and is remembered
+ * (the supervisor's loop answers a stopped call inline only when it needs no request, else hands
+ * it to a worker thread). Turning it on or off forgets an earlier refusal. */
+void xufs_refuse_requests(int on);
+/* Was a request refused since xufs_refuse_requests? */
+int xufs_refused(void);
 /* TREE rel: the whole subtree listed. */
 int xufs_tree(const char *rel);
 /* Records that directory rel is listed (e.g. just created by MKDIR). */
