@@ -25,7 +25,8 @@ export const TOOLS: Tool[] = [
     // wherever the user's flags put them; it runs nothing.
     // FFI: its data plane, libuvpnrouter.so (ffi/librouter.ts), found like the other native
     // libraries (MYRT_LIBDIR, beside the command); libc's setsockopt (router/reset.ts).
-    permissions: ["--allow-net", `--allow-env=${KEY_ENV},TMPDIR,MYRT_LIBDIR`, "--allow-read", "--allow-write", "--allow-ffi"],
+    // UVPN_TRACE_FILE: the set-up timestamps of router/trace.ts (benchmarks).
+    permissions: ["--allow-net", `--allow-env=${KEY_ENV},TMPDIR,MYRT_LIBDIR,UVPN_TRACE_FILE`, "--allow-read", "--allow-write", "--allow-ffi"],
     include: ["native/build/libuvpnrouter.so"],
   },
   {
