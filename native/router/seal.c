@@ -10,18 +10,11 @@
 #include "common/bytes.h"
 
 #include <stdint.h>
-#include <string.h>
 
 #define EXPORT __attribute__((visibility("default")))
 #define RECORD_MAX (64 * 1024)
 
 static uvpn_gcm *ctx_of(uint8_t *buf) { return (uvpn_gcm *)(((uintptr_t)buf + 63) & ~(uintptr_t)63); }
-
-static void record_iv(uint64_t n, uint8_t iv[UVPN_GCM_IV_LEN])
-{
-    memset(iv, 0, 4);
-    for (int i = 0; i < 8; i++) iv[4 + i] = (uint8_t)(n >> (56 - 8 * i));
-}
 
 /* The size of the buffer a context needs (it is aligned inside it). */
 EXPORT uint32_t uvpn_seal_ctx_size(void) { return (uint32_t)(sizeof(uvpn_gcm) + 63); }
@@ -35,7 +28,7 @@ EXPORT int uvpn_seal_record(uint8_t *buf, uint64_t number, const uint8_t *in, ui
 {
     if (n > RECORD_MAX) return -1;
     uint8_t iv[UVPN_GCM_IV_LEN];
-    record_iv(number, iv);
+    uvpn_gcm_counter_iv(number, iv);
     put32(out, n + UVPN_GCM_TAG_LEN);
     uvpn_gcm_seal(ctx_of(buf), iv, out, 4, in, out + 4, n, out + 4 + n);
     return (int)(n + 4 + UVPN_GCM_TAG_LEN);
@@ -48,7 +41,7 @@ EXPORT int uvpn_open_record(uint8_t *buf, uint64_t number, const uint8_t *head, 
 {
     if (len < UVPN_GCM_TAG_LEN || len > RECORD_MAX + UVPN_GCM_TAG_LEN || get32(head) != len) return -1;
     uint8_t iv[UVPN_GCM_IV_LEN];
-    record_iv(number, iv);
+    uvpn_gcm_counter_iv(number, iv);
     uint32_t n = len - UVPN_GCM_TAG_LEN;
     return uvpn_gcm_open(ctx_of(buf), iv, head, 4, body, body, n, body + n) == 0 ? (int)n : -1;
 }

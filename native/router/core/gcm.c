@@ -549,7 +549,7 @@ int uvpn_gcm_open(const uvpn_gcm *g, const uint8_t iv[UVPN_GCM_IV_LEN], const ui
     return 0;
 }
 
-static void frame_iv(uint64_t counter, uint8_t iv[12])
+void uvpn_gcm_counter_iv(uint64_t counter, uint8_t iv[UVPN_GCM_IV_LEN])
 {
     memset(iv, 0, 4);
     for (int i = 0; i < 8; i++) iv[4 + i] = (uint8_t)(counter >> (56 - 8 * i));
@@ -559,7 +559,7 @@ void uvpn_gcm_seal_frame(const uvpn_gcm *g, uint64_t counter, const uint8_t head
                          uint8_t *out, size_t n, int enc, uint8_t tag[UVPN_GCM_TAG_LEN])
 {
     uint8_t iv[12];
-    frame_iv(counter, iv);
+    uvpn_gcm_counter_iv(counter, iv);
     if (enc) {
         ctr(g, iv, in, out, n);
         gcm_core(g, iv, head, 32, NULL, 0, out, n, tag);
@@ -572,7 +572,7 @@ int uvpn_gcm_open_frame(const uvpn_gcm *g, uint64_t counter, const uint8_t head[
                         int enc, const uint8_t tag[UVPN_GCM_TAG_LEN])
 {
     uint8_t iv[12], want[16];
-    frame_iv(counter, iv);
+    uvpn_gcm_counter_iv(counter, iv);
     if (enc) gcm_core(g, iv, head, 32, NULL, 0, body, n, want);
     else gcm_core(g, iv, head, 32, body, n, NULL, 0, want);
     if (!ct_equal(want, tag, 16)) return -1;

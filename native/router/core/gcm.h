@@ -41,6 +41,9 @@ void uvpn_gcm_seal(const uvpn_gcm *g, const uint8_t iv[UVPN_GCM_IV_LEN], const u
 int uvpn_gcm_open(const uvpn_gcm *g, const uint8_t iv[UVPN_GCM_IV_LEN], const uint8_t *aad, size_t aad_len,
                   const uint8_t *in, uint8_t *out, size_t n, const uint8_t tag[UVPN_GCM_TAG_LEN]);
 
+/* The IV 0^32 || counter (big-endian) of session frames and of XUFS's sealed records. */
+void uvpn_gcm_counter_iv(uint64_t counter, uint8_t iv[UVPN_GCM_IV_LEN]);
+
 /* A session frame (head of 32 bytes, body of n bytes) under IV 0^32 || counter (big-endian):
  * enc = 0: tag = GMAC over head || body (the body is not changed; out is not written);
  * enc = 1: the body is encrypted from in to out and the head is the additional data. */
