@@ -37,8 +37,6 @@ export interface SessionOptions {
   stripes?: number;
 }
 
-/** Default number of connections per session (XUFS_STRIPES on host A). */
-export const DEFAULT_STRIPES = 4;
 /** Handshakes with strangers on the --notun port wait at most this long, this many at once. */
 const NOTUN_HANDSHAKE_MS = 5000, NOTUN_HANDSHAKES = 64;
 

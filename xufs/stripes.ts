@@ -6,7 +6,7 @@
  * step made the measured throughput grow by at least a tenth. `XUFS_STRIPES=N` keeps N fixed.
  */
 
-import { DEFAULT_STRIPES, envCount } from "./session.ts";
+import { envCount } from "./session.ts";
 
 /** Largest number of striping connections a session grows to (XUFS_STRIPES_MAX). */
 export const DEFAULT_STRIPES_MAX = 16;
@@ -22,7 +22,7 @@ export const ADAPTIVE_START = 8;
 export function stripePlan(): { stripes: number; limit?: number } {
   const limit = envCount("XUFS_STRIPES_MAX", DEFAULT_STRIPES_MAX);
   // XUFS_STRIPES set: that many, always; else from ADAPTIVE_START up while throughput grows.
-  if (Deno.env.get("XUFS_STRIPES")) return { stripes: envCount("XUFS_STRIPES", DEFAULT_STRIPES) };
+  if (Deno.env.get("XUFS_STRIPES")) return { stripes: envCount("XUFS_STRIPES", ADAPTIVE_START) };
   const stripes = Math.min(ADAPTIVE_START, limit);
   return limit <= stripes ? { stripes } : { stripes, limit };
 }
