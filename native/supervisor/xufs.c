@@ -377,10 +377,10 @@ static void on_mkdir(call *c, int dirfd, int ai, mode_t mode)
         if (r > 0) return answer(c, mkdir(c->p.buf, mode));
         return pass(c, r);
     }
+    if (need_worker(c)) return;
     char st[64];
     snprintf(st, sizeof st, "/proc/%d/status", (int)c->pid);
     int u = xm_umask_of(st);
-    if (need_worker(c)) return;
     answer(c, xm_mkdir(&c->p, mode & (mode_t) ~(u < 0 ? 022 : u)));
 }
 
