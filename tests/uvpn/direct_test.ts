@@ -411,17 +411,22 @@ for _ in range(5):
       assert.equal(local.length, 5, c.stdout);
       assert.equal((c.stderr.match(/connected directly to the listener/g) ?? []).length, 5, c.stderr);
       const cc = supervisorCounts(c.stderr);
-      assert.equal(cc.connect, 5);
+      console.log(`client supervisor counts: ${JSON.stringify(cc)}`);
+      // Five connects, each stopped once, unless the kernel restarted a stopped call (a signal or
+      // a cgroup freeze while it waited: ERESTARTSYS, then a new notification for the same call).
+      assert.ok(cc.connect >= 5, JSON.stringify(cc));
       // The first connect waits for the router's answer (a worker); the others mint their tickets
-      // and complete on loopback within the stopped call (one more may find its handshake under way).
-      assert.ok(cc.handedConnect <= 2, JSON.stringify(cc));
+      // and complete on loopback within the stopped call (one more may find its handshake under
+      // way). A restarted call may go to a worker once more, never more often than it restarted.
+      assert.ok(cc.handedConnect <= 2 + (cc.connect - 5), JSON.stringify(cc));
       Deno.writeTextFileSync(flag, "");
       const s = await server.result(30_000);
       assert.equal(s.code, 0, s.stdout + s.stderr);
       assert.deepEqual([...s.stdout.matchAll(/^peer (\S+) (\S+)$/gm)].map((m) => [m[1], m[2]]), local.map((l) => [l, addr]));
       const sc = supervisorCounts(s.stderr);
-      assert.equal(sc.accept, 5);
-      assert.equal(sc.handedAccept, 0, JSON.stringify(sc));
+      console.log(`server supervisor counts: ${JSON.stringify(sc)}`);
+      assert.ok(sc.accept >= 5, JSON.stringify(sc));
+      assert.ok(sc.handedAccept <= sc.accept - 5, JSON.stringify(sc));
     } finally {
       await server.stop();
       await o.stop();
