@@ -12,9 +12,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { run, tempDir } from "../helpers.ts";
 import { usshTest, withHosts } from "./hosts.ts";
-import { assertNothingReachedA, assertReachedA, busyboxOutput, busyboxScript, DATA, seedTree } from "./static_tree.ts";
+import { assertNothingReachedA, assertReachedA, buildGo, busyboxOutput, busyboxScript, DATA, seedTree } from "./static_tree.ts";
 
 const GO_PROGRAM = `package main
 
@@ -35,19 +34,6 @@ func main() {
 }
 `;
 
-/** Builds the static Go program into `out` (the Go build cache of the user running the tests). */
-async function buildGo(out: string): Promise<void> {
-  using dir = tempDir();
-  Deno.writeTextFileSync(join(dir.path, "main.go"), GO_PROGRAM);
-  Deno.writeTextFileSync(join(dir.path, "go.mod"), "module gorw\n\ngo 1.18\n");
-  const r = await run("go", ["build", "-o", out, "."], {
-    cwd: dir.path,
-    env: { CGO_ENABLED: "0", GOFLAGS: "", GOTOOLCHAIN: "local" },
-    timeoutMs: 120_000,
-  });
-  assert.equal(r.code, 0, `go build: ${r.stderr}`);
-}
-
 /** What B runs: static busybox's steps and the Go program, each output after a marker line. */
 const SCRIPT = busyboxScript(["echo '-- go'; ./gorw data2.txt gowrote.txt"]);
 
@@ -58,7 +44,7 @@ Deno.test({
     await withHosts(async (h) => {
       seedTree(h.a);
       Deno.writeTextFileSync(join(h.a, "data2.txt"), "data2 for the Go program\n");
-      await buildGo(join(h.a, "gorw"));
+      await buildGo(GO_PROGRAM, join(h.a, "gorw"));
       h.bashrc("export XUFS_PRECACHE_MAX=0");
 
       const r = await h.ussh(SCRIPT);

@@ -1,10 +1,12 @@
 /**
  * What the static-program tests share (tests/xufs/static_test.ts through ussh and sshd,
  * tests/xufs/static_local_test.ts through a local export): A's tree, the static busybox steps B
- * runs under the mount, what they print, and the checks of what reached A.
+ * runs under the mount, what they print, the checks of what reached A, and the builds of the static
+ * programs (Go, C) the tests store in A's export.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { run, tempDir } from "../helpers.ts";
 
 /** A file of 3,000 lines, larger than a page: a placeholder read as zeros cannot pass for it. */
 export const DATA = Array.from({ length: 3000 }, (_, i) => `line ${i} of data.txt on A\n`).join("");
@@ -69,4 +71,25 @@ export function exists(p: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Builds the static Go program `source` (package main) into `out` (the Go build cache of the user running the tests). */
+export async function buildGo(source: string, out: string): Promise<void> {
+  using dir = tempDir();
+  Deno.writeTextFileSync(join(dir.path, "main.go"), source);
+  Deno.writeTextFileSync(join(dir.path, "go.mod"), "module staticprog\n\ngo 1.18\n");
+  const r = await run("go", ["build", "-o", out, "."], {
+    cwd: dir.path,
+    env: { CGO_ENABLED: "0", GOFLAGS: "", GOTOOLCHAIN: "local" },
+    timeoutMs: 120_000,
+  });
+  assert.equal(r.code, 0, `go build: ${r.stderr}`);
+}
+
+/** Builds the C program `source` statically (`cc -static`) into `out`. */
+export async function buildStaticC(source: string, out: string): Promise<void> {
+  using dir = tempDir();
+  Deno.writeTextFileSync(join(dir.path, "prog.c"), source);
+  const r = await run("cc", ["-static", "-O1", "-o", out, join(dir.path, "prog.c")], { timeoutMs: 60_000 });
+  assert.equal(r.code, 0, `cc -static: ${r.stderr}`);
 }
