@@ -27,6 +27,7 @@
 #define RET(v) BPF_STMT(BPF_RET | BPF_K, (v))
 #define JEQ(k, t, f) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (k), (t), (f))
 #define ARG_LO(i) (offsetof(struct seccomp_data, args) + 8 * (i) + (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0 : 4))
+#define ARG_HI(i) (offsetof(struct seccomp_data, args) + 8 * (i) + (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 4 : 0))
 
 #define PROG_MAX 64
 
@@ -70,7 +71,19 @@ int filter_install_calls(const uint32_t *calls, unsigned n)
     prog_t p = {.n = 0};
     if (n > PROG_MAX - 8) return -E2BIG;
     prologue(&p);
-    for (unsigned i = 0; i < n; i++) stop_if(&p, calls[i]);
+    for (unsigned i = 0; i < n; i++) {
+        if (calls[i] != SYS_execveat) {
+            stop_if(&p, calls[i]);
+            continue;
+        }
+        /* execveat: stopped unless the upper half of its dirfd is FILTER_EXEC_MAGIC (the
+         * spawning child's own exec, which nobody could answer yet; the kernel reads an int) */
+        emit(&p, (struct sock_filter)JEQ(SYS_execveat, 0, 4)); /* else over the next four */
+        emit(&p, (struct sock_filter)LD(ARG_HI(0)));
+        emit(&p, (struct sock_filter)JEQ(FILTER_EXEC_MAGIC, 0, 1));
+        emit(&p, (struct sock_filter)RET(SECCOMP_RET_ALLOW));
+        emit(&p, (struct sock_filter)RET(SECCOMP_RET_USER_NOTIF));
+    }
     finish(&p);
     return install(&p);
 }

@@ -21,7 +21,10 @@ int filter_install(void);
 extern const uint32_t *filter_calls;
 extern unsigned filter_n_calls;
 /* A filter that stops the n syscalls in calls and allows everything else (foreign ABIs: ENOSYS).
- * As filter_install otherwise. */
+ * As filter_install otherwise. An execveat among calls is stopped unless the upper 32 bits of
+ * its dirfd argument are FILTER_EXEC_MAGIC, which the kernel ignores (dirfd is an int): the
+ * exec of the spawned program itself (spawn.c), before any supervisor loop runs. */
+#define FILTER_EXEC_MAGIC 0x4d595254u /* "MYRT" */
 int filter_install_calls(const uint32_t *calls, unsigned n);
 
 /* The syscall number of a notification with the x32 ABI bit cleared (x32 calls are stopped

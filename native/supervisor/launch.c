@@ -181,9 +181,11 @@ static void supervisor(const opts *o, int rep, pid_t front, const sp_signals *si
     tg_forget(); /* its pidfds are among the others */
     close_others(keep, 4);
     if (!xs_mode) eng_start(); /* the link to the home router now, off the loop: INFO, the router's address */
+    else xs_start(); /* the short link to the cache (the program waits in its first call meanwhile) */
     exit_ctx e = {rep, o};
     sv_loop(nfd, pid, chld_fd, front_pidfd, program_exited, &e);
     sv_finish(nfd);
+    if (xs_mode) xs_finish();
     dbg("supervisor: no supervised process left");
 #ifdef MYRT_ASAN
     __lsan_do_leak_check();

@@ -122,6 +122,19 @@ int tg_write(pid_t pid, uint64_t addr, const void *buf, size_t len)
     return vm(pid, addr, (void *)buf, len, 1);
 }
 
+int tg_poke(pid_t pid, uint64_t addr, const void *buf, size_t len)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)pid);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    ssize_t n = pwrite(fd, buf, len, (off_t)addr);
+    int e = errno;
+    close(fd);
+    if (n < 0) return -e;
+    return (size_t)n == len ? 0 : -EFAULT;
+}
+
 int tg_valid(int nfd, uint64_t id) { return ioctl(nfd, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0; }
 
 int tg_addfd_reply(int nfd, uint64_t id, int srcfd, int cloexec)

@@ -7,8 +7,9 @@
  * the mount and the cache continues untouched; one under them is performed here on the cache
  * path: an open's descriptor is installed into the target (SECCOMP_IOCTL_NOTIF_ADDFD), stat and
  * readlink results are written into its memory, mkdir, unlink and rename are the manager's
- * (xufs/core/mutate.c); execve and chdir continue once the file is fetched or the directory
- * listed. Writes reach A as libxufs.so's do: OPENW names the target's pid (the manager watches
+ * (xufs/core/mutate.c); execve, execveat and chdir continue once the file is fetched or the
+ * directory listed, an absolute path under the mount rewritten in the target's memory to the
+ * supervisor's short link to the cache (redirect, below). Writes reach A as libxufs.so's do: OPENW names the target's pid (the manager watches
  * it and journals the file when it ends), and close() of the last descriptor of the process on
  * that file sends CLOSED before the close runs.
  *
@@ -55,7 +56,7 @@ int xs_mode;
 
 static const uint32_t CALLS[] = {
     SYS_openat, SYS_openat2, SYS_newfstatat, SYS_statx, SYS_faccessat, SYS_faccessat2,
-    SYS_readlinkat, SYS_execve, SYS_chdir, SYS_mkdirat, SYS_unlinkat,
+    SYS_readlinkat, SYS_execve, SYS_execveat, SYS_chdir, SYS_mkdirat, SYS_unlinkat,
     SYS_renameat, SYS_renameat2, SYS_close, SYS_getcwd,
 #ifdef SYS_open /* the legacy calls of x86_64 (static busybox uses some) */
     SYS_open, SYS_creat, SYS_stat, SYS_lstat, SYS_access, SYS_readlink, SYS_mkdir, SYS_rmdir,
@@ -68,6 +69,52 @@ void xs_enable(void)
     xs_mode = 1;
     filter_calls = CALLS;
     filter_n_calls = sizeof CALLS / sizeof CALLS[0];
+}
+
+/* ---- the short link to the cache --------------------------------------------------------- */
+
+/* A private directory (0700) holding one symlink, "c", to the cache root: SHORT ("/tmp/.xNNNNNN/c",
+ * 15 bytes) names the cache root in fewer bytes than any plausible mount path, so an absolute
+ * path under the mount that the kernel itself must resolve (execve, execveat, chdir, which the
+ * supervisor cannot perform for the program) is rewritten in place to SHORT/rel (redirect). */
+static char short_dir[16], short_link[24];
+static size_t short_len; /* 0: none (then those calls meet the empty mount point, as before) */
+
+void xs_start(void)
+{
+    size_t rn;
+    const char *root = xufs_cache_resolved(&rn);
+    char d[] = "/tmp/.xXXXXXX";
+    if (!rn || !mkdtemp(d)) return dbg("no short link to the cache (%s): absolute execve and chdir under the mount fail", errno_name(errno));
+    snprintf(short_link, sizeof short_link, "%s/c", d);
+    if (symlink(root, short_link) < 0) {
+        dbg("no short link to the cache (%s): %s", errno_name(errno), short_link);
+        rmdir(d);
+        return;
+    }
+    memcpy(short_dir, d, sizeof d);
+    short_len = strlen(short_link);
+}
+
+void xs_finish(void)
+{
+    if (!short_len) return;
+    short_len = 0;
+    unlink(short_link);
+    rmdir(short_dir);
+}
+
+/* A path under SHORT (AT_EXECFN of a program started by redirect, a script's interpreter given
+ * its path) made a cache path again in buf, so that it is classified as one. */
+static void unshort(char *buf, size_t cap)
+{
+    size_t n = strlen(buf);
+    if (!short_len || strncmp(buf, short_link, short_len) || (buf[short_len] != '/' && buf[short_len])) return;
+    const char *root = xufs_cache_root();
+    size_t rn = strlen(root);
+    if (rn + n - short_len >= cap) return;
+    memmove(buf + rn, buf + short_len, n - short_len + 1);
+    memcpy(buf, root, rn);
 }
 
 /* ---- stopped calls ----------------------------------------------------------------------- */
@@ -248,6 +295,7 @@ static int prepare(call *c, int dirfd, int ai, int how, int flags, int *wr)
     c->pid = (pid_t)c->q->pid;
     int r = read_path(c->pid, c->q->data.args[ai], c->path, sizeof c->path);
     if (r < 0) return r == -ENAMETOOLONG ? r : 0; /* a bad pointer: the kernel says EFAULT */
+    unshort(c->path, sizeof c->path);
     if (!c->path[0] || !maybe_xufs(c->path)) return 0;
     int base = base_of(c->pid, dirfd, c->path);
     if (base < 0 && base != AT_FDCWD) return 0; /* let the kernel report the bad dirfd */
@@ -286,10 +334,63 @@ static void pass(call *c, int r)
     else tg_continue(c->nfd, c->q->id);
 }
 
+/* Makes the path at args[ai] (c->path, prepared into c->p) one the kernel resolves to c->p
+ * itself, for a call the supervisor continues rather than performs (execve, execveat, chdir,
+ * an O_PATH open): 1 when it is (a path relative to a cache directory that stays there, one
+ * under the cache root, or an absolute one under the mount, rewritten), else 0. An absolute path
+ * under the mount is rewritten in the target's memory to one of the same length: SHORT, slashes,
+ * "/" and the export-relative path (or, when a symlink led outside the mount, slashes and that
+ * outside path). Written through /proc/PID/mem, which also writes to read-only private mappings
+ * (a string literal in .rodata). When the new path does not fit (a mount path shorter than
+ * SHORT), nothing is written, said once in the debug log. Not a security boundary: the program is
+ * the user's own, and the file was fetched first. docs/XUFS.md, "Static programs". */
+static int redirect(call *c, int ai)
+{
+    static int said;
+    const char *m = getenv("XUFS_MOUNT");
+    size_t mn = m ? strlen(m) : 0, len = strlen(c->path);
+    int under_mount = c->path[0] == '/' && mn && strncmp(c->path, m, mn) == 0 && (c->path[mn] == '/' || !c->path[mn]);
+    if (!under_mount) return !c->p.outside && (c->p.direct || c->path[0] == '/');
+    const char *pre = c->p.outside ? "" : short_link, *rel = c->p.rel;
+    char tail[PATH_MAX];
+    if (c->p.outside) snprintf(tail, sizeof tail, "%s", c->p.buf);
+    else snprintf(tail, sizeof tail, "%s%s", strcmp(rel, ".") ? "/" : "", strcmp(rel, ".") ? rel : "");
+    size_t pn = c->p.outside ? 0 : short_len, tn = strlen(tail);
+    if ((!c->p.outside && !short_len) || pn + tn > len) {
+        if (!said++) dbg("an absolute path under the mount is not redirected (longer than %s): %s", short_link, c->path);
+        return 0;
+    }
+    char s[PATH_MAX];
+    memcpy(s, pre, pn);
+    memset(s + pn, '/', len - pn - tn);
+    memcpy(s + len - tn, tail, tn);
+    int r = tg_poke(c->pid, c->q->data.args[ai], s, len);
+    if (r < 0) dbg("cannot rewrite the path of pid %d (%s): %s", (int)c->pid, errno_name(-r), c->path);
+    return r == 0;
+}
+
+/* An O_PATH open, prepared: SECCOMP_IOCTL_NOTIF_ADDFD cannot install an O_PATH descriptor (the
+ * kernel's fget refuses them), so the kernel opens the path itself (redirect); one it cannot be
+ * made to resolve gets a directory opened for reading (never a file: that could read a
+ * placeholder), EOPNOTSUPP otherwise. */
+static void on_open_path(call *c, int ai, int flags)
+{
+    if (redirect(c, ai)) return tg_continue(c->nfd, c->q->id);
+    int fd = open(c->p.buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (flags & O_NOFOLLOW));
+    if (fd < 0) {
+        if (errno == ENOTDIR || errno == ELOOP) errno = EOPNOTSUPP;
+        return answer(c, -1);
+    }
+    int got = tg_addfd_reply(c->nfd, c->q->id, fd, (flags & O_CLOEXEC) != 0);
+    close(fd);
+    if (got < 0) tg_reply(c->nfd, c->q->id, -1, -got);
+}
+
 static void on_open(call *c, int dirfd, int ai, int flags, mode_t mode)
 {
     int wr = 0, r = prepare(c, dirfd, ai, P_OPEN, flags, &wr);
     if (r <= 0) return pass(c, r);
+    if (flags & O_PATH) return on_open_path(c, ai, flags);
     if (flags & (O_CREAT | O_TMPFILE)) {
         char st[64];
         snprintf(st, sizeof st, "/proc/%d/status", (int)c->pid);
@@ -300,7 +401,8 @@ static void on_open(call *c, int dirfd, int ai, int flags, mode_t mode)
     if (fd < 0) return answer(c, -1);
     int got = tg_addfd_reply(c->nfd, c->q->id, fd, (flags & O_CLOEXEC) != 0);
     close(fd);
-    if (got >= 0 && wr && !c->p.outside) track(c->proc, got, c->p.rel);
+    if (got < 0) tg_reply(c->nfd, c->q->id, -1, -got); /* never left unanswered (gone: ENOENT, harmless) */
+    else if (wr && !c->p.outside) track(c->proc, got, c->p.rel);
 }
 
 static void on_openat2(call *c)
@@ -361,12 +463,12 @@ static void on_readlink(call *c, int dirfd, int ai, int bi, size_t size)
     put(c, bi, t, (size_t)n, (long)n);
 }
 
-/* exec and chdir: the kernel resolves a path relative to a cache directory there itself, once
- * the file is fetched (or the directory listed); an absolute path under the mount is not
- * redirected (docs/XUFS.md, "Static programs"). */
+/* exec and chdir: the kernel resolves the path itself (redirect), once the file is fetched (or
+ * the directory listed); a path it cannot be made to resolve goes on as given. */
 static void on_fetch_then_continue(call *c, int dirfd, int ai, int flags)
 {
     int r = prepare(c, dirfd, ai, P_OPEN, flags, NULL);
+    if (r > 0) redirect(c, ai);
     pass(c, r < 0 ? r : 0);
 }
 
@@ -446,6 +548,7 @@ static void serve(call *c)
     case SYS_faccessat2: on_access(c, d0, 1, (int)a[2], (int)a[3]); break;
     case SYS_readlinkat: on_readlink(c, d0, 1, 2, (size_t)a[3]); break;
     case SYS_execve: on_fetch_then_continue(c, AT_FDCWD, 0, O_RDONLY); break;
+    case SYS_execveat: on_fetch_then_continue(c, d0, 1, O_RDONLY); break; /* "" + AT_EMPTY_PATH: an fd, as it is */
     case SYS_chdir: on_fetch_then_continue(c, AT_FDCWD, 0, O_RDONLY | O_DIRECTORY); break;
     case SYS_mkdirat: on_mkdir(c, d0, 1, (mode_t)a[2]); break;
     case SYS_unlinkat: on_remove(c, d0, 1, ((int)a[2] & AT_REMOVEDIR) != 0); break;

@@ -13,6 +13,11 @@ extern int xs_mode;
 /* Turns the mode on (before the program is spawned): the filter stops the path calls. */
 void xs_enable(void);
 
+/* In the supervisor, before the loop: makes the short link to the cache that absolute exec and
+ * chdir paths under the mount are rewritten to (xufs.c); xs_finish removes it at the end. */
+void xs_start(void);
+void xs_finish(void);
+
 /* Answers one stopped call on the loop's thread when it needs no manager request (a path
  * outside the mount, a cached and trusted file), else hands it to a worker thread (job.c) that
  * makes the requests and answers it, so the loop goes on serving the other calls meanwhile. */

@@ -8,12 +8,14 @@
  * renames and removes, and its getcwd shows the mount path; a static login shell runs under the
  * supervisor. Each has a control without
  * the supervisor (`XUFS_STATIC=off`, as before it) that reads NUL bytes and writes nothing to A,
- * which shows the test can fail.
+ * which shows the test can fail. Static programs also chdir to, execve and execveat absolute paths
+ * under the mount (the supervisor rewrites them to its short link to the cache: before, the kernel
+ * met the empty mount point) and execveat a name relative to a directory descriptor in the cache.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cli, type RunResult, tempDir } from "../helpers.ts";
-import { assertNothingReachedA, assertReachedA, busyboxOutput, busyboxScript, DATA, exists, seedTree } from "./static_tree.ts";
+import { assertNothingReachedA, assertReachedA, buildGo, buildStaticC, busyboxOutput, busyboxScript, DATA, exists, seedTree } from "./static_tree.ts";
 
 /** One session on `exported` running `script` in sh; B's home is `home`; pre-caching off. */
 function session(exported: string, home: string, script: string, env: Record<string, string> = {}): Promise<RunResult> {
@@ -57,4 +59,108 @@ Deno.test("xufs static (local export): a static login shell (SHELL=busybox sh) r
   const off = await session(exported, join(dir.path, "home2"), "cat data.txt; echo y > g", { SHELL: sh, XUFS_STATIC: "off" });
   assert.ok(off.stdout.startsWith("\0\0\0"), off.stdout.slice(0, 100));
   assert.ok(!exists(join(exported, "g")), "g reached A without the supervisor");
+});
+
+/** A static C program: `prog ARGS` prints its ARGS; `prog execveat DIR NAME ARGS` runs NAME (with
+ * argv NAME ARGS) by execveat, relative to DIR opened O_PATH (DIR "": AT_FDCWD); `prog execfn`
+ * prints the path it was executed by (AT_EXECFN). */
+const EXEC_PROG = `#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+extern char **environ;
+int main(int argc, char **argv)
+{
+    if (argc >= 4 && strcmp(argv[1], "execveat") == 0) {
+        int d = argv[2][0] ? open(argv[2], O_PATH | O_DIRECTORY) : AT_FDCWD;
+        if (d < 0 && d != AT_FDCWD) { perror(argv[2]); return 3; }
+        syscall(SYS_execveat, d, argv[3], argv + 3, environ, 0);
+        perror("execveat");
+        return 4;
+    }
+    if (argc == 2 && strcmp(argv[1], "execfn") == 0) {
+        printf("execfn %s\\n", (const char *)getauxval(AT_EXECFN));
+        return 0;
+    }
+    printf("prog ran:");
+    for (int i = 1; i < argc; i++) printf(" %s", argv[i]);
+    printf("\\n");
+    return 0;
+}
+`;
+
+/** A static Go program: `gox DIR PROG` chdirs to DIR, prints file.txt there and the getcwd system
+ * call's answer, then runs PROG (exec.Command, an absolute path) and prints its output. */
+const GO_EXEC = `package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+func main() {
+	if err := os.Chdir(os.Args[1]); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	b, err := os.ReadFile("file.txt")
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(2)
+	}
+	wd, _ := syscall.Getwd()
+	fmt.Print(string(b), wd, "\\n")
+	out, err := exec.Command(os.Args[2], "from", "go").Output()
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(3)
+	}
+	fmt.Print(string(out))
+}
+`;
+
+Deno.test("xufs static (local export): static busybox and Go chdir to, execve and execveat absolute paths under the mount", async () => {
+  using dir = tempDir();
+  const exported = join(dir.path, "exported");
+  Deno.mkdirSync(join(exported, "dir"), { recursive: true });
+  Deno.mkdirSync(join(exported, "bin"));
+  Deno.writeTextFileSync(join(exported, "dir", "file.txt"), "file in dir\n");
+  // one copy per step, so that each runs a file not fetched yet (an unfetched placeholder)
+  await buildStaticC(EXEC_PROG, join(exported, "bin", "prog"));
+  for (const n of ["prog2", "prog3", "prog4", "prog5"]) Deno.copyFileSync(join(exported, "bin", "prog"), join(exported, "bin", n));
+  await buildGo(GO_EXEC, join(exported, "bin", "gox"));
+  const home = join(dir.path, "home");
+  const m = `${home}/xufs-rhome`;
+  // each step bounded (before, an O_PATH open under the mount was never answered)
+  const step = (name: string, cmd: string) => `echo '-- ${name}'; timeout 20 /bin/busybox sh -c '${cmd}'`;
+  const script = [
+    step("cd", "cd ~/xufs-rhome/dir && /bin/busybox cat file.txt && /bin/busybox pwd -P"),
+    step("exec", `${m}/bin/prog one two`),
+    step("execfn", `${m}/bin/prog execfn`),
+    step("execveat", `${m}/bin/prog execveat "" ${m}/bin/prog2 three`),
+    step("execveat dirfd", `${m}/bin/prog execveat ${m}/bin prog3 four`),
+    step("execveat .", `cd ${m}/bin && ./prog execveat . prog5 five`),
+    step("go", `${m}/bin/gox ${m}/dir ${m}/bin/prog4`),
+    "echo '-- end'",
+  ].join("; ");
+  const r = await session(exported, home, script);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  // The kernel ran prog by the short path (its AT_EXECFN): MOUNT replaced by the link, padded with
+  // slashes to the same length.
+  const fn = /^execfn ((\/tmp\/\.x[^/\n]+)\/c\/+bin\/prog)$/m.exec(r.stdout);
+  assert.ok(fn, r.stdout);
+  assert.equal(fn[1].length, `${m}/bin/prog`.length, fn[1]);
+  assert.equal(
+    r.stdout.replace(fn[0], "execfn SHORT"),
+    `-- cd\nfile in dir\n${m}/dir\n-- exec\nprog ran: one two\n-- execfn\nexecfn SHORT\n-- execveat\nprog ran: three\n` +
+      `-- execveat dirfd\nprog ran: four\n-- execveat .\nprog ran: five\n-- go\nfile in dir\n${m}/dir\nprog ran: from go\n-- end\n`,
+    r.stderr,
+  );
+  // The supervisor removed its short link to the cache when it ended.
+  assert.ok(!exists(fn[2]), `${fn[2]} is left`);
 });
