@@ -11,6 +11,9 @@
  * which shows the test can fail. Static programs also chdir to, execve and execveat absolute paths
  * under the mount (the supervisor rewrites them to its short link to the cache: before, the kernel
  * met the empty mount point) and execveat a name relative to a directory descriptor in the cache.
+ * A file a static program read is not fetched again by the next one's supervisor (this failed
+ * in the sanitizer pass only: there the supervisor's identity reads went to libxufs.so's
+ * getxattr wrappers, which hide the record).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -163,4 +166,17 @@ Deno.test("xufs static (local export): static busybox and Go chdir to, execve an
   );
   // The supervisor removed its short link to the cache when it ended.
   assert.ok(!exists(fn[2]), `${fn[2]} is left`);
+});
+
+Deno.test("xufs static (local export): a file fetched for one static program is not fetched again for the next (its identity record is read)", async () => {
+  using dir = tempDir();
+  const exported = join(dir.path, "exported");
+  Deno.mkdirSync(exported);
+  Deno.writeTextFileSync(join(exported, "data.txt"), DATA);
+  // two supervisors (one per static program), each logging its manager requests (UVPN_DEBUG)
+  const r = await session(exported, join(dir.path, "home"), "/bin/busybox cat data.txt; /bin/busybox cat data.txt", { UVPN_DEBUG: "1" });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, DATA + DATA, r.stderr);
+  const fetches = r.stderr.split("\n").filter((l) => /^uvpn: FETCH data\.txt /.test(l));
+  assert.equal(fetches.length, 1, r.stderr);
 });

@@ -3,7 +3,8 @@
  * common/ code linked into it). XREAL(name) yields a pointer of name's own type (NULL if libc
  * lacks it); each use site caches its pointer with atomic loads/stores, so it is thread-safe and needs no
  * initialisation order. All internal file work of libxufs.so goes through these, never through
- * its own wrappers. RCALL(name, fail, args...) calls the real function, or sets ENOSYS and yields
+ * its own wrappers. In libmyrt.so (the supervisor's XUFS mode, which shares xufs/core) the same
+ * slots hold libc's own functions instead (xreal_libc.c), never a preloaded library's. RCALL(name, fail, args...) calls the real function, or sets ENOSYS and yields
  * fail when it is missing. Also declares the glibc-internal names wrapped (legacy __xstat family,
  * fortify __*_chk / __open_2 variants) that current headers no longer declare. */
 #ifndef XUFS_REAL_H
@@ -14,7 +15,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-/* dlsym(RTLD_NEXT, name), preserving errno. */
+/* The real function name, preserving errno: dlsym(RTLD_NEXT) in libxufs.so and
+ * libxufs_audit.so (xreal.c), libc's own in libmyrt.so (xreal_libc.c). */
 void *xufs_dlsym(const char *name);
 
 #define XREAL(name) ({                                                  \
