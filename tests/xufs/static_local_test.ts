@@ -66,8 +66,9 @@ Deno.test("xufs static (local export): a static login shell (SHELL=busybox sh) r
 
 /** A static C program: `prog ARGS` prints its ARGS; `prog execveat DIR NAME ARGS` runs NAME (with
  * argv NAME ARGS) by execveat, relative to DIR opened O_PATH (DIR "": AT_FDCWD); `prog execfn`
- * prints the path it was executed by (AT_EXECFN). */
-const EXEC_PROG = `#define _GNU_SOURCE
+ * prints the path it was executed by (AT_EXECFN); `prog literal ARGS` runs `literal` (a string
+ * literal in the program's read-only data) by execve. */
+const execProg = (literal: string) => `#define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -83,6 +84,11 @@ int main(int argc, char **argv)
         syscall(SYS_execveat, d, argv[3], argv + 3, environ, 0);
         perror("execveat");
         return 4;
+    }
+    if (argc >= 2 && strcmp(argv[1], "literal") == 0) {
+        execve("${literal}", argv + 1, environ);
+        perror("execve");
+        return 5;
     }
     if (argc == 2 && strcmp(argv[1], "execfn") == 0) {
         printf("execfn %s\\n", (const char *)getauxval(AT_EXECFN));
@@ -134,11 +140,11 @@ Deno.test("xufs static (local export): static busybox and Go chdir to, execve an
   Deno.mkdirSync(join(exported, "bin"));
   Deno.writeTextFileSync(join(exported, "dir", "file.txt"), "file in dir\n");
   // one copy per step, so that each runs a file not fetched yet (an unfetched placeholder)
-  await buildStaticC(EXEC_PROG, join(exported, "bin", "prog"));
-  for (const n of ["prog2", "prog3", "prog4", "prog5"]) Deno.copyFileSync(join(exported, "bin", "prog"), join(exported, "bin", n));
-  await buildGo(GO_EXEC, join(exported, "bin", "gox"));
   const home = join(dir.path, "home");
   const m = `${home}/xufs-rhome`;
+  await buildStaticC(execProg(`${m}/bin/prog6`), join(exported, "bin", "prog"));
+  for (const n of ["prog2", "prog3", "prog4", "prog5", "prog6"]) Deno.copyFileSync(join(exported, "bin", "prog"), join(exported, "bin", n));
+  await buildGo(GO_EXEC, join(exported, "bin", "gox"));
   // each step bounded (before, an O_PATH open under the mount was never answered)
   const step = (name: string, cmd: string) => `echo '-- ${name}'; timeout 20 /bin/busybox sh -c '${cmd}'`;
   const script = [
@@ -148,6 +154,7 @@ Deno.test("xufs static (local export): static busybox and Go chdir to, execve an
     step("execveat", `${m}/bin/prog execveat "" ${m}/bin/prog2 three`),
     step("execveat dirfd", `${m}/bin/prog execveat ${m}/bin prog3 four`),
     step("execveat .", `cd ${m}/bin && ./prog execveat . prog5 five`),
+    step("literal", `${m}/bin/prog literal six`),
     step("go", `${m}/bin/gox ${m}/dir ${m}/bin/prog4`),
     "echo '-- end'",
   ].join("; ");
@@ -161,7 +168,7 @@ Deno.test("xufs static (local export): static busybox and Go chdir to, execve an
   assert.equal(
     r.stdout.replace(fn[0], "execfn SHORT"),
     `-- cd\nfile in dir\n${m}/dir\n-- exec\nprog ran: one two\n-- execfn\nexecfn SHORT\n-- execveat\nprog ran: three\n` +
-      `-- execveat dirfd\nprog ran: four\n-- execveat .\nprog ran: five\n-- go\nfile in dir\n${m}/dir\nprog ran: from go\n-- end\n`,
+      `-- execveat dirfd\nprog ran: four\n-- execveat .\nprog ran: five\n-- literal\nprog ran: six\n-- go\nfile in dir\n${m}/dir\nprog ran: from go\n-- end\n`,
     r.stderr,
   );
   // The supervisor removed its short link to the cache when it ended.
