@@ -7,11 +7,12 @@
  * the mount and the cache continues untouched; one under them is performed here on the cache
  * path: an open's descriptor is installed into the target (SECCOMP_IOCTL_NOTIF_ADDFD), stat and
  * readlink results are written into its memory, mkdir, unlink and rename are the manager's
- * (xufs/core/mutate.c); execve, execveat and chdir continue once the file is fetched or the
- * directory listed, an absolute path under the mount rewritten in the target's memory to the
- * supervisor's short link to the cache (redirect, below). Writes reach A as libxufs.so's do: OPENW names the target's pid (the manager watches
- * it and journals the file when it ends), and close() of the last descriptor of the process on
- * that file sends CLOSED before the close runs.
+ * (xufs/core/mutate.c); execve, execveat, chdir and O_PATH opens continue once the file is
+ * fetched or the directory listed, an absolute path under the mount rewritten in the target's
+ * memory to the supervisor's short link to the cache (redirect, below). Writes reach A as
+ * libxufs.so's do: OPENW names the target's pid (the manager watches it and journals the file
+ * when it ends), and close() of the last descriptor of the process on that file sends CLOSED
+ * before the close runs.
  *
  * A call is first served inline on the loop's thread with manager requests refused
  * (xufs_refuse_requests): one outside the mount, or on a cached and trusted file in a listed
@@ -73,10 +74,11 @@ void xs_enable(void)
 
 /* ---- the short link to the cache --------------------------------------------------------- */
 
-/* A private directory (0700) holding one symlink, "c", to the cache root: SHORT ("/tmp/.xNNNNNN/c",
- * 15 bytes) names the cache root in fewer bytes than any plausible mount path, so an absolute
- * path under the mount that the kernel itself must resolve (execve, execveat, chdir, which the
- * supervisor cannot perform for the program) is rewritten in place to SHORT/rel (redirect). */
+/* A private directory (0700) holding one symlink, "c", to the cache root: SHORT
+ * ("/tmp/.xNNNNNN/c", 15 bytes) names the cache root in fewer bytes than any plausible mount path,
+ * so an absolute path under the mount that the kernel itself must resolve (execve, execveat,
+ * chdir, an O_PATH open, which the supervisor cannot perform for the program) is rewritten in
+ * place to SHORT/rel (redirect). */
 static char short_dir[16], short_link[24];
 static size_t short_len; /* 0: none (then those calls meet the empty mount point, as before) */
 
@@ -388,7 +390,10 @@ static void on_open_path(call *c, int ai, int flags)
 
 static void on_open(call *c, int dirfd, int ai, int flags, mode_t mode)
 {
-    int wr = 0, r = prepare(c, dirfd, ai, P_OPEN, flags, &wr);
+    /* O_PATH: prepared as a read (a file fetched, a directory listed), so that no descriptor
+     * leads to a placeholder (a reopen through /proc/self/fd would read it) */
+    int how = flags & O_PATH ? O_RDONLY | (flags & (O_DIRECTORY | O_NOFOLLOW)) : flags;
+    int wr = 0, r = prepare(c, dirfd, ai, P_OPEN, how, &wr);
     if (r <= 0) return pass(c, r);
     if (flags & O_PATH) return on_open_path(c, ai, flags);
     if (flags & (O_CREAT | O_TMPFILE)) {

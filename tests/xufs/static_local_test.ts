@@ -67,7 +67,8 @@ Deno.test("xufs static (local export): a static login shell (SHELL=busybox sh) r
 /** A static C program: `prog ARGS` prints its ARGS; `prog execveat DIR NAME ARGS` runs NAME (with
  * argv NAME ARGS) by execveat, relative to DIR opened O_PATH (DIR "": AT_FDCWD); `prog execfn`
  * prints the path it was executed by (AT_EXECFN); `prog literal ARGS` runs `literal` (a string
- * literal in the program's read-only data) by execve. */
+ * literal in the program's read-only data) by execve; `prog reopen FILE` opens FILE with O_PATH,
+ * then reads it through /proc/self/fd. */
 const execProg = (literal: string) => `#define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -89,6 +90,17 @@ int main(int argc, char **argv)
         execve("${literal}", argv + 1, environ);
         perror("execve");
         return 5;
+    }
+    if (argc == 3 && strcmp(argv[1], "reopen") == 0) {
+        char fdpath[64], buf[256];
+        int p = open(argv[2], O_PATH);
+        if (p < 0) { perror(argv[2]); return 6; }
+        snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", p);
+        int f = open(fdpath, O_RDONLY);
+        ssize_t n = f < 0 ? -1 : read(f, buf, sizeof buf);
+        if (n < 0) { perror(fdpath); return 7; }
+        fwrite(buf, 1, (size_t)n, stdout);
+        return 0;
     }
     if (argc == 2 && strcmp(argv[1], "execfn") == 0) {
         printf("execfn %s\\n", (const char *)getauxval(AT_EXECFN));
@@ -139,6 +151,7 @@ Deno.test("xufs static (local export): static busybox and Go chdir to, execve an
   Deno.mkdirSync(join(exported, "dir"), { recursive: true });
   Deno.mkdirSync(join(exported, "bin"));
   Deno.writeTextFileSync(join(exported, "dir", "file.txt"), "file in dir\n");
+  Deno.writeTextFileSync(join(exported, "dir", "other.txt"), "other in dir\n");
   // one copy per step, so that each runs a file not fetched yet (an unfetched placeholder)
   const home = join(dir.path, "home");
   const m = `${home}/xufs-rhome`;
@@ -155,6 +168,7 @@ Deno.test("xufs static (local export): static busybox and Go chdir to, execve an
     step("execveat dirfd", `${m}/bin/prog execveat ${m}/bin prog3 four`),
     step("execveat .", `cd ${m}/bin && ./prog execveat . prog5 five`),
     step("literal", `${m}/bin/prog literal six`),
+    step("reopen", `${m}/bin/prog reopen ${m}/dir/other.txt`),
     step("go", `${m}/bin/gox ${m}/dir ${m}/bin/prog4`),
     "echo '-- end'",
   ].join("; ");
@@ -168,7 +182,7 @@ Deno.test("xufs static (local export): static busybox and Go chdir to, execve an
   assert.equal(
     r.stdout.replace(fn[0], "execfn SHORT"),
     `-- cd\nfile in dir\n${m}/dir\n-- exec\nprog ran: one two\n-- execfn\nexecfn SHORT\n-- execveat\nprog ran: three\n` +
-      `-- execveat dirfd\nprog ran: four\n-- execveat .\nprog ran: five\n-- literal\nprog ran: six\n-- go\nfile in dir\n${m}/dir\nprog ran: from go\n-- end\n`,
+      `-- execveat dirfd\nprog ran: four\n-- execveat .\nprog ran: five\n-- literal\nprog ran: six\n-- reopen\nother in dir\n-- go\nfile in dir\n${m}/dir\nprog ran: from go\n-- end\n`,
     r.stderr,
   );
   // The supervisor removed its short link to the cache when it ended.
