@@ -90,17 +90,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
     int fix = data[0] & 1, enc = (data[0] >> 1) & 1, cap = (data[0] >> 2) & 3;
-    static uvpn_gcm g[3];
+    static uvpn_gcm g[UVPN_GCM_TOP + 1];
     static int ready;
     if (!ready) {
-        for (int c = 0; c < 3; c++) {
+        for (int c = 0; c <= UVPN_GCM_TOP; c++) {
             int old = uvpn_gcm_cap(c);
             uvpn_gcm_init(&g[c], FUZZ_KEY);
             uvpn_gcm_cap(old);
         }
         ready = 1;
     }
-    if (cap > 2) cap = 2;
+    if (cap > UVPN_GCM_TOP) cap = UVPN_GCM_TOP;
     int old = uvpn_gcm_cap(cap);
     size_t n = size - 1;
     uint8_t *buf = malloc(n ? n : 1);

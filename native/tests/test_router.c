@@ -42,7 +42,7 @@ static void gcm_vector(char *line)
         check(0, "gcm", "bad fields");
         return;
     }
-    for (int cap = 2; cap >= 0; cap--) {
+    for (int cap = UVPN_GCM_TOP; cap >= 0; cap--) {
         uvpn_gcm_cap(cap);
         char name[64];
         snprintf(name, sizeof name, "gcm %s %ld bytes", uvpn_gcm_impl(), pl);
@@ -56,7 +56,7 @@ static void gcm_vector(char *line)
         check(uvpn_gcm_open(&g, IV, A, (size_t)al, C, out, (size_t)pl, T) == -1, name, "a flipped tag bit is refused");
         T[pl % 16] ^= 1;
     }
-    uvpn_gcm_cap(2);
+    uvpn_gcm_cap(UVPN_GCM_TOP);
 }
 
 static void session_vector(char *line)
@@ -89,7 +89,7 @@ static void sframe_vector(char *line)
         return;
     }
     const uint8_t *key = strcmp(kn, "o2a") == 0 ? o2a : a2o;
-    for (int cap = 2; cap >= 0; cap--) {
+    for (int cap = UVPN_GCM_TOP; cap >= 0; cap--) {
         uvpn_gcm_cap(cap);
         uvpn_gcm g;
         uvpn_gcm_init(&g, key);
@@ -118,7 +118,7 @@ static void sframe_vector(char *line)
         }
         check(all, label, "every flipped byte refused");
     }
-    uvpn_gcm_cap(2);
+    uvpn_gcm_cap(UVPN_GCM_TOP);
 }
 
 /* A "frame" line (a link frame): sf_next takes it as a link frame of its length. */

@@ -7,14 +7,16 @@
  * installed; software cpu-clock sampling works in this VM), instead of strace: `perf stat` of
  * both routers over 3 s (page faults, context switches, CPU time: CPU milliseconds per GB carried)
  * and `perf record -a` over the same 3 s, summarised per command and shared object and as the
- * hottest symbols of both routers' processes.
+ * hottest symbols of both routers' processes. UVPN_BENCH_ROUTER_ARGS="--session-window 1": extra
+ * flags for both routers (as in uvpn_throughput.ts).
  */
 import { Overlay, run, spawnCli, tempDir, sleep, Proc } from "../../tests/helpers.ts";
 import { join } from "node:path";
 const len = Deno.args[0] ?? "128K";
 const usePerf = Deno.args[1] === "perf";
 using dir = tempDir("myrt-prof-");
-const o = new Overlay(dir.path);
+const routerArgs = Deno.env.get("UVPN_BENCH_ROUTER_ARGS")?.split(" ").filter((x) => x) ?? [];
+const o = new Overlay(dir.path, { routerArgs });
 await o.start();
 const hz = 100;
 function threads(pid: number) {
@@ -63,7 +65,8 @@ try {
   // iperf3's own CPU (% of one core): with the routers' threads, where the two cores went.
   cpu = `; iperf3 CPU: client ${end.cpu_utilization_percent.host_total.toFixed(0)} %, server ${end.cpu_utilization_percent.remote_total.toFixed(0)} % of a core`;
 } catch { gbps = r.stderr.slice(-200); }
-console.log(`router pids A ${pa} B ${pb}`);
+const lib = (pid: number) => Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n").find((l) => l.includes("libuvpnrouter.so"))?.split(/\s+/).pop();
+console.log(`router pids A ${pa} B ${pb} (data plane ${lib(pa)})`);
 console.log(`iperf3 ${len} x1 preload: ${gbps} Gbit/s over ${dt.toFixed(1)} s wall (${usePerf ? "perf" : "strace"} ran 3 s of it)${cpu}`);
 for (const [name, b, a] of [["router A", before.a, after.a], ["router B", before.b, after.b]] as const) {
   console.log(`${name}: CPU seconds per thread: ` + busiest(b, a).filter(([, v]) => v > 0.05).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", "));

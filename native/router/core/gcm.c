@@ -1,8 +1,13 @@
-/* gcm.c: AES-256-GCM (see gcm.h). Three implementations of the same function, chosen once at
+/* gcm.c: AES-256-GCM (see gcm.h). Four implementations of the same function, chosen once at
  * run time from the CPU's features:
  *   vaes-avx512   AES with VAES on 4 blocks per 512-bit register, GHASH with VPCLMULQDQ over 16
  *                 blocks per reduction;
- *   aesni-pclmul  AES-NI and PCLMULQDQ on 8 blocks at a time (Intel's "aggregated reduction");
+ *   vaes-avx2     the same on 2 blocks per 256-bit register (AMD Zen 3, Intel Alder Lake: VAES
+ *                 and VPCLMULQDQ without AVX-512; 2.5x aesni-pclmul's GHASH on Zen 3);
+ *   aesni-pclmul  AES-NI and PCLMULQDQ on 8 blocks at a time (Intel's "aggregated reduction",
+ *                 Karatsuba's 3 multiplications per block: measured faster there, while the
+ *                 256-bit loop is faster with 4, the extra shuffle and load costing more than
+ *                 the multiplication on Zen 3);
  *   portable      the specification's algorithm in plain C (byte-oriented AES, bitwise GF(2^128)
  *                 multiplication), for other CPUs and to check the fast ones against.
  * The SIMD paths keep GHASH's operands byte-reflected (Gueron and Kounavis, "Intel Carry-Less
@@ -136,6 +141,7 @@ static void p_ctr(const uint8_t rk[240], const uint8_t j1[16], const uint8_t *in
 #include <immintrin.h>
 
 #define T128 __attribute__((target("aes,pclmul,ssse3,sse4.1")))
+#define T256 __attribute__((target("aes,pclmul,ssse3,sse4.1,avx,avx2,vaes,vpclmulqdq")))
 #define T512 __attribute__((target("aes,pclmul,ssse3,sse4.1,avx2,avx512f,avx512bw,avx512vl,vaes,vpclmulqdq")))
 /* The SIMD loops over blocks and rounds are unrolled completely: their blocks then stay in
  * registers (at -O2 gcc kept them on the stack, a store and a load around every AES round: CTR
@@ -208,6 +214,21 @@ static T128 inline void mul_acc(__m128i a, __m128i b, __m128i *lo, __m128i *mid,
     *mid = _mm_xor_si128(*mid, _mm_xor_si128(_mm_clmulepi64_si128(a, b, 0x10), _mm_clmulepi64_si128(a, b, 0x01)));
 }
 
+/* Karatsuba: the products of a's and b's low halves (lo) and high halves (hi) added in, and the
+ * product of a's halves' sum with bk (b's halves' sum, from hkar) added to m; the middle term is
+ * then m + lo + hi (karatsuba_mid). */
+static T128 inline void mul_acc_k(__m128i a, __m128i b, __m128i bk, __m128i *lo, __m128i *m, __m128i *hi)
+{
+    *lo = _mm_xor_si128(*lo, _mm_clmulepi64_si128(a, b, 0x00));
+    *hi = _mm_xor_si128(*hi, _mm_clmulepi64_si128(a, b, 0x11));
+    *m = _mm_xor_si128(*m, _mm_clmulepi64_si128(_mm_xor_si128(a, _mm_shuffle_epi32(a, 0x4e)), bk, 0x00));
+}
+
+static T128 inline __m128i karatsuba_mid(__m128i lo, __m128i m, __m128i hi)
+{
+    return _mm_xor_si128(m, _mm_xor_si128(lo, hi));
+}
+
 /* Reduces a 256-bit product (of byte-reflected operands) modulo GCM's polynomial. */
 static T128 inline __m128i reduce(__m128i lo, __m128i mid, __m128i hi)
 {
@@ -247,6 +268,8 @@ static T128 void x_init(uvpn_gcm *g, const uint8_t key[32])
     /* hpow[i] = H^(16 - i): the order a group of 16 blocks is multiplied with. */
     for (int i = UVPN_GCM_POWERS - 1; i >= 0; i--) {
         _mm_store_si128((__m128i *)(g->hpow + 16 * i), p);
+        __m128i k = _mm_xor_si128(p, _mm_shuffle_epi32(p, 0x4e)); /* both halves: lo ^ hi */
+        _mm_store_si128((__m128i *)(g->hkar + 16 * i), k);
         p = gfmul(p, h);
     }
 }
@@ -262,16 +285,16 @@ static T128 inline __m128i load_block(const uint8_t *d, size_t k)
 /* GHASH, 8 blocks per reduction: y (byte-reflected) absorbs n bytes, zero-padded. */
 static T128 __m128i x_ghash(const uvpn_gcm *g, __m128i y, const uint8_t *d, size_t n)
 {
-    const __m128i *hp = (const __m128i *)g->hpow;
+    const __m128i *hp = (const __m128i *)g->hpow, *hk = (const __m128i *)g->hkar;
     while (n >= 128) {
-        __m128i lo = _mm_setzero_si128(), mid = lo, hi = lo;
+        __m128i lo = _mm_setzero_si128(), m = lo, hi = lo;
         UNROLL
         for (int i = 0; i < 8; i++) {
             __m128i x = bswap128(_mm_loadu_si128((const __m128i *)(d + 16 * i)));
             if (i == 0) x = _mm_xor_si128(x, y);
-            mul_acc(x, _mm_load_si128(hp + 8 + i), &lo, &mid, &hi);
+            mul_acc_k(x, _mm_load_si128(hp + 8 + i), _mm_load_si128(hk + 8 + i), &lo, &m, &hi);
         }
-        y = reduce(lo, mid, hi);
+        y = reduce(lo, karatsuba_mid(lo, m, hi), hi);
         d += 128;
         n -= 128;
     }
@@ -322,6 +345,77 @@ static T128 void x_ctr(const uvpn_gcm *g, __m128i j0r, const uint8_t *in, uint8_
         out += k;
         n -= k;
     }
+}
+
+/* ---- AVX2 with VAES and VPCLMULQDQ: 2 blocks per register, 16 per GHASH reduction ------- */
+
+static T256 inline __m128i fold256(__m256i v)
+{
+    return _mm_xor_si128(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
+static T256 __m128i y_ghash(const uvpn_gcm *g, __m128i y, const uint8_t *d, size_t n)
+{
+    if (n >= 256) {
+        const __m256i mask = _mm256_broadcastsi128_si256(_mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        __m256i h[8]; /* h[i]: H^(16 - 2i), H^(15 - 2i), for blocks 2i and 2i + 1 of a group */
+        UNROLL
+        for (int i = 0; i < 8; i++) h[i] = _mm256_load_si256((const __m256i *)(g->hpow + 32 * i));
+        while (n >= 256) {
+            __m256i lo = _mm256_setzero_si256(), mid = lo, hi = lo;
+            UNROLL
+            for (int i = 0; i < 8; i++) {
+                __m256i x = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(d + 32 * i)), mask);
+                if (i == 0) x = _mm256_xor_si256(x, _mm256_zextsi128_si256(y));
+                lo = _mm256_xor_si256(lo, _mm256_clmulepi64_epi128(x, h[i], 0x00));
+                hi = _mm256_xor_si256(hi, _mm256_clmulepi64_epi128(x, h[i], 0x11));
+                mid = _mm256_xor_si256(mid, _mm256_xor_si256(_mm256_clmulepi64_epi128(x, h[i], 0x10),
+                                                             _mm256_clmulepi64_epi128(x, h[i], 0x01)));
+            }
+            y = reduce(fold256(lo), fold256(mid), fold256(hi));
+            d += 256;
+            n -= 256;
+        }
+    }
+    return x_ghash(g, y, d, n);
+}
+
+static T256 void y_ctr(const uvpn_gcm *g, __m128i j0r, const uint8_t *in, uint8_t *out, size_t n)
+{
+    if (n >= 256) {
+        const __m256i mask = _mm256_broadcastsi128_si256(_mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        __m256i base = _mm256_add_epi32(_mm256_broadcastsi128_si256(j0r), _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 1));
+        const __m256i two = _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 2);
+        uint32_t done = 0;
+        while (n >= 256) {
+            __m256i b[8], c = base;
+            __m256i k = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)g->rk));
+            UNROLL
+            for (int i = 0; i < 8; i++) {
+                b[i] = _mm256_xor_si256(_mm256_shuffle_epi8(c, mask), k);
+                c = _mm256_add_epi32(c, two);
+            }
+            base = c;
+            UNROLL
+            for (int r = 1; r < 14; r++) {
+                k = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(g->rk + 16 * r)));
+                UNROLL
+                for (int i = 0; i < 8; i++) b[i] = _mm256_aesenc_epi128(b[i], k);
+            }
+            k = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(g->rk + 16 * 14)));
+            UNROLL
+            for (int i = 0; i < 8; i++) {
+                b[i] = _mm256_aesenclast_epi128(b[i], k);
+                _mm256_storeu_si256((__m256i *)(out + 32 * i), _mm256_xor_si256(b[i], _mm256_loadu_si256((const __m256i *)(in + 32 * i))));
+            }
+            done += 16;
+            in += 256;
+            out += 256;
+            n -= 256;
+        }
+        j0r = _mm_add_epi32(j0r, _mm_cvtsi32_si128((int)done));
+    }
+    x_ctr(g, j0r, in, out, n);
 }
 
 /* ---- AVX-512: 16 blocks per GHASH reduction, 16 AES blocks in flight ---------------------- */
@@ -407,14 +501,16 @@ static int cpu_level(void)
     int aes = (c >> 25) & 1, pclmul = (c >> 1) & 1, sse41 = (c >> 19) & 1, ssse3 = (c >> 9) & 1;
     if (!(aes && pclmul && sse41 && ssse3)) return 0;
     int level = 1;
-    int osxsave = (c >> 27) & 1;
-    if (osxsave && __get_cpuid_count(7, 0, &a, &b, &c, &d)) {
-        int avx512 = ((b >> 16) & 1) && ((b >> 30) & 1) && ((b >> 31) & 1) && ((b >> 5) & 1); /* F, BW, VL, AVX2 */
+    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    if (osxsave && avx && __get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        int avx2 = (b >> 5) & 1;
+        int avx512 = avx2 && ((b >> 16) & 1) && ((b >> 30) & 1) && ((b >> 31) & 1); /* F, BW, VL */
         int vaes = (c >> 9) & 1, vpclmul = (c >> 10) & 1;
         unsigned lo, hi;
         __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
         (void)hi;
-        if (avx512 && vaes && vpclmul && (lo & 0xe6) == 0xe6) level = 2;
+        if (avx2 && vaes && vpclmul && (lo & 0x06) == 0x06) level = 2;        /* XMM, YMM state */
+        if (avx512 && vaes && vpclmul && (lo & 0xe6) == 0xe6) level = 3;      /* and ZMM state */
     }
     return level;
 }
@@ -424,8 +520,8 @@ static int cpu_level(void) { return 0; }
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
-static int level = -1;  /* 0 portable, 1 aesni-pclmul, 2 vaes-avx512 */
-static int cap = 2;
+static int level = -1;  /* 0 portable, 1 aesni-pclmul, 2 vaes-avx2, 3 vaes-avx512 */
+static int cap = UVPN_GCM_TOP;
 
 static int impl_level(void)
 {
@@ -435,14 +531,14 @@ static int impl_level(void)
 
 const char *uvpn_gcm_impl(void)
 {
-    static const char *names[] = {"portable", "aesni-pclmul", "vaes-avx512"};
+    static const char *names[] = {"portable", "aesni-pclmul", "vaes-avx2", "vaes-avx512"};
     return names[impl_level()];
 }
 
 int uvpn_gcm_cap(int new_cap)
 {
     int old = cap;
-    cap = new_cap < 0 ? 0 : new_cap > 2 ? 2 : new_cap;
+    cap = new_cap < 0 ? 0 : new_cap > UVPN_GCM_TOP ? UVPN_GCM_TOP : new_cap;
     return old;
 }
 
@@ -485,7 +581,7 @@ static void gcm_core(const uvpn_gcm *g, const uint8_t iv[12], const uint8_t *aad
 #if defined(__x86_64__)
     if (lv > 0) {
         __m128i y = _mm_setzero_si128();
-        __m128i (*gh)(const uvpn_gcm *, __m128i, const uint8_t *, size_t) = lv == 2 ? z_ghash : x_ghash;
+        __m128i (*gh)(const uvpn_gcm *, __m128i, const uint8_t *, size_t) = lv == 3 ? z_ghash : lv == 2 ? y_ghash : x_ghash;
         y = gh(g, y, aad1, aad1_len);
         y = gh(g, y, aad2, aad2_len);
         y = gh(g, y, ct, n);
@@ -517,7 +613,8 @@ static void ctr(const uvpn_gcm *g, const uint8_t iv[12], const uint8_t *in, uint
     if (lv > 0) {
         j1[15] = 1; /* x_ctr and z_ctr start at J0 + 1 themselves */
         __m128i j0r = bswap128(_mm_loadu_si128((const __m128i *)j1));
-        if (lv == 2) z_ctr(g, j0r, in, out, n);
+        if (lv == 3) z_ctr(g, j0r, in, out, n);
+        else if (lv == 2) y_ctr(g, j0r, in, out, n);
         else x_ctr(g, j0r, in, out, n);
         return;
     }

@@ -1,8 +1,8 @@
 /* gcm.h: AES-256-GCM (NIST SP 800-38D) for the routers' session frames (docs/PROTOCOL.md,
  * "Sessions between routers"): authentication only (GMAC: the whole frame is additional data) or
  * authenticated encryption (--encrypt). One key schedule per session direction; 96-bit IVs.
- * x86-64 with AES-NI and PCLMULQDQ runs 8 blocks at a time (and 16 with VAES/VPCLMULQDQ on
- * AVX-512 machines), chosen at run time; any other CPU runs a portable version (correct, slow,
+ * x86-64 with AES-NI and PCLMULQDQ runs 8 blocks at a time (and 16 with VAES/VPCLMULQDQ, on
+ * 256-bit registers with AVX2 or 512-bit ones with AVX-512), chosen at run time; any other CPU runs a portable version (correct, slow,
  * not hardened against cache-timing observers on the router's host). Pure computation: no
  * allocation, no I/O; a context is read-only after init, so one context may be used by one
  * thread while another reads it. */
@@ -16,18 +16,23 @@
 #define UVPN_GCM_IV_LEN 12
 #define UVPN_GCM_TAG_LEN 16
 #define UVPN_GCM_POWERS 16
+/* Implementation levels: 0 portable, 1 aesni-pclmul, 2 vaes-avx2, 3 vaes-avx512 (the highest). */
+#define UVPN_GCM_TOP 3
 
 typedef struct {
     /* AES-256 round keys (15 x 16 bytes), then H^1 ... H^16 in the form the implementation
      * multiplies with (byte-reflected for the SIMD paths, plain for the portable one). */
     uint8_t rk[15 * 16] __attribute__((aligned(64)));
     uint8_t hpow[UVPN_GCM_POWERS * 16] __attribute__((aligned(64)));
+    /* aesni-pclmul: each power's two 64-bit halves XORed together, in both halves (Karatsuba's
+     * middle operand: 3 carry-less multiplications per block instead of 4). */
+    uint8_t hkar[UVPN_GCM_POWERS * 16] __attribute__((aligned(64)));
 } uvpn_gcm;
 
-/* Which implementation runs: "vaes-avx512", "aesni-pclmul" or "portable". */
+/* Which implementation runs: "vaes-avx512", "vaes-avx2", "aesni-pclmul" or "portable". */
 const char *uvpn_gcm_impl(void);
-/* Caps the implementation at level cap (0 portable, 1 aesni-pclmul, 2 vaes-avx512; tests compare
- * them); returns the old cap. Call before any uvpn_gcm_init whose context will be used with it. */
+/* Caps the implementation at level cap (UVPN_GCM_TOP's list; tests compare them); returns the old
+ * cap. Call before any uvpn_gcm_init whose context will be used with it. */
 int uvpn_gcm_cap(int cap);
 
 void uvpn_gcm_init(uvpn_gcm *g, const uint8_t key[UVPN_GCM_KEY_LEN]);
