@@ -433,3 +433,64 @@ for _ in range(5):
     }
   },
 });
+
+Deno.test({
+  name: "direct: one dropped SYN to a listener that just worked is relayed once and the path is kept (a full accept queue is no blackhole)",
+  ignore: !have("python3"),
+  async fn() {
+    using dir = tempDir("myrt-direct-spare-");
+    const o = new Overlay(dir.path);
+    await o.start();
+    // The server accepts one connection, then sleeps while the client fills its accept queue
+    // (libuvpn.so raises a virtual listener's backlog to 512): the next SYN is dropped, as a busy
+    // server's full queue drops it, then everything is accepted again.
+    const SERVER = `
+import socket, sys, time
+s = socket.socket(); s.bind((sys.argv[1], 7900)); s.listen(16); print("listening", flush=True)
+c, _ = s.accept(); c.close()
+time.sleep(2.0)
+while True:
+    c, _ = s.accept(); c.close()
+`;
+    const CLIENT = `
+import socket, sys, time
+def conn():
+    return socket.create_connection((sys.argv[1], 7900), timeout=20)
+conn().close()             # direct, accepted
+time.sleep(0.1)
+held = []
+for _ in range(1000):      # direct, waiting in the accept queue, until one SYN is dropped:
+    t = time.monotonic()   # that direct attempt times out and the connect is relayed
+    held.append(conn())
+    if time.monotonic() - t > 0.2: break
+print("held", len(held), round(time.monotonic() - t, 3), flush=True)
+for c in held: c.close()
+time.sleep(1.2)            # the brokered answer has expired: the router is asked again
+conn().close()
+`;
+    let server: Proc | undefined;
+    try {
+      const [addrC, addrS] = [await o.register(o.a), await o.register(o.a)];
+      server = new Proc("python3", ["-c", SERVER, addrS], { env: o.env(o.a, addrS) });
+      await server.waitFor(/listening/);
+      await o.a.router!.waitFor(new RegExp(`listener ${addrS.replaceAll(".", "\\.")}:7900 is at`));
+      const status = async () => paths((await cli("uvpn_proxy", ["--status", "--routes", o.routes, "--subnet", o.a.prefix], { env: o.baseEnv })).stdout)[0];
+      const before = await status();
+      const c = await run("python3", ["-c", CLIENT, addrS], { env: o.env(o.a, addrC), timeoutMs: 60_000 });
+      assert.equal(c.code, 0, c.stdout + c.stderr.slice(-3000));
+      const ways = [...c.stderr.matchAll(/connected (directly to the listener|through the home router)/g)].map((m) => m[1].startsWith("directly") ? "direct" : "relayed");
+      assert.equal((c.stderr.match(/direct attempt failed/g) ?? []).length, 1, c.stdout + c.stderr.slice(-3000));
+      // The one that timed out was relayed; the next went direct again: the path was not held.
+      const held = Number(/^held (\d+) /m.exec(c.stdout)?.[1]);
+      assert.ok(held > 500 && held < 1000, c.stdout);
+      assert.deepEqual(ways.slice(-3), ["direct", "relayed", "direct"], c.stderr.slice(-2000));
+      assert.equal(ways.length, held + 2);
+      const d = delta(before, await status());
+      assert.equal(d.direct_failed, 0, JSON.stringify(d));
+      assert.equal(d.relayed, 1, JSON.stringify(d));
+    } finally {
+      await server?.stop();
+      await o.stop();
+    }
+  },
+});

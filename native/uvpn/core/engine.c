@@ -90,6 +90,8 @@ typedef struct {
     uint16_t real_port;
     uint8_t lid[UVPN_LID_LEN];
     int64_t until;
+    int64_t ok_at;               /* when a connection last went direct on it (0: never) */
+    int spared;                  /* a failure since then was relayed without DIRECT_FAILED */
 } brokered;
 
 /* What the home router said of UDP to one virtual endpoint (eng_udp_path). */
@@ -378,7 +380,8 @@ static void remember(uint32_t dip, uint16_t dport, const uvpn_answer *a)
     for (int i = 0; i < DIRECT_CACHE && !b; i++)
         if (E.direct[i].until < mono_ms()) b = &E.direct[i];
     if (!b) b = &E.direct[a->tid[0] % DIRECT_CACHE];
-    brokered n = {dip, dport, a->real_ip, a->real_port, {0}, mono_ms() + ENG_DIRECT_CACHE_MS};
+    brokered n = {dip, dport, a->real_ip, a->real_port, {0}, mono_ms() + ENG_DIRECT_CACHE_MS, 0, 0};
+    if (b->dip == dip && b->dport == dport) n.ok_at = b->ok_at, n.spared = b->spared; /* the same path */
     memcpy(n.lid, a->lid, sizeof n.lid);
     *b = n;
 }
@@ -415,8 +418,27 @@ static int mint(const uvpn_connect *c, uvpn_answer *a)
 static uint8_t after_direct(const uvpn_connect *c, int err)
 {
     brokered *b = cached(c->dst_ip, c->dst_port);
+    if (err != ECONNREFUSED && b && !b->spared && b->ok_at && mono_ms() - b->ok_at <= ENG_DIRECT_CACHE_MS) {
+        b->spared = 1; /* it worked a moment ago: relayed once, the path kept (engine.h) */
+        return 0;
+    }
     if (b) b->until = 0;
     return err == ECONNREFUSED ? 0 : UVPN_CF_DIRECT_FAILED;
+}
+
+/* Connect c went direct (lock held). */
+static void direct_ok(const uvpn_connect *c)
+{
+    brokered *b = cached(c->dst_ip, c->dst_port);
+    if (b) b->ok_at = mono_ms(), b->spared = 0;
+}
+
+void eng_direct_ok(const uvpn_connect *c)
+{
+    pthread_once(&once, init_once);
+    pthread_mutex_lock(&E.lock);
+    direct_ok(c);
+    pthread_mutex_unlock(&E.lock);
 }
 
 uint8_t eng_direct_failed(const uvpn_connect *c, int err)
@@ -493,6 +515,7 @@ static void settle(econn *c)
     c->phase = C_DONE;
     c->req.src_port = c->ans.src_port;
     c->req.flags = c->direct ? UVPN_CF_DIRECT : 0;
+    if (c->direct) direct_ok(&c->req);
     char d[24];
     dbg("connect %s: connected %s (virtual port %u)", fmt_addr(c->req.dst_ip, c->req.dst_port, d),
         c->direct ? "directly to the listener" : "through the home router", c->ans.src_port);
@@ -1178,6 +1201,9 @@ static econn *new_conn(int dup, int family, const uvpn_connect *c, int blocking,
     if (mint(c, &x->ans)) {
         x->phase = C_SENT;
         take_answer(x);
+        /* Taken in the caller's thread: the engine's wait must learn this attempt's race timer
+         * (direct_until), or a SYN nobody answers holds the connect until something else wakes it. */
+        if (x->phase == C_JOINING) wake_engine();
     } else {
         send_connect(x);
     }

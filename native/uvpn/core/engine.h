@@ -33,8 +33,12 @@
 
 /* A blocking connect's direct attempt failed with err: the CONNECT flags to ask the relay with
  * (DIRECT_FAILED, or 0 for ECONNREFUSED: the path works, the listener is gone); the brokered
- * path is forgotten. */
+ * path is forgotten. One failure right after the path carried a connection (within
+ * ENG_DIRECT_CACHE_MS) is spared: relayed without DIRECT_FAILED, the path kept (a SYN dropped by
+ * a full accept queue looks like a blackhole; a second failure in a row is one). */
 uint8_t eng_direct_failed(const uvpn_connect *c, int err);
+/* Connect c went direct: its path works (a later failure may be spared, eng_direct_failed). */
+void eng_direct_ok(const uvpn_connect *c);
 
 /* The ticket for connection c answered with a (DATA for the home router, DIRECT for the
  * listener), bound to the real source port bound_port, MACed with the network key. 0, or -1

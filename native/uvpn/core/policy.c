@@ -176,6 +176,7 @@ static int blocking_done(int r, int family, const uvpn_connect *c, const char *d
                .pip = c->dst_ip, .pport = c->dst_port, .direct = c->flags == UVPN_CF_DIRECT,
                .owner = c->flags == UVPN_CF_DIRECT ? getpid() : 0};
     *out = n;
+    if (n.direct) eng_direct_ok(c);
     dbg("connect %s: connected %s (virtual port %u)", d, n.direct ? "directly to the listener" : "through the home router",
         c->src_port);
     return 0;
