@@ -265,7 +265,7 @@ static void listen_work(job *j)
     tg_reply(j->nfd, j->req.id, 0, r < 0 ? -r : 0);
 }
 
-static int accept_answer(job *j, int may_wait);
+static int accept_answer(job *j, int may_wait, int fl);
 
 /* An accept that waits for nothing, answered in the notification loop (a worker's hand-over cost
  * two thread switches per accept, also for the EAGAIN that ends an event loop's accept round): on
@@ -279,7 +279,7 @@ static int accept_at_once(int nfd, const struct seccomp_notif *q, int fd, ino_t 
     struct pollfd p = {fd, POLLIN, 0};
     if (st->kind != VS_BOUND_VIRTUAL || fl < 0 || (!(fl & O_NONBLOCK) && poll(&p, 1, 0) != 1)) return 0;
     job j = {.nfd = nfd, .req = *q, .dup = fd, .ino = ino, .st = *st};
-    int done = accept_answer(&j, 0);
+    int done = accept_answer(&j, 0, fl);
     if (done) job_drop_dup(&j);
     return done;
 }
@@ -308,11 +308,11 @@ static void on_bound_socket(int nfd, const struct seccomp_notif *q, void (*work)
 
 /* ---- accept ------------------------------------------------------------------------------ */
 
-/* Accepts on the listener j->dup and answers the stopped accept j: 1. may_wait 0 (the loop): a
- * blocking listener is accepted on without waiting (non-blocking for the accept4 call only: the
- * program's thread is stopped in its own), and when no connection is queued after all, returns
- * 0 with nothing answered (a worker's, then). */
-static int accept_answer(job *j, int may_wait)
+/* Accepts on the listener j->dup (file status flags fl, -1: not read yet) and answers the
+ * stopped accept j: 1. may_wait 0 (the loop): a blocking listener is accepted on without waiting
+ * (non-blocking for the accept4 call only: the program's thread is stopped in its own), and when
+ * no connection is queued after all, returns 0 with nothing answered (a worker's, then). */
+static int accept_answer(job *j, int may_wait, int fl)
 {
     const struct seccomp_notif *q = &j->req;
     int four = FILTER_NR(q->data.nr) == SYS_accept4;
@@ -321,7 +321,7 @@ static int accept_answer(job *j, int may_wait)
         tg_reply(j->nfd, q->id, 0, EINVAL);
         return 1;
     }
-    int fl = fcntl(j->dup, F_GETFL);
+    if (fl < 0) fl = fcntl(j->dup, F_GETFL);
     int nonblocking = fl >= 0 && (fl & O_NONBLOCK), held = !may_wait && !nonblocking;
     for (;;) {
         if (!nonblocking && may_wait && !wait_readable(j)) return 1;
@@ -360,7 +360,7 @@ static int accept_answer(job *j, int may_wait)
     }
 }
 
-static void accept_work(job *j) { accept_answer(j, 1); }
+static void accept_work(job *j) { accept_answer(j, 1, -1); }
 
 /* ---- names ------------------------------------------------------------------------------- */
 

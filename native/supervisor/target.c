@@ -182,7 +182,12 @@ int tg_put_sockaddr(pid_t pid, uint64_t addr, uint64_t addrlen, const void *ss, 
     int r = tg_read(pid, addrlen, &cap, sizeof cap);
     if (r) return r;
     if ((int32_t)cap < 0) return -EINVAL;
-    r = tg_write(pid, addr, ss, cap < sl ? cap : sl);
-    if (r) return r;
-    return tg_write(pid, addrlen, &sl, sizeof sl);
+    /* The address, then its length, in one call (a stopped accept or getsockname makes this
+     * write on every connection). */
+    size_t n = cap < sl ? cap : sl;
+    struct iovec local[2] = {{(void *)ss, n}, {&sl, sizeof sl}};
+    struct iovec remote[2] = {{(void *)(uintptr_t)addr, n}, {(void *)(uintptr_t)addrlen, sizeof sl}};
+    ssize_t w = n ? process_vm_writev(pid, local, 2, remote, 2, 0) : process_vm_writev(pid, local + 1, 1, remote + 1, 1, 0);
+    if (w < 0) return -errno;
+    return (size_t)w == n + sizeof sl ? 0 : -EFAULT;
 }
