@@ -265,11 +265,11 @@ static int read_path(pid_t pid, uint64_t addr, char *buf, size_t cap)
 static int maybe_xufs(const char *path)
 {
     if (path[0] != '/') return 1;
-    const char *roots[2] = {getenv("XUFS_MOUNT"), xufs_cache_root()};
-    for (int i = 0; i < 2; i++) {
-        size_t n = roots[i] ? strlen(roots[i]) : 0;
-        if (n && strncmp(path, roots[i], n) == 0 && (path[n] == '/' || path[n] == '\0')) return 1;
-    }
+    size_t n[2];
+    const char *roots[2] = {xufs_mount_root(&n[0]), xufs_cache_root()};
+    n[1] = strlen(roots[1]);
+    for (int i = 0; i < 2; i++)
+        if (n[i] && strncmp(path, roots[i], n[i]) == 0 && (path[n[i]] == '/' || path[n[i]] == '\0')) return 1;
     return 0;
 }
 
@@ -349,14 +349,15 @@ static void pass(call *c, int r)
 static int redirect(call *c, int ai)
 {
     static int said;
-    const char *m = getenv("XUFS_MOUNT");
-    size_t mn = m ? strlen(m) : 0, len = strlen(c->path);
+    size_t mn, len = strlen(c->path);
+    const char *m = xufs_mount_root(&mn);
     int under_mount = c->path[0] == '/' && mn && strncmp(c->path, m, mn) == 0 && (c->path[mn] == '/' || !c->path[mn]);
     if (!under_mount) return !c->p.outside && (c->p.direct || c->path[0] == '/');
     const char *pre = c->p.outside ? "" : short_link, *rel = c->p.rel;
     char tail[PATH_MAX];
     if (c->p.outside) snprintf(tail, sizeof tail, "%s", c->p.buf);
-    else snprintf(tail, sizeof tail, "%s%s", strcmp(rel, ".") ? "/" : "", strcmp(rel, ".") ? rel : "");
+    else if (strcmp(rel, ".") == 0) tail[0] = '\0'; /* the export's root itself */
+    else snprintf(tail, sizeof tail, "/%s", rel);
     size_t pn = c->p.outside ? 0 : short_len, tn = strlen(tail);
     if ((!c->p.outside && !short_len) || pn + tn > len) {
         if (!said++) dbg("an absolute path under the mount is not redirected (longer than %s): %s", short_link, c->path);

@@ -99,6 +99,12 @@ int xufs_on(void)
     return cfg.on;
 }
 
+const char *xufs_mount_root(size_t *len)
+{
+    *len = xufs_on() ? cfg.mlen[0] : 0;
+    return *len ? cfg.mount[0] : "";
+}
+
 const char *xufs_cache_root(void) { return xufs_on() ? cfg.cache[0] : ""; }
 
 const char *xufs_cache_resolved(size_t *len)

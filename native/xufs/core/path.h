@@ -27,6 +27,8 @@ static inline const char *xp_real(int r, const xpath *p, const char *path)
 
 /* Non-zero when XUFS_MOUNT, XUFS_CACHE and XUFS_SOCK are all set (read once). */
 int xufs_on(void);
+/* The mount's root as given (normalised; "" when off), and its length. */
+const char *xufs_mount_root(size_t *len);
 /* The cache tree's root ("" when off). */
 const char *xufs_cache_root(void);
 /* The cache tree's root as realpath resolved it at load (no symlinks on the way; the root as
