@@ -211,17 +211,6 @@ static void queues(void)
     bq_commit(&q, 0);
     check(bq_space(&q, 65535, &room) == frame && mem.nframe_spare == 0, "bufq", "the frame-size spare is reused");
     bq_commit(&q, 0);
-    big = bq_space(&q, BUFQ_CHUNK, &room); /* a replay buffer whose pages a link may still read */
-    bq_commit(&q, room);
-    bq_chunk *held = bq_detach(&q);
-    check(held && held->data == big && bq_size(&q) == 0 && q.held == 0 && mem.used == BUFQ_CHUNK && mem.nspare == 0,
-          "bufq", "detached chunks stay counted and are not spares");
-    check(bq_space(&q, BUFQ_CHUNK, &room) != big, "bufq", "a detached chunk is not handed out again");
-    bq_commit(&q, 0);
-    bq_release(&mem, held);
-    check(mem.used == 0 && bq_space(&q, BUFQ_CHUNK, &room) == big, "bufq",
-          "a released chunk is a spare again");
-    bq_commit(&q, 0);
     bq_mem_free(&mem);
 
     u64map m;

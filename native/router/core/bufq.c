@@ -14,19 +14,15 @@ void bq_init(bufq *q, bq_mem *mem, uint64_t base)
     q->mem = mem;
 }
 
-static void mem_chunk_free(bq_mem *m, bq_chunk *c)
+static void chunk_free(bufq *q, bq_chunk *c)
 {
-    __atomic_sub_fetch(&m->used, c->cap, __ATOMIC_RELAXED);
-    m->freed = 1;
+    __atomic_sub_fetch(&q->mem->used, c->cap, __ATOMIC_RELAXED);
+    q->held -= c->cap;
+    q->mem->freed = 1;
+    bq_mem *m = q->mem;
     if (c->cap == BUFQ_CHUNK && m->nspare < BQ_SPARE_MAX) m->spare[m->nspare++] = c;
     else if (c->cap == BQ_FRAME_CHUNK && m->nframe_spare < BQ_FRAME_SPARE_MAX) m->frame_spare[m->nframe_spare++] = c;
     else free(c);
-}
-
-static void chunk_free(bufq *q, bq_chunk *c)
-{
-    q->held -= c->cap;
-    mem_chunk_free(q->mem, c);
 }
 
 void bq_mem_free(bq_mem *m)
@@ -128,24 +124,6 @@ void bq_clear(bufq *q)
     }
     q->tail = NULL;
     q->base = q->end;
-}
-
-bq_chunk *bq_detach(bufq *q)
-{
-    bq_chunk *list = q->head;
-    q->head = q->tail = NULL;
-    q->held = 0;
-    q->base = q->end;
-    return list;
-}
-
-void bq_release(bq_mem *m, bq_chunk *list)
-{
-    while (list) {
-        bq_chunk *c = list;
-        list = c->next;
-        mem_chunk_free(m, c);
-    }
 }
 
 const uint8_t *bq_peek(const bufq *q, uint64_t at, size_t max, size_t *n)

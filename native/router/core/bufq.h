@@ -69,12 +69,6 @@ int bq_append(bufq *q, const uint8_t *p, size_t n);
 void bq_trim(bufq *q, uint64_t to);
 /* Drops everything and frees every chunk (base and end are kept equal at end). */
 void bq_clear(bufq *q);
-/* Drops everything like bq_clear, but hands the chunks over instead of freeing them: a list
- * (linked by next) that stays counted in the memory's `used` until bq_release. For bytes whose
- * pages the kernel may still read (spliced into a link, link.c): they must not be rewritten. */
-bq_chunk *bq_detach(bufq *q);
-/* Frees a list from bq_detach (to the spares like any freed chunk). */
-void bq_release(bq_mem *m, bq_chunk *list);
 /* Contiguous bytes from offset `at` (base <= at < end): pointer and *n (at most max). */
 const uint8_t *bq_peek(const bufq *q, uint64_t at, size_t max, size_t *n);
 /* Up to `max` iovecs covering bytes from base; returns the count. */

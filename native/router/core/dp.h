@@ -136,17 +136,6 @@ typedef struct {
     uint32_t n;
 } pending;
 
-/* Replay-buffer chunks of a session that ended without the peer acknowledging them (a reset)
- * while their pages may still be read from a link (spliced into it, link.c): not rewritten
- * until the peer router has read everything sent before (the PONG of a PING sent after), or,
- * once that link is gone, for dead_ms (link_limbo). Counted as held memory meanwhile. */
-typedef struct {
-    bq_chunk *chunks;
-    uint64_t token;           /* the PING whose PONG releases them (on a live link) */
-    int64_t until;            /* the link died: released then */
-    dnode on_link, fifo;
-} limbo;
-
 typedef struct rlink {
     uint32_t id;              /* the control plane's id */
     uint32_t peer;            /* dialer: the peer's id (route); 0: a link we accepted */
@@ -162,9 +151,6 @@ typedef struct rlink {
     pending pend[PEND_MAX];   /* payloads in `in` waiting for sess_deliver */
     uint32_t npend;
     outq out;
-    int zc[2];                /* pipe of zero-copy output (link.c): -1 when not used */
-    size_t zc_len;            /* bytes in it, not yet spliced into the socket */
-    dnode limbo;              /* limbo entries waiting for a PONG */
     int64_t last_rx, last_tx, ping_at; /* ms */
     uint64_t ping_token;      /* token of the PING in flight (0: none) */
     uint64_t ping_next;       /* token the next PING will carry */
@@ -211,8 +197,6 @@ typedef struct sess {
     uint64_t snd_max;         /* highest position ever sent (+1 once a FIN was sent) */
     uint64_t peer_ack;        /* positions of our stream the peer has */
     uint64_t peer_wend;       /* we may send positions below this */
-    uint64_t zc_end;          /* positions below this may have gone into a link by reference
-                               * (spliced, link.c): their chunks wait in limbo on a reset */
     uint8_t app_eof, fin_out; /* application half-closed; FIN queued on this attachment */
     /* the peer's stream */
     bufq rcv;                 /* received, not yet written to the application */
@@ -306,7 +290,6 @@ typedef struct dp {
     uint32_t next_answer_id;  /* ids of sessions answered here: 0x80000000 | n */
     dnode links, dirty, work, dialing, down, waiting, timewaits, memwait;
     dnode rdialing;           /* relays dialing */
-    dnode limbo;              /* limbo entries of links gone, by deadline */
     dnode grave;              /* sessions and relays that ended this turn (objhead.work) */
     bq_mem mem;
     uint64_t granted;         /* bytes every session's peer may still send us (windows granted):
@@ -359,12 +342,6 @@ rlink *link_for_peer(dp *d, uint32_t peer);
 uint32_t links_of_peer(dp *d, uint32_t peer);
 void timewait_add(dp *d, rlink *l, sess *s);
 void timewait_free(dp *d, timewait *t);
-/* The session's replay buffer is dropped (it ends): chunks whose pages may still be read from a
- * link go to limbo there (l, or l NULL: gone) instead of being freed. */
-void link_limbo(dp *d, rlink *l, sess *s);
-/* Frees limbo entries whose deadline passed (all with now INT64_MAX); returns the next deadline
- * or INT64_MAX. */
-int64_t limbo_expire(dp *d, int64_t now);
 
 /* session.c */
 sess *sess_new(dp *d, uint32_t id, int opener);

@@ -29,9 +29,6 @@
 #define OUT_HIGH (1024 * 1024)
 #define IOV_BATCH 256
 #define FLUSH_BUDGET (8 * 1024 * 1024)
-#define ZC_MIN (16 * 1024)     /* DATA payloads at least this long go into the link by reference */
-#define ZC_PIPE (1024 * 1024)  /* the pipe's size asked for (fs.pipe-max-size allows 1 MiB) */
-#define ZC_HIGH (768 * 1024)   /* bytes put into the pipe before it is spliced into the socket */
 
 /* ---- output queue ---------------------------------------------------------------------- */
 
@@ -152,7 +149,6 @@ void link_queue_session(rlink *l, sess *s, const sf_head *h, const uint8_t *pay,
         } else {
             uvpn_gcm_seal_frame(s->ktx, ctr, f->hdr, pay, NULL, n, 0, f->hdr + SF_HEAD_LEN);
             f->pay = pay;
-            if (l->zc[0] >= 0 && n >= ZC_MIN && h->seq + n > s->zc_end) s->zc_end = h->seq + n;
         }
     } else {
         if (n) memcpy(f->hdr + SF_HEAD_LEN, pay, n);
@@ -205,15 +201,6 @@ void link_cancel(rlink *l, sess *s)
 
 /* ---- adding, killing, freeing --------------------------------------------------------------- */
 
-static void zc_close(rlink *l)
-{
-    if (l->zc[0] < 0) return;
-    close(l->zc[0]);
-    close(l->zc[1]);
-    l->zc[0] = l->zc[1] = -1;
-    l->zc_len = 0;
-}
-
 rlink *link_add(dp *d, const uint8_t *p, size_t n, int fd)
 {
     if (n < 92 || fd < 0) return NULL;
@@ -240,12 +227,8 @@ rlink *link_add(dp *d, const uint8_t *p, size_t n, int fd)
     map_init(&l->sessions);
     dl_init(&l->ready);
     dl_init(&l->timewait);
-    dl_init(&l->limbo);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    if (pipe2(l->zc, O_NONBLOCK | O_CLOEXEC) != 0) l->zc[0] = l->zc[1] = -1; /* plain writev then */
-    else fcntl(l->zc[1], F_SETPIPE_SZ, ZC_PIPE); /* (refused over the user's pipe quota: the default 64 KiB) */
     if (dp_watch(d, fd, &l->h) != 0) {
-        zc_close(l);
         free(l->in);
         free(l);
         return NULL;
@@ -266,15 +249,6 @@ void link_kill(dp *d, rlink *l, const char *why)
     dp_unwatch(d, l->fd);
     close(l->fd);
     l->fd = -1;
-    zc_close(l);
-    /* What it holds in limbo waits out dead_ms: the socket may still send those pages, to a peer
-     * that has not noticed yet. */
-    while (!dl_empty(&l->limbo)) {
-        limbo *b = DL_ENTRY(l->limbo.next, limbo, on_link);
-        dl_del(&b->on_link);
-        b->until = d->now + d->cfg.dead_ms;
-        dl_push(&d->limbo, &b->fifo);
-    }
     dl_del(&l->dirty);
     dp_stat(&d->n.links_up, -1);
     dp_stat(&d->n.link_losses, 1);
@@ -380,47 +354,6 @@ void timewait_free(dp *d, timewait *t)
     free(t);
 }
 
-/* ---- limbo (see dp.h) --------------------------------------------------------------------- */
-
-static void limbo_free(dp *d, limbo *b)
-{
-    dl_del(&b->on_link);
-    dl_del(&b->fifo);
-    bq_release(&d->mem, b->chunks);
-    free(b);
-}
-
-void link_limbo(dp *d, rlink *l, sess *s)
-{
-    if (s->zc_end <= s->snd.base || !s->snd.head) return; /* nothing unacknowledged went by reference */
-    limbo *b = calloc(1, sizeof *b);
-    if (!b) return; /* no memory: freed at once (a rewrite can at worst fail a frame's MAC on that link) */
-    b->chunks = bq_detach(&s->snd);
-    if (l && !l->dead) {
-        b->token = l->ping_next; /* the next PING: it follows every byte written so far */
-        dl_push(&l->limbo, &b->on_link);
-        if (!l->ping_token) send_ping(d, l);
-    } else {
-        b->until = d->now + d->cfg.dead_ms;
-        dl_push(&d->limbo, &b->fifo);
-    }
-}
-
-int64_t limbo_expire(dp *d, int64_t now)
-{
-    if (now == INT64_MAX)
-        for (dnode *n = d->links.next; n != &d->links; n = n->next) {
-            rlink *l = DL_ENTRY(n, rlink, node);
-            while (!dl_empty(&l->limbo)) limbo_free(d, DL_ENTRY(l->limbo.next, limbo, on_link));
-        }
-    while (!dl_empty(&d->limbo)) {
-        limbo *b = DL_ENTRY(d->limbo.next, limbo, fifo);
-        if (b->until > now) return b->until;
-        limbo_free(d, b);
-    }
-    return INT64_MAX;
-}
-
 static void on_pong(dp *d, rlink *l, const uint8_t *body, size_t n)
 {
     if (n != SF_PING_LEN) return;
@@ -435,12 +368,7 @@ static void on_pong(dp *d, rlink *l, const uint8_t *body, size_t n)
         x = x->next;
         if (t->token <= token) timewait_free(d, t);
     }
-    for (dnode *x = l->limbo.next; x != &l->limbo;) {
-        limbo *b = DL_ENTRY(x, limbo, on_link);
-        x = x->next;
-        if (b->token <= token) limbo_free(d, b);
-    }
-    if (!dl_empty(&l->timewait) || !dl_empty(&l->limbo)) send_ping(d, l);
+    if (!dl_empty(&l->timewait)) send_ping(d, l);
 }
 
 /* ---- input --------------------------------------------------------------------------------- */
@@ -646,121 +574,33 @@ static void consume(outq *o, size_t w)
     while (o->count && qf_len(&o->q[o->head]) == 0) q_pop(o); /* cancelled frames */
 }
 
-/* Plain output: frames copied into the socket, one writev. Bytes written, or -1 (EAGAIN: wait
- * for EPOLLOUT; or the link died). */
-static ssize_t write_plain(dp *d, rlink *l)
-{
-    struct iovec iov[IOV_BATCH];
-    int k = build_iov(&l->out, iov, IOV_BATCH);
-    ssize_t w;
-    do w = writev(l->fd, iov, k);
-    while (w < 0 && errno == EINTR);
-    if (w < 0) {
-        if (errno == EAGAIN) l->wr_ready = 0;
-        else io_failed(d, l, "write");
-        return -1;
-    }
-    size_t total = 0;
-    for (int i = 0; i < k; i++) total += iov[i].iov_len;
-    if ((size_t)w < total) l->wr_ready = 0; /* the socket is full: EPOLLOUT comes when it drains */
-    consume(&l->out, (size_t)w);
-    return w;
-}
-
-/* A payload that goes by reference: in a session's replay buffer (its chunks stay until the
- * peer acknowledged it, or in limbo: the kernel may read the pages until then), and large. */
-static int by_ref(const qframe *f) { return f->s && !f->own && f->pay_len >= ZC_MIN; }
-
-/* Whether a payload by reference is among the frames the next write would take. */
-static int ref_ahead(const outq *o)
-{
-    for (uint32_t i = 0; i < o->count && i < IOV_BATCH / 3; i++)
-        if (by_ref(&o->q[(o->head + i) % o->cap])) return 1;
-    return 0;
-}
-
-/* Moves queued frames into the pipe, in order, until it holds ZC_HIGH or is full: heads, tags,
- * link frames and small or owned payloads copied (writev), replay-buffer payloads by reference
- * (vmsplice: the pages, not their bytes). 0, or -1 when the link died. */
-static int zc_fill(dp *d, rlink *l)
-{
-    outq *o = &l->out;
-    while (o->count && l->zc_len < ZC_HIGH) {
-        struct iovec iov[IOV_BATCH];
-        int k = 0, ref = 0;
-        size_t skip = o->off, total = 0;
-        for (uint32_t i = 0; i < o->count && k + 3 <= IOV_BATCH && !ref; i++) {
-            const qframe *f = &o->q[(o->head + i) % o->cap];
-            const uint8_t *part[3] = {f->hdr, f->pay, f->hdr + f->hlen};
-            size_t plen[3] = {f->hlen, f->pay_len, f->tlen};
-            for (int j = 0; j < 3; j++) {
-                size_t n = plen[j];
-                if (skip >= n) {
-                    skip -= n;
-                    continue;
-                }
-                if (j == 1 && by_ref(f)) {
-                    if (k) { /* the copies before it first */
-                        ref = 1;
-                        break;
-                    }
-                    ref = 2;
-                }
-                iov[k].iov_base = (void *)(part[j] + skip);
-                iov[k].iov_len = n - skip;
-                total += n - skip;
-                skip = 0;
-                k++;
-                if (ref) break;
-            }
-        }
-        if (!k) return 0;
-        ssize_t w = ref == 2 ? vmsplice(l->zc[1], iov, 1, SPLICE_F_NONBLOCK) : writev(l->zc[1], iov, k);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) return 0; /* the pipe is full */
-            io_failed(d, l, ref == 2 ? "vmsplice" : "write to the pipe");
-            return -1;
-        }
-        consume(o, (size_t)w);
-        l->zc_len += (size_t)w;
-        if ((size_t)w < total) return 0;
-    }
-    return 0;
-}
-
-/* Zero-copy output: frames into the pipe (zc_fill), the pipe spliced into the socket. Bytes
- * spliced, or -1 (EAGAIN: wait for EPOLLOUT; or the link died). */
-static ssize_t write_zc(dp *d, rlink *l)
-{
-    if (zc_fill(d, l) != 0) return -1;
-    ssize_t m;
-    do m = splice(l->zc[0], NULL, l->fd, NULL, l->zc_len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    while (m < 0 && errno == EINTR);
-    if (m < 0) {
-        if (errno == EAGAIN) l->wr_ready = 0;
-        else io_failed(d, l, "write"); /* (the same reasons as a writev's) */
-        return -1;
-    }
-    l->zc_len -= (size_t)m; /* a short splice: the next one finds the socket full (EAGAIN) or not */
-    return m;
-}
-
 void link_flush(dp *d, rlink *l)
 {
     size_t budget = FLUSH_BUDGET;
     while (!l->dead && l->wr_ready && budget > 0) {
         fill(d, l);
         while (l->out.count && qf_len(&l->out.q[l->out.head]) == 0) q_pop(&l->out);
-        if (!l->out.count && !l->zc_len) return;
-        /* Through the pipe while it holds bytes (their order) or a payload can go by reference. */
-        ssize_t w = l->zc[0] >= 0 && (l->zc_len || ref_ahead(&l->out)) ? write_zc(d, l) : write_plain(d, l);
-        if (w < 0) break;
-        if (w == 0) return; /* (nothing moved: cannot be, with an empty pipe) */
+        if (!l->out.count) return;
+        struct iovec iov[IOV_BATCH];
+        int k = build_iov(&l->out, iov, IOV_BATCH);
+        ssize_t w = writev(l->fd, iov, k);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) {
+                l->wr_ready = 0;
+                return;
+            }
+            io_failed(d, l, "write");
+            return;
+        }
         l->last_tx = d->now;
+        size_t total = 0;
+        for (int i = 0; i < k; i++) total += iov[i].iov_len;
+        if ((size_t)w < total) l->wr_ready = 0; /* the socket is full: EPOLLOUT comes when it drains */
+        consume(&l->out, (size_t)w);
         budget = (size_t)w < budget ? budget - (size_t)w : 0;
     }
-    if (!l->dead && l->wr_ready && (l->out.count || l->zc_len || !dl_empty(&l->ready))) link_mark_dirty(d, l);
+    if (!l->dead && l->wr_ready && (l->out.count || !dl_empty(&l->ready))) link_mark_dirty(d, l);
 }
 
 /* ---- timers ------------------------------------------------------------------------------- */

@@ -258,8 +258,7 @@ static int64_t fifo_timers(dp *d)
         }
         timewait_free(d, t);
     }
-    int64_t at = limbo_expire(d, d->now);
-    return at < next ? at : next;
+    return next;
 }
 
 static int turn_timeout(dp *d)
@@ -389,7 +388,6 @@ void dp_finish(dp *d)
 {
     shutdown_all(d);
     bury(d);
-    limbo_expire(d, INT64_MAX);
     bq_mem_free(&d->mem);
     listeners_free(d);
 }
@@ -413,7 +411,7 @@ int dp_init(dp *d)
     map_init(&d->tw_by_sid);
     map_init(&d->listeners);
     trace_init();
-    dnode *lists[] = {&d->links, &d->dirty, &d->work, &d->dialing, &d->down, &d->waiting, &d->timewaits, &d->memwait, &d->rdialing, &d->grave, &d->limbo};
+    dnode *lists[] = {&d->links, &d->dirty, &d->work, &d->dialing, &d->down, &d->waiting, &d->timewaits, &d->memwait, &d->rdialing, &d->grave};
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) dl_init(lists[i]);
     d->next_answer_id = 1;
     d->ep = epoll_create1(EPOLL_CLOEXEC);

@@ -366,7 +366,6 @@ static void leave_link(sess *s, int keep_frames)
 
 static void bury(dp *d, sess *s)
 {
-    link_limbo(d, s->lk, s); /* unacknowledged bytes the link may still read by reference */
     if (s->lk) leave_link(s, 1);
     d->granted -= s->granted;
     s->granted = 0;
