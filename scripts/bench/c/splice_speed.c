@@ -1,8 +1,8 @@
 /* splice_speed.c: what sending 64 KiB session-sized frames into a loopback TCP connection costs
- * the sender and the receiver, in CPU seconds per GB, with the routers' two ways of writing a
- * link (native/router/core/link.c): copied (writev of head, payload, tag) or the payload by
- * reference (heads and tags written into a pipe, the payload vmspliced into it, the pipe spliced
- * into the socket). The payloads come from a ring of buffers (as a replay buffer), each filled
+ * the sender and the receiver, in CPU seconds per GB, written as the routers write a link
+ * (native/router/core/link.c: writev of head, payload, tag) or with the payload by reference, as
+ * tried on branch h13-splice (heads and tags written into a pipe, the payload vmspliced into it,
+ * the pipe spliced into the socket; docs/BENCHMARKS.md). The payloads come from a ring of buffers (as a replay buffer), each filled
  * with memcpy just before it is sent (as a read from a program fills a chunk; FILL=0: not).
  * The receiver reads 1 MiB at a time (a router's link input buffer) and discards. Built and run
  * by scripts/bench/splice_speed.sh.
