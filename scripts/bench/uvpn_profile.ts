@@ -7,8 +7,9 @@
  * installed; software cpu-clock sampling works in this VM), instead of strace: `perf stat` of
  * both routers over 3 s (page faults, context switches, CPU time: CPU milliseconds per GB carried)
  * and `perf record -a` over the same 3 s, summarised per command and shared object and as the
- * hottest symbols of both routers' processes. UVPN_BENCH_ROUTER_ARGS="--session-window 1": extra
- * flags for both routers (as in uvpn_throughput.ts).
+ * hottest symbols of both routers' processes (20, or UVPN_PROFILE_SYMBOLS of them).
+ * UVPN_BENCH_ROUTER_ARGS="--session-window 1": extra flags for both routers (as in
+ * uvpn_throughput.ts).
  */
 import { Overlay, run, spawnCli, tempDir, sleep, Proc } from "../../tests/helpers.ts";
 import { join } from "node:path";
@@ -79,7 +80,7 @@ if (usePerf) {
     (await run("perf", ["report", "-i", perfData, "--stdio", "--no-children", "-g", "none", ...args], { timeoutMs: 60_000 })).stdout
       .split("\n").filter((l) => l.includes("%") && !l.startsWith("#")).slice(0, lines).join("\n");
   console.log("perf record -a over 3 s, share of all samples (both cores) by command and object:\n" + await report(["--sort", "comm,dso"], 12));
-  console.log(`hottest symbols of both routers' processes (pids ${pa}, ${pb}), share of all samples:\n` + await report(["--pid", `${pa},${pb}`, "--sort", "dso,sym"], 20));
+  console.log(`hottest symbols of both routers' processes (pids ${pa}, ${pb}), share of all samples:\n` + await report(["--pid", `${pa},${pb}`, "--sort", "dso,sym"], Number(Deno.env.get("UVPN_PROFILE_SYMBOLS") ?? 20)));
 } else {
   console.log("strace -c of router A's data-plane thread:\n" + sa.stderr.split("\n").slice(0, 14).join("\n"));
   console.log("strace -c of router B's data-plane thread:\n" + sb.stderr.split("\n").slice(0, 14).join("\n"));
