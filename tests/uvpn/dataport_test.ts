@@ -103,19 +103,21 @@ for i in range(n):
 print("worst_ms", int(worst * 1000))
 `;
 
+/** A CONNECT from addrA to addrB:7000 on a client link of router A: its answer names the data port (that ticket is left to expire). */
+async function dataPortOf(o: Overlay, addrA: string, addrB: string): Promise<ConnectAnswer> {
+  const src = parseIp(addrA)!;
+  const link = await connectRouter({ host: o.a.host, port: o.a.port }, await readKey(o.keyFile));
+  try {
+    await ask(link, FrameType.USE, ipBytes(src));
+    return decodeConnectAnswer((await ask(link, FrameType.CONNECT, encodeConnect({ proto: 6, flags: 0, srcIp: src, srcPort: 0, dstIp: parseIp(addrB)!, dstPort: 7000 }))).data);
+  } finally {
+    link.close();
+  }
+}
+
 Deno.test("dataport: idle and slow strangers on the data port delay no legitimate client and are closed at the handshake deadline", () =>
   withEcho(async (o, addrA, addrB) => {
-    const key = await readKey(o.keyFile);
-    const src = parseIp(addrA)!;
-    // The data port, from a CONNECT's answer (that ticket is left to expire).
-    const link = await connectRouter({ host: o.a.host, port: o.a.port }, key);
-    let a: ConnectAnswer;
-    try {
-      await ask(link, FrameType.USE, ipBytes(src));
-      a = decodeConnectAnswer((await ask(link, FrameType.CONNECT, encodeConnect({ proto: 6, flags: 0, srcIp: src, srcPort: 0, dstIp: parseIp(addrB)!, dstPort: 7000 }))).data);
-    } finally {
-      link.close();
-    }
+    const a = await dataPortOf(o, addrA, addrB);
     const strangers: Deno.TcpConn[] = [];
     for (let i = 0; i < 60; i++) strangers.push(await Deno.connect({ hostname: hostOf(a.realIp), port: a.realPort }));
     // A third of them send the start of a ticket and stop.
@@ -133,4 +135,23 @@ Deno.test("dataport: idle and slow strangers on the data port delay no legitimat
     }));
     assert.ok(closed.every((x) => x), `${closed.filter((x) => !x).length} strangers were not closed`);
     await o.a.router!.waitFor(/refused 127\.0\.0\.1:\d+: no ticket within 3000 ms/);
+  }));
+
+Deno.test("dataport: a router out of descriptors pauses the data port's accepts, logs it once, and serves again when strangers are gone", () =>
+  withEcho(async (o, addrA, addrB) => {
+    const a = await dataPortOf(o, addrA, addrB);
+    const pid = o.a.router!.pid;
+    const open = [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+    const lim = await run("prlimit", ["--pid", String(pid), `--nofile=${open + 20}:${open + 20}`]);
+    assert.equal(lim.code, 0, lim.stderr);
+    const strangers: Deno.TcpConn[] = [];
+    for (let i = 0; i < 60; i++) strangers.push(await Deno.connect({ hostname: hostOf(a.realIp), port: a.realPort }));
+    await o.a.router!.waitFor(/data port: accept failed: Too many open files; pausing new connections for 100 ms/);
+    await sleep(4000); // the admitted strangers reach their deadline; the queued ones are accepted and reach theirs
+    for (const c of strangers) c.close();
+    await sleep(3500);
+    const r = await run("python3", ["-c", CLIENT, addrB, "7000", "5"], { env: o.env(o.a, addrA), timeoutMs: 30_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^worst_ms \d+$/m);
+    assert.equal(o.a.router!.stderr.match(/data port: accept failed/g)?.length, 1, "logged once");
   }));

@@ -51,6 +51,9 @@ typedef struct {
     dnode fifo;
 } preauth;
 
+/* How long new connections wait after accept failed for want of descriptors or memory. */
+#define ACCEPT_PAUSE_MS 100
+
 static uint64_t tid_key(const uint8_t tid[UVPN_NONCE_LEN]) { return get32(tid) | (uint64_t)get32(tid + 4) << 32; }
 
 /* The per-source key of an address: an IPv4 address itself, an IPv6 one hashed (FNV-1a, top bit
@@ -295,15 +298,32 @@ static void admit(dp *d, int fd, const struct sockaddr_storage *ss)
     }
 }
 
+/* The listening socket's interest in new connections (off while paused). */
+static void listening(dp *d, int on)
+{
+    struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.ptr = &d->data.h};
+    epoll_ctl(d->ep, EPOLL_CTL_MOD, d->data.fd, &ev);
+}
+
 void data_accept(dp *d)
 {
+    dp_data *x = &d->data;
     for (int i = 0; i < 256; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
-        int fd = accept4(d->data.fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(x->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) dp_log(d, "data port: accept failed: %s", strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            /* Out of descriptors or memory: the pending connection stays queued and the socket
+             * readable, so the loop would spin; new connections wait ACCEPT_PAUSE_MS instead. */
+            if (d->now - x->logged_at >= 60000) {
+                dp_log(d, "data port: accept failed: %s; pausing new connections for %d ms (logged once a minute)",
+                       strerror(errno), ACCEPT_PAUSE_MS);
+                x->logged_at = d->now;
+            }
+            x->paused_until = d->now + ACCEPT_PAUSE_MS;
+            listening(d, 0);
             return;
         }
         admit(d, fd, &ss);
@@ -314,11 +334,16 @@ int64_t data_timers(dp *d)
 {
     dp_data *x = &d->data;
     int64_t next = INT64_MAX;
+    if (x->paused_until && x->paused_until <= d->now) {
+        x->paused_until = 0;
+        listening(d, 1);
+    }
+    if (x->paused_until) next = x->paused_until;
     while (!dl_empty(&x->preauth_fifo)) {
         preauth *c = DL_ENTRY(x->preauth_fifo.next, preauth, fifo);
         int64_t at = c->at + x->handshake_ms;
         if (at > d->now) {
-            next = at;
+            if (at < next) next = at;
             break;
         }
         char why[64];

@@ -268,6 +268,8 @@ typedef struct {
     uint32_t handshake_ms;    /* time a connection gets to present its ticket */
     uint32_t ticket_ms;       /* time an expected ticket waits for its connection */
     uint32_t pending;         /* connections without a checked ticket now */
+    int64_t paused_until;     /* accept failed (EMFILE...): new connections wait until then (ms) */
+    int64_t logged_at;        /* when that was last logged */
     u64map by_source;         /* source key -> their count (as a pointer-sized integer) */
     u64map expects;           /* ticket id's first 8 bytes -> the expected ticket */
     dnode expect_fifo, preauth_fifo; /* oldest first (one fixed timeout each) */
