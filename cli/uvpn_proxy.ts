@@ -23,6 +23,8 @@ Runs the UVPN subnet router of one subnet of your private network.
   --subnet PREFIX     the route table entry to serve, e.g. 100.65.0.0/16 or 189.1.0.0;
                       default: the first entry whose host:port can be bound on this machine
   --listen ADDR:PORT  where to listen (default: all addresses, at the entry's port)
+  --data-port PORT    the port, on the same address, where programs' data connections present
+                      their tickets (default 0: a free port, logged at the start)
   --key FILE          network key (default $UVPN_KEY_FILE or ~/.uvpn_key; created, mode 0600, if absent)
   --state FILE        lease journal (default ~/.uvpn/router-NET-LEN.json)
   --timeout SECONDS   deadline for connects to listeners and peer routers (default 10)
@@ -105,6 +107,7 @@ await runMain("uvpn_proxy", async () => {
     routes: { type: "string" },
     subnet: { type: "string" },
     listen: { type: "string" },
+    "data-port": { type: "string" },
     key: { type: "string" },
     state: { type: "string" },
     timeout: { type: "string" },
@@ -198,7 +201,8 @@ await runMain("uvpn_proxy", async () => {
     open: intFlag("lease-ttl", values["lease-ttl"], 43_200, 1, 86400 * 365) * 1000,
     exclusive: intFlag("cmd-lease-ttl", values["cmd-lease-ttl"], 60, 1, 86400 * 365) * 1000,
   };
-  const router = new Router({ routes, self, key, listen, stateFile, timeoutMs, session, limits, leaseTtlMs, direct });
+  const dataPort = intFlag("data-port", values["data-port"], 0, 0, 65535);
+  const router = new Router({ routes, self, key, listen, dataPort, stateFile, timeoutMs, session, limits, leaseTtlMs, direct });
   try {
     await router.start();
   } catch (e) {

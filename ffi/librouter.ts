@@ -12,6 +12,7 @@ const SYMBOLS = {
   uvpn_dp_start: { parameters: ["buffer", "u32"], result: "i32" },
   uvpn_dp_cmd: { parameters: ["buffer", "u32"], result: "i32" },
   uvpn_dp_adopt: { parameters: ["buffer", "u32"], result: "i32" },
+  uvpn_dp_data_listen: { parameters: ["buffer", "u32"], result: "i32" },
   uvpn_dp_wait: { parameters: [], result: "i32", nonblocking: true },
   uvpn_dp_events: { parameters: ["buffer", "u32"], result: "i32" },
   uvpn_dp_stats: { parameters: ["buffer", "u32"], result: "i32" },
@@ -25,7 +26,7 @@ const SYMBOLS = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI version this table matches (UVPN_DP_ABI in native/router/api.c). */
-const ABI = 1;
+const ABI = 2;
 
 /** The functions of libuvpnrouter.so. */
 export type RouterLib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];

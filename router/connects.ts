@@ -2,24 +2,23 @@
  * Virtual TCP connections through a router (docs/PROTOCOL.md, "Connections"): CONNECT on a
  * client link (a virtual source port assigned when asked, the far end reached first: the local
  * listener, dialed by the data plane with its RELAYED ticket, or a session to the peer router of
- * the destination), the DATA ticket issued in the answer and kept for 10 s, the data connection
- * that presents it (checked: MAC, issued here to that host, bound to the connection's port,
- * single use), and its handover to the data plane, which joins it to the far end. The bytes
- * themselves move in the data plane (router/dataplane.ts); sessions are router/sessions.ts.
+ * the destination), and the DATA ticket issued in the answer: announced to the data plane, whose
+ * data port (native/router/core/data.c, the answer's real port) takes the program's data
+ * connection, checks the ticket (MAC, issued here to that host for that CONNECT, bound to the
+ * connection's port, single use, 10 s) and joins the connection to the far end itself, then
+ * tells us (data_attached, data_expired). The bytes themselves move in the data plane
+ * (router/dataplane.ts); sessions are router/sessions.ts.
  * A CONNECT inside the site may instead be brokered (router/direct.ts): answered with the
  * listener's real address and a DIRECT ticket's id, the router then holding nothing.
  */
-import { hex, unhex } from "../common/bytes.ts";
-import type { ConnSet } from "../common/io.ts";
+import { unhex } from "../common/bytes.ts";
 import type { RouterCounters } from "./counters.ts";
 import type { DataPlane, DataPlaneEvent } from "./dataplane.ts";
-import { RstReason } from "./dataplane.ts";
 import { contains, formatIp, parseIp, type Subnet } from "./ipv4.ts";
 import type { LeaseTable } from "./leases.ts";
 import type { Link } from "./link.ts";
 import { request } from "./client.ts";
 import { trace } from "./trace.ts";
-import { Deadlines } from "./deadlines.ts";
 import type { DirectPaths, DirectTarget } from "./direct.ts";
 import type { Refusal } from "./relay.ts";
 import type { PeerHop, SessionTable } from "./sessions.ts";
@@ -36,7 +35,6 @@ import {
   Role,
   Status,
   statusName,
-  type Ticket,
   TicketKind,
 } from "./wire.ts";
 
@@ -57,25 +55,21 @@ export interface ConnectsOptions {
   table: () => LeaseTable;
   sessions: SessionTable;
   dp: () => DataPlane;
+  /** The data port (where the programs' data connections present their DATA tickets). */
+  dataPort: () => number;
   counters: RouterCounters;
-  conns: ConnSet;
   /** The direct paths: policy and failures. */
   direct: DirectPaths;
   log: (line: string) => void;
-  /** Counts and logs (rate-limited) a refused connection. */
-  refuse: (peer: string, why: string) => void;
 }
 
 /** The far end of a virtual connection, reached: a local relay or a session to a peer router. */
 type Hop = { relay: number; via: string } | PeerHop;
 
+/** A connection whose DATA ticket is out (the data plane checks it). */
 interface Pending {
   hop: Hop;
   c: ConnectBody;
-  host: string;
-  issued: number;
-  /** Its deadline in #tickets. */
-  timer: number;
   what: string;
 }
 
@@ -93,19 +87,16 @@ function hostOf(a: Deno.Addr): string {
 
 /** The virtual connections of one router. */
 export class Connects {
-  #pending = new Map<string, Pending>();
+  /** Connections whose DATA ticket is out: relay or session id -> the connection. */
+  #pending = new Map<number, Pending>();
   /** Virtual source ports in use, per virtual source address (ports may repeat: counted). */
   #ports = new Map<number, Map<number, number>>();
   /** Local relays waiting for their listener's dial. */
   #dialing = new Map<number, (r: { status: number; errno: number }) => void>();
   /** Relays and sessions joined: id -> what and its port, for the end. */
   #live = new Map<number, { what: string; c: ConnectBody }>();
-  /** Sessions whose DATA ticket is out: session id -> ticket id. */
-  #bySession = new Map<number, string>();
   /** Direct paths brokered lately: "client host dst:port" -> the listener's real address. */
   #brokered = new Map<string, DirectTarget>();
-  /** The DATA tickets' deadlines. */
-  #tickets = new Deadlines(DATA_TICKET_MS);
 
   constructor(private readonly o: ConnectsOptions) {}
 
@@ -160,22 +151,15 @@ export class Connects {
     }
     const ticketId = randomId();
     const issued = Date.now();
-    const id = hex(ticketId);
+    const id = "relay" in hop ? hop.relay : hop.session;
     const local = link.conn.localAddr as Deno.NetAddr;
     const realIp = parseIp(local.hostname.replace(/^::ffff:/, "")) ?? 0;
-    this.#pending.set(id, {
-      hop,
-      c,
-      host: link.peerHost,
-      issued,
-      what,
-      timer: this.#tickets.add(() => this.#expire(id)),
-    });
-    if ("session" in hop) this.#bySession.set(hop.session, id);
+    this.#pending.set(id, { hop, c, what });
+    this.o.dp().expect({ id, ticketId, issued, connect: c, host: link.peerHost });
     const answer = encodeConnectAnswer({
       kind: TicketKind.DATA,
       realIp,
-      realPort: local.port,
+      realPort: this.o.dataPort(),
       srcPort: c.srcPort,
       listenerId: ZERO_ID,
       issued,
@@ -183,7 +167,7 @@ export class Connects {
     });
     this.o.counters.connectAnswered(performance.now() - started, true);
     trace("reply");
-    await link.reply(reqId, Status.OK, answer).catch(() => this.#expire(id));
+    await link.reply(reqId, Status.OK, answer).catch(() => {}); // (the ticket then expires in the data plane)
   }
 
   /**
@@ -270,69 +254,43 @@ export class Connects {
     return { kind: TicketKind.DIRECT, realIp: to.ip, realPort: to.port, srcPort: c.srcPort, listenerId: ZERO_ID, issued: Date.now(), ticketId: randomId() };
   }
 
-  /** A DATA ticket nobody used in time: the far end is dropped. */
-  #expire(id: string, why = `no data connection within ${DATA_TICKET_MS / 1000} s`): void {
+  /** A connection whose DATA ticket will not be used (the data plane has dropped its far end). */
+  #drop(id: number, why: string): void {
     const p = this.#pending.get(id);
     if (!p) return;
     this.#pending.delete(id);
-    this.#tickets.cancel(p.timer);
     this.#putPort(p.c.srcIp, p.c.srcPort);
     this.o.log(`connect ${p.what}: ${why}; dropped`);
-    if ("relay" in p.hop) this.o.dp().relayAbort(p.hop.relay);
-    else {
-      this.#bySession.delete(p.hop.session);
-      this.o.sessions.abort(p.hop.session, RstReason.NOAPP);
-    }
   }
 
-  /** A connection that began with a DATA ticket: checked, then handed to the data plane. */
-  dataConnection(conn: Deno.TcpConn, t: Ticket, peer: string): void {
-    const id = hex(t.ticketId);
+  /** The data plane attached a connection's data connection (its DATA ticket checked). */
+  #attached(id: number): void {
     const p = this.#pending.get(id);
-    const remote = conn.remoteAddr as Deno.NetAddr;
-    const why = t.kind !== TicketKind.DATA
-      ? `ticket of kind ${t.kind} on the router's port`
-      : !p
-      ? "unknown or used DATA ticket"
-      : p.host !== remote.hostname
-      ? `DATA ticket issued to ${p.host}`
-      : t.boundPort !== remote.port
-      ? `DATA ticket bound to port ${t.boundPort}, not ${remote.port}`
-      : t.issued !== p.issued || t.srcIp !== p.c.srcIp || t.srcPort !== p.c.srcPort || t.dstIp !== p.c.dstIp || t.dstPort !== p.c.dstPort
-      ? "DATA ticket does not match its CONNECT"
-      : null;
-    if (why || !p) {
-      this.o.refuse(peer, why ?? "bad ticket");
-      this.o.conns.close(conn);
-      return;
-    }
+    if (!p) return;
     this.#pending.delete(id);
-    this.#tickets.cancel(p.timer);
+    trace("attach");
     this.o.counters.relayOpened();
     this.o.log(`relay ${p.what} open via ${p.hop.via}`);
-    const key = "relay" in p.hop ? p.hop.relay : p.hop.session;
-    this.#live.set(key, { what: p.what, c: p.c });
-    if ("session" in p.hop) this.#bySession.delete(p.hop.session);
-    try {
-      const dp = this.o.dp();
-      if ("relay" in p.hop) dp.relayAttach(p.hop.relay, dp.adopt(conn));
-      else this.o.sessions.attach(p.hop.session, conn);
-      trace("attach");
-      this.o.conns.forget(conn); // closed by the handover (a second close would only throw)
-    } catch (e) {
-      this.o.log(`relay ${p.what}: ${(e as Error).message}`);
-      this.o.conns.close(conn);
-    }
+    this.#live.set(id, { what: p.what, c: p.c });
   }
 
   /** An event of the data plane about local relays and joined connections; false when not one. */
   event(e: DataPlaneEvent): boolean {
+    if (e.type === "data_attached") {
+      this.#attached(e.id);
+      return true;
+    }
+    if (e.type === "data_expired") {
+      this.#drop(e.id, `no data connection within ${DATA_TICKET_MS / 1000} s`);
+      return true;
+    }
     if (e.type === "relay_ready") {
       this.#dialing.get(e.id)?.({ status: e.status, errno: e.errno });
       this.#dialing.delete(e.id);
       return true;
     }
     if (e.type === "relay_end") {
+      this.#drop(e.id, `the relay ended before its data connection came: ${e.why}`);
       const l = this.#live.get(e.id);
       if (!l) return true;
       this.#ended(e.id);
@@ -341,8 +299,7 @@ export class Connects {
       return true;
     }
     if (e.type === "end") {
-      const ticket = this.#bySession.get(e.id);
-      if (ticket) this.#expire(ticket, "the session ended before its data connection came");
+      this.#drop(e.id, "the session ended before its data connection came");
       this.#ended(e.id);
       return false; // the session table logs it
     }
@@ -387,9 +344,8 @@ export class Connects {
     return { relay: id, via: `listener ${l.realHost}:${l.realPort}` };
   }
 
-  /** Drops every issued ticket (router shutdown). */
+  /** Drops every issued ticket (router shutdown: the data plane ends their far ends). */
   close(): void {
-    for (const id of [...this.#pending.keys()]) this.#expire(id);
-    this.#tickets.close();
+    for (const id of [...this.#pending.keys()]) this.#drop(id, "the router is stopping");
   }
 }

@@ -3,7 +3,8 @@
  * thread that moves every byte of the virtual connections: native/router/, ffi/librouter.ts).
  * Owns the binary encoding of its configuration and commands, the decoding of its events (one
  * pump reads them: a single blocking FFI call waits for them, never one per connection), taking
- * a connection over from Deno (`adopt`), and reading its counters. Knows no policy: the session
+ * a connection over from Deno (`adopt`), opening its data port (where programs present their
+ * DATA tickets, checked in C: native/router/core/data.c), and reading its counters. Knows no policy: the session
  * table (router/sessions.ts) and the connections (router/connects.ts) decide what to do.
  */
 import { routerLib, type RouterLib } from "../ffi/librouter.ts";
@@ -47,6 +48,12 @@ export type DataPlaneEvent =
   | { type: "relay_end"; id: number; reset: boolean; up: number; down: number; why: string }
   | { type: "link_down"; link: number; peer: number; sessions: number; unacked: number; why: string }
   | { type: "need_link"; peer: number }
+  /** The data connection of session or relay `id` presented its DATA ticket and is attached. */
+  | { type: "data_attached"; id: number }
+  /** A connection to the data port was refused (`peer` is "host:port"). */
+  | { type: "data_refused"; peer: string; why: string }
+  /** No data connection came for session or relay `id` in time: the data plane ended it. */
+  | { type: "data_expired"; id: number }
   | { type: "log"; text: string }
   | { type: "snapshot"; token: number; text: string };
 
@@ -103,12 +110,28 @@ function record(type: number, n: number, fill: (v: DataView, b: Uint8Array) => v
 }
 
 const CMD = {
-  LINK_ADD: 1, OPEN: 2, ANSWER_DIAL: 3, ANSWER_REFUSE: 4, ATTACH: 5, ABORT: 6, RELAY_DIAL: 7,
-  RELAY_ATTACH: 8, RELAY_ABORT: 9, SNAPSHOT: 10, LINK_FAIL: 11, LISTENER: 13,
+  LINK_ADD: 1, OPEN: 2, ANSWER_DIAL: 3, ANSWER_REFUSE: 4, RELAY_DIAL: 7, SNAPSHOT: 10, LINK_FAIL: 11,
+  LISTENER: 13, EXPECT: 15,
 } as const;
 
-/** RST reasons (native/router/core/frame.h). */
-export const RstReason = { APP: 1, NOAPP: 2, SHUTDOWN: 3, LIMIT: 4 } as const;
+/** The data port's limits (router/guard.ts's, applied there too) and how long a DATA ticket waits. */
+export interface DataPortLimits {
+  perSource: number;
+  total: number;
+  handshakeMs: number;
+  ticketMs: number;
+}
+
+/** A DATA ticket the data port is to accept once (the fields its check compares). */
+export interface ExpectedTicket {
+  /** The session or local relay the connection joins. */
+  id: number;
+  ticketId: Uint8Array;
+  issued: number;
+  connect: ConnectBody;
+  /** The client's host, as the control plane saw its link's peer (a numeric address). */
+  host: string;
+}
 
 /** The running data plane of this process. */
 export class DataPlane {
@@ -246,22 +269,6 @@ export class DataPlane {
     }));
   }
 
-  /** The program's data connection (an adopted descriptor) for opened session `id`. */
-  attach(id: number, fd: number): void {
-    this.#cmd(record(CMD.ATTACH, 8, (v) => {
-      v.setUint32(0, id);
-      v.setInt32(4, fd);
-    }));
-  }
-
-  /** Ends session `id` with a reset of both programs. */
-  abort(id: number, reason: number): void {
-    this.#cmd(record(CMD.ABORT, 5, (v, b) => {
-      v.setUint32(0, id);
-      b[4] = reason;
-    }));
-  }
-
   /** Local relay `id`: dial the listener at host:port (registration `lid`) for connection `c`. */
   relayDial(id: number, host: string, port: number, lid: Uint8Array, c: ConnectBody): void {
     this.#cmd(record(CMD.RELAY_DIAL, 28, (v, b) => {
@@ -272,17 +279,33 @@ export class DataPlane {
     }, enc.encode(host)));
   }
 
-  /** The client's data connection (an adopted descriptor) for relay `id`. */
-  relayAttach(id: number, fd: number): void {
-    this.#cmd(record(CMD.RELAY_ATTACH, 8, (v) => {
-      v.setUint32(0, id);
-      v.setInt32(4, fd);
-    }));
+  /**
+   * Opens the data port on `host` (a numeric address; port 0: any free one) where programs
+   * present DATA tickets, checked and attached by the data plane itself: the port bound.
+   */
+  dataListen(host: string, port: number, limits: DataPortLimits): number {
+    const h = enc.encode(host);
+    const b = new Uint8Array(18 + h.length);
+    const v = new DataView(b.buffer);
+    v.setUint16(0, port);
+    v.setUint32(2, limits.perSource);
+    v.setUint32(6, limits.total);
+    v.setUint32(10, limits.handshakeMs);
+    v.setUint32(14, limits.ticketMs);
+    b.set(h, 18);
+    const r = this.#lib.uvpn_dp_data_listen(b, b.length);
+    if (r < 0) throw new Error(`Cannot open the data port on ${host}:${port}: errno ${-r}`);
+    return r;
   }
 
-  /** Drops relay `id` whose data connection never came. */
-  relayAbort(id: number): void {
-    this.#cmd(record(CMD.RELAY_ABORT, 4, (v) => v.setUint32(0, id)));
+  /** The data port is to accept DATA ticket `t` once, within the ticket lifetime, for session or relay `t.id`. */
+  expect(t: ExpectedTicket): void {
+    this.#cmd(record(CMD.EXPECT, 42, (v, b) => {
+      v.setUint32(0, t.id);
+      v.setBigUint64(4, BigInt(t.issued));
+      b.set(t.ticketId, 12);
+      b.set(encodeConnect(t.connect), 28);
+    }, enc.encode(t.host)));
   }
 
   /** No link to peer `peer` could be opened: sessions waiting for one fail with `status`. */
@@ -379,6 +402,12 @@ function decodeEvent(type: number, p: Uint8Array): DataPlaneEvent | null {
       return { type: "need_link", peer: v.getUint32(0) };
     case 9:
       return { type: "log", text: text(0) };
+    case 12:
+      return { type: "data_attached", id: v.getUint32(0) };
+    case 13:
+      return { type: "data_refused", peer: dec.decode(p.subarray(1, 1 + p[0])), why: text(1 + p[0]) };
+    case 14:
+      return { type: "data_expired", id: v.getUint32(0) };
     case 10:
       return { type: "snapshot", token: v.getUint32(0), text: text(4) };
     default:

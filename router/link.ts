@@ -36,7 +36,7 @@ export async function readPart(conn: Deno.Conn, n: number): Promise<Uint8Array> 
 
 /**
  * The first bytes of a connection, as many as one read gives (at least 4, at most `max`): a
- * router takes a whole DATA ticket, or the start of a HELLO, in one read where they have come.
+ * router takes the head of a HELLO in one read where it has come.
  */
 export async function readStart(conn: Deno.Conn, max: number): Promise<Uint8Array> {
   const buf = new Uint8Array(max);

@@ -1,7 +1,9 @@
 /**
  * The UVPN subnet router (uvpn_proxy's engine). Every TCP connection to its port is a link
- * (HELLO first, router/link.ts) or a data connection (a DATA ticket first); nothing else gets in,
- * and unauthenticated connections are bounded (router/guard.ts). On client links it answers the
+ * (HELLO first, router/link.ts); nothing else gets in, and unauthenticated connections are
+ * bounded (router/guard.ts). Programs' data connections (a DATA ticket first) go to the data
+ * port, which the data plane serves itself (native/router/core/data.c) within the same limits.
+ * On client links it answers the
  * control requests (leases and their holders, listeners, UDP endpoints, names, status) and
  * CONNECT; on router links a peer's MUX (the link then carries sessions and goes to the data
  * plane), carrier CONNECT and name queries. Virtual connections are router/connects.ts and
@@ -10,10 +12,10 @@
  */
 import { batchedLog } from "./logbuf.ts";
 import { trace } from "./trace.ts";
-import { concat, hex, u16, u32, unhex } from "../common/bytes.ts";
+import { hex, u16, u32, unhex } from "../common/bytes.ts";
 import { closeQuietly, ConnSet } from "../common/io.ts";
 import { acceptCarrier } from "./carrier.ts";
-import { Connects } from "./connects.ts";
+import { Connects, DATA_TICKET_MS } from "./connects.ts";
 import { Deadlines } from "./deadlines.ts";
 import { DirectPaths, type DirectPolicy } from "./direct.ts";
 import { RouterCounters, type RouterStats, statusText, type StatusReport } from "./counters.ts";
@@ -21,7 +23,7 @@ import { DataPlane, type DataPlaneEvent } from "./dataplane.ts";
 import { DEFAULT_LIMITS, type GuardLimits, PreAuthGuard, RefusalLog } from "./guard.ts";
 import { contains, formatIp, formatSubnet, type Subnet } from "./ipv4.ts";
 import { type Holder, LeaseTable } from "./leases.ts";
-import { acceptLink, type Link, readPart, readStart } from "./link.ts";
+import { acceptLink, type Link, readStart } from "./link.ts";
 import { NameService } from "./names.ts";
 import type { Route } from "./routes.ts";
 import { defaultSessionConfig, type SessionConfig, SessionTable } from "./sessions.ts";
@@ -31,17 +33,15 @@ import {
   decodeConnect,
   decodePaths,
   encodeConnectAnswer,
-  decodeTicket,
   type Frame,
   FrameError,
   FrameType,
+  HEAD_LEN,
   ipBytes,
   ListenFlag,
   MAGIC,
   Role,
   Status,
-  TICKET_LEN,
-  TICKET_MAGIC,
 } from "./wire.ts";
 
 /** How a router is set up. */
@@ -51,6 +51,8 @@ export interface RouterOptions {
   self: Route;
   key: Uint8Array;
   listen: { hostname: string; port: number };
+  /** The data port, on the listening address (0 or absent: a free port). */
+  dataPort?: number;
   stateFile: string;
   /** Deadline for connects to listeners and peer routers, ms. */
   timeoutMs?: number;
@@ -77,6 +79,7 @@ export class Router {
   readonly counters: RouterCounters = new RouterCounters();
   readonly subnet: Subnet;
   #listener?: Deno.TcpListener;
+  #dataPort = 0;
   #table!: LeaseTable;
   #timeoutMs: number;
   #log: (line: string) => void;
@@ -127,11 +130,10 @@ export class Router {
       table: () => this.#table,
       sessions: this.#sessions,
       dp,
+      dataPort: () => this.#dataPort,
       counters: this.counters,
-      conns: this.#conns,
       direct: new DirectPaths(opts.direct ?? "auto"),
       log: this.#log,
-      refuse: (peer, why) => this.#refuse(peer, why),
     });
   }
 
@@ -158,6 +160,9 @@ export class Router {
     this.#table.onListener = (l, gone) => dp.setListener(l.ip, l.port, gone ? null : { host: l.realHost, port: l.realPort, lid: unhex(l.id) });
     this.#listener = Deno.listen({ ...this.opts.listen, transport: "tcp" });
     try {
+      const { perSource, total, handshakeMs } = this.#guard.limits;
+      const bound = (this.#listener.addr as Deno.NetAddr).hostname;
+      this.#dataPort = dp.dataListen(bound, this.opts.dataPort ?? 0, { perSource, total, handshakeMs, ticketMs: DATA_TICKET_MS });
       await this.#udp.start(this.opts.listen.hostname, this.opts.listen.port);
     } catch (e) {
       this.#listener.close();
@@ -165,12 +170,13 @@ export class Router {
     }
     this.#log(
       `serving subnet ${formatSubnet(this.subnet)} (route file line ${this.opts.self.line}) on ` +
-        `${this.opts.listen.hostname}:${this.opts.listen.port}; ${this.#table.leases.size} lease(s) restored`,
+        `${this.opts.listen.hostname}:${this.opts.listen.port} (data port ${this.#dataPort}); ${this.#table.leases.size} lease(s) restored`,
     );
     this.#serve(this.#listener);
   }
 
   #dataPlaneEvent(e: DataPlaneEvent): void {
+    if (e.type === "data_refused") return this.#refuse(e.peer, e.why);
     if (this.#connects.event(e)) return;
     if (this.#sessions.event(e)) return;
     if (e.type === "log") this.#log(e.text);
@@ -221,8 +227,7 @@ export class Router {
 
   /**
    * A new connection: admitted within the pre-authentication limits, then a link (HELLO and a
-   * first frame under the link key) or a data connection (its DATA ticket), both before the
-   * handshake deadline.
+   * first frame under the link key) before the handshake deadline.
    */
   async #handle(conn: Deno.TcpConn): Promise<void> {
     trace("accept");
@@ -246,7 +251,7 @@ export class Router {
       this.#conns.close(conn);
     });
     try {
-      const start = await readStart(conn, TICKET_LEN); // a whole ticket, or the start of a HELLO (longer)
+      const start = await readStart(conn, HEAD_LEN); // the head of a HELLO, in one read where it has come
       if (sameMagic(start, MAGIC)) {
         conn.setNoDelay(true); // (a data connection gets them in the data plane: app_adopted)
         conn.setKeepAlive(true);
@@ -257,16 +262,7 @@ export class Router {
         await this.#serveLink(link, first);
         return;
       }
-      if (sameMagic(start, TICKET_MAGIC)) {
-        trace("ticket");
-        const whole = start.length === TICKET_LEN ? start : concat(start, await readPart(conn, TICKET_LEN - start.length));
-        const ticket = decodeTicket(this.opts.key, whole);
-        this.#handshakes.cancel(timer);
-        release();
-        this.#connects.dataConnection(conn, ticket, peer);
-        return;
-      }
-      throw new FrameError("Bad magic: not a UVPN frame or ticket");
+      throw new FrameError("Bad magic: not a UVPN frame (a DATA ticket goes to the data port)");
     } catch (e) {
       this.#handshakes.cancel(timer);
       const why = late ? `no handshake within ${ms} ms` : e instanceof FrameError ? e.message : String(e);

@@ -142,17 +142,6 @@ export class SessionTable {
     return { session: id, via };
   }
 
-  /** The program's data connection for opened session `id`: handed to the data plane. */
-  attach(id: number, conn: Deno.TcpConn): void {
-    const dp = this.o.dp();
-    dp.attach(id, dp.adopt(conn));
-  }
-
-  /** Ends opened session `id` (its data connection never came, or the router stops). */
-  abort(id: number, reason: number): void {
-    this.o.dp().abort(id, reason);
-  }
-
   /** A link a peer router opened to us, at its MUX frame: handed to the data plane. */
   accept(link: Link): void {
     const dp = this.o.dp();

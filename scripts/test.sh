@@ -16,7 +16,7 @@ cd "$MYRT_ROOT"
 
 # The suites whose code is mostly native: the preload libraries and the supervisor at work, and
 # the C checkers (tests/native_test.ts: the codecs, and the data plane's sessions under faults).
-SANITIZE_SUITES=(tests/uvpn/preload_test.ts tests/uvpn/static_test.ts tests/uvpn/nonblocking_test.ts
+SANITIZE_SUITES=(tests/uvpn/preload_test.ts tests/uvpn/static_test.ts tests/uvpn/nonblocking_test.ts tests/uvpn/dataport_test.ts
   tests/uvpn/udp_test.ts tests/uvpn/ifaces_test.ts tests/uvpn/supervisor_leak_test.ts
   tests/xufs/conformance_test.ts tests/xufs/preload_test.ts tests/xufs/static_local_test.ts tests/xufs/static_concurrent_test.ts
   tests/xufs/fastopen_test.ts

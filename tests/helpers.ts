@@ -217,6 +217,27 @@ function sanitizing(opts: SpawnOptions): SpawnOptions {
   return { ...opts, env: { ...opts.env, LD_PRELOAD: SANITIZE_RT } };
 }
 
+/**
+ * Connects to host:port (an IPv4 address as a number), writes bytes(the connection's local
+ * port) and returns what came back within 3 s: "" when the peer closed or reset it, or sent
+ * nothing (how a ticket check refuses).
+ */
+export async function ticketAttempt(ip: number, port: number, bytes: (localPort: number) => Uint8Array): Promise<string> {
+  const c = await Deno.connect({ hostname: `${ip >>> 24}.${(ip >> 16) & 255}.${(ip >> 8) & 255}.${ip & 255}`, port });
+  try {
+    await c.write(bytes((c.localAddr as Deno.NetAddr).port));
+    const buf = new Uint8Array(256);
+    const n = await Promise.race([c.read(buf), sleep(3000).then(() => null)]);
+    return n ? new TextDecoder().decode(buf.subarray(0, n)) : "";
+  } catch {
+    return ""; // reset
+  } finally {
+    try {
+      c.close();
+    } catch { /* closed */ }
+  }
+}
+
 /** Waits until something accepts TCP connections at host:port. */
 export async function waitForPort(hostname: string, port: number, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
-#define UVPN_DP_ABI 1
+#define UVPN_DP_ABI 2
 
 static dp D = {.qlock = PTHREAD_MUTEX_INITIALIZER, .qcond = PTHREAD_COND_INITIALIZER};
 static int started;
@@ -60,6 +60,30 @@ EXPORT int uvpn_dp_adopt(const uint8_t *p, uint32_t n)
 {
     if (!started) return -EINVAL;
     return dp_adopt_fd(&D, p, n);
+}
+
+/* The data port (router/core/data.c): port u16 (0: any), per_source u32, total u32,
+ * handshake_ms u32, ticket_ms u32, then the host to bind (text, a numeric address). Opens its
+ * socket here and hands it to the data-plane thread: the port bound, or -errno. */
+EXPORT int uvpn_dp_data_listen(const uint8_t *p, uint32_t n)
+{
+    if (!started || n < 19 || n - 18 > 63) return -EINVAL;
+    char host[64];
+    memcpy(host, p + 18, n - 18);
+    host[n - 18] = 0;
+    uint16_t port;
+    int fd = data_open(host, get16(p), &port);
+    if (fd < 0) return fd;
+    uint8_t c[21];
+    c[0] = CMD_DATA_LISTEN;
+    put32(c + 1, (uint32_t)fd);
+    memcpy(c + 5, p + 2, 16);
+    int r = dp_post(&D, c, sizeof c);
+    if (r) {
+        close(fd);
+        return r;
+    }
+    return port;
 }
 
 EXPORT int uvpn_dp_wait(void)

@@ -420,15 +420,15 @@ static void refuse(tsess *t)
 
 /* ---- the control plane: the data planes' events ----------------------------------------------- */
 
-/* Hands the client connection's router side to d (CMD_ATTACH or CMD_RELAY_ATTACH): d's now. */
-static void attach(dp *d, int cmd, tsess *t)
+/* Hands the client connection's router side to d (CMD_ATTACH, for a session or a relay): d's now. */
+static void attach(dp *d, tsess *t)
 {
     if (t->afd < 0) return;
     uint8_t c[8];
     put32(c, t->ida); /* (a relay's id is the same on both sides) */
     put32(c + 4, (uint32_t)t->afd);
     t->afd = -1;
-    post(d, cmd, c, sizeof c);
+    post(d, CMD_ATTACH, c, sizeof c);
 }
 
 static tsess *by_id(world *w, uint32_t id, int side)
@@ -491,7 +491,7 @@ static void events(world *w, int side)
             }
             case EV_OPENED:
                 if (!t || pl < 6) break;
-                if (p[4] == UVPN_ST_OK) attach(&w->a, CMD_ATTACH, t);
+                if (p[4] == UVPN_ST_OK) attach(&w->a, t);
                 else refuse(t);
                 break;
             case EV_END:
@@ -513,7 +513,7 @@ static void events(world *w, int side)
             case EV_RELAY_READY:
                 if (!t || pl < 5) break;
                 if (p[4] == UVPN_ST_OK) {
-                    attach(&w->b, CMD_RELAY_ATTACH, t);
+                    attach(&w->b, t);
                 } else { /* no EV_RELAY_END follows a failed dial */
                     refuse(t);
                     t->enda = t->endb = 1;

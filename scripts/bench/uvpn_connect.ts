@@ -10,6 +10,7 @@
  *      dropped connections past 8,192 per 600 s);
  *   3. idle cost: 1,000 and 10,000 open idle overlay connections across subnets: each router's
  *      RSS per session and its CPU while idle (10 s), the routers started fresh for each size.
+ *   Phase 1 also prints each router's CPU per connection (all its threads, user + system).
  * Prints a table and ratios against native measured in the same run.
  */
 import { Overlay, Proc, spawnCli, tempDir } from "../../tests/helpers.ts";
@@ -131,19 +132,26 @@ using dir = tempDir("myrt-bench-");
     const paths = ([["one", "one router (same subnet)", o.b], ["two", "two routers (across subnets)", o.a]] as const).filter((p) => PATHS.includes(p[0]));
     for (const [, label, cs] of SKIP_RATES ? [] : paths) {
       const rates: Record<Mode, number> = { native: 0, preload: 0, seccomp: 0 };
+      const cpu: string[] = [];
       for (const mode of MODES) {
         const s = await server(o, o.b, mode === "seccomp" ? "seccomp" : mode, "echo");
         try {
+          const before = [usage(o.a.router!.pid), usage(o.b.router!.pid)];
           const text = await client(o, cs, mode, [s.addr, "burst", String(N), String(INFLIGHT)], 600_000);
+          const after = [usage(o.a.router!.pid), usage(o.b.router!.pid)];
           const m = text.match(/rate ([\d.]+) fails (\d+)/)!;
           if (Number(m[2])) throw new Error(`${m[2]} failed connections (${mode}, ${label})`);
           rates[mode] = Number(m[1]);
+          // Router CPU (all threads, user + system, USER_HZ ticks of 10 ms) per connection.
+          const ms = (i: number) => (((after[i].ticks - before[i].ticks) * 10) / N).toFixed(3);
+          if (mode !== "native") cpu.push(`${mode}: router A ${ms(0)} ms, router B ${ms(1)} ms`);
         } finally {
           await s.p.stop();
         }
       }
       say([label + " (connections/s)", ...(["native", "preload", "seccomp"] as Mode[]).map((m) => rates[m].toFixed(0)),
         (rates.preload / rates.native).toFixed(3), (rates.seccomp / rates.native).toFixed(3)].join("\t"));
+      if (cpu.length) say(`${label}: router CPU per connection (all threads): ${cpu.join("; ")}`);
       if (INFLIGHT === 1) say([label + " (ms per connection)", ...(["native", "preload", "seccomp"] as Mode[]).map((m) => (1000 / rates[m]).toFixed(2))].join("\t"));
     }
     if (SUSTAIN_S > 0) {

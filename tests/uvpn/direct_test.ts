@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cli, IS_ROOT, Overlay, Proc, ROOT, run, spawnCli, tempDir } from "../helpers.ts";
+import { cli, IS_ROOT, Overlay, Proc, ROOT, run, spawnCli, tempDir, ticketAttempt } from "../helpers.ts";
 import { type Node, Sites } from "./sites.ts";
 import { ask, connectRouter } from "../../router/client.ts";
 import { parseIp } from "../../router/ipv4.ts";
@@ -293,22 +293,7 @@ Deno.test({
       assert.equal(a.kind, TicketKind.DIRECT);
       const ticket = (boundPort: number, k = key) =>
         encodeTicket(k, { kind: TicketKind.DIRECT, srcIp: src, srcPort: a.srcPort, dstIp: dst, dstPort: 7500, listenerId: a.listenerId, boundPort, issued: a.issued, ticketId: a.ticketId });
-      /** Connects to the listener's real port, writes bytes(local port), reads what comes back. */
-      const attempt = async (bytes: (port: number) => Uint8Array): Promise<string> => {
-        const c = await Deno.connect({ hostname: `${a.realIp >>> 24}.${(a.realIp >> 16) & 255}.${(a.realIp >> 8) & 255}.${a.realIp & 255}`, port: a.realPort });
-        try {
-          await c.write(bytes((c.localAddr as Deno.NetAddr).port));
-          const buf = new Uint8Array(256);
-          const n = await Promise.race([c.read(buf), new Promise<null>((res) => setTimeout(() => res(null), 3000))]);
-          return n ? new TextDecoder().decode(buf.subarray(0, n)) : "";
-        } catch {
-          return ""; // reset
-        } finally {
-          try {
-            c.close();
-          } catch { /* closed */ }
-        }
-      };
+      const attempt = (bytes: (port: number) => Uint8Array) => ticketAttempt(a.realIp, a.realPort, bytes);
       assert.equal(await attempt((p) => ticket(p, new Uint8Array(32))), "", "a ticket MACed with another key");
       assert.equal(await attempt((p) => ticket(p + 1)), "", "a ticket bound to another port");
       assert.equal(await attempt(() => new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n")), "", "no ticket");

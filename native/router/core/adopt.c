@@ -51,13 +51,25 @@ void dp_adopt_init(dp *d)
     d->dummy = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 }
 
-/* An address as 16 bytes (IPv4 as v4-mapped IPv6) and a port. */
-typedef struct {
-    uint8_t a[16];
-    uint16_t port;
-} addr16;
+socklen_t sockaddr_text(const char *host, uint16_t port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        return sizeof *v4;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        return sizeof *v6;
+    }
+    return 0;
+}
 
-static int from_text(const char *s, uint16_t port, addr16 *out)
+int addr16_text(const char *s, uint16_t port, addr16 *out)
 {
     memset(out, 0, sizeof *out);
     out->port = port;
@@ -70,7 +82,7 @@ static int from_text(const char *s, uint16_t port, addr16 *out)
     return inet_pton(AF_INET6, s, out->a) == 1 ? 0 : -1;
 }
 
-static int from_sock(const struct sockaddr_storage *ss, addr16 *out)
+int addr16_sock(const struct sockaddr_storage *ss, addr16 *out)
 {
     memset(out, 0, sizeof *out);
     if (ss->ss_family == AF_INET) {
@@ -96,9 +108,9 @@ static int matches(int fd, const addr16 *local, const addr16 *remote)
     struct sockaddr_storage ss;
     socklen_t l = sizeof ss;
     addr16 got;
-    if (getpeername(fd, (struct sockaddr *)&ss, &l) != 0 || from_sock(&ss, &got) != 0 || !same(&got, remote)) return 0;
+    if (getpeername(fd, (struct sockaddr *)&ss, &l) != 0 || addr16_sock(&ss, &got) != 0 || !same(&got, remote)) return 0;
     l = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0 || from_sock(&ss, &got) != 0 || !same(&got, local)) return 0;
+    if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0 || addr16_sock(&ss, &got) != 0 || !same(&got, local)) return 0;
     return 1;
 }
 
@@ -127,7 +139,7 @@ int dp_adopt_fd(dp *d, const uint8_t *p, size_t n)
     if (4 + ll + 1 >= n) return -EINVAL;
     const char *rh = lh + ll + 1;
     addr16 local, remote;
-    if (from_text(lh, get16(p), &local) != 0 || from_text(rh, get16(p + 2), &remote) != 0) return -EINVAL;
+    if (addr16_text(lh, get16(p), &local) != 0 || addr16_text(rh, get16(p + 2), &remote) != 0) return -EINVAL;
     int fd = find_fd(&local, &remote, max_fd_seen + 256);
     if (fd < 0) {
         struct rlimit rl;

@@ -1,8 +1,9 @@
 /* dp.h: the routers' data plane (docs/PROTOCOL.md, "Sessions between routers"; docs/UVPN.md),
  * the internal interface between its files. One thread per router runs an epoll loop that owns
  * every socket the bytes of virtual connections cross: router links to peer routers (adopted
- * from the TypeScript control plane after their handshake), the programs' connections (adopted
- * after their ticket was checked, or dialed here), and local relays. The control plane talks to
+ * from the TypeScript control plane after their handshake), the programs' connections (accepted
+ * on its own data port and attached once their DATA ticket was checked, or dialed here), and
+ * local relays. The control plane talks to
  * it through a command queue (router/api.c) and gets events back through an event queue.
  *
  *   loop.c     the thread, epoll, timers, the command and event queues, the tables
@@ -11,6 +12,7 @@
  *   session.c  sessions: application I/O, replay and receive buffers, window, spool, open,
  *              resume, clean end and reset
  *   relay.c    local relays (same subnet) and the dial of a listener with its RELAYED ticket
+ *   data.c     the data port: programs' data connections and their DATA tickets
  *   adopt.c    taking a socket over from Deno
  */
 #ifndef UVPN_ROUTER_DP_H
@@ -25,6 +27,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 /* ---- configuration (from the control plane: router/dataplane.ts encodes it) ---------------- */
@@ -71,7 +74,7 @@ static inline void dl_del(dnode *n)
 
 /* ---- what an epoll event points at ---------------------------------------------------------- */
 
-enum { H_WAKE = 1, H_LINK, H_APP, H_RELAY_A, H_RELAY_B, H_DIAL };
+enum { H_WAKE = 1, H_LINK, H_APP, H_RELAY_A, H_RELAY_B, H_DIAL, H_DATA_LISTEN, H_DATA };
 
 /* Sessions and relays start with this head: a handle's object says what it is, and the work
  * and grave lists hold either. */
@@ -256,6 +259,33 @@ typedef struct {
     char host[64];            /* the real host (text), NUL-terminated */
 } dp_listener;
 
+/* ---- the data port (data.c) ------------------------------------------------------------------ */
+
+typedef struct {
+    int fd;                   /* the listening socket (-1: none yet) */
+    handler h;
+    uint32_t per_source, total; /* connections without a checked ticket allowed */
+    uint32_t handshake_ms;    /* time a connection gets to present its ticket */
+    uint32_t ticket_ms;       /* time an expected ticket waits for its connection */
+    uint32_t pending;         /* connections without a checked ticket now */
+    int64_t paused_until;     /* accept failed (EMFILE...): new connections wait until then (ms) */
+    int64_t logged_at;        /* when that was last logged */
+    u64map by_source;         /* source key -> their count (as a pointer-sized integer) */
+    u64map expects;           /* ticket id's first 8 bytes -> the expected ticket */
+    dnode expect_fifo, preauth_fifo; /* oldest first (one fixed timeout each) */
+} dp_data;
+
+/* An address as 16 bytes (IPv4 as v4-mapped IPv6) and a port (adopt.c). */
+typedef struct {
+    uint8_t a[16];
+    uint16_t port;
+} addr16;
+
+int addr16_text(const char *s, uint16_t port, addr16 *out); /* 0, or -1 if not an address */
+/* A numeric host (IPv4 or IPv6) and port as a socket address: its length, 0 if not an address. */
+socklen_t sockaddr_text(const char *host, uint16_t port, struct sockaddr_storage *ss);
+int addr16_sock(const struct sockaddr_storage *ss, addr16 *out);
+
 /* ---- the data plane ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -287,6 +317,7 @@ typedef struct dp {
     u64map by_sid;            /* session id (first 8 bytes) -> sess */
     u64map tw_by_sid;         /* -> timewait */
     u64map listeners;         /* virtual ip << 16 | port -> dp_listener (listen.c) */
+    dp_data data;             /* the data port (data.c) */
     uint32_t next_answer_id;  /* ids of sessions answered here: 0x80000000 | n */
     dnode links, dirty, work, dialing, down, waiting, timewaits, memwait;
     dnode rdialing;           /* relays dialing */
@@ -320,6 +351,10 @@ void dp_unwatch(dp *d, int fd);
 void dp_work(dp *d, dnode *n);
 void dp_stat(uint64_t *c, int64_t by);
 void dp_trace(const char *step); /* UVPN_TRACE_FILE: a step's timestamp (router/trace.ts) */
+void dp_commands(dp *d);      /* runs the queued commands now (also within a turn's events) */
+/* A program's connection for session or local relay `id`: attached (0), or reset and closed
+ * (-1: no such object, or it has its connection already). */
+int dp_attach(dp *d, uint32_t id, int fd);
 
 /* link.c */
 rlink *link_add(dp *d, const uint8_t *cmd, size_t n, int fd);
@@ -396,6 +431,15 @@ void listener_set(dp *d, const uint8_t *cmd, size_t n);
 const dp_listener *listener_find(dp *d, uint32_t ip, uint16_t port);
 void listeners_free(dp *d);
 
+/* data.c */
+int data_open(const char *host, uint16_t port, uint16_t *bound); /* the listening socket, or -errno */
+void data_listen(dp *d, const uint8_t *cmd, size_t n);
+void data_expect(dp *d, const uint8_t *cmd, size_t n);
+void data_accept(dp *d);
+void data_event(dp *d, void *conn);
+int64_t data_timers(dp *d);   /* expires what is due; the next deadline (INT64_MAX: none) */
+void data_free(dp *d);
+
 /* adopt.c */
 int dp_adopt_fd(dp *d, const uint8_t *addrs, size_t n);
 void dp_adopt_init(dp *d);
@@ -414,6 +458,9 @@ enum {
     EV_SNAPSHOT = 10,  /* token u32, text */
     EV_OPEN_DIALED = 11, /* answerer, a listener of listen.c dialed for a peer's OPEN without
                           * asking: as EV_OPEN_REQ, then real_port u16, host (text) */
+    EV_DATA_ATTACHED = 12, /* id u32: its data connection presented its ticket and is attached */
+    EV_DATA_REFUSED = 13,  /* peer_len u8, peer "host:port", why (text): a connection to the data port */
+    EV_DATA_EXPIRED = 14,  /* id u32: no data connection in time; the session or relay ended */
 };
 
 /* Commands from the control plane. */
@@ -422,15 +469,16 @@ enum {
     CMD_OPEN = 2,          /* id u32, peer u32, sid[16], connect[14], enc u8 */
     CMD_ANSWER_DIAL = 3,   /* id u32, port u16, lid[8], host (text) */
     CMD_ANSWER_REFUSE = 4, /* id u32, status u8 */
-    CMD_ATTACH = 5,        /* id u32, fd i32 */
-    CMD_ABORT = 6,         /* id u32, reason u8 */
+    CMD_ATTACH = 5,        /* id u32, fd i32: a session's or relay's connection, handed over
+                            * without a ticket (native/tests/test_sessions.c plays the control
+                            * plane with it; the router's come through the data port) */
     CMD_RELAY_DIAL = 7,    /* id u32, port u16, lid[8], connect[14], host (text) */
-    CMD_RELAY_ATTACH = 8,  /* id u32, fd i32 */
-    CMD_RELAY_ABORT = 9,   /* id u32 */
     CMD_SNAPSHOT = 10,     /* token u32 */
     CMD_LINK_FAIL = 11,    /* peer u32, status u8: no link to the peer could be opened */
     CMD_SHUTDOWN = 12,     /* everything ends (reset) */
     CMD_LISTENER = 13,     /* ip u32, port u16, real_port u16, lid[8], host (text; none: removed) */
+    CMD_DATA_LISTEN = 14,  /* fd i32, per_source u32, total u32, handshake_ms u32, ticket_ms u32 */
+    CMD_EXPECT = 15,       /* id u32, issued u64, tid[16], connect[14], host (text): a DATA ticket */
 };
 
 #endif

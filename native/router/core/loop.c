@@ -1,6 +1,7 @@
 /* loop.c: the data plane's thread (see dp.h): the epoll loop, the command queue it drains and
  * the event queue it fills, timers (each link's keepalive and dead check; first-in-first-out
- * deadlines for dials, outages, sessions waiting for a link and TIME_WAIT entries: each list
+ * deadlines for dials, outages, sessions waiting for a link, TIME_WAIT entries and the data
+ * port's tickets and unauthenticated connections (data.c): each list
  * has one fixed timeout, so its head is always the next to expire), and deferred frees: an
  * object that ends during a turn is freed after the turn, when no epoll event of the batch can
  * point at it any more. */
@@ -131,6 +132,22 @@ static void reset_fd(int fd)
     app_reset_close(&a);
 }
 
+int dp_attach(dp *d, uint32_t id, int fd)
+{
+    objhead *o = map_get(&d->conns, id);
+    dp_trace("dp.attach");
+    if (o && o->kind == K_SESS && ((sess *)o)->opener && ((sess *)o)->app.fd < 0) {
+        sess_attach_app(d, (sess *)o, fd);
+        return 0;
+    }
+    if (o && o->kind == K_RELAY && !((relay *)o)->dialing && ((relay *)o)->a.fd < 0) {
+        relay_attach(d, (relay *)o, fd);
+        return 0;
+    }
+    reset_fd(fd);
+    return -1;
+}
+
 static void command(dp *d, int type, const uint8_t *p, size_t n)
 {
     switch (type) {
@@ -158,34 +175,12 @@ static void command(dp *d, int type, const uint8_t *p, size_t n)
         if (s && s->st == S_DIALING) sess_refuse(d, s, p[4]);
         break;
     }
-    case CMD_ATTACH: {
-        sess *s = n >= 8 ? conn_get(d, p, K_SESS) : NULL;
-        int fd = n >= 8 ? (int)get32(p + 4) : -1;
-        dp_trace("dp.attach");
-        if (s && s->opener && s->app.fd < 0) sess_attach_app(d, s, fd);
-        else reset_fd(fd);
+    case CMD_ATTACH:
+        if (n >= 8) dp_attach(d, get32(p), (int)get32(p + 4));
         break;
-    }
-    case CMD_ABORT: {
-        sess *s = n >= 5 ? conn_get(d, p, K_SESS) : NULL;
-        if (s) sess_abort(d, s, p[4], "aborted by the router");
-        break;
-    }
     case CMD_RELAY_DIAL:
         relay_dial(d, p, n);
         break;
-    case CMD_RELAY_ATTACH: {
-        relay *r = n >= 8 ? conn_get(d, p, K_RELAY) : NULL;
-        int fd = n >= 8 ? (int)get32(p + 4) : -1;
-        if (r && !r->dialing && r->a.fd < 0) relay_attach(d, r, fd);
-        else reset_fd(fd);
-        break;
-    }
-    case CMD_RELAY_ABORT: {
-        relay *r = n >= 4 ? conn_get(d, p, K_RELAY) : NULL;
-        if (r) relay_close(d, r, 0, "no data connection");
-        break;
-    }
     case CMD_SNAPSHOT:
         if (n >= 4) sess_snapshot(d, get32(p));
         break;
@@ -195,6 +190,12 @@ static void command(dp *d, int type, const uint8_t *p, size_t n)
     case CMD_LISTENER:
         listener_set(d, p, n);
         break;
+    case CMD_DATA_LISTEN:
+        data_listen(d, p, n);
+        break;
+    case CMD_EXPECT:
+        data_expect(d, p, n);
+        break;
     case CMD_SHUTDOWN:
         d->running = 0;
         break;
@@ -203,7 +204,7 @@ static void command(dp *d, int type, const uint8_t *p, size_t n)
     }
 }
 
-static void drain_commands(dp *d)
+void dp_commands(dp *d)
 {
     uint64_t junk;
     while (read(d->wake, &junk, sizeof junk) > 0) {
@@ -227,7 +228,7 @@ static void drain_commands(dp *d)
 
 static int64_t fifo_timers(dp *d)
 {
-    int64_t next = INT64_MAX;
+    int64_t next = data_timers(d);
     dnode *lists[] = {&d->dialing, &d->down, &d->waiting};
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
         while (!dl_empty(lists[i])) {
@@ -351,7 +352,7 @@ void dp_turn(dp *d, int max_wait_ms)
         switch (h->kind) {
         case H_WAKE:
             dp_trace("dp.commands");
-            drain_commands(d);
+            dp_commands(d);
             break;
         case H_LINK:
             link_io(d, h->obj, e);
@@ -362,6 +363,12 @@ void dp_turn(dp *d, int max_wait_ms)
         case H_RELAY_A:
         case H_RELAY_B:
             relay_event(d, h->obj, h->kind == H_RELAY_A ? 0 : 1, e);
+            break;
+        case H_DATA_LISTEN:
+            data_accept(d);
+            break;
+        case H_DATA:
+            data_event(d, h->obj);
             break;
         case H_DIAL: {
             objhead *o = h->obj;
@@ -390,6 +397,7 @@ void dp_finish(dp *d)
     bury(d);
     bq_mem_free(&d->mem);
     listeners_free(d);
+    data_free(d);
 }
 
 static void *loop_main(void *arg)
@@ -410,8 +418,12 @@ int dp_init(dp *d)
     map_init(&d->by_sid);
     map_init(&d->tw_by_sid);
     map_init(&d->listeners);
+    map_init(&d->data.by_source);
+    map_init(&d->data.expects);
+    d->data.fd = -1;
     trace_init();
-    dnode *lists[] = {&d->links, &d->dirty, &d->work, &d->dialing, &d->down, &d->waiting, &d->timewaits, &d->memwait, &d->rdialing, &d->grave};
+    dnode *lists[] = {&d->links, &d->dirty, &d->work, &d->dialing, &d->down, &d->waiting, &d->timewaits, &d->memwait, &d->rdialing, &d->grave,
+                      &d->data.expect_fifo, &d->data.preauth_fifo};
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) dl_init(lists[i]);
     d->next_answer_id = 1;
     d->ep = epoll_create1(EPOLL_CLOEXEC);
