@@ -187,7 +187,7 @@ int tg_put_sockaddr(pid_t pid, uint64_t addr, uint64_t addrlen, const void *ss, 
     size_t n = cap < sl ? cap : sl;
     struct iovec local[2] = {{(void *)ss, n}, {&sl, sizeof sl}};
     struct iovec remote[2] = {{(void *)(uintptr_t)addr, n}, {(void *)(uintptr_t)addrlen, sizeof sl}};
-    ssize_t w = n ? process_vm_writev(pid, local, 2, remote, 2, 0) : process_vm_writev(pid, local + 1, 1, remote + 1, 1, 0);
+    ssize_t w = process_vm_writev(pid, local, 2, remote, 2, 0); /* (an empty iovec is skipped) */
     if (w < 0) return -errno;
     return (size_t)w == n + sizeof sl ? 0 : -EFAULT;
 }

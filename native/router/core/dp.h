@@ -416,7 +416,7 @@ int dial_finish(appsock *a);
 int write_ticket(dp *d, const uvpn_connect *c, const uint8_t lid[UVPN_LID_LEN], int fd);
 void obj_bury(dp *d, objhead *o);
 void relay_dial(dp *d, const uint8_t *cmd, size_t n);
-/* A program's connection handed over by the control plane (CMD_ATTACH, CMD_RELAY_ATTACH):
+/* A program's connection taken on by the data plane (dp_attach: the data port, CMD_ATTACH):
  * non-blocking, TCP_NODELAY and SO_KEEPALIVE, set here rather than on the control plane's thread. */
 void app_adopted(int fd);
 void relay_attach(dp *d, relay *r, int fd);
