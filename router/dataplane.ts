@@ -10,6 +10,7 @@
 import { routerLib, type RouterLib } from "../ffi/librouter.ts";
 import { trace } from "./trace.ts";
 import { closeQuietly } from "../common/io.ts";
+import { ConfigError } from "../common/errors.ts";
 import { type ConnectBody, decodeConnect, encodeConnect } from "./wire.ts";
 import type { SessionEnd } from "./counters.ts";
 
@@ -132,6 +133,13 @@ export interface ExpectedTicket {
   /** The client's host, as the control plane saw its link's peer (a numeric address). */
   host: string;
 }
+
+/** The errnos of a data port that cannot be bound which the user can mend (Linux numbers). */
+const DATA_PORT_ERRNO: Record<number, string> = {
+  13: "permission denied (EACCES)",
+  98: "address already in use (EADDRINUSE)",
+  99: "address not available (EADDRNOTAVAIL)",
+};
 
 /** The running data plane of this process. */
 export class DataPlane {
@@ -294,6 +302,9 @@ export class DataPlane {
     v.setUint32(14, limits.ticketMs);
     b.set(h, 18);
     const r = this.#lib.uvpn_dp_data_listen(b, b.length);
+    // A port taken or an address not ours is the user's to change (--data-port): a ConfigError.
+    const why = DATA_PORT_ERRNO[-r];
+    if (why) throw new ConfigError(`Cannot open the data port on ${host}:${port} (--data-port): ${why}`);
     if (r < 0) throw new Error(`Cannot open the data port on ${host}:${port}: errno ${-r}`);
     return r;
   }

@@ -1,7 +1,7 @@
 /** Every CLI answers --help and --version; usage errors exit 2; bad route files say FILE:LINE. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { cli, DENO, ROOT, run, tempDir } from "./helpers.ts";
+import { cli, DENO, freePort, ROOT, run, tempDir } from "./helpers.ts";
 import { VERSION } from "../cli/common.ts";
 import { TOOLS } from "../cli/tools.ts";
 
@@ -36,6 +36,21 @@ Deno.test("cli: uvpn_proxy --direct takes auto or never (a usage error otherwise
   const r = await cli("uvpn_proxy", ["--direct", "sometimes"], { env: { HOME: dir.path } });
   assert.equal(r.code, 2);
   assert.equal(r.stderr, "uvpn_proxy: Expected --direct auto or never: sometimes\n");
+});
+
+Deno.test("cli: uvpn_proxy --data-port on a port already taken is a configuration error naming the port", async () => {
+  using dir = tempDir();
+  const key = join(dir.path, "key");
+  Deno.writeTextFileSync(key, "ab".repeat(32) + "\n", { mode: 0o600 });
+  const routes = join(dir.path, "routes");
+  Deno.writeTextFileSync(routes, `100.64.0.0/16 127.0.0.1:${freePort()}\n`);
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (taken.addr as Deno.NetAddr).port;
+  const r = await cli("uvpn_proxy", ["--routes", routes, "--subnet", "100.64.0.0/16", "--data-port", String(port)], {
+    env: { HOME: dir.path, UVPN_KEY_FILE: key },
+  });
+  assert.equal(r.code, 3, r.stderr);
+  assert.equal(r.stderr, `uvpn_proxy: Cannot open the data port on 0.0.0.0:${port} (--data-port): address already in use (EADDRINUSE)\n`);
 });
 
 Deno.test("cli: uvpn_register without a home router says how to set one", async () => {
